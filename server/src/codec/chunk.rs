@@ -1,0 +1,596 @@
+//! RTMP chunk stream: reassembles messages from chunks (types 0-3, extended timestamps,
+//! aborts) and splits messages into chunks.
+//!
+//! The decoder follows "check, then parse": it consumes a chunk only when the whole chunk is
+//! buffered, so `Ok(None)` means "need more bytes" and never loses state. Every length the
+//! peer controls (chunk size, message length, number of chunk streams) is capped.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Chunk size every RTMP connection starts with.
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// Timestamps at or above this value go in the extended timestamp field.
+const EXTENDED_TIMESTAMP: u32 = 0x00FF_FFFF;
+/// A peer may use this many distinct chunk stream ids; real clients use fewer than ten.
+const MAX_CHUNK_STREAMS: usize = 64;
+
+/// One reassembled RTMP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    pub csid: u32,
+    pub timestamp: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("message length {0} exceeds the limit of {1} bytes")]
+    MessageTooLarge(u32, u32),
+    #[error("chunk size {0} is out of range (1..={1})")]
+    BadChunkSize(u32, u32),
+    #[error("chunk continues a message on chunk stream {0} that never started")]
+    NoPreviousHeader(u32),
+    #[error("too many chunk streams (limit {MAX_CHUNK_STREAMS})")]
+    TooManyChunkStreams,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ChunkStreamState {
+    /// Whether a full header was ever seen; continuation types need one.
+    initialized: bool,
+    timestamp: u32,
+    delta: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The last header carried an extended timestamp, so type-3 chunks may too.
+    extended: bool,
+    extended_value: u32,
+    partial: BytesMut,
+}
+
+/// Reassembles messages from the peer's chunk stream.
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    chunk_size: u32,
+    max_chunk_size: u32,
+    max_message_size: u32,
+    streams: HashMap<u32, ChunkStreamState>,
+}
+
+impl ChunkDecoder {
+    pub fn new(max_chunk_size: u32, max_message_size: u32) -> Self {
+        ChunkDecoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_chunk_size,
+            max_message_size,
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Applies the peer's SetChunkSize.
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
+        if size == 0 || size > self.max_chunk_size {
+            return Err(ChunkError::BadChunkSize(size, self.max_chunk_size));
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Drops the partly received message on `csid` (the peer's Abort message).
+    pub fn abort(&mut self, csid: u32) {
+        if let Some(s) = self.streams.get_mut(&csid) {
+            s.partial = BytesMut::new();
+        }
+    }
+
+    /// Decodes chunks from the front of `buf` until one message is complete.
+    /// `Ok(None)`: every complete chunk was consumed and more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, ChunkError> {
+        loop {
+            match self.decode_chunk(buf)? {
+                ChunkOutcome::NeedMore => return Ok(None),
+                ChunkOutcome::Partial => continue,
+                ChunkOutcome::Message(m) => return Ok(Some(m)),
+            }
+        }
+    }
+
+    fn decode_chunk(&mut self, buf: &mut BytesMut) -> Result<ChunkOutcome, ChunkError> {
+        let data: &[u8] = buf;
+        let Some(&b0) = data.first() else {
+            return Ok(ChunkOutcome::NeedMore);
+        };
+        let fmt = b0 >> 6;
+        let (csid, mut pos) = match b0 & 0x3f {
+            0 => match data.get(1) {
+                Some(&b) => (64 + u32::from(b), 2),
+                None => return Ok(ChunkOutcome::NeedMore),
+            },
+            1 => match data.get(1..3) {
+                Some(b) => (64 + u32::from(b[0]) + 256 * u32::from(b[1]), 3),
+                None => return Ok(ChunkOutcome::NeedMore),
+            },
+            id => (u32::from(id), 1),
+        };
+        let header_len = [11, 7, 3, 0][fmt as usize];
+        let Some(h) = data.get(pos..pos + header_len) else {
+            return Ok(ChunkOutcome::NeedMore);
+        };
+        pos += header_len;
+
+        if !self.streams.contains_key(&csid) && self.streams.len() >= MAX_CHUNK_STREAMS {
+            return Err(ChunkError::TooManyChunkStreams);
+        }
+        let prev = self.streams.get(&csid).cloned_header();
+        if fmt != 0 && !prev.initialized {
+            return Err(ChunkError::NoPreviousHeader(csid));
+        }
+        let continuing = !prev.partial_is_empty;
+
+        let mut next = prev;
+        let mut ts_field = 0;
+        if fmt <= 2 {
+            ts_field = be24(&h[0..3]);
+        }
+        if fmt <= 1 {
+            next.length = be24(&h[3..6]);
+            next.type_id = h[6];
+        }
+        if fmt == 0 {
+            next.stream_id = u32::from_le_bytes([h[7], h[8], h[9], h[10]]);
+        }
+        let mut ext_value = None;
+        if fmt <= 2 {
+            next.extended = ts_field == EXTENDED_TIMESTAMP;
+            if next.extended {
+                let Some(e) = data.get(pos..pos + 4) else {
+                    return Ok(ChunkOutcome::NeedMore);
+                };
+                ext_value = Some(u32::from_be_bytes([e[0], e[1], e[2], e[3]]));
+                pos += 4;
+            }
+        } else if next.extended {
+            // Type 3 after an extended timestamp repeats it (ffmpeg, librtmp); some encoders
+            // omit it on continuation chunks, so only consume it when it matches.
+            let Some(e) = data.get(pos..pos + 4) else {
+                return Ok(ChunkOutcome::NeedMore);
+            };
+            let v = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
+            if !continuing || v == next.extended_value {
+                ext_value = Some(v);
+                pos += 4;
+            }
+        }
+        let ts_value = ext_value.unwrap_or(ts_field);
+
+        if next.length > self.max_message_size {
+            return Err(ChunkError::MessageTooLarge(next.length, self.max_message_size));
+        }
+        let already = if continuing { next.partial_len } else { 0 };
+        let remaining = (next.length as usize).saturating_sub(already);
+        let take = remaining.min(self.chunk_size as usize);
+        if data.len() < pos + take {
+            return Ok(ChunkOutcome::NeedMore);
+        }
+
+        // The whole chunk is here: commit the header state and consume it.
+        if !continuing {
+            match fmt {
+                0 => next.timestamp = ts_value,
+                1 | 2 => {
+                    next.delta = ts_value;
+                    next.timestamp = next.timestamp.wrapping_add(ts_value);
+                }
+                _ => {
+                    if ext_value.is_some() {
+                        next.delta = ts_value;
+                    }
+                    next.timestamp = next.timestamp.wrapping_add(next.delta);
+                }
+            }
+        }
+        if let Some(v) = ext_value {
+            next.extended_value = v;
+        }
+        let state = self.streams.entry(csid).or_default();
+        state.initialized = true;
+        state.timestamp = next.timestamp;
+        state.delta = next.delta;
+        state.length = next.length;
+        state.type_id = next.type_id;
+        state.stream_id = next.stream_id;
+        state.extended = next.extended;
+        state.extended_value = next.extended_value;
+        if !continuing && state.partial.capacity() < next.length as usize {
+            state.partial = BytesMut::with_capacity(next.length as usize);
+        }
+        buf.advance(pos);
+        state.partial.put_slice(&buf[..take]);
+        buf.advance(take);
+        if state.partial.len() < state.length as usize {
+            return Ok(ChunkOutcome::Partial);
+        }
+        let payload = state.partial.split().freeze();
+        Ok(ChunkOutcome::Message(RawMessage {
+            csid,
+            timestamp: state.timestamp,
+            type_id: state.type_id,
+            stream_id: state.stream_id,
+            payload,
+        }))
+    }
+}
+
+enum ChunkOutcome {
+    NeedMore,
+    Partial,
+    Message(RawMessage),
+}
+
+/// A copy of a chunk stream's header state without its buffered payload.
+#[derive(Default)]
+struct HeaderState {
+    initialized: bool,
+    timestamp: u32,
+    delta: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    extended: bool,
+    extended_value: u32,
+    partial_is_empty: bool,
+    partial_len: usize,
+}
+
+trait ClonedHeader {
+    fn cloned_header(self) -> HeaderState;
+}
+
+impl ClonedHeader for Option<&ChunkStreamState> {
+    fn cloned_header(self) -> HeaderState {
+        match self {
+            None => HeaderState {
+                partial_is_empty: true,
+                ..HeaderState::default()
+            },
+            Some(s) => HeaderState {
+                initialized: s.initialized,
+                timestamp: s.timestamp,
+                delta: s.delta,
+                length: s.length,
+                type_id: s.type_id,
+                stream_id: s.stream_id,
+                extended: s.extended,
+                extended_value: s.extended_value,
+                partial_is_empty: s.partial.is_empty(),
+                partial_len: s.partial.len(),
+            },
+        }
+    }
+}
+
+fn be24(b: &[u8]) -> u32 {
+    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
+}
+
+fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+    match csid {
+        2..=63 => out.put_u8((fmt << 6) | csid as u8),
+        64..=319 => {
+            out.put_u8(fmt << 6);
+            out.put_u8((csid - 64) as u8);
+        }
+        _ => {
+            out.put_u8((fmt << 6) | 1);
+            out.put_u16_le((csid - 64) as u16);
+        }
+    }
+}
+
+/// Encoded size of a message, so callers can reserve once.
+pub fn encoded_len(csid: u32, timestamp: u32, payload_len: usize, chunk_size: u32) -> usize {
+    let basic = match csid {
+        2..=63 => 1,
+        64..=319 => 2,
+        _ => 3,
+    };
+    let ext = if timestamp >= EXTENDED_TIMESTAMP { 4 } else { 0 };
+    let chunks = payload_len.div_ceil(chunk_size as usize).max(1);
+    basic + 11 + ext + (chunks - 1) * (basic + ext) + payload_len
+}
+
+/// Appends one message as chunks: a type-0 chunk, then type-3 continuations.
+///
+/// Every message starts with a full header so the encoding depends on nothing but its
+/// arguments; that lets the hub encode a media frame once and share it with every player.
+/// Continuations repeat the extended timestamp, as ffmpeg and librtmp expect.
+pub fn encode_message(
+    out: &mut BytesMut,
+    csid: u32,
+    timestamp: u32,
+    type_id: u8,
+    stream_id: u32,
+    payload: &[u8],
+    chunk_size: u32,
+) {
+    debug_assert!(csid >= 2 && csid <= 65599);
+    out.reserve(encoded_len(csid, timestamp, payload.len(), chunk_size));
+    let extended = timestamp >= EXTENDED_TIMESTAMP;
+    put_basic_header(out, 0, csid);
+    let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
+    out.put_uint(u64::from(ts_field), 3);
+    out.put_uint(payload.len() as u64, 3);
+    out.put_u8(type_id);
+    out.put_u32_le(stream_id);
+    if extended {
+        out.put_u32(timestamp);
+    }
+    let mut chunks = payload.chunks(chunk_size as usize);
+    if let Some(first) = chunks.next() {
+        out.put_slice(first);
+    }
+    for chunk in chunks {
+        put_basic_header(out, 3, csid);
+        if extended {
+            out.put_u32(timestamp);
+        }
+        out.put_slice(chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(dec: &mut ChunkDecoder, bytes: &[u8]) -> Result<Vec<RawMessage>, ChunkError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(m) = dec.decode(&mut buf)? {
+            out.push(m);
+        }
+        assert!(buf.is_empty(), "left {} bytes undecoded", buf.len());
+        Ok(out)
+    }
+
+    fn msg(csid: u32, ts: u32, type_id: u8, sid: u32, payload: &[u8]) -> RawMessage {
+        RawMessage {
+            csid,
+            timestamp: ts,
+            type_id,
+            stream_id: sid,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    /// One table drives both directions: `wire` decodes to `messages` at `chunk_size`,
+    /// and, where `encodes` is set, encoding `messages` yields `wire`.
+    struct Case {
+        name: &'static str,
+        chunk_size: u32,
+        wire: Vec<u8>,
+        messages: Vec<RawMessage>,
+        encodes: bool,
+    }
+
+    fn cases() -> Vec<Case> {
+        let big: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let mut split_big = vec![0x06, 0, 0, 0x10, 0, 0x01, 0x2c, 9, 1, 0, 0, 0];
+        split_big.extend_from_slice(&big[..128]);
+        split_big.push(0xc6);
+        split_big.extend_from_slice(&big[128..256]);
+        split_big.push(0xc6);
+        split_big.extend_from_slice(&big[256..]);
+
+        let mut ext = vec![0x04, 0xff, 0xff, 0xff, 0, 0, 200, 8, 1, 0, 0, 0, 0x01, 0x00, 0x00, 0x00];
+        ext.extend_from_slice(&big[..128]);
+        ext.extend_from_slice(&[0xc4, 0x01, 0x00, 0x00, 0x00]);
+        ext.extend_from_slice(&big[128..200]);
+
+        let mut ext_no_repeat = vec![0x04, 0xff, 0xff, 0xff, 0, 0, 200, 8, 1, 0, 0, 0, 0x01, 0x00, 0x00, 0x00];
+        ext_no_repeat.extend_from_slice(&big[..128]);
+        ext_no_repeat.push(0xc4);
+        ext_no_repeat.extend_from_slice(&big[128..200]);
+
+        vec![
+            Case {
+                name: "type 0 single chunk",
+                chunk_size: 128,
+                wire: vec![0x03, 0, 0, 0x0a, 0, 0, 3, 20, 0, 0, 0, 0, b'a', b'b', b'c'],
+                messages: vec![msg(3, 10, 20, 0, b"abc")],
+                encodes: true,
+            },
+            Case {
+                name: "message split at chunk size 128 with type 3 continuations",
+                chunk_size: 128,
+                wire: split_big,
+                messages: vec![msg(6, 0x10, 9, 1, &big)],
+                encodes: true,
+            },
+            Case {
+                name: "extended timestamp repeated on type 3 continuation",
+                chunk_size: 128,
+                wire: ext,
+                messages: vec![msg(4, 0x0100_0000, 8, 1, &big[..200])],
+                encodes: true,
+            },
+            Case {
+                name: "extended timestamp omitted on continuation is tolerated",
+                chunk_size: 128,
+                wire: ext_no_repeat,
+                messages: vec![msg(4, 0x0100_0000, 8, 1, &big[..200])],
+                encodes: false,
+            },
+            Case {
+                name: "type 1 and type 2 carry timestamp deltas",
+                chunk_size: 128,
+                wire: vec![
+                    0x04, 0, 0, 100, 0, 0, 1, 8, 1, 0, 0, 0, 0xaa, // t=100
+                    0x44, 0, 0, 23, 0, 0, 2, 8, 0xbb, 0xcc, // +23 len 2
+                    0x84, 0, 0, 23, 0xdd, 0xee, // +23 same length
+                    0xc4, 0x11, 0x22, // type 3 new message: +23 again
+                ],
+                messages: vec![
+                    msg(4, 100, 8, 1, &[0xaa]),
+                    msg(4, 123, 8, 1, &[0xbb, 0xcc]),
+                    msg(4, 146, 8, 1, &[0xdd, 0xee]),
+                    msg(4, 169, 8, 1, &[0x11, 0x22]),
+                ],
+                encodes: false,
+            },
+            Case {
+                name: "two byte chunk stream id",
+                chunk_size: 128,
+                wire: vec![0x00, 36, 0, 0, 1, 0, 0, 1, 9, 1, 0, 0, 0, 0x17],
+                messages: vec![msg(100, 1, 9, 1, &[0x17])],
+                encodes: true,
+            },
+            Case {
+                name: "three byte chunk stream id",
+                chunk_size: 128,
+                wire: vec![0x01, 0x18, 0x02, 0, 0, 1, 0, 0, 1, 9, 1, 0, 0, 0, 0x17],
+                messages: vec![msg(600, 1, 9, 1, &[0x17])],
+                encodes: true,
+            },
+            Case {
+                name: "empty message",
+                chunk_size: 128,
+                wire: vec![0x05, 0, 0, 0, 0, 0, 0, 18, 1, 0, 0, 0],
+                messages: vec![msg(5, 0, 18, 1, &[])],
+                encodes: true,
+            },
+            Case {
+                name: "interleaved chunk streams",
+                chunk_size: 2,
+                wire: vec![
+                    0x04, 0, 0, 1, 0, 0, 3, 8, 1, 0, 0, 0, b'a', b'b', // audio part 1
+                    0x06, 0, 0, 2, 0, 0, 2, 9, 1, 0, 0, 0, b'v', b'w', // whole video
+                    0xc4, b'c', // audio part 2
+                ],
+                messages: vec![msg(6, 2, 9, 1, b"vw"), msg(4, 1, 8, 1, b"abc")],
+                encodes: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn chunk_cases_decode() {
+        for case in cases() {
+            let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+            dec.set_chunk_size(case.chunk_size).unwrap();
+            let got = decode_all(&mut dec, &case.wire).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(got, case.messages, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn chunk_cases_decode_byte_by_byte() {
+        for case in cases() {
+            let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+            dec.set_chunk_size(case.chunk_size).unwrap();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for b in &case.wire {
+                buf.put_u8(*b);
+                while let Some(m) = dec.decode(&mut buf).unwrap() {
+                    got.push(m);
+                }
+            }
+            assert_eq!(got, case.messages, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn chunk_cases_encode() {
+        for case in cases().into_iter().filter(|c| c.encodes) {
+            let mut out = BytesMut::new();
+            for m in &case.messages {
+                encode_message(&mut out, m.csid, m.timestamp, m.type_id, m.stream_id, &m.payload, case.chunk_size);
+                assert_eq!(
+                    encoded_len(m.csid, m.timestamp, m.payload.len(), case.chunk_size),
+                    out.len(),
+                    "{}",
+                    case.name
+                );
+            }
+            assert_eq!(&out[..], &case.wire[..], "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn oversized_message_is_rejected_before_buffering() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1000);
+        let mut buf = BytesMut::from(&[0x04u8, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..]);
+        assert_eq!(dec.decode(&mut buf), Err(ChunkError::MessageTooLarge(0xff_ffff, 1000)));
+    }
+
+    #[test]
+    fn chunk_size_out_of_range_is_rejected() {
+        let mut dec = ChunkDecoder::new(65536, 1 << 20);
+        assert!(dec.set_chunk_size(0).is_err());
+        assert!(dec.set_chunk_size(0x8000_0000).is_err());
+        assert!(dec.set_chunk_size(65536).is_ok());
+    }
+
+    #[test]
+    fn continuation_without_header_is_rejected() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        let mut buf = BytesMut::from(&[0xc4u8, 1, 2][..]);
+        assert_eq!(dec.decode(&mut buf), Err(ChunkError::NoPreviousHeader(4)));
+    }
+
+    #[test]
+    fn abort_discards_partial_message() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_chunk_size(2).unwrap();
+        let mut buf = BytesMut::from(&[0x04u8, 0, 0, 1, 0, 0, 4, 8, 1, 0, 0, 0, b'a', b'b'][..]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        dec.abort(4);
+        let mut buf = BytesMut::from(&[0x04u8, 0, 0, 5, 0, 0, 1, 8, 1, 0, 0, 0, b'z'][..]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(msg(4, 5, 8, 1, b"z")));
+    }
+
+    #[test]
+    fn too_many_chunk_streams_is_rejected() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        let mut wire = Vec::new();
+        for i in 0..=MAX_CHUNK_STREAMS as u8 {
+            wire.extend_from_slice(&[0x00, i, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0]);
+        }
+        assert_eq!(decode_all(&mut dec, &wire).unwrap_err(), ChunkError::TooManyChunkStreams);
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..4096), size in 1u32..300) {
+            let mut dec = ChunkDecoder::new(1 << 16, 1 << 16);
+            dec.set_chunk_size(size).unwrap();
+            let mut buf = BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = dec.decode(&mut buf) {}
+        }
+
+        #[test]
+        fn encode_then_decode_roundtrips(
+            payload in proptest::collection::vec(any::<u8>(), 0..2000),
+            ts in any::<u32>(),
+            csid in 2u32..400,
+            size in 1u32..600,
+        ) {
+            let mut out = BytesMut::new();
+            encode_message(&mut out, csid, ts, 9, 1, &payload, size);
+            let mut dec = ChunkDecoder::new(1 << 16, 1 << 16);
+            dec.set_chunk_size(size).unwrap();
+            let got = decode_all(&mut dec, &out).unwrap();
+            prop_assert_eq!(got, vec![msg(csid, ts, 9, 1, &payload)]);
+        }
+    }
+}

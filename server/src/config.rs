@@ -1,0 +1,326 @@
+//! Server configuration: one YAML document, every key optional, defaults embedded.
+//!
+//! These types are the single source of truth for the server's config format; the operator
+//! renders its ConfigMap with them. Unknown keys are rejected so a typo never passes silently.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Error loading or validating a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid value for `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every public listener binds to.
+    pub bind: IpAddr,
+    pub log: LogConfig,
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    pub hub: HubConfig,
+    /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter directive such as `info` or `ferrocast_server=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub port: u16,
+    /// Chunk size we announce and send with (Node-Media-Server uses 60000).
+    pub chunk_size: u32,
+    /// Largest chunk size a peer may announce; larger closes the connection.
+    pub max_peer_chunk_size: u32,
+    /// Largest RTMP message a peer may announce, in bytes.
+    pub max_message_size: u32,
+    /// Concurrent RTMP connections; further ones are closed at accept.
+    pub max_connections: usize,
+    pub handshake_timeout_secs: u64,
+    /// A connection that sends nothing for this long is closed (players are exempt while
+    /// they receive media, since they legitimately send nothing).
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub port: u16,
+    /// Value of Access-Control-Allow-Origin on FLV responses (NMS `allow_origin`).
+    pub allow_origin: String,
+    /// Concurrent HTTP connections.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub port: u16,
+    /// The admin listener binds here (metrics and probes stay off the public address if wanted).
+    pub bind: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Players stay attached this long after their publisher drops, so a reconnecting
+    /// encoder (OBS) continues the same stream seamlessly.
+    pub publisher_grace_secs: u64,
+    /// A player of a stream that is not published waits this long for a publisher.
+    pub play_wait_secs: u64,
+    /// Frames buffered per stream for readers; a reader further behind skips to a keyframe.
+    pub reader_queue_frames: usize,
+    /// A reader that has to skip this many times within `slow_reader_window_secs` is disconnected.
+    pub slow_reader_max_skips: u32,
+    pub slow_reader_window_secs: u64,
+    /// A reader whose socket accepts nothing for this long is disconnected.
+    pub write_timeout_secs: u64,
+    /// Grace period for draining streams on SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    /// Keep the latest GOP so new players start at once.
+    pub gop_cache: bool,
+    pub gop_max_frames: usize,
+    pub gop_max_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            log: LogConfig::default(),
+            rtmp: RtmpConfig::default(),
+            http: HttpConfig::default(),
+            admin: AdminConfig::default(),
+            hub: HubConfig::default(),
+            apps: vec![AppConfig::default()],
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            port: 1935,
+            chunk_size: 60000,
+            max_peer_chunk_size: 1 << 20,
+            max_message_size: 16 << 20,
+            max_connections: 20000,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            port: 8000,
+            allow_origin: "*".into(),
+            max_connections: 20000,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            port: 9090,
+            bind: None,
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            publisher_grace_secs: 10,
+            play_wait_secs: 30,
+            reader_queue_frames: 512,
+            slow_reader_max_skips: 5,
+            slow_reader_window_secs: 30,
+            write_timeout_secs: 15,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            name: "live".into(),
+            gop_cache: true,
+            gop_max_frames: 1024,
+            gop_max_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Parses YAML text; `origin` names the source in error messages.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("config always serializes")
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        if !(128..=0xFF_FFFF).contains(&self.rtmp.chunk_size) {
+            return Err(bad("rtmp.chunk_size", "must be between 128 and 16777215"));
+        }
+        if self.rtmp.max_peer_chunk_size < 128 {
+            return Err(bad("rtmp.max_peer_chunk_size", "must be at least 128"));
+        }
+        if !(1024..=(256 << 20)).contains(&self.rtmp.max_message_size) {
+            return Err(bad("rtmp.max_message_size", "must be between 1024 and 268435456"));
+        }
+        if self.rtmp.max_connections == 0 {
+            return Err(bad("rtmp.max_connections", "must be at least 1"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(bad("http.max_connections", "must be at least 1"));
+        }
+        if self.hub.reader_queue_frames < 16 {
+            return Err(bad("hub.reader_queue_frames", "must be at least 16"));
+        }
+        if self.apps.is_empty() {
+            return Err(bad("apps", "at least one app is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            if !crate::hub::is_valid_name(&app.name) {
+                return Err(bad(
+                    &format!("apps[{i}].name"),
+                    "use 1-128 characters of A-Z a-z 0-9 _ - .",
+                ));
+            }
+            if !seen.insert(app.name.as_str()) {
+                return Err(bad(&format!("apps[{i}].name"), "duplicate app name"));
+            }
+            if app.gop_max_frames == 0 {
+                return Err(bad(&format!("apps[{i}].gop_max_frames"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let c = Config::from_yaml("", "t").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.rtmp.port, 1935);
+        assert_eq!(c.http.port, 8000);
+        assert_eq!(c.admin.port, 9090);
+        assert_eq!(c.apps[0].name, "live");
+        assert!(c.apps[0].gop_cache);
+    }
+
+    #[test]
+    fn listeners_are_set_from_yaml() {
+        let c = Config::from_yaml(
+            "bind: 127.0.0.1\nrtmp: {port: 19350}\nhttp: {port: 18000}\nadmin: {port: 19090}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1");
+        assert_eq!((c.rtmp.port, c.http.port, c.admin.port), (19350, 18000, 19090));
+        assert_eq!(c.rtmp.chunk_size, 60000, "unset keys keep defaults");
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::from_yaml("rtmp: {prot: 1}\n", "f.yaml").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_names_its_key() {
+        let err = Config::from_yaml("apps: [{name: 'a b'}]\n", "f.yaml").unwrap_err();
+        assert!(err.to_string().contains("apps[0].name"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reads_back_identical() {
+        let c = Config::default();
+        assert_eq!(Config::from_yaml(&c.to_yaml(), "t").unwrap(), c);
+    }
+}

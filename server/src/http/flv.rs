@@ -1,0 +1,265 @@
+//! HTTP-FLV and WS-FLV playback on `/{app}/{name}.flv`, like Node-Media-Server: a plain GET
+//! streams FLV as the response body, a WebSocket upgrade on the same path streams the same
+//! FLV tags as binary messages. Both send each frame's shared, once-encoded FLV tag.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info, warn, Instrument};
+
+use super::ws;
+use crate::codec::flv;
+use crate::hub::{HubError, ReaderEnd, Subscriber};
+use crate::net::write_all_bytes;
+use crate::server::Context;
+
+const MAX_BATCH_FRAMES: usize = 32;
+
+/// `GET /{app}/{name}.flv`, with or without a WebSocket upgrade.
+pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+    let Some(name) = file.strip_suffix(".flv") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let websocket = is_websocket_upgrade(req.headers());
+    let key = match ctx.hub.key(&app, name) {
+        Ok(k) => k,
+        Err(HubError::UnknownApp) => return (StatusCode::NOT_FOUND, "unknown app\n").into_response(),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let sub = match ctx.hub.subscribe(&key) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    };
+    let id = ctx.next_session_id();
+    if websocket {
+        upgrade_ws(ctx, req, sub, id)
+    } else {
+        info!(session = id, stream = %key, "http-flv play started");
+        let mut resp = Response::new(Body::from_stream(flv_body(sub, id)));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        cors(&ctx, h);
+        resp
+    }
+}
+
+/// Answers CORS preflight requests for the FLV paths.
+pub async fn preflight(State(ctx): State<Arc<Context>>) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    cors(&ctx, h);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    resp
+}
+
+fn cors(ctx: &Context, h: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+}
+
+fn is_websocket_upgrade(h: &HeaderMap) -> bool {
+    let has = |name: header::HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
+}
+
+/// Waits for the first frame so the FLV header can flag the tracks the stream really has
+/// (a player of a stream that is not published yet learns them when it starts).
+async fn first_items(sub: &mut Subscriber) -> Result<Vec<Bytes>, ReaderEnd> {
+    let first = sub.recv().await?;
+    let info = sub.stream().info();
+    let mut items = vec![Bytes::copy_from_slice(&flv::header(info.has_audio, info.has_video)), first.flv_tag()];
+    while items.len() < MAX_BATCH_FRAMES {
+        match sub.try_recv()? {
+            Some(f) => items.push(f.flv_tag()),
+            None => break,
+        }
+    }
+    Ok(items)
+}
+
+fn flv_body(sub: Subscriber, id: u64) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    struct St {
+        sub: Subscriber,
+        started: bool,
+        pending: VecDeque<Bytes>,
+        id: u64,
+    }
+    stream::unfold(St { sub, started: false, pending: VecDeque::new(), id }, |mut st| async move {
+        if let Some(b) = st.pending.pop_front() {
+            return Some((Ok(b), st));
+        }
+        let next = if st.started {
+            st.sub.recv().await.map(|f| vec![f.flv_tag()])
+        } else {
+            st.started = true;
+            first_items(&mut st.sub).await
+        };
+        match next {
+            Ok(items) => {
+                st.pending.extend(items);
+                let b = st.pending.pop_front()?;
+                Some((Ok(b), st))
+            }
+            Err(ReaderEnd::StreamEnded) => {
+                info!(session = st.id, "http-flv stream ended");
+                None
+            }
+            Err(e @ ReaderEnd::TooSlow(_)) => {
+                warn!(session = st.id, "disconnecting http-flv player: {e}");
+                Some((Err(std::io::Error::other(e)), st))
+            }
+        }
+    })
+}
+
+fn upgrade_ws(ctx: Arc<Context>, mut req: Request, sub: Subscriber, id: u64) -> Response {
+    let headers = req.headers();
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") || req.method() != Method::GET {
+        return (StatusCode::BAD_REQUEST, "unsupported WebSocket version\n").into_response();
+    }
+    let accept = ws::accept_key(key);
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
+    };
+    let stream = sub.stream().key.clone();
+    let span = tracing::info_span!("ws-flv", session = id, %stream);
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    info!("ws-flv play started");
+                    match serve_ws(TokioIo::new(upgraded), sub, &ctx).await {
+                        Ok(reason) => info!("ws-flv play ended: {reason}"),
+                        Err(e) => debug!("ws-flv connection closed: {e}"),
+                    }
+                }
+                Err(e) => debug!("websocket upgrade failed: {e}"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    resp
+}
+
+async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, batch: &mut Vec<Bytes>, limit: Duration) -> std::io::Result<()> {
+    tokio::time::timeout(limit, write_all_bytes(w, batch))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "player accepted no data"))?
+}
+
+async fn serve_ws<IO>(io: IO, mut sub: Subscriber, ctx: &Context) -> std::io::Result<&'static str>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut rbuf = BytesMut::with_capacity(1024);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(2 * MAX_BATCH_FRAMES);
+    let mut started = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                batch.push(ws::close_frame(1001, "server shutting down"));
+                let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
+                return Ok("server shutdown");
+            }
+            items = async {
+                if started {
+                    let f = sub.recv().await?;
+                    let mut items = vec![f.flv_tag()];
+                    while items.len() < MAX_BATCH_FRAMES {
+                        match sub.try_recv()? {
+                            Some(f) => items.push(f.flv_tag()),
+                            None => break,
+                        }
+                    }
+                    Ok(items)
+                } else {
+                    first_items(&mut sub).await
+                }
+            } => {
+                started = true;
+                match items {
+                    Ok(items) => {
+                        for tag in items {
+                            batch.push(ws::frame_header(ws::OP_BINARY, tag.len()));
+                            batch.push(tag);
+                        }
+                        timed_write(&mut wr, &mut batch, write_timeout).await?;
+                    }
+                    Err(ReaderEnd::StreamEnded) => {
+                        batch.push(ws::close_frame(1000, "stream ended"));
+                        timed_write(&mut wr, &mut batch, write_timeout).await?;
+                        let _ = wr.shutdown().await;
+                        return Ok("stream ended");
+                    }
+                    Err(e @ ReaderEnd::TooSlow(_)) => {
+                        warn!("disconnecting ws-flv player: {e}");
+                        batch.clear();
+                        batch.push(ws::close_frame(1008, "too slow"));
+                        let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
+                        return Ok("too slow");
+                    }
+                }
+            }
+            n = rd.read_buf(&mut rbuf) => {
+                if n? == 0 {
+                    return Ok("peer closed");
+                }
+                loop {
+                    match ws::parse_client_frame(&mut rbuf, ws::MAX_CLIENT_PAYLOAD) {
+                        Ok(Some(frame)) => match frame.opcode {
+                            ws::OP_CLOSE => {
+                                batch.clear();
+                                batch.push(ws::close_frame(1000, ""));
+                                let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
+                                return Ok("peer closed");
+                            }
+                            ws::OP_PING => {
+                                batch.clear();
+                                batch.push(ws::frame_header(ws::OP_PONG, frame.payload.len()));
+                                batch.push(frame.payload);
+                                timed_write(&mut wr, &mut batch, write_timeout).await?;
+                            }
+                            _ => {}
+                        },
+                        Ok(None) => break,
+                        Err(e) => {
+                            batch.clear();
+                            batch.push(ws::close_frame(1002, "protocol error"));
+                            let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
+                            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

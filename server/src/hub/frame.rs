@@ -1,0 +1,154 @@
+//! The shared media frame: created once per published message, handed to every reader by
+//! reference count, with each output encoding computed at most once and shared too.
+
+use std::sync::OnceLock;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::chunk::encode_message;
+use crate::codec::flv;
+use crate::codec::media::{FourCc, PacketKind};
+use crate::codec::message::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO};
+
+/// The message stream id players get from their first createStream; frames encoded for it
+/// are shared, others are encoded per connection.
+pub const SHARED_PLAY_STREAM_ID: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Audio,
+    Video,
+    /// Script data: only `onMetaData` is forwarded.
+    Data,
+}
+
+#[derive(Debug)]
+pub struct MediaFrame {
+    pub kind: FrameKind,
+    pub codec: FourCc,
+    /// Decode timestamp in milliseconds, already rebased across publisher reconnects.
+    pub timestamp: u32,
+    pub composition_offset: i32,
+    pub keyframe: bool,
+    pub packet: PacketKind,
+    /// The message body exactly as the publisher sent it (an FLV tag body).
+    pub payload: Bytes,
+    rtmp: OnceLock<(u32, Bytes)>,
+    flv: OnceLock<Bytes>,
+}
+
+impl MediaFrame {
+    pub fn new(
+        kind: FrameKind,
+        codec: FourCc,
+        timestamp: u32,
+        composition_offset: i32,
+        keyframe: bool,
+        packet: PacketKind,
+        payload: Bytes,
+    ) -> Self {
+        MediaFrame {
+            kind,
+            codec,
+            timestamp,
+            composition_offset,
+            keyframe,
+            packet,
+            payload,
+            rtmp: OnceLock::new(),
+            flv: OnceLock::new(),
+        }
+    }
+
+    pub fn is_sequence_header(&self) -> bool {
+        self.packet == PacketKind::SequenceHeader
+    }
+
+    /// RTMP message type and chunk stream id for this frame.
+    pub fn rtmp_type(&self) -> (u8, u32) {
+        match self.kind {
+            FrameKind::Audio => (TYPE_AUDIO, CSID_AUDIO),
+            FrameKind::Video => (TYPE_VIDEO, CSID_VIDEO),
+            FrameKind::Data => (TYPE_DATA_AMF0, CSID_DATA),
+        }
+    }
+
+    /// The frame as RTMP chunks on `stream_id` at `chunk_size`. The encoding for the shared
+    /// stream id is computed once and shared by every player.
+    pub fn rtmp_chunks(&self, stream_id: u32, chunk_size: u32) -> Bytes {
+        if stream_id == SHARED_PLAY_STREAM_ID {
+            let (size, bytes) = self.rtmp.get_or_init(|| (chunk_size, self.encode_rtmp(stream_id, chunk_size)));
+            if *size == chunk_size {
+                return bytes.clone();
+            }
+        }
+        self.encode_rtmp(stream_id, chunk_size)
+    }
+
+    fn encode_rtmp(&self, stream_id: u32, chunk_size: u32) -> Bytes {
+        let (type_id, csid) = self.rtmp_type();
+        let mut out = BytesMut::new();
+        encode_message(&mut out, csid, self.timestamp, type_id, stream_id, &self.payload, chunk_size);
+        out.freeze()
+    }
+
+    /// The frame as one complete FLV tag, computed once and shared by HTTP-FLV and WS-FLV.
+    pub fn flv_tag(&self) -> Bytes {
+        self.flv
+            .get_or_init(|| {
+                let tag_type = match self.kind {
+                    FrameKind::Audio => flv::TAG_AUDIO,
+                    FrameKind::Video => flv::TAG_VIDEO,
+                    FrameKind::Data => flv::TAG_SCRIPT,
+                };
+                flv::encode_tag(tag_type, self.timestamp, &self.payload)
+            })
+            .clone()
+    }
+
+    /// Bytes this frame holds (for cache accounting).
+    pub fn size(&self) -> usize {
+        self.payload.len()
+    }
+}
+
+/// Builds the `onMetaData` script body from the publisher's metadata values.
+pub fn metadata_body(values: &[crate::codec::amf0::Amf0Value]) -> Bytes {
+    let mut out = BytesMut::new();
+    crate::codec::amf0::encode(&crate::codec::amf0::Amf0Value::String("onMetaData".into()), &mut out);
+    crate::codec::amf0::encode_all(values, &mut out);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::chunk::ChunkDecoder;
+
+    fn frame(payload: &'static [u8]) -> MediaFrame {
+        MediaFrame::new(FrameKind::Video, FourCc::AVC, 1234, 0, true, PacketKind::Frame, Bytes::from_static(payload))
+    }
+
+    #[test]
+    fn shared_encodings_are_computed_once() {
+        let f = frame(b"\x17\x01\x00\x00\x00abc");
+        let a = f.rtmp_chunks(1, 60000);
+        let b = f.rtmp_chunks(1, 60000);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "second reader gets the same buffer");
+        let t1 = f.flv_tag();
+        let t2 = f.flv_tag();
+        assert_eq!(t1.as_ptr(), t2.as_ptr());
+    }
+
+    #[test]
+    fn rtmp_encoding_decodes_back_to_the_payload() {
+        let f = frame(b"\x17\x01\x00\x00\x00abc");
+        for sid in [1, 3] {
+            let mut buf = BytesMut::from(&f.rtmp_chunks(sid, 4)[..]);
+            let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+            dec.set_chunk_size(4).unwrap();
+            let m = dec.decode(&mut buf).unwrap().unwrap();
+            assert_eq!((m.type_id, m.stream_id, m.timestamp, &m.payload[..]), (9, sid, 1234, &f.payload[..]));
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The GOP cache: the frames since the latest video keyframe, so a new reader starts with a
+//! picture at once. Bounded by frames and bytes; past either bound the GOP is dropped and
+//! readers that join meanwhile wait for the next keyframe.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::frame::{FrameKind, MediaFrame};
+
+/// How many recent frames an audio-only stream keeps for instant start.
+const AUDIO_ONLY_FRAMES: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GopLimits {
+    pub enabled: bool,
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct GopCache {
+    limits: GopLimits,
+    frames: VecDeque<Arc<MediaFrame>>,
+    bytes: usize,
+    /// The cache starts at a video keyframe (false while waiting for one).
+    anchored: bool,
+}
+
+impl GopCache {
+    pub fn new(limits: GopLimits) -> Self {
+        GopCache { limits, frames: VecDeque::new(), bytes: 0, anchored: false }
+    }
+
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+        self.anchored = false;
+    }
+
+    /// Adds a media frame (sequence headers and metadata are kept by the stream, not here).
+    /// `has_video`: the stream carries video, so the cache is anchored on keyframes.
+    pub fn push(&mut self, frame: &Arc<MediaFrame>, has_video: bool) {
+        if !self.limits.enabled {
+            return;
+        }
+        if !has_video {
+            if frame.kind == FrameKind::Audio {
+                self.frames.push_back(frame.clone());
+                self.bytes += frame.size();
+                while self.frames.len() > AUDIO_ONLY_FRAMES.min(self.limits.max_frames) || self.bytes > self.limits.max_bytes {
+                    if let Some(f) = self.frames.pop_front() {
+                        self.bytes -= f.size();
+                    }
+                }
+            }
+            return;
+        }
+        if frame.kind == FrameKind::Video && frame.keyframe {
+            self.clear();
+            self.anchored = true;
+        }
+        if !self.anchored {
+            return;
+        }
+        if self.frames.len() + 1 > self.limits.max_frames || self.bytes + frame.size() > self.limits.max_bytes {
+            // An overlong GOP: serving part of it would start readers mid-GOP. Drop it.
+            self.clear();
+            return;
+        }
+        self.bytes += frame.size();
+        self.frames.push_back(frame.clone());
+    }
+
+    pub fn frames(&self) -> impl Iterator<Item = &Arc<MediaFrame>> {
+        self.frames.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::media::{FourCc, PacketKind};
+    use bytes::Bytes;
+
+    fn video(ts: u32, key: bool, size: usize) -> Arc<MediaFrame> {
+        Arc::new(MediaFrame::new(FrameKind::Video, FourCc::AVC, ts, 0, key, PacketKind::Frame, Bytes::from(vec![0u8; size])))
+    }
+    fn audio(ts: u32) -> Arc<MediaFrame> {
+        Arc::new(MediaFrame::new(FrameKind::Audio, FourCc::AAC, ts, 0, false, PacketKind::Frame, Bytes::from_static(b"\xaf\x01\x00")))
+    }
+    const LIMITS: GopLimits = GopLimits { enabled: true, max_frames: 100, max_bytes: 10_000 };
+
+    #[test]
+    fn cache_starts_at_latest_keyframe() {
+        let mut g = GopCache::new(LIMITS);
+        g.push(&video(0, false, 10), true);
+        assert!(g.is_empty(), "nothing before the first keyframe");
+        g.push(&video(33, true, 10), true);
+        g.push(&audio(40), true);
+        g.push(&video(66, false, 10), true);
+        g.push(&video(99, true, 10), true);
+        g.push(&video(133, false, 10), true);
+        let ts: Vec<u32> = g.frames().map(|f| f.timestamp).collect();
+        assert_eq!(ts, vec![99, 133]);
+        assert!(g.frames().next().unwrap().keyframe);
+    }
+
+    #[test]
+    fn overlong_gop_is_dropped_not_truncated() {
+        let mut g = GopCache::new(GopLimits { max_frames: 3, ..LIMITS });
+        g.push(&video(0, true, 10), true);
+        g.push(&video(1, false, 10), true);
+        g.push(&video(2, false, 10), true);
+        assert_eq!(g.len(), 3);
+        g.push(&video(3, false, 10), true);
+        assert!(g.is_empty());
+        g.push(&video(4, false, 10), true);
+        assert!(g.is_empty(), "stays empty until the next keyframe");
+        g.push(&video(5, true, 10), true);
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn byte_bound_holds() {
+        let mut g = GopCache::new(GopLimits { max_bytes: 25, ..LIMITS });
+        g.push(&video(0, true, 10), true);
+        g.push(&video(1, false, 10), true);
+        assert_eq!(g.bytes(), 20);
+        g.push(&video(2, false, 10), true);
+        assert_eq!(g.bytes(), 0);
+    }
+
+    #[test]
+    fn disabled_cache_keeps_nothing() {
+        let mut g = GopCache::new(GopLimits { enabled: false, ..LIMITS });
+        g.push(&video(0, true, 10), true);
+        assert!(g.is_empty());
+    }
+
+    #[test]
+    fn audio_only_stream_keeps_a_bounded_window() {
+        let mut g = GopCache::new(LIMITS);
+        for i in 0..200 {
+            g.push(&audio(i), false);
+        }
+        assert_eq!(g.len(), AUDIO_ONLY_FRAMES);
+        assert_eq!(g.frames().next().unwrap().timestamp, 200 - AUDIO_ONLY_FRAMES as u32);
+    }
+}

@@ -1,0 +1,478 @@
+//! One live stream: its publisher slot, metadata and sequence headers, GOP cache and the
+//! broadcast ring that fans frames out to readers; plus the publisher and reader handles.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::frame::{metadata_body, FrameKind, MediaFrame};
+use super::gop::{GopCache, GopLimits};
+use super::{HubInner, StreamKey};
+use crate::codec::amf0::Amf0Value;
+use crate::codec::info::{self, AudioInfo, VideoInfo};
+use crate::codec::media::{self, FourCc, MediaHeaderError, PacketKind};
+
+/// Who publishes a stream.
+#[derive(Debug, Clone)]
+pub struct PublisherInfo {
+    pub session_id: u64,
+    pub protocol: &'static str,
+    pub remote: String,
+    pub started: SystemTime,
+}
+
+/// Counters readable without the stream lock.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Frames readers skipped because they fell behind.
+    pub frames_dropped: AtomicU64,
+    pub readers: AtomicUsize,
+}
+
+/// What a stream knows about its tracks and codecs.
+#[derive(Debug, Clone, Default)]
+pub struct StreamInfo {
+    pub publisher: Option<PublisherInfo>,
+    pub has_audio: bool,
+    pub has_video: bool,
+    pub video: Option<VideoInfo>,
+    pub audio: Option<AudioInfo>,
+    pub video_codec: Option<FourCc>,
+    pub audio_codec: Option<FourCc>,
+}
+
+pub struct Stream {
+    pub key: StreamKey,
+    pub stats: StreamStats,
+    pub created: Instant,
+    state: Mutex<StreamState>,
+}
+
+struct StreamState {
+    info: StreamInfo,
+    /// Bumped whenever the publisher slot changes, so a delayed reaper can tell whether
+    /// the stream it was started for is still idle.
+    generation: u64,
+    metadata: Option<Arc<MediaFrame>>,
+    video_header: Option<Arc<MediaFrame>>,
+    audio_header: Option<Arc<MediaFrame>>,
+    /// Bumped when metadata or a sequence header changes; a lagging reader that missed the
+    /// change is given the current ones again.
+    headers_version: u64,
+    gop: GopCache,
+    /// `None` once the stream has ended: readers see the channel close.
+    tx: Option<broadcast::Sender<Arc<MediaFrame>>>,
+    rebase: Rebase,
+}
+
+/// Keeps timestamps increasing across publisher reconnects so players continue seamlessly.
+#[derive(Debug, Default)]
+struct Rebase {
+    offset: u32,
+    last_out: Option<u32>,
+    /// Set when a new publisher takes over; the next frame fixes the offset.
+    pending: bool,
+}
+
+impl Rebase {
+    fn apply(&mut self, ts: u32) -> u32 {
+        if self.pending {
+            self.pending = false;
+            // Continue one frame interval after the last timestamp players saw.
+            self.offset = self.last_out.map_or(0, |last| last.wrapping_add(20).wrapping_sub(ts));
+        }
+        let out = ts.wrapping_add(self.offset);
+        self.last_out = Some(out);
+        out
+    }
+}
+
+impl Stream {
+    pub(super) fn new(key: StreamKey, limits: GopLimits, queue: usize) -> Stream {
+        let (tx, _) = broadcast::channel(queue);
+        Stream {
+            key,
+            stats: StreamStats::default(),
+            created: Instant::now(),
+            state: Mutex::new(StreamState {
+                info: StreamInfo::default(),
+                generation: 0,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                headers_version: 0,
+                gop: GopCache::new(limits),
+                tx: Some(tx),
+                rebase: Rebase::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than losing the stream, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn info(&self) -> StreamInfo {
+        self.lock().info.clone()
+    }
+
+    pub fn is_published(&self) -> bool {
+        self.lock().info.publisher.is_some()
+    }
+
+    pub fn gop_bytes(&self) -> usize {
+        self.lock().gop.bytes()
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Claims the publisher slot. Fails if someone publishes already.
+    pub(super) fn claim(&self, publisher: PublisherInfo) -> Result<u64, PublisherInfo> {
+        let mut s = self.lock();
+        if let Some(p) = &s.info.publisher {
+            return Err(p.clone());
+        }
+        s.info.publisher = Some(publisher);
+        s.generation += 1;
+        s.rebase.pending = s.rebase.last_out.is_some();
+        Ok(s.generation)
+    }
+
+    /// Frees the publisher slot; returns the generation a reaper must find unchanged.
+    pub(super) fn release(&self, generation: u64) -> Option<u64> {
+        let mut s = self.lock();
+        if s.generation != generation {
+            return None;
+        }
+        s.info.publisher = None;
+        s.generation += 1;
+        s.gop.clear();
+        Some(s.generation)
+    }
+
+    /// Ends the stream for every reader.
+    pub(super) fn end(&self) {
+        self.lock().tx = None;
+    }
+
+    fn publish_frame(&self, frame: MediaFrame) {
+        let mut s = self.lock();
+        let mut frame = frame;
+        frame.timestamp = s.rebase.apply(frame.timestamp);
+        let frame = Arc::new(frame);
+        match (frame.kind, frame.packet) {
+            (FrameKind::Data, _) => {
+                s.metadata = Some(frame.clone());
+                s.headers_version += 1;
+            }
+            (FrameKind::Video, PacketKind::SequenceHeader) => {
+                s.video_header = Some(frame.clone());
+                s.headers_version += 1;
+            }
+            (FrameKind::Audio, PacketKind::SequenceHeader) => {
+                s.audio_header = Some(frame.clone());
+                s.headers_version += 1;
+            }
+            _ => {
+                let has_video = s.info.has_video;
+                s.gop.push(&frame, has_video);
+            }
+        }
+        if let Some(tx) = &s.tx {
+            // No receivers is fine; the publisher never waits on readers.
+            let _ = tx.send(frame);
+        }
+    }
+
+    /// Registers a reader: headers, the cached GOP and the live receiver are taken under
+    /// one lock so the reader sees no gap and no duplicate.
+    pub(super) fn subscribe(self: &Arc<Self>, limits: ReaderLimits) -> Option<Subscriber> {
+        let s = self.lock();
+        let rx = s.tx.as_ref()?.subscribe();
+        let mut backlog = VecDeque::with_capacity(3 + s.gop.len());
+        backlog.extend(s.metadata.iter().cloned());
+        backlog.extend(s.video_header.iter().cloned());
+        backlog.extend(s.audio_header.iter().cloned());
+        let gop_has_keyframe = s.gop.frames().next().is_some_and(|f| f.keyframe);
+        backlog.extend(s.gop.frames().cloned());
+        let headers_version = s.headers_version;
+        drop(s);
+        self.stats.readers.fetch_add(1, Ordering::Relaxed);
+        Some(Subscriber {
+            stream: self.clone(),
+            rx,
+            backlog,
+            await_keyframe: !gop_has_keyframe,
+            drop_audio: false,
+            headers_version,
+            limits,
+            skips: VecDeque::new(),
+            dropped: 0,
+        })
+    }
+}
+
+/// The publishing side of a stream. Dropping it unpublishes; players stay attached for the
+/// grace period in case the publisher comes back.
+pub struct Publisher {
+    pub(super) stream: Arc<Stream>,
+    pub(super) hub: Arc<HubInner>,
+    pub(super) generation: u64,
+}
+
+impl Publisher {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    fn count_in(&self, len: usize) {
+        self.stream.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.stream.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Publishes one video message body.
+    pub fn push_video(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
+        self.count_in(payload.len());
+        let h = media::parse_video_header(&payload)?;
+        if h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_video {
+            let mut s = self.stream.lock();
+            s.info.has_video = true;
+            s.info.video_codec = Some(h.codec);
+            if h.kind == PacketKind::SequenceHeader {
+                if let Some(v) = info::video_info(h.codec, h.enhanced, &payload) {
+                    s.info.video = Some(v);
+                }
+            }
+        }
+        self.stream.publish_frame(MediaFrame::new(
+            FrameKind::Video,
+            h.codec,
+            timestamp,
+            h.composition_offset,
+            h.keyframe,
+            h.kind,
+            payload,
+        ));
+        Ok(())
+    }
+
+    /// Publishes one audio message body.
+    pub fn push_audio(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
+        self.count_in(payload.len());
+        let h = media::parse_audio_header(&payload)?;
+        if h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_audio {
+            let mut s = self.stream.lock();
+            s.info.has_audio = true;
+            s.info.audio_codec = Some(h.codec);
+            if h.kind == PacketKind::SequenceHeader {
+                if let Some(a) = info::audio_info(h.codec, h.enhanced, &payload) {
+                    s.info.audio = Some(a);
+                }
+            }
+        }
+        self.stream
+            .publish_frame(MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload));
+        Ok(())
+    }
+
+    /// Publishes stream metadata (the values that followed `onMetaData`).
+    pub fn push_metadata(&self, values: &[Amf0Value]) {
+        let body = metadata_body(values);
+        self.count_in(body.len());
+        if let Some(meta) = values.first() {
+            let mut s = self.stream.lock();
+            if meta.get("videocodecid").is_some() || meta.get("width").is_some() {
+                s.info.has_video = true;
+            }
+            if meta.get("audiocodecid").is_some() || meta.get("audiosamplerate").is_some() {
+                s.info.has_audio = true;
+            }
+        }
+        self.stream
+            .publish_frame(MediaFrame::new(FrameKind::Data, FourCc::NONE, 0, 0, false, PacketKind::Other, body));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(generation) = self.stream.release(self.generation) {
+            let grace = self.hub.settings.publisher_grace;
+            super::schedule_reap(&self.hub, self.stream.key.clone(), generation, grace);
+        }
+    }
+}
+
+/// Bounds on how far a reader may fall behind.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaderLimits {
+    pub max_skips: u32,
+    pub window: Duration,
+}
+
+/// Why a reader stops receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReaderEnd {
+    #[error("stream ended")]
+    StreamEnded,
+    #[error("reader too slow: fell behind {0} times")]
+    TooSlow(u32),
+}
+
+/// A reader of a stream: every output (RTMP play, HTTP-FLV, WS-FLV, ...) is one.
+pub struct Subscriber {
+    stream: Arc<Stream>,
+    rx: broadcast::Receiver<Arc<MediaFrame>>,
+    /// Frames to deliver before live ones: headers and the GOP at subscribe, headers again
+    /// after a skip that missed a change.
+    backlog: VecDeque<Arc<MediaFrame>>,
+    /// Video waits for a keyframe (at start without a cached GOP, or after falling behind).
+    await_keyframe: bool,
+    /// After falling behind, audio waits for the video keyframe too, keeping them in sync.
+    drop_audio: bool,
+    headers_version: u64,
+    limits: ReaderLimits,
+    skips: VecDeque<Instant>,
+    dropped: u64,
+}
+
+impl Subscriber {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Frames this reader skipped for falling behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The next frame to send. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Arc<MediaFrame>, ReaderEnd> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                return Ok(f);
+            }
+            let res = self.rx.recv().await;
+            if let Some(f) = self.accept(res)? {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// The next frame if one is ready now.
+    pub fn try_recv(&mut self) -> Result<Option<Arc<MediaFrame>>, ReaderEnd> {
+        loop {
+            if let Some(f) = self.backlog.pop_front() {
+                return Ok(Some(f));
+            }
+            let res = match self.rx.try_recv() {
+                Ok(f) => Ok(f),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
+                Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+            };
+            if let Some(f) = self.accept(res)? {
+                return Ok(Some(f));
+            }
+            if !self.backlog.is_empty() {
+                continue;
+            }
+        }
+    }
+
+    fn accept(
+        &mut self,
+        res: Result<Arc<MediaFrame>, broadcast::error::RecvError>,
+    ) -> Result<Option<Arc<MediaFrame>>, ReaderEnd> {
+        match res {
+            Ok(f) => Ok(self.filter(f)),
+            Err(broadcast::error::RecvError::Closed) => Err(ReaderEnd::StreamEnded),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.fell_behind(n)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn filter(&mut self, f: Arc<MediaFrame>) -> Option<Arc<MediaFrame>> {
+        match (f.kind, f.packet) {
+            (FrameKind::Data, _) | (_, PacketKind::SequenceHeader) | (_, PacketKind::SequenceEnd) => Some(f),
+            (FrameKind::Video, _) if self.await_keyframe => {
+                if f.keyframe {
+                    self.await_keyframe = false;
+                    self.drop_audio = false;
+                    Some(f)
+                } else {
+                    self.count_drop(1);
+                    None
+                }
+            }
+            (FrameKind::Audio, _) if self.drop_audio => {
+                self.count_drop(1);
+                None
+            }
+            _ => Some(f),
+        }
+    }
+
+    fn count_drop(&mut self, n: u64) {
+        self.dropped += n;
+        self.stream.stats.frames_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn fell_behind(&mut self, missed: u64) -> Result<(), ReaderEnd> {
+        self.count_drop(missed);
+        let now = Instant::now();
+        self.skips.push_back(now);
+        while self.skips.front().is_some_and(|t| now.duration_since(*t) > self.limits.window) {
+            self.skips.pop_front();
+        }
+        if self.skips.len() as u32 > self.limits.max_skips {
+            return Err(ReaderEnd::TooSlow(self.skips.len() as u32));
+        }
+        let s = self.stream.lock();
+        let has_video = s.info.has_video;
+        if s.headers_version != self.headers_version {
+            self.headers_version = s.headers_version;
+            self.backlog.extend(s.metadata.iter().cloned());
+            self.backlog.extend(s.video_header.iter().cloned());
+            self.backlog.extend(s.audio_header.iter().cloned());
+        }
+        drop(s);
+        if has_video {
+            self.await_keyframe = true;
+            self.drop_audio = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stream.stats.readers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebase_continues_after_reconnect() {
+        let mut r = Rebase::default();
+        assert_eq!(r.apply(0), 0);
+        assert_eq!(r.apply(5000), 5000);
+        r.pending = true;
+        assert_eq!(r.apply(0), 5020);
+        assert_eq!(r.apply(33), 5053);
+    }
+}

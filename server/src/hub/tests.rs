@@ -1,0 +1,255 @@
+//! Hub behaviour with paused tokio time: fan-out, GOP start, grace periods, slow readers.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::codec::amf0::Amf0Value;
+
+fn settings() -> HubSettings {
+    HubSettings {
+        publisher_grace: Duration::from_secs(10),
+        play_wait: Duration::from_secs(30),
+        queue_frames: 16,
+        reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(30) },
+        apps: vec![AppConfig::default()],
+    }
+}
+
+fn who(id: u64) -> PublisherInfo {
+    PublisherInfo { session_id: id, protocol: "rtmp", remote: "127.0.0.1:1".into(), started: SystemTime::now() }
+}
+
+fn key() -> StreamKey {
+    StreamKey::new("live", "cam").unwrap()
+}
+
+const AVC_HEADER: &[u8] = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f";
+const AAC_HEADER: &[u8] = b"\xaf\x00\x12\x10";
+
+fn keyframe(p: &Publisher, ts: u32) {
+    p.push_video(ts, Bytes::from_static(b"\x17\x01\x00\x00\x00key")).unwrap();
+}
+fn inter(p: &Publisher, ts: u32) {
+    p.push_video(ts, Bytes::from_static(b"\x27\x01\x00\x00\x00inter")).unwrap();
+}
+fn audio(p: &Publisher, ts: u32) {
+    p.push_audio(ts, Bytes::from_static(b"\xaf\x01\x21")).unwrap();
+}
+fn start(p: &Publisher) {
+    p.push_metadata(&[Amf0Value::object([("width", Amf0Value::Number(1280.0)), ("audiocodecid", Amf0Value::Number(10.0))])]);
+    p.push_video(0, Bytes::from_static(AVC_HEADER)).unwrap();
+    p.push_audio(0, Bytes::from_static(AAC_HEADER)).unwrap();
+}
+
+async fn drain(sub: &mut Subscriber) -> Vec<Arc<MediaFrame>> {
+    let mut v = Vec::new();
+    while let Ok(Some(f)) = sub.try_recv() {
+        v.push(f);
+    }
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_joiner_starts_with_headers_then_keyframe() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    inter(&p, 10);
+    keyframe(&p, 33);
+    audio(&p, 40);
+    inter(&p, 66);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let got = drain(&mut sub).await;
+    let kinds: Vec<_> = got.iter().map(|f| (f.kind, f.timestamp, f.keyframe)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (FrameKind::Data, 0, false),
+            (FrameKind::Video, 0, false),
+            (FrameKind::Audio, 0, false),
+            (FrameKind::Video, 33, true),
+            (FrameKind::Audio, 40, false),
+            (FrameKind::Video, 66, false),
+        ]
+    );
+    assert!(got[1].is_sequence_header() && got[2].is_sequence_header());
+    inter(&p, 99);
+    assert_eq!(sub.recv().await.unwrap().timestamp, 99, "then live with no gap or duplicate");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_share_one_payload_and_one_encoding() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    let mut a = hub.subscribe(&key()).unwrap();
+    let mut b = hub.subscribe(&key()).unwrap();
+    drain(&mut a).await;
+    drain(&mut b).await;
+    keyframe(&p, 10);
+    let fa = a.recv().await.unwrap();
+    let fb = b.recv().await.unwrap();
+    assert!(Arc::ptr_eq(&fa, &fb), "same frame object");
+    assert_eq!(fa.flv_tag().as_ptr(), fb.flv_tag().as_ptr(), "same encoded FLV tag");
+    assert_eq!(fa.rtmp_chunks(1, 60000).as_ptr(), fb.rtmp_chunks(1, 60000).as_ptr());
+}
+
+#[tokio::test(start_paused = true)]
+async fn reader_without_gop_waits_for_keyframe() {
+    let mut s = settings();
+    s.apps[0].gop_cache = false;
+    let hub = Hub::new(s);
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    assert_eq!(drain(&mut sub).await.len(), 3, "only metadata and sequence headers");
+    inter(&p, 33);
+    keyframe(&p, 66);
+    let f = sub.recv().await.unwrap();
+    assert_eq!((f.timestamp, f.keyframe), (66, true), "inter frame before the keyframe skipped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn second_publisher_is_refused() {
+    let hub = Hub::new(settings());
+    let _p = hub.publish(&key(), who(1)).unwrap();
+    assert_eq!(hub.publish(&key(), who(2)).err(), Some(HubError::AlreadyPublishing(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn republish_within_grace_continues_for_readers() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 5000);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    drain(&mut sub).await;
+    drop(p);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let p2 = hub.publish(&key(), who(2)).expect("slot free again");
+    start(&p2);
+    keyframe(&p2, 0);
+    let frames = drain(&mut sub).await;
+    let key_ts = frames.iter().find(|f| f.keyframe).unwrap().timestamp;
+    assert!(key_ts > 5000, "timestamps keep increasing across the reconnect: {key_ts}");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(hub.stream(&key()).is_some(), "a live stream is never reaped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_end_after_grace_without_publisher() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    drain(&mut sub).await;
+    drop(p);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(matches!(sub.try_recv(), Ok(None)), "still attached within grace");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sub.recv().await.err(), Some(ReaderEnd::StreamEnded));
+    assert!(hub.stream(&key()).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn player_waits_for_publisher_then_plays() {
+    let hub = Hub::new(settings());
+    let mut sub = hub.subscribe(&key()).unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let got = drain(&mut sub).await;
+    assert_eq!(got.len(), 4);
+    assert!(got[3].keyframe);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_player_gives_up_after_play_wait() {
+    let hub = Hub::new(settings());
+    let mut sub = hub.subscribe(&key()).unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(sub.recv().await.err(), Some(ReaderEnd::StreamEnded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lagging_reader_skips_to_next_keyframe_and_counts() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    drain(&mut sub).await;
+    for i in 1..40 {
+        audio(&p, i * 10);
+        inter(&p, i * 10 + 1);
+    }
+    keyframe(&p, 1000);
+    audio(&p, 1010);
+    let f = sub.recv().await.unwrap();
+    assert_eq!((f.timestamp, f.keyframe), (1000, true), "resumes at the keyframe, no stale audio");
+    assert_eq!(sub.recv().await.unwrap().timestamp, 1010);
+    assert!(sub.dropped() >= 60, "dropped {}", sub.dropped());
+    assert!(hub.stream(&key()).unwrap().stats.frames_dropped.load(Ordering::Relaxed) >= 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reader_that_stays_behind_is_disconnected() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    drain(&mut sub).await;
+    let mut end = None;
+    for round in 0..10 {
+        for i in 0..40 {
+            inter(&p, round * 1000 + i);
+        }
+        keyframe(&p, round * 1000 + 500);
+        match sub.recv().await {
+            Ok(_) => {}
+            Err(e) => {
+                end = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(end, Some(ReaderEnd::TooSlow(4)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_stays_bounded_without_readers() {
+    let mut s = settings();
+    s.apps[0].gop_max_frames = 50;
+    let hub = Hub::new(s);
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    let _idle_reader = hub.subscribe(&key()).unwrap();
+    keyframe(&p, 0);
+    for i in 0..10_000 {
+        inter(&p, i);
+    }
+    let stream = hub.stream(&key()).unwrap();
+    assert_eq!(stream.gop_bytes(), 0, "overlong GOP dropped");
+    assert!(Arc::strong_count(&stream) < 10);
+}
+
+#[test]
+fn names_are_limited_to_a_safe_set() {
+    for good in ["cam", "Cam_1", "a-b.c", "x".repeat(128).as_str()] {
+        assert!(is_valid_name(good), "{good}");
+    }
+    for bad in ["", ".", "..", "a/b", "a b", "a?b", "ü", "x".repeat(129).as_str()] {
+        assert!(!is_valid_name(bad), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_app_is_refused() {
+    let hub = Hub::new(settings());
+    assert_eq!(hub.key("nope", "cam").err(), Some(HubError::UnknownApp));
+    assert_eq!(hub.key("live", "a/b").err(), Some(HubError::BadName));
+}

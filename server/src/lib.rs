@@ -1,0 +1,18 @@
+//! Ferrocast media engine.
+//!
+//! # Layout
+//! - [`config`]: the YAML configuration types (shared with the operator).
+//! - [`codec`]: pure, synchronous wire formats: AMF0, RTMP handshake and chunk stream,
+//!   typed RTMP messages, FLV tags, H.264/AAC sequence headers. No tokio.
+//! - [`rtmp`]: the sans-IO RTMP [`rtmp::session`] and its socket driver [`rtmp::conn`].
+//! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
+//! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
+//! - [`server`]: listeners, connection limits and graceful shutdown.
+
+pub mod codec;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod net;
+pub mod rtmp;
+pub mod server;

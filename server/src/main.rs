@@ -1,0 +1,134 @@
+//! The `ferrocast` binary: parses the command line, loads the config and runs the server
+//! until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ferrocast_server::config::{Config, LogFormat};
+use ferrocast_server::server::Server;
+
+const USAGE: &str = "\
+ferrocast: live-streaming media server (RTMP, HTTP-FLV, WS-FLV)
+
+USAGE:
+    ferrocast [--config FILE] [--log-json]
+    ferrocast --print-config [--config FILE]
+    ferrocast --check-config FILE
+
+OPTIONS:
+    --config FILE        YAML configuration; every key is optional (defaults are embedded)
+    --print-config       print the effective configuration as YAML and exit
+    --check-config FILE  validate FILE; exit non-zero with a message naming the bad key
+    --log-json           log as JSON lines (same as log.format: json)
+    -h, --help           this help
+    -V, --version        version
+";
+
+enum Command {
+    Run { config: Option<PathBuf>, log_json: bool },
+    Print { config: Option<PathBuf> },
+    Check { file: PathBuf },
+    Help,
+    Version,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut print = false;
+    let mut check = None;
+    let mut log_json = false;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => config = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?)),
+            "--print-config" => print = true,
+            "--check-config" => check = Some(PathBuf::from(args.next().ok_or("--check-config needs a FILE")?)),
+            "--log-json" => log_json = true,
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            other => {
+                if let Some(v) = other.strip_prefix("--config=") {
+                    config = Some(PathBuf::from(v));
+                } else {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
+        }
+    }
+    Ok(match (check, print) {
+        (Some(file), _) => Command::Check { file },
+        (None, true) => Command::Print { config },
+        (None, false) => Command::Run { config, log_json },
+    })
+}
+
+fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn init_logging(config: &Config, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json || config.log.format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn run(config: Config, log_json: bool) -> anyhow::Result<()> {
+    init_logging(&config, log_json);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
+    rt.block_on(async {
+        let server = Server::bind(config).await?;
+        server.run(shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Connections still open past the grace period are dropped with the runtime.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cmd = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocast: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("ferrocast {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Print { config } => load(&config).map(|c| print!("{}", c.to_yaml())),
+        Command::Check { file } => Config::load(&file).map(|_| println!("{}: ok", file.display())).map_err(Into::into),
+        Command::Run { config, log_json } => load(&config).and_then(|c| run(c, log_json)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrocast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

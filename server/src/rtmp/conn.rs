@@ -1,0 +1,309 @@
+//! The RTMP connection driver: owns the socket, timeouts and the hub handles, and feeds the
+//! sans-IO session. Players get the hub's pre-encoded chunks written straight to the socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::timeout;
+use tracing::{debug, info, warn, Instrument};
+
+use super::session::{Role, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
+use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, Subscriber};
+use crate::net::write_all_bytes;
+use crate::server::Context;
+
+/// Frames written to a player in one vectored write at most.
+const MAX_BATCH_FRAMES: usize = 32;
+const MAX_BATCH_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("handshake not completed within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("no data from peer for {0:?}")]
+    Idle(Duration),
+    #[error("peer accepted no data for {0:?}")]
+    WriteTimeout(Duration),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Serves one accepted RTMP connection until it ends; logs its end once.
+pub async fn serve<S>(socket: S, peer: SocketAddr, protocol: &'static str, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = ctx.next_session_id();
+    let span = tracing::info_span!("rtmp", session = id, %peer);
+    async move {
+        let mut conn = Conn { id, peer, protocol, ctx, socket, session: None, publisher: None, player: None };
+        match conn.run().await {
+            Ok(()) => debug!("connection closed"),
+            Err(ConnError::Io(e)) if is_disconnect(&e) => debug!("peer disconnected"),
+            Err(e) => info!("connection closed: {e}"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted)
+}
+
+struct Player {
+    sub: Subscriber,
+    stream_id: u32,
+}
+
+struct Conn<S> {
+    id: u64,
+    peer: SocketAddr,
+    protocol: &'static str,
+    ctx: Arc<Context>,
+    socket: S,
+    session: Option<Session>,
+    publisher: Option<(Publisher, u32)>,
+    player: Option<Player>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn session(&mut self) -> &mut Session {
+        self.session.as_mut().expect("session exists while running")
+    }
+
+    async fn run(&mut self) -> Result<(), ConnError> {
+        let cfg = &self.ctx.config.rtmp;
+        let hs_timeout = Duration::from_secs(cfg.handshake_timeout_secs);
+        self.session = Some(Session::new(SessionConfig {
+            chunk_size: cfg.chunk_size,
+            max_peer_chunk_size: cfg.max_peer_chunk_size,
+            max_message_size: cfg.max_message_size,
+        }));
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        timeout(hs_timeout, async {
+            while !self.session().handshake_done() {
+                self.read_some(&mut buf).await?;
+                self.flush().await?;
+            }
+            Ok::<_, ConnError>(())
+        })
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(hs_timeout))??;
+        debug!(complex = self.session().used_complex_handshake(), "handshake done");
+        self.handle_events().await?;
+        self.flush().await?;
+
+        let idle = Duration::from_secs(self.ctx.config.rtmp.idle_timeout_secs);
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
+        loop {
+            let playing = self.player.is_some();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.end_for_shutdown().await;
+                    return Ok(());
+                }
+                frame = next_frame(&mut self.player), if playing => {
+                    match frame {
+                        Ok(f) => {
+                            let Some(p) = self.player.as_mut() else { continue };
+                            let chunk_size = self.ctx.config.rtmp.chunk_size;
+                            let mut bytes = f.size();
+                            batch.push(f.rtmp_chunks(p.stream_id, chunk_size));
+                            while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
+                                match p.sub.try_recv() {
+                                    Ok(Some(f)) => {
+                                        bytes += f.size();
+                                        batch.push(f.rtmp_chunks(p.stream_id, chunk_size));
+                                    }
+                                    Ok(None) | Err(_) => break,
+                                }
+                            }
+                            self.write_batch(&mut batch).await?;
+                        }
+                        Err(ReaderEnd::StreamEnded) => {
+                            let stream_id = self.player.take().map_or(1, |p| p.stream_id);
+                            info!("stream ended, closing player");
+                            self.session().end_play(stream_id);
+                            self.flush().await?;
+                            return Ok(());
+                        }
+                        Err(e @ ReaderEnd::TooSlow(_)) => {
+                            warn!("disconnecting player: {e}");
+                            return Ok(());
+                        }
+                    }
+                }
+                read = timeout(idle, self.socket.read_buf(&mut buf)) => {
+                    match read {
+                        Err(_) if !playing => return Err(ConnError::Idle(idle)),
+                        Err(_) => continue,
+                        Ok(Ok(0)) => return Ok(()),
+                        Ok(Ok(_)) => {
+                            self.session().handle_input(&buf)?;
+                            buf.clear();
+                            self.handle_events().await?;
+                            self.flush().await?;
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read_some(&mut self, buf: &mut BytesMut) -> Result<(), ConnError> {
+        let n = self.socket.read_buf(buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        self.session().handle_input(buf)?;
+        buf.clear();
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.session().has_output() {
+            return Ok(());
+        }
+        let mut out = vec![self.session().take_output()];
+        self.write_batch(&mut out).await
+    }
+
+    async fn write_batch(&mut self, batch: &mut Vec<Bytes>) -> Result<(), ConnError> {
+        let limit = Duration::from_secs(self.ctx.config.hub.write_timeout_secs);
+        timeout(limit, write_all_bytes(&mut self.socket, batch))
+            .await
+            .map_err(|_| ConnError::WriteTimeout(limit))??;
+        Ok(())
+    }
+
+    async fn handle_events(&mut self) -> Result<(), ConnError> {
+        while let Some(event) = self.session().next_event() {
+            match event {
+                SessionEvent::ConnectRequested(info) => {
+                    if self.ctx.hub.settings().apps.iter().any(|a| a.name == info.app) {
+                        debug!(app = %info.app, tc_url = %info.tc_url, "connect");
+                        self.session().accept_connect();
+                    } else {
+                        self.session().reject_connect("Unknown application");
+                        self.flush().await?;
+                        return Err(ConnError::Refused(format!("unknown app {:?}", info.app)));
+                    }
+                }
+                SessionEvent::PublishRequested(req) => self.start_publish(req).await?,
+                SessionEvent::PlayRequested(req) => self.start_play(req).await?,
+                SessionEvent::Video { timestamp, payload } => {
+                    if let Some((p, _)) = &self.publisher {
+                        if let Err(e) = p.push_video(timestamp, payload) {
+                            debug!("dropping video message: {e}");
+                        }
+                    }
+                }
+                SessionEvent::Audio { timestamp, payload } => {
+                    if let Some((p, _)) = &self.publisher {
+                        if let Err(e) = p.push_audio(timestamp, payload) {
+                            debug!("dropping audio message: {e}");
+                        }
+                    }
+                }
+                SessionEvent::Metadata(values) => {
+                    if let Some((p, _)) = &self.publisher {
+                        p.push_metadata(&values);
+                    }
+                }
+                SessionEvent::Unpublished { .. } => {
+                    if let Some((p, _)) = self.publisher.take() {
+                        info!(stream = %p.stream().key, "publish stopped");
+                    }
+                }
+                SessionEvent::PlayStopped { .. } => {
+                    if let Some(p) = self.player.take() {
+                        info!(stream = %p.sub.stream().key, "play stopped");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn app(&self) -> String {
+        self.session.as_ref().and_then(|s| s.connect_info()).map(|c| c.app.clone()).unwrap_or_default()
+    }
+
+    async fn start_publish(&mut self, req: StreamRequest) -> Result<(), ConnError> {
+        let app = self.app();
+        let key = match self.ctx.hub.key(&app, &req.name) {
+            Ok(k) => k,
+            Err(e) => return self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
+        };
+        let info = PublisherInfo {
+            session_id: self.id,
+            protocol: self.protocol,
+            remote: self.peer.to_string(),
+            started: SystemTime::now(),
+        };
+        match self.ctx.hub.publish(&key, info) {
+            Ok(p) => {
+                info!(stream = %key, "publish started");
+                self.session().accept_publish(req.stream_id);
+                self.publisher = Some((p, req.stream_id));
+                Ok(())
+            }
+            Err(e) => self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
+        }
+    }
+
+    async fn refuse_publish(&mut self, req: &StreamRequest, code: &str, e: HubError) -> Result<(), ConnError> {
+        self.session().reject_publish(req.stream_id, code, &e.to_string());
+        self.flush().await?;
+        Err(ConnError::Refused(format!("publish {:?}: {e}", req.name)))
+    }
+
+    async fn start_play(&mut self, req: StreamRequest) -> Result<(), ConnError> {
+        let app = self.app();
+        let sub = self.ctx.hub.key(&app, &req.name).and_then(|key| self.ctx.hub.subscribe(&key));
+        match sub {
+            Ok(sub) => {
+                info!(stream = %sub.stream().key, "play started");
+                self.session().accept_play(req.stream_id);
+                self.player = Some(Player { sub, stream_id: req.stream_id });
+                Ok(())
+            }
+            Err(e) => {
+                self.session().reject_play(req.stream_id, "NetStream.Play.StreamNotFound", &e.to_string());
+                self.flush().await?;
+                Err(ConnError::Refused(format!("play {:?}: {e}", req.name)))
+            }
+        }
+    }
+
+    /// On server shutdown: tell the peer its stream ends, then close.
+    async fn end_for_shutdown(&mut self) {
+        match self.session.as_ref().map(|s| s.role()) {
+            Some(Role::Playing(id)) => self.session().end_play(id),
+            Some(Role::Publishing(id)) => self.session().end_publish(id, "Server is shutting down"),
+            _ => {}
+        }
+        self.publisher = None;
+        self.player = None;
+        let _ = timeout(Duration::from_secs(1), self.flush()).await;
+    }
+}
+
+async fn next_frame(player: &mut Option<Player>) -> Result<Arc<crate::hub::MediaFrame>, ReaderEnd> {
+    match player {
+        Some(p) => p.sub.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,214 @@
+//! Session tests without sockets: a client handshake and chunk codec drive the session.
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::codec::chunk::{ChunkDecoder, RawMessage};
+use crate::codec::handshake::ClientHandshake;
+
+const CONFIG: SessionConfig = SessionConfig { chunk_size: 60000, max_peer_chunk_size: 1 << 20, max_message_size: 1 << 20 };
+
+/// A client that has completed the handshake, with a decoder for what the server sends.
+struct Client {
+    session: Session,
+    decoder: ChunkDecoder,
+    chunk_size: u32,
+}
+
+impl Client {
+    fn new(complex: bool) -> Client {
+        let mut session = Session::new(CONFIG);
+        let mut hs = ClientHandshake::new(complex);
+        let mut c = BytesMut::new();
+        hs.start(&mut c);
+        session.handle_input(&c).unwrap();
+        let mut s = BytesMut::from(&session.take_output()[..]);
+        let mut c2 = BytesMut::new();
+        assert_eq!(hs.process(&mut s, &mut c2).unwrap(), Progress::Done);
+        session.handle_input(&c2).unwrap();
+        assert!(session.handshake_done());
+        assert_eq!(session.used_complex_handshake(), complex);
+        Client { session, decoder: ChunkDecoder::new(1 << 20, 1 << 20), chunk_size: 128 }
+    }
+
+    fn send(&mut self, m: Message, stream_id: u32) {
+        let mut out = BytesMut::new();
+        m.encode(&mut out, 0, stream_id, self.chunk_size);
+        if let Message::SetChunkSize(n) = m {
+            self.chunk_size = n;
+        }
+        self.session.handle_input(&out).unwrap();
+    }
+
+    fn command(&mut self, name: &str, txid: f64, args: Vec<Amf0Value>, stream_id: u32) {
+        let object = if name == "connect" { args[0].clone() } else { Amf0Value::Null };
+        let args = if name == "connect" { vec![] } else { args };
+        self.send(Message::Command(Command { name: name.into(), transaction_id: txid, object, args }), stream_id);
+    }
+
+    /// Everything the server sent since the last call.
+    fn received(&mut self) -> Vec<(RawMessage, Message)> {
+        let mut buf = BytesMut::from(&self.session.take_output()[..]);
+        let mut out = Vec::new();
+        while let Some(raw) = self.decoder.decode(&mut buf).unwrap() {
+            let m = Message::decode(&raw).unwrap();
+            if let Message::SetChunkSize(n) = m {
+                self.decoder.set_chunk_size(n).unwrap();
+            }
+            out.push((raw, m));
+        }
+        out
+    }
+
+    fn events(&mut self) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| self.session.next_event()).collect()
+    }
+
+    fn connect(&mut self, app: &str, encoding: f64) {
+        let obj = Amf0Value::object([
+            ("app", Amf0Value::from(app)),
+            ("tcUrl", Amf0Value::from(format!("rtmp://localhost/{app}"))),
+            ("objectEncoding", Amf0Value::Number(encoding)),
+        ]);
+        self.command("connect", 1.0, vec![obj], 0);
+        let ev = self.events();
+        assert!(matches!(&ev[..], [SessionEvent::ConnectRequested(_)]), "{ev:?}");
+        self.session.accept_connect();
+    }
+}
+
+fn status_codes(msgs: &[(RawMessage, Message)]) -> Vec<(u32, String)> {
+    msgs.iter()
+        .filter_map(|(raw, m)| match m {
+            Message::Command(c) if c.name == "onStatus" => {
+                Some((raw.stream_id, c.args[0].get("code").and_then(|v| v.as_str()).unwrap_or("").to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn connect_with_object_encoding_3_is_answered() {
+    for complex in [false, true] {
+        let mut c = Client::new(complex);
+        c.connect("live?token=abc", 3.0);
+        assert_eq!(c.session.connect_info().unwrap().app, "live");
+        assert_eq!(c.session.connect_info().unwrap().query, "token=abc");
+        let got = c.received();
+        let kinds: Vec<_> = got.iter().map(|(_, m)| m.clone()).collect();
+        assert_eq!(kinds[0], Message::WindowAckSize(5_000_000));
+        assert_eq!(kinds[1], Message::SetPeerBandwidth { size: 5_000_000, limit_type: 2 });
+        assert_eq!(kinds[2], Message::SetChunkSize(60000));
+        let Message::Command(result) = &kinds[3] else { panic!("{:?}", kinds[3]) };
+        assert_eq!((result.name.as_str(), result.transaction_id), ("_result", 1.0));
+        assert_eq!(result.args[0].get("code").and_then(|v| v.as_str()), Some("NetConnection.Connect.Success"));
+        assert_eq!(result.args[0].get("objectEncoding").and_then(|v| v.as_f64()), Some(3.0));
+    }
+}
+
+#[test]
+fn publish_flow_like_ffmpeg() {
+    let mut c = Client::new(false);
+    c.send(Message::SetChunkSize(4096), 0);
+    c.connect("live", 0.0);
+    c.received();
+    c.command("releaseStream", 2.0, vec!["cam".into()], 0);
+    c.command("FCPublish", 3.0, vec!["cam".into()], 0);
+    c.command("createStream", 4.0, vec![], 0);
+    let got = c.received();
+    let Message::Command(cs) = &got.last().unwrap().1 else { panic!() };
+    assert_eq!((cs.name.as_str(), cs.transaction_id, cs.args[0].as_f64()), ("_result", 4.0, Some(1.0)));
+    c.command("publish", 5.0, vec!["cam?key=1".into(), "live".into()], 1);
+    assert_eq!(
+        c.events(),
+        vec![SessionEvent::PublishRequested(StreamRequest { stream_id: 1, name: "cam".into(), query: "key=1".into() })]
+    );
+    c.session.accept_publish(1);
+    assert_eq!(status_codes(&c.received()), vec![(1, "NetStream.Publish.Start".to_string())]);
+
+    let meta = Amf0Value::EcmaArray(vec![("width".into(), Amf0Value::Number(1280.0))]);
+    c.send(Message::Data(vec!["@setDataFrame".into(), "onMetaData".into(), meta.clone()]), 1);
+    let big = Bytes::from(vec![0x17u8; 10_000]);
+    c.send(Message::Video(big.clone()), 1);
+    c.send(Message::Audio(Bytes::from_static(b"\xaf\x01\x00")), 1);
+    let ev = c.events();
+    assert_eq!(ev[0], SessionEvent::Metadata(vec![meta]));
+    assert_eq!(ev[1], SessionEvent::Video { timestamp: 0, payload: big });
+    assert!(matches!(ev[2], SessionEvent::Audio { .. }));
+
+    c.command("FCUnpublish", 6.0, vec!["cam".into()], 1);
+    assert_eq!(c.events(), vec![SessionEvent::Unpublished { stream_id: 1 }]);
+    assert!(status_codes(&c.received()).contains(&(1, "NetStream.Unpublish.Success".to_string())));
+}
+
+#[test]
+fn rejected_publish_gets_bad_name() {
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    c.command("createStream", 2.0, vec![], 0);
+    c.command("publish", 3.0, vec!["cam".into()], 1);
+    c.events();
+    c.received();
+    c.session.reject_publish(1, "NetStream.Publish.BadName", "already publishing");
+    assert_eq!(status_codes(&c.received()), vec![(1, "NetStream.Publish.BadName".to_string())]);
+    assert_eq!(c.session.role(), Role::None);
+}
+
+#[test]
+fn play_flow_and_end_use_the_created_stream_id() {
+    let mut c = Client::new(true);
+    c.connect("live", 0.0);
+    c.command("createStream", 2.0, vec![], 0);
+    c.command("createStream", 3.0, vec![], 0);
+    c.received();
+    c.command("getStreamLength", 4.0, vec!["cam".into()], 0);
+    c.command("play", 0.0, vec!["cam".into(), Amf0Value::Number(-2.0)], 2);
+    assert!(matches!(&c.events()[..], [SessionEvent::PlayRequested(r)] if r.stream_id == 2 && r.name == "cam"));
+    c.session.accept_play(2);
+    let got = c.received();
+    assert!(got.iter().any(|(_, m)| *m == Message::UserControl(UserControl::StreamBegin(2))));
+    assert_eq!(
+        status_codes(&got),
+        vec![(2, "NetStream.Play.Reset".to_string()), (2, "NetStream.Play.Start".to_string())]
+    );
+    c.session.end_play(2);
+    let got = c.received();
+    assert!(got.iter().any(|(_, m)| *m == Message::UserControl(UserControl::StreamEof(2))));
+    assert_eq!(status_codes(&got)[0], (2, "NetStream.Play.UnpublishNotify".to_string()));
+}
+
+#[test]
+fn ping_request_is_answered_and_window_acknowledged() {
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    c.received();
+    c.send(Message::UserControl(UserControl::PingRequest(42)), 0);
+    assert_eq!(c.received()[0].1, Message::UserControl(UserControl::PingResponse(42)));
+    c.send(Message::WindowAckSize(1000), 0);
+    c.command("createStream", 2.0, vec![], 0);
+    c.command("publish", 3.0, vec!["cam".into()], 1);
+    c.session.accept_publish(1);
+    c.received();
+    c.send(Message::Video(Bytes::from(vec![0x27u8; 1500])), 1);
+    assert!(c.received().iter().any(|(_, m)| matches!(m, Message::Acknowledgement(n) if *n > 1000)));
+}
+
+#[test]
+fn media_before_publish_is_ignored_and_commands_before_connect_fail() {
+    let mut c = Client::new(false);
+    let mut out = BytesMut::new();
+    Message::Command(Command { name: "createStream".into(), transaction_id: 2.0, object: Amf0Value::Null, args: vec![] })
+        .encode(&mut out, 0, 0, 128);
+    assert!(matches!(c.session.handle_input(&out), Err(SessionError::NotConnected(_))));
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    c.send(Message::Video(Bytes::from_static(b"\x17\x01")), 1);
+    assert!(c.events().is_empty());
+}
+
+#[test]
+fn split_query_parts() {
+    assert_eq!(split_query("cam?sign=1-abc"), ("cam", "sign=1-abc"));
+    assert_eq!(split_query("cam"), ("cam", ""));
+}

@@ -1,0 +1,189 @@
+//! Listeners, connection limits and graceful shutdown: binds the RTMP, HTTP and admin ports,
+//! accepts connections within their limits, and on shutdown ends every stream cleanly.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::hub::{Hub, HubSettings};
+
+/// What every connection handler shares.
+pub struct Context {
+    pub config: Config,
+    pub hub: Hub,
+    /// Flips to `true` once on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    session_ids: AtomicU64,
+}
+
+impl Context {
+    /// A process-unique id for logs and the API.
+    pub fn next_session_id(&self) -> u64 {
+        self.session_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    ctx: Arc<Context>,
+    shutdown_tx: watch::Sender<bool>,
+    rtmp: TcpListener,
+    http: TcpListener,
+    admin: TcpListener,
+}
+
+/// Addresses the listeners actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(ip, port);
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
+        let http = bind("http", config.bind, config.http.port).await?;
+        let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let ctx = Arc::new(Context { config, hub, shutdown, session_ids: AtomicU64::new(1) });
+        Ok(Server { ctx, shutdown_tx, rtmp, http, admin })
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    pub fn addrs(&self) -> BoundAddrs {
+        BoundAddrs {
+            rtmp: self.rtmp.local_addr().expect("bound"),
+            http: self.http.local_addr().expect("bound"),
+            admin: self.admin.local_addr().expect("bound"),
+        }
+    }
+
+    /// Serves until `signal` completes, then drains within the grace period.
+    pub async fn run(self, signal: impl Future<Output = ()>) {
+        let addrs = self.addrs();
+        let ctx = self.ctx.clone();
+        let c = &ctx.config;
+        let rtmp_slots = Arc::new(Semaphore::new(c.rtmp.max_connections));
+        let http_slots = Arc::new(Semaphore::new(c.http.max_connections));
+        let admin_slots = Arc::new(Semaphore::new(64));
+        log_urls(&addrs, c);
+
+        let rtmp_ctx = ctx.clone();
+        let rtmp = accept_loop("rtmp", self.rtmp, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
+            crate::rtmp::conn::serve(s, peer, "rtmp", rtmp_ctx.clone())
+        });
+        let router = crate::http::router(ctx.clone());
+        let http_ctx = ctx.clone();
+        let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, _| {
+            crate::http::serve_connection(s, router.clone(), http_ctx.clone())
+        });
+        let admin_router = crate::http::admin_router(ctx.clone());
+        let admin_ctx = ctx.clone();
+        let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, _| {
+            crate::http::serve_connection(s, admin_router.clone(), admin_ctx.clone())
+        });
+        let accepting = tokio::spawn(async move {
+            tokio::join!(rtmp, http, admin);
+        });
+
+        signal.await;
+        info!("shutting down: ending streams and draining connections");
+        let _ = self.shutdown_tx.send(true);
+        ctx.hub.shutdown();
+        let grace = Duration::from_secs(c.hub.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            while rtmp_slots.available_permits() < c.rtmp.max_connections
+                || http_slots.available_permits() < c.http.max_connections
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("grace period over with connections still open; closing them");
+        }
+        accepting.abort();
+        info!("stopped");
+    }
+}
+
+fn log_urls(a: &BoundAddrs, c: &Config) {
+    let host = if a.rtmp.ip().is_unspecified() { "localhost".to_string() } else { a.rtmp.ip().to_string() };
+    let app = c.apps.first().map_or("live", |a| a.name.as_str());
+    info!(rtmp = %a.rtmp, http = %a.http, admin = %a.admin, "ferrocast listening");
+    info!("publish: rtmp://{host}:{}/{app}/STREAM_NAME", a.rtmp.port());
+    info!("play:    rtmp://{host}:{}/{app}/STREAM_NAME", a.rtmp.port());
+    info!("play:    http://{host}:{}/{app}/STREAM_NAME.flv", a.http.port());
+    info!("play:    ws://{host}:{}/{app}/STREAM_NAME.flv", a.http.port());
+}
+
+async fn accept_loop<F, Fut>(what: &'static str, listener: TcpListener, slots: Arc<Semaphore>, ctx: Arc<Context>, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut shutdown = ctx.shutdown.clone();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: wait instead of spinning.
+                warn!(listener = what, "accept failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(listener = what, %peer, "connection limit reached; closing new connection");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        debug!(listener = what, %peer, "accepted");
+        let fut = handle(socket, peer);
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+    }
+}
