@@ -82,6 +82,8 @@ pub struct HttpConfig {
     pub allow_origin: String,
     /// Concurrent HTTP connections.
     pub max_connections: usize,
+    /// A client must send its request headers within this time.
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +166,7 @@ impl Default for HttpConfig {
             port: 8000,
             allow_origin: "*".into(),
             max_connections: 20000,
+            request_timeout_secs: 10,
         }
     }
 }
@@ -250,6 +253,9 @@ impl Config {
         }
         if self.rtmp.max_connections == 0 {
             return Err(bad("rtmp.max_connections", "must be at least 1"));
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(bad("http.request_timeout_secs", "must be at least 1"));
         }
         if self.http.max_connections == 0 {
             return Err(bad("http.max_connections", "must be at least 1"));

@@ -52,7 +52,7 @@ where
     let service = TowerToHyperService::new(router);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1)))
+        .header_read_timeout(Duration::from_secs(ctx.config.http.request_timeout_secs))
         .serve_connection(io, service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);

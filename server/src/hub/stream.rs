@@ -250,6 +250,10 @@ impl Publisher {
             s.info.video_codec = Some(h.codec);
             if h.kind == PacketKind::SequenceHeader {
                 if let Some(v) = info::video_info(h.codec, h.enhanced, &payload) {
+                    if s.info.video.as_ref() != Some(&v) {
+                        tracing::info!(stream = %self.stream.key, codec = v.codec, width = v.width, height = v.height,
+                            profile = %v.profile, level = %v.level, "video track");
+                    }
                     s.info.video = Some(v);
                 }
             }
@@ -276,6 +280,10 @@ impl Publisher {
             s.info.audio_codec = Some(h.codec);
             if h.kind == PacketKind::SequenceHeader {
                 if let Some(a) = info::audio_info(h.codec, h.enhanced, &payload) {
+                    if s.info.audio.as_ref() != Some(&a) {
+                        tracing::info!(stream = %self.stream.key, codec = a.codec, sample_rate = a.sample_rate,
+                            channels = a.channels, profile = %a.profile, "audio track");
+                    }
                     s.info.audio = Some(a);
                 }
             }
