@@ -31,6 +31,8 @@ pub struct MediaFrame {
     pub composition_offset: i32,
     pub keyframe: bool,
     pub packet: PacketKind,
+    /// An enhanced-RTMP v2 multitrack packet: only readers that asked for multitrack get it.
+    pub multitrack: bool,
     /// The message body exactly as the publisher sent it (an FLV tag body).
     pub payload: Bytes,
     rtmp: OnceLock<(u32, Bytes)>,
@@ -54,10 +56,16 @@ impl MediaFrame {
             composition_offset,
             keyframe,
             packet,
+            multitrack: false,
             payload,
             rtmp: OnceLock::new(),
             flv: OnceLock::new(),
         }
+    }
+
+    pub fn with_multitrack(mut self, multitrack: bool) -> Self {
+        self.multitrack = multitrack;
+        self
     }
 
     pub fn is_sequence_header(&self) -> bool {

@@ -55,7 +55,8 @@ impl GopCache {
             }
             return;
         }
-        if frame.kind == FrameKind::Video && frame.keyframe {
+        // Only the default track anchors the GOP; multitrack extras ride along.
+        if frame.kind == FrameKind::Video && frame.keyframe && !frame.multitrack {
             self.clear();
             self.anchored = true;
         }

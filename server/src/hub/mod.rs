@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use frame::{FrameKind, MediaFrame, SHARED_PLAY_STREAM_ID};
 pub use gop::{GopCache, GopLimits};
-pub use stream::{PublisherInfo, Publisher, ReaderEnd, ReaderLimits, Stream, StreamInfo, Subscriber};
+pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
 
 use crate::config::{AppConfig, Config};
 
@@ -163,13 +163,18 @@ impl Hub {
     /// Subscribes a reader. A stream nobody publishes yet is created and waits for its
     /// publisher up to the play-wait period.
     pub fn subscribe(&self, key: &StreamKey) -> Result<Subscriber, HubError> {
+        self.subscribe_with(key, SubscribeOptions::default())
+    }
+
+    /// [`Hub::subscribe`] with reader options.
+    pub fn subscribe_with(&self, key: &StreamKey, options: SubscribeOptions) -> Result<Subscriber, HubError> {
         loop {
             let (stream, created) = self.get_or_create(key)?;
             if created {
                 schedule_reap(&self.inner, key.clone(), stream.generation(), self.inner.settings.play_wait);
             }
             // A stream reaped between lookup and subscribe has closed its channel: retry.
-            if let Some(sub) = stream.subscribe(self.inner.settings.reader) {
+            if let Some(sub) = stream.subscribe(self.inner.settings.reader, options) {
                 return Ok(sub);
             }
         }

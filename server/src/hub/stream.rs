@@ -4,7 +4,10 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock, so paused-time tests drive rate windows and slow-reader windows too.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -45,6 +48,69 @@ pub struct StreamInfo {
     pub audio: Option<AudioInfo>,
     pub video_codec: Option<FourCc>,
     pub audio_codec: Option<FourCc>,
+    /// Frame rate the publisher declared in onMetaData.
+    pub metadata_fps: Option<f64>,
+    /// Video frame rate measured from timestamps over the last window.
+    pub measured_fps: Option<f64>,
+    /// Ingest bitrate over the last window, in kbit/s.
+    pub bitrate_kbps: u64,
+}
+
+impl StreamInfo {
+    /// The declared frame rate, else the measured one.
+    pub fn fps(&self) -> Option<f64> {
+        self.metadata_fps.filter(|f| *f > 0.0).or(self.measured_fps)
+    }
+}
+
+/// Most side headers kept per stream (tracks are few; this bounds a hostile publisher).
+const MAX_SIDE_HEADERS: usize = 16;
+
+/// Identifies the track a side header belongs to: kind, packet type and the multitrack
+/// header bytes (FourCC and track id).
+fn side_header_id(f: &MediaFrame) -> Bytes {
+    let end = if f.multitrack { 7 } else { 5 };
+    let mut id = vec![f.kind as u8, f.packet as u8];
+    id.extend_from_slice(&f.payload[..end.min(f.payload.len())]);
+    Bytes::from(id)
+}
+
+/// Measures ingest bitrate and video frame rate over windows of about two seconds.
+#[derive(Debug, Default)]
+struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    first_video_ts: Option<u32>,
+    last_video_ts: u32,
+    video_frames: u32,
+}
+
+impl RateMeter {
+    const WINDOW: Duration = Duration::from_secs(2);
+
+    /// Returns (bits per second, frames per second) when a window completes.
+    fn record(&mut self, now: Instant, f: &MediaFrame) -> Option<(u64, f64)> {
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += f.payload.len() as u64;
+        if f.kind == FrameKind::Video && f.packet == PacketKind::Frame && !f.multitrack {
+            self.first_video_ts.get_or_insert(f.timestamp);
+            self.last_video_ts = f.timestamp;
+            self.video_frames += 1;
+        }
+        let elapsed = now.duration_since(start);
+        if elapsed < Self::WINDOW {
+            return None;
+        }
+        let bps = (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+        let span = self.last_video_ts.wrapping_sub(self.first_video_ts.unwrap_or(self.last_video_ts));
+        let fps = if span > 0 && self.video_frames > 1 {
+            f64::from(self.video_frames - 1) * 1000.0 / f64::from(span)
+        } else {
+            0.0
+        };
+        *self = RateMeter::default();
+        Some((bps, (fps * 100.0).round() / 100.0))
+    }
 }
 
 pub struct Stream {
@@ -62,6 +128,11 @@ struct StreamState {
     metadata: Option<Arc<MediaFrame>>,
     video_header: Option<Arc<MediaFrame>>,
     audio_header: Option<Arc<MediaFrame>>,
+    /// Headers that are neither metadata nor the default track's sequence headers but that
+    /// a late joiner needs: enhanced-RTMP video Metadata (HDR colour info) and multitrack
+    /// sequence starts, keyed by the bytes that identify their track.
+    side_headers: Vec<(Bytes, Arc<MediaFrame>)>,
+    rate: RateMeter,
     /// Bumped when metadata or a sequence header changes; a lagging reader that missed the
     /// change is given the current ones again.
     headers_version: u64,
@@ -106,6 +177,8 @@ impl Stream {
                 metadata: None,
                 video_header: None,
                 audio_header: None,
+                side_headers: Vec::new(),
+                rate: RateMeter::default(),
                 headers_version: 0,
                 gop: GopCache::new(limits),
                 tx: Some(tx),
@@ -170,7 +243,25 @@ impl Stream {
         let mut frame = frame;
         frame.timestamp = s.rebase.apply(frame.timestamp);
         let frame = Arc::new(frame);
+        let now = Instant::now();
+        if let Some((bps, fps)) = s.rate.record(now, &frame) {
+            s.info.bitrate_kbps = bps / 1000;
+            if fps > 0.0 {
+                s.info.measured_fps = Some(fps);
+            }
+        }
         match (frame.kind, frame.packet) {
+            (FrameKind::Video | FrameKind::Audio, PacketKind::SequenceHeader | PacketKind::Other)
+                if frame.multitrack || frame.packet == PacketKind::Other =>
+            {
+                let id = side_header_id(&frame);
+                if let Some(slot) = s.side_headers.iter_mut().find(|(k, _)| *k == id) {
+                    slot.1 = frame.clone();
+                } else if s.side_headers.len() < MAX_SIDE_HEADERS {
+                    s.side_headers.push((id, frame.clone()));
+                }
+                s.headers_version += 1;
+            }
             (FrameKind::Data, _) => {
                 s.metadata = Some(frame.clone());
                 s.headers_version += 1;
@@ -196,15 +287,16 @@ impl Stream {
 
     /// Registers a reader: headers, the cached GOP and the live receiver are taken under
     /// one lock so the reader sees no gap and no duplicate.
-    pub(super) fn subscribe(self: &Arc<Self>, limits: ReaderLimits) -> Option<Subscriber> {
+    pub(super) fn subscribe(self: &Arc<Self>, limits: ReaderLimits, options: SubscribeOptions) -> Option<Subscriber> {
         let s = self.lock();
         let rx = s.tx.as_ref()?.subscribe();
         let mut backlog = VecDeque::with_capacity(3 + s.gop.len());
         backlog.extend(s.metadata.iter().cloned());
         backlog.extend(s.video_header.iter().cloned());
         backlog.extend(s.audio_header.iter().cloned());
+        backlog.extend(s.side_headers.iter().map(|(_, f)| f.clone()).filter(|f| options.multitrack || !f.multitrack));
         let gop_has_keyframe = s.gop.frames().next().is_some_and(|f| f.keyframe);
-        backlog.extend(s.gop.frames().cloned());
+        backlog.extend(s.gop.frames().filter(|f| options.multitrack || !f.multitrack).cloned());
         let headers_version = s.headers_version;
         drop(s);
         self.stats.readers.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +308,7 @@ impl Stream {
             drop_audio: false,
             headers_version,
             limits,
+            multitrack: options.multitrack,
             skips: VecDeque::new(),
             dropped: 0,
         })
@@ -244,7 +337,7 @@ impl Publisher {
     pub fn push_video(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_video_header(&payload)?;
-        if h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_video {
+        if !h.multitrack && (h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_video) {
             let mut s = self.stream.lock();
             s.info.has_video = true;
             s.info.video_codec = Some(h.codec);
@@ -258,15 +351,10 @@ impl Publisher {
                 }
             }
         }
-        self.stream.publish_frame(MediaFrame::new(
-            FrameKind::Video,
-            h.codec,
-            timestamp,
-            h.composition_offset,
-            h.keyframe,
-            h.kind,
-            payload,
-        ));
+        self.stream.publish_frame(
+            MediaFrame::new(FrameKind::Video, h.codec, timestamp, h.composition_offset, h.keyframe, h.kind, payload)
+                .with_multitrack(h.multitrack),
+        );
         Ok(())
     }
 
@@ -274,7 +362,7 @@ impl Publisher {
     pub fn push_audio(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_audio_header(&payload)?;
-        if h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_audio {
+        if !h.multitrack && (h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_audio) {
             let mut s = self.stream.lock();
             s.info.has_audio = true;
             s.info.audio_codec = Some(h.codec);
@@ -288,8 +376,9 @@ impl Publisher {
                 }
             }
         }
-        self.stream
-            .publish_frame(MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload));
+        self.stream.publish_frame(
+            MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload).with_multitrack(h.multitrack),
+        );
         Ok(())
     }
 
@@ -305,6 +394,7 @@ impl Publisher {
             if meta.get("audiocodecid").is_some() || meta.get("audiosamplerate").is_some() {
                 s.info.has_audio = true;
             }
+            s.info.metadata_fps = meta.get("framerate").or_else(|| meta.get("videoframerate")).and_then(|v| v.as_f64());
         }
         self.stream
             .publish_frame(MediaFrame::new(FrameKind::Data, FourCc::NONE, 0, 0, false, PacketKind::Other, body));
@@ -318,6 +408,14 @@ impl Drop for Publisher {
             super::schedule_reap(&self.hub, self.stream.key.clone(), generation, grace);
         }
     }
+}
+
+/// What a reader asks for when it subscribes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubscribeOptions {
+    /// Deliver enhanced-RTMP v2 multitrack packets (RTMP players that announced the
+    /// Multitrack capability). Other readers get the default track only.
+    pub multitrack: bool,
 }
 
 /// Bounds on how far a reader may fall behind.
@@ -349,6 +447,7 @@ pub struct Subscriber {
     drop_audio: bool,
     headers_version: u64,
     limits: ReaderLimits,
+    multitrack: bool,
     skips: VecDeque<Instant>,
     dropped: u64,
 }
@@ -412,10 +511,13 @@ impl Subscriber {
     }
 
     fn filter(&mut self, f: Arc<MediaFrame>) -> Option<Arc<MediaFrame>> {
+        if f.multitrack && !self.multitrack {
+            return None;
+        }
         match (f.kind, f.packet) {
             (FrameKind::Data, _) | (_, PacketKind::SequenceHeader) | (_, PacketKind::SequenceEnd) => Some(f),
             (FrameKind::Video, _) if self.await_keyframe => {
-                if f.keyframe {
+                if f.keyframe && !f.multitrack {
                     self.await_keyframe = false;
                     self.drop_audio = false;
                     Some(f)
@@ -454,6 +556,8 @@ impl Subscriber {
             self.backlog.extend(s.metadata.iter().cloned());
             self.backlog.extend(s.video_header.iter().cloned());
             self.backlog.extend(s.audio_header.iter().cloned());
+            let multitrack = self.multitrack;
+            self.backlog.extend(s.side_headers.iter().map(|(_, f)| f.clone()).filter(|f| multitrack || !f.multitrack));
         }
         drop(s);
         if has_video {

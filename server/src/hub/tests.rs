@@ -253,3 +253,54 @@ async fn unknown_app_is_refused() {
     assert_eq!(hub.key("nope", "cam").err(), Some(HubError::UnknownApp));
     assert_eq!(hub.key("live", "a/b").err(), Some(HubError::BadName));
 }
+
+// Enhanced RTMP: hvc1 sequence start, HDR metadata, and a multitrack (OneTrack, track 1) keyframe.
+const HEVC_START: &[u8] = b"\x90hvc1\x01\x02\x03";
+const HEVC_HDR_METADATA: &[u8] = b"\x94hvc1\x02\x00\x0bcolorInfo";
+const HEVC_KEY: &[u8] = b"\x91hvc1\x00\x00\x00key";
+const MULTITRACK_START: &[u8] = b"\x96\x00hvc1\x01cfg";
+const MULTITRACK_KEY: &[u8] = b"\x96\x01hvc1\x01key";
+
+#[tokio::test(start_paused = true)]
+async fn enhanced_side_headers_reach_late_joiners_and_multitrack_only_those_who_ask() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    p.push_video(0, Bytes::from_static(HEVC_START)).unwrap();
+    p.push_video(0, Bytes::from_static(HEVC_HDR_METADATA)).unwrap();
+    p.push_video(0, Bytes::from_static(MULTITRACK_START)).unwrap();
+    p.push_video(10, Bytes::from_static(HEVC_KEY)).unwrap();
+    p.push_video(10, Bytes::from_static(MULTITRACK_KEY)).unwrap();
+
+    let mut plain = hub.subscribe(&key()).unwrap();
+    let got: Vec<_> = drain(&mut plain).await.iter().map(|f| f.payload.clone()).collect();
+    assert_eq!(got, vec![Bytes::from_static(HEVC_START), Bytes::from_static(HEVC_HDR_METADATA), Bytes::from_static(HEVC_KEY)]);
+
+    let mut multi = hub.subscribe_with(&key(), SubscribeOptions { multitrack: true }).unwrap();
+    let got: Vec<_> = drain(&mut multi).await.iter().map(|f| f.payload.clone()).collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got.contains(&Bytes::from_static(MULTITRACK_START)) && got.contains(&Bytes::from_static(MULTITRACK_KEY)));
+
+    p.push_video(20, Bytes::from_static(MULTITRACK_KEY)).unwrap();
+    p.push_video(20, Bytes::from_static(HEVC_KEY)).unwrap();
+    assert_eq!(plain.recv().await.unwrap().payload, Bytes::from_static(HEVC_KEY), "plain reader skips multitrack");
+    assert_eq!(multi.recv().await.unwrap().payload, Bytes::from_static(MULTITRACK_KEY));
+    let info = hub.stream(&key()).unwrap().info();
+    assert_eq!(info.video_codec, Some(crate::codec::media::FourCc::HEVC));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ingest_bitrate_and_frame_rate_are_measured() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    for i in 0..100u32 {
+        // 30 fps of 1 KB frames: 240 kbit/s
+        let mut frame = b"\x27\x01\x00\x00\x00".to_vec();
+        frame.resize(1000, 0);
+        p.push_video(i * 1000 / 30, Bytes::from(frame)).unwrap();
+        tokio::time::advance(Duration::from_micros(33_333)).await;
+    }
+    let info = hub.stream(&key()).unwrap().info();
+    assert!((info.measured_fps.unwrap() - 30.0).abs() < 0.5, "{:?}", info.measured_fps);
+    assert!((230..=250).contains(&info.bitrate_kbps), "{}", info.bitrate_kbps);
+}

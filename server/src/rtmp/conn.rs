@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
 use super::session::{Role, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
-use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, Subscriber};
+use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
 
@@ -272,7 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn start_play(&mut self, req: StreamRequest) -> Result<(), ConnError> {
         let app = self.app();
-        let sub = self.ctx.hub.key(&app, &req.name).and_then(|key| self.ctx.hub.subscribe(&key));
+        let options = SubscribeOptions {
+            multitrack: self.session.as_ref().and_then(|s| s.connect_info()).is_some_and(|c| c.wants_multitrack()),
+        };
+        let sub = self.ctx.hub.key(&app, &req.name).and_then(|key| self.ctx.hub.subscribe_with(&key, options));
         match sub {
             Ok(sub) => {
                 info!(stream = %sub.stream().key, "play started");

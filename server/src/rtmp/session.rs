@@ -50,6 +50,25 @@ pub struct ConnectInfo {
     pub tc_url: String,
     pub flash_ver: String,
     pub object_encoding: f64,
+    /// The client announced enhanced RTMP (fourCcList, FourCC info maps or capsEx).
+    pub enhanced: bool,
+    /// The client's enhanced-RTMP v2 extended capabilities (`capsEx`).
+    pub caps_ex: u32,
+}
+
+/// Enhanced-RTMP v2 `capsEx` bit: the peer handles multitrack packets.
+pub const CAPS_EX_MULTITRACK: u32 = 0x02;
+/// Enhanced-RTMP v2 `capsEx` bit: the peer handles ModEx packets.
+pub const CAPS_EX_MODEX: u32 = 0x04;
+/// `FourCcInfoMask` CanForward: we relay these codecs untouched (we decode none).
+const FOURCC_CAN_FORWARD: f64 = 4.0;
+const VIDEO_FOURCCS: &[&str] = &["avc1", "hvc1", "av01", "vp09", "vp08"];
+const AUDIO_FOURCCS: &[&str] = &["mp4a", "Opus", "fLaC", "ac-3", "ec-3", ".mp3"];
+
+impl ConnectInfo {
+    pub fn wants_multitrack(&self) -> bool {
+        self.caps_ex & CAPS_EX_MULTITRACK != 0
+    }
 }
 
 /// A publish or play request.
@@ -293,6 +312,10 @@ impl Session {
                     tc_url: s("tcUrl"),
                     flash_ver: s("flashVer"),
                     object_encoding: obj.get("objectEncoding").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    enhanced: ["fourCcList", "videoFourCcInfoMap", "audioFourCcInfoMap", "capsEx"]
+                        .iter()
+                        .any(|k| obj.get(k).is_some()),
+                    caps_ex: obj.get("capsEx").and_then(|v| v.as_f64()).map_or(0, |v| v as u32),
                 };
                 self.connect_txid = c.transaction_id;
                 self.connect = Some(info.clone());
@@ -411,13 +434,26 @@ impl Session {
         }
         self.connected = true;
         let encoding = self.connect.as_ref().map_or(0.0, |c| c.object_encoding);
+        let enhanced = self.connect.as_ref().is_some_and(|c| c.enhanced);
         self.send(Message::WindowAckSize(WINDOW_ACK_SIZE), 0);
         self.send(Message::SetPeerBandwidth { size: WINDOW_ACK_SIZE, limit_type: 2 }, 0);
         self.send(Message::SetChunkSize(self.config.chunk_size), 0);
-        let props = Amf0Value::object([
-            ("fmsVer", Amf0Value::from("FMS/3,0,1,123")),
-            ("capabilities", Amf0Value::Number(31.0)),
-        ]);
+        let mut props = vec![
+            ("fmsVer".to_string(), Amf0Value::from("FMS/3,0,1,123")),
+            ("capabilities".to_string(), Amf0Value::Number(31.0)),
+        ];
+        if enhanced {
+            // Enhanced RTMP: the server echoes what it supports with the same names.
+            let list = VIDEO_FOURCCS.iter().chain(AUDIO_FOURCCS).map(|f| Amf0Value::from(*f)).collect();
+            let map = |codecs: &[&str]| {
+                Amf0Value::Object(codecs.iter().map(|f| (f.to_string(), Amf0Value::Number(FOURCC_CAN_FORWARD))).collect())
+            };
+            props.push(("fourCcList".into(), Amf0Value::StrictArray(list)));
+            props.push(("videoFourCcInfoMap".into(), map(VIDEO_FOURCCS)));
+            props.push(("audioFourCcInfoMap".into(), map(AUDIO_FOURCCS)));
+            props.push(("capsEx".into(), Amf0Value::Number(f64::from(CAPS_EX_MULTITRACK | CAPS_EX_MODEX))));
+        }
+        let props = Amf0Value::Object(props);
         let info = Amf0Value::object([
             ("level", Amf0Value::from("status")),
             ("code", Amf0Value::from("NetConnection.Connect.Success")),

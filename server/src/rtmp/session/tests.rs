@@ -212,3 +212,40 @@ fn split_query_parts() {
     assert_eq!(split_query("cam?sign=1-abc"), ("cam", "sign=1-abc"));
     assert_eq!(split_query("cam"), ("cam", ""));
 }
+
+#[test]
+fn enhanced_connect_is_answered_with_our_codecs_and_caps() {
+    let mut c = Client::new(false);
+    let obj = Amf0Value::object([
+        ("app", Amf0Value::from("live")),
+        ("fourCcList", Amf0Value::StrictArray(vec!["hvc1".into(), "av01".into()])),
+        ("capsEx", Amf0Value::Number(2.0)),
+    ]);
+    c.command("connect", 1.0, vec![obj], 0);
+    let ev = c.events();
+    let SessionEvent::ConnectRequested(info) = &ev[0] else { panic!("{ev:?}") };
+    assert!(info.enhanced && info.wants_multitrack());
+    c.session.accept_connect();
+    let got = c.received();
+    let Some(Message::Command(result)) = got.iter().map(|(_, m)| m).find(|m| matches!(m, Message::Command(c) if c.name == "_result")) else {
+        panic!("no _result")
+    };
+    let Some(Amf0Value::StrictArray(list)) = result.object.get("fourCcList") else { panic!("{:?}", result.object) };
+    for f in ["hvc1", "av01", "vp09", "Opus"] {
+        assert!(list.contains(&Amf0Value::from(f)), "{f} listed");
+    }
+    assert_eq!(result.object.get("videoFourCcInfoMap").and_then(|m| m.get("hvc1")).and_then(|v| v.as_f64()), Some(4.0));
+    assert_eq!(result.object.get("capsEx").and_then(|v| v.as_f64()), Some(6.0));
+}
+
+#[test]
+fn legacy_connect_gets_no_enhanced_properties() {
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    let got = c.received();
+    let Some(Message::Command(result)) = got.iter().map(|(_, m)| m).find(|m| matches!(m, Message::Command(c) if c.name == "_result")) else {
+        panic!("no _result")
+    };
+    assert!(result.object.get("fourCcList").is_none());
+    assert!(!c.session.connect_info().unwrap().wants_multitrack());
+}
