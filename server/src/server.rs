@@ -105,13 +105,13 @@ impl Server {
         });
         let router = crate::http::router(ctx.clone());
         let http_ctx = ctx.clone();
-        let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, _| {
-            crate::http::serve_connection(s, router.clone(), http_ctx.clone())
+        let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, peer| {
+            crate::http::serve_connection(s, peer, router.clone(), http_ctx.clone())
         });
         let admin_router = crate::http::admin_router(ctx.clone());
         let admin_ctx = ctx.clone();
-        let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, _| {
-            crate::http::serve_connection(s, admin_router.clone(), admin_ctx.clone())
+        let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, peer| {
+            crate::http::serve_connection(s, peer, admin_router.clone(), admin_ctx.clone())
         });
         let accepting = tokio::spawn(async move {
             tokio::join!(rtmp, http, admin);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -18,23 +20,40 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::ws;
 use crate::codec::flv;
-use crate::hub::{HubError, ReaderEnd, Subscriber};
+use crate::hub::{HubError, ReaderEnd, StreamKey, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
 
 const MAX_BATCH_FRAMES: usize = 32;
 
-/// `GET /{app}/{name}.flv`, with or without a WebSocket upgrade.
-pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+/// Resolves `/{app}/{name}.flv` to a stream key, or the response refusing it.
+fn stream_key(ctx: &Context, app: &str, file: &str) -> Result<StreamKey, Response> {
     let Some(name) = file.strip_suffix(".flv") else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    ctx.hub.key(app, name).map_err(|e| match e {
+        HubError::UnknownApp => (StatusCode::NOT_FOUND, "unknown app\n").into_response(),
+        e => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    })
+}
+
+fn peer(req: &Request) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// `GET /{app}/{name}.flv`: HTTP-FLV, or with a WebSocket upgrade WS-FLV playback, or with
+/// the WebSocket subprotocol `publisher` (or `post`) an FLV push.
+pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+    let key = match stream_key(&ctx, &app, &file) {
+        Ok(k) => k,
+        Err(resp) => return resp,
     };
     let websocket = is_websocket_upgrade(req.headers());
-    let key = match ctx.hub.key(&app, name) {
-        Ok(k) => k,
-        Err(HubError::UnknownApp) => return (StatusCode::NOT_FOUND, "unknown app\n").into_response(),
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
-    };
+    if websocket {
+        if let Some(protocol) = publisher_subprotocol(req.headers()) {
+            return upgrade_ws_publisher(ctx, req, key, protocol);
+        }
+    }
     let sub = match ctx.hub.subscribe(&key) {
         Ok(s) => s,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
@@ -51,6 +70,29 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         cors(&ctx, h);
         resp
     }
+}
+
+/// `POST /{app}/{name}.flv`: FLV push over HTTP (`ffmpeg -method POST`).
+pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+    let key = match stream_key(&ctx, &app, &file) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    let peer = peer(&req);
+    let mut resp = super::push::http_post(ctx.clone(), key, req.into_body(), peer).await;
+    cors(&ctx, resp.headers_mut());
+    resp
+}
+
+/// The publisher subprotocol the client asked for, if any.
+fn publisher_subprotocol(h: &HeaderMap) -> Option<&'static str> {
+    let offered: Vec<String> = h
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    ["publisher", "post"].into_iter().find(|p| offered.iter().any(|o| o == p))
 }
 
 /// Answers CORS preflight requests for the FLV paths.
@@ -129,7 +171,12 @@ fn flv_body(sub: Subscriber, id: u64) -> impl futures_util::Stream<Item = Result
     })
 }
 
-fn upgrade_ws(ctx: Arc<Context>, mut req: Request, sub: Subscriber, id: u64) -> Response {
+/// Validates a WebSocket handshake and answers 101; `task` runs on the upgraded connection.
+fn upgrade<F, Fut>(mut req: Request, protocol: Option<&'static str>, span: tracing::Span, task: F) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let headers = req.headers();
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
@@ -141,18 +188,10 @@ fn upgrade_ws(ctx: Arc<Context>, mut req: Request, sub: Subscriber, id: u64) -> 
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
     };
-    let stream = sub.stream().key.clone();
-    let span = tracing::info_span!("ws-flv", session = id, %stream);
     tokio::spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    info!("ws-flv play started");
-                    match serve_ws(TokioIo::new(upgraded), sub, &ctx).await {
-                        Ok(reason) => info!("ws-flv play ended: {reason}"),
-                        Err(e) => debug!("ws-flv connection closed: {e}"),
-                    }
-                }
+                Ok(upgraded) => task(TokioIo::new(upgraded)).await,
                 Err(e) => debug!("websocket upgrade failed: {e}"),
             }
         }
@@ -163,7 +202,40 @@ fn upgrade_ws(ctx: Arc<Context>, mut req: Request, sub: Subscriber, id: u64) -> 
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    if let Some(p) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
     resp
+}
+
+fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, id: u64) -> Response {
+    let span = tracing::info_span!("ws-flv", session = id, stream = %sub.stream().key);
+    upgrade(req, None, span, move |io| async move {
+        info!("ws-flv play started");
+        match serve_ws(io, sub, &ctx).await {
+            Ok(reason) => info!("ws-flv play ended: {reason}"),
+            Err(e) => debug!("ws-flv connection closed: {e}"),
+        }
+    })
+}
+
+fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protocol: &'static str) -> Response {
+    let id = ctx.next_session_id();
+    let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)) {
+        Ok(p) => p,
+        Err(e) => {
+            let status = if matches!(e, HubError::AlreadyPublishing(_)) { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE };
+            return (status, format!("{e}\n")).into_response();
+        }
+    };
+    let span = tracing::info_span!("ws-flv-push", session = id, stream = %key);
+    upgrade(req, Some(protocol), span, move |io| async move {
+        info!("ws-flv push started");
+        match super::push::serve_ws_publisher(io, publisher, &ctx).await {
+            Ok(reason) => info!("ws-flv push ended: {reason}"),
+            Err(e) => info!("ws-flv push closed: {e}"),
+        }
+    })
 }
 
 async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, batch: &mut Vec<Bytes>, limit: Duration) -> std::io::Result<()> {

@@ -2,6 +2,7 @@
 //! each served by [`serve_connection`] with limits against misbehaving peers.
 
 pub mod flv;
+pub mod push;
 pub mod ws;
 
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::extract::ConnectInfo;
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -21,7 +24,7 @@ use crate::server::Context;
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
-        .route("/{app}/{file}", get(flv::play).options(flv::preflight))
+        .route("/{app}/{file}", get(flv::play).post(flv::push).options(flv::preflight))
         .with_state(ctx)
 }
 
@@ -43,13 +46,13 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
 
 /// Serves HTTP/1.1 on one connection (with upgrades for WebSocket) until it ends; on
 /// server shutdown it finishes the response in flight, then closes.
-pub async fn serve_connection<IO>(io: IO, router: Router, ctx: Arc<Context>)
+pub async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let io = TokioIo::new(StallGuard::new(io, write_timeout));
-    let service = TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(ctx.config.http.request_timeout_secs))

@@ -1,0 +1,228 @@
+//! FLV push, as Node-Media-Server v4 offers it: an HTTP POST whose body is an FLV stream, or
+//! a WebSocket with subprotocol `publisher` (or `post`) whose binary messages carry one,
+//! publishes `/{app}/{name}` exactly as an RTMP publisher would.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tracing::{debug, info};
+
+use super::ws;
+use crate::codec::amf0;
+use crate::codec::flv::{FlvError, FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
+use crate::net::write_all_bytes;
+use crate::server::Context;
+
+/// Feeds FLV bytes to a publisher tag by tag.
+pub struct FlvIngest {
+    reader: FlvReader,
+    publisher: Publisher,
+    buf: BytesMut,
+}
+
+impl FlvIngest {
+    pub fn new(publisher: Publisher, max_tag: usize) -> Self {
+        FlvIngest { reader: FlvReader::new(max_tag), publisher, buf: BytesMut::new() }
+    }
+
+    /// Publishes every complete tag in `data` (plus what was buffered before).
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), FlvError> {
+        self.buf.extend_from_slice(data);
+        while let Some(tag) = self.reader.next_tag(&mut self.buf)? {
+            let result = match tag.tag_type {
+                TAG_VIDEO if !tag.body.is_empty() => self.publisher.push_video(tag.timestamp, tag.body),
+                TAG_AUDIO if !tag.body.is_empty() => self.publisher.push_audio(tag.timestamp, tag.body),
+                TAG_SCRIPT => {
+                    if let Ok(values) = amf0::decode_all(&tag.body) {
+                        let mut it = values.into_iter().skip_while(|v| v.as_str() == Some("@setDataFrame"));
+                        if it.next().as_ref().and_then(|v| v.as_str()) == Some("onMetaData") {
+                            self.publisher.push_metadata(&it.collect::<Vec<_>>());
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                debug!("dropping FLV tag: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn claim(ctx: &Context, key: &StreamKey, id: u64, protocol: &'static str, peer: Option<SocketAddr>) -> Result<Publisher, HubError> {
+    ctx.hub.publish(
+        key,
+        PublisherInfo {
+            session_id: id,
+            protocol,
+            remote: peer.map(|p| p.to_string()).unwrap_or_default(),
+            started: SystemTime::now(),
+        },
+    )
+}
+
+fn refusal(e: HubError) -> Response {
+    let status = match e {
+        HubError::AlreadyPublishing(_) => StatusCode::CONFLICT,
+        HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        HubError::UnknownApp => StatusCode::NOT_FOUND,
+        HubError::BadName => StatusCode::BAD_REQUEST,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+/// `POST /{app}/{name}.flv`: the request body is the stream.
+pub async fn http_post(ctx: Arc<Context>, key: StreamKey, body: Body, peer: Option<SocketAddr>) -> Response {
+    let id = ctx.next_session_id();
+    let publisher = match claim(&ctx, &key, id, "http_flv", peer) {
+        Ok(p) => p,
+        Err(e) => return refusal(e),
+    };
+    info!(session = id, stream = %key, "http-flv push started");
+    let max = ctx.config.rtmp.max_message_size as usize;
+    let mut ingest = FlvIngest::new(publisher, max);
+    let mut body = body.into_data_stream();
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.changed() => break,
+            c = body.next() => c,
+        };
+        match chunk {
+            Some(Ok(data)) => {
+                if let Err(e) = ingest.feed(&data) {
+                    info!(session = id, "http-flv push closed: {e}");
+                    return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+                }
+            }
+            Some(Err(e)) => {
+                debug!(session = id, "http-flv push body ended: {e}");
+                break;
+            }
+            None => break,
+        }
+    }
+    info!(session = id, stream = %key, "http-flv push ended");
+    (StatusCode::OK, "stream ended\n").into_response()
+}
+
+/// Runs a WebSocket publisher: binary (and continuation) frames carry the FLV byte stream.
+pub(super) async fn serve_ws_publisher<IO>(io: IO, publisher: Publisher, ctx: &Context) -> std::io::Result<&'static str>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let max = ctx.config.rtmp.max_message_size as usize;
+    let mut ingest = FlvIngest::new(publisher, max);
+    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let n = tokio::select! {
+            _ = shutdown.changed() => {
+                let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1001, "server shutting down")]).await;
+                return Ok("server shutdown");
+            }
+            n = rd.read_buf(&mut rbuf) => n?,
+        };
+        if n == 0 {
+            return Ok("peer closed");
+        }
+        loop {
+            match ws::parse_client_frame(&mut rbuf, max) {
+                Ok(Some(frame)) => match frame.opcode {
+                    ws::OP_BINARY | ws::OP_CONTINUATION => {
+                        if let Err(e) = ingest.feed(&frame.payload) {
+                            let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1003, "invalid FLV")]).await;
+                            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                        }
+                    }
+                    ws::OP_CLOSE => {
+                        let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1000, "")]).await;
+                        return Ok("peer closed");
+                    }
+                    ws::OP_PING => {
+                        let mut out = vec![ws::frame_header(ws::OP_PONG, frame.payload.len()), frame.payload];
+                        write_all_bytes(&mut wr, &mut out).await?;
+                    }
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1002, "protocol error")]).await;
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::flv::{encode_tag, header};
+    use crate::config::AppConfig;
+    use crate::hub::{FrameKind, Hub, HubSettings, ReaderLimits};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn flv_bytes_in_any_split_publish_the_same_frames() {
+        let hub = Hub::new(HubSettings {
+            publisher_grace: Duration::from_secs(1),
+            play_wait: Duration::from_secs(1),
+            queue_frames: 64,
+            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10) },
+            apps: vec![AppConfig::default()],
+        });
+        let key = StreamKey::new("live", "pushed").unwrap();
+        let mut wire = header(true, true).to_vec();
+        let mut meta = BytesMut::new();
+        amf0::encode_all(&["onMetaData".into(), amf0::Amf0Value::object([("width", 1280.0.into())])], &mut meta);
+        wire.extend_from_slice(&encode_tag(TAG_SCRIPT, 0, &meta));
+        wire.extend_from_slice(&encode_tag(TAG_VIDEO, 0, b"\x17\x00\x00\x00\x00\x01"));
+        wire.extend_from_slice(&encode_tag(TAG_AUDIO, 0, b"\xaf\x00\x12\x10"));
+        wire.extend_from_slice(&encode_tag(TAG_VIDEO, 40, b"\x17\x01\x00\x00\x00key"));
+        let publisher = hub
+            .publish(&key, PublisherInfo { session_id: 1, protocol: "http_flv", remote: String::new(), started: SystemTime::now() })
+            .unwrap();
+        let mut ingest = FlvIngest::new(publisher, 1 << 20);
+        for piece in wire.chunks(7) {
+            ingest.feed(piece).unwrap();
+        }
+        let mut sub = hub.subscribe(&key).unwrap();
+        let mut kinds = Vec::new();
+        while let Ok(Some(f)) = sub.try_recv() {
+            kinds.push((f.kind, f.timestamp, f.keyframe));
+        }
+        assert_eq!(
+            kinds,
+            vec![(FrameKind::Data, 0, false), (FrameKind::Video, 0, false), (FrameKind::Audio, 0, false), (FrameKind::Video, 40, true)]
+        );
+    }
+
+    #[tokio::test]
+    async fn non_flv_body_is_rejected() {
+        let hub = Hub::new(HubSettings {
+            publisher_grace: Duration::from_secs(1),
+            play_wait: Duration::from_secs(1),
+            queue_frames: 64,
+            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10) },
+            apps: vec![AppConfig::default()],
+        });
+        let key = StreamKey::new("live", "bad").unwrap();
+        let publisher = hub
+            .publish(&key, PublisherInfo { session_id: 1, protocol: "http_flv", remote: String::new(), started: SystemTime::now() })
+            .unwrap();
+        let mut ingest = FlvIngest::new(publisher, 1 << 20);
+        assert_eq!(ingest.feed(b"GET / HTTP/1.1\r\n"), Err(FlvError::BadSignature));
+    }
+}
