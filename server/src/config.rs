@@ -18,7 +18,7 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
-    #[error("{path}: invalid value for `{key}`: {message}")]
+    #[error("{path}: `{key}`: {message}")]
     Invalid {
         path: String,
         key: String,
@@ -211,10 +211,7 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-                path: origin.to_string(),
-                message: e.to_string(),
-            })?
+            serde_yaml::from_str(text).map_err(|e| parse_error(origin, &e.to_string()))?
         };
         config.validate(origin)?;
         Ok(config)
@@ -285,6 +282,25 @@ impl Config {
     }
 }
 
+/// Turns serde_yaml's "rtmp: unknown field `prot`, expected ..." into an error naming the
+/// full dotted key (`rtmp.prot`), which is what a person fixing the file looks for.
+fn parse_error(origin: &str, message: &str) -> ConfigError {
+    if let Some(at) = message.find("unknown field `") {
+        let rest = &message[at + "unknown field `".len()..];
+        if let Some(end) = rest.find('`') {
+            let field = &rest[..end];
+            let parent = message[..at].trim_end().trim_end_matches(':');
+            let key = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
+            return ConfigError::Invalid {
+                path: origin.to_string(),
+                key,
+                message: format!("unknown key ({})", message.trim()),
+            };
+        }
+    }
+    ConfigError::Parse { path: origin.to_string(), message: message.to_string() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +331,11 @@ mod tests {
     #[test]
     fn unknown_key_is_named_in_the_error() {
         let err = Config::from_yaml("rtmp: {prot: 1}\n", "f.yaml").unwrap_err();
-        assert!(err.to_string().contains("prot"), "{err}");
+        assert!(err.to_string().contains("`rtmp.prot`"), "{err}");
+        let err = Config::from_yaml("apps: [{name: x, gop: 1}]\n", "f.yaml").unwrap_err();
+        assert!(err.to_string().contains("`apps[0].gop`"), "{err}");
+        let err = Config::from_yaml("bnd: 1.2.3.4\n", "f.yaml").unwrap_err();
+        assert!(err.to_string().contains("`bnd`"), "{err}");
     }
 
     #[test]

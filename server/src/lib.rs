@@ -8,11 +8,15 @@
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`session`]: the registry of live client sessions (listing, kicking, counting).
+//! - [`metrics`]: every Prometheus metric the server exports.
 
 pub mod codec;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod net;
 pub mod rtmp;
 pub mod server;
+pub mod session;

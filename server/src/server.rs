@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::hub::{Hub, HubSettings};
+use crate::metrics::Metrics;
+use crate::session::{Protocol, Sessions};
 
 /// What every connection handler shares.
 pub struct Context {
@@ -20,14 +21,11 @@ pub struct Context {
     pub hub: Hub,
     /// Flips to `true` once on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    session_ids: AtomicU64,
+    pub sessions: Arc<Sessions>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    /// A process-unique id for logs and the API.
-    pub fn next_session_id(&self) -> u64 {
-        self.session_ids.fetch_add(1, Ordering::Relaxed)
-    }
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
@@ -73,7 +71,9 @@ impl Server {
         let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let hub = Hub::new(HubSettings::from_config(&config));
-        let ctx = Arc::new(Context { config, hub, shutdown, session_ids: AtomicU64::new(1) });
+        let metrics = Arc::new(Metrics::new());
+        let sessions = Arc::new(Sessions::new(metrics.clone()));
+        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics });
         Ok(Server { ctx, shutdown_tx, rtmp, http, admin })
     }
 
@@ -101,7 +101,7 @@ impl Server {
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop("rtmp", self.rtmp, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
-            crate::rtmp::conn::serve(s, peer, "rtmp", rtmp_ctx.clone())
+            crate::rtmp::conn::serve(s, peer, Protocol::Rtmp, rtmp_ctx.clone())
         });
         let router = crate::http::router(ctx.clone());
         let http_ctx = ctx.clone();

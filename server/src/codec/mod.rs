@@ -3,11 +3,15 @@
 
 pub mod aac;
 pub mod amf0;
+pub mod av1;
 pub mod avc;
 pub mod bits;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
+pub mod hevc;
 pub mod info;
 pub mod media;
 pub mod message;
+pub mod opus;
+pub mod vp9;

@@ -23,6 +23,7 @@ use crate::codec::flv;
 use crate::hub::{HubError, ReaderEnd, StreamKey, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
+use crate::session::{Protocol, Role, SessionGuard};
 
 const MAX_BATCH_FRAMES: usize = 32;
 
@@ -58,12 +59,14 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         Ok(s) => s,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };
-    let id = ctx.next_session_id();
+    let remote = peer(&req).map(|p| p.to_string()).unwrap_or_default();
+    let guard = ctx.sessions.open(if websocket { Protocol::WsFlv } else { Protocol::HttpFlv }, remote);
+    guard.set_activity(Some((Role::Player, key.clone())));
     if websocket {
-        upgrade_ws(ctx, req, sub, id)
+        upgrade_ws(ctx, req, sub, guard)
     } else {
-        info!(session = id, stream = %key, "http-flv play started");
-        let mut resp = Response::new(Body::from_stream(flv_body(sub, id)));
+        info!(session = guard.id(), stream = %key, "http-flv play started");
+        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard)));
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -136,25 +139,40 @@ async fn first_items(sub: &mut Subscriber) -> Result<Vec<Bytes>, ReaderEnd> {
     Ok(items)
 }
 
-fn flv_body(sub: Subscriber, id: u64) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+fn flv_body(sub: Subscriber, guard: SessionGuard) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct St {
         sub: Subscriber,
         started: bool,
         pending: VecDeque<Bytes>,
         id: u64,
+        kicked: tokio::sync::watch::Receiver<bool>,
+        /// Keeps the session registered while the response streams.
+        guard: SessionGuard,
     }
-    stream::unfold(St { sub, started: false, pending: VecDeque::new(), id }, |mut st| async move {
+    let st = St { sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard };
+    stream::unfold(st, |mut st| async move {
         if let Some(b) = st.pending.pop_front() {
             return Some((Ok(b), st));
         }
-        let next = if st.started {
-            st.sub.recv().await.map(|f| vec![f.flv_tag()])
-        } else {
-            st.started = true;
-            first_items(&mut st.sub).await
+        let next = tokio::select! {
+            _ = st.kicked.changed() => {
+                info!(session = st.id, "http-flv player kicked by the API");
+                return None;
+            }
+            next = async {
+                if st.started {
+                    st.sub.recv().await.map(|f| vec![f.flv_tag()])
+                } else {
+                    st.started = true;
+                    first_items(&mut st.sub).await
+                }
+            } => next,
         };
         match next {
             Ok(items) => {
+                let n: usize = items.iter().map(|b| b.len()).sum();
+                st.sub.count_out(n);
+                st.guard.entry().add_out(n);
                 st.pending.extend(items);
                 let b = st.pending.pop_front()?;
                 Some((Ok(b), st))
@@ -208,11 +226,11 @@ where
     resp
 }
 
-fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, id: u64) -> Response {
-    let span = tracing::info_span!("ws-flv", session = id, stream = %sub.stream().key);
+fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, guard: SessionGuard) -> Response {
+    let span = tracing::info_span!("ws-flv", session = guard.id(), stream = %sub.stream().key);
     upgrade(req, None, span, move |io| async move {
         info!("ws-flv play started");
-        match serve_ws(io, sub, &ctx).await {
+        match serve_ws(io, sub, &guard, &ctx).await {
             Ok(reason) => info!("ws-flv play ended: {reason}"),
             Err(e) => debug!("ws-flv connection closed: {e}"),
         }
@@ -220,7 +238,8 @@ fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, id: u64) -> Resp
 }
 
 fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protocol: &'static str) -> Response {
-    let id = ctx.next_session_id();
+    let guard = ctx.sessions.open(Protocol::WsFlv, peer(&req).map(|p| p.to_string()).unwrap_or_default());
+    let id = guard.id();
     let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)) {
         Ok(p) => p,
         Err(e) => {
@@ -229,9 +248,10 @@ fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protoco
         }
     };
     let span = tracing::info_span!("ws-flv-push", session = id, stream = %key);
+    guard.set_activity(Some((Role::Publisher, key.clone())));
     upgrade(req, Some(protocol), span, move |io| async move {
         info!("ws-flv push started");
-        match super::push::serve_ws_publisher(io, publisher, &ctx).await {
+        match super::push::serve_ws_publisher(io, publisher, &guard, &ctx).await {
             Ok(reason) => info!("ws-flv push ended: {reason}"),
             Err(e) => info!("ws-flv push closed: {e}"),
         }
@@ -244,13 +264,14 @@ async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, batch: &mut Ve
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "player accepted no data"))?
 }
 
-async fn serve_ws<IO>(io: IO, mut sub: Subscriber, ctx: &Context) -> std::io::Result<&'static str>
+async fn serve_ws<IO>(io: IO, mut sub: Subscriber, guard: &SessionGuard, ctx: &Context) -> std::io::Result<&'static str>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let mut shutdown = ctx.shutdown.clone();
+    let mut kicked = guard.entry().kicked();
     let mut rbuf = BytesMut::with_capacity(1024);
     let mut batch: Vec<Bytes> = Vec::with_capacity(2 * MAX_BATCH_FRAMES);
     let mut started = false;
@@ -261,6 +282,12 @@ where
                 batch.push(ws::close_frame(1001, "server shutting down"));
                 let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
                 return Ok("server shutdown");
+            }
+            _ = kicked.changed() => {
+                batch.clear();
+                batch.push(ws::close_frame(1008, "session closed by the server"));
+                let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
+                return Ok("kicked by the API");
             }
             items = async {
                 if started {
@@ -280,6 +307,9 @@ where
                 started = true;
                 match items {
                     Ok(items) => {
+                        let n: usize = items.iter().map(|b| b.len()).sum();
+                        sub.count_out(n);
+                        guard.entry().add_out(n);
                         for tag in items {
                             batch.push(ws::frame_header(ws::OP_BINARY, tag.len()));
                             batch.push(tag);

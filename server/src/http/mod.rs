@@ -33,7 +33,12 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render(&ctx.hub))
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {

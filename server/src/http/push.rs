@@ -20,6 +20,7 @@ use crate::codec::flv::{FlvError, FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
 use crate::net::write_all_bytes;
 use crate::server::Context;
+use crate::session::{Protocol, Role, SessionGuard};
 
 /// Feeds FLV bytes to a publisher tag by tag.
 pub struct FlvIngest {
@@ -83,12 +84,15 @@ fn refusal(e: HubError) -> Response {
 
 /// `POST /{app}/{name}.flv`: the request body is the stream.
 pub async fn http_post(ctx: Arc<Context>, key: StreamKey, body: Body, peer: Option<SocketAddr>) -> Response {
-    let id = ctx.next_session_id();
+    let guard = ctx.sessions.open(Protocol::HttpFlv, peer.map(|p| p.to_string()).unwrap_or_default());
+    let id = guard.id();
+    let mut kicked = guard.entry().kicked();
     let publisher = match claim(&ctx, &key, id, "http_flv", peer) {
         Ok(p) => p,
         Err(e) => return refusal(e),
     };
     info!(session = id, stream = %key, "http-flv push started");
+    guard.set_activity(Some((Role::Publisher, key.clone())));
     let max = ctx.config.rtmp.max_message_size as usize;
     let mut ingest = FlvIngest::new(publisher, max);
     let mut body = body.into_data_stream();
@@ -96,10 +100,15 @@ pub async fn http_post(ctx: Arc<Context>, key: StreamKey, body: Body, peer: Opti
     loop {
         let chunk = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = kicked.changed() => {
+                info!(session = id, "http-flv push kicked by the API");
+                break;
+            }
             c = body.next() => c,
         };
         match chunk {
             Some(Ok(data)) => {
+                guard.entry().add_in(data.len());
                 if let Err(e) = ingest.feed(&data) {
                     info!(session = id, "http-flv push closed: {e}");
                     return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
@@ -117,7 +126,12 @@ pub async fn http_post(ctx: Arc<Context>, key: StreamKey, body: Body, peer: Opti
 }
 
 /// Runs a WebSocket publisher: binary (and continuation) frames carry the FLV byte stream.
-pub(super) async fn serve_ws_publisher<IO>(io: IO, publisher: Publisher, ctx: &Context) -> std::io::Result<&'static str>
+pub(super) async fn serve_ws_publisher<IO>(
+    io: IO,
+    publisher: Publisher,
+    guard: &SessionGuard,
+    ctx: &Context,
+) -> std::io::Result<&'static str>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -126,8 +140,13 @@ where
     let mut ingest = FlvIngest::new(publisher, max);
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut shutdown = ctx.shutdown.clone();
+    let mut kicked = guard.entry().kicked();
     loop {
         let n = tokio::select! {
+            _ = kicked.changed() => {
+                let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1008, "session closed by the server")]).await;
+                return Ok("kicked by the API");
+            }
             _ = shutdown.changed() => {
                 let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1001, "server shutting down")]).await;
                 return Ok("server shutdown");
@@ -137,6 +156,7 @@ where
         if n == 0 {
             return Ok("peer closed");
         }
+        guard.entry().add_in(n);
         loop {
             match ws::parse_client_frame(&mut rbuf, max) {
                 Ok(Some(frame)) => match frame.opcode {

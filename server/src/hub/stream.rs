@@ -33,6 +33,8 @@ pub struct PublisherInfo {
 pub struct StreamStats {
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
+    /// Bytes written to this stream's players, all protocols.
+    pub bytes_out: AtomicU64,
     /// Frames readers skipped because they fell behind.
     pub frames_dropped: AtomicU64,
     pub readers: AtomicUsize,
@@ -460,6 +462,11 @@ impl Subscriber {
     /// Frames this reader skipped for falling behind.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Accounts bytes written to this reader's client.
+    pub fn count_out(&self, n: usize) {
+        self.stream.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The next frame to send. Cancel-safe.

@@ -10,10 +10,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
-use super::session::{Role, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
+use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
+use crate::session::{Protocol, Role, SessionGuard};
 
 /// Frames written to a player in one vectored write at most.
 const MAX_BATCH_FRAMES: usize = 32;
@@ -36,14 +37,15 @@ enum ConnError {
 }
 
 /// Serves one accepted RTMP connection until it ends; logs its end once.
-pub async fn serve<S>(socket: S, peer: SocketAddr, protocol: &'static str, ctx: Arc<Context>)
+pub async fn serve<S>(socket: S, peer: SocketAddr, protocol: Protocol, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let id = ctx.next_session_id();
+    let guard = ctx.sessions.open(protocol, peer.to_string());
+    let id = guard.id();
     let span = tracing::info_span!("rtmp", session = id, %peer);
     async move {
-        let mut conn = Conn { id, peer, protocol, ctx, socket, session: None, publisher: None, player: None };
+        let mut conn = Conn { id, guard, peer, protocol, ctx, socket, session: None, publisher: None, player: None };
         match conn.run().await {
             Ok(()) => debug!("connection closed"),
             Err(ConnError::Io(e)) if is_disconnect(&e) => debug!("peer disconnected"),
@@ -66,8 +68,9 @@ struct Player {
 
 struct Conn<S> {
     id: u64,
+    guard: SessionGuard,
     peer: SocketAddr,
-    protocol: &'static str,
+    protocol: Protocol,
     ctx: Arc<Context>,
     socket: S,
     session: Option<Session>,
@@ -104,13 +107,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
         let idle = Duration::from_secs(self.ctx.config.rtmp.idle_timeout_secs);
         let mut shutdown = self.ctx.shutdown.clone();
+        let mut kicked = self.guard.entry().kicked();
         let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
         loop {
             let playing = self.player.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
-                    self.end_for_shutdown().await;
+                    self.end_now("Server is shutting down").await;
+                    return Ok(());
+                }
+                _ = kicked.changed() => {
+                    info!("kicked by the API");
+                    self.end_now("Session closed by the server").await;
                     return Ok(());
                 }
                 frame = next_frame(&mut self.player), if playing => {
@@ -128,6 +137,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                     }
                                     Ok(None) | Err(_) => break,
                                 }
+                            }
+                            if let Some(p) = self.player.as_ref() {
+                                let n: usize = batch.iter().map(|b| b.len()).sum();
+                                p.sub.count_out(n);
                             }
                             self.write_batch(&mut batch).await?;
                         }
@@ -149,7 +162,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Err(_) if !playing => return Err(ConnError::Idle(idle)),
                         Err(_) => continue,
                         Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(_)) => {
+                        Ok(Ok(n)) => {
+                            self.guard.entry().add_in(n);
                             self.session().handle_input(&buf)?;
                             buf.clear();
                             self.handle_events().await?;
@@ -167,6 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
+        self.guard.entry().add_in(n);
         self.session().handle_input(buf)?;
         buf.clear();
         Ok(())
@@ -182,6 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn write_batch(&mut self, batch: &mut Vec<Bytes>) -> Result<(), ConnError> {
         let limit = Duration::from_secs(self.ctx.config.hub.write_timeout_secs);
+        self.guard.entry().add_out(batch.iter().map(|b| b.len()).sum());
         timeout(limit, write_all_bytes(&mut self.socket, batch))
             .await
             .map_err(|_| ConnError::WriteTimeout(limit))??;
@@ -225,11 +241,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 SessionEvent::Unpublished { .. } => {
                     if let Some((p, _)) = self.publisher.take() {
                         info!(stream = %p.stream().key, "publish stopped");
+                        self.guard.set_activity(None);
                     }
                 }
                 SessionEvent::PlayStopped { .. } => {
                     if let Some(p) = self.player.take() {
                         info!(stream = %p.sub.stream().key, "play stopped");
+                        self.guard.set_activity(None);
                     }
                 }
             }
@@ -249,13 +267,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let info = PublisherInfo {
             session_id: self.id,
-            protocol: self.protocol,
+            protocol: self.protocol.as_str(),
             remote: self.peer.to_string(),
             started: SystemTime::now(),
         };
         match self.ctx.hub.publish(&key, info) {
             Ok(p) => {
                 info!(stream = %key, "publish started");
+                self.guard.set_activity(Some((Role::Publisher, key.clone())));
                 self.session().accept_publish(req.stream_id);
                 self.publisher = Some((p, req.stream_id));
                 Ok(())
@@ -279,6 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match sub {
             Ok(sub) => {
                 info!(stream = %sub.stream().key, "play started");
+                self.guard.set_activity(Some((Role::Player, sub.stream().key.clone())));
                 self.session().accept_play(req.stream_id);
                 self.player = Some(Player { sub, stream_id: req.stream_id });
                 Ok(())
@@ -291,11 +311,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// On server shutdown: tell the peer its stream ends, then close.
-    async fn end_for_shutdown(&mut self) {
+    /// On server shutdown or a kick: tell the peer its stream ends, then close.
+    async fn end_now(&mut self, why: &str) {
         match self.session.as_ref().map(|s| s.role()) {
-            Some(Role::Playing(id)) => self.session().end_play(id),
-            Some(Role::Publishing(id)) => self.session().end_publish(id, "Server is shutting down"),
+            Some(RtmpRole::Playing(id)) => self.session().end_play(id),
+            Some(RtmpRole::Publishing(id)) => self.session().end_publish(id, why),
             _ => {}
         }
         self.publisher = None;

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The one test command of Ferrocast.
+#
+# On a fresh Debian 12 machine (root or sudo, Rust toolchain, node/npm, python3) it installs what
+# the end-to-end tests drive (ffmpeg, rtmpdump, GStreamer with its RTMP/FLV/H.264 plugins,
+# Chromium; playwright-core and mpegts.js into .tools/node), builds every binary and runs the
+# whole suite. Reruns skip the installs that are already done.
+#
+# Usage: scripts/test.sh [extra arguments for `cargo test`, e.g. -- --test-threads=1]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TOOLS="$ROOT/.tools"
+NODE_TOOLS="$TOOLS/node"
+# Debian packages the end-to-end tests drive (installed together when anything is missing)
+APT_PACKAGES=(ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-libav chromium)
+# npm packages (pinned) installed into .tools/node
+NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2)
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# --- system packages --------------------------------------------------------------------------
+
+# A GStreamer element is present when gst-inspect-1.0 knows it.
+have_gst_element() { have gst-inspect-1.0 && gst-inspect-1.0 --exists "$1" 2>/dev/null; }
+
+missing_packages=()
+want() { # want PACKAGE: add once
+    local p
+    for p in "${missing_packages[@]:-}"; do [[ "$p" == "$1" ]] && return 0; done
+    missing_packages+=("$1")
+}
+
+have ffmpeg && have ffprobe || want ffmpeg
+have rtmpdump || want rtmpdump
+have timeout || want coreutils
+have gst-launch-1.0 && have gst-inspect-1.0 || want gstreamer1.0-tools
+have_gst_element fakesink || want gstreamer1.0-tools
+have_gst_element queue || want gstreamer1.0-tools
+have_gst_element flvdemux || want gstreamer1.0-plugins-good
+have_gst_element rtmp2src || want gstreamer1.0-plugins-bad
+have_gst_element rtmpsrc || want gstreamer1.0-plugins-bad
+have_gst_element h264parse || want gstreamer1.0-plugins-bad
+have_gst_element avdec_h264 || want gstreamer1.0-libav
+have_gst_element audioconvert || want gstreamer1.0-plugins-base
+have chromium || want chromium
+have node || want nodejs
+have npm || want npm
+
+if ((${#missing_packages[@]})); then
+    have apt-get || die "missing ${missing_packages[*]} and no apt-get to install them"
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        have sudo || die "missing ${missing_packages[*]}: run as root or install sudo"
+        SUDO=(sudo -E)
+    fi
+    # Wait for another apt/dpkg (unattended-upgrades, a parallel install) instead of failing.
+    APT=("${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=900 -o Acquire::Retries=3)
+    log "installing ${missing_packages[*]}"
+    "${APT[@]}" update
+    mapfile -t packages < <(printf '%s\n' "${APT_PACKAGES[@]}" "${missing_packages[@]}" | sort -u)
+    "${APT[@]}" install -y --no-install-recommends "${packages[@]}"
+fi
+
+for tool in ffmpeg ffprobe rtmpdump gst-launch-1.0 chromium node npm timeout; do
+    have "$tool" || die "$tool is still missing after the install"
+done
+for element in rtmp2src rtmpsrc flvdemux; do
+    have_gst_element "$element" || die "GStreamer element $element is still missing after the install"
+done
+
+# --- project-local npm packages ---------------------------------------------------------------
+
+npm_missing=()
+for spec in "${NPM_PACKAGES[@]}"; do
+    name="${spec%@*}"
+    version="${spec##*@}"
+    pj="$NODE_TOOLS/node_modules/$name/package.json"
+    if [[ ! -f "$pj" ]] || ! grep -q "\"version\": *\"$version\"" "$pj"; then
+        npm_missing+=("$spec")
+    fi
+done
+if ((${#npm_missing[@]})); then
+    log "installing ${npm_missing[*]} into .tools/node"
+    mkdir -p "$NODE_TOOLS"
+    [[ -f "$NODE_TOOLS/package.json" ]] || printf '{ "private": true }\n' >"$NODE_TOOLS/package.json"
+    npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
+fi
+
+# --- build and test ----------------------------------------------------------------------------
+
+log "ffmpeg: $(ffmpeg -version | head -n1)"
+log "chromium: $(chromium --version 2>/dev/null | head -n1)"
+log "node: $(node --version)"
+
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,121 @@
+//! Prometheus metrics: every metric name the server exports is defined here, once.
+//!
+//! Session metrics are updated as sessions change; per-stream series are refreshed from the
+//! hub at each scrape, so the series of a stream that ended disappear with it.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::hub::Hub;
+use crate::session::{Protocol, Role};
+
+pub const STREAMS_ACTIVE: &str = "ferrocast_streams_active";
+pub const SESSIONS_ACTIVE: &str = "ferrocast_sessions_active";
+pub const SESSIONS_TOTAL: &str = "ferrocast_sessions_total";
+pub const STREAM_BYTES_IN: &str = "ferrocast_stream_bytes_in_total";
+pub const STREAM_BYTES_OUT: &str = "ferrocast_stream_bytes_out_total";
+pub const STREAM_PUBLISH_BITRATE: &str = "ferrocast_stream_publish_bitrate_bits_per_second";
+pub const STREAM_PLAYERS: &str = "ferrocast_stream_players";
+pub const STREAM_FRAMES_DROPPED: &str = "ferrocast_stream_frames_dropped_total";
+pub const STREAM_GOP_CACHE_BYTES: &str = "ferrocast_stream_gop_cache_bytes";
+pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
+pub const WEBHOOK_CALLS: &str = "ferrocast_webhook_calls_total";
+pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
+
+pub struct Metrics {
+    registry: Registry,
+    streams_active: IntGaugeVec,
+    sessions_active: IntGaugeVec,
+    sessions_total: IntCounterVec,
+    stream_bytes_in: IntCounterVec,
+    stream_bytes_out: IntCounterVec,
+    stream_bitrate: IntGaugeVec,
+    stream_players: IntGaugeVec,
+    stream_dropped: IntCounterVec,
+    stream_gop_bytes: IntGaugeVec,
+    pub auth_failures: IntCounterVec,
+    pub webhook_calls: IntCounterVec,
+    pub webhook_dropped: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        }
+        let webhook_dropped = IntCounter::new(WEBHOOK_DROPPED, "Webhook deliveries dropped because the queue was full or retries ran out").expect("valid metric");
+        r.register(Box::new(webhook_dropped.clone())).expect("unique metric");
+        Metrics {
+            streams_active: gauge(&r, STREAMS_ACTIVE, "Streams with a live publisher", &["app"]),
+            sessions_active: gauge(&r, SESSIONS_ACTIVE, "Publishing and playing sessions", &["app", "protocol", "role"]),
+            sessions_total: counter(&r, SESSIONS_TOTAL, "Publish and play sessions started", &["app", "protocol", "role"]),
+            stream_bytes_in: counter(&r, STREAM_BYTES_IN, "Media bytes received from the stream's publishers", &["app", "stream"]),
+            stream_bytes_out: counter(&r, STREAM_BYTES_OUT, "Media bytes sent to the stream's players", &["app", "stream"]),
+            stream_bitrate: gauge(&r, STREAM_PUBLISH_BITRATE, "Ingest bitrate of the stream over the last seconds", &["app", "stream"]),
+            stream_players: gauge(&r, STREAM_PLAYERS, "Players attached to the stream", &["app", "stream"]),
+            stream_dropped: counter(&r, STREAM_FRAMES_DROPPED, "Frames skipped by players that fell behind", &["app", "stream"]),
+            stream_gop_bytes: gauge(&r, STREAM_GOP_CACHE_BYTES, "Bytes held in the stream's GOP cache", &["app", "stream"]),
+            auth_failures: counter(&r, AUTH_FAILURES, "Publish and play requests refused", &["app", "reason"]),
+            webhook_calls: counter(&r, WEBHOOK_CALLS, "Webhook deliveries by event and result", &["event", "result"]),
+            webhook_dropped,
+            registry: r,
+        }
+    }
+
+    pub fn session_started(&self, app: &str, protocol: Protocol, role: Role) {
+        let labels = [app, protocol.as_str(), role.as_str()];
+        self.sessions_active.with_label_values(&labels).inc();
+        self.sessions_total.with_label_values(&labels).inc();
+    }
+
+    pub fn session_ended(&self, app: &str, protocol: Protocol, role: Role) {
+        self.sessions_active.with_label_values(&[app, protocol.as_str(), role.as_str()]).dec();
+    }
+
+    /// Refreshes the per-stream series from the hub and renders the text exposition format.
+    pub fn render(&self, hub: &Hub) -> String {
+        for v in [&self.stream_bitrate, &self.stream_players, &self.stream_gop_bytes, &self.streams_active] {
+            v.reset();
+        }
+        for v in [&self.stream_bytes_in, &self.stream_bytes_out, &self.stream_dropped] {
+            v.reset();
+        }
+        for app in &hub.settings().apps {
+            self.streams_active.with_label_values(&[&app.name]).set(0);
+        }
+        for s in hub.streams() {
+            let info = s.info();
+            let labels = [s.key.app.as_str(), s.key.name.as_str()];
+            if info.publisher.is_some() {
+                self.streams_active.with_label_values(&[&s.key.app]).inc();
+            }
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stream_bytes_in.with_label_values(&labels).inc_by(s.stats.bytes_in.load(Relaxed));
+            self.stream_bytes_out.with_label_values(&labels).inc_by(s.stats.bytes_out.load(Relaxed));
+            self.stream_dropped.with_label_values(&labels).inc_by(s.stats.frames_dropped.load(Relaxed));
+            self.stream_players.with_label_values(&labels).set(s.stats.readers.load(Relaxed) as i64);
+            self.stream_bitrate.with_label_values(&labels).set((info.bitrate_kbps * 1000) as i64);
+            self.stream_gop_bytes.with_label_values(&labels).set(s.gop_bytes() as i64);
+        }
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+// Plays a live FLV URL (http://.../x.flv or ws://.../x.flv) with mpegts.js in headless Chromium
+// and prints one JSON line: {ok, currentTime, totalVideoFrames, errors, ...}. Exit 0 when the
+// video played (currentTime past --min-time and decoded frames > 0) within --timeout-ms.
+//
+// Usage: node play.mjs --url URL [--timeout-ms 20000] [--min-time 1.5]
+// Env:   FERROCAST_NODE_TOOLS (default $FERROCAST_TOOLS_DIR/node, else <repo>/.tools/node:
+//                              where playwright-core and mpegts.js are installed)
+//        CHROMIUM_PATH        (default /usr/bin/chromium)
+//
+// The page is served from a throwaway HTTP server on 127.0.0.1 (an http:// origin, so the
+// cross-origin fetch of the stream exercises the server's CORS header like a real site does).
+
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
+}
+
+const url = arg('--url');
+const timeoutMs = Number(arg('--timeout-ms', '20000'));
+const minTime = Number(arg('--min-time', '1.5'));
+if (!url) {
+  console.error('usage: play.mjs --url URL [--timeout-ms N] [--min-time S]');
+  process.exit(2);
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const toolsDir =
+  process.env.FERROCAST_NODE_TOOLS ||
+  (process.env.FERROCAST_TOOLS_DIR && path.join(process.env.FERROCAST_TOOLS_DIR, 'node')) ||
+  path.resolve(here, '../../.tools/node');
+const require = createRequire(path.join(toolsDir, 'package.json'));
+const { chromium } = require('playwright-core');
+const mpegtsJs = fs.readFileSync(path.join(toolsDir, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
+
+// Whatever happens, never outlive the caller's bound.
+const hardStop = setTimeout(() => {
+  console.log(JSON.stringify({ ok: false, url, errors: ['play.mjs hard timeout'] }));
+  process.exit(3);
+}, timeoutMs + 30000);
+hardStop.unref();
+
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>ferrocast play test</title></head>
+<body>
+<video id="v" muted autoplay playsinline width="640" height="360"></video>
+<script src="/mpegts.js"></script>
+<script>
+  const result = (window.result = { errors: [], mediaInfo: null });
+  const url = new URLSearchParams(location.search).get('url');
+  const v = document.getElementById('v');
+  result.mse = typeof MediaSource !== 'undefined';
+  result.h264 = result.mse && MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"');
+  result.aac = result.mse && MediaSource.isTypeSupported('audio/mp4; codecs="mp4a.40.2"');
+  v.addEventListener('error', () =>
+    result.errors.push('video element error ' + (v.error ? v.error.code + ' ' + v.error.message : '')));
+  if (!window.mpegts) {
+    result.errors.push('mpegts.js did not load');
+  } else if (!mpegts.getFeatureList().mseLivePlayback) {
+    result.errors.push('mpegts.js: MSE live playback not supported');
+  } else {
+    const player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, { enableWorker: false });
+    player.on(mpegts.Events.ERROR, (type, detail, info) =>
+      result.errors.push('mpegts.js ' + type + ' ' + detail + ' ' + JSON.stringify(info)));
+    player.on(mpegts.Events.MEDIA_INFO, (mi) => {
+      result.mediaInfo = { mimeType: mi.mimeType, width: mi.width, height: mi.height,
+                           videoCodec: mi.videoCodec, audioCodec: mi.audioCodec };
+    });
+    player.attachMediaElement(v);
+    player.load();
+    const p = v.play();
+    if (p) p.catch((e) => result.errors.push('video.play(): ' + e));
+    window.player = player;
+  }
+</script>
+</body></html>`;
+
+const server = http.createServer((req, res) => {
+  if (req.url.startsWith('/mpegts.js')) {
+    res.writeHead(200, { 'content-type': 'text/javascript' });
+    res.end(mpegtsJs);
+  } else if (req.url === '/' || req.url.startsWith('/?')) {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(PAGE);
+  } else if (req.url === '/favicon.ico') {
+    res.writeHead(204);
+    res.end();
+  } else {
+    res.writeHead(404);
+    res.end();
+  }
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const pagePort = server.address().port;
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocast-chromium-'));
+let context;
+const out = { ok: false, url, errors: [], console: [] };
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--headless',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+    timeout: 30000,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.type() + ': ' + m.text());
+  });
+  page.on('pageerror', (e) => out.console.push('pageerror: ' + e.message));
+  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}`, { timeout: 15000 });
+  const deadline = Date.now() + timeoutMs;
+  let state;
+  for (;;) {
+    state = await page.evaluate(() => {
+      const v = document.getElementById('v');
+      const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : {};
+      return {
+        currentTime: v.currentTime,
+        totalVideoFrames: q.totalVideoFrames || 0,
+        droppedVideoFrames: q.droppedVideoFrames || 0,
+        readyState: v.readyState,
+        paused: v.paused,
+        videoWidth: v.videoWidth,
+        videoHeight: v.videoHeight,
+        ...window.result,
+      };
+    });
+    if (state.currentTime > minTime && state.totalVideoFrames > 0) {
+      out.ok = true;
+      break;
+    }
+    if (Date.now() > deadline) {
+      out.errors.push(`not playing after ${timeoutMs} ms`);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  Object.assign(out, state, { errors: [...out.errors, ...(state.errors || [])] });
+} catch (e) {
+  out.errors.push(String(e && e.stack ? e.stack : e));
+} finally {
+  out.console = out.console.slice(-20);
+  try {
+    if (context) await context.close();
+  } catch (e) {
+    out.errors.push('closing chromium: ' + e);
+  }
+  server.close();
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log(JSON.stringify(out));
+process.exit(out.ok ? 0 : 1);

@@ -1,0 +1,287 @@
+//! A minimal HTTP/1.1 client for `http://host:port/path` URLs that streams the response body
+//! and reports precisely how it ended (clean end of a chunked/sized body vs. connection drop).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Splits `http://host:port/path` into ("host:port", "/path").
+pub fn split_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| anyhow!("not an http:// or ws:// URL: {url}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, path.to_string()))
+}
+
+/// One piece of a response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyEvent {
+    Data(Bytes),
+    /// The body ended as HTTP says it should: the terminating zero-size chunk, the full
+    /// Content-Length, or (for a close-delimited body) the connection closing.
+    End,
+    /// The connection closed (or failed) before the body was complete.
+    Truncated(String),
+}
+
+#[derive(Debug)]
+enum Framing {
+    Chunked { remaining: usize, need_crlf: bool },
+    Length(u64),
+    Close,
+}
+
+/// A response whose body is read incrementally.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    stream: TcpStream,
+    buf: BytesMut,
+    framing: Framing,
+    done: bool,
+}
+
+/// Sends `GET url` with extra headers and returns once the response head has arrived
+/// (bounded by `head_timeout`).
+pub async fn get(
+    url: &str,
+    extra_headers: &[(&str, &str)],
+    head_timeout: Duration,
+) -> Result<HttpResponse> {
+    let (authority, path) = split_url(url)?;
+    let fut = async {
+        let mut stream = TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("connecting to {authority}"))?;
+        stream.set_nodelay(true)?;
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
+        for (k, v) in extra_headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            if buf.len() > 64 * 1024 {
+                bail!("response head larger than 64 KiB");
+            }
+            let n = stream.read_buf(&mut buf).await?;
+            if n == 0 {
+                bail!(
+                    "connection closed before the response head ({} bytes received)",
+                    buf.len()
+                );
+            }
+        };
+        let head = buf.split_to(head_end + 4);
+        let head = String::from_utf8_lossy(&head[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            bail!("bad status line {status_line:?}");
+        }
+        let status: u16 = parts
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .with_context(|| format!("bad status line {status_line:?}"))?;
+        let mut headers = Vec::new();
+        for line in lines {
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let framing = if header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            Framing::Chunked {
+                remaining: 0,
+                need_crlf: false,
+            }
+        } else if let Some(len) = header("content-length") {
+            Framing::Length(len.parse().context("bad content-length")?)
+        } else if status == 204 || status == 304 {
+            Framing::Length(0)
+        } else {
+            Framing::Close
+        };
+        Ok(HttpResponse {
+            status,
+            headers,
+            stream,
+            buf,
+            framing,
+            done: false,
+        })
+    };
+    tokio::time::timeout(head_timeout, fut)
+        .await
+        .map_err(|_| anyhow!("no response head from {url} within {head_timeout:?}"))?
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl HttpResponse {
+    /// A header value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads more bytes into the buffer; Ok(false) on EOF.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        Ok(n > 0)
+    }
+
+    /// The next piece of the body. After `End` or `Truncated`, keeps returning `End`.
+    pub async fn next_event(&mut self) -> BodyEvent {
+        if self.done {
+            return BodyEvent::End;
+        }
+        let ev = self.next_event_inner().await;
+        if !matches!(ev, BodyEvent::Data(_)) {
+            self.done = true;
+        }
+        ev
+    }
+
+    async fn next_event_inner(&mut self) -> BodyEvent {
+        loop {
+            match &mut self.framing {
+                Framing::Close => {
+                    if !self.buf.is_empty() {
+                        return BodyEvent::Data(self.buf.split().freeze());
+                    }
+                    match self.fill().await {
+                        Ok(true) => continue,
+                        Ok(false) => return BodyEvent::End,
+                        Err(e) => return BodyEvent::Truncated(e.to_string()),
+                    }
+                }
+                Framing::Length(left) => {
+                    if *left == 0 {
+                        return BodyEvent::End;
+                    }
+                    if !self.buf.is_empty() {
+                        let n = (*left).min(self.buf.len() as u64) as usize;
+                        *left -= n as u64;
+                        return BodyEvent::Data(self.buf.split_to(n).freeze());
+                    }
+                    let left = *left;
+                    match self.fill().await {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            return BodyEvent::Truncated(format!(
+                                "EOF with {left} body bytes missing"
+                            ))
+                        }
+                        Err(e) => return BodyEvent::Truncated(e.to_string()),
+                    }
+                }
+                Framing::Chunked {
+                    remaining,
+                    need_crlf,
+                } => {
+                    if *remaining > 0 {
+                        if !self.buf.is_empty() {
+                            let n = (*remaining).min(self.buf.len());
+                            *remaining -= n;
+                            if *remaining == 0 {
+                                *need_crlf = true;
+                            }
+                            return BodyEvent::Data(self.buf.split_to(n).freeze());
+                        }
+                    } else if *need_crlf {
+                        if self.buf.len() >= 2 {
+                            if &self.buf[..2] != b"\r\n" {
+                                return BodyEvent::Truncated("chunk not followed by CRLF".into());
+                            }
+                            self.buf.advance(2);
+                            *need_crlf = false;
+                            continue;
+                        }
+                    } else if let Some(i) = find(&self.buf, b"\r\n") {
+                        let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                        self.buf.advance(i + 2);
+                        let size_str = line.split(';').next().unwrap_or("").trim();
+                        let size = match usize::from_str_radix(size_str, 16) {
+                            Ok(s) => s,
+                            Err(_) => {
+                                return BodyEvent::Truncated(format!(
+                                    "bad chunk size line {line:?}"
+                                ))
+                            }
+                        };
+                        if size == 0 {
+                            return BodyEvent::End;
+                        }
+                        *remaining = size;
+                        continue;
+                    }
+                    match self.fill().await {
+                        Ok(true) => continue,
+                        Ok(false) => {
+                            return BodyEvent::Truncated("EOF inside a chunked body".into())
+                        }
+                        Err(e) => return BodyEvent::Truncated(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the whole body (bounded); returns the bytes and whether it ended cleanly.
+    pub async fn read_to_end(&mut self, limit: Duration) -> Result<(Vec<u8>, BodyEvent)> {
+        let mut out = Vec::new();
+        let fut = async {
+            loop {
+                match self.next_event().await {
+                    BodyEvent::Data(d) => out.extend_from_slice(&d),
+                    other => return other,
+                }
+            }
+        };
+        let end = tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| anyhow!("body did not end within {limit:?}"))?;
+        Ok((out, end))
+    }
+}
+
+/// GET a small resource; returns status and body (bounded by `limit`).
+pub async fn get_text(url: &str, limit: Duration) -> Result<(u16, String)> {
+    let mut resp = get(url, &[], limit).await?;
+    let (body, _) = resp.read_to_end(limit).await?;
+    Ok((resp.status, String::from_utf8_lossy(&body).into_owned()))
+}

@@ -1,0 +1,48 @@
+//! Harness for Ferrocast's end-to-end tests.
+//!
+//! Every test drives the real `ferrocast` binary (see [`env::server_bin`]) with real clients:
+//! ffmpeg, ffprobe, rtmpdump, GStreamer, a Rust WebSocket / HTTP client and headless Chromium.
+//! External tools are installed by `scripts/test.sh`; a test never skips because one is
+//! missing, it fails naming the tool ([`env::require_tool`]).
+//!
+//! - [`env`]: where the workspace, the server binary, `.tools/` and external tools are.
+//! - [`process`]: external processes bounded with `timeout -k`, killed with their process group.
+//! - [`fixtures`]: a live stream ([`fixtures::Live`]) and ffprobe checks.
+//! - [`server`]: [`server::TestServer`] on free ports with a generated YAML config.
+//! - [`publisher`]: an ffmpeg publisher of a generated H.264/AAC stream.
+//! - [`flv`]: an incremental FLV parser (header, tags, keyframe and sequence-header flags).
+//! - [`http`]: a minimal HTTP/1.1 client that streams a response body (chunked or not).
+//! - [`player`]: HTTP-FLV and WS-FLV players yielding FLV tags and how the stream ended.
+//! - [`rtmp_raw`]: raw RTMP sockets (hand-written simple handshake) for robustness tests.
+
+pub mod env;
+pub mod fixtures;
+pub mod flv;
+pub mod http;
+pub mod player;
+pub mod process;
+pub mod publisher;
+pub mod rtmp_raw;
+pub mod server;
+
+pub use env::{require_tool, server_bin, workspace_root, TempDir};
+pub use fixtures::Live;
+pub use flv::{FlvHeader, FlvParser, Tag};
+pub use player::{FlvPlayer, StreamEnd};
+pub use process::{run_bounded, Proc};
+pub use publisher::Publisher;
+pub use server::{TestServer, TestServerBuilder};
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A stream name unique within this test run, so tests sharing nothing never collide.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}_{}_{n}_{:x}", std::process::id(), nanos & 0xffff)
+}

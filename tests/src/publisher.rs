@@ -1,0 +1,161 @@
+//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream.
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::env::{require_tool, TempDir};
+use crate::process::{tail, Proc};
+
+/// Options of a [`Publisher`].
+#[derive(Debug, Clone)]
+pub struct PublisherBuilder {
+    url: String,
+    duration_secs: u64,
+    gop: u32,
+    audio: bool,
+    video: bool,
+}
+
+impl PublisherBuilder {
+    /// Media duration (ffmpeg `-t`); the process is bounded a little beyond it.
+    pub fn duration_secs(mut self, s: u64) -> Self {
+        self.duration_secs = s;
+        self
+    }
+    /// Keyframe interval in frames (30 fps).
+    pub fn gop(mut self, frames: u32) -> Self {
+        self.gop = frames;
+        self
+    }
+    pub fn audio(mut self, on: bool) -> Self {
+        self.audio = on;
+        self
+    }
+    pub fn video(mut self, on: bool) -> Self {
+        self.video = on;
+        self
+    }
+
+    /// The ffmpeg arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-re"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut push = |s: &[&str]| a.extend(s.iter().map(|s| s.to_string()));
+        if self.video {
+            push(&["-f", "lavfi", "-i", "testsrc=size=1280x720:rate=30"]);
+        }
+        if self.audio {
+            push(&["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
+        }
+        if self.video {
+            let g = self.gop.to_string();
+            push(&[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                &g,
+                "-keyint_min",
+                &g,
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+            ]);
+        }
+        if self.audio {
+            push(&["-c:a", "aac", "-b:a", "128k"]);
+        }
+        let t = self.duration_secs.to_string();
+        push(&["-t", &t, "-f", "flv", "-rw_timeout", "5000000", &self.url]);
+        a
+    }
+
+    /// Spawns ffmpeg. It starts sending within a second or so; use
+    /// [`crate::TestServer::wait_live`] to know when the stream is live.
+    pub fn start(self) -> Result<Publisher> {
+        require_tool("ffmpeg");
+        let dir = TempDir::new("ferrocast-pub")?;
+        let proc = Proc::spawn(
+            "ffmpeg publisher",
+            "ffmpeg",
+            &self.args(),
+            self.duration_secs + 20,
+            &dir.join("ffmpeg.log"),
+        )?;
+        Ok(Publisher {
+            proc,
+            _dir: dir,
+            url: self.url,
+        })
+    }
+}
+
+/// A running ffmpeg publisher, killed (abruptly) on drop.
+#[derive(Debug)]
+pub struct Publisher {
+    proc: Proc,
+    _dir: TempDir,
+    url: String,
+}
+
+impl Publisher {
+    /// Options: 60 s of media, GOP 30 (1 s), audio and video.
+    pub fn builder(url: &str) -> PublisherBuilder {
+        PublisherBuilder {
+            url: url.to_string(),
+            duration_secs: 60,
+            gop: 30,
+            audio: true,
+            video: true,
+        }
+    }
+
+    /// Publishes with default options.
+    pub fn start(url: &str) -> Result<Publisher> {
+        Self::builder(url).start()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.proc.try_status()
+    }
+
+    pub async fn wait_within(&mut self, d: Duration) -> Option<ExitStatus> {
+        self.proc.wait_within(d).await
+    }
+
+    /// SIGKILL: the TCP connection drops without a goodbye (like an encoder crash).
+    pub async fn kill(&mut self) {
+        self.proc.kill_and_wait().await;
+    }
+
+    /// SIGINT: ffmpeg finishes the stream politely (FCUnpublish / deleteStream).
+    pub async fn stop_gracefully(&mut self) -> Option<ExitStatus> {
+        self.proc.signal("INT");
+        let st = self.proc.wait_within(Duration::from_secs(5)).await;
+        if st.is_none() {
+            self.proc.kill_and_wait().await;
+        }
+        st
+    }
+
+    /// ffmpeg's log (errors only).
+    pub fn log(&self) -> String {
+        tail(&self.proc.log_text(), 4000).to_string()
+    }
+}

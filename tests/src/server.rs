@@ -1,0 +1,300 @@
+//! The real `ferrocast` binary on free loopback ports with a generated YAML config.
+
+use std::fmt::Write as _;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::env::{server_bin, TempDir};
+use crate::player::FlvPlayer;
+use crate::process::{tail, Proc};
+
+/// A server process never outlives this, whatever happens to the test.
+const SERVER_LIMIT_SECS: u64 = 600;
+/// How long the server may take to answer /readyz.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options of a [`TestServer`]; every unset option keeps the server's default.
+#[derive(Debug, Clone, Default)]
+pub struct TestServerBuilder {
+    grace_secs: Option<u64>,
+    play_wait_secs: Option<u64>,
+    gop_cache: Option<bool>,
+    gop_max_frames: Option<u64>,
+    handshake_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_message_size: Option<u64>,
+    allow_origin: Option<String>,
+    log_level: Option<String>,
+}
+
+impl TestServerBuilder {
+    /// `hub.publisher_grace_secs`
+    pub fn grace_secs(mut self, s: u64) -> Self {
+        self.grace_secs = Some(s);
+        self
+    }
+    /// `hub.play_wait_secs`
+    pub fn play_wait_secs(mut self, s: u64) -> Self {
+        self.play_wait_secs = Some(s);
+        self
+    }
+    /// `apps[live].gop_cache`
+    pub fn gop_cache(mut self, on: bool) -> Self {
+        self.gop_cache = Some(on);
+        self
+    }
+    /// `apps[live].gop_max_frames`
+    pub fn gop_max_frames(mut self, n: u64) -> Self {
+        self.gop_max_frames = Some(n);
+        self
+    }
+    /// `rtmp.handshake_timeout_secs`
+    pub fn handshake_timeout_secs(mut self, s: u64) -> Self {
+        self.handshake_timeout_secs = Some(s);
+        self
+    }
+    /// `rtmp.idle_timeout_secs`
+    pub fn idle_timeout_secs(mut self, s: u64) -> Self {
+        self.idle_timeout_secs = Some(s);
+        self
+    }
+    /// `rtmp.max_message_size`
+    pub fn max_message_size(mut self, n: u64) -> Self {
+        self.max_message_size = Some(n);
+        self
+    }
+    /// `http.allow_origin`
+    pub fn allow_origin(mut self, o: &str) -> Self {
+        self.allow_origin = Some(o.to_string());
+        self
+    }
+    /// `log.level` (default: env `FERROCAST_TEST_LOG`, else `info`)
+    pub fn log_level(mut self, l: &str) -> Self {
+        self.log_level = Some(l.to_string());
+        self
+    }
+
+    /// The YAML config for the given ports.
+    pub fn config_yaml(&self, rtmp: u16, http: u16, admin: u16) -> String {
+        let level = self
+            .log_level
+            .clone()
+            .or_else(|| std::env::var("FERROCAST_TEST_LOG").ok())
+            .unwrap_or_else(|| "info".into());
+        let mut y = String::new();
+        let _ = writeln!(y, "bind: 127.0.0.1");
+        let _ = writeln!(y, "log:\n  level: {level:?}\n  format: human");
+        let _ = writeln!(y, "rtmp:\n  port: {rtmp}");
+        if let Some(v) = self.handshake_timeout_secs {
+            let _ = writeln!(y, "  handshake_timeout_secs: {v}");
+        }
+        if let Some(v) = self.idle_timeout_secs {
+            let _ = writeln!(y, "  idle_timeout_secs: {v}");
+        }
+        if let Some(v) = self.max_message_size {
+            let _ = writeln!(y, "  max_message_size: {v}");
+        }
+        let _ = writeln!(y, "http:\n  port: {http}");
+        if let Some(o) = &self.allow_origin {
+            let _ = writeln!(y, "  allow_origin: {o:?}");
+        }
+        let _ = writeln!(y, "admin:\n  port: {admin}");
+        if self.grace_secs.is_some() || self.play_wait_secs.is_some() {
+            let _ = writeln!(y, "hub:");
+            if let Some(v) = self.grace_secs {
+                let _ = writeln!(y, "  publisher_grace_secs: {v}");
+            }
+            if let Some(v) = self.play_wait_secs {
+                let _ = writeln!(y, "  play_wait_secs: {v}");
+            }
+        }
+        let _ = writeln!(y, "apps:\n  - name: live");
+        if let Some(v) = self.gop_cache {
+            let _ = writeln!(y, "    gop_cache: {v}");
+        }
+        if let Some(v) = self.gop_max_frames {
+            let _ = writeln!(y, "    gop_max_frames: {v}");
+        }
+        y
+    }
+
+    /// Starts the server and waits until `/readyz` answers 200.
+    pub async fn start(self) -> Result<TestServer> {
+        let bin = server_bin();
+        let mut last_err = None;
+        for _attempt in 0..3 {
+            let dir = TempDir::new("ferrocast-test")?;
+            let [rtmp, http, admin] = free_ports::<3>()?;
+            let config = dir.join("ferrocast.yaml");
+            std::fs::write(&config, self.config_yaml(rtmp, http, admin))?;
+            let args = vec!["--config".to_string(), config.display().to_string()];
+            let proc = Proc::spawn(
+                "ferrocast",
+                &bin.display().to_string(),
+                &args,
+                SERVER_LIMIT_SECS,
+                &dir.join("server.log"),
+            )?;
+            let mut server = TestServer {
+                proc,
+                rtmp_port: rtmp,
+                http_port: http,
+                admin_port: admin,
+                dir,
+            };
+            match server.wait_ready().await {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let log = server.logs();
+                    // Another process grabbed a port between our probe and the server's bind.
+                    if log.contains("in use") || log.contains("AddrInUse") {
+                        last_err = Some(e);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(last_err.unwrap())
+    }
+}
+
+/// `N` distinct free loopback TCP ports (bound together so they differ, then released).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    let mut ports = [0u16; N];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// A running `ferrocast` process, killed (with its process group) on drop.
+#[derive(Debug)]
+pub struct TestServer {
+    proc: Proc,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub admin_port: u16,
+    dir: TempDir,
+}
+
+impl TestServer {
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    /// A server with default options.
+    pub async fn start() -> Result<TestServer> {
+        TestServerBuilder::default().start().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = self.admin_url("/readyz");
+        let mut last;
+        loop {
+            if let Some(st) = self.proc.try_status() {
+                bail!(
+                    "ferrocast exited ({st}) before it was ready; log:\n{}",
+                    tail(&self.logs(), 6000)
+                );
+            }
+            match crate::http::get_text(&url, Duration::from_secs(2)).await {
+                Ok((200, _)) => return Ok(()),
+                Ok((status, body)) => last = format!("{status} {body}"),
+                Err(e) => last = format!("{e:#}"),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "ferrocast not ready within {READY_TIMEOUT:?} (GET {url}: {last}); log:\n{}",
+                    tail(&self.logs(), 6000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn rtmp_url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.rtmp_port)
+    }
+    pub fn flv_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/live/{name}.flv", self.http_port)
+    }
+    pub fn ws_url(&self, name: &str) -> String {
+        format!("ws://127.0.0.1:{}/live/{name}.flv", self.http_port)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// A scratch directory removed with the server.
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+
+    /// Opens an HTTP-FLV player (response head awaited for up to 10 s).
+    pub async fn http_player(&self, name: &str) -> Result<FlvPlayer> {
+        FlvPlayer::http(&self.flv_url(name), Duration::from_secs(10)).await
+    }
+
+    /// Opens a WS-FLV player.
+    pub async fn ws_player(&self, name: &str) -> Result<FlvPlayer> {
+        FlvPlayer::ws(&self.ws_url(name), Duration::from_secs(10)).await
+    }
+
+    /// Waits until `name` is live: an HTTP-FLV player receives a video frame (bounded by `d`).
+    pub async fn wait_live(&self, name: &str, d: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut p = FlvPlayer::http(&self.flv_url(name), d)
+            .await
+            .with_context(|| format!("waiting for {name} to go live"))?;
+        p.read_until(d.saturating_sub(start.elapsed()), |t| t.is_video_frame())
+            .await
+            .with_context(|| {
+                format!(
+                    "waiting for {name} to go live; server log:\n{}",
+                    tail(&self.logs(), 3000)
+                )
+            })?;
+        Ok(())
+    }
+
+    /// Sends SIGTERM to the server.
+    pub fn sigterm(&self) {
+        self.proc.signal("TERM");
+    }
+
+    /// Waits up to `d` for the server to exit.
+    pub async fn wait_exit(&mut self, d: Duration) -> Option<ExitStatus> {
+        self.proc.wait_within(d).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// The server's stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        self.proc.log_text()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.proc.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- ferrocast log (rtmp {}, http {}, admin {}) ----\n{}\n---- end of ferrocast log ----",
+                self.rtmp_port,
+                self.http_port,
+                self.admin_port,
+                tail(&self.logs(), 8000)
+            );
+        }
+    }
+}

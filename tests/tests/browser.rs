@@ -1,0 +1,59 @@
+//! Headless Chromium plays the live stream with mpegts.js over HTTP-FLV and WS-FLV
+//! (tests/browser/play.mjs drives it with playwright-core from .tools/node).
+
+use ferrocast_tests::env::require_node_package;
+use ferrocast_tests::process::{describe_output, run_bounded};
+use ferrocast_tests::{require_tool, workspace_root, Live};
+use serde_json::Value;
+
+async fn browser_plays(url: &str) {
+    require_tool("node");
+    require_tool("chromium");
+    require_node_package("playwright-core");
+    require_node_package("mpegts.js");
+    let script = workspace_root().join("tests/browser/play.mjs");
+    let args: Vec<String> = vec![
+        script.display().to_string(),
+        "--url".into(),
+        url.into(),
+        "--timeout-ms".into(),
+        "20000".into(),
+        "--min-time".into(),
+        "1.5".into(),
+    ];
+    let out = run_bounded("node", &args, 60).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("play.mjs printed no JSON result\n{}", describe_output(&out)));
+    let r: Value = serde_json::from_str(line).unwrap();
+    let pretty = serde_json::to_string_pretty(&r).unwrap();
+    assert_eq!(
+        r["h264"], true,
+        "this Chromium cannot decode H.264 through MSE (Media Source Extensions): {pretty}"
+    );
+    assert_eq!(
+        r["ok"],
+        true,
+        "Chromium did not play {url}: {pretty}\n{}",
+        describe_output(&out)
+    );
+    assert!(r["currentTime"].as_f64().unwrap_or(0.0) > 1.5, "{pretty}");
+    assert!(r["totalVideoFrames"].as_u64().unwrap_or(0) > 0, "{pretty}");
+    assert_eq!(r["videoWidth"], 1280, "{pretty}");
+    assert_eq!(r["videoHeight"], 720, "{pretty}");
+}
+
+#[tokio::test]
+async fn chromium_with_mpegts_js_plays_http_flv() {
+    let live = Live::start("browser_http").await.unwrap();
+    browser_plays(&live.flv_url()).await;
+}
+
+#[tokio::test]
+async fn chromium_with_mpegts_js_plays_ws_flv() {
+    let live = Live::start("browser_ws").await.unwrap();
+    browser_plays(&live.ws_url()).await;
+}
