@@ -339,6 +339,16 @@ impl Publisher {
     pub fn push_video(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_video_header(&payload)?;
+        if h.keyframe && h.codec == FourCc::VP9 && !h.multitrack {
+            // A VP9 configuration record carries no picture size; keyframes do.
+            let mut s = self.stream.lock();
+            if let Some(v) = s.info.video.as_mut().filter(|v| v.width == 0) {
+                if let Some((w, hgt)) = info::vp9_frame_size(&payload) {
+                    v.width = w;
+                    v.height = hgt;
+                }
+            }
+        }
         if !h.multitrack && (h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_video) {
             let mut s = self.stream.lock();
             s.info.has_video = true;
@@ -364,6 +374,15 @@ impl Publisher {
     pub fn push_audio(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_audio_header(&payload)?;
+        if !h.multitrack && h.kind == PacketKind::Frame && matches!(h.codec, FourCc::MP3 | FourCc::AC3 | FourCc::EAC3) {
+            // MP3 and AC-3 have no sequence header: learn their parameters from a frame.
+            let mut s = self.stream.lock();
+            if s.info.audio.as_ref().is_none_or(|a| a.sample_rate == 0) {
+                if let Some(a) = info::audio_info(h.codec, h.enhanced, &payload).filter(|a| a.sample_rate > 0) {
+                    s.info.audio = Some(a);
+                }
+            }
+        }
         if !h.multitrack && (h.kind == PacketKind::SequenceHeader || !self.stream.lock().info.has_audio) {
             let mut s = self.stream.lock();
             s.info.has_audio = true;

@@ -1,0 +1,112 @@
+//! CPU time and resident memory of a process tree, from /proc (Linux).
+//!
+//! CPU is utime + stime + cutime + cstime of the process and of every live descendant
+//! (threads are included in their process's figures; a process that forks workers, like
+//! nginx, is covered through its children). RSS is the sum of VmRSS over the same tree.
+
+use std::collections::HashMap;
+use std::fs;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeSample {
+    /// Clock ticks of CPU time (user + system, including reaped children).
+    pub ticks: u64,
+    pub rss_kb: u64,
+    pub processes: usize,
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// `(ppid, ticks)` from the text of /proc/PID/stat. The command name (field 2) may hold
+/// spaces and parentheses, so fields are counted from the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let mut ticks = 0u64;
+    for i in 11..=14 {
+        ticks += fields.get(i)?.parse::<i64>().ok()?.max(0) as u64;
+    }
+    Some((ppid, ticks))
+}
+
+/// VmRSS in kB from the text of /proc/PID/status.
+pub fn parse_vm_rss_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU ticks of this process (all its threads).
+pub fn self_ticks() -> u64 {
+    fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s)).map_or(0, |(_, t)| t)
+}
+
+/// Samples `pid` and its descendants; `None` when `pid` does not exist.
+pub fn sample_tree(pid: u32) -> Option<TreeSample> {
+    let root = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, root_ticks) = parse_stat(&root)?;
+    let mut children: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if p == pid {
+                continue;
+            }
+            if let Some((ppid, ticks)) = fs::read_to_string(format!("/proc/{p}/stat")).ok().as_deref().and_then(parse_stat) {
+                children.entry(ppid).or_default().push((p, ticks));
+            }
+        }
+    }
+    let mut sample = TreeSample::default();
+    let mut todo = vec![(pid, root_ticks)];
+    while let Some((p, ticks)) = todo.pop() {
+        sample.ticks += ticks;
+        sample.processes += 1;
+        sample.rss_kb += fs::read_to_string(format!("/proc/{p}/status")).ok().as_deref().and_then(parse_vm_rss_kb).unwrap_or(0);
+        if let Some(kids) = children.get(&p) {
+            todo.extend(kids);
+        }
+    }
+    Some(sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_name() {
+        let stat = "4242 (nginx: worker (x) 1) S 4200 4242 4242 0 -1 4194624 100 0 0 0 150 35 7 3 20 0 1 0 1234 12345678 900 18446744073709551615";
+        assert_eq!(parse_stat(stat), Some((4200, 150 + 35 + 7 + 3)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_vm_rss() {
+        let status = "Name:\tferrocast\nVmPeak:\t  100 kB\nVmRSS:\t   23456 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss_kb(status), Some(23456));
+        assert_eq!(parse_vm_rss_kb("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample_tree(std::process::id()).expect("own process");
+        assert!(s.processes >= 1 && s.rss_kb > 0);
+        assert!(sample_tree(u32::MAX).is_none());
+    }
+}
