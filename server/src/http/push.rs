@@ -194,15 +194,19 @@ mod tests {
     use crate::hub::{FrameKind, Hub, HubSettings, ReaderLimits};
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn flv_bytes_in_any_split_publish_the_same_frames() {
-        let hub = Hub::new(HubSettings {
+    fn test_hub() -> Hub {
+        Hub::new(HubSettings {
             publisher_grace: Duration::from_secs(1),
             play_wait: Duration::from_secs(1),
             queue_frames: 64,
             reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10) },
             apps: vec![AppConfig::default()],
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn flv_bytes_in_any_split_publish_the_same_frames() {
+        let hub = test_hub();
         let key = StreamKey::new("live", "pushed").unwrap();
         let mut wire = header(true, true).to_vec();
         let mut meta = BytesMut::new();
@@ -231,13 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn non_flv_body_is_rejected() {
-        let hub = Hub::new(HubSettings {
-            publisher_grace: Duration::from_secs(1),
-            play_wait: Duration::from_secs(1),
-            queue_frames: 64,
-            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10) },
-            apps: vec![AppConfig::default()],
-        });
+        let hub = test_hub();
         let key = StreamKey::new("live", "bad").unwrap();
         let publisher = hub
             .publish(&key, PublisherInfo { session_id: 1, protocol: "http_flv", remote: String::new(), started: SystemTime::now() })

@@ -334,33 +334,22 @@ impl Session {
                 self.next_stream_id += 1;
                 self.send_result(c.transaction_id, Amf0Value::Null, vec![Amf0Value::Number(f64::from(id))]);
             }
-            "publish" => {
+            "publish" | "play" => {
+                let publish = c.name == "publish";
                 if self.role != Role::None || self.pending_request.is_some() {
-                    self.on_status(stream_id, "error", "NetStream.Publish.BadConnection", "Connection already publishing or playing");
+                    let code = if publish { "NetStream.Publish.BadConnection" } else { "NetStream.Play.Failed" };
+                    self.on_status(stream_id, "error", code, "Connection already publishing or playing");
                     return Ok(());
                 }
                 let full = arg_str(0);
                 let (name, query) = split_query(&full);
+                let req = StreamRequest { stream_id, name: name.to_string(), query: query.to_string() };
                 self.pending_request = Some(stream_id);
-                self.events.push_back(SessionEvent::PublishRequested(StreamRequest {
-                    stream_id,
-                    name: name.to_string(),
-                    query: query.to_string(),
-                }));
-            }
-            "play" => {
-                if self.role != Role::None || self.pending_request.is_some() {
-                    self.on_status(stream_id, "error", "NetStream.Play.Failed", "Connection already publishing or playing");
-                    return Ok(());
-                }
-                let full = arg_str(0);
-                let (name, query) = split_query(&full);
-                self.pending_request = Some(stream_id);
-                self.events.push_back(SessionEvent::PlayRequested(StreamRequest {
-                    stream_id,
-                    name: name.to_string(),
-                    query: query.to_string(),
-                }));
+                self.events.push_back(if publish {
+                    SessionEvent::PublishRequested(req)
+                } else {
+                    SessionEvent::PlayRequested(req)
+                });
             }
             "FCUnpublish" => {
                 if let Role::Publishing(id) = self.role {
