@@ -36,21 +36,6 @@ pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<By
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn writes_everything_in_order() {
-        let mut out = Vec::new();
-        let mut bufs: Vec<Bytes> = (0..200u32).map(|i| Bytes::from(i.to_string())).collect();
-        let want: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
-        write_all_bytes(&mut out, &mut bufs).await.unwrap();
-        assert_eq!(out, want);
-        assert!(bufs.is_empty());
-    }
-}
-
 /// Wraps a connection so that a write the peer does not accept for `limit` fails with
 /// `TimedOut`, even when the protocol layer above (hyper) only waits for writability.
 pub struct StallGuard<IO> {
@@ -137,5 +122,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_everything_in_order() {
+        let mut out = Vec::new();
+        let mut bufs: Vec<Bytes> = (0..200u32).map(|i| Bytes::from(i.to_string())).collect();
+        let want: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+        write_all_bytes(&mut out, &mut bufs).await.unwrap();
+        assert_eq!(out, want);
+        assert!(bufs.is_empty());
     }
 }

@@ -322,7 +322,7 @@ pub fn encode_message(
     payload: &[u8],
     chunk_size: u32,
 ) {
-    debug_assert!(csid >= 2 && csid <= 65599);
+    debug_assert!((2..=65599).contains(&csid));
     out.reserve(encoded_len(csid, timestamp, payload.len(), chunk_size));
     let extended = timestamp >= EXTENDED_TIMESTAMP;
     put_basic_header(out, 0, csid);

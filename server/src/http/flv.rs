@@ -28,6 +28,8 @@ use crate::session::{Protocol, Role, SessionGuard};
 const MAX_BATCH_FRAMES: usize = 32;
 
 /// Resolves `/{app}/{name}.flv` to a stream key, or the response refusing it.
+// The error is the HTTP response itself; it is returned straight to the client.
+#[allow(clippy::result_large_err)]
 fn stream_key(ctx: &Context, app: &str, file: &str) -> Result<StreamKey, Response> {
     let Some(name) = file.strip_suffix(".flv") else {
         return Err(StatusCode::NOT_FOUND.into_response());
