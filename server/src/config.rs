@@ -121,6 +121,30 @@ pub struct AppConfig {
     pub gop_cache: bool,
     pub gop_max_frames: usize,
     pub gop_max_bytes: usize,
+    /// Who may publish.
+    pub publish: PolicyConfig,
+    /// Who may play.
+    pub play: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone.
+    #[default]
+    None,
+    /// Node-Media-Server signed URLs: `?sign={expires}-{md5("/{app}/{name}-{expires}-{secret}")}`.
+    Sign,
+}
+
+/// A publish or play policy. Secrets are read from the named files (in Kubernetes, a
+/// mounted Secret); the config only holds their paths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub auth: AuthMode,
+    /// Files each holding one sign secret; all are accepted, for rotation.
+    pub sign_secret_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -201,6 +225,8 @@ impl Default for AppConfig {
             gop_cache: true,
             gop_max_frames: 1024,
             gop_max_bytes: 16 << 20,
+            publish: PolicyConfig::default(),
+            play: PolicyConfig::default(),
         }
     }
 }
@@ -273,6 +299,11 @@ impl Config {
             }
             if !seen.insert(app.name.as_str()) {
                 return Err(bad(&format!("apps[{i}].name"), "duplicate app name"));
+            }
+            for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
+                if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
+                    return Err(bad(&format!("apps[{i}].{what}.sign_secret_files"), "auth `sign` needs at least one secret file"));
+                }
             }
             if app.gop_max_frames == 0 {
                 return Err(bad(&format!("apps[{i}].gop_max_frames"), "must be at least 1"));

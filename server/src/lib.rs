@@ -1,6 +1,7 @@
 //! Ferrocast media engine.
 //!
 //! # Layout
+//! - [`auth`]: per-app publish and play policies (signed URLs), secrets from files.
 //! - [`config`]: the YAML configuration types (shared with the operator).
 //! - [`codec`]: pure, synchronous wire formats: AMF0, RTMP handshake and chunk stream,
 //!   typed RTMP messages, FLV tags, H.264/AAC sequence headers. No tokio.
@@ -11,6 +12,7 @@
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
 //! - [`metrics`]: every Prometheus metric the server exports.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod http;

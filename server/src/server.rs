@@ -10,10 +10,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use crate::auth::{AuthError, Denied, Policy};
 use crate::config::Config;
+use crate::hub::StreamKey;
 use crate::hub::{Hub, HubSettings};
 use crate::metrics::Metrics;
-use crate::session::{Protocol, Sessions};
+use crate::session::{Protocol, Role, Sessions};
 
 /// What every connection handler shares.
 pub struct Context {
@@ -23,9 +28,20 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
+    /// Publish and play policies per app, secrets loaded.
+    policies: HashMap<String, (Policy, Policy)>,
 }
 
 impl Context {
+    /// Decides a publish or play request; a refusal is counted and logged without secrets.
+    pub fn authorize(&self, key: &StreamKey, role: Role, query: &str, session: u64) -> Result<(), Denied> {
+        let Some((publish, play)) = self.policies.get(&key.app) else { return Ok(()) };
+        let policy = if role == Role::Publisher { publish } else { play };
+        policy.check(key, query, SystemTime::now()).inspect_err(|d| {
+            self.metrics.auth_failures.with_label_values(&[&key.app, d.reason()]).inc();
+            warn!(session, stream = %key, role = role.as_str(), reason = d.reason(), "request denied: {d}");
+        })
+    }
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
@@ -34,6 +50,8 @@ impl Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -66,6 +84,10 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut policies = HashMap::new();
+        for app in &config.apps {
+            policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?));
+        }
         let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
         let http = bind("http", config.bind, config.http.port).await?;
         let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
@@ -73,7 +95,7 @@ impl Server {
         let hub = Hub::new(HubSettings::from_config(&config));
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
-        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics });
+        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, policies });
         Ok(Server { ctx, shutdown_tx, rtmp, http, admin })
     }
 

@@ -27,6 +27,7 @@ pub struct TestServerBuilder {
     max_message_size: Option<u64>,
     allow_origin: Option<String>,
     log_level: Option<String>,
+    app_yaml: Vec<String>,
 }
 
 impl TestServerBuilder {
@@ -77,6 +78,12 @@ impl TestServerBuilder {
     }
 
     /// The YAML config for the given ports.
+    /// Extra YAML lines for app `live` (e.g. `publish: {auth: sign, sign_secret_files: [..]}`).
+    pub fn app_yaml(mut self, line: &str) -> Self {
+        self.app_yaml.push(line.to_string());
+        self
+    }
+
     pub fn config_yaml(&self, rtmp: u16, http: u16, admin: u16) -> String {
         let level = self
             .log_level
@@ -116,6 +123,9 @@ impl TestServerBuilder {
         }
         if let Some(v) = self.gop_max_frames {
             let _ = writeln!(y, "    gop_max_frames: {v}");
+        }
+        for line in &self.app_yaml {
+            let _ = writeln!(y, "    {line}");
         }
         y
     }

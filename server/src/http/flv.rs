@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn, Instrument};
 
 use super::ws;
+use crate::auth::Denied;
 use crate::codec::flv;
 use crate::hub::{HubError, ReaderEnd, StreamKey, Subscriber};
 use crate::net::write_all_bytes;
@@ -52,6 +53,11 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         Err(resp) => return resp,
     };
     let websocket = is_websocket_upgrade(req.headers());
+    let publishing = websocket && publisher_subprotocol(req.headers()).is_some();
+    let role = if publishing { Role::Publisher } else { Role::Player };
+    if let Err(resp) = authorize(&ctx, &key, role, &req) {
+        return resp;
+    }
     if websocket {
         if let Some(protocol) = publisher_subprotocol(req.headers()) {
             return upgrade_ws_publisher(ctx, req, key, protocol);
@@ -83,10 +89,25 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         Ok(k) => k,
         Err(resp) => return resp,
     };
+    if let Err(resp) = authorize(&ctx, &key, Role::Publisher, &req) {
+        return resp;
+    }
     let peer = peer(&req);
     let mut resp = super::push::http_post(ctx.clone(), key, req.into_body(), peer).await;
     cors(&ctx, resp.headers_mut());
     resp
+}
+
+/// Applies the app's policy: 401 without credentials, 403 with bad ones.
+#[allow(clippy::result_large_err)]
+fn authorize(ctx: &Context, key: &StreamKey, role: Role, req: &Request) -> Result<(), Response> {
+    let query = req.uri().query().unwrap_or("");
+    ctx.authorize(key, role, query, 0).map_err(|d| {
+        let status = if d == Denied::Missing { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+        let mut resp = (status, format!("{d}\n")).into_response();
+        cors(ctx, resp.headers_mut());
+        resp
+    })
 }
 
 /// The publisher subprotocol the client asked for, if any.

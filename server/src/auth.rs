@@ -1,0 +1,206 @@
+//! Access control for publish and play requests: per-app policies (`none`, `sign`), with
+//! secrets read from files, never from the YAML config itself.
+//!
+//! `sign` is Node-Media-Server's signed URL: `?sign={expires}-{md5("/{app}/{name}-{expires}-{secret}")}`
+//! with `expires` in Unix seconds. Several secrets may be valid at once so they can be rotated.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use md5::{Digest, Md5};
+
+use crate::config::{AuthMode, PolicyConfig};
+use crate::hub::StreamKey;
+
+/// Why a request was refused; also the `reason` label of the auth failure metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("missing credentials")]
+    Missing,
+    #[error("malformed credentials")]
+    Malformed,
+    #[error("credentials expired")]
+    Expired,
+    #[error("invalid signature")]
+    BadSignature,
+}
+
+impl Denied {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Denied::Missing => "missing",
+            Denied::Malformed => "malformed",
+            Denied::Expired => "expired",
+            Denied::BadSignature => "bad_signature",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read secret file {path}: {source}")]
+    SecretFile { path: String, source: std::io::Error },
+    #[error("secret file {0} is empty")]
+    EmptySecret(String),
+}
+
+/// A policy with its secrets loaded.
+#[derive(Clone, Default)]
+pub struct Policy {
+    mode: AuthMode,
+    sign_secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets never reach logs.
+        f.debug_struct("Policy").field("mode", &self.mode).field("sign_secrets", &self.sign_secrets.len()).finish()
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, AuthError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| AuthError::SecretFile { path: path.display().to_string(), source })?;
+    let secret = text.trim().to_string();
+    if secret.is_empty() {
+        return Err(AuthError::EmptySecret(path.display().to_string()));
+    }
+    Ok(secret)
+}
+
+impl Policy {
+    /// Loads the secret files a policy names.
+    pub fn load(config: &PolicyConfig) -> Result<Policy, AuthError> {
+        let sign_secrets = match config.auth {
+            AuthMode::Sign => config.sign_secret_files.iter().map(|p| read_secret(p)).collect::<Result<_, _>>()?,
+            AuthMode::None => Vec::new(),
+        };
+        Ok(Policy { mode: config.auth, sign_secrets })
+    }
+
+    /// Checks a request's query string for `key` at time `now`.
+    pub fn check(&self, key: &StreamKey, query: &str, now: SystemTime) -> Result<(), Denied> {
+        match self.mode {
+            AuthMode::None => Ok(()),
+            AuthMode::Sign => {
+                let sign = query_param(query, "sign").ok_or(Denied::Missing)?;
+                verify_sign(key, &sign, &self.sign_secrets, now)
+            }
+        }
+    }
+}
+
+/// The value of `name` in a URL query string, percent-decoding not needed for our tokens.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn md5_hex(input: &str) -> String {
+    Md5::digest(input.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Verifies a Node-Media-Server signature against any of `secrets`.
+pub fn verify_sign(key: &StreamKey, sign: &str, secrets: &[String], now: SystemTime) -> Result<(), Denied> {
+    let (expires, hash) = sign.split_once('-').ok_or(Denied::Malformed)?;
+    let expires: u64 = expires.parse().map_err(|_| Denied::Malformed)?;
+    if hash.len() != 32 {
+        return Err(Denied::Malformed);
+    }
+    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if expires < now {
+        return Err(Denied::Expired);
+    }
+    let mut ok = false;
+    for secret in secrets {
+        let want = md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret));
+        ok |= constant_time_eq(want.as_bytes(), hash.to_ascii_lowercase().as_bytes());
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Denied::BadSignature)
+    }
+}
+
+/// Builds a signed query value (`{expires}-{hash}`) for `key`, as the API hands out.
+pub fn sign(key: &StreamKey, expires: u64, secret: &str) -> String {
+    format!("{expires}-{}", md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn key() -> StreamKey {
+        StreamKey::new("live", "cam").unwrap()
+    }
+
+    #[test]
+    fn nms_signature_vector() {
+        // md5("/live/cam-1700000000-nodemedia2017privatekey")
+        let s = sign(&key(), 1_700_000_000, "nodemedia2017privatekey");
+        assert_eq!(s, format!("1700000000-{}", md5_hex("/live/cam-1700000000-nodemedia2017privatekey")));
+        assert_eq!(s.len(), 11 + 32);
+    }
+
+    #[test]
+    fn sign_cases() {
+        let secrets = vec!["old".to_string(), "new".to_string()];
+        let good_old = sign(&key(), 2000, "old");
+        let good_new = sign(&key(), 2000, "new");
+        let other_stream = sign(&StreamKey::new("live", "other").unwrap(), 2000, "new");
+        let cases: Vec<(&str, String, u64, Result<(), Denied>)> = vec![
+            ("valid with the old secret during rotation", good_old.clone(), 1000, Ok(())),
+            ("valid with the new secret", good_new.clone(), 1000, Ok(())),
+            ("expired", good_new.clone(), 2001, Err(Denied::Expired)),
+            ("signed for another stream", other_stream, 1000, Err(Denied::BadSignature)),
+            ("wrong secret", sign(&key(), 2000, "guess"), 1000, Err(Denied::BadSignature)),
+            ("tampered expiry", good_new.replacen("2000", "9999", 1), 1000, Err(Denied::BadSignature)),
+            ("no dash", "2000abcdef".into(), 1000, Err(Denied::Malformed)),
+            ("short hash", "2000-abc".into(), 1000, Err(Denied::Malformed)),
+            ("non-numeric expiry", format!("soon-{}", "a".repeat(32)), 1000, Err(Denied::Malformed)),
+        ];
+        for (name, sign, now, want) in cases {
+            assert_eq!(verify_sign(&key(), &sign, &secrets, at(now)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn policy_reads_query_and_mode() {
+        let open = Policy::default();
+        assert_eq!(open.check(&key(), "", at(0)), Ok(()));
+        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()] };
+        assert_eq!(p.check(&key(), "", at(0)), Err(Denied::Missing));
+        let q = format!("a=1&sign={}", sign(&key(), 100, "s"));
+        assert_eq!(p.check(&key(), &q, at(50)), Ok(()));
+        assert!(!format!("{p:?}").contains('s') || !format!("{p:?}").contains("\"s\""), "secret not in Debug");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_empty_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), "secret-a\n").unwrap();
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let cfg = |files: Vec<&str>| PolicyConfig { auth: AuthMode::Sign, sign_secret_files: files.iter().map(|f| dir.join(f)).collect() };
+        let p = Policy::load(&cfg(vec!["a"])).unwrap();
+        assert_eq!(p.sign_secrets, vec!["secret-a".to_string()]);
+        assert!(matches!(Policy::load(&cfg(vec!["empty"])), Err(AuthError::EmptySecret(_))));
+        assert!(matches!(Policy::load(&cfg(vec!["missing"])), Err(AuthError::SecretFile { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

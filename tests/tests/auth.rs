@@ -1,0 +1,91 @@
+//! Signed URLs (Node-Media-Server style) gate publish and play, with secrets from files and
+//! several secrets accepted at once for rotation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrocast_tests::http::get;
+use ferrocast_tests::{require_tool, unique_name, Publisher, TempDir, TestServer};
+
+fn md5_hex(s: &str) -> String {
+    let out = std::process::Command::new(require_tool("md5sum"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("md5sum runs");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("hash").to_string()
+}
+
+fn sign(name: &str, expires: u64, secret: &str) -> String {
+    format!("{expires}-{}", md5_hex(&format!("/live/{name}-{expires}-{secret}")))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+async fn signed_server(dir: &TempDir) -> TestServer {
+    std::fs::write(dir.join("old"), "old-secret\n").unwrap();
+    std::fs::write(dir.join("new"), "new-secret\n").unwrap();
+    let files = format!("[{:?}, {:?}]", dir.join("old"), dir.join("new"));
+    TestServer::builder()
+        .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: {files}}}"))
+        .app_yaml(&format!("play: {{auth: sign, sign_secret_files: {files}}}"))
+        .start()
+        .await
+        .expect("server starts")
+}
+
+/// Whether an ffmpeg publish to `url` is accepted: it keeps running (accepted) or exits at
+/// once with an error (refused).
+async fn publish_accepted(url: &str) -> bool {
+    let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
+    let refused = p.wait_within(Duration::from_secs(3)).await.is_some_and(|s| !s.success());
+    p.kill().await;
+    !refused
+}
+
+#[tokio::test]
+async fn publish_needs_a_valid_unexpired_signature_for_its_stream() {
+    let dir = TempDir::new("auth").unwrap();
+    let server = signed_server(&dir).await;
+    let name = unique_name("signed");
+    let exp = now() + 300;
+    let cases = [
+        ("valid, new secret", format!("{}?sign={}", name, sign(&name, exp, "new-secret")), true),
+        ("valid, old secret during rotation", format!("{}?sign={}", name, sign(&name, exp, "old-secret")), true),
+        ("no signature", name.clone(), false),
+        ("expired", format!("{}?sign={}", name, sign(&name, now() - 10, "new-secret")), false),
+        ("wrong secret", format!("{}?sign={}", name, sign(&name, exp, "guess")), false),
+        ("signed for another stream", format!("{}?sign={}", name, sign("other", exp, "new-secret")), false),
+    ];
+    for (what, path, want) in cases {
+        assert_eq!(publish_accepted(&server.rtmp_url(&path)).await, want, "{what}\n{}", server.logs());
+    }
+    assert!(server.logs().contains("request denied"), "denials are logged");
+    assert!(!server.logs().contains("new-secret"), "secrets never reach the log");
+}
+
+#[tokio::test]
+async fn http_flv_play_is_refused_without_or_with_bad_signature() {
+    let dir = TempDir::new("auth").unwrap();
+    let server = signed_server(&dir).await;
+    let name = unique_name("signedplay");
+    let exp = now() + 300;
+    let missing = get(&server.flv_url(&name), &[], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(missing.status, 401);
+    let bad = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "guess"));
+    assert_eq!(get(&bad, &[], Duration::from_secs(5)).await.unwrap().status, 403);
+    let good = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "old-secret"));
+    assert_eq!(get(&good, &[], Duration::from_secs(5)).await.unwrap().status, 200);
+    let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5)).await.unwrap();
+    assert!(
+        metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="missing"} 1"#)
+            && metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_signature"} 1"#),
+        "{metrics}"
+    );
+}
