@@ -23,6 +23,8 @@ pub enum Denied {
     Expired,
     #[error("invalid signature")]
     BadSignature,
+    #[error("invalid stream key")]
+    BadKey,
 }
 
 impl Denied {
@@ -32,6 +34,7 @@ impl Denied {
             Denied::Malformed => "malformed",
             Denied::Expired => "expired",
             Denied::BadSignature => "bad_signature",
+            Denied::BadKey => "bad_key",
         }
     }
 }
@@ -49,12 +52,18 @@ pub enum AuthError {
 pub struct Policy {
     mode: AuthMode,
     sign_secrets: Vec<String>,
+    /// (public stream name, key)
+    stream_keys: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Secrets never reach logs.
-        f.debug_struct("Policy").field("mode", &self.mode).field("sign_secrets", &self.sign_secrets.len()).finish()
+        f.debug_struct("Policy")
+            .field("mode", &self.mode)
+            .field("sign_secrets", &self.sign_secrets.len())
+            .field("stream_keys", &self.stream_keys.len())
+            .finish()
     }
 }
 
@@ -73,18 +82,50 @@ impl Policy {
     pub fn load(config: &PolicyConfig) -> Result<Policy, AuthError> {
         let sign_secrets = match config.auth {
             AuthMode::Sign => config.sign_secret_files.iter().map(|p| read_secret(p)).collect::<Result<_, _>>()?,
-            AuthMode::None => Vec::new(),
+            AuthMode::None | AuthMode::Key => Vec::new(),
         };
-        Ok(Policy { mode: config.auth, sign_secrets })
+        let mut stream_keys = Vec::new();
+        if let (AuthMode::Key, Some(dir)) = (config.auth, &config.keys_dir) {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|source| AuthError::SecretFile { path: dir.display().to_string(), source })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| AuthError::SecretFile { path: dir.display().to_string(), source })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Kubernetes keeps its versioned data in dot-directories next to the keys.
+                if name.starts_with('.') || !crate::hub::is_valid_name(&name) || entry.path().is_dir() {
+                    continue;
+                }
+                stream_keys.push((name, read_secret(&entry.path())?));
+            }
+            stream_keys.sort();
+        }
+        Ok(Policy { mode: config.auth, sign_secrets, stream_keys })
     }
 
-    /// Checks a request's query string for `key` at time `now`.
-    pub fn check(&self, key: &StreamKey, query: &str, now: SystemTime) -> Result<(), Denied> {
+    /// Checks a request's query string for `key` at time `now`. `Ok(Some(name))`: the
+    /// request used a stream key as its name and stands for public stream `name`.
+    pub fn check(&self, key: &StreamKey, query: &str, now: SystemTime) -> Result<Option<String>, Denied> {
         match self.mode {
-            AuthMode::None => Ok(()),
+            AuthMode::None => Ok(None),
             AuthMode::Sign => {
                 let sign = query_param(query, "sign").ok_or(Denied::Missing)?;
-                verify_sign(key, &sign, &self.sign_secrets, now)
+                verify_sign(key, &sign, &self.sign_secrets, now).map(|()| None)
+            }
+            AuthMode::Key => {
+                if let Some(given) = query_param(query, "key") {
+                    let ok = self
+                        .stream_keys
+                        .iter()
+                        .any(|(name, k)| name == &key.name && constant_time_eq(k.as_bytes(), given.as_bytes()));
+                    return if ok { Ok(None) } else { Err(Denied::BadKey) };
+                }
+                let mut found = None;
+                for (name, k) in &self.stream_keys {
+                    if constant_time_eq(k.as_bytes(), key.name.as_bytes()) {
+                        found = Some(name.clone());
+                    }
+                }
+                found.map(Some).ok_or(Denied::BadKey)
             }
         }
     }
@@ -141,6 +182,27 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn stream_keys_map_to_public_names() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-keys-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..2026_11_21")).unwrap();
+        std::fs::write(dir.join("cam"), "k-cam-123\n").unwrap();
+        std::fs::write(dir.join("studio"), "k-studio-456").unwrap();
+        let p = Policy::load(&PolicyConfig { auth: AuthMode::Key, sign_secret_files: vec![], keys_dir: Some(dir.clone()) }).unwrap();
+        let k = |n: &str| StreamKey::new("live", n).unwrap();
+        let cases: Vec<(&str, StreamKey, &str, Result<Option<String>, Denied>)> = vec![
+            ("key as the stream name maps to its public name", k("k-cam-123"), "", Ok(Some("cam".into()))),
+            ("?key= for the right stream", k("studio"), "key=k-studio-456", Ok(None)),
+            ("?key= of another stream", k("cam"), "key=k-studio-456", Err(Denied::BadKey)),
+            ("unknown key as name", k("guess"), "", Err(Denied::BadKey)),
+            ("public name without key", k("cam"), "", Err(Denied::BadKey)),
+        ];
+        for (name, key, query, want) in cases {
+            assert_eq!(p.check(&key, query, at(0)), want, "{name}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
@@ -182,11 +244,11 @@ mod tests {
     #[test]
     fn policy_reads_query_and_mode() {
         let open = Policy::default();
-        assert_eq!(open.check(&key(), "", at(0)), Ok(()));
-        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()] };
+        assert_eq!(open.check(&key(), "", at(0)), Ok(None));
+        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()], stream_keys: vec![] };
         assert_eq!(p.check(&key(), "", at(0)), Err(Denied::Missing));
         let q = format!("a=1&sign={}", sign(&key(), 100, "s"));
-        assert_eq!(p.check(&key(), &q, at(50)), Ok(()));
+        assert_eq!(p.check(&key(), &q, at(50)), Ok(None));
         assert!(!format!("{p:?}").contains('s') || !format!("{p:?}").contains("\"s\""), "secret not in Debug");
     }
 
@@ -196,7 +258,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a"), "secret-a\n").unwrap();
         std::fs::write(dir.join("empty"), "\n").unwrap();
-        let cfg = |files: Vec<&str>| PolicyConfig { auth: AuthMode::Sign, sign_secret_files: files.iter().map(|f| dir.join(f)).collect() };
+        let cfg = |files: Vec<&str>| PolicyConfig {
+            auth: AuthMode::Sign,
+            sign_secret_files: files.iter().map(|f| dir.join(f)).collect(),
+            keys_dir: None,
+        };
         let p = Policy::load(&cfg(vec!["a"])).unwrap();
         assert_eq!(p.sign_secrets, vec!["secret-a".to_string()]);
         assert!(matches!(Policy::load(&cfg(vec!["empty"])), Err(AuthError::EmptySecret(_))));

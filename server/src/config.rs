@@ -135,6 +135,9 @@ pub enum AuthMode {
     None,
     /// Node-Media-Server signed URLs: `?sign={expires}-{md5("/{app}/{name}-{expires}-{secret}")}`.
     Sign,
+    /// Static stream keys (OBS "stream key"): `?key=KEY`, or the key itself as the stream
+    /// name, which is then published under its public name.
+    Key,
 }
 
 /// A publish or play policy. Secrets are read from the named files (in Kubernetes, a
@@ -145,6 +148,9 @@ pub struct PolicyConfig {
     pub auth: AuthMode,
     /// Files each holding one sign secret; all are accepted, for rotation.
     pub sign_secret_files: Vec<std::path::PathBuf>,
+    /// Directory with one file per stream: file name = public stream name, content = its
+    /// key (the layout of a mounted Kubernetes Secret).
+    pub keys_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -303,6 +309,9 @@ impl Config {
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
                     return Err(bad(&format!("apps[{i}].{what}.sign_secret_files"), "auth `sign` needs at least one secret file"));
+                }
+                if p.auth == AuthMode::Key && p.keys_dir.is_none() {
+                    return Err(bad(&format!("apps[{i}].{what}.keys_dir"), "auth `key` needs a keys directory"));
                 }
             }
             if app.gop_max_frames == 0 {

@@ -34,12 +34,15 @@ pub struct Context {
 
 impl Context {
     /// Decides a publish or play request; a refusal is counted and logged without secrets.
-    pub fn authorize(&self, key: &StreamKey, role: Role, query: &str, session: u64) -> Result<(), Denied> {
-        let Some((publish, play)) = self.policies.get(&key.app) else { return Ok(()) };
+    /// `Ok(Some(key))`: the request named a stream key and stands for the public stream `key`.
+    pub fn authorize(&self, key: &StreamKey, role: Role, query: &str, session: u64) -> Result<Option<StreamKey>, Denied> {
+        let Some((publish, play)) = self.policies.get(&key.app) else { return Ok(None) };
         let policy = if role == Role::Publisher { publish } else { play };
-        policy.check(key, query, SystemTime::now()).inspect_err(|d| {
+        let public = |name: String| StreamKey { app: key.app.clone(), name };
+        policy.check(key, query, SystemTime::now()).map(|n| n.map(public)).inspect_err(|d| {
             self.metrics.auth_failures.with_label_values(&[&key.app, d.reason()]).inc();
-            warn!(session, stream = %key, role = role.as_str(), reason = d.reason(), "request denied: {d}");
+            // The requested name may itself be a stream key, so only the app is logged.
+            warn!(session, app = %key.app, role = role.as_str(), reason = d.reason(), "request denied: {d}");
         })
     }
 

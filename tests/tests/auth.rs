@@ -89,3 +89,24 @@ async fn http_flv_play_is_refused_without_or_with_bad_signature() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn stream_key_as_name_publishes_the_public_stream() {
+    let dir = TempDir::new("keys").unwrap();
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let name = unique_name("studio");
+    std::fs::write(keys.join(&name), "live_8f2a9c71\n").unwrap();
+    let server = TestServer::builder()
+        .app_yaml(&format!("publish: {{auth: key, keys_dir: {keys:?}}}"))
+        .start()
+        .await
+        .expect("server starts");
+    assert!(!publish_accepted(&server.rtmp_url("live_wrongkey")).await, "unknown key refused");
+    let mut p = Publisher::builder(&server.rtmp_url("live_8f2a9c71")).duration_secs(8).start().unwrap();
+    server.wait_live(&name, Duration::from_secs(8)).await.expect("published under its public name");
+    let probe = ferrocast_tests::fixtures::ffprobe(&server.flv_url(&name), &["-show_streams"], 15).await.unwrap();
+    ferrocast_tests::fixtures::assert_h264_720p_and_aac_only(&probe, "key-published stream");
+    p.kill().await;
+    assert!(!server.logs().contains("live_8f2a9c71"), "the key never reaches the log");
+}

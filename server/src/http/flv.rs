@@ -55,9 +55,10 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
     let websocket = is_websocket_upgrade(req.headers());
     let publishing = websocket && publisher_subprotocol(req.headers()).is_some();
     let role = if publishing { Role::Publisher } else { Role::Player };
-    if let Err(resp) = authorize(&ctx, &key, role, &req) {
-        return resp;
-    }
+    let key = match authorize(&ctx, &key, role, &req) {
+        Ok(public) => public.unwrap_or(key),
+        Err(resp) => return resp,
+    };
     if websocket {
         if let Some(protocol) = publisher_subprotocol(req.headers()) {
             return upgrade_ws_publisher(ctx, req, key, protocol);
@@ -89,9 +90,10 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         Ok(k) => k,
         Err(resp) => return resp,
     };
-    if let Err(resp) = authorize(&ctx, &key, Role::Publisher, &req) {
-        return resp;
-    }
+    let key = match authorize(&ctx, &key, Role::Publisher, &req) {
+        Ok(public) => public.unwrap_or(key),
+        Err(resp) => return resp,
+    };
     let peer = peer(&req);
     let mut resp = super::push::http_post(ctx.clone(), key, req.into_body(), peer).await;
     cors(&ctx, resp.headers_mut());
@@ -100,7 +102,7 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
 
 /// Applies the app's policy: 401 without credentials, 403 with bad ones.
 #[allow(clippy::result_large_err)]
-fn authorize(ctx: &Context, key: &StreamKey, role: Role, req: &Request) -> Result<(), Response> {
+fn authorize(ctx: &Context, key: &StreamKey, role: Role, req: &Request) -> Result<Option<StreamKey>, Response> {
     let query = req.uri().query().unwrap_or("");
     ctx.authorize(key, role, query, 0).map_err(|d| {
         let status = if d == Denied::Missing { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };

@@ -265,11 +265,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Ok(k) => k,
             Err(e) => return self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
         };
-        if let Err(d) = self.ctx.authorize(&key, Role::Publisher, &req.query, self.id) {
-            self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &d.to_string());
-            self.flush().await?;
-            return Err(ConnError::Refused(format!("publish {:?}: {d}", req.name)));
-        }
+        let key = match self.ctx.authorize(&key, Role::Publisher, &req.query, self.id) {
+            Ok(public) => public.unwrap_or(key),
+            Err(d) => {
+                self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &d.to_string());
+                self.flush().await?;
+                // The name may be a stream key: never log it.
+                return Err(ConnError::Refused(format!("publish: {d}")));
+            }
+        };
         let info = PublisherInfo {
             session_id: self.id,
             protocol: self.protocol.as_str(),
@@ -299,14 +303,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let options = SubscribeOptions {
             multitrack: self.session.as_ref().and_then(|s| s.connect_info()).is_some_and(|c| c.wants_multitrack()),
         };
-        if let Ok(key) = self.ctx.hub.key(&app, &req.name) {
-            if let Err(d) = self.ctx.authorize(&key, Role::Player, &req.query, self.id) {
-                self.session().reject_play(req.stream_id, "NetStream.Play.Unauthorized", &d.to_string());
-                self.flush().await?;
-                return Err(ConnError::Refused(format!("play {:?}: {d}", req.name)));
+        let mut key = self.ctx.hub.key(&app, &req.name);
+        if let Ok(k) = &key {
+            match self.ctx.authorize(k, Role::Player, &req.query, self.id) {
+                Ok(Some(public)) => key = Ok(public),
+                Ok(None) => {}
+                Err(d) => {
+                    self.session().reject_play(req.stream_id, "NetStream.Play.Unauthorized", &d.to_string());
+                    self.flush().await?;
+                    return Err(ConnError::Refused(format!("play: {d}")));
+                }
             }
         }
-        let sub = self.ctx.hub.key(&app, &req.name).and_then(|key| self.ctx.hub.subscribe_with(&key, options));
+        let sub = key.and_then(|key| self.ctx.hub.subscribe_with(&key, options));
         match sub {
             Ok(sub) => {
                 info!(stream = %sub.stream().key, "play started");
