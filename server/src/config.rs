@@ -37,6 +37,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub admin: AdminConfig,
     pub hub: HubConfig,
+    pub api: ApiConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
     pub apps: Vec<AppConfig>,
 }
@@ -113,6 +114,37 @@ pub struct HubConfig {
     pub shutdown_grace_secs: u64,
 }
 
+/// The REST API under `/api/v1` on the HTTP port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    /// Directory with one file per API user: file name = user name, content = an argon2 or
+    /// scrypt PHC password hash (the layout of a mounted Kubernetes Secret). No users: only
+    /// the unauthenticated routes answer.
+    pub users_dir: Option<std::path::PathBuf>,
+    /// File holding the HS256 key that signs API tokens; without it a random key is made at
+    /// start (tokens then do not survive a restart or work across replicas).
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+    pub token_ttl_secs: u64,
+    /// Failed logins allowed per user and IP within `login_window_secs` before refusing.
+    pub login_max_failures: u32,
+    pub login_window_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            users_dir: None,
+            jwt_secret_file: None,
+            token_ttl_secs: 3600,
+            login_max_failures: 5,
+            login_window_secs: 300,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
@@ -162,6 +194,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             admin: AdminConfig::default(),
             hub: HubConfig::default(),
+            api: ApiConfig::default(),
             apps: vec![AppConfig::default()],
         }
     }
