@@ -25,6 +25,10 @@ pub enum Denied {
     BadSignature,
     #[error("invalid stream key")]
     BadKey,
+    #[error("invalid token")]
+    BadToken,
+    #[error("token does not grant this stream or action")]
+    TokenScope,
 }
 
 impl Denied {
@@ -35,6 +39,8 @@ impl Denied {
             Denied::Expired => "expired",
             Denied::BadSignature => "bad_signature",
             Denied::BadKey => "bad_key",
+            Denied::BadToken => "bad_token",
+            Denied::TokenScope => "token_scope",
         }
     }
 }
@@ -45,6 +51,8 @@ pub enum AuthError {
     SecretFile { path: String, source: std::io::Error },
     #[error("secret file {0} is empty")]
     EmptySecret(String),
+    #[error("bad verification key: {0}")]
+    BadKey(String),
 }
 
 /// A policy with its secrets loaded.
@@ -54,6 +62,7 @@ pub struct Policy {
     sign_secrets: Vec<String>,
     /// (public stream name, key)
     stream_keys: Vec<(String, String)>,
+    tokens: Option<TokenVerifier>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -82,7 +91,11 @@ impl Policy {
     pub fn load(config: &PolicyConfig) -> Result<Policy, AuthError> {
         let sign_secrets = match config.auth {
             AuthMode::Sign => config.sign_secret_files.iter().map(|p| read_secret(p)).collect::<Result<_, _>>()?,
-            AuthMode::None | AuthMode::Key => Vec::new(),
+            AuthMode::None | AuthMode::Key | AuthMode::Token => Vec::new(),
+        };
+        let tokens = match config.auth {
+            AuthMode::Token => Some(TokenVerifier::load(&config.token)?),
+            _ => None,
         };
         let mut stream_keys = Vec::new();
         if let (AuthMode::Key, Some(dir)) = (config.auth, &config.keys_dir) {
@@ -99,13 +112,23 @@ impl Policy {
             }
             stream_keys.sort();
         }
-        Ok(Policy { mode: config.auth, sign_secrets, stream_keys })
+        Ok(Policy { mode: config.auth, sign_secrets, stream_keys, tokens })
     }
 
     /// Checks a request's query string for `key` at time `now`. `Ok(Some(name))`: the
     /// request used a stream key as its name and stands for public stream `name`.
     pub fn check(&self, key: &StreamKey, query: &str, now: SystemTime) -> Result<Option<String>, Denied> {
+        self.check_as(key, query, now, None)
+    }
+
+    /// [`Policy::check`] for an action (`publish`/`play`) that token claims must allow.
+    pub fn check_as(&self, key: &StreamKey, query: &str, now: SystemTime, action: Option<&str>) -> Result<Option<String>, Denied> {
         match self.mode {
+            AuthMode::Token => {
+                let token = query_param(query, "token").ok_or(Denied::Missing)?;
+                let v = self.tokens.as_ref().ok_or(Denied::BadToken)?;
+                v.verify(&token, key, action.unwrap_or("play")).map(|()| None)
+            }
             AuthMode::None => Ok(None),
             AuthMode::Sign => {
                 let sign = query_param(query, "sign").ok_or(Denied::Missing)?;
@@ -129,6 +152,115 @@ impl Policy {
             }
         }
     }
+}
+
+/// Verifies stream JWTs with keys from files, one algorithm fixed by config.
+#[derive(Clone)]
+struct TokenVerifier {
+    keys: Vec<(Option<String>, jsonwebtoken::DecodingKey)>,
+    validation: jsonwebtoken::Validation,
+}
+
+/// Claims a stream token carries.
+#[derive(serde::Deserialize)]
+struct StreamClaims {
+    app: Option<String>,
+    /// Exact name or a glob with `*`.
+    stream: Option<String>,
+    /// `publish`, `play`, or a list of them.
+    action: Option<serde_json::Value>,
+}
+
+impl TokenVerifier {
+    fn load(c: &crate::config::TokenConfig) -> Result<TokenVerifier, AuthError> {
+        use jsonwebtoken::{Algorithm, DecodingKey};
+        let alg: Algorithm = c.algorithm.parse().map_err(|_| AuthError::BadKey(format!("unknown algorithm {}", c.algorithm)))?;
+        let mut keys = Vec::new();
+        for path in &c.key_files {
+            let shown = path.display().to_string();
+            let bytes = std::fs::read(path).map_err(|source| AuthError::SecretFile { path: shown.clone(), source })?;
+            let bad = |e: jsonwebtoken::errors::Error| AuthError::BadKey(format!("{shown}: {e}"));
+            if bytes.trim_ascii_start().starts_with(b"{") {
+                let set: jsonwebtoken::jwk::JwkSet =
+                    serde_json::from_slice(&bytes).map_err(|e| AuthError::BadKey(format!("{shown}: not a JWKS: {e}")))?;
+                for jwk in &set.keys {
+                    keys.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk).map_err(bad)?));
+                }
+                continue;
+            }
+            let key = match alg {
+                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                    let secret = String::from_utf8_lossy(&bytes).trim().to_string();
+                    if secret.is_empty() {
+                        return Err(AuthError::EmptySecret(shown));
+                    }
+                    DecodingKey::from_secret(secret.as_bytes())
+                }
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+                    DecodingKey::from_rsa_pem(&bytes).map_err(bad)?
+                }
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&bytes).map_err(bad)?,
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(&bytes).map_err(bad)?,
+                other => return Err(AuthError::BadKey(format!("algorithm {other:?} is not supported"))),
+            };
+            keys.push((None, key));
+        }
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        if let Some(iss) = &c.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &c.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(TokenVerifier { keys, validation })
+    }
+
+    fn verify(&self, token: &str, key: &StreamKey, action: &str) -> Result<(), Denied> {
+        let kid = jsonwebtoken::decode_header(token).map_err(|_| Denied::BadToken)?.kid;
+        let claims = self
+            .keys
+            .iter()
+            .filter(|(k, _)| k.is_none() || kid.is_none() || *k == kid)
+            .find_map(|(_, dk)| jsonwebtoken::decode::<StreamClaims>(token, dk, &self.validation).ok())
+            .ok_or(Denied::BadToken)?
+            .claims;
+        let app_ok = claims.app.as_deref().is_none_or(|a| a == key.app);
+        let stream_ok = claims.stream.as_deref().is_some_and(|g| glob_match(g, &key.name));
+        let action_ok = match &claims.action {
+            None => false,
+            Some(serde_json::Value::String(a)) => a == action,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(action)),
+            Some(_) => false,
+        };
+        if app_ok && stream_ok && action_ok {
+            Ok(())
+        } else {
+            Err(Denied::TokenScope)
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The value of `name` in a URL query string, percent-decoding not needed for our tokens.
@@ -182,13 +314,117 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    mod tokens {
+        use super::super::*;
+        use crate::config::TokenConfig;
+        use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+        use serde_json::json;
+
+        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/jwt");
+
+        fn now() -> u64 {
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+        }
+
+        fn policy(alg: &str, key_file: std::path::PathBuf, issuer: Option<&str>, audience: Option<&str>) -> Policy {
+            let token = TokenConfig {
+                algorithm: alg.into(),
+                key_files: vec![key_file],
+                issuer: issuer.map(Into::into),
+                audience: audience.map(Into::into),
+            };
+            Policy::load(&PolicyConfig { auth: AuthMode::Token, token, ..Default::default() }).unwrap()
+        }
+
+        fn hs_policy() -> (Policy, std::path::PathBuf) {
+            let f = std::env::temp_dir().join(format!("ferrocast-hs-{}-{:?}", std::process::id(), std::thread::current().id()));
+            std::fs::write(&f, "hmac-secret\n").unwrap();
+            (policy("HS256", f.clone(), Some("studio"), Some("ferrocast")), f)
+        }
+
+        fn hs(claims: serde_json::Value) -> String {
+            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"hmac-secret")).unwrap()
+        }
+
+        fn check(p: &Policy, token: &str, stream: &str, action: &str) -> Result<Option<String>, Denied> {
+            p.check_as(&StreamKey::new("live", stream).unwrap(), &format!("token={token}"), SystemTime::now(), Some(action))
+        }
+
+        #[test]
+        fn hs256_claims_table() {
+            let (p, f) = hs_policy();
+            let base = |extra: serde_json::Value| {
+                let mut c = json!({"app": "live", "stream": "cam", "action": "publish", "exp": now() + 300, "iss": "studio", "aud": "ferrocast"});
+                for (k, v) in extra.as_object().unwrap() {
+                    if v.is_null() { c.as_object_mut().unwrap().remove(k); } else { c[k] = v.clone(); }
+                }
+                hs(c)
+            };
+            let cases: Vec<(&str, String, &str, &str, Result<Option<String>, Denied>)> = vec![
+                ("valid publish", base(json!({})), "cam", "publish", Ok(None)),
+                ("action not granted", base(json!({})), "cam", "play", Err(Denied::TokenScope)),
+                ("both actions", base(json!({"action": ["publish", "play"]})), "cam", "play", Ok(None)),
+                ("glob stream", base(json!({"stream": "cam-*"})), "cam-2", "publish", Ok(None)),
+                ("glob does not match", base(json!({"stream": "cam-*"})), "other", "publish", Err(Denied::TokenScope)),
+                ("wrong stream", base(json!({"stream": "other"})), "cam", "publish", Err(Denied::TokenScope)),
+                ("wrong app", base(json!({"app": "vod"})), "cam", "publish", Err(Denied::TokenScope)),
+                ("expired", base(json!({"exp": now() - 120})), "cam", "publish", Err(Denied::BadToken)),
+                ("not yet valid", base(json!({"nbf": now() + 120})), "cam", "publish", Err(Denied::BadToken)),
+                ("no exp", base(json!({"exp": null})), "cam", "publish", Err(Denied::BadToken)),
+                ("wrong issuer", base(json!({"iss": "mallory"})), "cam", "publish", Err(Denied::BadToken)),
+                ("wrong audience", base(json!({"aud": "other"})), "cam", "publish", Err(Denied::BadToken)),
+                ("wrong secret", encode(&Header::new(Algorithm::HS256), &json!({"app":"live","stream":"cam","action":"publish","exp":now()+300,"iss":"studio","aud":"ferrocast"}), &EncodingKey::from_secret(b"guess")).unwrap(), "cam", "publish", Err(Denied::BadToken)),
+                ("garbage", "not.a.jwt".into(), "cam", "publish", Err(Denied::BadToken)),
+            ];
+            for (name, token, stream, action, want) in cases {
+                assert_eq!(check(&p, &token, stream, action), want, "{name}");
+            }
+            std::fs::remove_file(f).unwrap();
+        }
+
+        #[test]
+        fn asymmetric_algorithms_and_no_algorithm_confusion() {
+            let claims = json!({"app": "live", "stream": "cam", "action": "play", "exp": now() + 300});
+            for (alg, algorithm, key, public) in [
+                ("RS256", Algorithm::RS256, "rsa.key", "rsa.pub"),
+                ("ES256", Algorithm::ES256, "ec.key", "ec.pub"),
+                ("EdDSA", Algorithm::EdDSA, "ed.key", "ed.pub"),
+            ] {
+                let p = policy(alg, format!("{DIR}/{public}").into(), None, None);
+                let pem = std::fs::read(format!("{DIR}/{key}")).unwrap();
+                let enc = match algorithm {
+                    Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                    Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                    _ => EncodingKey::from_ed_pem(&pem),
+                }
+                .unwrap();
+                let token = encode(&Header::new(algorithm), &claims, &enc).unwrap();
+                assert_eq!(check(&p, &token, "cam", "play"), Ok(None), "{alg}");
+                // The classic confusion attack: HS256 keyed with the public key's bytes.
+                let public_bytes = std::fs::read(format!("{DIR}/{public}")).unwrap();
+                let forged = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&public_bytes)).unwrap();
+                assert_eq!(check(&p, &forged, "cam", "play"), Err(Denied::BadToken), "{alg} refuses HS256");
+            }
+        }
+
+        #[test]
+        fn missing_token_and_globs() {
+            let (p, f) = hs_policy();
+            assert_eq!(p.check_as(&StreamKey::new("live", "cam").unwrap(), "", SystemTime::now(), Some("play")), Err(Denied::Missing));
+            std::fs::remove_file(f).unwrap();
+            for (g, n, want) in [("*", "x", true), ("a*c", "abc", true), ("a*c", "ab", false), ("a*b*c", "a1b2c", true), ("ab", "ab", true), ("ab", "abc", false), ("*c", "c", true)] {
+                assert_eq!(glob_match(g, n), want, "{g} ~ {n}");
+            }
+        }
+    }
+
     #[test]
     fn stream_keys_map_to_public_names() {
         let dir = std::env::temp_dir().join(format!("ferrocast-keys-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("..2026_11_21")).unwrap();
         std::fs::write(dir.join("cam"), "k-cam-123\n").unwrap();
         std::fs::write(dir.join("studio"), "k-studio-456").unwrap();
-        let p = Policy::load(&PolicyConfig { auth: AuthMode::Key, sign_secret_files: vec![], keys_dir: Some(dir.clone()) }).unwrap();
+        let p = Policy::load(&PolicyConfig { auth: AuthMode::Key, keys_dir: Some(dir.clone()), ..Default::default() }).unwrap();
         let k = |n: &str| StreamKey::new("live", n).unwrap();
         let cases: Vec<(&str, StreamKey, &str, Result<Option<String>, Denied>)> = vec![
             ("key as the stream name maps to its public name", k("k-cam-123"), "", Ok(Some("cam".into()))),
@@ -245,7 +481,7 @@ mod tests {
     fn policy_reads_query_and_mode() {
         let open = Policy::default();
         assert_eq!(open.check(&key(), "", at(0)), Ok(None));
-        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()], stream_keys: vec![] };
+        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()], stream_keys: vec![], tokens: None };
         assert_eq!(p.check(&key(), "", at(0)), Err(Denied::Missing));
         let q = format!("a=1&sign={}", sign(&key(), 100, "s"));
         assert_eq!(p.check(&key(), &q, at(50)), Ok(None));
@@ -261,7 +497,7 @@ mod tests {
         let cfg = |files: Vec<&str>| PolicyConfig {
             auth: AuthMode::Sign,
             sign_secret_files: files.iter().map(|f| dir.join(f)).collect(),
-            keys_dir: None,
+            ..Default::default()
         };
         let p = Policy::load(&cfg(vec!["a"])).unwrap();
         assert_eq!(p.sign_secrets, vec!["secret-a".to_string()]);

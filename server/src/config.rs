@@ -170,6 +170,28 @@ pub enum AuthMode {
     /// Static stream keys (OBS "stream key"): `?key=KEY`, or the key itself as the stream
     /// name, which is then published under its public name.
     Key,
+    /// A JWT in `?token=` whose claims name the app, the stream (exact or glob) and the action.
+    Token,
+}
+
+/// How `token` policies verify JWTs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The one algorithm accepted (HS256, RS256, ES256 or EdDSA); fixed here so a token
+    /// cannot pick its own (no algorithm confusion).
+    pub algorithm: String,
+    /// Verification keys: the HMAC secret for HS256, a PEM public key otherwise, or a JWKS
+    /// (`.json`) file. Several are accepted at once, for rotation.
+    pub key_files: Vec<std::path::PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig { algorithm: "HS256".into(), key_files: Vec::new(), issuer: None, audience: None }
+    }
 }
 
 /// A publish or play policy. Secrets are read from the named files (in Kubernetes, a
@@ -183,6 +205,7 @@ pub struct PolicyConfig {
     /// Directory with one file per stream: file name = public stream name, content = its
     /// key (the layout of a mounted Kubernetes Secret).
     pub keys_dir: Option<std::path::PathBuf>,
+    pub token: TokenConfig,
 }
 
 impl Default for Config {
@@ -342,6 +365,14 @@ impl Config {
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
                     return Err(bad(&format!("apps[{i}].{what}.sign_secret_files"), "auth `sign` needs at least one secret file"));
+                }
+                if p.auth == AuthMode::Token {
+                    if !["HS256", "RS256", "ES256", "EdDSA"].contains(&p.token.algorithm.as_str()) {
+                        return Err(bad(&format!("apps[{i}].{what}.token.algorithm"), "use HS256, RS256, ES256 or EdDSA"));
+                    }
+                    if p.token.key_files.is_empty() {
+                        return Err(bad(&format!("apps[{i}].{what}.token.key_files"), "auth `token` needs at least one key file"));
+                    }
                 }
                 if p.auth == AuthMode::Key && p.keys_dir.is_none() {
                     return Err(bad(&format!("apps[{i}].{what}.keys_dir"), "auth `key` needs a keys directory"));

@@ -39,7 +39,7 @@ impl Context {
         let Some((publish, play)) = self.policies.get(&key.app) else { return Ok(None) };
         let policy = if role == Role::Publisher { publish } else { play };
         let public = |name: String| StreamKey { app: key.app.clone(), name };
-        policy.check(key, query, SystemTime::now()).map(|n| n.map(public)).inspect_err(|d| {
+        policy.check_as(key, query, SystemTime::now(), Some(if role == Role::Publisher { "publish" } else { "play" })).map(|n| n.map(public)).inspect_err(|d| {
             self.metrics.auth_failures.with_label_values(&[&key.app, d.reason()]).inc();
             // The requested name may itself be a stream key, so only the app is logged.
             warn!(session, app = %key.app, role = role.as_str(), reason = d.reason(), "request denied: {d}");
