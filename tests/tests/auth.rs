@@ -110,3 +110,42 @@ async fn stream_key_as_name_publishes_the_public_stream() {
     p.kill().await;
     assert!(!server.logs().contains("live_8f2a9c71"), "the key never reaches the log");
 }
+
+/// An HS256 JWT made with python3's standard library (an independent implementation).
+fn hs256_jwt(secret: &str, claims: &str) -> String {
+    let script = r#"
+import base64, hashlib, hmac, sys
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+head = b(b'{"alg":"HS256","typ":"JWT"}'); body = b(sys.argv[2].encode())
+sig = b(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+"#;
+    let out = std::process::Command::new(require_tool("python3")).args(["-c", script, secret, claims]).output().expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn jwt_grants_only_its_stream_and_action() {
+    let dir = TempDir::new("jwt").unwrap();
+    std::fs::write(dir.join("hs"), "jwt-secret\n").unwrap();
+    let server = TestServer::builder()
+        .app_yaml(&format!("publish: {{auth: token, token: {{algorithm: HS256, key_files: [{:?}]}}}}", dir.join("hs")))
+        .start()
+        .await
+        .expect("server starts");
+    let name = unique_name("jwt");
+    let exp = now() + 300;
+    let claims = |stream: &str, action: &str, exp: u64| format!(r#"{{"app":"live","stream":"{stream}","action":"{action}","exp":{exp}}}"#);
+    let cases = [
+        ("valid", hs256_jwt("jwt-secret", &claims(&name, "publish", exp)), true),
+        ("glob", hs256_jwt("jwt-secret", &claims("jwt_*", "publish", exp)), true),
+        ("expired", hs256_jwt("jwt-secret", &claims(&name, "publish", now() - 300)), false),
+        ("wrong stream", hs256_jwt("jwt-secret", &claims("other", "publish", exp)), false),
+        ("wrong action", hs256_jwt("jwt-secret", &claims(&name, "play", exp)), false),
+        ("wrong secret", hs256_jwt("guess", &claims(&name, "publish", exp)), false),
+    ];
+    for (what, token, want) in cases {
+        let url = server.rtmp_url(&format!("{name}?token={token}"));
+        assert_eq!(publish_accepted(&url).await, want, "{what}\n{}", server.logs());
+    }
+}
