@@ -29,6 +29,8 @@ pub enum Denied {
     BadToken,
     #[error("token does not grant this stream or action")]
     TokenScope,
+    #[error("client address not allowed")]
+    Address,
 }
 
 impl Denied {
@@ -41,6 +43,7 @@ impl Denied {
             Denied::BadKey => "bad_key",
             Denied::BadToken => "bad_token",
             Denied::TokenScope => "token_scope",
+            Denied::Address => "address",
         }
     }
 }
@@ -263,6 +266,70 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// An IP network such as `10.0.0.0/8` or `2001:db8::/32` (a bare address means one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a.parse::<std::net::IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim().parse().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net: addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // IPv4 clients on a dual-stack socket show up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32u32),
+            std::net::IpAddr::V6(v) => (u128::from(v), 128u32),
+        };
+        let ((net, n_len), (addr, a_len)) = (bits(self.net), bits(ip));
+        if n_len != a_len {
+            return false;
+        }
+        // Addresses sit in the top bits of a u128; keep the first `prefix` of them.
+        let keep = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+        net & keep == addr & keep
+    }
+}
+
+/// An app's address allow and deny lists.
+#[derive(Debug, Clone, Default)]
+pub struct IpFilter {
+    allow: Vec<Cidr>,
+    deny: Vec<Cidr>,
+}
+
+impl IpFilter {
+    /// Lists are validated with the config, so unparsable entries cannot occur here.
+    pub fn new(allow: &[String], deny: &[String]) -> IpFilter {
+        IpFilter {
+            allow: allow.iter().filter_map(|c| Cidr::parse(c)).collect(),
+            deny: deny.iter().filter_map(|c| Cidr::parse(c)).collect(),
+        }
+    }
+
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Denied> {
+        let allowed = self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip));
+        if allowed && !self.deny.iter().any(|c| c.contains(ip)) {
+            Ok(())
+        } else {
+            Err(Denied::Address)
+        }
+    }
+}
+
 /// The value of `name` in a URL query string, percent-decoding not needed for our tokens.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query
@@ -445,6 +512,29 @@ mod tests {
 
     fn key() -> StreamKey {
         StreamKey::new("live", "cam").unwrap()
+    }
+
+    #[test]
+    fn ip_filter_table() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let f = IpFilter::new(&["10.0.0.0/8".into(), "2001:db8::/32".into(), "127.0.0.1".into()], &["10.9.0.0/16".into()]);
+        let cases = [
+            ("inside allow", "10.1.2.3", true),
+            ("inside deny within allow", "10.9.1.1", false),
+            ("outside allow", "192.168.1.1", false),
+            ("single host", "127.0.0.1", true),
+            ("ipv4-mapped ipv6", "::ffff:10.1.2.3", true),
+            ("ipv6 inside", "2001:db8::1", true),
+            ("ipv6 outside", "2001:db9::1", false),
+        ];
+        for (name, addr, want) in cases {
+            assert_eq!(f.check(ip(addr)).is_ok(), want, "{name}");
+        }
+        assert!(IpFilter::default().check(ip("203.0.113.9")).is_ok(), "no lists: everyone");
+        assert!(IpFilter::new(&[], &["0.0.0.0/0".into()]).check(ip("1.2.3.4")).is_err());
+        for bad in ["10.0.0.0/33", "nope", "::/129", "1.2.3.4/x"] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

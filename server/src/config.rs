@@ -157,6 +157,10 @@ pub struct AppConfig {
     pub publish: PolicyConfig,
     /// Who may play.
     pub play: PolicyConfig,
+    /// Client addresses (CIDR) allowed to publish or play; empty allows all.
+    pub allow: Vec<String>,
+    /// Client addresses (CIDR) refused, checked after `allow`.
+    pub deny: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +293,8 @@ impl Default for AppConfig {
             gop_max_bytes: 16 << 20,
             publish: PolicyConfig::default(),
             play: PolicyConfig::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -361,6 +367,13 @@ impl Config {
             }
             if !seen.insert(app.name.as_str()) {
                 return Err(bad(&format!("apps[{i}].name"), "duplicate app name"));
+            }
+            for (list, cidrs) in [("allow", &app.allow), ("deny", &app.deny)] {
+                for (j, c) in cidrs.iter().enumerate() {
+                    if crate::auth::Cidr::parse(c).is_none() {
+                        return Err(bad(&format!("apps[{i}].{list}[{j}]"), "not a CIDR such as 10.0.0.0/8 or ::1/128"));
+                    }
+                }
             }
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {

@@ -1,6 +1,7 @@
 //! Ferrocast media engine.
 //!
 //! # Layout
+//! - [`api`]: the REST API under `/api/v1` (login, streams, sessions, kick, URLs).
 //! - [`auth`]: per-app publish and play policies (signed URLs), secrets from files.
 //! - [`config`]: the YAML configuration types (shared with the operator).
 //! - [`codec`]: pure, synchronous wire formats: AMF0, RTMP handshake and chunk stream,
@@ -12,6 +13,7 @@
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
 //! - [`metrics`]: every Prometheus metric the server exports.
 
+pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod config;

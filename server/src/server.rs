@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::auth::{AuthError, Denied, Policy};
+use crate::auth::{AuthError, Denied, IpFilter, Policy};
 use crate::config::Config;
 use crate::hub::StreamKey;
 use crate::hub::{Hub, HubSettings};
@@ -29,17 +29,28 @@ pub struct Context {
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     /// Publish and play policies per app, secrets loaded.
-    policies: HashMap<String, (Policy, Policy)>,
+    policies: HashMap<String, (Policy, Policy, IpFilter)>,
 }
 
 impl Context {
     /// Decides a publish or play request; a refusal is counted and logged without secrets.
     /// `Ok(Some(key))`: the request named a stream key and stands for the public stream `key`.
-    pub fn authorize(&self, key: &StreamKey, role: Role, query: &str, session: u64) -> Result<Option<StreamKey>, Denied> {
-        let Some((publish, play)) = self.policies.get(&key.app) else { return Ok(None) };
+    pub fn authorize(
+        &self,
+        key: &StreamKey,
+        role: Role,
+        query: &str,
+        peer: Option<IpAddr>,
+        session: u64,
+    ) -> Result<Option<StreamKey>, Denied> {
+        let Some((publish, play, filter)) = self.policies.get(&key.app) else { return Ok(None) };
         let policy = if role == Role::Publisher { publish } else { play };
+        let address = match peer {
+            Some(ip) => filter.check(ip),
+            None => Ok(()),
+        };
         let public = |name: String| StreamKey { app: key.app.clone(), name };
-        policy.check_as(key, query, SystemTime::now(), Some(if role == Role::Publisher { "publish" } else { "play" })).map(|n| n.map(public)).inspect_err(|d| {
+        address.and_then(|()| policy.check_as(key, query, SystemTime::now(), Some(if role == Role::Publisher { "publish" } else { "play" })).map(|n| n.map(public))).inspect_err(|d| {
             self.metrics.auth_failures.with_label_values(&[&key.app, d.reason()]).inc();
             // The requested name may itself be a stream key, so only the app is logged.
             warn!(session, app = %key.app, role = role.as_str(), reason = d.reason(), "request denied: {d}");
@@ -89,7 +100,8 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let mut policies = HashMap::new();
         for app in &config.apps {
-            policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?));
+            let filter = IpFilter::new(&app.allow, &app.deny);
+            policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter));
         }
         let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
         let http = bind("http", config.bind, config.http.port).await?;

@@ -28,6 +28,7 @@ pub struct TestServerBuilder {
     allow_origin: Option<String>,
     log_level: Option<String>,
     app_yaml: Vec<String>,
+    top_yaml: Vec<String>,
 }
 
 impl TestServerBuilder {
@@ -84,6 +85,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// Extra top-level YAML lines appended to the config (e.g. `api: {users_dir: ..}`).
+    pub fn yaml(mut self, line: &str) -> Self {
+        self.top_yaml.push(line.to_string());
+        self
+    }
+
     pub fn config_yaml(&self, rtmp: u16, http: u16, admin: u16) -> String {
         let level = self
             .log_level
@@ -126,6 +133,9 @@ impl TestServerBuilder {
         }
         for line in &self.app_yaml {
             let _ = writeln!(y, "    {line}");
+        }
+        for line in &self.top_yaml {
+            let _ = writeln!(y, "{line}");
         }
         y
     }

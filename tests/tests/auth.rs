@@ -149,3 +149,13 @@ async fn jwt_grants_only_its_stream_and_action() {
         assert_eq!(publish_accepted(&url).await, want, "{what}\n{}", server.logs());
     }
 }
+
+#[tokio::test]
+async fn denied_addresses_can_neither_publish_nor_play() {
+    let server = TestServer::builder().app_yaml("deny: [\"127.0.0.0/8\"]").start().await.expect("server starts");
+    let name = unique_name("denied");
+    assert!(!publish_accepted(&server.rtmp_url(&name)).await, "publish from a denied address");
+    assert_eq!(get(&server.flv_url(&name), &[], Duration::from_secs(5)).await.unwrap().status, 403);
+    let allowed = TestServer::builder().app_yaml("allow: [\"127.0.0.1/32\"]").start().await.expect("server starts");
+    assert!(publish_accepted(&allowed.rtmp_url(&name)).await, "publish from an allowed address");
+}

@@ -104,7 +104,7 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
 #[allow(clippy::result_large_err)]
 fn authorize(ctx: &Context, key: &StreamKey, role: Role, req: &Request) -> Result<Option<StreamKey>, Response> {
     let query = req.uri().query().unwrap_or("");
-    ctx.authorize(key, role, query, 0).map_err(|d| {
+    ctx.authorize(key, role, query, peer(req).map(|p| p.ip()), 0).map_err(|d| {
         let status = if d == Denied::Missing { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
         let mut resp = (status, format!("{d}\n")).into_response();
         cors(ctx, resp.headers_mut());

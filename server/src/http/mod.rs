@@ -25,6 +25,7 @@ use crate::server::Context;
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/{app}/{file}", get(flv::play).post(flv::push).options(flv::preflight))
+        .nest("/api/v1", crate::api::router(ctx.clone()))
         .with_state(ctx)
 }
 

@@ -265,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Ok(k) => k,
             Err(e) => return self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
         };
-        let key = match self.ctx.authorize(&key, Role::Publisher, &req.query, self.id) {
+        let key = match self.ctx.authorize(&key, Role::Publisher, &req.query, Some(self.peer.ip()), self.id) {
             Ok(public) => public.unwrap_or(key),
             Err(d) => {
                 self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &d.to_string());
@@ -305,7 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         let mut key = self.ctx.hub.key(&app, &req.name);
         if let Ok(k) = &key {
-            match self.ctx.authorize(k, Role::Player, &req.query, self.id) {
+            match self.ctx.authorize(k, Role::Player, &req.query, Some(self.peer.ip()), self.id) {
                 Ok(Some(public)) => key = Ok(public),
                 Ok(None) => {}
                 Err(d) => {

@@ -1,0 +1,789 @@
+//! The REST API under `/api/v1` on the HTTP port: login (argon2 password hashes from a
+//! users directory, HS256 tokens, failed logins rate limited per user and IP), health, server
+//! info and process stats, live streams with codec info, sessions and kicking them, and
+//! ready-to-use (signed when the app requires it) publish and play URLs.
+//!
+//! Every answer is a Node-Media-Server 4.x style envelope `{"success", "data", "message"}`,
+//! errors included. Every route is listed in [`ROUTES`] and documented in
+//! `docs/api/openapi.yaml`; a unit test keeps the two in step.
+//!
+//! Not here yet: `GET /events` (Server-Sent Events of lifecycle events) needs an event bus
+//! the server does not have yet.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{Json, Router};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tracing::{error, info, warn};
+
+use crate::config::{AppConfig, AuthMode, PolicyConfig};
+use crate::hub::{HubError, Stream, StreamKey};
+use crate::server::Context;
+use crate::session::SessionEntry;
+
+/// Every route, as (method, path below `/api/v1`). The router is built from this list and
+/// the OpenAPI test checks it against `docs/api/openapi.yaml`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/login"),
+    ("GET", "/health"),
+    ("GET", "/info"),
+    ("GET", "/stats"),
+    ("GET", "/streams"),
+    ("GET", "/streams/{app}/{name}"),
+    ("GET", "/streams/{app}/{name}/urls"),
+    ("GET", "/sessions"),
+    ("DELETE", "/sessions/{id}"),
+];
+
+/// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
+const MAX_URL_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Entries kept by the login limiter before expired ones are swept.
+const LIMITER_SWEEP_AT: usize = 10_000;
+
+/// An API failure; each becomes an envelope with `success: false` and its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("too many failed logins; try again later")]
+    TooManyRequests,
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Json(json!({"success": false, "data": null, "message": self.to_string()}));
+        if status == StatusCode::UNAUTHORIZED {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+/// A successful envelope.
+fn ok(data: Value) -> Response {
+    Json(json!({"success": true, "data": data, "message": "ok"})).into_response()
+}
+
+/// State shared by the API handlers.
+pub struct Api {
+    ctx: Arc<Context>,
+    /// `Err` when the configured key file could not be read: the API then refuses to issue
+    /// or accept tokens rather than silently using a key other replicas do not share.
+    jwt_key: Result<Vec<u8>, ()>,
+    limiter: LoginLimiter,
+    started: Instant,
+}
+
+/// The `/api/v1` router (an empty one answering 404 when `api.enabled` is false).
+pub fn router<S: Clone + Send + Sync + 'static>(ctx: Arc<Context>) -> Router<S> {
+    if !ctx.config.api.enabled {
+        return Router::new().fallback(|| async { ApiError::NotFound("the API is disabled".into()) });
+    }
+    let api = Arc::new(Api::new(ctx));
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        router = router.route(path, handler(method, path));
+    }
+    router.fallback(|| async { ApiError::NotFound("no such API route".into()) }).with_state(api)
+}
+
+fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
+    match (method, path) {
+        ("POST", "/login") => post(login),
+        ("GET", "/health") => get(health),
+        ("GET", "/info") => get(info),
+        ("GET", "/stats") => get(stats),
+        ("GET", "/streams") => get(streams),
+        ("GET", "/streams/{app}/{name}") => get(stream),
+        ("GET", "/streams/{app}/{name}/urls") => get(urls),
+        ("GET", "/sessions") => get(sessions),
+        ("DELETE", "/sessions/{id}") => delete(kick),
+        // ROUTES is a constant; the unit tests build the router, so this never runs.
+        _ => unreachable!("route {method} {path} has no handler"),
+    }
+}
+
+impl Api {
+    fn new(ctx: Arc<Context>) -> Api {
+        let jwt_key = match &ctx.config.api.jwt_secret_file {
+            Some(path) => match read_trimmed(path) {
+                Ok(k) => Ok(k.into_bytes()),
+                Err(e) => {
+                    error!(path = %path.display(), "API token key unavailable, logins refused: {e}");
+                    Err(())
+                }
+            },
+            None => Ok(rand::random::<[u8; 32]>().to_vec()),
+        };
+        let c = &ctx.config.api;
+        let limiter = LoginLimiter::new(c.login_max_failures, Duration::from_secs(c.login_window_secs));
+        Api { ctx, jwt_key, limiter, started: process_start() }
+    }
+
+    fn key(&self) -> Result<&[u8], ApiError> {
+        self.jwt_key.as_deref().map_err(|()| ApiError::Unavailable("API token key unavailable"))
+    }
+}
+
+/// When the process started, near enough: the first time anyone asks (the router is built
+/// at server start).
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn read_trimmed(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("file is empty".into());
+    }
+    Ok(text.to_string())
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The IP of an `ip:port` peer address (kept whole if it does not parse).
+fn ip_of(remote: &str) -> String {
+    remote.parse::<SocketAddr>().map_or_else(|_| remote.to_string(), |a| a.ip().to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    iat: u64,
+}
+
+/// Issues an HS256 token for `user` valid for `ttl` seconds from `now`.
+fn issue_token(user: &str, key: &[u8], now: u64, ttl: u64) -> Result<String, ApiError> {
+    let claims = Claims { sub: user.to_string(), iat: now, exp: now.saturating_add(ttl) };
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key))
+        .map_err(|_| ApiError::Internal("cannot sign token"))
+}
+
+/// The user a token was issued to, if it is valid now. Only HS256 is accepted, whatever the
+/// token's header claims, so no algorithm confusion is possible.
+fn verify_token(token: &str, key: &[u8]) -> Option<String> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.leeway = 0;
+    v.set_required_spec_claims(&["exp", "sub"]);
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &v).ok().map(|d| d.claims.sub)
+}
+
+/// The bearer token of a request: `Authorization: Bearer T`, else `?token=T`.
+fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    query?.split('&').find_map(|kv| kv.strip_prefix("token=")).filter(|t| !t.is_empty())
+}
+
+/// Extractor guarding a handler: the request carries a valid token. Holds the user name.
+pub struct Authed(#[allow(dead_code)] String);
+
+impl FromRequestParts<Arc<Api>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let token = request_token(&parts.headers, parts.uri.query())
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let user = verify_token(token, api.key()?).ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+        Ok(Authed(user))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Login
+
+/// Counts failed logins per (user, IP) within a sliding window.
+struct LoginLimiter {
+    max_failures: u32,
+    window: Duration,
+    failures: Mutex<HashMap<(String, IpAddr), VecDeque<Instant>>>,
+}
+
+impl LoginLimiter {
+    fn new(max_failures: u32, window: Duration) -> Self {
+        LoginLimiter { max_failures, window, failures: Mutex::new(HashMap::new()) }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), VecDeque<Instant>>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another attempt is allowed now.
+    fn allowed(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
+        let mut map = self.map();
+        let Some(q) = map.get_mut(&(user.to_string(), ip)) else { return true };
+        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+            q.pop_front();
+        }
+        q.len() < self.max_failures as usize
+    }
+
+    fn failed(&self, user: &str, ip: IpAddr, now: Instant) {
+        let mut map = self.map();
+        // Many distinct user names (a scan) must not grow the map without bound.
+        if map.len() >= LIMITER_SWEEP_AT {
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < self.window));
+        }
+        let q = map.entry((user.to_string(), ip)).or_default();
+        q.push_back(now);
+        while q.len() > self.max_failures as usize {
+            q.pop_front();
+        }
+    }
+
+    fn succeeded(&self, user: &str, ip: IpAddr) {
+        self.map().remove(&(user.to_string(), ip));
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+/// Verifies `password` against the PHC hash stored for `user`; `false` for unknown users,
+/// unreadable files and hashes in a format we do not support.
+fn check_password(users_dir: Option<&Path>, user: &str, password: &str) -> bool {
+    // User names are file names: refuse anything that could leave the directory or name
+    // Kubernetes' dot-entries (`..data`, `..2024_01_01`).
+    let stored = users_dir
+        .filter(|_| crate::hub::is_valid_name(user) && !user.starts_with('.'))
+        .and_then(|dir| read_trimmed(&dir.join(user)).ok());
+    match stored {
+        Some(phc) => match PasswordHash::new(&phc) {
+            Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
+            Err(_) => {
+                warn!(user, "API user's password hash is not a PHC argon2 string");
+                false
+            }
+        },
+        None => {
+            // Spend the same work as for a real user, so timing does not tell which exist.
+            if let Some(hash) = dummy_hash() {
+                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+            }
+            false
+        }
+    }
+}
+
+/// A hash of a random password with the default parameters, made once.
+fn dummy_hash() -> Option<PasswordHash<'static>> {
+    static PHC: OnceLock<Option<String>> = OnceLock::new();
+    let phc = PHC.get_or_init(|| {
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).ok()?;
+        Argon2::default().hash_password(&rand::random::<[u8; 16]>(), &salt).ok().map(|h| h.to_string())
+    });
+    PasswordHash::new(phc.as_deref()?).ok()
+}
+
+fn client_ip(parts: &axum::http::Extensions) -> IpAddr {
+    parts.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+async fn login(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let ip = client_ip(req.extensions());
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::BadRequest("body too large or unreadable".into()))?;
+    login_with(&api, ip, &body).await
+}
+
+async fn login_with(api: &Arc<Api>, ip: IpAddr, body: &Bytes) -> Result<Response, ApiError> {
+    let LoginRequest { username, password } = serde_json::from_slice(body)
+        .map_err(|_| ApiError::BadRequest("expected JSON {\"username\", \"password\"}".into()))?;
+    let key = api.key()?.to_vec();
+    // The user name is client input: logged with Debug (`?`) so it cannot forge log lines.
+    if !api.limiter.allowed(&username, ip, Instant::now()) {
+        warn!(user = ?username, %ip, "API login refused: too many failures");
+        return Err(ApiError::TooManyRequests);
+    }
+    let dir = api.ctx.config.api.users_dir.clone();
+    let user = username.clone();
+    // argon2 takes tens of milliseconds of CPU: keep it off the reactor.
+    let valid = tokio::task::spawn_blocking(move || check_password(dir.as_deref(), &user, &password))
+        .await
+        .unwrap_or(false);
+    if !valid {
+        api.limiter.failed(&username, ip, Instant::now());
+        warn!(user = ?username, %ip, "API login failed");
+        return Err(ApiError::Unauthorized("invalid username or password"));
+    }
+    api.limiter.succeeded(&username, ip);
+    let ttl = api.ctx.config.api.token_ttl_secs;
+    let token = issue_token(&username, &key, unix_secs(), ttl)?;
+    info!(user = ?username, %ip, "API login");
+    Ok(ok(json!({"token": token, "expiresIn": ttl})))
+}
+
+// ---------------------------------------------------------------------------------------
+// Server
+
+async fn health(State(api): State<Arc<Api>>) -> Response {
+    if api.ctx.is_shutting_down() {
+        return ApiError::Unavailable("shutting down").into_response();
+    }
+    ok(json!({"status": "ok"}))
+}
+
+/// The policy's mode as named in the config (`none`, `sign`, ...).
+fn policy_mode(p: &PolicyConfig) -> Value {
+    serde_json::to_value(p.auth).unwrap_or(Value::Null)
+}
+
+async fn info(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    let c = &api.ctx.config;
+    let apps: Vec<Value> = c
+        .apps
+        .iter()
+        .map(|a| json!({"name": a.name, "gopCache": a.gop_cache, "publish": policy_mode(&a.publish), "play": policy_mode(&a.play)}))
+        .collect();
+    ok(json!({
+        "name": "ferrocast",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime": api.started.elapsed().as_secs(),
+        "ports": {"rtmp": c.rtmp.port, "http": c.http.port, "admin": c.admin.port},
+        "apps": apps,
+    }))
+}
+
+/// Process CPU seconds (user, system) from `/proc/self/stat`.
+fn process_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
+    // ticks, which are 100 per second on every Linux we run on.
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok().map(|t| t / 100.0);
+    Some((ticks(11)?, ticks(12)?))
+}
+
+/// Resident and virtual memory in bytes from `/proc/self/status`.
+fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmSize:")?))
+}
+
+/// Streams worth showing: published, or with players waiting through a publisher's grace.
+fn active_streams(api: &Api) -> Vec<Arc<Stream>> {
+    api.ctx
+        .hub
+        .streams()
+        .into_iter()
+        .filter(|s| s.is_published() || s.stats.readers.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        .collect()
+}
+
+async fn stats(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    let sessions = api.ctx.sessions.list();
+    let mut publishers = 0;
+    let mut players = 0;
+    for s in &sessions {
+        match s.activity() {
+            Some((crate::session::Role::Publisher, _)) => publishers += 1,
+            Some((crate::session::Role::Player, _)) => players += 1,
+            None => {}
+        }
+    }
+    let cpu = process_cpu().map(|(user, system)| json!({"user": user, "system": system, "total": user + system}));
+    let memory = process_memory().map(|(rss, virt)| json!({"rss": rss, "virtual": virt}));
+    ok(json!({
+        "uptime": api.started.elapsed().as_secs(),
+        "cpu": cpu,
+        "memory": memory,
+        "sessions": sessions.len(),
+        "publishers": publishers,
+        "players": players,
+        "streams": active_streams(&api).len(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams and sessions
+
+/// The JSON of one stream.
+fn stream_json(s: &Stream) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let info = s.info();
+    let publisher = info.publisher.as_ref().map(|p| {
+        json!({"id": p.session_id, "protocol": p.protocol, "ip": ip_of(&p.remote), "createTime": unix_ms(p.started)})
+    });
+    let video = info.video.as_ref().map(|v| {
+        json!({"codec": v.codec, "width": v.width, "height": v.height, "profile": v.profile, "level": v.level, "fps": info.fps()})
+    });
+    let audio = info.audio.as_ref().map(|a| {
+        json!({"codec": a.codec, "profile": a.profile, "samplerate": a.sample_rate, "channels": a.channels})
+    });
+    json!({
+        "app": s.key.app,
+        "name": s.key.name,
+        "publisher": publisher,
+        "video": video,
+        "audio": audio,
+        "bitrate": info.bitrate_kbps,
+        "inBytes": s.stats.bytes_in.load(Relaxed),
+        "outBytes": s.stats.bytes_out.load(Relaxed),
+        "subscribers": s.stats.readers.load(Relaxed),
+        "framesDropped": s.stats.frames_dropped.load(Relaxed),
+    })
+}
+
+/// The JSON of one session.
+fn session_json(s: &SessionEntry) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let activity = s.activity();
+    json!({
+        "id": s.id,
+        "protocol": s.protocol.as_str(),
+        "role": activity.as_ref().map(|(r, _)| r.as_str()),
+        "app": activity.as_ref().map(|(_, k)| k.app.as_str()),
+        "name": activity.as_ref().map(|(_, k)| k.name.as_str()),
+        "ip": ip_of(&s.remote),
+        "connectTime": unix_ms(s.connected),
+        "inBytes": s.bytes_in.load(Relaxed),
+        "outBytes": s.bytes_out.load(Relaxed),
+    })
+}
+
+async fn streams(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    let list: Vec<Value> = active_streams(&api).iter().map(|s| stream_json(s)).collect();
+    ok(json!({"streams": list}))
+}
+
+fn stream_key(api: &Api, app: &str, name: &str) -> Result<StreamKey, ApiError> {
+    api.ctx.hub.key(app, name).map_err(|e| match e {
+        HubError::UnknownApp => ApiError::NotFound("unknown app".into()),
+        e => ApiError::BadRequest(e.to_string()),
+    })
+}
+
+async fn stream(_: Authed, State(api): State<Arc<Api>>, UrlPath((app, name)): UrlPath<(String, String)>) -> Result<Response, ApiError> {
+    let key = stream_key(&api, &app, &name)?;
+    let s = active_streams(&api)
+        .into_iter()
+        .find(|s| s.key == key)
+        .ok_or_else(|| ApiError::NotFound("stream not found".into()))?;
+    Ok(ok(stream_json(&s)))
+}
+
+async fn sessions(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    let list: Vec<Value> = api.ctx.sessions.list().iter().map(|s| session_json(s)).collect();
+    ok(json!({"sessions": list}))
+}
+
+async fn kick(_: Authed, State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound("session not found".into());
+    let id: u64 = id.parse().map_err(|_| not_found())?;
+    if !api.ctx.sessions.kick(id) {
+        return Err(not_found());
+    }
+    info!(session = id, "session kicked through the API");
+    Ok(ok(json!({"id": id})))
+}
+
+// ---------------------------------------------------------------------------------------
+// URLs
+
+#[derive(Deserialize)]
+struct UrlsQuery {
+    ttl: Option<String>,
+}
+
+/// The host part of a Host header (no port), if it is a plausible host name or address.
+fn request_host(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
+    let valid = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
+    if !valid {
+        return None;
+    }
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.find(']').map(|i| host[..=i].to_string());
+    }
+    Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_string())
+}
+
+/// The query string a policy needs for `key` (`?sign=` or `?key=`), with the expiry used.
+fn credentials(policy: &PolicyConfig, key: &StreamKey, expires: u64) -> Result<(String, Option<u64>), ApiError> {
+    match policy.auth {
+        // `token` policies verify JWTs minted by the operator's own service, whose claims
+        // we cannot vouch for: the caller appends its `?token=` to the bare URL.
+        AuthMode::None | AuthMode::Token => Ok((String::new(), None)),
+        AuthMode::Sign => {
+            let path = policy.sign_secret_files.first().ok_or(ApiError::Internal("no sign secret configured"))?;
+            let secret = read_trimmed(path).map_err(|e| {
+                error!(path = %path.display(), "cannot read sign secret: {e}");
+                ApiError::Internal("cannot read sign secret")
+            })?;
+            Ok((format!("?sign={}", crate::auth::sign(key, expires, &secret)), Some(expires)))
+        }
+        AuthMode::Key => {
+            let dir = policy.keys_dir.as_ref().ok_or(ApiError::Internal("no keys directory configured"))?;
+            let stream_key = read_trimmed(&dir.join(&key.name))
+                .map_err(|_| ApiError::NotFound("no stream key for this stream".into()))?;
+            Ok((format!("?key={stream_key}"), None))
+        }
+    }
+}
+
+/// Publish and play URLs of `key` for every protocol.
+fn urls_json(api: &Api, app: &AppConfig, key: &StreamKey, host: &str, ttl: u64) -> Result<Value, ApiError> {
+    let c = &api.ctx.config;
+    let expires = unix_secs().saturating_add(ttl);
+    let (pq, pexp) = credentials(&app.publish, key, expires)?;
+    let (q, exp) = credentials(&app.play, key, expires)?;
+    let (rtmp, http) = (c.rtmp.port, c.http.port);
+    let (a, n) = (&key.app, &key.name);
+    Ok(json!({
+        "app": a,
+        "name": n,
+        "expires": pexp.or(exp),
+        "auth": {"publish": policy_mode(&app.publish), "play": policy_mode(&app.play)},
+        "publish": {
+            "rtmp": format!("rtmp://{host}:{rtmp}/{a}/{n}{pq}"),
+            "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{pq}"),
+            "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{pq}"),
+        },
+        "play": {
+            "rtmp": format!("rtmp://{host}:{rtmp}/{a}/{n}{q}"),
+            "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{q}"),
+            "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{q}"),
+        },
+    }))
+}
+
+async fn urls(
+    _: Authed,
+    State(api): State<Arc<Api>>,
+    UrlPath((app, name)): UrlPath<(String, String)>,
+    Query(q): Query<UrlsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = stream_key(&api, &app, &name)?;
+    let app_config = api.ctx.config.app(&key.app).ok_or_else(|| ApiError::NotFound("unknown app".into()))?;
+    let ttl = match q.ttl.as_deref() {
+        None => api.ctx.config.api.token_ttl_secs,
+        Some(t) => t
+            .parse::<u64>()
+            .ok()
+            .filter(|t| (1..=MAX_URL_TTL_SECS).contains(t))
+            .ok_or_else(|| ApiError::BadRequest(format!("ttl must be 1-{MAX_URL_TTL_SECS} seconds")))?,
+    };
+    let host = request_host(&headers).unwrap_or_else(|| {
+        let bind = api.ctx.config.bind;
+        if bind.is_unspecified() { "localhost".into() } else { bind.to_string() }
+    });
+    Ok(ok(urls_json(&api, app_config, &key, &host, ttl)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Protocol, Role, Sessions};
+
+    #[test]
+    fn tokens_verify_only_with_their_key_before_expiry() {
+        let now = unix_secs();
+        let t = issue_token("alice", b"k1", now, 60).unwrap();
+        assert_eq!(verify_token(&t, b"k1").as_deref(), Some("alice"));
+        assert_eq!(verify_token(&t, b"k2"), None, "other key");
+        let expired = issue_token("alice", b"k1", now - 120, 60).unwrap();
+        assert_eq!(verify_token(&expired, b"k1"), None, "expired");
+        assert_eq!(verify_token("not.a.token", b"k1"), None);
+        // An unsigned token ("alg": "none") is refused.
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"sub":"a","exp":{}}}"#, now + 60)));
+        assert_eq!(verify_token(&none, b"k1"), None);
+    }
+
+    fn b64(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn token_is_taken_from_header_or_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_token(&h, Some("a=1&token=T1")), Some("T1"));
+        assert_eq!(request_token(&h, Some("token=")), None);
+        h.insert(header::AUTHORIZATION, "Bearer T2".parse().unwrap());
+        assert_eq!(request_token(&h, Some("token=T1")), Some("T2"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(request_token(&h, None), None);
+    }
+
+    #[test]
+    fn limiter_refuses_after_max_failures_until_window_passes() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(l.allowed("bob", ip, t0));
+            l.failed("bob", ip, t0);
+        }
+        assert!(!l.allowed("bob", ip, t0 + Duration::from_secs(10)));
+        assert!(l.allowed("bob", other, t0), "per IP");
+        assert!(l.allowed("eve", ip, t0), "per user");
+        assert!(l.allowed("bob", ip, t0 + Duration::from_secs(61)), "window passed");
+        l.failed("bob", other, t0);
+        l.succeeded("bob", other);
+        assert!(l.map().get(&("bob".to_string(), other)).is_none(), "success clears");
+    }
+
+    #[test]
+    fn passwords_verify_against_phc_files_and_names_cannot_escape() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-api-users-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..data")).unwrap();
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = Argon2::default().hash_password(b"s3cret", &salt).unwrap().to_string();
+        std::fs::write(dir.join("admin"), format!("{phc}\n")).unwrap();
+        assert!(check_password(Some(&dir), "admin", "s3cret"));
+        assert!(!check_password(Some(&dir), "admin", "wrong"));
+        assert!(!check_password(Some(&dir), "nobody", "s3cret"));
+        assert!(!check_password(Some(&dir), "../admin", "s3cret"));
+        assert!(!check_password(Some(&dir), "..data", "s3cret"));
+        assert!(!check_password(None, "admin", "s3cret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn host_header_drops_port_and_rejects_junk() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, v.parse().unwrap());
+            request_host(&m)
+        };
+        assert_eq!(h("example.com:8000").as_deref(), Some("example.com"));
+        assert_eq!(h("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(h("[::1]:8000").as_deref(), Some("[::1]"));
+        assert_eq!(h("evil.com/x?y"), None);
+    }
+
+    #[test]
+    fn session_and_stream_json_have_the_documented_fields() {
+        let config = crate::config::Config::default();
+        let hub = crate::hub::Hub::new(crate::hub::HubSettings::from_config(&config));
+        let key = StreamKey::new("live", "cam").unwrap();
+        let started = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let info = crate::hub::PublisherInfo { session_id: 7, protocol: "rtmp", remote: "10.1.2.3:5555".into(), started };
+        let _publisher = hub.publish(&key, info).unwrap();
+        let s = stream_json(&hub.stream(&key).unwrap());
+        for f in ["app", "name", "publisher", "video", "audio", "bitrate", "inBytes", "outBytes", "subscribers"] {
+            assert!(s.get(f).is_some(), "stream field {f}: {s}");
+        }
+        assert_eq!(s["publisher"], json!({"id": 7, "protocol": "rtmp", "ip": "10.1.2.3", "createTime": 1_700_000_000_000u64}));
+
+        let sessions = Arc::new(Sessions::new(Arc::new(crate::metrics::Metrics::new())));
+        let g = sessions.open(Protocol::HttpFlv, "[::1]:4000".into());
+        g.set_activity(Some((Role::Player, key.clone())));
+        let j = session_json(g.entry());
+        assert_eq!(j["protocol"], "http_flv");
+        assert_eq!(j["role"], "player");
+        assert_eq!((j["app"].as_str(), j["name"].as_str(), j["ip"].as_str()), (Some("live"), Some("cam"), Some("::1")));
+        for f in ["id", "connectTime", "inBytes", "outBytes"] {
+            assert!(j[f].is_u64(), "session field {f}: {j}");
+        }
+    }
+
+    #[test]
+    fn error_envelope_carries_status_and_message() {
+        let r = ApiError::NotFound("stream not found".into()).into_response();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::TooManyRequests.status(), StatusCode::TOO_MANY_REQUESTS);
+        let r = ApiError::Unauthorized("x").into_response();
+        assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    }
+
+    #[test]
+    fn process_stats_are_read_from_proc() {
+        let (user, system) = process_cpu().unwrap();
+        assert!(user >= 0.0 && system >= 0.0);
+        let (rss, virt) = process_memory().unwrap();
+        assert!(rss > 0 && virt >= rss);
+    }
+
+    /// Every route in [`ROUTES`] has a handler and is documented in `docs/api/openapi.yaml`,
+    /// and the document lists no route the server does not serve.
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_back() {
+        for (m, p) in ROUTES {
+            let _ = handler(m, p);
+        }
+        let doc: serde_yaml::Value = serde_yaml::from_str(include_str!("../../docs/api/openapi.yaml")).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
+        assert_eq!(doc["servers"][0]["url"].as_str(), Some("/api/v1"));
+        let paths = doc["paths"].as_mapping().expect("paths");
+        let mut documented = Vec::new();
+        for (path, ops) in paths {
+            for (method, _) in ops.as_mapping().expect("operations") {
+                let method = method.as_str().unwrap();
+                if method != "parameters" {
+                    documented.push((method.to_ascii_uppercase(), path.as_str().unwrap().to_string()));
+                }
+            }
+        }
+        let mut served: Vec<_> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}
