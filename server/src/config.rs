@@ -38,6 +38,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub hub: HubConfig,
     pub api: ApiConfig,
+    /// Lifecycle webhooks (Node-Media-Server event names).
+    pub webhooks: WebhooksConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
     pub apps: Vec<AppConfig>,
 }
@@ -113,6 +115,53 @@ pub struct HubConfig {
     /// Grace period for draining streams on SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
 }
+
+/// Webhook receivers and how deliveries behave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub hooks: Vec<WebhookConfig>,
+    /// How long a `pre*` webhook may take before `on_timeout` applies.
+    pub timeout_ms: u64,
+    /// What a `pre*` webhook that times out or cannot be reached means.
+    pub on_timeout: TimeoutPolicy,
+    /// Queued `post*`/`done*` deliveries; more are dropped and counted.
+    pub queue_size: usize,
+    /// Attempts per `post*`/`done*` delivery (with exponential backoff).
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutPolicy {
+    Reject,
+    Allow,
+}
+
+/// One receiver.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` URL the events are POSTed to as JSON.
+    pub url: String,
+    /// Event names (`prePublish`, `donePlay`, ...); empty means all.
+    pub events: Vec<String>,
+    /// Apps this receiver is for; empty means all (global).
+    pub apps: Vec<String>,
+    /// File with the shared secret for the `X-Ferrocast-Signature` HMAC-SHA256 header.
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { hooks: Vec::new(), timeout_ms: 3000, on_timeout: TimeoutPolicy::Reject, queue_size: 1024, max_attempts: 3 }
+    }
+}
+
+/// Lifecycle event names, as Node-Media-Server calls them.
+pub const EVENTS: &[&str] = &[
+    "preConnect", "postConnect", "doneConnect", "prePublish", "postPublish", "donePublish", "prePlay", "postPlay", "donePlay",
+];
 
 /// The REST API under `/api/v1` on the HTTP port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +271,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             hub: HubConfig::default(),
             api: ApiConfig::default(),
+            webhooks: WebhooksConfig::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -353,6 +403,14 @@ impl Config {
         }
         if self.hub.reader_queue_frames < 16 {
             return Err(bad("hub.reader_queue_frames", "must be at least 16"));
+        }
+        for (i, h) in self.webhooks.hooks.iter().enumerate() {
+            if !h.url.starts_with("http://") {
+                return Err(bad(&format!("webhooks.hooks[{i}].url"), "must be an http:// URL"));
+            }
+            if let Some(e) = h.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+                return Err(bad(&format!("webhooks.hooks[{i}].events"), &format!("unknown event {e:?}")));
+            }
         }
         if self.apps.is_empty() {
             return Err(bad("apps", "at least one app is required"));

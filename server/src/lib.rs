@@ -11,6 +11,7 @@
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
 //! - [`server`]: listeners, connection limits and graceful shutdown.
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
+//! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
 
 pub mod api;
@@ -24,3 +25,4 @@ pub mod net;
 pub mod rtmp;
 pub mod server;
 pub mod session;
+pub mod webhooks;

@@ -19,6 +19,7 @@ use crate::hub::StreamKey;
 use crate::hub::{Hub, HubSettings};
 use crate::metrics::Metrics;
 use crate::session::{Protocol, Role, Sessions};
+use crate::webhooks::Webhooks;
 
 /// What every connection handler shares.
 pub struct Context {
@@ -28,6 +29,7 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
+    pub webhooks: Arc<Webhooks>,
     /// Publish and play policies per app, secrets loaded.
     policies: HashMap<String, (Policy, Policy, IpFilter)>,
 }
@@ -110,7 +112,8 @@ impl Server {
         let hub = Hub::new(HubSettings::from_config(&config));
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
-        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, policies });
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
+        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, webhooks, policies });
         Ok(Server { ctx, shutdown_tx, rtmp, http, admin })
     }
 

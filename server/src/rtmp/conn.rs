@@ -13,7 +13,9 @@ use tracing::{debug, info, warn, Instrument};
 use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
 use crate::net::write_all_bytes;
+use crate::hub::StreamKey;
 use crate::server::Context;
+use crate::webhooks::{millis, Event};
 use crate::session::{Protocol, Role, SessionGuard};
 
 /// Frames written to a player in one vectored write at most.
@@ -45,11 +47,28 @@ where
     let id = guard.id();
     let span = tracing::info_span!("rtmp", session = id, %peer);
     async move {
-        let mut conn = Conn { id, guard, peer, protocol, ctx, socket, session: None, publisher: None, player: None };
+        let mut conn = Conn {
+            id,
+            guard,
+            peer,
+            protocol,
+            ctx,
+            socket,
+            session: None,
+            publisher: None,
+            player: None,
+            connected: None,
+            active: None,
+        };
         match conn.run().await {
             Ok(()) => debug!("connection closed"),
             Err(ConnError::Io(e)) if is_disconnect(&e) => debug!("peer disconnected"),
             Err(e) => info!("connection closed: {e}"),
+        }
+        conn.activity_done();
+        if let Some(app) = conn.connected.take() {
+            let ev = conn.event("doneConnect", "connect", &app, "", "", true);
+            conn.ctx.webhooks.notify(ev);
         }
     }
     .instrument(span)
@@ -76,6 +95,10 @@ struct Conn<S> {
     session: Option<Session>,
     publisher: Option<(Publisher, u32)>,
     player: Option<Player>,
+    /// The app of an accepted connect, for `doneConnect`.
+    connected: Option<String>,
+    /// What the connection publishes or plays (stream and query), for `done*` events.
+    active: Option<(Role, StreamKey, String)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -209,8 +232,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             match event {
                 SessionEvent::ConnectRequested(info) => {
                     if self.ctx.hub.settings().apps.iter().any(|a| a.name == info.app) {
-                        debug!(app = %info.app, tc_url = %info.tc_url, "connect");
+                        debug!(app = %info.app, "connect");
+                        let ev = self.event("preConnect", "connect", &info.app, "", &info.query, false);
+                        if let Err(why) = self.ctx.webhooks.ask(&ev).await {
+                            self.session().reject_connect(&why);
+                            self.flush().await?;
+                            return Err(ConnError::Refused(why));
+                        }
                         self.session().accept_connect();
+                        self.connected = Some(info.app.clone());
+                        let ev = self.event("postConnect", "connect", &info.app, "", &info.query, false);
+                        self.ctx.webhooks.notify(ev);
                     } else {
                         self.session().reject_connect("Unknown application");
                         self.flush().await?;
@@ -242,17 +274,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     if let Some((p, _)) = self.publisher.take() {
                         info!(stream = %p.stream().key, "publish stopped");
                         self.guard.set_activity(None);
+                        self.activity_done();
                     }
                 }
                 SessionEvent::PlayStopped { .. } => {
                     if let Some(p) = self.player.take() {
                         info!(stream = %p.sub.stream().key, "play stopped");
                         self.guard.set_activity(None);
+                        self.activity_done();
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A lifecycle event about this connection.
+    fn event(&self, event: &'static str, action: &'static str, app: &str, name: &str, query: &str, ended: bool) -> Event {
+        let e = self.guard.entry();
+        Event {
+            event,
+            id: self.id,
+            ip: self.peer.ip().to_string(),
+            app: app.to_string(),
+            name: name.to_string(),
+            query: query.to_string(),
+            protocol: self.protocol.as_str(),
+            createtime: millis(e.connected),
+            endtime: ended.then(|| millis(SystemTime::now())),
+            inbytes: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            outbytes: e.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+            action,
+        }
+    }
+
+    /// Sends `donePublish`/`donePlay` for the current activity, once.
+    fn activity_done(&mut self) {
+        if let Some((role, key, query)) = self.active.take() {
+            let (name, action) = if role == Role::Publisher { ("donePublish", "publish") } else { ("donePlay", "play") };
+            let ev = self.event(name, action, &key.app, &key.name, &query, true);
+            self.ctx.webhooks.notify(ev);
+        }
+    }
+
+    /// Asks the `pre*` webhooks; `Err` is the refusal reason.
+    async fn ask(&self, role: Role, key: &StreamKey, query: &str) -> Result<(), String> {
+        let (name, action) = if role == Role::Publisher { ("prePublish", "publish") } else { ("prePlay", "play") };
+        self.ctx.webhooks.ask(&self.event(name, action, &key.app, &key.name, query, false)).await
+    }
+
+    fn started(&mut self, role: Role, key: &StreamKey, query: &str) {
+        let (name, action) = if role == Role::Publisher { ("postPublish", "publish") } else { ("postPlay", "play") };
+        self.ctx.webhooks.notify(self.event(name, action, &key.app, &key.name, query, false));
+        self.active = Some((role, key.clone(), query.to_string()));
     }
 
     fn app(&self) -> String {
@@ -274,6 +348,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(ConnError::Refused(format!("publish: {d}")));
             }
         };
+        if let Err(why) = self.ask(Role::Publisher, &key, &req.query).await {
+            self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &why);
+            self.flush().await?;
+            return Err(ConnError::Refused(format!("publish: {why}")));
+        }
         let info = PublisherInfo {
             session_id: self.id,
             protocol: self.protocol.as_str(),
@@ -286,6 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.guard.set_activity(Some((Role::Publisher, key.clone())));
                 self.session().accept_publish(req.stream_id);
                 self.publisher = Some((p, req.stream_id));
+                self.started(Role::Publisher, &key, &req.query);
                 Ok(())
             }
             Err(e) => self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
@@ -315,13 +395,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
         }
+        if let Ok(k) = &key {
+            if let Err(why) = self.ask(Role::Player, k, &req.query).await {
+                self.session().reject_play(req.stream_id, "NetStream.Play.Unauthorized", &why);
+                self.flush().await?;
+                return Err(ConnError::Refused(format!("play: {why}")));
+            }
+        }
         let sub = key.and_then(|key| self.ctx.hub.subscribe_with(&key, options));
         match sub {
             Ok(sub) => {
                 info!(stream = %sub.stream().key, "play started");
                 self.guard.set_activity(Some((Role::Player, sub.stream().key.clone())));
                 self.session().accept_play(req.stream_id);
+                let key = sub.stream().key.clone();
                 self.player = Some(Player { sub, stream_id: req.stream_id });
+                self.started(Role::Player, &key, &req.query);
                 Ok(())
             }
             Err(e) => {
