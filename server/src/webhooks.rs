@@ -2,7 +2,7 @@
 //!
 //! `pre*` events are asked before a request is accepted: any receiver answering non-2xx
 //! rejects it, and a timeout means what `on_timeout` says. `post*`/`done*` events go through a
-//! bounded queue to a background worker with retries and backoff; a full queue drops and
+//! bounded queue to a background worker, in order, with retries and backoff; a full queue drops and
 //! counts, so no connection ever waits on a receiver. Every request carries
 //! `X-Ferrocast-Signature: sha256=HEX(HMAC-SHA256(secret, body))` when a secret is set.
 
@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, warn};
 
 use crate::auth::AuthError;
@@ -199,16 +199,13 @@ impl Webhooks {
     }
 }
 
-/// Delivers queued events, a bounded number at once, for as long as the hooks exist.
+/// Delivers queued events one after another, so receivers see them in the order they
+/// happened (`donePublish` before `doneConnect`); a slow receiver only fills the bounded
+/// queue, whose overflow is dropped and counted.
 async fn worker(hooks: std::sync::Weak<Webhooks>, mut rx: mpsc::Receiver<Event>) {
-    let slots = Arc::new(Semaphore::new(16));
     while let Some(event) = rx.recv().await {
         let Some(w) = hooks.upgrade() else { return };
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        tokio::spawn(async move {
-            w.deliver(event).await;
-            drop(permit);
-        });
+        w.deliver(event).await;
     }
 }
 
