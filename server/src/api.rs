@@ -6,9 +6,7 @@
 //! Every answer is a Node-Media-Server 4.x style envelope `{"success", "data", "message"}`,
 //! errors included. Every route is listed in [`ROUTES`] and documented in
 //! `docs/api/openapi.yaml`; a unit test keeps the two in step.
-//!
-//! Not here yet: `GET /events` (Server-Sent Events of lifecycle events) needs an event bus
-//! the server does not have yet.
+//! `GET /events` streams the lifecycle events the webhooks see, as Server-Sent Events.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/streams/{app}/{name}/urls"),
     ("GET", "/sessions"),
     ("DELETE", "/sessions/{id}"),
+    ("GET", "/events"),
 ];
 
 /// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
@@ -135,6 +134,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
         ("GET", "/streams/{app}/{name}/urls") => get(urls),
         ("GET", "/sessions") => get(sessions),
         ("DELETE", "/sessions/{id}") => delete(kick),
+        ("GET", "/events") => get(events),
         // ROUTES is a constant; the unit tests build the router, so this never runs.
         _ => unreachable!("route {method} {path} has no handler"),
     }
@@ -521,6 +521,37 @@ async fn stream(_: Authed, State(api): State<Arc<Api>>, UrlPath((app, name)): Ur
         .find(|s| s.key == key)
         .ok_or_else(|| ApiError::NotFound("stream not found".into()))?;
     Ok(ok(stream_json(&s)))
+}
+
+/// `GET /events`: lifecycle events as Server-Sent Events (`event:` name, `data:` the webhook
+/// JSON body), with a keep-alive comment every 15 s. A client that falls behind misses events
+/// rather than slowing anything down.
+async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    struct St {
+        rx: tokio::sync::broadcast::Receiver<crate::webhooks::Event>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    }
+    let st = St { rx: api.ctx.webhooks.subscribe(), shutdown: api.ctx.shutdown.clone() };
+    let body = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            let item = tokio::select! {
+                _ = st.shutdown.changed() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(15)) => Some(Bytes::from_static(b": keep-alive\n\n")),
+                e = st.rx.recv() => match e {
+                    Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, serde_json::to_string(&e).unwrap_or_default()))),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            if let Some(b) = item {
+                return Some((Ok::<_, std::io::Error>(b), st));
+            }
+        }
+    });
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    resp
 }
 
 async fn sessions(_: Authed, State(api): State<Arc<Api>>) -> Response {

@@ -284,3 +284,34 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
     assert!(!server.logs().contains("first-secret"), "secrets never reach the log");
     publisher.kill().await;
 }
+
+#[tokio::test]
+async fn events_stream_lifecycle_events_as_server_sent_events() {
+    let users = users_dir();
+    let server = with_api(TestServer::builder(), &users).start().await.unwrap();
+    let token = token(&server).await;
+    let url = format!("http://127.0.0.1:{}/api/v1/events?token={token}", server.http_port);
+    let mut resp = request("GET", &url, &[], None, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let (unauthorized, _) = api(&server, "GET", "/events", None, None).await;
+    assert_eq!(unauthorized, 401);
+    let name = unique_name("sse");
+    let mut publisher = Publisher::builder(&server.rtmp_url(&name)).duration_secs(6).start().unwrap();
+    server.wait_live(&name, Duration::from_secs(8)).await.unwrap();
+    publisher.kill().await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("event: donePublish") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), resp.next_event()).await {
+            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    let order: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let wanted = ["prePublish", "postPublish", "donePublish"];
+    let seen: Vec<&str> = order.iter().copied().filter(|e| wanted.contains(e)).collect();
+    assert_eq!(seen, wanted, "{text}");
+    assert!(text.contains(&format!("\"name\":\"{name}\"")), "{text}");
+}
