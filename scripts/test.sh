@@ -3,8 +3,9 @@
 #
 # On a fresh Debian 12 machine (root or sudo, Rust toolchain, node/npm, python3) it installs what
 # the end-to-end tests drive (ffmpeg, rtmpdump, GStreamer with its RTMP/FLV/H.264 plugins,
-# Chromium; playwright-core and mpegts.js into .tools/node), builds every binary and runs the
-# whole suite. Reruns skip the installs that are already done.
+# Chromium; playwright-core and mpegts.js into .tools/node; the PyPI package imageio-ffmpeg, whose
+# FFmpeg 9 has libx265, libaom-av1, libvpx-vp9 and libopus, into the venv .tools/venv), builds
+# every binary and runs the whole suite. Reruns skip the installs that are already done.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`, e.g. -- --test-threads=1]
 set -euo pipefail
@@ -14,11 +15,14 @@ cd "$ROOT"
 
 TOOLS="$ROOT/.tools"
 NODE_TOOLS="$TOOLS/node"
+VENV="$TOOLS/venv"
 # Debian packages the end-to-end tests drive (installed together when anything is missing)
 APT_PACKAGES=(ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav chromium)
 # npm packages (pinned) installed into .tools/node
 NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2)
+# PyPI package (pinned) installed into the venv .tools/venv: a modern FFmpeg for the codec tests
+IMAGEIO_FFMPEG_VERSION=0.8.1
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -54,6 +58,18 @@ have_gst_element audioconvert || want gstreamer1.0-plugins-base
 have chromium || want chromium
 have node || want nodejs
 have npm || want npm
+have python3 || want python3
+# imageio-ffmpeg in .tools/venv at the pinned version; a venv with pip to install it into.
+have_modern_ffmpeg() {
+    "$VENV/bin/python" -c "import sys, imageio_ffmpeg; sys.exit(imageio_ffmpeg.__version__ != '$IMAGEIO_FFMPEG_VERSION')" \
+        >/dev/null 2>&1
+}
+have_venv_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+# Creating the venv needs the venv module and ensurepip (Debian's python3-venv).
+if ! have_modern_ffmpeg && ! have_venv_pip; then
+    { have python3 && python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } ||
+        want python3-venv
+fi
 
 if ((${#missing_packages[@]})); then
     have apt-get || die "missing ${missing_packages[*]} and no apt-get to install them"
@@ -70,7 +86,7 @@ if ((${#missing_packages[@]})); then
     "${APT[@]}" install -y --no-install-recommends "${packages[@]}"
 fi
 
-for tool in ffmpeg ffprobe rtmpdump gst-launch-1.0 chromium node npm timeout; do
+for tool in ffmpeg ffprobe rtmpdump gst-launch-1.0 chromium node npm timeout python3; do
     have "$tool" || die "$tool is still missing after the install"
 done
 for element in rtmp2src rtmpsrc flvdemux; do
@@ -95,9 +111,28 @@ if ((${#npm_missing[@]})); then
     npm install --prefix "$NODE_TOOLS" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
 fi
 
+# --- project-local Python venv: imageio-ffmpeg (FFmpeg 9 with x265, aom, vpx, opus) ----------
+
+if ! have_modern_ffmpeg; then
+    if ! have_venv_pip; then
+        # Missing, or left without pip by an attempt before python3-venv was installed.
+        log "creating the Python venv .tools/venv"
+        python3 -m venv --clear "$VENV"
+    fi
+    log "installing imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION into .tools/venv"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
+        "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION"
+    have_modern_ffmpeg || die "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION is still missing from .tools/venv"
+fi
+# The tests ask the venv for this path themselves; the variable spares them the Python start-up.
+FERROCAST_MODERN_FFMPEG="$("$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
+[[ -x "$FERROCAST_MODERN_FFMPEG" ]] || die "imageio-ffmpeg gave no runnable ffmpeg ($FERROCAST_MODERN_FFMPEG)"
+export FERROCAST_MODERN_FFMPEG
+
 # --- build and test ----------------------------------------------------------------------------
 
 log "ffmpeg: $(ffmpeg -version | head -n1)"
+log "modern ffmpeg (imageio-ffmpeg): $("$FERROCAST_MODERN_FFMPEG" -version | head -n1)"
 log "chromium: $(chromium --version 2>/dev/null | head -n1)"
 log "node: $(node --version)"
 

@@ -47,9 +47,14 @@ impl Tag {
         self.tag_type == TAG_SCRIPT
     }
 
-    /// Enhanced-RTMP video tags set the top bit of the first byte.
-    fn video_is_ex(&self) -> bool {
+    /// An enhanced-RTMP video tag (ExVideoTagHeader): the top bit of the first byte is set.
+    pub fn is_ex_video(&self) -> bool {
         self.is_video() && self.data.first().is_some_and(|b| b & 0x80 != 0)
+    }
+
+    /// An enhanced-RTMP audio tag (ExAudioTagHeader): SoundFormat 9 (ExHeader).
+    pub fn is_ex_audio(&self) -> bool {
+        self.is_audio() && self.data.first().is_some_and(|b| b >> 4 == 9)
     }
 
     /// Video frame type: 1 = keyframe, 2 = inter frame, 5 = video info/command frame.
@@ -58,7 +63,7 @@ impl Tag {
             return None;
         }
         let b0 = *self.data.first()?;
-        Some(if self.video_is_ex() {
+        Some(if self.is_ex_video() {
             (b0 >> 4) & 0x07
         } else {
             b0 >> 4
@@ -67,10 +72,32 @@ impl Tag {
 
     /// Video codec id (legacy FLV): 7 = AVC, 12 = HEVC (non-standard). None for enhanced tags.
     pub fn video_codec_id(&self) -> Option<u8> {
-        if !self.is_video() || self.video_is_ex() {
+        if !self.is_video() || self.is_ex_video() {
             return None;
         }
         Some(self.data.first()? & 0x0f)
+    }
+
+    /// The video packet type. Enhanced tags: the low nibble of the first byte (0 SequenceStart,
+    /// 1 CodedFrames, 2 SequenceEnd, 3 CodedFramesX, 4 Metadata, 5 MPEG2TSSequenceStart,
+    /// 6 Multitrack, 7 ModEx). Legacy AVC (7) and HEVC (12, 13): the second byte (0 sequence
+    /// header, 1 NALUs, 2 end of sequence). None for other legacy codecs.
+    pub fn video_packet_type(&self) -> Option<u8> {
+        if self.is_ex_video() {
+            return Some(self.data[0] & 0x0f);
+        }
+        match self.video_codec_id()? {
+            7 | 12 | 13 => self.data.get(1).copied(),
+            _ => None,
+        }
+    }
+
+    /// The FourCC of a single-track enhanced video tag (e.g. `hvc1`, `av01`, `vp09`, `avc1`).
+    pub fn video_fourcc(&self) -> Option<[u8; 4]> {
+        if !self.is_ex_video() || matches!(self.data[0] & 0x0f, 6 | 7) {
+            return None;
+        }
+        self.data.get(1..5)?.try_into().ok()
     }
 
     /// A video keyframe (frame type 1), sequence headers included.
@@ -78,18 +105,36 @@ impl Tag {
         self.video_frame_type() == Some(1)
     }
 
-    /// A video sequence header (AVC packet type 0, or enhanced PacketTypeSequenceStart).
+    /// A video sequence header (AVC/HEVC packet type 0, or enhanced PacketTypeSequenceStart).
     pub fn is_video_seq_header(&self) -> bool {
         if !self.is_video() || self.data.len() < 2 {
             return false;
         }
-        if self.video_is_ex() {
-            return self.data[0] & 0x0f == 0;
-        }
-        matches!(self.data[0] & 0x0f, 7 | 12 | 13) && self.data[1] == 0
+        self.video_packet_type() == Some(0)
     }
 
-    /// Audio sound format (10 = AAC, 2 = MP3 ...).
+    /// The audio packet type. Enhanced tags: the low nibble of the first byte (0 SequenceStart,
+    /// 1 CodedFrames, 2 SequenceEnd, 4 MultichannelConfig, 5 Multitrack, 7 ModEx). AAC: the
+    /// second byte (0 AudioSpecificConfig, 1 raw frame). None for other legacy formats.
+    pub fn audio_packet_type(&self) -> Option<u8> {
+        if self.is_ex_audio() {
+            return Some(self.data[0] & 0x0f);
+        }
+        match self.audio_format()? {
+            10 => self.data.get(1).copied(),
+            _ => None,
+        }
+    }
+
+    /// The FourCC of a single-track enhanced audio tag (e.g. `Opus`, `fLaC`, `mp4a`).
+    pub fn audio_fourcc(&self) -> Option<[u8; 4]> {
+        if !self.is_ex_audio() || matches!(self.data[0] & 0x0f, 5 | 7) {
+            return None;
+        }
+        self.data.get(1..5)?.try_into().ok()
+    }
+
+    /// Audio sound format (10 = AAC, 2 = MP3, 9 = enhanced ExHeader ...).
     pub fn audio_format(&self) -> Option<u8> {
         if !self.is_audio() {
             return None;
@@ -97,16 +142,17 @@ impl Tag {
         Some(self.data.first()? >> 4)
     }
 
-    /// An AAC sequence header (AudioSpecificConfig).
+    /// An audio sequence header: AAC AudioSpecificConfig or enhanced SequenceStart.
     pub fn is_audio_seq_header(&self) -> bool {
-        self.is_audio() && self.data.len() >= 2 && self.data[0] >> 4 == 10 && self.data[1] == 0
+        self.is_audio() && self.data.len() >= 2 && self.audio_packet_type() == Some(0)
     }
 
     pub fn is_seq_header(&self) -> bool {
         self.is_video_seq_header() || self.is_audio_seq_header()
     }
 
-    /// A video frame that carries a picture (not a sequence header, end-of-sequence or command).
+    /// A video frame that carries a picture (not a sequence header, end of sequence, metadata
+    /// or command frame).
     pub fn is_video_frame(&self) -> bool {
         if !self.is_video() || self.is_video_seq_header() {
             return false;
@@ -114,15 +160,24 @@ impl Tag {
         if self.video_frame_type() == Some(5) {
             return false;
         }
-        if !self.video_is_ex() && self.data.len() >= 2 && self.data[0] & 0x0f == 7 {
-            return self.data[1] == 1;
+        if self.is_ex_video() {
+            return matches!(self.video_packet_type(), Some(1 | 3));
         }
-        true
+        match self.video_packet_type() {
+            Some(t) => t == 1,
+            None => true,
+        }
     }
 
-    /// An audio frame (not a sequence header).
+    /// An audio frame (not a sequence header or an enhanced side packet).
     pub fn is_audio_frame(&self) -> bool {
-        self.is_audio() && !self.is_audio_seq_header()
+        if !self.is_audio() || self.data.is_empty() {
+            return false;
+        }
+        match self.audio_packet_type() {
+            Some(t) => t == 1,
+            None => true,
+        }
     }
 
     /// For a script tag, the first AMF0 string (e.g. "onMetaData").
@@ -137,21 +192,62 @@ impl Tag {
 
     /// A short description for assertion messages.
     pub fn describe(&self) -> String {
+        let fourcc = |f: Option<[u8; 4]>| {
+            f.map(|f| format!(" {}", String::from_utf8_lossy(&f)))
+                .unwrap_or_default()
+        };
         let kind = if self.is_script() {
             format!("script {:?}", self.script_name())
         } else if self.is_video_seq_header() {
-            "video seq header".into()
+            format!("video seq header{}", fourcc(self.video_fourcc()))
         } else if self.is_audio_seq_header() {
-            "audio seq header".into()
+            format!("audio seq header{}", fourcc(self.audio_fourcc()))
         } else if self.is_video() {
-            format!("video frame type {:?}", self.video_frame_type())
+            format!(
+                "video{} frame type {:?} packet type {:?}",
+                fourcc(self.video_fourcc()),
+                self.video_frame_type(),
+                self.video_packet_type()
+            )
         } else if self.is_audio() {
-            format!("audio format {:?}", self.audio_format())
+            format!(
+                "audio{} format {:?} packet type {:?}",
+                fourcc(self.audio_fourcc()),
+                self.audio_format(),
+                self.audio_packet_type()
+            )
         } else {
             format!("tag type {}", self.tag_type)
         };
         format!("{kind} @{} ms ({} bytes)", self.timestamp, self.data.len())
     }
+
+    /// The tag as FLV bytes: 11-byte header, data, PreviousTagSize.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_tag(self.tag_type, self.timestamp, &self.data)
+    }
+}
+
+/// One FLV tag as bytes: 11-byte header (stream id 0), data, PreviousTagSize.
+pub fn encode_tag(tag_type: u8, timestamp: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(11 + data.len() + 4);
+    v.push(tag_type);
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+    v.extend_from_slice(&timestamp.to_be_bytes()[1..]);
+    v.push((timestamp >> 24) as u8);
+    v.extend_from_slice(&[0, 0, 0]);
+    v.extend_from_slice(data);
+    v.extend_from_slice(&((11 + data.len()) as u32).to_be_bytes());
+    v
+}
+
+/// A complete FLV file: the 9-byte header with `flags`, PreviousTagSize0, then the tags.
+pub fn encode_file(flags: u8, tags: &[Tag]) -> Vec<u8> {
+    let mut v = vec![b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0];
+    for t in tags {
+        v.extend_from_slice(&t.encode());
+    }
+    v
 }
 
 /// Incremental parser.
@@ -333,6 +429,62 @@ mod tests {
         assert!(tags[3].is_video_frame() && tags[3].is_keyframe());
         assert_eq!(tags[3].timestamp, 0x0100_0021);
         assert!(tags[4].is_video_frame() && !tags[4].is_keyframe());
+    }
+
+    #[test]
+    fn understands_enhanced_and_legacy_hevc_headers() {
+        let t = |tag_type, data: &[u8]| Tag {
+            tag_type,
+            timestamp: 0,
+            data: Bytes::copy_from_slice(data),
+        };
+        // Enhanced video: SequenceStart, CodedFrames keyframe, CodedFramesX inter frame,
+        // Metadata command frame, SequenceEnd.
+        let seq = t(9, b"\x90hvc1\x01\x01");
+        assert!(seq.is_ex_video() && seq.is_video_seq_header() && !seq.is_video_frame());
+        assert_eq!(seq.video_fourcc(), Some(*b"hvc1"));
+        let key = t(9, b"\x91hvc1\x00\x00\x21\x00\x00\x00\x05");
+        assert!(key.is_video_frame() && key.is_keyframe());
+        assert_eq!(key.video_packet_type(), Some(1));
+        let inter = t(9, b"\xa3av01\x12\x00");
+        assert!(inter.is_video_frame() && !inter.is_keyframe());
+        assert_eq!(inter.video_fourcc(), Some(*b"av01"));
+        let meta = t(9, b"\xd4vp09\x02\x00\x09colorInfo");
+        assert!(!meta.is_video_frame() && !meta.is_video_seq_header());
+        assert!(!t(9, b"\x92hvc1").is_video_frame());
+        // Legacy HEVC (codec id 12).
+        let legacy_seq = t(9, b"\x1c\x00\x00\x00\x00\x01");
+        assert!(legacy_seq.is_video_seq_header() && legacy_seq.video_codec_id() == Some(12));
+        assert!(t(9, b"\x1c\x01\x00\x00\x00\x00").is_video_frame());
+        assert!(!t(9, b"\x1c\x02\x00\x00\x00").is_video_frame());
+        // Enhanced audio: Opus SequenceStart, MultichannelConfig, CodedFrames.
+        let opus_seq = t(8, b"\x90OpusOpusHead");
+        assert!(opus_seq.is_ex_audio() && opus_seq.is_audio_seq_header());
+        assert_eq!(opus_seq.audio_fourcc(), Some(*b"Opus"));
+        assert!(!t(8, b"\x94Opus\x01\x01").is_audio_frame());
+        assert!(t(8, b"\x91Opus\xf8\xff").is_audio_frame());
+        // AAC stays as it was.
+        assert!(t(8, b"\xaf\x00\x12\x10").is_audio_seq_header());
+        assert!(t(8, b"\xaf\x01\x21").is_audio_frame());
+    }
+
+    #[test]
+    fn encoded_file_parses_back() {
+        let tags = vec![
+            Tag {
+                tag_type: 9,
+                timestamp: 0x0100_0021,
+                data: Bytes::from_static(b"\x91hvc1\x00\x00\x00\x01"),
+            },
+            Tag {
+                tag_type: 8,
+                timestamp: 7,
+                data: Bytes::from_static(b"\xaf\x01\x21"),
+            },
+        ];
+        let (h, back) = parse_all(&encode_file(5, &tags)).unwrap();
+        assert_eq!(h.flags, 5);
+        assert_eq!(back, tags);
     }
 
     #[test]

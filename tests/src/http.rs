@@ -62,18 +62,35 @@ pub async fn get(
     extra_headers: &[(&str, &str)],
     head_timeout: Duration,
 ) -> Result<HttpResponse> {
+    request("GET", url, extra_headers, None, head_timeout).await
+}
+
+/// Sends `METHOD url` with extra headers and, when `body` is given, that body with a
+/// Content-Length; returns once the response head has arrived (bounded by `head_timeout`).
+pub async fn request(
+    method: &str,
+    url: &str,
+    extra_headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    head_timeout: Duration,
+) -> Result<HttpResponse> {
     let (authority, path) = split_url(url)?;
     let fut = async {
         let mut stream = TcpStream::connect(&authority)
             .await
             .with_context(|| format!("connecting to {authority}"))?;
         stream.set_nodelay(true)?;
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
         for (k, v) in extra_headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
+        if let Some(body) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await?;
+        let mut req = req.into_bytes();
+        req.extend_from_slice(body.unwrap_or_default());
+        stream.write_all(&req).await?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let head_end = loop {
             if let Some(i) = find(&buf, b"\r\n\r\n") {

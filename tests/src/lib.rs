@@ -14,14 +14,18 @@
 //! - [`http`]: a minimal HTTP/1.1 client that streams a response body (chunked or not).
 //! - [`player`]: HTTP-FLV and WS-FLV players yielding FLV tags and how the stream ended.
 //! - [`rtmp_raw`]: raw RTMP sockets (hand-written simple handshake) for robustness tests.
+//! - [`rtmp_client`]: an RTMP publisher / player on the server crate's codecs (legacy HEVC).
+//! - [`modern`]: FFmpeg 9 from imageio-ffmpeg (HEVC, AV1, VP9, Opus) and `ffmpeg -f null` checks.
 
 pub mod env;
 pub mod fixtures;
 pub mod flv;
 pub mod http;
+pub mod modern;
 pub mod player;
 pub mod process;
 pub mod publisher;
+pub mod rtmp_client;
 pub mod rtmp_raw;
 pub mod server;
 

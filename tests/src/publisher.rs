@@ -1,4 +1,5 @@
-//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream.
+//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream, over RTMP or,
+//! to an `http://` URL, as an FLV push (HTTP POST).
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -74,7 +75,12 @@ impl PublisherBuilder {
             push(&["-c:a", "aac", "-b:a", "128k"]);
         }
         let t = self.duration_secs.to_string();
-        push(&["-t", &t, "-f", "flv", "-rw_timeout", "5000000", &self.url]);
+        push(&["-t", &t, "-f", "flv", "-rw_timeout", "5000000"]);
+        if self.url.starts_with("http://") {
+            // FLV push: the stream is the body of a (chunked) POST to /{app}/{name}.flv.
+            push(&["-method", "POST"]);
+        }
+        push(&[&self.url]);
         a
     }
 
