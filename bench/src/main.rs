@@ -220,6 +220,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let a_time = std::time::Instant::now();
     let a_server = args.server_pid.and_then(procfs::sample_tree);
     let a_self = procfs::self_ticks();
+    let a_machine = procfs::machine_busy_ticks();
     let a: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
 
     tokio::time::sleep(Duration::from_secs_f64(args.measure)).await;
@@ -227,6 +228,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let b: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
     let window = a_time.elapsed().as_secs_f64();
     let b_self = procfs::self_ticks();
+    let b_machine = procfs::machine_busy_ticks();
     let b_server = args.server_pid.and_then(procfs::sample_tree);
 
     let connected = b.iter().filter(|s| s.state == CONNECTED).count();
@@ -240,6 +242,8 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let p50 = percentile(&ttfk, 50.0);
     let p99 = percentile(&ttfk, 99.0);
     let bench_cores = b_self.saturating_sub(a_self) as f64 / tps / window;
+    let machine_cores = b_machine.saturating_sub(a_machine) as f64 / tps / window;
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let server = match (a_server, b_server) {
         (Some(x), Some(y)) => Some((y.ticks.saturating_sub(x.ticks) as f64 / tps / window, y)),
         _ => None,
@@ -293,6 +297,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
         );
     }
     let _ = writeln!(text, "  bench           {bench_cores:.3} cores ({} runtime thread{})", args.threads, if args.threads == 1 { "" } else { "s" });
+    let _ = writeln!(text, "  machine         {machine_cores:.3} of {cpus} cores busy (server, bench and everything else)");
     for (reason, count) in &failures {
         let _ = writeln!(text, "  failure x{count}: {reason}");
     }
@@ -324,6 +329,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
                 "rss_marginal_per_player_kb": rss_marginal,
             })),
             "bench": { "cpu_cores": bench_cores, "threads": args.threads },
+            "machine": { "busy_cores": machine_cores, "cpus": cpus },
             "failures": failures,
         });
         println!("{report}");

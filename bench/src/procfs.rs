@@ -49,6 +49,20 @@ pub fn parse_vm_rss_kb(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Busy CPU ticks of the whole machine (all cores; everything but idle and iowait), from the
+/// first line of /proc/stat, to show how much else ran during a measurement.
+pub fn machine_busy_ticks() -> u64 {
+    fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat_busy).unwrap_or(0)
+}
+
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = v.iter().take(8).sum();
+    Some(total - v.get(3)? - v.get(4).copied().unwrap_or(0))
+}
+
 /// CPU ticks of this process (all its threads).
 pub fn self_ticks() -> u64 {
     fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s)).map_or(0, |(_, t)| t)
@@ -101,6 +115,13 @@ mod tests {
         let status = "Name:\tferrocast\nVmPeak:\t  100 kB\nVmRSS:\t   23456 kB\nThreads:\t3\n";
         assert_eq!(parse_vm_rss_kb(status), Some(23456));
         assert_eq!(parse_vm_rss_kb("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn parses_machine_busy() {
+        let stat = "cpu  100 5 50 1000 20 3 7 0 11 0\ncpu0 50 2 25 500 10 1 3 0 0 0\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 7));
+        assert_eq!(parse_proc_stat_busy("intr 1 2 3"), None);
     }
 
     #[test]

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Runs the comparison benchmark of docs/benchmarks.md: for each server (Ferrocast release
+# build, Node-Media-Server, nginx-rtmp), protocol (RTMP, HTTP-FLV, WS-FLV; nginx-rtmp is RTMP
+# only, NMS and Ferrocast do all three) and player count, it starts the server fresh,
+# publishes the clip in a loop with `ffmpeg -re -stream_loop -1 -c copy`, waits 3 s, runs
+# ferrocast-bench with the server's PID, and stops everything. Every process is bounded with
+# `timeout -k` and stopped by its own PID. Results (one JSON and one log per run, plus a
+# Markdown table) go to OUT (default .tools/bench/results/DATE).
+#
+# Before each run it waits (up to QUIET_WAIT seconds) until the machine is quiet, i.e. less
+# than QUIET_MAX cores busy, since other work on the box distorts the figures; each result
+# records how busy the machine was during the window.
+#
+# Usage: scripts/bench/run-matrix.sh [options]
+#   --servers "ferrocast nms nginx"     --protocols "rtmp http-flv ws-flv"
+#   --players "100 500 1000 2000 4000"  --out DIR
+# Binaries are copied from target/release to OUT/bin first.
+# Environment: RAMP (default 10 s up to 1000 players, 20 s above), WARMUP (5), MEASURE (15),
+#   BENCH_THREADS (1), QUIET_MAX (0.3), QUIET_WAIT (180), RTMP_PORT (11935), HTTP_PORT (18080),
+#   ADMIN_PORT (19190), SKIP_BUILD=1 to use the binaries already in target/release.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+SERVERS="ferrocast nms nginx"
+PROTOCOLS="rtmp http-flv ws-flv"
+PLAYERS="100 500 1000 2000 4000"
+OUT=""
+while (($#)); do
+    case "$1" in
+        --servers) SERVERS="$2"; shift 2 ;;
+        --protocols) PROTOCOLS="$2"; shift 2 ;;
+        --players) PLAYERS="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "run-matrix.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+WARMUP="${WARMUP:-5}"
+MEASURE="${MEASURE:-15}"
+BENCH_THREADS="${BENCH_THREADS:-1}"
+QUIET_MAX="${QUIET_MAX:-0.3}"
+QUIET_WAIT="${QUIET_WAIT:-180}"
+RTMP_PORT="${RTMP_PORT:-11935}"
+HTTP_PORT="${HTTP_PORT:-18080}"
+ADMIN_PORT="${ADMIN_PORT:-19190}"
+OUT="${OUT:-$ROOT/.tools/bench/results/$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+CLIP="$ROOT/.tools/bench/clip.flv"
+FERROCAST="$OUT/bin/ferrocast"
+BENCH="$OUT/bin/ferrocast-bench"
+
+log() { printf '[run-matrix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- prerequisites ------------------------------------------------------------------------------
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "building release binaries"
+    timeout -k 10 3600 cargo build --release --bin ferrocast --bin ferrocast-bench
+fi
+# A snapshot of the binaries, so a rebuild during the matrix does not change what is measured.
+mkdir -p "$OUT/bin"
+cp "$ROOT/target/release/ferrocast" "$ROOT/target/release/ferrocast-bench" "$OUT/bin/"
+{
+    echo "git: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain -- server bench 2>/dev/null | grep -q . && echo ' (uncommitted changes in server/ or bench/)')"
+    echo "ferrocast: $(sha256sum "$FERROCAST" | cut -c1-16)  $(date -r "$ROOT/target/release/ferrocast" '+%F %T')"
+    echo "node: $(node --version 2>/dev/null)  nginx: $(nginx -v 2>&1 | cut -d/ -f2)  kernel: $(uname -r)  cpus: $(nproc)"
+    lscpu 2>/dev/null | grep -m1 'Model name' || true
+} > "$OUT/environment.txt"
+scripts/bench/make-clip.sh "$CLIP"
+[[ " $SERVERS " == *" nms "* ]] && scripts/bench/install-nms.sh
+
+printf 'bind: 127.0.0.1\nrtmp: {port: %s}\nhttp: {port: %s}\nadmin: {port: %s}\n' \
+    "$RTMP_PORT" "$HTTP_PORT" "$ADMIN_PORT" > "$OUT/ferrocast.yaml"
+
+# --- process handling: everything we start is a `timeout` wrapper we know the PID of ----------
+STARTED=()
+start_bg() { # start_bg SECONDS LOGFILE CMD...: sets BG_PID (the timeout wrapper)
+    local secs="$1" logf="$2"
+    shift 2
+    timeout -k 5 "$secs" "$@" > "$logf" 2>&1 &
+    BG_PID=$!
+    STARTED+=("$BG_PID")
+}
+stop_bg() { # stop_bg PID: TERM to the wrapper (it forwards to its child), then KILL both
+    local pid="$1" child i
+    child="$(pgrep -P "$pid" 2>/dev/null | head -1 || true)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        [[ -n "$child" ]] && kill -KILL "$child" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local p
+    for p in "${STARTED[@]:-}"; do
+        [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null && stop_bg "$p"
+    done
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
+# Cores busy over the next 2 seconds, machine-wide.
+busy_cores() {
+    local a b hz
+    hz="$(getconf CLK_TCK)"
+    a="$(busy_ticks)"
+    sleep 2
+    b="$(busy_ticks)"
+    awk -v a="$a" -v b="$b" -v hz="$hz" 'BEGIN{printf "%.2f", (b-a)/hz/2}'
+}
+wait_quiet() {
+    local waited=0 busy
+    while :; do
+        busy="$(busy_cores)"
+        if awk -v b="$busy" -v m="$QUIET_MAX" 'BEGIN{exit !(b < m)}'; then
+            QUIET_BUSY="$busy"
+            return 0
+        fi
+        if ((waited >= QUIET_WAIT)); then
+            log "machine still busy ($busy cores) after ${QUIET_WAIT}s; running anyway"
+            QUIET_BUSY="$busy"
+            return 0
+        fi
+        ((waited == 0)) && log "waiting for the machine to quiet down ($busy cores busy)"
+        waited=$((waited + 2))
+    done
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { # wait_port PORT PID
+    local i
+    for i in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+url_for() {
+    case "$1" in
+        rtmp) echo "rtmp://127.0.0.1:$RTMP_PORT/live/bench" ;;
+        http-flv) echo "http://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
+        ws-flv) echo "ws://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
+    esac
+}
+
+run_one() { # run_one SERVER PROTOCOL PLAYERS
+    local server="$1" proto="$2" n="$3" name="$1-$2-$3" ramp limit srv pub spid port
+    ramp="${RAMP:-$([[ $n -le 1000 ]] && echo 10 || echo 20)}"
+    limit=$((ramp + WARMUP + MEASURE + 90))
+    for port in "$RTMP_PORT" "$HTTP_PORT"; do
+        port_free "$port" || { log "port $port is in use; skipping $name"; return 0; }
+    done
+    wait_quiet
+    log "$name: machine quiet ($QUIET_BUSY cores busy); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+    case "$server" in
+        ferrocast) start_bg "$limit" "$OUT/$name.server.log" "$FERROCAST" --config "$OUT/ferrocast.yaml" ;;
+        nms) start_bg "$limit" "$OUT/$name.server.log" node "$ROOT/scripts/bench/nms.js" "$RTMP_PORT" "$HTTP_PORT" "$OUT/nms-data" ;;
+        nginx) start_bg "$limit" "$OUT/$name.server.log" "$ROOT/scripts/bench/nginx-rtmp.sh" "$RTMP_PORT" "$OUT/nginx" ;;
+    esac
+    srv="$BG_PID"
+    if ! wait_port "$RTMP_PORT" "$srv"; then
+        log "$name: server did not start; see $OUT/$name.server.log"
+        stop_bg "$srv"
+        return 0
+    fi
+    spid="$(pgrep -P "$srv" | head -1)"
+
+    start_bg "$limit" "$OUT/$name.publisher.log" ffmpeg -hide_banner -loglevel error -nostdin \
+        -stream_loop -1 -re -i "$CLIP" -c copy -f flv "rtmp://127.0.0.1:$RTMP_PORT/live/bench"
+    pub="$BG_PID"
+    sleep 3
+    if ! kill -0 "$pub" 2>/dev/null; then
+        log "$name: publisher exited; see $OUT/$name.publisher.log"
+        stop_bg "$srv"
+        return 0
+    fi
+
+    log "$name: bench (ramp ${ramp}s, warmup ${WARMUP}s, measure ${MEASURE}s, server pid $spid)"
+    if timeout -k 5 "$limit" "$BENCH" --url "$(url_for "$proto")" --players "$n" --ramp-secs "$ramp" \
+        --warmup-secs "$WARMUP" --measure-secs "$MEASURE" --server-pid "$spid" --threads "$BENCH_THREADS" \
+        --json > "$OUT/$name.json" 2> "$OUT/$name.log"; then
+        # Add the run's conditions to its result.
+        jq -c --arg server "$server" --arg busy "$QUIET_BUSY" \
+            '. + {server_name: $server, quiet_busy_cores_before: ($busy | tonumber)}' \
+            "$OUT/$name.json" > "$OUT/$name.json.tmp" && mv "$OUT/$name.json.tmp" "$OUT/$name.json"
+        grep -v ' t=' "$OUT/$name.log" >&2 || true
+    else
+        log "$name: bench failed; see $OUT/$name.log"
+        rm -f "$OUT/$name.json"
+    fi
+    kill -0 "$pub" 2>/dev/null || log "$name: note: the publisher died during the run"
+    kill -0 "$srv" 2>/dev/null || log "$name: note: the server died during the run"
+    stop_bg "$pub"
+    stop_bg "$srv"
+    sleep 1
+}
+
+log "results in $OUT"
+for server in $SERVERS; do
+    for proto in $PROTOCOLS; do
+        [[ "$server" == nginx && "$proto" != rtmp ]] && continue
+        for n in $PLAYERS; do
+            run_one "$server" "$proto" "$n"
+        done
+    done
+done
+python3 "$ROOT/scripts/bench/table.py" "$OUT" > "$OUT/table.md"
+cat "$OUT/table.md"

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Prints the Markdown results table of a scripts/bench/run-matrix.sh output directory.
+
+Usage: scripts/bench/table.py RESULTS_DIR
+"""
+import json
+import pathlib
+import sys
+
+SERVER_ORDER = {"ferrocast": 0, "nms": 1, "nginx": 2}
+SERVER_NAME = {"ferrocast": "Ferrocast", "nms": "NMS 4.4.3", "nginx": "nginx-rtmp"}
+PROTO_ORDER = {"rtmp": 0, "http-flv": 1, "ws-flv": 2}
+
+
+def fmt(v, spec, dash="-"):
+    return dash if v is None else format(v, spec)
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    rows = []
+    for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+        r = json.loads(f.read_text())
+        if "server_name" not in r:
+            continue
+        rows.append(r)
+    rows.sort(key=lambda r: (SERVER_ORDER.get(r["server_name"], 9), PROTO_ORDER.get(r["protocol"], 9), r["players"]))
+    print("| Server | Protocol | N | connected | failed | keep-up | Mbps | 1st keyframe p50 / p99 (ms) "
+          "| server CPU (cores) | server RSS (MB) | RSS/player (KB): total / marginal | bench CPU | other CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        s = r.get("server") or {}
+        ttfk = r["first_keyframe_ms"]
+        machine = (r.get("machine") or {}).get("busy_cores")
+        cpu = s.get("cpu_cores")
+        bench = r["bench"]["cpu_cores"]
+        other = None if machine is None or cpu is None else max(0.0, machine - cpu - bench)
+        rss = s.get("rss_kb")
+        print(
+            f"| {SERVER_NAME.get(r['server_name'], r['server_name'])} | {r['protocol']} | {r['players']} "
+            f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}% | {r['mbps']:.0f} "
+            f"| {fmt(ttfk['p50'], '.1f')} / {fmt(ttfk['p99'], '.0f')} "
+            f"| {fmt(cpu, '.2f')} | {fmt(None if rss is None else rss / 1024, '.0f')} "
+            f"| {fmt(s.get('rss_per_player_kb'), '.0f')} / {fmt(s.get('rss_marginal_per_player_kb'), '.0f')} "
+            f"| {bench:.2f} | {fmt(other, '.2f')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
