@@ -92,11 +92,14 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(config: Config, log_json: bool) -> anyhow::Result<()> {
+fn run(config: Config, path: Option<PathBuf>, log_json: bool) -> anyhow::Result<()> {
     init_logging(&config, log_json);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
     rt.block_on(async {
         let server = Server::bind(config).await?;
+        if let Some(path) = path {
+            server.watch(path);
+        }
         server.run(shutdown_signal()).await;
         Ok::<_, anyhow::Error>(())
     })?;
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
         }
         Command::Print { config } => load(&config).map(|c| print!("{}", c.to_yaml())),
         Command::Check { file } => Config::load(&file).map(|_| println!("{}: ok", file.display())).map_err(Into::into),
-        Command::Run { config, log_json } => load(&config).and_then(|c| run(c, log_json)),
+        Command::Run { config, log_json } => load(&config).and_then(|c| run(c, config, log_json)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

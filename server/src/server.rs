@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::SystemTime;
 
 use crate::auth::{AuthError, Denied, IpFilter, Policy};
@@ -30,8 +31,82 @@ pub struct Context {
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<Webhooks>,
-    /// Publish and play policies per app, secrets loaded.
-    policies: HashMap<String, (Policy, Policy, IpFilter)>,
+    /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
+    /// request sees either the old or the new set, never a mix.
+    policies: RwLock<Arc<Policies>>,
+}
+
+type Policies = HashMap<String, (Policy, Policy, IpFilter)>;
+
+/// Loads every app's policies (reads the secret files).
+fn load_policies(config: &Config) -> Result<Policies, AuthError> {
+    let mut policies = HashMap::new();
+    for app in &config.apps {
+        let filter = IpFilter::new(&app.allow, &app.deny);
+        policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter));
+    }
+    Ok(policies)
+}
+
+/// Everything a config's policies read from disk, to notice when any of it changes
+/// (Kubernetes updates mounted Secrets by swapping a `..data` symlink, so contents are
+/// compared, not modification times).
+fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(config_path).ok().hash(&mut h);
+    for app in &config.apps {
+        for p in [&app.publish, &app.play] {
+            for f in p.sign_secret_files.iter().chain(&p.token.key_files) {
+                std::fs::read(f).ok().hash(&mut h);
+            }
+            if let Some(dir) = &p.keys_dir {
+                let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+                entries.sort();
+                for e in entries {
+                    e.hash(&mut h);
+                    std::fs::read(&e).ok().hash(&mut h);
+                }
+            }
+        }
+    }
+    h.finish()
+}
+
+/// Polls the config file and the secret files it names; on a change, loads and validates
+/// the new config and swaps the access policies in. A bad new config or secret is refused
+/// with a logged reason and the old policies stay. Live sessions are never touched.
+async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
+    let mut current = ctx.config.clone();
+    let mut last = fingerprint(&path, &current);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        let now = fingerprint(&path, &current);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let config = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("config change refused, keeping the running one: {e}");
+                continue;
+            }
+        };
+        match load_policies(&config) {
+            Ok(p) => {
+                *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                info!("configuration reloaded: access policies and secrets updated");
+                last = fingerprint(&path, &config);
+                current = config;
+            }
+            Err(e) => warn!("config change refused, keeping the running one: {e}"),
+        }
+    }
 }
 
 impl Context {
@@ -45,7 +120,8 @@ impl Context {
         peer: Option<IpAddr>,
         session: u64,
     ) -> Result<Option<StreamKey>, Denied> {
-        let Some((publish, play, filter)) = self.policies.get(&key.app) else { return Ok(None) };
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some((publish, play, filter)) = policies.get(&key.app) else { return Ok(None) };
         let policy = if role == Role::Publisher { publish } else { play };
         let address = match peer {
             Some(ip) => filter.check(ip),
@@ -100,11 +176,7 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let mut policies = HashMap::new();
-        for app in &config.apps {
-            let filter = IpFilter::new(&app.allow, &app.deny);
-            policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter));
-        }
+        let policies = RwLock::new(Arc::new(load_policies(&config)?));
         let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
         let http = bind("http", config.bind, config.http.port).await?;
         let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
@@ -130,6 +202,11 @@ impl Server {
     }
 
     /// Serves until `signal` completes, then drains within the grace period.
+    /// Watches `path` (the file the config came from) and applies access-policy changes live.
+    pub fn watch(&self, path: std::path::PathBuf) {
+        tokio::spawn(watch_config(self.ctx.clone(), path));
+    }
+
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let addrs = self.addrs();
         let ctx = self.ctx.clone();

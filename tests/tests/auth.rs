@@ -159,3 +159,34 @@ async fn denied_addresses_can_neither_publish_nor_play() {
     let allowed = TestServer::builder().app_yaml("allow: [\"127.0.0.1/32\"]").start().await.expect("server starts");
     assert!(publish_accepted(&allowed.rtmp_url(&name)).await, "publish from an allowed address");
 }
+
+#[tokio::test]
+async fn changed_secret_applies_live_without_interrupting_streams() {
+    let dir = TempDir::new("reload").unwrap();
+    std::fs::write(dir.join("sign"), "first-secret\n").unwrap();
+    let server = TestServer::builder()
+        .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: [{:?}]}}", dir.join("sign")))
+        .start()
+        .await
+        .expect("server starts");
+    let live = unique_name("live");
+    let exp = now() + 300;
+    let _publisher = Publisher::builder(&server.rtmp_url(&format!("{live}?sign={}", sign(&live, exp, "first-secret"))))
+        .duration_secs(20)
+        .start()
+        .unwrap();
+    server.wait_live(&live, Duration::from_secs(8)).await.unwrap();
+    let mut player = server.http_player(&live).await.unwrap();
+    player.read_for(Duration::from_secs(1)).await.unwrap();
+
+    std::fs::write(dir.join("sign"), "second-secret\n").unwrap();
+    let during = player.read_for(Duration::from_secs(5)).await.unwrap();
+    assert!(during.iter().filter(|t| t.is_video()).count() > 100, "the live stream kept flowing through the reload");
+    assert!(server.logs().contains("configuration reloaded"), "{}", server.logs());
+
+    let other = unique_name("after");
+    let new_url = server.rtmp_url(&format!("{other}?sign={}", sign(&other, exp, "second-secret")));
+    assert!(publish_accepted(&new_url).await, "the new secret works");
+    let old_url = server.rtmp_url(&format!("{other}?sign={}", sign(&other, exp, "first-secret")));
+    assert!(!publish_accepted(&old_url).await, "the replaced secret no longer works");
+}
