@@ -21,7 +21,9 @@ use tracing::{debug, warn};
 
 use crate::auth::AuthError;
 use crate::config::{TimeoutPolicy, WebhooksConfig};
+use crate::hub::StreamKey;
 use crate::metrics::Metrics;
+use crate::session::{Role, SessionEntry};
 
 /// One lifecycle event, shaped like Node-Media-Server's webhook body.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -196,6 +198,57 @@ impl Webhooks {
                 self.metrics.webhook_dropped.inc();
             }
         }
+    }
+}
+
+/// The publish or play of one HTTP-FLV / WS-FLV session as webhooks see it: `begin` asks
+/// `pre*` and sends `post*`; dropping it sends `done*` with the session's final byte counts.
+pub struct Activity {
+    hooks: Arc<Webhooks>,
+    entry: Arc<SessionEntry>,
+    role: Role,
+    key: StreamKey,
+    query: String,
+}
+
+impl Activity {
+    pub async fn begin(hooks: Arc<Webhooks>, entry: Arc<SessionEntry>, role: Role, key: StreamKey, query: String) -> Result<Activity, String> {
+        let a = Activity { hooks, entry, role, key, query };
+        a.hooks.ask(&a.event("pre", false)).await?;
+        a.hooks.notify(a.event("post", false));
+        Ok(a)
+    }
+
+    fn event(&self, phase: &str, ended: bool) -> Event {
+        let (event, action) = match (phase, self.role) {
+            ("pre", Role::Publisher) => ("prePublish", "publish"),
+            ("post", Role::Publisher) => ("postPublish", "publish"),
+            (_, Role::Publisher) => ("donePublish", "publish"),
+            ("pre", Role::Player) => ("prePlay", "play"),
+            ("post", Role::Player) => ("postPlay", "play"),
+            (_, Role::Player) => ("donePlay", "play"),
+        };
+        let ip = self.entry.remote.rsplit_once(':').map_or(self.entry.remote.as_str(), |(ip, _)| ip);
+        Event {
+            event,
+            id: self.entry.id,
+            ip: ip.trim_matches(|c| c == '[' || c == ']').to_string(),
+            app: self.key.app.clone(),
+            name: self.key.name.clone(),
+            query: self.query.clone(),
+            protocol: self.entry.protocol.as_str(),
+            createtime: millis(self.entry.connected),
+            endtime: ended.then(|| millis(SystemTime::now())),
+            inbytes: self.entry.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            outbytes: self.entry.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+            action,
+        }
+    }
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        self.hooks.notify(self.event("done", true));
     }
 }
 

@@ -148,3 +148,35 @@ async fn hanging_receiver_never_stalls_a_live_stream() {
         assert!(tags.iter().filter(|t| t.is_video()).count() > 30, "media keeps flowing");
     }
 }
+
+#[tokio::test]
+async fn http_flv_players_raise_play_events_and_pre_play_can_refuse() {
+    let (url, hits) = receiver(|e| Some(if e == "prePlay" { 403 } else { 200 })).await;
+    let server = TestServer::builder().yaml(&format!("webhooks: {{hooks: [{{url: {url:?}}}]}}")).start().await.unwrap();
+    let name = unique_name("httphook");
+    let resp = ferrocast_tests::http::get(&server.flv_url(&name), &[], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(resp.status, 403, "prePlay refusal");
+
+    let (url, hits2) = receiver(|_| Some(200)).await;
+    let server = TestServer::builder().yaml(&format!("webhooks: {{hooks: [{{url: {url:?}}}]}}")).start().await.unwrap();
+    let _publisher = Publisher::builder(&server.rtmp_url(&name)).duration_secs(8).start().unwrap();
+    server.wait_live(&name, Duration::from_secs(8)).await.unwrap();
+    let mut player = server.http_player(&name).await.unwrap();
+    player.read_for(Duration::from_secs(1)).await.unwrap();
+    drop(player);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // wait_live itself plays the stream briefly over HTTP-FLV, so there may be more than one
+    // session; each must report the complete cycle, in order.
+    let mut by_session: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for h in hits2.lock().unwrap().iter() {
+        let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+        if h.event.ends_with("Play") && v["protocol"] == "http_flv" {
+            by_session.entry(v["id"].as_u64().unwrap()).or_default().push(h.event.clone());
+        }
+    }
+    assert!(!by_session.is_empty());
+    for (id, events) in &by_session {
+        assert_eq!(events, &["prePlay", "postPlay", "donePlay"], "session {id}: {by_session:?}");
+    }
+    assert!(hits.lock().unwrap().iter().any(|h| h.event == "prePlay"));
+}

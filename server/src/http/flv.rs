@@ -25,6 +25,7 @@ use crate::hub::{HubError, ReaderEnd, StreamKey, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
+use crate::webhooks::Activity;
 
 const MAX_BATCH_FRAMES: usize = 32;
 
@@ -61,21 +62,26 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
     };
     if websocket {
         if let Some(protocol) = publisher_subprotocol(req.headers()) {
-            return upgrade_ws_publisher(ctx, req, key, protocol);
+            return upgrade_ws_publisher(ctx, req, key, protocol).await;
         }
     }
+    let remote = peer(&req).map(|p| p.to_string()).unwrap_or_default();
+    let guard = ctx.sessions.open(if websocket { Protocol::WsFlv } else { Protocol::HttpFlv }, remote);
+    let query = req.uri().query().unwrap_or("").to_string();
+    let hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Player, key.clone(), query).await {
+        Ok(a) => a,
+        Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+    };
     let sub = match ctx.hub.subscribe(&key) {
         Ok(s) => s,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };
-    let remote = peer(&req).map(|p| p.to_string()).unwrap_or_default();
-    let guard = ctx.sessions.open(if websocket { Protocol::WsFlv } else { Protocol::HttpFlv }, remote);
     guard.set_activity(Some((Role::Player, key.clone())));
     if websocket {
-        upgrade_ws(ctx, req, sub, guard)
+        upgrade_ws(ctx, req, sub, guard, hooks)
     } else {
         info!(session = guard.id(), stream = %key, "http-flv play started");
-        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard)));
+        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks)));
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -95,7 +101,8 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         Err(resp) => return resp,
     };
     let peer = peer(&req);
-    let mut resp = super::push::http_post(ctx.clone(), key, req.into_body(), peer).await;
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut resp = super::push::http_post(ctx.clone(), key, query, req.into_body(), peer).await;
     cors(&ctx, resp.headers_mut());
     resp
 }
@@ -164,7 +171,7 @@ async fn first_items(sub: &mut Subscriber) -> Result<Vec<Bytes>, ReaderEnd> {
     Ok(items)
 }
 
-fn flv_body(sub: Subscriber, guard: SessionGuard) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct St {
         sub: Subscriber,
         started: bool,
@@ -173,8 +180,10 @@ fn flv_body(sub: Subscriber, guard: SessionGuard) -> impl futures_util::Stream<I
         kicked: tokio::sync::watch::Receiver<bool>,
         /// Keeps the session registered while the response streams.
         guard: SessionGuard,
+        /// Sends `donePlay` when the response ends.
+        _hooks: Activity,
     }
-    let st = St { sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard };
+    let st = St { sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard, _hooks: hooks };
     stream::unfold(st, |mut st| async move {
         if let Some(b) = st.pending.pop_front() {
             return Some((Ok(b), st));
@@ -251,7 +260,7 @@ where
     resp
 }
 
-fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, guard: SessionGuard) -> Response {
+fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, guard: SessionGuard, hooks: Activity) -> Response {
     let span = tracing::info_span!("ws-flv", session = guard.id(), stream = %sub.stream().key);
     upgrade(req, None, span, move |io| async move {
         info!("ws-flv play started");
@@ -259,12 +268,18 @@ fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, guard: SessionGu
             Ok(reason) => info!("ws-flv play ended: {reason}"),
             Err(e) => debug!("ws-flv connection closed: {e}"),
         }
+        drop(hooks);
     })
 }
 
-fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protocol: &'static str) -> Response {
+async fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protocol: &'static str) -> Response {
     let guard = ctx.sessions.open(Protocol::WsFlv, peer(&req).map(|p| p.to_string()).unwrap_or_default());
     let id = guard.id();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Publisher, key.clone(), query).await {
+        Ok(a) => a,
+        Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+    };
     let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)) {
         Ok(p) => p,
         Err(e) => {
@@ -280,6 +295,7 @@ fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protoco
             Ok(reason) => info!("ws-flv push ended: {reason}"),
             Err(e) => info!("ws-flv push closed: {e}"),
         }
+        drop(hooks);
     })
 }
 

@@ -21,6 +21,7 @@ use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
 use crate::net::write_all_bytes;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
+use crate::webhooks::Activity;
 
 /// Feeds FLV bytes to a publisher tag by tag.
 pub struct FlvIngest {
@@ -83,10 +84,14 @@ fn refusal(e: HubError) -> Response {
 }
 
 /// `POST /{app}/{name}.flv`: the request body is the stream.
-pub async fn http_post(ctx: Arc<Context>, key: StreamKey, body: Body, peer: Option<SocketAddr>) -> Response {
+pub async fn http_post(ctx: Arc<Context>, key: StreamKey, query: String, body: Body, peer: Option<SocketAddr>) -> Response {
     let guard = ctx.sessions.open(Protocol::HttpFlv, peer.map(|p| p.to_string()).unwrap_or_default());
     let id = guard.id();
     let mut kicked = guard.entry().kicked();
+    let _hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Publisher, key.clone(), query).await {
+        Ok(a) => a,
+        Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
+    };
     let publisher = match claim(&ctx, &key, id, "http_flv", peer) {
         Ok(p) => p,
         Err(e) => return refusal(e),
