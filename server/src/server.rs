@@ -60,6 +60,11 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
             for f in p.sign_secret_files.iter().chain(&p.token.key_files) {
                 std::fs::read(f).ok().hash(&mut h);
             }
+            for hook in &config.webhooks.hooks {
+                if let Some(f) = &hook.secret_file {
+                    std::fs::read(f).ok().hash(&mut h);
+                }
+            }
             if let Some(dir) = &p.keys_dir {
                 let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
                 entries.sort();
@@ -97,10 +102,10 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                 continue;
             }
         };
-        match load_policies(&config) {
+        match load_policies(&config).and_then(|p| ctx.webhooks.reconfigure(&config.webhooks).map(|()| p)) {
             Ok(p) => {
                 *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
-                info!("configuration reloaded: access policies and secrets updated");
+                info!("configuration reloaded: access policies, secrets and webhooks updated");
                 last = fingerprint(&path, &config);
                 current = config;
             }

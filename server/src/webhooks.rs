@@ -64,11 +64,16 @@ impl Hook {
     }
 }
 
-pub struct Webhooks {
+/// Receivers and delivery settings; swapped whole when the config is reloaded.
+struct Settings {
     hooks: Vec<Hook>,
     timeout: Duration,
     on_timeout: TimeoutPolicy,
     max_attempts: u32,
+}
+
+pub struct Webhooks {
+    settings: std::sync::RwLock<Arc<Settings>>,
     client: HttpClient,
     queue: mpsc::Sender<Event>,
     /// Every event, for the API's Server-Sent Events stream.
@@ -79,6 +84,27 @@ pub struct Webhooks {
 impl Webhooks {
     /// Loads secrets and starts the delivery worker (needs a tokio runtime).
     pub fn start(config: &WebhooksConfig, metrics: Arc<Metrics>) -> Result<Arc<Webhooks>, AuthError> {
+        let settings = Self::load(config)?;
+        let (queue, rx) = mpsc::channel(config.queue_size.max(1));
+        let (events, _) = broadcast::channel(256);
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let w = Arc::new(Webhooks { settings: std::sync::RwLock::new(Arc::new(settings)), client, queue, events, metrics });
+        tokio::spawn(worker(Arc::downgrade(&w), rx));
+        Ok(w)
+    }
+
+    /// Applies reloaded webhook settings (receivers, secrets, timeouts); the queue size stays.
+    pub fn reconfigure(&self, config: &WebhooksConfig) -> Result<(), AuthError> {
+        let settings = Arc::new(Self::load(config)?);
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        Ok(())
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn load(config: &WebhooksConfig) -> Result<Settings, AuthError> {
         let mut hooks = Vec::new();
         for h in &config.hooks {
             let secret = match &h.secret_file {
@@ -94,21 +120,12 @@ impl Webhooks {
             let url = h.url.parse().map_err(|e| AuthError::BadKey(format!("webhook url {}: {e}", h.url)))?;
             hooks.push(Hook { url, events: h.events.clone(), apps: h.apps.clone(), secret });
         }
-        let (queue, rx) = mpsc::channel(config.queue_size.max(1));
-        let (events, _) = broadcast::channel(256);
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        let w = Arc::new(Webhooks {
+        Ok(Settings {
             hooks,
             timeout: Duration::from_millis(config.timeout_ms),
             on_timeout: config.on_timeout,
             max_attempts: config.max_attempts.max(1),
-            client,
-            queue,
-            events,
-            metrics,
-        });
-        tokio::spawn(worker(Arc::downgrade(&w), rx));
-        Ok(w)
+        })
     }
 
     /// Lifecycle events as they happen (lagging subscribers miss some).
@@ -120,15 +137,17 @@ impl Webhooks {
     pub async fn ask(&self, event: &Event) -> Result<(), String> {
         let _ = self.events.send(event.clone());
         let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
-        let calls = self.hooks.iter().filter(|h| h.wants(event)).map(|h| {
+        let settings = self.settings();
+        let settings = &settings;
+        let calls = settings.hooks.iter().filter(|h| h.wants(event)).map(|h| {
             let body = body.clone();
             async move {
-                let res = tokio::time::timeout(self.timeout, self.send(h, body)).await;
+                let res = tokio::time::timeout(settings.timeout, self.send(h, body)).await;
                 let verdict = match res {
                     Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
                     Ok(Ok(status)) => Err(format!("{} answered {status}", event.event)),
-                    Ok(Err(e)) => self.unreachable(event, &e),
-                    Err(_) => self.unreachable(event, "timed out"),
+                    Ok(Err(e)) => unreachable_receiver(settings.on_timeout, event, &e),
+                    Err(_) => unreachable_receiver(settings.on_timeout, event, "timed out"),
                 };
                 self.count(event.event, if verdict.is_ok() { "allowed" } else { "rejected" });
                 verdict
@@ -140,18 +159,11 @@ impl Webhooks {
         Ok(())
     }
 
-    fn unreachable(&self, event: &Event, why: &str) -> Result<(), String> {
-        warn!(event = event.event, "webhook {why}; on_timeout = {:?}", self.on_timeout);
-        match self.on_timeout {
-            TimeoutPolicy::Allow => Ok(()),
-            TimeoutPolicy::Reject => Err(format!("{} webhook {why}", event.event)),
-        }
-    }
 
     /// Queues a `post*`/`done*` event; never waits.
     pub fn notify(&self, event: Event) {
         let _ = self.events.send(event.clone());
-        if !self.hooks.iter().any(|h| h.wants(&event)) {
+        if !self.settings().hooks.iter().any(|h| h.wants(&event)) {
             return;
         }
         if self.queue.try_send(event).is_err() {
@@ -175,18 +187,19 @@ impl Webhooks {
 
     async fn deliver(&self, event: Event) {
         let body = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
-        for hook in self.hooks.iter().filter(|h| h.wants(&event)) {
+        let settings = self.settings();
+        for hook in settings.hooks.iter().filter(|h| h.wants(&event)) {
             let mut backoff = Duration::from_millis(200);
             let mut delivered = false;
-            for attempt in 1..=self.max_attempts {
-                match tokio::time::timeout(self.timeout, self.send(hook, body.clone())).await {
+            for attempt in 1..=settings.max_attempts {
+                match tokio::time::timeout(settings.timeout, self.send(hook, body.clone())).await {
                     Ok(Ok(status)) if (200..300).contains(&status) => {
                         delivered = true;
                         break;
                     }
                     other => debug!(event = event.event, attempt, "webhook delivery failed: {other:?}"),
                 }
-                if attempt < self.max_attempts {
+                if attempt < settings.max_attempts {
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                 }
@@ -198,6 +211,15 @@ impl Webhooks {
                 self.metrics.webhook_dropped.inc();
             }
         }
+    }
+}
+
+/// A `pre*` receiver that cannot answer: what `on_timeout` says.
+fn unreachable_receiver(policy: TimeoutPolicy, event: &Event, why: &str) -> Result<(), String> {
+    warn!(event = event.event, "webhook {why}; on_timeout = {policy:?}");
+    match policy {
+        TimeoutPolicy::Allow => Ok(()),
+        TimeoutPolicy::Reject => Err(format!("{} webhook {why}", event.event)),
     }
 }
 
