@@ -385,8 +385,10 @@ fn policy_mode(p: &PolicyConfig) -> Value {
 
 async fn info(_: Authed, State(api): State<Arc<Api>>) -> Response {
     let c = &api.ctx.config;
-    let apps: Vec<Value> = c
-        .apps
+    let apps: Vec<Value> = api
+        .ctx
+        .hub
+        .apps()
         .iter()
         .map(|a| json!({"name": a.name, "gopCache": a.gop_cache, "publish": policy_mode(&a.publish), "play": policy_mode(&a.play)}))
         .collect();

@@ -99,7 +99,7 @@ impl Metrics {
         for v in [&self.stream_bytes_in, &self.stream_bytes_out, &self.stream_dropped] {
             v.reset();
         }
-        for app in &hub.settings().apps {
+        for app in hub.apps().iter() {
             self.streams_active.with_label_values(&[&app.name]).set(0);
         }
         for s in hub.streams() {

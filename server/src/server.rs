@@ -105,7 +105,8 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
         match load_policies(&config).and_then(|p| ctx.webhooks.reconfigure(&config.webhooks).map(|()| p)) {
             Ok(p) => {
                 *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
-                info!("configuration reloaded: access policies, secrets and webhooks updated");
+                ctx.hub.set_apps(config.apps.clone());
+                info!("configuration reloaded: apps, access policies, secrets and webhooks updated");
                 last = fingerprint(&path, &config);
                 current = config;
             }

@@ -190,3 +190,21 @@ async fn changed_secret_applies_live_without_interrupting_streams() {
     let old_url = server.rtmp_url(&format!("{other}?sign={}", sign(&other, exp, "first-secret")));
     assert!(!publish_accepted(&old_url).await, "the replaced secret no longer works");
 }
+
+#[tokio::test]
+async fn app_added_to_the_config_file_is_served_without_restart() {
+    let server = TestServer::start().await.expect("server starts");
+    let path = server.dir().join("ferrocast.yaml");
+    let url = server.rtmp_url("cam").replace("/live/", "/studio/");
+    assert!(!publish_accepted(&url).await, "unknown app refused before the reload");
+    let mut yaml = std::fs::read_to_string(&path).unwrap();
+    yaml.push_str("  - name: studio\n");
+    std::fs::write(&path, yaml).unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(server.logs().contains("configuration reloaded"), "{}", server.logs());
+    assert!(publish_accepted(&url).await, "new app served after the reload");
+    std::fs::write(&path, "rtmp: {prot: 1}\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(server.logs().contains("config change refused"), "a bad config is refused and logged");
+    assert!(publish_accepted(&url).await, "the running config stays after a bad change");
+}

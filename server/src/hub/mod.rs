@@ -92,6 +92,8 @@ impl HubSettings {
 
 pub(crate) struct HubInner {
     pub(crate) settings: HubSettings,
+    /// Starts as `settings.apps`; replaced on config reload.
+    apps: std::sync::RwLock<Arc<Vec<AppConfig>>>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     shutting_down: AtomicBool,
 }
@@ -112,6 +114,7 @@ impl Hub {
     pub fn new(settings: HubSettings) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
+                apps: std::sync::RwLock::new(Arc::new(settings.apps.clone())),
                 settings,
                 streams: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -123,8 +126,19 @@ impl Hub {
         &self.inner.settings
     }
 
-    fn app(&self, app: &str) -> Result<&AppConfig, HubError> {
-        self.inner.settings.apps.iter().find(|a| a.name == app).ok_or(HubError::UnknownApp)
+    /// The apps served now (the config's, or a reloaded set).
+    pub fn apps(&self) -> Arc<Vec<AppConfig>> {
+        self.inner.apps.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the app set on config reload: new apps are served at once; live streams of
+    /// a removed app continue, but new publishes and plays on it are refused.
+    pub fn set_apps(&self, apps: Vec<AppConfig>) {
+        *self.inner.apps.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(apps);
+    }
+
+    fn app(&self, app: &str) -> Result<AppConfig, HubError> {
+        self.apps().iter().find(|a| a.name == app).cloned().ok_or(HubError::UnknownApp)
     }
 
     fn limits(app: &AppConfig) -> GopLimits {
@@ -147,7 +161,7 @@ impl Hub {
         if let Some(s) = streams.get(key) {
             return Ok((s.clone(), false));
         }
-        let s = Arc::new(Stream::new(key.clone(), Self::limits(app), self.inner.settings.queue_frames));
+        let s = Arc::new(Stream::new(key.clone(), Self::limits(&app), self.inner.settings.queue_frames));
         streams.insert(key.clone(), s.clone());
         Ok((s, true))
     }

@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         while let Some(event) = self.session().next_event() {
             match event {
                 SessionEvent::ConnectRequested(info) => {
-                    if self.ctx.hub.settings().apps.iter().any(|a| a.name == info.app) {
+                    if self.ctx.hub.apps().iter().any(|a| a.name == info.app) {
                         debug!(app = %info.app, "connect");
                         let ev = self.event("preConnect", "connect", &info.app, "", &info.query, false);
                         if let Err(why) = self.ctx.webhooks.ask(&ev).await {
