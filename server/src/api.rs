@@ -480,6 +480,7 @@ fn stream_json(s: &Stream) -> Value {
         "video": video,
         "audio": audio,
         "bitrate": info.bitrate_kbps,
+        "bitrateOut": s.stats.bitrate_out_kbps.load(std::sync::atomic::Ordering::Relaxed),
         "inBytes": s.stats.bytes_in.load(Relaxed),
         "outBytes": s.stats.bytes_out.load(Relaxed),
         "subscribers": s.stats.readers.load(Relaxed),

@@ -162,7 +162,7 @@ async fn streams_and_sessions_show_a_live_publisher_and_player() {
         let (status, body) = api(server, "GET", &path, Some(&token), None).await;
         assert_eq!(status, 200, "{body}");
         let d = body["data"].clone();
-        (d["bitrate"].as_u64() > Some(0) && d["subscribers"].as_u64() >= Some(1)).then_some(d)
+        (d["bitrate"].as_u64() > Some(0) && d["bitrateOut"].as_u64() > Some(0) && d["subscribers"].as_u64() >= Some(1)).then_some(d)
     })
     .await;
     assert_eq!((s["app"].as_str(), s["name"].as_str()), (Some("live"), Some(live.name.as_str())));

@@ -35,6 +35,10 @@ pub struct StreamStats {
     pub bytes_in: AtomicU64,
     /// Bytes written to this stream's players, all protocols.
     pub bytes_out: AtomicU64,
+    /// Egress bitrate over the last window, kbit/s (updated by the readers' writes).
+    pub bitrate_out_kbps: AtomicU64,
+    /// (window start, bytes_out at window start); `try_lock` only, so writers never wait.
+    out_window: Mutex<Option<(Instant, u64)>>,
     /// Frames readers skipped because they fell behind.
     pub frames_dropped: AtomicU64,
     pub readers: AtomicUsize,
@@ -485,7 +489,20 @@ impl Subscriber {
 
     /// Accounts bytes written to this reader's client.
     pub fn count_out(&self, n: usize) {
-        self.stream.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        let stats = &self.stream.stats;
+        let total = stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if let Ok(mut w) = stats.out_window.try_lock() {
+            let now = Instant::now();
+            match *w {
+                Some((start, at)) if now.duration_since(start) >= Duration::from_secs(2) => {
+                    let kbps = (total - at) * 8 / 1000 / now.duration_since(start).as_secs().max(1);
+                    stats.bitrate_out_kbps.store(kbps, Ordering::Relaxed);
+                    *w = Some((now, total));
+                }
+                Some(_) => {}
+                None => *w = Some((now, total)),
+            }
+        }
     }
 
     /// The next frame to send. Cancel-safe.
