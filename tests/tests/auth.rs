@@ -208,3 +208,20 @@ async fn app_added_to_the_config_file_is_served_without_restart() {
     assert!(server.logs().contains("config change refused"), "a bad config is refused and logged");
     assert!(publish_accepted(&url).await, "the running config stays after a bad change");
 }
+
+#[tokio::test]
+async fn refused_websocket_player_gets_a_policy_close_code() {
+    use futures_util::StreamExt;
+    let dir = TempDir::new("wsauth").unwrap();
+    let server = signed_server(&dir).await;
+    let url = server.flv_url(&unique_name("wsdenied")).replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade is accepted, then closed");
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a close frame arrives");
+    match msg {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert_eq!(frame.reason.as_str(), "missing credentials");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}

@@ -58,6 +58,17 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
     let role = if publishing { Role::Publisher } else { Role::Player };
     let key = match authorize(&ctx, &key, role, &req) {
         Ok(public) => public.unwrap_or(key),
+        // A WebSocket client is answered in its own protocol: accept, then close with
+        // 1008 (policy violation) and the reason, which browsers expose to the page.
+        Err(resp) if websocket => {
+            let reason = if resp.status() == StatusCode::UNAUTHORIZED { "missing credentials" } else { "access denied" };
+            let protocol = publisher_subprotocol(req.headers());
+            return upgrade(req, protocol, tracing::info_span!("ws-refused"), move |io| async move {
+                let (_, mut wr) = tokio::io::split(io);
+                let _ = timed_write(&mut wr, &mut vec![ws::close_frame(1008, reason)], Duration::from_secs(5)).await;
+                let _ = wr.shutdown().await;
+            });
+        }
         Err(resp) => return resp,
     };
     if websocket {
