@@ -475,6 +475,24 @@ mod tests {
         }
 
         #[test]
+        fn jwks_file_keys_are_chosen_by_kid() {
+            // "jwks-secret" base64url-encoded as an oct key; a second key is a decoy.
+            let jwks = r#"{"keys":[{"kty":"oct","kid":"decoy","k":"ZGVjb3k"},{"kty":"oct","kid":"k1","k":"andrcy1zZWNyZXQ"}]}"#;
+            let f = std::env::temp_dir().join(format!("ferrocast-jwks-{}.json", std::process::id()));
+            std::fs::write(&f, jwks).unwrap();
+            let p = policy("HS256", f.clone(), None, None);
+            let claims = json!({"app": "live", "stream": "cam", "action": "play", "exp": now() + 300});
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some("k1".into());
+            let token = encode(&header, &claims, &EncodingKey::from_secret(b"jwks-secret")).unwrap();
+            assert_eq!(check(&p, &token, "cam", "play"), Ok(None));
+            header.kid = Some("decoy".into());
+            let wrong_kid = encode(&header, &claims, &EncodingKey::from_secret(b"jwks-secret")).unwrap();
+            assert_eq!(check(&p, &wrong_kid, "cam", "play"), Err(Denied::BadToken));
+            std::fs::remove_file(f).unwrap();
+        }
+
+        #[test]
         fn missing_token_and_globs() {
             let (p, f) = hs_policy();
             assert_eq!(p.check_as(&StreamKey::new("live", "cam").unwrap(), "", SystemTime::now(), Some("play")), Err(Denied::Missing));
