@@ -45,58 +45,27 @@ const ENHANCED_AUDIO_HEADER_LEN: usize = 5;
 /// [`vp9_frame_size`] reads them from the first keyframe.
 pub fn video_info(codec: FourCc, _enhanced: bool, body: &[u8]) -> Option<VideoInfo> {
     let config = body.get(VIDEO_HEADER_LEN..)?;
-    let info = match codec {
+    // (width, height, profile, level, chroma format, bit depth)
+    let (width, height, profile, level, chroma_format, bit_depth) = match codec {
         FourCc::AVC => {
             let i = avc::parse_decoder_config(config).ok()?;
-            VideoInfo {
-                codec: codec.name(),
-                width: i.width,
-                height: i.height,
-                profile: i.profile_name().to_string(),
-                level: i.level_name(),
-                chroma_format: i.chroma_format_idc,
-                bit_depth: i.bit_depth,
-            }
+            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format_idc, i.bit_depth)
         }
         FourCc::HEVC => {
             let i = hevc::parse_decoder_config(config).ok()?;
-            VideoInfo {
-                codec: codec.name(),
-                width: i.width,
-                height: i.height,
-                profile: i.profile_name().to_string(),
-                level: i.level_name(),
-                chroma_format: i.chroma_format_idc,
-                bit_depth: i.bit_depth,
-            }
+            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format_idc, i.bit_depth)
         }
         FourCc::AV1 => {
             let i = av1::parse_decoder_config(config).ok()?;
-            VideoInfo {
-                codec: codec.name(),
-                width: i.width,
-                height: i.height,
-                profile: i.profile_name().to_string(),
-                level: i.level_name(),
-                chroma_format: i.chroma_format(),
-                bit_depth: i.bit_depth,
-            }
+            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format(), i.bit_depth)
         }
         FourCc::VP9 => {
             let i = vp9::parse_decoder_config(config).ok()?;
-            VideoInfo {
-                codec: codec.name(),
-                width: 0,
-                height: 0,
-                profile: i.profile_name().to_string(),
-                level: i.level_name(),
-                chroma_format: i.chroma_format(),
-                bit_depth: i.bit_depth,
-            }
+            (0, 0, i.profile_name().to_string(), i.level_name(), i.chroma_format(), i.bit_depth)
         }
         _ => return None,
     };
-    Some(info)
+    Some(VideoInfo { codec: codec.name(), width, height, profile, level, chroma_format, bit_depth })
 }
 
 /// Picture size of an enhanced-RTMP `vp09` CodedFrames or CodedFramesX message body that
