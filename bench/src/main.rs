@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::stats::{keep_up_fraction, percentile, PlayerStats, Snapshot, CONNECTED, CONNECTING, FAILED};
+use crate::stats::{keep_up_fraction, percentile, video_fps, PlayerStats, Snapshot, CONNECTED, CONNECTING, FAILED};
 use crate::target::Target;
 
 const USAGE: &str = "\
@@ -220,7 +220,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let a_time = std::time::Instant::now();
     let a_server = args.server_pid.and_then(procfs::sample_tree);
     let a_self = procfs::self_ticks();
-    let a_machine = procfs::machine_busy_ticks();
+    let a_machine = procfs::machine_ticks();
     let a: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
 
     tokio::time::sleep(Duration::from_secs_f64(args.measure)).await;
@@ -228,7 +228,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let b: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
     let window = a_time.elapsed().as_secs_f64();
     let b_self = procfs::self_ticks();
-    let b_machine = procfs::machine_busy_ticks();
+    let b_machine = procfs::machine_ticks();
     let b_server = args.server_pid.and_then(procfs::sample_tree);
 
     let connected = b.iter().filter(|s| s.state == CONNECTED).count();
@@ -241,8 +241,12 @@ async fn run(args: Args, target: Target) -> Result<()> {
     ttfk.sort_by(f64::total_cmp);
     let p50 = percentile(&ttfk, 50.0);
     let p99 = percentile(&ttfk, 99.0);
+    let fps = video_fps(&a, &b, window);
+    let fps_p1 = percentile(&fps, 1.0);
+    let fps_p50 = percentile(&fps, 50.0);
     let bench_cores = b_self.saturating_sub(a_self) as f64 / tps / window;
-    let machine_cores = b_machine.saturating_sub(a_machine) as f64 / tps / window;
+    let machine_cores = b_machine.busy.saturating_sub(a_machine.busy) as f64 / tps / window;
+    let softirq_cores = b_machine.softirq.saturating_sub(a_machine.softirq) as f64 / tps / window;
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let server = match (a_server, b_server) {
         (Some(x), Some(y)) => Some((y.ticks.saturating_sub(x.ticks) as f64 / tps / window, y)),
@@ -276,6 +280,13 @@ async fn run(args: Args, target: Target) -> Result<()> {
         "  throughput      {mbps:.1} Mbps aggregate, {:.2} Mbps per connected player",
         mbps / connected.max(1) as f64
     );
+    let fmt_fps = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let _ = writeln!(
+        text,
+        "  video fps       p50 {}, p1 {} per player (frames received over the window)",
+        fmt_fps(fps_p50),
+        fmt_fps(fps_p1)
+    );
     let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let _ = writeln!(
         text,
@@ -297,7 +308,10 @@ async fn run(args: Args, target: Target) -> Result<()> {
         );
     }
     let _ = writeln!(text, "  bench           {bench_cores:.3} cores ({} runtime thread{})", args.threads, if args.threads == 1 { "" } else { "s" });
-    let _ = writeln!(text, "  machine         {machine_cores:.3} of {cpus} cores busy (server, bench and everything else)");
+    let _ = writeln!(
+        text,
+        "  machine         {machine_cores:.3} of {cpus} cores busy (server, bench, everything else), {softirq_cores:.3} of them in softirq"
+    );
     for (reason, count) in &failures {
         let _ = writeln!(text, "  failure x{count}: {reason}");
     }
@@ -319,6 +333,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
             "keep_up_fraction": keep_up_fraction,
             "mbps": mbps,
             "first_keyframe_ms": { "p50": p50, "p99": p99, "count": ttfk.len() },
+            "video_fps": { "p50": fps_p50, "p1": fps_p1 },
             "server": args.server_pid.map(|pid| json!({
                 "pid": pid,
                 "processes": server.map(|(_, s)| s.processes),
@@ -329,7 +344,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
                 "rss_marginal_per_player_kb": rss_marginal,
             })),
             "bench": { "cpu_cores": bench_cores, "threads": args.threads },
-            "machine": { "busy_cores": machine_cores, "cpus": cpus },
+            "machine": { "busy_cores": machine_cores, "softirq_cores": softirq_cores, "cpus": cpus },
             "failures": failures,
         });
         println!("{report}");

@@ -41,6 +41,9 @@ pub async fn run(target: &Target, stats: &PlayerStats, index: usize, deadline: t
 pub fn on_tag(stats: &PlayerStats, start: Instant, tag: TagInfo) {
     if tag.tag_type == TAG_AUDIO || tag.tag_type == TAG_VIDEO {
         stats.media(tag.timestamp);
+        if tag.tag_type == TAG_VIDEO {
+            stats.video_frame();
+        }
         if tag.keyframe && !stats.has_keyframe() {
             stats.keyframe(start.elapsed());
         }

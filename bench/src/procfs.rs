@@ -49,18 +49,27 @@ pub fn parse_vm_rss_kb(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Busy CPU ticks of the whole machine (all cores; everything but idle and iowait), from the
-/// first line of /proc/stat, to show how much else ran during a measurement.
-pub fn machine_busy_ticks() -> u64 {
-    fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat_busy).unwrap_or(0)
+/// Machine-wide CPU ticks (all cores) from the first line of /proc/stat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Time in softirq context. With tick-based accounting (no IRQ_TIME_ACCOUNTING) it is
+    /// charged to no process: on loopback that is much of the TCP receive path of both ends.
+    pub softirq: u64,
 }
 
-pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+/// How busy the whole machine is, to show how much else ran during a measurement.
+pub fn machine_ticks() -> MachineTicks {
+    fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat).unwrap_or_default()
+}
+
+pub fn parse_proc_stat(stat: &str) -> Option<MachineTicks> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
     let total: u64 = v.iter().take(8).sum();
-    Some(total - v.get(3)? - v.get(4).copied().unwrap_or(0))
+    Some(MachineTicks { busy: total - v.get(3)? - v.get(4).copied().unwrap_or(0), softirq: v.get(6).copied().unwrap_or(0) })
 }
 
 /// CPU ticks of this process (all its threads).
@@ -120,8 +129,8 @@ mod tests {
     #[test]
     fn parses_machine_busy() {
         let stat = "cpu  100 5 50 1000 20 3 7 0 11 0\ncpu0 50 2 25 500 10 1 3 0 0 0\n";
-        assert_eq!(parse_proc_stat_busy(stat), Some(100 + 5 + 50 + 3 + 7));
-        assert_eq!(parse_proc_stat_busy("intr 1 2 3"), None);
+        assert_eq!(parse_proc_stat(stat), Some(MachineTicks { busy: 100 + 5 + 50 + 3 + 7, softirq: 7 }));
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
     }
 
     #[test]

@@ -146,6 +146,9 @@ impl Player<'_> {
             return;
         }
         self.stats.media(timestamp);
+        if type_id == TYPE_VIDEO {
+            self.stats.video_frame();
+        }
         if type_id == TYPE_VIDEO && !self.stats.has_keyframe() && is_video_keyframe(payload[0], payload.get(1).copied()) {
             self.stats.keyframe(self.start.elapsed());
         }

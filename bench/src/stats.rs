@@ -21,6 +21,8 @@ pub struct PlayerStats {
     /// Timestamp (ms) of the latest audio or video tag.
     media_ts: AtomicU32,
     has_media: AtomicBool,
+    /// Video tags (frames) received, sequence headers included.
+    video_frames: AtomicU64,
     /// Microseconds from connect start to the first video keyframe, plus one (0 = none yet).
     first_keyframe_us: AtomicU64,
 }
@@ -31,6 +33,7 @@ pub struct Snapshot {
     pub state: u8,
     pub bytes: u64,
     pub media_ts: Option<u32>,
+    pub video_frames: u64,
 }
 
 impl PlayerStats {
@@ -53,6 +56,10 @@ impl PlayerStats {
         if !self.has_media.load(Relaxed) {
             self.has_media.store(true, Relaxed);
         }
+    }
+
+    pub fn video_frame(&self) {
+        self.video_frames.store(self.video_frames.load(Relaxed) + 1, Relaxed);
     }
 
     /// Records the first keyframe; later calls do nothing.
@@ -79,6 +86,7 @@ impl PlayerStats {
             state: self.state.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             media_ts: self.has_media.load(Relaxed).then(|| self.media_ts.load(Relaxed)),
+            video_frames: self.video_frames.load(Relaxed),
         }
     }
 }
@@ -103,6 +111,20 @@ pub fn keep_up_fraction(start: &[Snapshot], end: &[Snapshot], window_ms: f64, pl
     let n = start.iter().zip(end).filter(|(a, b)| keeps_up(a, b, window_ms)).count();
     let fraction = if players == 0 { 0.0 } else { n as f64 / players as f64 };
     (n, fraction)
+}
+
+/// Video frames per second each player received over the window (players connected at both
+/// ends only), ascending. With a constant-rate source, a player whose server skipped frames
+/// for it shows up below the source rate even when its timestamps kept up.
+pub fn video_fps(start: &[Snapshot], end: &[Snapshot], window_secs: f64) -> Vec<f64> {
+    let mut v: Vec<f64> = start
+        .iter()
+        .zip(end)
+        .filter(|(a, b)| a.state == CONNECTED && b.state == CONNECTED)
+        .map(|(a, b)| (b.video_frames - a.video_frames) as f64 / window_secs)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// Nearest-rank percentile (`p` in 0..=100) of an ascending slice.
@@ -138,7 +160,7 @@ mod tests {
     }
 
     fn snap(state: u8, ts: Option<u32>) -> Snapshot {
-        Snapshot { state, bytes: 0, media_ts: ts }
+        Snapshot { state, bytes: 0, media_ts: ts, video_frames: 0 }
     }
 
     #[test]
@@ -169,14 +191,23 @@ mod tests {
     }
 
     #[test]
+    fn video_fps_of_connected_players() {
+        let s = |state, frames| Snapshot { state, bytes: 0, media_ts: None, video_frames: frames };
+        let start = vec![s(CONNECTED, 10), s(CONNECTED, 0), s(CONNECTING, 0), s(CONNECTED, 5)];
+        let end = vec![s(CONNECTED, 310), s(CONNECTED, 150), s(CONNECTED, 300), s(FAILED, 50)];
+        assert_eq!(video_fps(&start, &end, 10.0), vec![15.0, 30.0]);
+    }
+
+    #[test]
     fn player_counters() {
         let p = PlayerStats::default();
-        assert_eq!(p.snapshot(), Snapshot { state: CONNECTING, bytes: 0, media_ts: None });
+        assert_eq!(p.snapshot(), Snapshot { state: CONNECTING, bytes: 0, media_ts: None, video_frames: 0 });
         p.add_bytes(10);
         p.add_bytes(5);
         p.media(40);
+        p.video_frame();
         p.set_state(CONNECTED);
-        assert_eq!(p.snapshot(), Snapshot { state: CONNECTED, bytes: 15, media_ts: Some(40) });
+        assert_eq!(p.snapshot(), Snapshot { state: CONNECTED, bytes: 15, media_ts: Some(40), video_frames: 1 });
         assert_eq!(p.first_keyframe_ms(), None);
         p.keyframe(std::time::Duration::from_micros(12_500));
         p.keyframe(std::time::Duration::from_secs(9));

@@ -21,29 +21,35 @@ def main():
         sys.exit(__doc__)
     rows = []
     for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
-        r = json.loads(f.read_text())
+        try:
+            r = json.loads(f.read_text())
+        except ValueError:
+            continue  # a run in progress or cut short
         if "server_name" not in r:
             continue
         rows.append(r)
     rows.sort(key=lambda r: (SERVER_ORDER.get(r["server_name"], 9), PROTO_ORDER.get(r["protocol"], 9), r["players"]))
-    print("| Server | Protocol | N | connected | failed | keep-up | Mbps | 1st keyframe p50 / p99 (ms) "
-          "| server CPU (cores) | server RSS (MB) | RSS/player (KB): total / marginal | bench CPU | other CPU |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| Server | Protocol | N | connected | failed | keep-up | Mbps | video fps p50 / p1 | 1st keyframe p50 / p99 (ms) "
+          "| server CPU (cores) | server RSS (MB) | RSS/player (KB): total / marginal | bench CPU | softirq | other CPU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         s = r.get("server") or {}
         ttfk = r["first_keyframe_ms"]
+        fps = r.get("video_fps") or {}
         machine = (r.get("machine") or {}).get("busy_cores")
+        softirq = (r.get("machine") or {}).get("softirq_cores")
         cpu = s.get("cpu_cores")
         bench = r["bench"]["cpu_cores"]
-        other = None if machine is None or cpu is None else max(0.0, machine - cpu - bench)
+        other = None if machine is None or cpu is None else max(0.0, machine - cpu - bench - (softirq or 0.0))
         rss = s.get("rss_kb")
         print(
             f"| {SERVER_NAME.get(r['server_name'], r['server_name'])} | {r['protocol']} | {r['players']} "
             f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}% | {r['mbps']:.0f} "
+            f"| {fmt(fps.get('p50'), '.1f')} / {fmt(fps.get('p1'), '.1f')} "
             f"| {fmt(ttfk['p50'], '.1f')} / {fmt(ttfk['p99'], '.0f')} "
             f"| {fmt(cpu, '.2f')} | {fmt(None if rss is None else rss / 1024, '.0f')} "
             f"| {fmt(s.get('rss_per_player_kb'), '.0f')} / {fmt(s.get('rss_marginal_per_player_kb'), '.0f')} "
-            f"| {bench:.2f} | {fmt(other, '.2f')} |"
+            f"| {bench:.2f} | {fmt(softirq, '.2f')} | {fmt(other, '.2f')} |"
         )
 
 
