@@ -38,6 +38,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub hub: HubConfig,
     pub api: ApiConfig,
+    /// RTMPS and HTTPS/WSS listeners; off while no certificate is configured.
+    pub tls: TlsConfig,
     /// Lifecycle webhooks (Node-Media-Server event names).
     pub webhooks: WebhooksConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
@@ -114,6 +116,37 @@ pub struct HubConfig {
     pub write_timeout_secs: u64,
     /// Grace period for draining streams on SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+}
+
+/// TLS listeners (Node-Media-Server's RTMPS 1936 and HTTPS/WSS 8443). Both run only when at
+/// least one certificate is configured; the HTTPS port serves everything the HTTP port does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub rtmps_port: u16,
+    pub https_port: u16,
+    /// Certificates chosen by SNI server name. Files are watched and reloaded when they change.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { rtmps_port: 1936, https_port: 8443, certificates: Vec::new() }
+    }
+}
+
+/// One certificate with its key, and the server names it answers for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, leaf first (a Kubernetes TLS Secret's `tls.crt`).
+    pub cert_file: std::path::PathBuf,
+    /// PEM file with the private key: PKCS#8, RSA (PKCS#1) or EC (SEC1) (`tls.key`).
+    pub key_file: std::path::PathBuf,
+    /// SNI names this certificate is for (`*.example.com` matches one label). A certificate
+    /// without hosts is the default one, for clients that send no or an unknown name; when no
+    /// certificate lacks hosts, the first one is the default.
+    pub hosts: Vec<String>,
 }
 
 /// Webhook receivers and how deliveries behave.
@@ -271,6 +304,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             hub: HubConfig::default(),
             api: ApiConfig::default(),
+            tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: vec![AppConfig::default()],
         }
@@ -404,6 +438,17 @@ impl Config {
         if self.hub.reader_queue_frames < 16 {
             return Err(bad("hub.reader_queue_frames", "must be at least 16"));
         }
+        for (i, c) in self.tls.certificates.iter().enumerate() {
+            if c.cert_file.as_os_str().is_empty() {
+                return Err(bad(&format!("tls.certificates[{i}].cert_file"), "a PEM certificate file is required"));
+            }
+            if c.key_file.as_os_str().is_empty() {
+                return Err(bad(&format!("tls.certificates[{i}].key_file"), "a PEM key file is required"));
+            }
+            if let Some(h) = c.hosts.iter().find(|h| !is_valid_host_pattern(h)) {
+                return Err(bad(&format!("tls.certificates[{i}].hosts"), &format!("{h:?} is not a DNS name or *.wildcard")));
+            }
+        }
         for (i, h) in self.webhooks.hooks.iter().enumerate() {
             if !h.url.starts_with("http://") {
                 return Err(bad(&format!("webhooks.hooks[{i}].url"), "must be an http:// URL"));
@@ -455,6 +500,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A DNS name, optionally starting with one `*.` wildcard label.
+fn is_valid_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Turns serde_yaml's "rtmp: unknown field `prot`, expected ..." into an error naming the
@@ -517,6 +572,19 @@ mod tests {
     fn invalid_value_names_its_key() {
         let err = Config::from_yaml("apps: [{name: 'a b'}]\n", "f.yaml").unwrap_err();
         assert!(err.to_string().contains("apps[0].name"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_hosts_are_checked() {
+        let c = Config::default();
+        assert!(c.tls.certificates.is_empty());
+        assert_eq!((c.tls.rtmps_port, c.tls.https_port), (1936, 8443));
+        let ok = "tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: [live.example.com, '*.example.org']}]}\n";
+        assert_eq!(Config::from_yaml(ok, "t").unwrap().tls.certificates[0].hosts.len(), 2);
+        let err = Config::from_yaml("tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: ['a b']}]}\n", "f").unwrap_err();
+        assert!(err.to_string().contains("tls.certificates[0].hosts"), "{err}");
+        let err = Config::from_yaml("tls: {certificates: [{cert_file: a.crt}]}\n", "f").unwrap_err();
+        assert!(err.to_string().contains("tls.certificates[0].key_file"), "{err}");
     }
 
     #[test]
