@@ -1,0 +1,346 @@
+"""What the rendered objects must say: the contracts with the operator and the server, probes,
+volumes, security, disruption handling, Services from values, RBAC and monitoring."""
+
+from __future__ import annotations
+
+from conftest import NAMESPACE, RELEASE, VALUE_SETS, find, merged_values, objects, one
+
+SERVER_SELECTOR = {
+    "app.kubernetes.io/name": "ferrocast",
+    "app.kubernetes.io/instance": RELEASE,
+    "app.kubernetes.io/component": "server",
+}
+
+
+def server_pod(values: dict, fullname: str = RELEASE) -> dict:
+    return one(objects(values), "Deployment", f"{fullname}-server")["spec"]["template"]
+
+
+def container(pod: dict, name: str) -> dict:
+    (c,) = [c for c in pod["spec"]["containers"] if c["name"] == name]
+    return c
+
+
+def env(c: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def port_number(c: dict, name: str) -> int:
+    (p,) = [p["containerPort"] for p in c["ports"] if p["name"] == name]
+    return p
+
+
+def test_server_pods_run_the_server_on_the_operator_config():
+    pod = server_pod({})
+    c = container(pod, "server")
+    assert c["image"] == "ferrocast:0.1.0"
+    assert "command" not in c, "the image's entrypoint is the server"
+    assert c["args"] == ["--config", "/etc/ferrocast/config/ferrocast.yaml"]
+    for k, v in SERVER_SELECTOR.items():
+        assert pod["metadata"]["labels"][k] == v
+    # Probes on the admin port, never on a public one.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert port_number(c, "admin") == 9090
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"rtmp": 1935, "http": 8000, "admin": 9090}
+
+
+def test_server_pods_mount_the_operator_configmap_and_secret_non_optional():
+    pod = server_pod({})
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["config"]["configMap"] == {"name": "ferrocast-server-config", "optional": False}
+    assert volumes["secrets"]["secret"]["secretName"] == "ferrocast-server-secrets"
+    assert volumes["secrets"]["secret"]["optional"] is False
+    mounts = {m["name"]: m for m in container(pod, "server")["volumeMounts"]}
+    assert mounts["config"] == {"name": "config", "mountPath": "/etc/ferrocast/config", "readOnly": True}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": "/etc/ferrocast/secrets", "readOnly": True}
+    # The chart never writes them: the operator creates and owns both.
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects({})}
+    assert ("ConfigMap", "ferrocast-server-config") not in names
+    assert ("Secret", "ferrocast-server-secrets") not in names
+    assert not find(objects({}), "Secret"), "the chart renders no Secret at all"
+
+
+def test_pods_are_non_root_with_a_read_only_root_filesystem():
+    objs = objects({})
+    for name in ["ferrocast-server", "ferrocast-operator"]:
+        spec = one(objs, "Deployment", name)["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
+    server = one(objs, "Deployment", "ferrocast-server")["spec"]["template"]["spec"]
+    assert server["automountServiceAccountToken"] is False, "the server never calls the API"
+
+
+def test_rollouts_let_live_streams_end_cleanly():
+    for values, pre_stop, drain in [({}, 10, 15), (VALUE_SETS["tuned"], 20, 60)]:
+        v = merged_values(values)
+        fullname = v.get("fullnameOverride") or RELEASE
+        objs = objects(values)
+        deploy = one(objs, "Deployment", f"{fullname}-server")
+        pod = deploy["spec"]["template"]["spec"]
+        c = container(deploy["spec"]["template"], "server")
+        assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
+        assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + 5
+        base = one(objs, "ConfigMap", f"{fullname}-server-base")["data"]["ferrocast.yaml"]
+        assert f"shutdown_grace_secs: {drain}" in base
+        # A new pod is ready before an old one starts draining.
+        assert deploy["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_pod_disruption_budget_covers_the_server_pods():
+    pdb = one(objects({}), "PodDisruptionBudget", "ferrocast-server")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": SERVER_SELECTOR}}
+    pdb = one(objects(VALUE_SETS["tuned"]), "PodDisruptionBudget", "media-server")
+    assert pdb["spec"]["minAvailable"] == 2 and "maxUnavailable" not in pdb["spec"]
+    assert not find(objects({"server": {"podDisruptionBudget": {"enabled": False}}}), "PodDisruptionBudget")
+
+
+def test_server_pods_spread_over_nodes_and_zones():
+    spread = server_pod({})["spec"]["topologySpreadConstraints"]
+    assert [t["topologyKey"] for t in spread] == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    assert all(t["labelSelector"]["matchLabels"] == SERVER_SELECTOR for t in spread)
+    assert all(t["whenUnsatisfiable"] == "ScheduleAnyway" for t in spread)
+    tuned = server_pod(VALUE_SETS["tuned"], "media")["spec"]
+    (t,) = tuned["topologySpreadConstraints"]
+    assert t["maxSkew"] == 2 and t["whenUnsatisfiable"] == "DoNotSchedule"
+    assert t["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "server"
+    assert tuned["nodeSelector"] == {"node-role/media": "true"}
+    assert tuned["tolerations"][0]["key"] == "media"
+
+
+def test_shared_service_is_a_loadbalancer_for_rtmp_and_http_by_default():
+    svc = one(objects({}), "Service", "ferrocast-server")
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["selector"] == SERVER_SELECTOR
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("rtmp", 1935, "rtmp"), ("http", 8000, "http")]
+    assert "loadBalancerSourceRanges" not in svc["spec"]
+    assert all("nodePort" not in p for p in svc["spec"]["ports"])
+
+
+def test_shared_service_annotations_and_source_ranges_come_from_values():
+    svc = one(objects(VALUE_SETS["loadbalancer-aws"]), "Service", "ferrocast-server")
+    assert svc["metadata"]["annotations"] == VALUE_SETS["loadbalancer-aws"]["server"]["service"]["annotations"]
+    assert svc["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24", "198.51.100.7/32"]
+    assert svc["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("rtmp", 1935), ("rtmps", 1936), ("http", 8000), ("https", 8443)]
+
+
+def test_nodeport_and_clusterip_services():
+    svc = one(objects(VALUE_SETS["nodeport"]), "Service", "ferrocast-server")
+    assert svc["spec"]["type"] == "NodePort"
+    assert {p["name"]: p.get("nodePort") for p in svc["spec"]["ports"]} == {"rtmp": 31935, "http": 30080}
+    assert "loadBalancerSourceRanges" not in svc["spec"] and "loadBalancerClass" not in svc["spec"]
+    svc = one(objects(VALUE_SETS["clusterip"]), "Service", "ferrocast-server")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert "externalTrafficPolicy" not in svc["spec"]
+    assert not find(objects({"server": {"service": {"enabled": False}}}), "Service", "ferrocast-server")
+
+
+def test_tls_opens_rtmps_and_https_everywhere():
+    objs = objects(VALUE_SETS["tls"])
+    c = container(one(objs, "Deployment", "ferrocast-server")["spec"]["template"], "server")
+    assert port_number(c, "rtmps") == 1936 and port_number(c, "https") == 8443
+    svc = one(objs, "Service", "ferrocast-server")
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["rtmp", "rtmps", "http", "https"]
+    headless = one(objs, "Service", "ferrocast-server-headless")
+    assert {"rtmps", "https"} <= {p["name"] for p in headless["spec"]["ports"]}
+
+
+def test_headless_service_lists_every_server_pod():
+    svc = one(objects({}), "Service", "ferrocast-server-headless")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"] == SERVER_SELECTOR
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"rtmp": 1935, "http": 8000, "admin": 9090}
+
+
+def test_hpa_replaces_the_replica_count():
+    objs = objects(VALUE_SETS["hpa"])
+    hpa = one(objs, "HorizontalPodAutoscaler", "ferrocast-server")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ferrocast-server"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in hpa["spec"]["metrics"]} == {
+        "cpu": 70, "memory": 80}
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert "replicas" not in one(objs, "Deployment", "ferrocast-server")["spec"]
+    assert not find(objects({}), "HorizontalPodAutoscaler")
+    assert one(objects({}), "Deployment", "ferrocast-server")["spec"]["replicas"] == 1
+
+
+def test_operator_gets_every_setting_of_the_contract():
+    objs = objects({})
+    pod = one(objs, "Deployment", "ferrocast-operator")["spec"]["template"]
+    c = container(pod, "operator")
+    assert c["command"] == ["/usr/local/bin/ferrocast-operator"]
+    e = env(c)
+    assert e["FERROCAST_NAMESPACE"] == NAMESPACE
+    assert e["FERROCAST_CONFIG_MAP"] == "ferrocast-server-config"
+    assert e["FERROCAST_SECRET"] == "ferrocast-server-secrets"
+    assert e["FERROCAST_SERVER_ADMIN_PORT"] == "9090"
+    assert e["FERROCAST_METRICS_ADDR"] == "0.0.0.0:8080"
+    assert e["FERROCAST_LOG_JSON"] == "true"
+    assert e["FERROCAST_LEASE_NAME"] == "ferrocast-operator"
+    assert e["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert e["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The selector string selects exactly the server pods.
+    selector = dict(kv.split("=", 1) for kv in e["FERROCAST_SERVER_SELECTOR"].split(","))
+    assert selector == SERVER_SELECTOR
+    server_labels = one(objs, "Deployment", "ferrocast-server")["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= server_labels.items()
+    assert not selector.items() <= pod["metadata"]["labels"].items(), "must not select the operator"
+    # The base config it extends is mounted where FERROCAST_BASE_CONFIG points.
+    (mount,) = c["volumeMounts"]
+    assert e["FERROCAST_BASE_CONFIG"] == mount["mountPath"] + "/ferrocast.yaml"
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    base = one(objs, "ConfigMap", vol["configMap"]["name"])
+    assert base["metadata"]["name"] == "ferrocast-server-base" and "ferrocast.yaml" in base["data"]
+    # Probes and metrics on the metrics port.
+    assert port_number(c, "metrics") == 8080
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    svc = one(objs, "Service", "ferrocast-operator-metrics")
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}]
+    assert pod["spec"]["serviceAccountName"] == "ferrocast-operator"
+
+
+def test_a_changed_base_config_rolls_operator_and_servers():
+    def checksums(values):
+        objs = objects(values)
+        return [one(objs, "Deployment", n)["spec"]["template"]["metadata"]["annotations"]["checksum/base-config"]
+                for n in ["ferrocast-operator", "ferrocast-server"]]
+    before = checksums({})
+    after = checksums({"server": {"config": {"hub": {"play_wait_secs": 5}}}})
+    assert before[0] == before[1] and after[0] == after[1] and before != after
+
+
+def test_tuned_values_reach_the_pods():
+    objs = objects(VALUE_SETS["tuned"])
+    op = one(objs, "Deployment", "media-operator")
+    assert op["spec"]["replicas"] == 2
+    c = container(op["spec"]["template"], "operator")
+    assert c["image"] == "registry.example.com/ferrocast:1.2.3"
+    assert env(c)["RUST_LOG"] == "debug" and env(c)["FERROCAST_LOG_JSON"] == "false"
+    assert env(c)["FERROCAST_CONFIG_MAP"] == "media-server-config"
+    assert env(c)["FERROCAST_SERVER_ADMIN_PORT"] == "19090"
+    server = one(objs, "Deployment", "media-server")
+    assert server["spec"]["replicas"] == 3
+    spec = server["spec"]["template"]["spec"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert {"name": "hooks", "secret": {"secretName": "hooks-hmac"}} in spec["volumes"]
+    assert any(m["mountPath"] == "/etc/ferrocast/hooks" for m in spec["containers"][0]["volumeMounts"])
+    for o in objs:
+        if o["kind"] != "CustomResourceDefinition":
+            assert o["metadata"]["labels"]["team"] == "video", f"{o['kind']} {o['metadata']['name']}"
+
+
+def test_operator_rbac_is_least_privilege():
+    objs = objects({})
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+    role = one(objs, "Role", "ferrocast-operator")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("ferrocast.io",), ("mediaapps", "streamauths")): ["get", "list", "watch"],
+        (("ferrocast.io",), ("mediaapps/status", "streamauths/status")): ["get", "patch", "update"],
+        (("",), ("configmaps", "secrets", "services")): sorted(["get", "list", "watch", "create", "update", "patch", "delete"]),
+        (("",), ("pods",)): ["get", "list", "watch"],
+        (("events.k8s.io",), ("events",)): ["create", "patch"],
+        (("coordination.k8s.io",), ("leases",)): ["create", "get", "update"],
+    }
+    binding = one(objs, "RoleBinding", "ferrocast-operator")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferrocast-operator"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferrocast-operator", "namespace": NAMESPACE}]
+    assert one(objs, "ServiceAccount", "ferrocast-operator")
+
+
+def test_service_monitors_scrape_the_server_admin_port_and_the_operator():
+    objs = objects(VALUE_SETS["servicemonitor"])
+    services = find(objs, "Service")
+    for name, port in [("ferrocast-server", "admin"), ("ferrocast-operator", "metrics")]:
+        sm = one(objs, "ServiceMonitor", name)
+        assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        (ep,) = sm["spec"]["endpoints"]
+        assert ep["port"] == port and ep["path"] == "/metrics" and ep["interval"] == "30s"
+        selected = [s for s in services
+                    if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert [s["metadata"]["name"] for s in selected] == [
+            "ferrocast-server-headless" if port == "admin" else "ferrocast-operator-metrics"]
+        assert port in [p["name"] for p in selected[0]["spec"]["ports"]]
+    server_sm = one(objs, "ServiceMonitor", "ferrocast-server")
+    assert server_sm["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"] == "node"
+    assert not find(objects({}), "ServiceMonitor")
+
+
+def test_pod_monitors_scrape_the_pods_directly():
+    objs = objects(VALUE_SETS["podmonitor"])
+    for name, deploy, port in [("ferrocast-server", "ferrocast-server", "admin"),
+                               ("ferrocast-operator", "ferrocast-operator", "metrics")]:
+        pm = one(objs, "PodMonitor", name)
+        pod = one(objs, "Deployment", deploy)["spec"]["template"]
+        assert pm["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert pm["spec"]["podMetricsEndpoints"][0]["port"] == port
+        assert port in [p["name"] for c in pod["spec"]["containers"] for p in c["ports"]]
+    assert not find(objs, "ServiceMonitor")
+
+
+def test_scrape_annotations_follow_the_value():
+    pod = server_pod({})
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9090"
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    pod = server_pod({"metrics": {"scrapeAnnotations": False}})
+    assert not any(k.startswith("prometheus.io/") for k in pod["metadata"]["annotations"])
+
+
+def test_prometheus_rule_alerts():
+    objs = objects(VALUE_SETS["servicemonitor"])
+    rule = one(objs, "PrometheusRule", "ferrocast")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {
+        "FerrocastPublisherGone", "FerrocastSlowReaderDrops", "FerrocastAuthFailureSpike",
+        "FerrocastWebhookFailures", "FerrocastWebhookDeliveriesDropped",
+        "FerrocastOperatorReconcileErrors", "FerrocastMediaAppNotReady", "FerrocastOperatorNoLeader"}
+    for name, r in alerts.items():
+        assert r["labels"]["severity"] in {"warning", "critical"}, name
+        assert r["annotations"]["summary"] and r["annotations"]["description"], name
+        assert r["expr"].count("(") == r["expr"].count(")"), f"{name}: unbalanced: {r['expr']}"
+        assert r["expr"].count("{") == r["expr"].count("}"), f"{name}: unbalanced: {r['expr']}"
+    # Prometheus templating reaches Prometheus untouched by Helm.
+    assert "{{ $labels.stream }}" in alerts["FerrocastPublisherGone"]["annotations"]["summary"]
+    assert alerts["FerrocastAuthFailureSpike"]["expr"].strip().endswith("> 1")
+
+    tuned = {"metrics": {"prometheusRule": {
+        "enabled": True, "disabled": ["FerrocastAuthFailureSpike"], "additionalRuleLabels": {"team": "video"},
+        "severity": {"warning": "page-later"},
+        "thresholds": {"slowReaderDropsPerPlayerPerSecond": 0.5},
+        "additionalRules": [{"record": "ferrocast:players:sum", "expr": "sum(ferrocast_stream_players)"}]}}}
+    (group,) = one(objects(tuned), "PrometheusRule", "ferrocast")["spec"]["groups"]
+    alerts = {r.get("alert") or r.get("record"): r for r in group["rules"]}
+    assert "FerrocastAuthFailureSpike" not in alerts
+    assert alerts["FerrocastSlowReaderDrops"]["expr"].strip().endswith("> 0.5")
+    assert alerts["FerrocastSlowReaderDrops"]["labels"] == {"severity": "page-later", "team": "video"}
+    assert alerts["ferrocast:players:sum"]["expr"] == "sum(ferrocast_stream_players)"
+    assert not find(objects({}), "PrometheusRule")
+
+
+def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar():
+    cm = one(objects({}), "ConfigMap", "ferrocast-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "ferrocast.json" in cm["data"]
+    cm = one(objects(VALUE_SETS["tuned"]), "ConfigMap", "media-dashboard")
+    assert cm["metadata"]["labels"]["my_dashboards"] == "yes"
+    assert "grafana_dashboard" not in cm["metadata"]["labels"]
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Streaming"}
+    assert not find(objects({"grafana": {"dashboards": {"enabled": False}}}), "ConfigMap", "ferrocast-dashboard")

@@ -1,0 +1,164 @@
+"""The chart rendered with the real Helm engine: lint, strict schema validation of every object,
+the base config accepted by the real server binary, and what each value set must produce."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+from conftest import (CHART, KUBE_VERSIONS, NAMESPACE, RELEASE, VALUE_SETS, find, helm,
+                      merged_values, monitoring_schema, objects, one, render, server_bin, strip)
+
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_lint_strict_has_no_findings(value_set):
+    name, values = value_set
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == [], f"{name}: {report}"
+    # Severity 1 is informational ("icon is recommended"); warnings and errors must not occur.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], f"{name}: {report['messages']}"
+
+
+def test_every_object_is_valid_strictly(value_set):
+    name, values = value_set
+    objs = objects(values)
+    assert objs, f"{name}: nothing rendered"
+    for o in objs:
+        obj = strip(o)
+        what = f"{name}: {o['kind']} {o['metadata'].get('name')} ({o['__template__']})"
+        if o["kind"] in MONITORING_KINDS:
+            # Not in kubernetes-validate: checked against strict subsets of the
+            # prometheus-operator CRD schemas (tests/chart/schemas), unknown fields refused.
+            try:
+                jsonschema.validate(obj, monitoring_schema(o["kind"]))
+            except jsonschema.ValidationError as e:
+                pytest.fail(f"{what}: {e.message} at {list(e.absolute_path)}")
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except ValidationError as e:
+                pytest.fail(f"{what} on Kubernetes {version}: {e.message} at {list(e.absolute_path)}")
+            except SchemaNotFoundError as e:
+                pytest.fail(f"{what}: {e.message}")
+
+
+def test_every_object_is_namespaced_in_the_release_namespace(value_set):
+    name, values = value_set
+    for o in objects(values):
+        if o["kind"] == "CustomResourceDefinition":
+            assert "namespace" not in o["metadata"], o["metadata"]
+        else:
+            assert o["metadata"].get("namespace") == NAMESPACE, f"{name}: {o['kind']} {o['metadata']['name']}"
+
+
+def base_config(values: dict) -> dict:
+    objs = objects(values)
+    fullname = merged_values(values).get("fullnameOverride") or RELEASE
+    cm = one(objs, "ConfigMap", f"{fullname}-server-base")
+    return yaml.safe_load(cm["data"]["ferrocast.yaml"]), cm["data"]["ferrocast.yaml"]
+
+
+def test_base_config_is_accepted_by_the_server(value_set):
+    name, values = value_set
+    _, text = base_config(values)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "ferrocast.yaml"
+        path.write_text(text)
+        out = subprocess.run([server_bin(), "--check-config", path], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, f"{name}: ferrocast --check-config refused the base config:\n{out.stderr}\n{text}"
+    assert "ok" in out.stdout
+
+
+def test_base_config_matches_the_pods(value_set):
+    """Ports, probes and the drain time come from one set of values, so they cannot disagree."""
+    name, values = value_set
+    v = merged_values(values)
+    config, _ = base_config(values)
+    s = v["server"]
+    assert config["rtmp"]["port"] == s["ports"]["rtmp"]
+    assert config["http"]["port"] == s["ports"]["http"]
+    assert config["admin"]["port"] == s["ports"]["admin"]
+    assert "bind" not in config["admin"], "probes need the admin listener on the pod address"
+    assert config["tls"] == {"rtmps_port": s["ports"]["rtmps"], "https_port": s["ports"]["https"]}
+    assert config["hub"]["shutdown_grace_secs"] == s["shutdown"]["drainSeconds"]
+    assert "apps" not in config, "apps come from MediaApps, written by the operator"
+    for key, value in (s["config"].get("hub") or {}).items():
+        assert config["hub"][key] == value, f"{name}: server.config.hub.{key} lost"
+
+    fullname = v.get("fullnameOverride") or RELEASE
+    deploy = one(objects(values), "Deployment", f"{fullname}-server")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["rtmp"] == config["rtmp"]["port"]
+    assert ports["http"] == config["http"]["port"]
+    assert ports["admin"] == config["admin"]["port"]
+    if s["tls"]["enabled"]:
+        assert (ports["rtmps"], ports["https"]) == (config["tls"]["rtmps_port"], config["tls"]["https_port"])
+    else:
+        assert "rtmps" not in ports and "https" not in ports
+
+
+def test_bad_values_are_refused_with_a_clear_message():
+    cases = [
+        ({"server": {"replicas": "three"}}, "/server/replicas", "want integer"),
+        ({"server": {"service": {"type": "Ingress"}}}, "/server/service/type", "'LoadBalancer', 'NodePort', 'ClusterIP'"),
+        ({"server": {"ports": {"rtmp": 70000}}}, "/server/ports/rtmp", "maximum"),
+        ({"server": {"config": {"rtmp": {"port": 1936}}}}, "/server/config/rtmp", "'port' not allowed"),
+        ({"server": {"config": {"apps": [{"name": "live"}]}}}, "/server/config", "'apps' not allowed"),
+        ({"server": {"config": {"webhooks": {"hooks": [{"url": "https://x.example"}]}}}},
+         "/server/config/webhooks/hooks/0/url", "does not match"),
+        ({"server": {"config": {"log": {"format": "xml"}}}}, "/server/config/log/format", "'human', 'json'"),
+        ({"server": {"service": {"loadBalancerSourceRanges": ["everyone"]}}},
+         "/server/service/loadBalancerSourceRanges/0", "does not match"),
+        ({"server": {"service": {"nodePorts": {"rtmp": 1935}}}}, "/server/service/nodePorts/rtmp", "minimum"),
+        ({"server": {"replica": 2}}, "/server", "'replica' not allowed"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "'Always', 'IfNotPresent', 'Never'"),
+        ({"crds": {"enabled": "yes"}}, "/crds/enabled", "want boolean"),
+        ({"metrics": {"serviceMonitor": {"interval": "half a minute"}}}, "/metrics/serviceMonitor/interval", "does not match"),
+        ({"metrics": {"prometheusRule": {"disabled": ["NoSuchAlert"]}}}, "/metrics/prometheusRule/disabled/0", "must be one of"),
+    ]
+    with helm.Chart.load(CHART) as chart:
+        for values, where, message in cases:
+            with pytest.raises(helm.HelmValuesError) as e:
+                chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+            text = str(e.value)
+            assert where in text and message in text, f"{values}: unclear message:\n{text}"
+
+
+def test_inconsistent_values_fail_rendering_with_a_reason():
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmError) as e:
+            chart.render({"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
+                         name=RELEASE, namespace=NAMESPACE, is_install=True)
+        assert "serviceMonitor or podMonitor, not both" in str(e.value)
+        with pytest.raises(helm.HelmError) as e:
+            chart.render({"server": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
+                         name=RELEASE, namespace=NAMESPACE, is_install=True)
+        assert "targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage" in str(e.value)
+
+
+def test_value_sets_cover_the_cases_the_issue_names():
+    assert {"default", "tls", "servicemonitor", "hpa", "crds-off", "nodeport"} <= set(VALUE_SETS)
+
+
+def test_notes_tell_how_to_reach_rtmp_and_publish():
+    for name, values, must in [
+        ("default", {}, ["get svc ferrocast-server", ".status.loadBalancer.ingress[0].ip",
+                         "rtmp://$FERROCAST_HOST:$RTMP_PORT/live/first", "RTMP_PORT=1935", "ffplay"]),
+        ("nodeport", VALUE_SETS["nodeport"], ['{.spec.ports[?(@.name=="rtmp")].nodePort}', "/live/first"]),
+        ("clusterip", VALUE_SETS["clusterip"], ["port-forward svc/ferrocast-server 1935:1935"]),
+        ("tuned", VALUE_SETS["tuned"], ["More than one server pod", "label my_dashboards=yes"]),
+    ]:
+        notes = render(values)["ferrocast/templates/NOTES.txt"]
+        for text in must:
+            assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
+    assert "More than one server pod" not in render({})["ferrocast/templates/NOTES.txt"]
