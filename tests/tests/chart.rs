@@ -301,6 +301,8 @@ async fn scrape_busy_server() -> BTreeSet<String> {
     for must in ["ferrocast_stream_players", "ferrocast_auth_failures_total", "ferrocast_webhook_calls_total"] {
         assert!(names.contains(must), "{must} missing from a busy server's /metrics:\n{text}");
     }
+    // docs/kubernetes.md tells users a wrong stream key shows up under this reason.
+    assert!(text.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_key"}"#), "{text}");
     names
 }
 
