@@ -95,6 +95,13 @@ def test_rollouts_let_live_streams_end_cleanly():
                                               "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
+def test_no_pre_stop_hook_without_a_sleep():
+    deploy = one(objects({"server": {"shutdown": {"preStopSleepSeconds": 0, "drainSeconds": 30}}}),
+                 "Deployment", "ferrocast-server")
+    assert "lifecycle" not in container(deploy["spec"]["template"], "server")
+    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+
+
 def test_pod_disruption_budget_covers_the_server_pods():
     pdb = one(objects({}), "PodDisruptionBudget", "ferrocast-server")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": SERVER_SELECTOR}}
