@@ -162,3 +162,19 @@ def test_notes_tell_how_to_reach_rtmp_and_publish():
         for text in must:
             assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
     assert "More than one server pod" not in render({})["ferrocast/templates/NOTES.txt"]
+
+
+def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
+    """The same check through the `kubernetes-validate --strict` command line, as CI tools run it."""
+    import sys
+    docs = [strip(o) for o in objects({}) if o["kind"] not in MONITORING_KINDS]
+    path = tmp_path / "ferrocast.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    cli = Path(sys.executable).parent / "kubernetes-validate"
+    for version in KUBE_VERSIONS:
+        out = subprocess.run([cli, "--strict", "--quiet", "-k", version, path], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"kubernetes-validate --strict -k {version}:\n{out.stdout}{out.stderr}"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**docs[0], "spec": {"bogus": 1}} if "spec" in docs[0] else {**docs[0], "bogus": 1}))
+    out = subprocess.run([cli, "--strict", "--quiet", bad], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0, "an unknown field must be refused"
