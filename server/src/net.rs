@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Most buffers passed to one `writev`.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 256;
 
 /// Writes every buffer in order with vectored writes, without copying them.
 pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
