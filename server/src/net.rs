@@ -1,4 +1,5 @@
-//! Socket helpers shared by the outputs: vectored writes of shared buffers.
+//! Socket helpers: vectored writes of shared buffers, and connection wrappers that bound how
+//! long a peer may stall a write or keep quiet before its first request.
 
 use std::io::IoSlice;
 
@@ -125,6 +126,74 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
     }
 }
 
+/// Wraps a connection so that reading fails with `TimedOut` unless the peer's first bytes
+/// arrive within `limit`. HTTP/2 has no header read timeout of its own, and without this a
+/// client could hold a connection slot forever after the TLS handshake.
+pub struct FirstReadDeadline<IO> {
+    inner: IO,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> FirstReadDeadline<IO> {
+    pub fn new(inner: IO, limit: std::time::Duration) -> Self {
+        FirstReadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(limit))) }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadline<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some(deadline) = self.deadline.as_mut() else { return res };
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request from the peer")))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstReadDeadline<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +206,27 @@ mod tests {
         write_all_bytes(&mut out, &mut bufs).await.unwrap();
         assert_eq!(out, want);
         assert!(bufs.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_read_deadline_only_bounds_the_first_bytes() {
+        use tokio::io::AsyncReadExt;
+        let limit = std::time::Duration::from_secs(10);
+        let (_quiet_peer, quiet) = tokio::io::duplex(64);
+        let mut quiet = FirstReadDeadline::new(quiet, limit);
+        let err = quiet.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+        let (mut peer, io) = tokio::io::duplex(64);
+        let mut io = FirstReadDeadline::new(io, limit);
+        peer.write_all(b"a").await.unwrap();
+        assert_eq!(io.read_u8().await.unwrap(), b'a');
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(limit * 3).await;
+            peer.write_all(b"b").await.unwrap();
+            peer
+        });
+        assert_eq!(io.read_u8().await.unwrap(), b'b', "after the first bytes the peer may stay quiet");
+        drop(later.await.unwrap());
     }
 }
