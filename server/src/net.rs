@@ -9,7 +9,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Most buffers passed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
-/// Writes every buffer in order with vectored writes, without copying them.
+/// Writes every buffer in order with vectored writes, without copying them, then flushes:
+/// a TLS stream may keep encrypted records buffered when the socket pushed back, and they
+/// must not wait there for the next write (an RTMP reply or a last frame could stall).
 pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
     let mut first = 0;
     while first < bufs.len() {
@@ -34,7 +36,7 @@ pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<By
         }
     }
     bufs.clear();
-    Ok(())
+    w.flush().await
 }
 
 /// Wraps a connection so that a write the peer does not accept for `limit` fails with
@@ -206,6 +208,14 @@ mod tests {
         write_all_bytes(&mut out, &mut bufs).await.unwrap();
         assert_eq!(out, want);
         assert!(bufs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_stays_buffered_in_the_writer() {
+        let mut out = tokio::io::BufWriter::new(Vec::new());
+        let mut bufs = vec![Bytes::from_static(b"reply")];
+        write_all_bytes(&mut out, &mut bufs).await.unwrap();
+        assert_eq!(out.get_ref().as_slice(), b"reply", "a buffering writer (like TLS) was flushed");
     }
 
     #[tokio::test(start_paused = true)]
