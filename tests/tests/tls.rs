@@ -245,6 +245,14 @@ async fn swapped_certificate_files_reach_new_connections_while_an_rtmps_publishe
     let (_, before) = api(https, &certs.ca, "GET", &stream_path, Some(&token), None).await;
     let publisher_id = before["data"]["publisher"]["id"].as_u64().unwrap_or_else(|| panic!("{before}"));
     assert_eq!(before["data"]["publisher"]["protocol"].as_str(), Some("rtmps"), "{before}");
+    let (_, info) = api(https, &certs.ca, "GET", "/info", Some(&token), None).await;
+    let ports = &info["data"]["ports"];
+    assert_eq!((ports["rtmps"].as_u64(), ports["https"].as_u64()), (Some(rtmps.into()), Some(https.into())), "{info}");
+    let (_, urls) = api(https, &certs.ca, "GET", &format!("{stream_path}/urls"), Some(&token), None).await;
+    let play = &urls["data"]["play"];
+    assert_eq!(play["rtmps"].as_str(), Some(format!("rtmps://localhost:{rtmps}/live/{name}").as_str()), "{urls}");
+    assert_eq!(play["httpsFlv"].as_str(), Some(format!("https://localhost:{https}/live/{name}.flv").as_str()), "{urls}");
+    assert_eq!(play["wssFlv"].as_str(), Some(format!("wss://localhost:{https}/live/{name}.flv").as_str()), "{urls}");
 
     // An HTTPS-FLV player whose TLS connection spans the reload.
     let mut player = https_flv_player(https, "localhost", &certs.ca, &format!("/live/{name}.flv")).await.unwrap();
