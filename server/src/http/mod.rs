@@ -80,8 +80,11 @@ where
     let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
     if h2 {
         let io = TokioIo::new(StallGuard::new(FirstReadDeadline::new(io, request_timeout), write_timeout));
+        // Pings find HTTP/2 peers that vanished while no stream was writing to them.
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            .keep_alive_interval(write_timeout)
+            .keep_alive_timeout(write_timeout)
             .serve_connection(io, service);
         until_shutdown(conn, &ctx, |c| c.graceful_shutdown()).await
     } else {
