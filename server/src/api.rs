@@ -397,7 +397,14 @@ async fn info(_: Authed, State(api): State<Arc<Api>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime": api.started.elapsed().as_secs(),
-        "ports": {"rtmp": c.rtmp.port, "http": c.http.port, "admin": c.admin.port},
+        "ports": {
+            "rtmp": c.rtmp.port,
+            "http": c.http.port,
+            "admin": c.admin.port,
+            // The TLS listeners run only when certificates are configured.
+            "rtmps": api.ctx.tls.as_ref().map(|_| c.tls.rtmps_port),
+            "https": api.ctx.tls.as_ref().map(|_| c.tls.https_port),
+        },
         "apps": apps,
     }))
 }
@@ -627,21 +634,27 @@ fn urls_json(api: &Api, app: &AppConfig, key: &StreamKey, host: &str, ttl: u64) 
     let (q, exp) = credentials(&app.play, key, expires)?;
     let (rtmp, http) = (c.rtmp.port, c.http.port);
     let (a, n) = (&key.app, &key.name);
+    let urls = |q: &str| {
+        let mut u = json!({
+            "rtmp": format!("rtmp://{host}:{rtmp}/{a}/{n}{q}"),
+            "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{q}"),
+            "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{q}"),
+        });
+        if api.ctx.tls.is_some() {
+            let (rtmps, https) = (c.tls.rtmps_port, c.tls.https_port);
+            u["rtmps"] = json!(format!("rtmps://{host}:{rtmps}/{a}/{n}{q}"));
+            u["httpsFlv"] = json!(format!("https://{host}:{https}/{a}/{n}.flv{q}"));
+            u["wssFlv"] = json!(format!("wss://{host}:{https}/{a}/{n}.flv{q}"));
+        }
+        u
+    };
     Ok(json!({
         "app": a,
         "name": n,
         "expires": pexp.or(exp),
         "auth": {"publish": policy_mode(&app.publish), "play": policy_mode(&app.play)},
-        "publish": {
-            "rtmp": format!("rtmp://{host}:{rtmp}/{a}/{n}{pq}"),
-            "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{pq}"),
-            "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{pq}"),
-        },
-        "play": {
-            "rtmp": format!("rtmp://{host}:{rtmp}/{a}/{n}{q}"),
-            "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{q}"),
-            "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{q}"),
-        },
+        "publish": urls(&pq),
+        "play": urls(&q),
     }))
 }
 

@@ -9,8 +9,9 @@
 //! - [`rtmp`]: the sans-IO RTMP [`rtmp::session`] and its socket driver [`rtmp::conn`].
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
-//! - [`server`]: listeners, connection limits and graceful shutdown.
+//! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
+//! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
 
@@ -25,4 +26,5 @@ pub mod net;
 pub mod rtmp;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod webhooks;

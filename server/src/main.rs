@@ -9,7 +9,7 @@ use ferrocast_server::config::{Config, LogFormat};
 use ferrocast_server::server::Server;
 
 const USAGE: &str = "\
-ferrocast: live-streaming media server (RTMP, HTTP-FLV, WS-FLV)
+ferrocast: live-streaming media server (RTMP/RTMPS, HTTP-FLV, WS-FLV over HTTP/HTTPS)
 
 USAGE:
     ferrocast [--config FILE] [--log-json]
@@ -19,7 +19,8 @@ USAGE:
 OPTIONS:
     --config FILE        YAML configuration; every key is optional (defaults are embedded)
     --print-config       print the effective configuration as YAML and exit
-    --check-config FILE  validate FILE; exit non-zero with a message naming the bad key
+    --check-config FILE  validate FILE and the TLS certificates it names; exit non-zero
+                         with a message naming the bad key
     --log-json           log as JSON lines (same as log.format: json)
     -h, --help           this help
     -V, --version        version
@@ -67,6 +68,17 @@ fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     })
+}
+
+/// `--check-config`: the file parses and validates, and its TLS certificates load and match
+/// their keys (what would otherwise stop the server at start).
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    if !config.tls.certificates.is_empty() {
+        ferrocast_server::tls::Certificates::load(&config.tls.certificates).with_context(|| format!("{}", file.display()))?;
+    }
+    println!("{}: ok", file.display());
+    Ok(())
 }
 
 fn init_logging(config: &Config, json: bool) {
@@ -126,7 +138,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Print { config } => load(&config).map(|c| print!("{}", c.to_yaml())),
-        Command::Check { file } => Config::load(&file).map(|_| println!("{}: ok", file.display())).map_err(Into::into),
+        Command::Check { file } => check(&file),
         Command::Run { config, log_json } => load(&config).and_then(|c| run(c, config, log_json)),
     };
     match result {

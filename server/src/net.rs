@@ -1,4 +1,5 @@
-//! Socket helpers shared by the outputs: vectored writes of shared buffers.
+//! Socket helpers: vectored writes of shared buffers, and connection wrappers that bound how
+//! long a peer may stall a write or keep quiet before its first request.
 
 use std::io::IoSlice;
 
@@ -6,9 +7,11 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Most buffers passed to one `writev`.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 256;
 
-/// Writes every buffer in order with vectored writes, without copying them.
+/// Writes every buffer in order with vectored writes, without copying them, then flushes:
+/// a TLS stream may keep encrypted records buffered when the socket pushed back, and they
+/// must not wait there for the next write (an RTMP reply or a last frame could stall).
 pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<Bytes>) -> std::io::Result<()> {
     let mut first = 0;
     while first < bufs.len() {
@@ -33,7 +36,7 @@ pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<By
         }
     }
     bufs.clear();
-    Ok(())
+    w.flush().await
 }
 
 /// Wraps a connection so that a write the peer does not accept for `limit` fails with
@@ -125,6 +128,74 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
     }
 }
 
+/// Wraps a connection so that reading fails with `TimedOut` unless the peer's first bytes
+/// arrive within `limit`. HTTP/2 has no header read timeout of its own, and without this a
+/// client could hold a connection slot forever after the TLS handshake.
+pub struct FirstReadDeadline<IO> {
+    inner: IO,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> FirstReadDeadline<IO> {
+    pub fn new(inner: IO, limit: std::time::Duration) -> Self {
+        FirstReadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(limit))) }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadline<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let Some(deadline) = self.deadline.as_mut() else { return res };
+        match res {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request from the peer")))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstReadDeadline<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +208,35 @@ mod tests {
         write_all_bytes(&mut out, &mut bufs).await.unwrap();
         assert_eq!(out, want);
         assert!(bufs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn nothing_stays_buffered_in_the_writer() {
+        let mut out = tokio::io::BufWriter::new(Vec::new());
+        let mut bufs = vec![Bytes::from_static(b"reply")];
+        write_all_bytes(&mut out, &mut bufs).await.unwrap();
+        assert_eq!(out.get_ref().as_slice(), b"reply", "a buffering writer (like TLS) was flushed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_read_deadline_only_bounds_the_first_bytes() {
+        use tokio::io::AsyncReadExt;
+        let limit = std::time::Duration::from_secs(10);
+        let (_quiet_peer, quiet) = tokio::io::duplex(64);
+        let mut quiet = FirstReadDeadline::new(quiet, limit);
+        let err = quiet.read_u8().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+
+        let (mut peer, io) = tokio::io::duplex(64);
+        let mut io = FirstReadDeadline::new(io, limit);
+        peer.write_all(b"a").await.unwrap();
+        assert_eq!(io.read_u8().await.unwrap(), b'a');
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(limit * 3).await;
+            peer.write_all(b"b").await.unwrap();
+            peer
+        });
+        assert_eq!(io.read_u8().await.unwrap(), b'b', "after the first bytes the peer may stay quiet");
+        drop(later.await.unwrap());
     }
 }

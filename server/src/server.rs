@@ -1,5 +1,6 @@
-//! Listeners, connection limits and graceful shutdown: binds the RTMP, HTTP and admin ports,
-//! accepts connections within their limits, and on shutdown ends every stream cleanly.
+//! Listeners, connection limits and graceful shutdown: binds the RTMP, HTTP and admin ports
+//! (and RTMPS and HTTPS when a certificate is configured), accepts connections within their
+//! limits, and on shutdown ends every stream cleanly.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use crate::hub::StreamKey;
 use crate::hub::{Hub, HubSettings};
 use crate::metrics::Metrics;
 use crate::session::{Protocol, Role, Sessions};
+use crate::tls::{Certificates, TlsError};
 use crate::webhooks::Webhooks;
 
 /// What every connection handler shares.
@@ -31,6 +33,8 @@ pub struct Context {
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<Webhooks>,
+    /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
+    pub tls: Option<Arc<Certificates>>,
     /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
     /// request sees either the old or the new set, never a mix.
     policies: RwLock<Arc<Policies>>,
@@ -102,15 +106,46 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                 continue;
             }
         };
-        match load_policies(&config).and_then(|p| ctx.webhooks.reconfigure(&config.webhooks).map(|()| p)) {
-            Ok(p) => {
+        let applied = load_policies(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|p| new_certificates(&ctx, &current, &config).map(|c| (p, c)).map_err(|e| e.to_string()))
+            .and_then(|(p, c)| ctx.webhooks.reconfigure(&config.webhooks).map(|()| (p, c)).map_err(|e| e.to_string()));
+        match applied {
+            Ok((p, certificates)) => {
                 *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
                 ctx.hub.set_apps(config.apps.clone());
-                info!("configuration reloaded: apps, access policies, secrets and webhooks updated");
+                if let (Some(tls), Some(new)) = (&ctx.tls, certificates) {
+                    tls.install(new);
+                }
+                info!("configuration reloaded: apps, access policies, secrets, webhooks and TLS certificates updated");
                 last = fingerprint(&path, &config);
                 current = config;
             }
             Err(e) => warn!("config change refused, keeping the running one: {e}"),
+        }
+    }
+}
+
+/// The TLS certificate list of a reloaded config, loaded and ready to install, or `None`
+/// when it is unchanged or cannot apply without a restart (which is logged).
+fn new_certificates(ctx: &Context, current: &Config, config: &Config) -> Result<Option<crate::tls::NewCertificates>, TlsError> {
+    let (was, now) = (&current.tls, &config.tls);
+    if (was.rtmps_port, was.https_port) != (now.rtmps_port, now.https_port) {
+        warn!("tls.rtmps_port and tls.https_port take effect at the next start");
+    }
+    match &ctx.tls {
+        Some(_) if now.certificates.is_empty() => {
+            if !was.certificates.is_empty() {
+                warn!("turning TLS off takes effect at the next start; RTMPS and HTTPS keep their current certificates");
+            }
+            Ok(None)
+        }
+        Some(tls) => tls.prepare(&now.certificates),
+        None => {
+            if !now.certificates.is_empty() && was.certificates.is_empty() {
+                warn!("the RTMPS and HTTPS listeners open at the next start: TLS was off when the server started");
+            }
+            Ok(None)
         }
     }
 }
@@ -150,6 +185,8 @@ impl Context {
 pub enum ServerError {
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -165,6 +202,16 @@ pub struct Server {
     rtmp: TcpListener,
     http: TcpListener,
     admin: TcpListener,
+    tls: Option<TlsListeners>,
+}
+
+/// The RTMPS and HTTPS listeners, bound only when a certificate is configured.
+struct TlsListeners {
+    rtmps: TcpListener,
+    https: TcpListener,
+    rtmps_tls: tokio_rustls::TlsAcceptor,
+    /// Offers ALPN `h2` and `http/1.1`.
+    https_tls: tokio_rustls::TlsAcceptor,
 }
 
 /// Addresses the listeners actually bound (useful with port 0).
@@ -173,6 +220,9 @@ pub struct BoundAddrs {
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// `None` when TLS is off (no certificate configured).
+    pub rtmps: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
 }
 
 async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, ServerError> {
@@ -183,16 +233,29 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let policies = RwLock::new(Arc::new(load_policies(&config)?));
+        let tls_certs = match config.tls.certificates.is_empty() {
+            true => None,
+            false => Some(Certificates::load(&config.tls.certificates)?),
+        };
         let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
         let http = bind("http", config.bind, config.http.port).await?;
         let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
+        let tls = match &tls_certs {
+            Some(certs) => Some(TlsListeners {
+                rtmps: bind("rtmps", config.bind, config.tls.rtmps_port).await?,
+                https: bind("https", config.bind, config.tls.https_port).await?,
+                rtmps_tls: certs.server_config(&[])?.into(),
+                https_tls: certs.server_config(crate::tls::HTTPS_ALPN)?.into(),
+            }),
+            None => None,
+        };
         let (shutdown_tx, shutdown) = watch::channel(false);
         let hub = Hub::new(HubSettings::from_config(&config));
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
-        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, webhooks, policies });
-        Ok(Server { ctx, shutdown_tx, rtmp, http, admin })
+        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, webhooks, tls: tls_certs, policies });
+        Ok(Server { ctx, shutdown_tx, rtmp, http, admin, tls })
     }
 
     pub fn context(&self) -> &Arc<Context> {
@@ -204,6 +267,8 @@ impl Server {
             rtmp: self.rtmp.local_addr().expect("bound"),
             http: self.http.local_addr().expect("bound"),
             admin: self.admin.local_addr().expect("bound"),
+            rtmps: self.tls.as_ref().map(|t| t.rtmps.local_addr().expect("bound")),
+            https: self.tls.as_ref().map(|t| t.https.local_addr().expect("bound")),
         }
     }
 
@@ -236,8 +301,17 @@ impl Server {
         let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, peer| {
             crate::http::serve_connection(s, peer, admin_router.clone(), admin_ctx.clone())
         });
+        let tls = match (self.tls, &ctx.tls) {
+            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &rtmp_slots, &http_slots)),
+            _ => None,
+        };
         let accepting = tokio::spawn(async move {
-            tokio::join!(rtmp, http, admin);
+            let tls = async {
+                if let Some(tls) = tls {
+                    tls.await
+                }
+            };
+            tokio::join!(rtmp, http, admin, tls);
         });
 
         signal.await;
@@ -261,14 +335,64 @@ impl Server {
     }
 }
 
+/// Accepts RTMPS and HTTPS connections: each completes its TLS handshake within the
+/// protocol's handshake or request timeout, then is served like its plain counterpart. They
+/// count against the RTMP and HTTP connection limits, and the certificate files are watched.
+fn tls_accept_loops(
+    listeners: TlsListeners,
+    certs: &Arc<Certificates>,
+    ctx: &Arc<Context>,
+    rtmp_slots: &Arc<Semaphore>,
+    http_slots: &Arc<Semaphore>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let c = &ctx.config;
+    tokio::spawn(certs.clone().watch(ctx.shutdown.clone()));
+
+    let acceptor = listeners.rtmps_tls;
+    let limit = Duration::from_secs(c.rtmp.handshake_timeout_secs);
+    let rtmps_ctx = ctx.clone();
+    let rtmps = accept_loop("rtmps", listeners.rtmps, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
+        let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
+        async move {
+            if let Some(tls) = crate::tls::handshake(&acceptor, s, "rtmps", peer, limit).await {
+                crate::rtmp::conn::serve(tls, peer, Protocol::Rtmps, ctx).await;
+            }
+        }
+    });
+
+    let acceptor = listeners.https_tls;
+    let limit = Duration::from_secs(c.http.request_timeout_secs);
+    let router = crate::http::router(ctx.clone());
+    let https_ctx = ctx.clone();
+    let https = accept_loop("https", listeners.https, http_slots.clone(), ctx.clone(), move |s, peer| {
+        let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
+        async move {
+            if let Some(tls) = crate::tls::handshake(&acceptor, s, "https", peer, limit).await {
+                crate::http::serve_tls_connection(tls, peer, router, ctx).await;
+            }
+        }
+    });
+    async move {
+        tokio::join!(rtmps, https);
+    }
+}
+
 fn log_urls(a: &BoundAddrs, c: &Config) {
     let host = if a.rtmp.ip().is_unspecified() { "localhost".to_string() } else { a.rtmp.ip().to_string() };
     let app = c.apps.first().map_or("live", |a| a.name.as_str());
-    info!(rtmp = %a.rtmp, http = %a.http, admin = %a.admin, "ferrocast listening");
+    info!(rtmp = %a.rtmp, http = %a.http, admin = %a.admin, rtmps = ?a.rtmps, https = ?a.https, "ferrocast listening");
     info!("publish: rtmp://{host}:{}/{app}/STREAM_NAME", a.rtmp.port());
     info!("play:    rtmp://{host}:{}/{app}/STREAM_NAME", a.rtmp.port());
     info!("play:    http://{host}:{}/{app}/STREAM_NAME.flv", a.http.port());
     info!("play:    ws://{host}:{}/{app}/STREAM_NAME.flv", a.http.port());
+    if let (Some(rtmps), Some(https)) = (a.rtmps, a.https) {
+        // Certificates name hosts, not addresses: show the first configured name when there is one.
+        let tls_host = c.tls.certificates.iter().flat_map(|cert| &cert.hosts).find(|h| !h.starts_with("*.")).unwrap_or(&host);
+        info!("publish: rtmps://{tls_host}:{}/{app}/STREAM_NAME", rtmps.port());
+        info!("play:    rtmps://{tls_host}:{}/{app}/STREAM_NAME", rtmps.port());
+        info!("play:    https://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
+        info!("play:    wss://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
+    }
 }
 
 async fn accept_loop<F, Fut>(what: &'static str, listener: TcpListener, slots: Arc<Semaphore>, ctx: Arc<Context>, handle: F)

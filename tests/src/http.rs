@@ -1,19 +1,25 @@
-//! A minimal HTTP/1.1 client for `http://host:port/path` URLs that streams the response body
-//! and reports precisely how it ended (clean end of a chunked/sized body vs. connection drop).
+//! A minimal HTTP/1.1 client for `http://host:port/path` URLs (or any connected stream, such
+//! as a TLS one) that streams the response body and reports precisely how it ended (clean end
+//! of a chunked/sized body vs. connection drop).
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Splits `http://host:port/path` into ("host:port", "/path").
+/// A connected byte stream: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+/// Splits `http://host:port/path` (or `ws://`, `https://`, `wss://`) into ("host:port", "/path").
 pub fn split_url(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("ws://"))
-        .ok_or_else(|| anyhow!("not an http:// or ws:// URL: {url}"))?;
+    let (rest, default_port) = [("http://", 80), ("ws://", 80), ("https://", 443), ("wss://", 443)]
+        .iter()
+        .find_map(|(scheme, port)| url.strip_prefix(scheme).map(|r| (r, *port)))
+        .ok_or_else(|| anyhow!("not an http(s):// or ws(s):// URL: {url}"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -21,7 +27,7 @@ pub fn split_url(url: &str) -> Result<(String, String)> {
     let authority = if authority.contains(':') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     Ok((authority, path.to_string()))
 }
@@ -45,14 +51,19 @@ enum Framing {
 }
 
 /// A response whose body is read incrementally.
-#[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    stream: TcpStream,
+    stream: BoxIo,
     buf: BytesMut,
     framing: Framing,
     done: bool,
+}
+
+impl std::fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponse").field("status", &self.status).field("headers", &self.headers).field("framing", &self.framing).finish()
+    }
 }
 
 /// Sends `GET url` with extra headers and returns once the response head has arrived
@@ -74,91 +85,107 @@ pub async fn request(
     body: Option<&[u8]>,
     head_timeout: Duration,
 ) -> Result<HttpResponse> {
+    if url.starts_with("https://") || url.starts_with("wss://") {
+        bail!("{url}: use ferrocast_tests::tls for HTTPS (this client speaks plain TCP)");
+    }
     let (authority, path) = split_url(url)?;
     let fut = async {
-        let mut stream = TcpStream::connect(&authority)
+        let stream = TcpStream::connect(&authority)
             .await
             .with_context(|| format!("connecting to {authority}"))?;
         stream.set_nodelay(true)?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
-        for (k, v) in extra_headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(body) = body {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut req = req.into_bytes();
-        req.extend_from_slice(body.unwrap_or_default());
-        stream.write_all(&req).await?;
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i;
-            }
-            if buf.len() > 64 * 1024 {
-                bail!("response head larger than 64 KiB");
-            }
-            let n = stream.read_buf(&mut buf).await?;
-            if n == 0 {
-                bail!(
-                    "connection closed before the response head ({} bytes received)",
-                    buf.len()
-                );
-            }
-        };
-        let head = buf.split_to(head_end + 4);
-        let head = String::from_utf8_lossy(&head[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default();
-        if !version.starts_with("HTTP/1.") {
-            bail!("bad status line {status_line:?}");
-        }
-        let status: u16 = parts
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .with_context(|| format!("bad status line {status_line:?}"))?;
-        let mut headers = Vec::new();
-        for line in lines {
-            if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let framing = if header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
-            Framing::Chunked {
-                remaining: 0,
-                need_crlf: false,
-            }
-        } else if let Some(len) = header("content-length") {
-            Framing::Length(len.parse().context("bad content-length")?)
-        } else if status == 204 || status == 304 {
-            Framing::Length(0)
-        } else {
-            Framing::Close
-        };
-        Ok(HttpResponse {
-            status,
-            headers,
-            stream,
-            buf,
-            framing,
-            done: false,
-        })
+        request_on(Box::new(stream), method, &authority, &path, extra_headers, body).await
     };
     tokio::time::timeout(head_timeout, fut)
         .await
         .map_err(|_| anyhow!("no response head from {url} within {head_timeout:?}"))?
+}
+
+/// Sends `METHOD path` on an open connection (`authority` goes in the Host header) and
+/// returns once the response head has arrived. Not bounded: the caller bounds it.
+pub async fn request_on(
+    mut stream: BoxIo,
+    method: &str,
+    authority: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<HttpResponse> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body.unwrap_or_default());
+    stream.write_all(&req).await?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 * 1024 {
+            bail!("response head larger than 64 KiB");
+        }
+        let n = stream.read_buf(&mut buf).await?;
+        if n == 0 {
+            bail!(
+                "connection closed before the response head ({} bytes received)",
+                buf.len()
+            );
+        }
+    };
+    let head = buf.split_to(head_end + 4);
+    let head = String::from_utf8_lossy(&head[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        bail!("bad status line {status_line:?}");
+    }
+    let status: u16 = parts
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let mut headers = Vec::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let framing = if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        Framing::Chunked {
+            remaining: 0,
+            need_crlf: false,
+        }
+    } else if let Some(len) = header("content-length") {
+        Framing::Length(len.parse().context("bad content-length")?)
+    } else if status == 204 || status == 304 {
+        Framing::Length(0)
+    } else {
+        Framing::Close
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        stream,
+        buf,
+        framing,
+        done: false,
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

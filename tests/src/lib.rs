@@ -15,6 +15,8 @@
 //! - [`player`]: HTTP-FLV and WS-FLV players yielding FLV tags and how the stream ended.
 //! - [`rtmp_raw`]: raw RTMP sockets (hand-written simple handshake) for robustness tests.
 //! - [`rtmp_client`]: an RTMP publisher / player on the server crate's codecs (legacy HEVC).
+//! - [`tls`]: a throwaway CA (rcgen), Kubernetes-style certificate files, and HTTPS (HTTP/1.1,
+//!   HTTP/2) and WSS clients trusting the CA.
 //! - [`modern`]: FFmpeg 9 from imageio-ffmpeg (HEVC, AV1, VP9, Opus) and `ffmpeg -f null` checks.
 
 pub mod env;
@@ -28,6 +30,7 @@ pub mod publisher;
 pub mod rtmp_client;
 pub mod rtmp_raw;
 pub mod server;
+pub mod tls;
 
 pub use env::{require_tool, server_bin, workspace_root, TempDir};
 pub use fixtures::Live;

@@ -1,17 +1,21 @@
-//! HTTP-FLV and WS-FLV players: connect, then pull FLV tags as they arrive and learn how the
-//! stream ended.
+//! HTTP-FLV and WS-FLV players (over plain TCP or TLS, HTTP-FLV also over HTTP/2): connect,
+//! then pull FLV tags as they arrive and learn how the stream ended.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::flv::{FlvHeader, FlvParser, Tag};
-use crate::http::{self, BodyEvent, HttpResponse};
+use crate::http::{self, BodyEvent, BoxIo, HttpResponse};
+
+/// The request side of an HTTP/2 connection (kept so the connection stays up).
+pub type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>;
 
 /// How a player's stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +33,9 @@ pub enum StreamEnd {
 
 enum Source {
     Http(Box<HttpResponse>),
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    /// The sender keeps the HTTP/2 connection's request side alive while the body streams.
+    Http2 { body: Box<hyper::body::Incoming>, _sender: H2Sender },
+    Ws(Box<WebSocketStream<BoxIo>>),
 }
 
 /// A live FLV player over HTTP or WebSocket.
@@ -90,10 +96,35 @@ impl FlvPlayer {
         }
     }
 
+    /// Plays the body of an HTTP/2 response (see [`crate::tls::h2_get`]).
+    pub fn from_h2(url: &str, body: hyper::body::Incoming, sender: H2Sender, started: Instant) -> FlvPlayer {
+        FlvPlayer {
+            url: url.to_string(),
+            source: Source::Http2 { body: Box::new(body), _sender: sender },
+            parser: FlvParser::new(),
+            end: None,
+            started,
+            bytes: 0,
+            ws_messages: 0,
+            tags: 0,
+        }
+    }
+
     /// Opens a WS-FLV URL (bounded by `timeout`).
     pub async fn ws(url: &str, timeout: Duration) -> Result<FlvPlayer> {
+        let (authority, _) = http::split_url(url)?;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(&authority))
+            .await
+            .map_err(|_| anyhow!("connecting to {authority} took over {timeout:?}"))?
+            .with_context(|| format!("connecting to {authority}"))?;
+        tcp.set_nodelay(true)?;
+        Self::ws_on(url, Box::new(tcp), timeout).await
+    }
+
+    /// Opens WS-FLV on a connected stream (for WSS, a TLS stream; `url` is `wss://...`).
+    pub async fn ws_on(url: &str, io: BoxIo, timeout: Duration) -> Result<FlvPlayer> {
         let started = Instant::now();
-        let (ws, resp) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url))
+        let (ws, resp) = tokio::time::timeout(timeout, tokio_tungstenite::client_async(url, io))
             .await
             .map_err(|_| {
                 anyhow!("WebSocket handshake with {url} did not finish within {timeout:?}")
@@ -129,6 +160,15 @@ impl FlvPlayer {
                 BodyEvent::Data(d) => self.push(&d),
                 BodyEvent::End => self.end = Some(StreamEnd::HttpComplete),
                 BodyEvent::Truncated(why) => self.end = Some(StreamEnd::HttpTruncated(why)),
+            },
+            Source::Http2 { body, .. } => match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(d) = frame.into_data() {
+                        self.push(&d)
+                    }
+                }
+                Some(Err(e)) => self.end = Some(StreamEnd::HttpTruncated(e.to_string())),
+                None => self.end = Some(StreamEnd::HttpComplete),
             },
             Source::Ws(ws) => match ws.next().await {
                 Some(Ok(Message::Binary(d))) => {

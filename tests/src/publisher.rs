@@ -1,5 +1,6 @@
-//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream, over RTMP or,
-//! to an `http://` URL, as an FLV push (HTTP POST).
+//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream, over RTMP(S) or,
+//! to an `http(s)://` URL, as an FLV push (HTTP POST). ffmpeg does not verify TLS certificates
+//! unless told to (`tls_verify` defaults to 0), so test certificates need no setup.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -76,7 +77,7 @@ impl PublisherBuilder {
         }
         let t = self.duration_secs.to_string();
         push(&["-t", &t, "-f", "flv", "-rw_timeout", "5000000"]);
-        if self.url.starts_with("http://") {
+        if self.url.starts_with("http://") || self.url.starts_with("https://") {
             // FLV push: the stream is the body of a (chunked) POST to /{app}/{name}.flv.
             push(&["-method", "POST"]);
         }

@@ -1,6 +1,7 @@
 //! The real `ferrocast` binary on free loopback ports with a generated YAML config.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,22 @@ pub struct TestServerBuilder {
     log_level: Option<String>,
     app_yaml: Vec<String>,
     top_yaml: Vec<String>,
+    tls: Vec<TlsCertificate>,
+}
+
+/// One entry of `tls.certificates`.
+#[derive(Debug, Clone)]
+pub struct TlsCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// SNI names; none makes it the default certificate.
+    pub hosts: Vec<String>,
+}
+
+impl TlsCertificate {
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>, hosts: &[&str]) -> Self {
+        TlsCertificate { cert_file: cert_file.into(), key_file: key_file.into(), hosts: hosts.iter().map(|h| h.to_string()).collect() }
+    }
 }
 
 impl TestServerBuilder {
@@ -78,7 +95,12 @@ impl TestServerBuilder {
         self
     }
 
-    /// The YAML config for the given ports.
+    /// Turns on RTMPS and HTTPS (on free ports) with these certificates.
+    pub fn tls(mut self, certificates: Vec<TlsCertificate>) -> Self {
+        self.tls = certificates;
+        self
+    }
+
     /// Extra YAML lines for app `live` (e.g. `publish: {auth: sign, sign_secret_files: [..]}`).
     pub fn app_yaml(mut self, line: &str) -> Self {
         self.app_yaml.push(line.to_string());
@@ -91,7 +113,9 @@ impl TestServerBuilder {
         self
     }
 
-    pub fn config_yaml(&self, rtmp: u16, http: u16, admin: u16) -> String {
+    /// The YAML config for the given ports (`tls`: the RTMPS and HTTPS ports, used when
+    /// certificates are set).
+    pub fn config_yaml(&self, rtmp: u16, http: u16, admin: u16, tls: (u16, u16)) -> String {
         let level = self
             .log_level
             .clone()
@@ -134,6 +158,12 @@ impl TestServerBuilder {
         for line in &self.app_yaml {
             let _ = writeln!(y, "    {line}");
         }
+        if !self.tls.is_empty() {
+            let _ = writeln!(y, "tls:\n  rtmps_port: {}\n  https_port: {}\n  certificates:", tls.0, tls.1);
+            for c in &self.tls {
+                let _ = writeln!(y, "    - cert_file: {:?}\n      key_file: {:?}\n      hosts: {:?}", c.cert_file, c.key_file, c.hosts);
+            }
+        }
         for line in &self.top_yaml {
             let _ = writeln!(y, "{line}");
         }
@@ -146,9 +176,10 @@ impl TestServerBuilder {
         let mut last_err = None;
         for _attempt in 0..3 {
             let dir = TempDir::new("ferrocast-test")?;
-            let [rtmp, http, admin] = free_ports::<3>()?;
+            let [rtmp, http, admin, rtmps, https] = free_ports::<5>()?;
             let config = dir.join("ferrocast.yaml");
-            std::fs::write(&config, self.config_yaml(rtmp, http, admin))?;
+            std::fs::write(&config, self.config_yaml(rtmp, http, admin, (rtmps, https)))?;
+            let tls = !self.tls.is_empty();
             let args = vec!["--config".to_string(), config.display().to_string()];
             let proc = Proc::spawn(
                 "ferrocast",
@@ -162,6 +193,8 @@ impl TestServerBuilder {
                 rtmp_port: rtmp,
                 http_port: http,
                 admin_port: admin,
+                rtmps_port: tls.then_some(rtmps),
+                https_port: tls.then_some(https),
                 dir,
             };
             match server.wait_ready().await {
@@ -200,6 +233,9 @@ pub struct TestServer {
     pub rtmp_port: u16,
     pub http_port: u16,
     pub admin_port: u16,
+    /// Set when the server was built with [`TestServerBuilder::tls`].
+    pub rtmps_port: Option<u16>,
+    pub https_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -247,6 +283,13 @@ impl TestServer {
     }
     pub fn ws_url(&self, name: &str) -> String {
         format!("ws://127.0.0.1:{}/live/{name}.flv", self.http_port)
+    }
+    /// `rtmps://127.0.0.1:PORT/live/{name}` (panics without TLS).
+    pub fn rtmps_url(&self, name: &str) -> String {
+        format!("rtmps://127.0.0.1:{}/live/{name}", self.rtmps_port.expect("server built with .tls()"))
+    }
+    pub fn https_port(&self) -> u16 {
+        self.https_port.expect("server built with .tls()")
     }
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)

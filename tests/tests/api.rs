@@ -121,6 +121,7 @@ async fn login_tokens_and_status_codes() {
     assert_eq!(info["data"]["name"], "ferrocast");
     assert_eq!(info["data"]["ports"]["http"], server.http_port);
     assert_eq!(info["data"]["ports"]["rtmp"], server.rtmp_port);
+    assert!(info["data"]["ports"]["rtmps"].is_null() && info["data"]["ports"]["https"].is_null(), "TLS is off: {info}");
     assert_eq!(info["data"]["apps"][0]["name"], "live");
     assert!(info["data"]["version"].is_string() && info["data"]["uptime"].is_u64());
 

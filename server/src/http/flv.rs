@@ -27,7 +27,7 @@ use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
 use crate::webhooks::Activity;
 
-const MAX_BATCH_FRAMES: usize = 32;
+const MAX_BATCH_FRAMES: usize = 64;
 
 /// Resolves `/{app}/{name}.flv` to a stream key, or the response refusing it.
 // The error is the HTTP response itself; it is returned straight to the client.
@@ -167,18 +167,20 @@ fn is_websocket_upgrade(h: &HeaderMap) -> bool {
     has(header::UPGRADE, "websocket") && has(header::CONNECTION, "upgrade")
 }
 
-/// Waits for the first frame so the FLV header can flag the tracks the stream really has
-/// (a player of a stream that is not published yet learns them when it starts).
-async fn first_items(sub: &mut Subscriber) -> Result<Vec<Bytes>, ReaderEnd> {
-    let first = sub.recv().await?;
-    let info = sub.stream().info();
-    let mut items = vec![Bytes::copy_from_slice(&flv::header(info.has_audio, info.has_video)), first.flv_tag()];
-    while items.len() < MAX_BATCH_FRAMES {
-        match sub.try_recv()? {
-            Some(f) => items.push(f.flv_tag()),
-            None => break,
-        }
+/// The next FLV items for a player: the tags of the next batch of frames, preceded by the
+/// FLV header in the first batch. The header waits for the first frame so it can flag the
+/// tracks the stream really has (a player of a stream that is not published yet learns them
+/// when it starts). Cancel-safe.
+async fn next_items(sub: &mut Subscriber, started: &mut bool) -> Result<Vec<Bytes>, ReaderEnd> {
+    let mut frames = Vec::with_capacity(MAX_BATCH_FRAMES);
+    sub.recv_batch(&mut frames, MAX_BATCH_FRAMES).await?;
+    let mut items = Vec::with_capacity(frames.len() + 1);
+    if !*started {
+        *started = true;
+        let info = sub.stream().info();
+        items.push(Bytes::copy_from_slice(&flv::header(info.has_audio, info.has_video)));
     }
+    items.extend(frames.iter().map(|f| f.flv_tag()));
     Ok(items)
 }
 
@@ -204,14 +206,7 @@ fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity) -> impl futur
                 info!(session = st.id, "http-flv player kicked by the API");
                 return None;
             }
-            next = async {
-                if st.started {
-                    st.sub.recv().await.map(|f| vec![f.flv_tag()])
-                } else {
-                    st.started = true;
-                    first_items(&mut st.sub).await
-                }
-            } => next,
+            next = next_items(&mut st.sub, &mut st.started) => next,
         };
         match next {
             Ok(items) => {
@@ -341,22 +336,7 @@ where
                 let _ = timed_write(&mut wr, &mut batch, write_timeout).await;
                 return Ok("kicked by the API");
             }
-            items = async {
-                if started {
-                    let f = sub.recv().await?;
-                    let mut items = vec![f.flv_tag()];
-                    while items.len() < MAX_BATCH_FRAMES {
-                        match sub.try_recv()? {
-                            Some(f) => items.push(f.flv_tag()),
-                            None => break,
-                        }
-                    }
-                    Ok(items)
-                } else {
-                    first_items(&mut sub).await
-                }
-            } => {
-                started = true;
+            items = next_items(&mut sub, &mut started) => {
                 match items {
                     Ok(items) => {
                         let n: usize = items.iter().map(|b| b.len()).sum();

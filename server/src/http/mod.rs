@@ -1,5 +1,6 @@
 //! HTTP: the public router (HTTP-FLV and WS-FLV playback) and the admin router (probes),
-//! each served by [`serve_connection`] with limits against misbehaving peers.
+//! each served by [`serve_connection`] (HTTP/1.1) or, on the HTTPS port,
+//! [`serve_tls_connection`] (HTTP/1.1 or HTTP/2 by ALPN), with limits against misbehaving peers.
 
 pub mod flv;
 pub mod push;
@@ -14,11 +15,12 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
 
-use crate::net::StallGuard;
+use crate::net::{FirstReadDeadline, StallGuard};
 use crate::server::Context;
 
 /// The public router on the HTTP port.
@@ -56,14 +58,53 @@ pub async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, router: Ro
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve(io, peer, router, ctx, false).await
+}
+
+/// Serves one HTTPS connection: HTTP/2 when ALPN chose `h2`, else HTTP/1.1 with WebSocket
+/// upgrades (WSS-FLV; browsers open WebSockets on HTTP/1.1 connections).
+pub async fn serve_tls_connection<IO>(tls: TlsStream<IO>, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve(tls, peer, router, ctx, h2).await
+}
+
+async fn serve<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>, h2: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
-    let io = TokioIo::new(StallGuard::new(io, write_timeout));
+    let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
     let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(ctx.config.http.request_timeout_secs))
-        .serve_connection(io, service)
-        .with_upgrades();
+    if h2 {
+        let io = TokioIo::new(StallGuard::new(FirstReadDeadline::new(io, request_timeout), write_timeout));
+        // Pings find HTTP/2 peers that vanished while no stream was writing to them.
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(write_timeout)
+            .keep_alive_timeout(write_timeout)
+            .serve_connection(io, service);
+        until_shutdown(conn, &ctx, |c| c.graceful_shutdown()).await
+    } else {
+        let io = TokioIo::new(StallGuard::new(io, write_timeout));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(request_timeout)
+            .serve_connection(io, service)
+            .with_upgrades();
+        until_shutdown(conn, &ctx, |c| c.graceful_shutdown()).await
+    }
+}
+
+/// Drives a connection; on server shutdown asks it to finish gracefully (the response in
+/// flight completes, an HTTP/2 client gets GOAWAY) within the grace period.
+async fn until_shutdown<C, E>(conn: C, ctx: &Context, graceful: impl FnOnce(std::pin::Pin<&mut C>))
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
     tokio::select! {
@@ -73,7 +114,7 @@ where
             }
         }
         _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = tokio::time::timeout(Duration::from_secs(ctx.config.hub.shutdown_grace_secs), conn).await;
         }
     }

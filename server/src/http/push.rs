@@ -204,7 +204,7 @@ mod tests {
             publisher_grace: Duration::from_secs(1),
             play_wait: Duration::from_secs(1),
             queue_frames: 64,
-            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10) },
+            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10), coalesce: Duration::ZERO },
             apps: vec![AppConfig::default()],
         })
     }

@@ -84,6 +84,7 @@ impl HubSettings {
             reader: ReaderLimits {
                 max_skips: c.hub.slow_reader_max_skips,
                 window: Duration::from_secs(c.hub.slow_reader_window_secs),
+                coalesce: Duration::from_millis(c.hub.write_coalesce_ms),
             },
             apps: c.apps.clone(),
         }

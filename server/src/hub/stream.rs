@@ -317,6 +317,8 @@ impl Stream {
             multitrack: options.multitrack,
             skips: VecDeque::new(),
             dropped: 0,
+            hold_until: None,
+            ended: None,
         })
     }
 }
@@ -448,6 +450,10 @@ pub struct SubscribeOptions {
 pub struct ReaderLimits {
     pub max_skips: u32,
     pub window: Duration,
+    /// After a batch, a reader waits this long before taking the next one, so each write to
+    /// its client carries several frames (SRS's "merged write"). Fewer, larger writes and
+    /// wake-ups are what fan-out to thousands of players costs; zero writes every frame at once.
+    pub coalesce: Duration,
 }
 
 /// Why a reader stops receiving.
@@ -475,6 +481,10 @@ pub struct Subscriber {
     multitrack: bool,
     skips: VecDeque<Instant>,
     dropped: u64,
+    /// When the next batch may be taken (write coalescing).
+    hold_until: Option<tokio::time::Instant>,
+    /// The end met while a batch was being filled, reported by the next call.
+    ended: Option<ReaderEnd>,
 }
 
 impl Subscriber {
@@ -516,6 +526,46 @@ impl Subscriber {
                 return Ok(f);
             }
         }
+    }
+
+    /// Appends the next frames to `out` (at most `max_frames`): waits for at least one,
+    /// then takes every one that is ready. With write coalescing the call first waits until
+    /// the previous batch is `coalesce` old. Cancel-safe: frames are only appended after the
+    /// last await point.
+    pub async fn recv_batch(&mut self, out: &mut Vec<Arc<MediaFrame>>, max_frames: usize) -> Result<(), ReaderEnd> {
+        if let Some(end) = self.ended.take() {
+            return Err(end);
+        }
+        if let Some(at) = self.hold_until {
+            tokio::time::sleep_until(at).await;
+            self.hold_until = None;
+        }
+        let first = out.len();
+        let max = first + max_frames.max(1);
+        loop {
+            while out.len() < max {
+                match self.try_recv() {
+                    Ok(Some(f)) => out.push(f),
+                    Ok(None) => break,
+                    Err(end) if out.len() > first => {
+                        self.ended = Some(end);
+                        break;
+                    }
+                    Err(end) => return Err(end),
+                }
+            }
+            if out.len() > first {
+                break;
+            }
+            let f = self.recv().await?;
+            out.push(f);
+        }
+        // A full batch means more is ready (the GOP backlog of a new reader, or a reader
+        // catching up): no pause then.
+        if !self.limits.coalesce.is_zero() && out.len() < max {
+            self.hold_until = Some(tokio::time::Instant::now() + self.limits.coalesce);
+        }
+        Ok(())
     }
 
     /// The next frame if one is ready now.

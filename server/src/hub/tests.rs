@@ -12,7 +12,7 @@ fn settings() -> HubSettings {
         publisher_grace: Duration::from_secs(10),
         play_wait: Duration::from_secs(30),
         queue_frames: 16,
-        reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(30) },
+        reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(30), coalesce: Duration::ZERO },
         apps: vec![AppConfig::default()],
     }
 }
@@ -303,4 +303,80 @@ async fn ingest_bitrate_and_frame_rate_are_measured() {
     let info = hub.stream(&key()).unwrap().info();
     assert!((info.measured_fps.unwrap() - 30.0).abs() < 0.5, "{:?}", info.measured_fps);
     assert!((230..=250).contains(&info.bitrate_kbps), "{}", info.bitrate_kbps);
+}
+
+fn coalescing(ms: u64) -> HubSettings {
+    let mut s = settings();
+    s.queue_frames = 256;
+    s.reader.coalesce = Duration::from_millis(ms);
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_reader_gets_first_batch_at_once_then_one_batch_per_interval() {
+    let hub = Hub::new(coalescing(100));
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    sub.recv_batch(&mut got, 64).await.unwrap();
+    assert_eq!(got.len(), 4, "headers and the keyframe at once");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+
+    // A frame every 20 ms: the next batch is taken 100 ms after the first and holds the four
+    // frames published meanwhile, in order.
+    let publish = async {
+        for i in 1..=4u32 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            inter(&p, i * 20);
+        }
+    };
+    let mut batch = Vec::new();
+    let ((), res) = tokio::join!(publish, sub.recv_batch(&mut batch, 64));
+    res.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(100));
+    let ts: Vec<u32> = batch.iter().map(|f| f.timestamp).collect();
+    assert_eq!(ts, vec![20, 40, 60, 80]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_never_delays_a_backlog_that_fills_batches() {
+    let hub = Hub::new(coalescing(100));
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    for i in 1..40u32 {
+        inter(&p, i * 33);
+    }
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 43 {
+        sub.recv_batch(&mut got, 8).await.unwrap();
+    }
+    assert_eq!(t0.elapsed(), Duration::ZERO, "full batches are followed at once by the next");
+    assert_eq!(got.last().unwrap().timestamp, 39 * 33);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_reader_gets_last_frames_before_the_end() {
+    let mut s = coalescing(100);
+    s.publisher_grace = Duration::ZERO;
+    let hub = Hub::new(s);
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let mut got = Vec::new();
+    sub.recv_batch(&mut got, 64).await.unwrap();
+    inter(&p, 33);
+    inter(&p, 66);
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut last = Vec::new();
+    sub.recv_batch(&mut last, 64).await.unwrap();
+    assert_eq!(last.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![33, 66]);
+    assert_eq!(sub.recv_batch(&mut last, 64).await.err(), Some(ReaderEnd::StreamEnded));
 }

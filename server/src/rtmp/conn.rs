@@ -19,8 +19,7 @@ use crate::webhooks::{millis, Event};
 use crate::session::{Protocol, Role, SessionGuard};
 
 /// Frames written to a player in one vectored write at most.
-const MAX_BATCH_FRAMES: usize = 32;
-const MAX_BATCH_BYTES: usize = 512 * 1024;
+const MAX_BATCH_FRAMES: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -128,43 +127,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.handle_events().await?;
         self.flush().await?;
 
+        // The loop runs once per frame for every player, so what it waits on is set up once
+        // here rather than per iteration: re-arming an idle timer and re-registering with the
+        // shared shutdown/kick notifiers for every frame of every player costs more than
+        // writing the frame.
         let idle = Duration::from_secs(self.ctx.config.rtmp.idle_timeout_secs);
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
         let mut shutdown = self.ctx.shutdown.clone();
+        let shutdown_wait = async move {
+            let _ = shutdown.changed().await;
+        };
+        tokio::pin!(shutdown_wait);
         let mut kicked = self.guard.entry().kicked();
+        let kick_wait = async move {
+            let _ = kicked.changed().await;
+        };
+        tokio::pin!(kick_wait);
         let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
+        let mut frames = Vec::with_capacity(MAX_BATCH_FRAMES);
         loop {
             let playing = self.player.is_some();
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
+                _ = &mut shutdown_wait => {
                     self.end_now("Server is shutting down").await;
                     return Ok(());
                 }
-                _ = kicked.changed() => {
+                _ = &mut kick_wait => {
                     info!("kicked by the API");
                     self.end_now("Session closed by the server").await;
                     return Ok(());
                 }
-                frame = next_frame(&mut self.player), if playing => {
-                    match frame {
-                        Ok(f) => {
-                            let Some(p) = self.player.as_mut() else { continue };
+                got = next_frames(&mut self.player, &mut frames), if playing => {
+                    match got {
+                        Ok(()) => {
+                            let Some(p) = self.player.as_ref() else { continue };
                             let chunk_size = self.ctx.config.rtmp.chunk_size;
-                            let mut bytes = f.size();
-                            batch.push(f.rtmp_chunks(p.stream_id, chunk_size));
-                            while batch.len() < MAX_BATCH_FRAMES && bytes < MAX_BATCH_BYTES {
-                                match p.sub.try_recv() {
-                                    Ok(Some(f)) => {
-                                        bytes += f.size();
-                                        batch.push(f.rtmp_chunks(p.stream_id, chunk_size));
-                                    }
-                                    Ok(None) | Err(_) => break,
-                                }
-                            }
-                            if let Some(p) = self.player.as_ref() {
-                                let n: usize = batch.iter().map(|b| b.len()).sum();
-                                p.sub.count_out(n);
-                            }
+                            batch.extend(frames.drain(..).map(|f| f.rtmp_chunks(p.stream_id, chunk_size)));
+                            p.sub.count_out(batch.iter().map(|b| b.len()).sum());
                             self.write_batch(&mut batch).await?;
                         }
                         Err(ReaderEnd::StreamEnded) => {
@@ -180,19 +181,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         }
                     }
                 }
-                read = timeout(idle, self.socket.read_buf(&mut buf)) => {
+                // Players legitimately send nothing while they receive media.
+                _ = &mut idle_timer, if !playing => return Err(ConnError::Idle(idle)),
+                read = self.socket.read_buf(&mut buf) => {
                     match read {
-                        Err(_) if !playing => return Err(ConnError::Idle(idle)),
-                        Err(_) => continue,
-                        Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(n)) => {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => {
+                            idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                             self.guard.entry().add_in(n);
                             self.session().handle_input(&buf)?;
                             buf.clear();
                             self.handle_events().await?;
                             self.flush().await?;
                         }
-                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
@@ -434,9 +436,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
-async fn next_frame(player: &mut Option<Player>) -> Result<Arc<crate::hub::MediaFrame>, ReaderEnd> {
+async fn next_frames(player: &mut Option<Player>, out: &mut Vec<Arc<crate::hub::MediaFrame>>) -> Result<(), ReaderEnd> {
     match player {
-        Some(p) => p.sub.recv().await,
+        Some(p) => p.sub.recv_batch(out, MAX_BATCH_FRAMES).await,
         None => std::future::pending().await,
     }
 }
