@@ -178,3 +178,42 @@ def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
     bad.write_text(yaml.safe_dump({**docs[0], "spec": {"bogus": 1}} if "spec" in docs[0] else {**docs[0], "bogus": 1}))
     out = subprocess.run([cli, "--strict", "--quiet", bad], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0, "an unknown field must be refused"
+
+
+# Server settings that values never set: the chart derives them from server.ports and
+# server.shutdown, and the operator from MediaApps and StreamAuths (it replaces apps and TLS
+# certificates and points the API at the users and token key of a StreamAuth).
+SETTINGS_NOT_IN_VALUES = {
+    "rtmp.port", "http.port", "admin.port", "admin.bind", "hub.shutdown_grace_secs",
+    "tls.rtmps_port", "tls.https_port", "tls.certificates", "apps",
+    "api.users_dir", "api.jwt_secret_file",
+}
+
+
+def test_values_schema_knows_every_server_setting():
+    """server.config in values.schema.json follows the server's config format: a setting the
+    server gains (or loses) must be added to (or removed from) the schema and the README."""
+    out = subprocess.run([server_bin(), "--print-config"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+    def paths(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from paths(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k
+
+    def schema_paths(s, prefix=""):
+        for k, v in s.get("properties", {}).items():
+            if v.get("type") == "object" and "properties" in v:
+                yield from schema_paths(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k
+
+    server = set(paths(yaml.safe_load(out.stdout)))
+    assert SETTINGS_NOT_IN_VALUES <= server, f"settings gone from the server: {sorted(SETTINGS_NOT_IN_VALUES - server)}"
+    with helm.Chart.load(CHART) as chart:
+        schema = chart.schema["properties"]["server"]["properties"]["config"]
+    in_schema = set(schema_paths(schema))
+    assert sorted(server - SETTINGS_NOT_IN_VALUES - in_schema) == [], "server settings values.schema.json refuses"
+    assert sorted(in_schema - server) == [], "values.schema.json allows settings the server does not know"
