@@ -10,6 +10,7 @@
 //! - [`controller`]: watches, server-side apply, status patches, events, error policy.
 //! - [`fleet`]: live stream and session counts read from the server pods.
 //! - [`leader`]: leader election with a coordination.k8s.io Lease.
+//! - [`manifests`]: multi-document YAML into resources, as the apiserver stores them.
 //! - [`metrics`]: every metric the operator exports.
 //! - [`cli`]: flags and environment variables.
 //! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` listener.
@@ -20,6 +21,7 @@ pub mod controller;
 pub mod crd;
 pub mod fleet;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 pub mod render;
 pub mod status;
