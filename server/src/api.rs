@@ -295,12 +295,14 @@ struct LoginRequest {
 
 /// Verifies `password` against the PHC hash stored for `user`; `false` for unknown users,
 /// unreadable files and hashes in a format we do not support.
-fn check_password(users_dir: Option<&Path>, user: &str, password: &str) -> bool {
+fn check_password(users_dir: Option<&Path>, users_file: Option<&Path>, user: &str, password: &str) -> bool {
     // User names are file names: refuse anything that could leave the directory or name
     // Kubernetes' dot-entries (`..data`, `..2024_01_01`).
+    let valid_name = crate::hub::is_valid_name(user) && !user.starts_with('.');
     let stored = users_dir
-        .filter(|_| crate::hub::is_valid_name(user) && !user.starts_with('.'))
-        .and_then(|dir| read_trimmed(&dir.join(user)).ok());
+        .filter(|_| valid_name)
+        .and_then(|dir| read_trimmed(&dir.join(user)).ok())
+        .or_else(|| users_file.filter(|_| valid_name).and_then(|f| user_from_file(f, user)));
     match stored {
         Some(phc) => match PasswordHash::new(&phc) {
             Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
@@ -317,6 +319,20 @@ fn check_password(users_dir: Option<&Path>, user: &str, password: &str) -> bool 
             false
         }
     }
+}
+
+/// The PHC hash of `user` in a `users_file` (a YAML map of user name to hash), read at each
+/// login so a changed Secret applies at once.
+fn user_from_file(path: &Path, user: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let users: std::collections::BTreeMap<String, String> = match serde_yaml::from_str(&text) {
+        Ok(u) => u,
+        Err(_) => {
+            warn!(path = %path.display(), "API users file is not a YAML map of user name to password hash");
+            return None;
+        }
+    };
+    users.get(user).map(|h| h.trim().to_string())
 }
 
 /// A hash of a random password with the default parameters, made once.
@@ -351,9 +367,10 @@ async fn login_with(api: &Arc<Api>, ip: IpAddr, body: &Bytes) -> Result<Response
         return Err(ApiError::TooManyRequests);
     }
     let dir = api.ctx.config.api.users_dir.clone();
+    let file = api.ctx.config.api.users_file.clone();
     let user = username.clone();
     // argon2 takes tens of milliseconds of CPU: keep it off the reactor.
-    let valid = tokio::task::spawn_blocking(move || check_password(dir.as_deref(), &user, &password))
+    let valid = tokio::task::spawn_blocking(move || check_password(dir.as_deref(), file.as_deref(), &user, &password))
         .await
         .unwrap_or(false);
     if !valid {
@@ -743,12 +760,21 @@ mod tests {
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let phc = Argon2::default().hash_password(b"s3cret", &salt).unwrap().to_string();
         std::fs::write(dir.join("admin"), format!("{phc}\n")).unwrap();
-        assert!(check_password(Some(&dir), "admin", "s3cret"));
-        assert!(!check_password(Some(&dir), "admin", "wrong"));
-        assert!(!check_password(Some(&dir), "nobody", "s3cret"));
-        assert!(!check_password(Some(&dir), "../admin", "s3cret"));
-        assert!(!check_password(Some(&dir), "..data", "s3cret"));
-        assert!(!check_password(None, "admin", "s3cret"));
+        assert!(check_password(Some(&dir), None, "admin", "s3cret"));
+        assert!(!check_password(Some(&dir), None, "admin", "wrong"));
+        assert!(!check_password(Some(&dir), None, "nobody", "s3cret"));
+        assert!(!check_password(Some(&dir), None, "../admin", "s3cret"));
+        assert!(!check_password(Some(&dir), None, "..data", "s3cret"));
+        assert!(!check_password(None, None, "admin", "s3cret"));
+        // A users file (one flat Secret key) next to the directory.
+        let file = dir.join("users.yaml");
+        std::fs::write(&file, format!("ops: '{phc}'\n")).unwrap();
+        assert!(check_password(None, Some(&file), "ops", "s3cret"));
+        assert!(check_password(Some(&dir), Some(&file), "ops", "s3cret"), "not in the directory: the file decides");
+        assert!(!check_password(None, Some(&file), "ops", "wrong"));
+        assert!(!check_password(None, Some(&file), "admin", "s3cret"));
+        std::fs::write(&file, "- not a map\n").unwrap();
+        assert!(!check_password(None, Some(&file), "ops", "s3cret"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,6 +56,8 @@ pub enum AuthError {
     EmptySecret(String),
     #[error("bad verification key: {0}")]
     BadKey(String),
+    #[error("keys file {path}: {message}")]
+    BadKeysFile { path: String, message: String },
 }
 
 /// A policy with its secrets loaded.
@@ -89,6 +91,36 @@ fn read_secret(path: &Path) -> Result<String, AuthError> {
     Ok(secret)
 }
 
+/// Reads a `keys_file`: a YAML map of public stream name to key. Every name must be a valid
+/// stream name and every key non-empty, so a typo is refused (with the reload keeping the
+/// running keys) instead of silently locking a stream out.
+pub fn read_keys_file(path: &Path) -> Result<Vec<(String, String)>, AuthError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::SecretFile { path: shown.clone(), source })?;
+    parse_keys_file(&text).map_err(|message| AuthError::BadKeysFile { path: shown, message })
+}
+
+/// Parses the text of a `keys_file` (see [`read_keys_file`]). Errors name the stream, never a key.
+pub fn parse_keys_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let map: std::collections::BTreeMap<String, String> =
+        serde_yaml::from_str(text).map_err(|_| "not a YAML map of stream name to key".to_string())?;
+    let mut keys = Vec::with_capacity(map.len());
+    for (name, key) in map {
+        if !crate::hub::is_valid_name(&name) {
+            return Err(format!("{name:?} is not a valid stream name"));
+        }
+        let key = key.trim().to_string();
+        if key.is_empty() {
+            return Err(format!("the key of stream {name:?} is empty"));
+        }
+        keys.push((name, key));
+    }
+    Ok(keys)
+}
+
 impl Policy {
     /// Loads the secret files a policy names.
     pub fn load(config: &PolicyConfig) -> Result<Policy, AuthError> {
@@ -113,8 +145,16 @@ impl Policy {
                 }
                 stream_keys.push((name, read_secret(&entry.path())?));
             }
-            stream_keys.sort();
         }
+        if let (AuthMode::Key, Some(file)) = (config.auth, &config.keys_file) {
+            for (name, key) in read_keys_file(file)? {
+                // A stream in both places keeps its `keys_dir` key.
+                if !stream_keys.iter().any(|(n, _)| *n == name) {
+                    stream_keys.push((name, key));
+                }
+            }
+        }
+        stream_keys.sort();
         Ok(Policy { mode: config.auth, sign_secrets, stream_keys, tokens })
     }
 
@@ -176,37 +216,13 @@ struct StreamClaims {
 
 impl TokenVerifier {
     fn load(c: &crate::config::TokenConfig) -> Result<TokenVerifier, AuthError> {
-        use jsonwebtoken::{Algorithm, DecodingKey};
+        use jsonwebtoken::Algorithm;
         let alg: Algorithm = c.algorithm.parse().map_err(|_| AuthError::BadKey(format!("unknown algorithm {}", c.algorithm)))?;
         let mut keys = Vec::new();
         for path in &c.key_files {
             let shown = path.display().to_string();
             let bytes = std::fs::read(path).map_err(|source| AuthError::SecretFile { path: shown.clone(), source })?;
-            let bad = |e: jsonwebtoken::errors::Error| AuthError::BadKey(format!("{shown}: {e}"));
-            if bytes.trim_ascii_start().starts_with(b"{") {
-                let set: jsonwebtoken::jwk::JwkSet =
-                    serde_json::from_slice(&bytes).map_err(|e| AuthError::BadKey(format!("{shown}: not a JWKS: {e}")))?;
-                for jwk in &set.keys {
-                    keys.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk).map_err(bad)?));
-                }
-                continue;
-            }
-            let key = match alg {
-                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
-                    let secret = String::from_utf8_lossy(&bytes).trim().to_string();
-                    if secret.is_empty() {
-                        return Err(AuthError::EmptySecret(shown));
-                    }
-                    DecodingKey::from_secret(secret.as_bytes())
-                }
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-                    DecodingKey::from_rsa_pem(&bytes).map_err(bad)?
-                }
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&bytes).map_err(bad)?,
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(&bytes).map_err(bad)?,
-                other => return Err(AuthError::BadKey(format!("algorithm {other:?} is not supported"))),
-            };
-            keys.push((None, key));
+            keys.extend(decoding_keys(alg, &bytes, &shown)?);
         }
         let mut validation = jsonwebtoken::Validation::new(alg);
         validation.validate_nbf = true;
@@ -244,6 +260,42 @@ impl TokenVerifier {
             Err(Denied::TokenScope)
         }
     }
+}
+
+/// The verification keys in one key file's bytes: a JWKS (`{...}`), an HMAC secret for HS*,
+/// or a PEM public key. `shown` names the file in errors.
+fn decoding_keys(alg: jsonwebtoken::Algorithm, bytes: &[u8], shown: &str) -> Result<Vec<(Option<String>, jsonwebtoken::DecodingKey)>, AuthError> {
+    use jsonwebtoken::{Algorithm, DecodingKey};
+    let bad = |e: jsonwebtoken::errors::Error| AuthError::BadKey(format!("{shown}: {e}"));
+    if bytes.trim_ascii_start().starts_with(b"{") {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(bytes).map_err(|e| AuthError::BadKey(format!("{shown}: not a JWKS: {e}")))?;
+        return set.keys.iter().map(|jwk| Ok((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk).map_err(bad)?))).collect();
+    }
+    let key = match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            let secret = String::from_utf8_lossy(bytes).trim().to_string();
+            if secret.is_empty() {
+                return Err(AuthError::EmptySecret(shown.to_string()));
+            }
+            DecodingKey::from_secret(secret.as_bytes())
+        }
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
+            DecodingKey::from_rsa_pem(bytes).map_err(bad)?
+        }
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes).map_err(bad)?,
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(bytes).map_err(bad)?,
+        other => return Err(AuthError::BadKey(format!("algorithm {other:?} is not supported"))),
+    };
+    Ok(vec![(None, key)])
+}
+
+/// Checks that `bytes` hold a verification key the server accepts for `algorithm`, exactly
+/// as it will read the key file; the operator uses this so it never renders a key file that
+/// would make the server refuse the whole configuration. `name` appears in the error.
+pub fn check_token_key(algorithm: &str, bytes: &[u8], name: &str) -> Result<(), AuthError> {
+    let alg: jsonwebtoken::Algorithm = algorithm.parse().map_err(|_| AuthError::BadKey(format!("unknown algorithm {algorithm}")))?;
+    decoding_keys(alg, bytes, name).map(drop)
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -522,6 +574,46 @@ mod tests {
             assert_eq!(p.check(&key, query, at(0)), want, "{name}");
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn keys_file_maps_streams_to_keys_alongside_keys_dir() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-keysfile-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/cam"), "k-from-dir").unwrap();
+        std::fs::write(dir.join("keys.yaml"), "cam: k-from-file\nstudio: 'k-studio-456'\n").unwrap();
+        let p = Policy::load(&PolicyConfig {
+            auth: AuthMode::Key,
+            keys_dir: Some(dir.join("d")),
+            keys_file: Some(dir.join("keys.yaml")),
+            ..Default::default()
+        })
+        .unwrap();
+        let k = |n: &str| StreamKey::new("live", n).unwrap();
+        assert_eq!(p.check(&k("k-studio-456"), "", at(0)), Ok(Some("studio".into())), "key from the file");
+        assert_eq!(p.check(&k("cam"), "key=k-from-dir", at(0)), Ok(None), "keys_dir wins for a stream in both");
+        assert_eq!(p.check(&k("cam"), "key=k-from-file", at(0)), Err(Denied::BadKey));
+        let only_file = PolicyConfig { auth: AuthMode::Key, keys_file: Some(dir.join("keys.yaml")), ..Default::default() };
+        assert_eq!(Policy::load(&only_file).unwrap().check(&k("cam"), "key=k-from-file", at(0)), Ok(None));
+        for (bad, why) in [("'a b': k\n", "invalid stream name"), ("cam: ''\n", "empty key"), ("[1, 2]\n", "not a map")] {
+            std::fs::write(dir.join("keys.yaml"), bad).unwrap();
+            let err = Policy::load(&only_file).unwrap_err();
+            assert!(matches!(err, AuthError::BadKeysFile { .. }), "{why}: {err}");
+        }
+        std::fs::write(dir.join("keys.yaml"), "").unwrap();
+        assert_eq!(Policy::load(&only_file).unwrap().check(&k("cam"), "key=x", at(0)), Err(Denied::BadKey), "no keys: nobody");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn token_keys_are_checked_as_the_server_reads_them() {
+        let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/jwt/rsa.pub")).unwrap();
+        assert!(check_token_key("RS256", &pem, "k").is_ok());
+        assert!(check_token_key("HS256", b"secret", "k").is_ok());
+        assert!(check_token_key("HS256", br#"{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0"}]}"#, "k").is_ok());
+        assert!(matches!(check_token_key("RS256", b"not a pem", "k"), Err(AuthError::BadKey(_))));
+        assert!(matches!(check_token_key("HS256", b"  \n", "k"), Err(AuthError::EmptySecret(_))));
+        assert!(check_token_key("XX1", b"x", "k").is_err());
     }
 
     fn at(secs: u64) -> SystemTime {

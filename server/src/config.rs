@@ -209,6 +209,9 @@ pub struct ApiConfig {
     /// scrypt PHC password hash (the layout of a mounted Kubernetes Secret). No users: only
     /// the unauthenticated routes answer.
     pub users_dir: Option<std::path::PathBuf>,
+    /// YAML file mapping user names to PHC password hashes (`admin: $argon2id$...`); usable
+    /// with or instead of `users_dir` (a user found in both uses `users_dir`).
+    pub users_file: Option<std::path::PathBuf>,
     /// File holding the HS256 key that signs API tokens; without it a random key is made at
     /// start (tokens then do not survive a restart or work across replicas).
     pub jwt_secret_file: Option<std::path::PathBuf>,
@@ -223,6 +226,7 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: true,
             users_dir: None,
+            users_file: None,
             jwt_secret_file: None,
             token_ttl_secs: 3600,
             login_max_failures: 5,
@@ -295,6 +299,9 @@ pub struct PolicyConfig {
     /// Directory with one file per stream: file name = public stream name, content = its
     /// key (the layout of a mounted Kubernetes Secret).
     pub keys_dir: Option<std::path::PathBuf>,
+    /// YAML file mapping public stream names to keys (`cam: k-123`); usable with or instead
+    /// of `keys_dir`. This is how one flat mounted Secret carries several apps' keys.
+    pub keys_file: Option<std::path::PathBuf>,
     pub token: TokenConfig,
 }
 
@@ -465,9 +472,6 @@ impl Config {
                 return Err(bad(&format!("webhooks.hooks[{i}].events"), &format!("unknown event {e:?}")));
             }
         }
-        if self.apps.is_empty() {
-            return Err(bad("apps", "at least one app is required"));
-        }
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if !crate::hub::is_valid_name(&app.name) {
@@ -498,8 +502,8 @@ impl Config {
                         return Err(bad(&format!("apps[{i}].{what}.token.key_files"), "auth `token` needs at least one key file"));
                     }
                 }
-                if p.auth == AuthMode::Key && p.keys_dir.is_none() {
-                    return Err(bad(&format!("apps[{i}].{what}.keys_dir"), "auth `key` needs a keys directory"));
+                if p.auth == AuthMode::Key && p.keys_dir.is_none() && p.keys_file.is_none() {
+                    return Err(bad(&format!("apps[{i}].{what}.keys_dir"), "auth `key` needs a keys directory or keys file"));
                 }
             }
             if app.gop_max_frames == 0 {
@@ -593,6 +597,23 @@ mod tests {
         assert!(err.to_string().contains("tls.certificates[0].hosts"), "{err}");
         let err = Config::from_yaml("tls: {certificates: [{cert_file: a.crt}]}\n", "f").unwrap_err();
         assert!(err.to_string().contains("tls.certificates[0].key_file"), "{err}");
+    }
+
+    #[test]
+    fn empty_app_list_is_valid_and_serves_nothing() {
+        let c = Config::from_yaml("apps: []\n", "t").unwrap();
+        assert!(c.apps.is_empty(), "an explicit empty list stays empty");
+        assert!(c.app("live").is_none());
+        assert_eq!(Config::from_yaml("", "t").unwrap().apps[0].name, "live", "no config keeps the default app");
+    }
+
+    #[test]
+    fn key_auth_accepts_a_keys_file() {
+        let c = Config::from_yaml("apps: [{name: a, publish: {auth: key, keys_file: /k.yaml}}]\napi: {users_file: /u.yaml}\n", "t").unwrap();
+        assert_eq!(c.apps[0].publish.keys_file.as_deref(), Some(Path::new("/k.yaml")));
+        assert_eq!(c.api.users_file.as_deref(), Some(Path::new("/u.yaml")));
+        let err = Config::from_yaml("apps: [{name: a, publish: {auth: key}}]\n", "f").unwrap_err();
+        assert!(err.to_string().contains("apps[0].publish.keys_dir"), "{err}");
     }
 
     #[test]

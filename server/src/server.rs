@@ -59,9 +59,13 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(config_path).ok().hash(&mut h);
+    // Users are read at each login; hashing the file still makes a change visible in the log.
+    if let Some(f) = &config.api.users_file {
+        std::fs::read(f).ok().hash(&mut h);
+    }
     for app in &config.apps {
         for p in [&app.publish, &app.play] {
-            for f in p.sign_secret_files.iter().chain(&p.token.key_files) {
+            for f in p.sign_secret_files.iter().chain(&p.token.key_files).chain(&p.keys_file) {
                 std::fs::read(f).ok().hash(&mut h);
             }
             for hook in &config.webhooks.hooks {

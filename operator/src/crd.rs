@@ -1,0 +1,643 @@
+//! The custom resources the operator reconciles: `MediaApp` (one RTMP application served by
+//! the fleet, and how it is exposed) and `StreamAuth` (references to the Secrets that hold
+//! its credentials), group `ferrocast.io`, version `v1alpha1`, both namespaced.
+//!
+//! Validation the type system cannot express is written as CEL rules in [`CEL_RULES`]. Each
+//! rule carries a Rust twin evaluated on the same JSON node, so tests can re-check examples
+//! without an apiserver; a test fails if the CRDs carry a rule that has no twin.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const GROUP: &str = "ferrocast.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// A live-streaming application served by the Ferrocast fleet: its RTMP app path, who may
+/// publish and play, TLS, lifecycle webhooks, and the Service that exposes it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrocast.io",
+    version = "v1alpha1",
+    kind = "MediaApp",
+    namespaced,
+    status = "MediaAppStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    shortname = "ma",
+    shortname = "mediaapp",
+    category = "ferrocast",
+    doc = "A live-streaming application served by the Ferrocast server fleet",
+    printcolumn(name = "App", type_ = "string", json_path = ".status.app", description = "RTMP app path"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Live", type_ = "integer", json_path = ".status.liveStreams", description = "Streams being published now"),
+    printcolumn(name = "RTMP", type_ = "string", json_path = ".status.endpoints.rtmp", description = "Publish/play URL prefix"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_media_app_spec)]
+pub struct MediaAppSpec {
+    /// RTMP app path (the first URL segment, `rtmp://host/{app}/{stream}`); defaults to the
+    /// MediaApp's name. 1-128 characters of `A-Z a-z 0-9 _ - .`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub app: Option<String>,
+    /// Who may publish.
+    #[serde(default)]
+    pub publish: AccessPolicy,
+    /// Who may play (RTMP, HTTP-FLV, WS-FLV).
+    #[serde(default)]
+    pub play: AccessPolicy,
+    /// Keep the latest GOP so new players start at once.
+    #[serde(default = "default_true")]
+    pub gop_cache: bool,
+    /// Client CIDRs (or single addresses) allowed to publish and play; empty allows all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
+    pub allow: Vec<String>,
+    /// Client CIDRs refused, checked after `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
+    pub deny: Vec<String>,
+    /// RTMPS and HTTPS/WSS for this app's host names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// A Service for this app. Absent: no per-app Service (the chart's shared Service serves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// Lifecycle webhooks for this app's events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A publish or play policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_access_policy)]
+pub struct AccessPolicy {
+    /// `none` (anyone), `sign` (Node-Media-Server signed URLs), `key` (per-stream keys) or
+    /// `token` (JWT in `?token=`).
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Name of the StreamAuth (same namespace) holding the credentials; required unless
+    /// `auth` is `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub auth_ref: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    None,
+    Sign,
+    Key,
+    Token,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Sign => "sign",
+            AuthMode::Key => "key",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+/// TLS for RTMPS (1936) and HTTPS/WSS (8443).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_tls)]
+pub struct TlsSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), e.g. from cert-manager. Absent:
+    /// the operator generates a self-signed certificate for `hosts` and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// Server names (SNI) the certificate is used for; `*.example.com` matches one label.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(max = 253)))]
+    pub hosts: Vec<String>,
+}
+
+/// How the app is exposed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_service)]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations for the Service (cloud load balancer settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Client CIDRs the cloud load balancer admits (type LoadBalancer only).
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 64)))]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// `Local` keeps client source addresses (needed for `allow`/`deny` behind a load
+    /// balancer); LoadBalancer and NodePort only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// Ports the Service listens on; RTMPS and HTTPS only when TLS is enabled.
+    #[serde(default)]
+    pub ports: ServicePorts,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    LoadBalancer,
+    NodePort,
+    ClusterIP,
+    /// No per-app Service.
+    None,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::None => "None",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_ports)]
+pub struct ServicePorts {
+    #[serde(default = "port_rtmp")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub rtmp: u16,
+    #[serde(default = "port_rtmps")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub rtmps: u16,
+    #[serde(default = "port_http")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: u16,
+    #[serde(default = "port_https")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub https: u16,
+}
+
+fn port_rtmp() -> u16 {
+    1935
+}
+fn port_rtmps() -> u16 {
+    1936
+}
+fn port_http() -> u16 {
+    8000
+}
+fn port_https() -> u16 {
+    8443
+}
+
+impl Default for ServicePorts {
+    fn default() -> Self {
+        ServicePorts { rtmp: port_rtmp(), rtmps: port_rtmps(), http: port_http(), https: port_https() }
+    }
+}
+
+/// One webhook receiver for this app's events.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_webhook)]
+pub struct WebhookSpec {
+    /// `http://` URL the events are POSTed to as JSON.
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// Events delivered; empty means all.
+    #[serde(default)]
+    #[schemars(length(max = 9))]
+    pub events: Vec<WebhookEvent>,
+    /// Secret key holding the HMAC-SHA256 key for the `X-Ferrocast-Signature` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// Node-Media-Server's lifecycle event names.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WebhookEvent {
+    PreConnect,
+    PostConnect,
+    DoneConnect,
+    PrePublish,
+    PostPublish,
+    DonePublish,
+    PrePlay,
+    PostPlay,
+    DonePlay,
+}
+
+impl WebhookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::PreConnect => "preConnect",
+            WebhookEvent::PostConnect => "postConnect",
+            WebhookEvent::DoneConnect => "doneConnect",
+            WebhookEvent::PrePublish => "prePublish",
+            WebhookEvent::PostPublish => "postPublish",
+            WebhookEvent::DonePublish => "donePublish",
+            WebhookEvent::PrePlay => "prePlay",
+            WebhookEvent::PostPlay => "postPlay",
+            WebhookEvent::DonePlay => "donePlay",
+        }
+    }
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// A whole Secret in the same namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// What the operator observed and did for a MediaApp.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaAppStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, with the reason it is not when it is not (see docs/crds.md).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The RTMP app path served (spec.app or the MediaApp's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub app: Option<String>,
+    /// Name of the Service the operator manages for this app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// URLs clients use, once the Service has an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    /// Streams with a live publisher across the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_streams: Option<i64>,
+    /// Sessions across the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionCounts>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCounts {
+    pub publishers: i64,
+    pub players: i64,
+}
+
+/// Client URLs of an app (`{stream}` stands for the stream name).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    pub rtmp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmps: Option<String>,
+    pub http_flv: String,
+    pub ws_flv: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_flv: Option<String>,
+}
+
+/// A status condition, shaped like `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// PascalCase reason (see docs/crds.md for every value).
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    /// RFC 3339 time the status last changed.
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Credentials for MediaApps' `authRef`: references to Secrets, never the secrets themselves.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferrocast.io",
+    version = "v1alpha1",
+    kind = "StreamAuth",
+    namespaced,
+    status = "StreamAuthStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    shortname = "sauth",
+    category = "ferrocast",
+    doc = "Credentials (as Secret references) that MediaApps use to authorize publishers, players and API users",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Used by", type_ = "string", json_path = ".status.usedBy", description = "MediaApps referring to it"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_stream_auth_spec)]
+pub struct StreamAuthSpec {
+    /// Signed-URL secrets; all are accepted, so list the new one next to the old to rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign: Option<SignAuth>,
+    /// Per-stream keys: each data key of the Secret is a stream name, its value that stream's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysAuth>,
+    /// JWT verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenAuth>,
+    /// REST API users: each data key is a user name, its value an argon2 PHC hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_users: Option<ApiUsers>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignAuth {
+    #[schemars(length(min = 1))]
+    pub secret_refs: Vec<SecretKeyRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysAuth {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiUsers {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenAuth {
+    /// The one algorithm accepted (so a token cannot choose its own).
+    pub algorithm: TokenAlgorithm,
+    /// Verification keys: the HMAC secret for HS256, a PEM public key, or a JWKS document.
+    /// Several are accepted at once, for rotation.
+    #[schemars(length(min = 1))]
+    pub key_secret_refs: Vec<SecretKeyRef>,
+    /// Required `iss` claim, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TokenAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl TokenAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAlgorithm::HS256 => "HS256",
+            TokenAlgorithm::RS256 => "RS256",
+            TokenAlgorithm::ES256 => "ES256",
+            TokenAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamAuthStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// MediaApps whose `authRef` names this StreamAuth.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+/// One CEL validation rule with the Rust check that mirrors it on the same JSON node.
+pub struct CelRule {
+    /// The schema node it is attached to (for docs and errors).
+    pub on: &'static str,
+    pub rule: &'static str,
+    pub message: &'static str,
+    pub check: fn(&Value) -> bool,
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn list_at<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// A DNS name, optionally starting with one `*.` wildcard label (what the server accepts in
+/// `tls.certificates[].hosts`).
+pub fn is_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Every CEL rule in the CRDs. The schema gets these strings; [`crate::validate`] runs the
+/// `check` twins.
+pub const CEL_RULES: &[CelRule] = &[
+    CelRule {
+        on: "MediaApp.spec",
+        rule: "!has(self.app) || (self.app.matches('^[A-Za-z0-9_.-]{1,128}$') && self.app != '.' && self.app != '..')",
+        message: "app must be 1-128 characters of A-Z a-z 0-9 _ - . (not . or ..)",
+        check: |v| str_at(v, "app").is_none_or(ferrocast_server::hub::is_valid_name),
+    },
+    CelRule {
+        on: "MediaApp.spec.publish, MediaApp.spec.play",
+        rule: "self.auth == 'none' || (has(self.authRef) && size(self.authRef) > 0)",
+        message: "authRef (a StreamAuth name) is required unless auth is none",
+        check: |v| str_at(v, "auth").unwrap_or("none") == "none" || str_at(v, "authRef").is_some_and(|s| !s.is_empty()),
+    },
+    CelRule {
+        on: "MediaApp.spec.allow, MediaApp.spec.deny",
+        rule: "self.all(c, isCIDR(c) || isIP(c))",
+        message: "entries must be CIDRs such as 10.0.0.0/8 or single addresses",
+        check: |v| v.as_array().is_some_and(|l| l.iter().all(|c| c.as_str().and_then(ferrocast_server::auth::Cidr::parse).is_some())),
+    },
+    CelRule {
+        on: "MediaApp.spec.tls",
+        rule: "!self.enabled || has(self.secretName) || size(self.hosts) > 0",
+        message: "a generated (self-signed) certificate needs at least one host",
+        check: |v| v.get("enabled").and_then(Value::as_bool) == Some(false) || v.get("secretName").is_some() || !list_at(v, "hosts").is_empty(),
+    },
+    CelRule {
+        on: "MediaApp.spec.tls",
+        rule: "self.hosts.all(h, h.matches('^([*][.])?([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?[.])*[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$'))",
+        message: "hosts must be DNS names, optionally starting with *.",
+        check: |v| list_at(v, "hosts").iter().all(|h| h.as_str().is_some_and(is_host_pattern)),
+    },
+    CelRule {
+        on: "MediaApp.spec.service",
+        rule: "self.type == 'LoadBalancer' || size(self.loadBalancerSourceRanges) == 0",
+        message: "loadBalancerSourceRanges only apply to type LoadBalancer",
+        check: |v| str_at(v, "type").unwrap_or("LoadBalancer") == "LoadBalancer" || list_at(v, "loadBalancerSourceRanges").is_empty(),
+    },
+    CelRule {
+        on: "MediaApp.spec.service",
+        rule: "!has(self.externalTrafficPolicy) || self.type == 'LoadBalancer' || self.type == 'NodePort'",
+        message: "externalTrafficPolicy only applies to types LoadBalancer and NodePort",
+        check: |v| v.get("externalTrafficPolicy").is_none() || matches!(str_at(v, "type").unwrap_or("LoadBalancer"), "LoadBalancer" | "NodePort"),
+    },
+    CelRule {
+        on: "MediaApp.spec.service.ports",
+        rule: "self.rtmp != self.rtmps && self.rtmp != self.http && self.rtmp != self.https && self.rtmps != self.http && self.rtmps != self.https && self.http != self.https",
+        message: "the rtmp, rtmps, http and https ports must all differ",
+        check: |v| {
+            let p: Vec<_> = ["rtmp", "rtmps", "http", "https"].iter().map(|k| v.get(*k).and_then(Value::as_i64)).collect();
+            (0..p.len()).all(|i| (i + 1..p.len()).all(|j| p[i] != p[j]))
+        },
+    },
+    CelRule {
+        on: "MediaApp.spec.webhooks[]",
+        rule: "self.url.startsWith('http://') && size(self.url) > 7",
+        message: "webhook URLs must be http:// (the server's webhook client speaks plain HTTP; use an in-cluster receiver)",
+        check: |v| str_at(v, "url").is_some_and(|u| u.starts_with("http://") && u.len() > 7),
+    },
+    CelRule {
+        on: "StreamAuth.spec",
+        rule: "has(self.sign) || has(self.keys) || has(self.tokens) || has(self.apiUsers)",
+        message: "configure at least one of sign, keys, tokens, apiUsers",
+        check: |v| ["sign", "keys", "tokens", "apiUsers"].iter().any(|k| v.get(*k).is_some()),
+    },
+];
+
+/// Adds the [`CEL_RULES`] attached to `on` to a schema node.
+fn add_rules(schema: &mut schemars::Schema, on: &str) {
+    let rules: Vec<Value> = CEL_RULES
+        .iter()
+        .filter(|r| r.on.split(", ").any(|o| o == on))
+        .map(|r| serde_json::json!({"rule": r.rule, "message": r.message}))
+        .collect();
+    assert!(!rules.is_empty(), "no CEL rule for {on}");
+    schema.insert("x-kubernetes-validations".into(), Value::Array(rules));
+}
+
+fn cel_media_app_spec(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec");
+}
+fn cel_access_policy(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.publish");
+}
+fn cel_cidr_list(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.allow");
+}
+fn cel_tls(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.tls");
+}
+fn cel_service(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.service");
+}
+fn cel_ports(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.service.ports");
+}
+fn cel_webhook(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.webhooks[]");
+}
+fn cel_stream_auth_spec(s: &mut schemars::Schema) {
+    add_rules(s, "StreamAuth.spec");
+}
+
+impl MediaApp {
+    /// The RTMP app path: `spec.app`, else the MediaApp's name.
+    pub fn app_name(&self) -> String {
+        self.spec.app.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}
+
+/// The CRD files `crdgen` writes, as (file name, YAML). File names are a contract with the chart.
+pub fn crd_files() -> Vec<(&'static str, String)> {
+    vec![("mediaapps.yaml", crd_yaml(&MediaApp::crd())), ("streamauths.yaml", crd_yaml(&StreamAuth::crd()))]
+}
+
+fn crd_yaml(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
+    let body = serde_yaml::to_string(crd).expect("a CRD serializes");
+    format!("# Generated by `cargo run -p ferrocast-operator --bin crdgen`; do not edit.\n{body}")
+}
+
+impl StreamAuth {
+    /// Names of the Secrets this StreamAuth reads.
+    pub fn secret_names(&self) -> Vec<String> {
+        let s = &self.spec;
+        let mut names: Vec<String> = Vec::new();
+        names.extend(s.sign.iter().flat_map(|x| x.secret_refs.iter().map(|r| r.name.clone())));
+        names.extend(s.keys.iter().map(|k| k.secret_ref.name.clone()));
+        names.extend(s.tokens.iter().flat_map(|t| t.key_secret_refs.iter().map(|r| r.name.clone())));
+        names.extend(s.api_users.iter().map(|u| u.secret_ref.name.clone()));
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+impl MediaApp {
+    /// Names of the Secrets this MediaApp reads itself (TLS, webhook keys), not through a StreamAuth.
+    pub fn secret_names(&self) -> Vec<String> {
+        let name = self.metadata.name.clone().unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
+        if let Some(t) = self.spec.tls.as_ref().filter(|t| t.enabled) {
+            names.push(t.secret_name.clone().unwrap_or_else(|| crate::render::generated_cert_secret(&name)));
+        }
+        names.extend(self.spec.webhooks.iter().filter_map(|w| w.secret_ref.as_ref().map(|r| r.name.clone())));
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// StreamAuths named by `publish.authRef` / `play.authRef` (when auth is not `none`).
+    pub fn auth_refs(&self) -> Vec<String> {
+        let mut refs: Vec<String> = [&self.spec.publish, &self.spec.play]
+            .into_iter()
+            .filter(|p| p.auth != AuthMode::None)
+            .filter_map(|p| p.auth_ref.clone())
+            .collect();
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+}

@@ -1,0 +1,148 @@
+//! The `ferrocast-operator` binary: parses flags, serves /metrics /healthz /readyz, waits
+//! for the leader Lease and runs the controllers until SIGTERM or until leadership is lost.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ferrocast_operator::cli::{self, Command, Options};
+use ferrocast_operator::crd::{MediaApp, StreamAuth};
+use ferrocast_operator::leader::Elector;
+use ferrocast_operator::metrics::Metrics;
+use ferrocast_operator::render::{Fleet, SECRETS_DIR};
+use ferrocast_operator::{admin, controller};
+use ferrocast_server::config::Config;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocast-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Command::Version => {
+            println!("ferrocast-operator {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Command::Run(o) => *o,
+    };
+    init_logging(options.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn run(o: Options) -> anyhow::Result<()> {
+    let base = match &o.base_config {
+        Some(path) => Config::load(path).context("--base-config")?,
+        None => Config::default(),
+    };
+    let fleet = Fleet {
+        namespace: o.namespace.clone(),
+        config_map: o.config_map.clone(),
+        secret: o.secret.clone(),
+        selector: o.server_selector.clone(),
+        base,
+        secrets_dir: SECRETS_DIR.into(),
+    };
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(o.metrics_addr).await.with_context(|| format!("cannot listen on {}", o.metrics_addr))?;
+    tokio::spawn(admin::serve(listener, admin::Admin { metrics: metrics.clone(), ready: ready.clone() }));
+    info!(namespace = %o.namespace, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
+
+    let client = kube::Client::try_default().await.context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
+    for (kind, probe) in [
+        ("MediaApp", Api::<MediaApp>::namespaced(client.clone(), &o.namespace).list(&ListParams::default().limit(1)).await.map(drop)),
+        ("StreamAuth", Api::<StreamAuth>::namespaced(client.clone(), &o.namespace).list(&ListParams::default().limit(1)).await.map(drop)),
+    ] {
+        probe.with_context(|| format!("cannot list {kind}s in {}; are the CRDs (crds/) installed and is RBAC granted?", o.namespace))?;
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let elector = Arc::new(Elector::new(Api::<Lease>::namespaced(client.clone(), &o.namespace), &o.lease_name, &o.identity));
+    let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+    let campaign = {
+        let (elector, gauge) = (elector.clone(), metrics.leader.clone());
+        tokio::spawn(async move { elector.run(leading_tx, gauge).await })
+    };
+    let mut shutdown = Box::pin(shutdown_signal());
+    tokio::select! {
+        _ = &mut shutdown => {
+            info!("stopped before becoming the leader");
+            return Ok(());
+        }
+        r = leading_rx.wait_for(|l| *l) => { r.context("leader election ended")?; }
+    }
+    // Stop reconciling on SIGTERM, or at once if another replica takes the Lease over.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => { let _ = stop_tx.send(false); }
+            e = campaign => {
+                if let Ok(e) = e { error!("{e}"); }
+                let _ = stop_tx.send(true);
+            }
+        }
+    });
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let stop = async move {
+        if stop_rx.await.unwrap_or(false) {
+            lost_flag.store(true, Ordering::Relaxed);
+        }
+    };
+    controller::run(client, fleet, metrics.clone(), &o.identity, o.server_admin_port, stop).await;
+    if lost.load(Ordering::Relaxed) {
+        anyhow::bail!("leadership lost; exiting so this replica restarts as a candidate");
+    }
+    elector.release().await;
+    metrics.leader.set(0);
+    info!("stopped");
+    Ok(())
+}

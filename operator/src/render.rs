@@ -1,0 +1,668 @@
+//! The pure reconcile: from every MediaApp and StreamAuth of the fleet's namespace and the
+//! Secrets they reference, to the objects the fleet needs: one ConfigMap holding the server
+//! config (`ferrocast_server::config::Config`, exactly what `ferrocast --config` reads), one
+//! Secret with the secret material the config names by path, a Service per MediaApp, and
+//! every resource's status. No I/O and no clock: the controller gathers the inputs and
+//! applies the outputs.
+//!
+//! Fail closed: an app whose credentials cannot be resolved is left out of the config (its
+//! streams are refused) rather than served with weaker auth. TLS problems only drop that
+//! app's certificate; plain RTMP keeps working. The rendered config is validated with the
+//! server's own loader before it is returned, so the fleet never gets a config it refuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use ferrocast_server::config::{self as server, AppConfig, CertificateConfig, Config, PolicyConfig, TokenConfig, WebhookConfig};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec as K8sServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::Resource;
+
+use crate::crd::{AccessPolicy, AuthMode, Condition, MediaApp, ServicePorts, ServiceType, StreamAuth, StreamAuthStatus};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "ferrocast-operator";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "ferrocast-operator";
+/// Label on per-MediaApp objects (Service, generated certificate Secret): the MediaApp's name.
+pub const MEDIAAPP_LABEL: &str = "ferrocast.io/mediaapp";
+/// Label on generated certificate Secrets.
+pub const GENERATED_CERT_LABEL: &str = "ferrocast.io/generated-certificate";
+/// Data key of the server config in the ConfigMap.
+pub const CONFIG_KEY: &str = "ferrocast.yaml";
+/// Where server pods mount the fleet Secret.
+pub const SECRETS_DIR: &str = "/etc/ferrocast/secrets";
+/// Fleet Secret key of the HS256 key that signs API tokens (shared so tokens work on every replica).
+pub const API_TOKEN_KEY: &str = "api.token-key";
+/// Fleet Secret key of the merged API users file.
+pub const API_USERS_KEY: &str = "api.users.yaml";
+/// Kubernetes limits Secret data keys to this length.
+const MAX_SECRET_KEY_LEN: usize = 253;
+
+/// The operator's settings that shape what it renders.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub namespace: String,
+    pub config_map: String,
+    pub secret: String,
+    /// Labels of the server pods; Services select them.
+    pub selector: BTreeMap<String, String>,
+    /// Fleet-wide server settings; apps, TLS certificates, MediaApp webhooks and secret paths
+    /// are filled in by the render.
+    pub base: Config,
+    /// Where server pods see the fleet Secret's files.
+    pub secrets_dir: PathBuf,
+}
+
+/// Everything the render reads.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub media_apps: Vec<MediaApp>,
+    pub stream_auths: Vec<StreamAuth>,
+    /// Secrets by name, as the apiserver returns them (`data`); absent ones do not exist.
+    pub secrets: BTreeMap<String, Secret>,
+    /// The API token signing key to keep (from the current fleet Secret, or newly made).
+    pub api_token_key: Option<String>,
+    /// Unix seconds, for condition transition times.
+    pub now: i64,
+}
+
+/// Why a resource is not ready (the `reason` of its `Ready` condition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reason {
+    Reconciled,
+    InvalidSpec,
+    AppConflict,
+    AuthRefNotFound,
+    AuthModeUnavailable,
+    SecretNotFound,
+    SecretKeyMissing,
+    InvalidSecret,
+    ApiUserConflict,
+    InvalidTLS,
+    CertificatePending,
+    ServicePending,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reconciled => "Reconciled",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::AppConflict => "AppConflict",
+            Reason::AuthRefNotFound => "AuthRefNotFound",
+            Reason::AuthModeUnavailable => "AuthModeUnavailable",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretKeyMissing => "SecretKeyMissing",
+            Reason::InvalidSecret => "InvalidSecret",
+            Reason::ApiUserConflict => "ApiUserConflict",
+            Reason::InvalidTLS => "InvalidTLS",
+            Reason::CertificatePending => "CertificatePending",
+            Reason::ServicePending => "ServicePending",
+        }
+    }
+}
+
+/// One reason a resource is not ready, with a message naming objects and keys (never values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: Reason,
+    pub message: String,
+}
+
+fn problem(reason: Reason, message: impl Into<String>) -> Problem {
+    Problem { reason, message: message.into() }
+}
+
+/// What the render decided for one MediaApp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppOutcome {
+    /// The RTMP app path.
+    pub app: String,
+    /// The app is in the rendered config.
+    pub served: bool,
+    /// Its certificate is in the rendered config.
+    pub tls_served: bool,
+    pub tls_hosts: Vec<String>,
+    pub problems: Vec<Problem>,
+    /// The Service the operator manages for it, if any.
+    pub service_name: Option<String>,
+    pub service_type: ServiceType,
+    pub ports: ServicePorts,
+}
+
+/// The render's output.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub config_map: ConfigMap,
+    pub secret: Secret,
+    /// By MediaApp name.
+    pub services: BTreeMap<String, Service>,
+    /// By MediaApp name.
+    pub apps: BTreeMap<String, AppOutcome>,
+    /// By StreamAuth name.
+    pub stream_auths: BTreeMap<String, StreamAuthStatus>,
+    /// MediaApps that need an operator-generated certificate, with its hosts.
+    pub generated_certs: BTreeMap<String, Vec<String>>,
+    /// The rendered config (also in the ConfigMap).
+    pub config: Config,
+}
+
+/// The render failed as a whole (a bug or a bad base config, never a user's resource).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the rendered server config is invalid: {0}")]
+    InvalidConfig(String),
+}
+
+/// Name of the Secret holding a MediaApp's generated certificate.
+pub fn generated_cert_secret(media_app: &str) -> String {
+    format!("{media_app}-tls-generated")
+}
+
+/// Name of a MediaApp's Service.
+pub fn service_name(media_app: &str) -> String {
+    format!("ferrocast-{media_app}")
+}
+
+/// A DNS-1035 label (what a Service name must be).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        ("app.kubernetes.io/name".to_string(), "ferrocast".to_string()),
+    ]);
+    for (k, v) in extra {
+        l.insert(k.to_string(), v.to_string());
+    }
+    l
+}
+
+/// A flat Secret data key from name parts, or a problem when Kubernetes would refuse it.
+fn flat_key(parts: &[&str]) -> Result<String, Problem> {
+    let key = parts.join(".");
+    if key.len() > MAX_SECRET_KEY_LEN {
+        return Err(problem(Reason::InvalidSpec, format!("name too long: secret file name {}... exceeds {MAX_SECRET_KEY_LEN} characters", &key[..40])));
+    }
+    Ok(key)
+}
+
+/// Secret material to copy into the fleet Secret: (flat key, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
+/// Looks up Secrets, turning absence into problems.
+struct SecretSource<'a> {
+    secrets: &'a BTreeMap<String, Secret>,
+}
+
+impl SecretSource<'_> {
+    fn data(&self, name: &str) -> Result<BTreeMap<String, ByteString>, Problem> {
+        let s = self.secrets.get(name).ok_or_else(|| problem(Reason::SecretNotFound, format!("Secret {name} not found")))?;
+        Ok(s.data.clone().unwrap_or_default())
+    }
+
+    fn value(&self, name: &str, key: &str) -> Result<Vec<u8>, Problem> {
+        let data = self.data(name)?;
+        let v = data.get(key).ok_or_else(|| problem(Reason::SecretKeyMissing, format!("Secret {name} has no key {key:?}")))?;
+        if v.0.trim_ascii().is_empty() {
+            return Err(problem(Reason::SecretKeyMissing, format!("Secret {name} key {key:?} is empty")));
+        }
+        Ok(v.0.clone())
+    }
+}
+
+/// A StreamAuth with each section resolved against its Secrets.
+struct ResolvedAuth {
+    sign: Option<Result<Files, Problem>>,
+    keys: Option<Result<Files, Problem>>,
+    tokens: Option<Result<(TokenConfig, Files), Problem>>,
+    api_users: Option<Result<BTreeMap<String, String>, Problem>>,
+}
+
+impl ResolvedAuth {
+    fn problems(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        if let Some(Err(e)) = &self.sign {
+            p.push(e.clone());
+        }
+        if let Some(Err(e)) = &self.keys {
+            p.push(e.clone());
+        }
+        if let Some(Err(e)) = &self.tokens {
+            p.push(e.clone());
+        }
+        if let Some(Err(e)) = &self.api_users {
+            p.push(e.clone());
+        }
+        p
+    }
+}
+
+fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedAuth {
+    let name = sa.metadata.name.as_deref().unwrap_or_default();
+    let path = |key: &str| fleet.secrets_dir.join(key);
+    let sign = sa.spec.sign.as_ref().map(|s| {
+        s.secret_refs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Ok((flat_key(&["streamauth", name, "sign", &i.to_string()])?, src.value(&r.name, &r.key)?)))
+            .collect::<Result<Files, Problem>>()
+    });
+    let keys = sa.spec.keys.as_ref().map(|k| {
+        let data = src.data(&k.secret_ref.name)?;
+        let mut map = BTreeMap::new();
+        for (stream, key) in data {
+            // The data key is a stream name; it is not echoed, in case a key was put there by mistake.
+            if !ferrocast_server::hub::is_valid_name(&stream) {
+                return Err(problem(Reason::InvalidSecret, format!("Secret {}: a data key is not a valid stream name (1-128 of A-Z a-z 0-9 _ - .)", k.secret_ref.name)));
+            }
+            let key = std::str::from_utf8(&key.0).map(str::trim).unwrap_or("");
+            if key.is_empty() {
+                return Err(problem(Reason::InvalidSecret, format!("Secret {}: the key of stream {stream:?} is empty or not UTF-8", k.secret_ref.name)));
+            }
+            map.insert(stream, key.to_string());
+        }
+        let yaml = serde_yaml::to_string(&map).expect("a string map serializes");
+        Ok(vec![(flat_key(&["streamauth", name, "keys.yaml"])?, yaml.into_bytes())])
+    });
+    let tokens = sa.spec.tokens.as_ref().map(|t| {
+        let mut files = Files::new();
+        for (i, r) in t.key_secret_refs.iter().enumerate() {
+            let bytes = src.value(&r.name, &r.key)?;
+            ferrocast_server::auth::check_token_key(t.algorithm.as_str(), &bytes, &format!("{}/{}", r.name, r.key))
+                .map_err(|e| problem(Reason::InvalidSecret, format!("Secret {} key {:?} is not a usable {} key: {}", r.name, r.key, t.algorithm.as_str(), redact(&e.to_string()))))?;
+            files.push((flat_key(&["streamauth", name, "token", &i.to_string()])?, bytes));
+        }
+        let config = TokenConfig {
+            algorithm: t.algorithm.as_str().to_string(),
+            key_files: files.iter().map(|(k, _)| path(k)).collect(),
+            issuer: t.issuer.clone(),
+            audience: t.audience.clone(),
+        };
+        Ok((config, files))
+    });
+    let api_users = sa.spec.api_users.as_ref().map(|u| {
+        let secret = &u.secret_ref.name;
+        let mut users = BTreeMap::new();
+        for (user, hash) in src.data(secret)? {
+            if !ferrocast_server::hub::is_valid_name(&user) || user.starts_with('.') {
+                return Err(problem(Reason::InvalidSecret, format!("Secret {secret}: a data key is not a valid user name")));
+            }
+            let hash = std::str::from_utf8(&hash.0).map(str::trim).unwrap_or("");
+            // A PHC argon2 string; anything else is most likely a plain password put there by mistake.
+            if !hash.starts_with("$argon2") {
+                return Err(problem(Reason::InvalidSecret, format!("Secret {secret}: the value of user {user:?} is not an argon2 PHC hash ($argon2id$...)")));
+            }
+            users.insert(user, hash.to_string());
+        }
+        Ok(users)
+    });
+    ResolvedAuth { sign, keys, tokens, api_users }
+}
+
+/// Error texts from key parsers could quote input; keep only the first line and cut it short.
+fn redact(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("");
+    line.chars().take(120).collect()
+}
+
+/// The render: see the module docs.
+pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
+    let src = SecretSource { secrets: &inputs.secrets };
+    let mut stream_auths: Vec<&StreamAuth> = inputs.stream_auths.iter().collect();
+    stream_auths.sort_by_key(|s| s.metadata.name.clone());
+    let resolved: BTreeMap<String, ResolvedAuth> =
+        stream_auths.iter().map(|sa| (sa.metadata.name.clone().unwrap_or_default(), resolve_auth(sa, &src, fleet))).collect();
+
+    // API users are fleet-wide: merged from every StreamAuth, first by name wins a conflict.
+    let mut api_users: BTreeMap<String, String> = BTreeMap::new();
+    let mut user_owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut auth_problems: BTreeMap<String, Vec<Problem>> = resolved.iter().map(|(n, r)| (n.clone(), r.problems())).collect();
+    for (sa, r) in &resolved {
+        let Some(Ok(users)) = &r.api_users else { continue };
+        for (user, hash) in users {
+            if let Some(owner) = user_owner.get(user) {
+                auth_problems
+                    .entry(sa.clone())
+                    .or_default()
+                    .push(problem(Reason::ApiUserConflict, format!("API user {user:?} is also defined by StreamAuth {owner}; that one is used")));
+                continue;
+            }
+            user_owner.insert(user.clone(), sa.clone());
+            api_users.insert(user.clone(), hash.clone());
+        }
+    }
+
+    // Older MediaApps win an app-path conflict, so a new one cannot take over a live app.
+    let mut media_apps: Vec<&MediaApp> = inputs.media_apps.iter().collect();
+    media_apps.sort_by_key(|m| (m.metadata.creation_timestamp.clone().map(|t| t.0), m.metadata.name.clone()));
+
+    let mut config = fleet.base.clone();
+    config.apps = Vec::new();
+    config.tls.certificates = Vec::new();
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut outcomes = BTreeMap::new();
+    let mut services = BTreeMap::new();
+    let mut generated_certs = BTreeMap::new();
+    let mut used_by: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+
+    for ma in media_apps {
+        let name = ma.metadata.name.clone().unwrap_or_default();
+        let spec = &ma.spec;
+        let app = ma.app_name();
+        let mut problems = Vec::new();
+        for p in [&spec.publish, &spec.play] {
+            if let (AuthMode::Sign | AuthMode::Key | AuthMode::Token, Some(r)) = (p.auth, &p.auth_ref) {
+                used_by.entry(r.clone()).or_default().insert(name.clone());
+            }
+        }
+
+        // What CEL checks is checked again: the render must never produce a config the server refuses.
+        if !ferrocast_server::hub::is_valid_name(&app) {
+            problems.push(problem(Reason::InvalidSpec, format!("app {app:?} is not a valid app name")));
+        }
+        for (list, cidrs) in [("allow", &spec.allow), ("deny", &spec.deny)] {
+            if cidrs.iter().any(|c| ferrocast_server::auth::Cidr::parse(c).is_none()) {
+                problems.push(problem(Reason::InvalidSpec, format!("{list} has an entry that is not a CIDR")));
+            }
+        }
+        if problems.is_empty() {
+            if let Some(owner) = claimed.get(&app) {
+                problems.push(problem(Reason::AppConflict, format!("app {app:?} is already served by MediaApp {owner}")));
+            }
+        }
+
+        let mut app_files = Files::new();
+        let mut policy = |which: &str, p: &AccessPolicy, problems: &mut Vec<Problem>| -> PolicyConfig {
+            match auth_policy(which, p, &resolved, fleet) {
+                Ok((policy, f)) => {
+                    app_files.extend(f);
+                    policy
+                }
+                Err(e) => {
+                    problems.push(e);
+                    PolicyConfig::default()
+                }
+            }
+        };
+        let publish = policy("publish", &spec.publish, &mut problems);
+        let play = policy("play", &spec.play, &mut problems);
+
+        let mut hooks = Vec::new();
+        for (i, h) in spec.webhooks.iter().enumerate() {
+            let secret_file = match &h.secret_ref {
+                None => None,
+                Some(r) => match flat_key(&["mediaapp", &name, "webhook", &i.to_string()]).and_then(|k| Ok((k, src.value(&r.name, &r.key)?))) {
+                    Ok((k, v)) => {
+                        let path = fleet.secrets_dir.join(&k);
+                        app_files.push((k, v));
+                        Some(path)
+                    }
+                    Err(e) => {
+                        problems.push(Problem { message: format!("webhook {}: {}", i, e.message), ..e });
+                        None
+                    }
+                },
+            };
+            if !h.url.starts_with("http://") {
+                problems.push(problem(Reason::InvalidSpec, format!("webhook {i}: the URL must be http://")));
+            }
+            hooks.push(WebhookConfig {
+                url: h.url.clone(),
+                events: h.events.iter().map(|e| e.as_str().to_string()).collect(),
+                apps: vec![app.clone()],
+                secret_file,
+            });
+        }
+
+        let service_type = spec.service.as_ref().map_or(ServiceType::None, |s| s.type_);
+        let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
+        let svc_name = service_name(&name);
+        let wants_service = service_type != ServiceType::None;
+        if wants_service && !is_dns_label(&svc_name) {
+            problems.push(problem(Reason::InvalidSpec, format!("Service name {svc_name:?} would not be a valid DNS label; use a MediaApp name of at most 53 lowercase letters, digits and -")));
+        }
+
+        let served = problems.is_empty();
+        let tls_spec = spec.tls.as_ref().filter(|t| t.enabled);
+        let mut tls_served = false;
+        let mut tls_problems = Vec::new();
+        if let Some(t) = tls_spec {
+            if t.secret_name.is_none() {
+                generated_certs.insert(name.clone(), t.hosts.clone());
+            }
+            if served {
+                match tls_files(&name, t.secret_name.as_deref(), &t.hosts, &src) {
+                    Ok((crt, key)) => {
+                        config.tls.certificates.push(CertificateConfig {
+                            cert_file: fleet.secrets_dir.join(&crt.0),
+                            key_file: fleet.secrets_dir.join(&key.0),
+                            hosts: t.hosts.clone(),
+                        });
+                        app_files.push(crt);
+                        app_files.push(key);
+                        tls_served = true;
+                    }
+                    Err(e) => tls_problems.push(e),
+                }
+            }
+        }
+
+        if served {
+            claimed.insert(app.clone(), name.clone());
+            config.apps.push(AppConfig { name: app.clone(), gop_cache: spec.gop_cache, publish, play, allow: spec.allow.clone(), deny: spec.deny.clone(), ..AppConfig::default() });
+            config.webhooks.hooks.extend(hooks);
+            files.extend(app_files);
+        }
+        if wants_service && is_dns_label(&svc_name) {
+            let with_tls = tls_spec.is_some();
+            services.insert(name.clone(), service(fleet, ma, &svc_name, service_type, with_tls));
+        }
+        problems.extend(tls_problems);
+        outcomes.insert(
+            name.clone(),
+            AppOutcome {
+                app,
+                served,
+                tls_served,
+                tls_hosts: tls_spec.map(|t| t.hosts.clone()).unwrap_or_default(),
+                problems,
+                service_name: (wants_service && is_dns_label(&svc_name)).then_some(svc_name),
+                service_type,
+                ports,
+            },
+        );
+    }
+
+    if !api_users.is_empty() {
+        files.insert(API_USERS_KEY.to_string(), serde_yaml::to_string(&api_users).expect("a string map serializes").into_bytes());
+        config.api.users_file = Some(fleet.secrets_dir.join(API_USERS_KEY));
+        if let Some(key) = &inputs.api_token_key {
+            files.insert(API_TOKEN_KEY.to_string(), key.clone().into_bytes());
+            config.api.jwt_secret_file = Some(fleet.secrets_dir.join(API_TOKEN_KEY));
+        }
+    }
+
+    let yaml = config.to_yaml();
+    Config::from_yaml(&yaml, "rendered config").map_err(|e| RenderError::InvalidConfig(e.to_string()))?;
+
+    let stream_auth_statuses = stream_auths
+        .iter()
+        .map(|sa| {
+            let name = sa.metadata.name.clone().unwrap_or_default();
+            let problems = auth_problems.remove(&name).unwrap_or_default();
+            let previous = sa.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+            let status = StreamAuthStatus {
+                observed_generation: sa.metadata.generation,
+                conditions: vec![ready_condition(previous, problems.first().map(|p| (p.reason, joined(&problems))), sa.metadata.generation, inputs.now)],
+                used_by: used_by.remove(&name).unwrap_or_default().into_iter().collect(),
+            };
+            (name, status)
+        })
+        .collect();
+
+    Ok(Desired {
+        config_map: ConfigMap {
+            metadata: meta(fleet, &fleet.config_map, labels(&[("app.kubernetes.io/component", "server-config")])),
+            data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
+            ..Default::default()
+        },
+        secret: Secret {
+            metadata: meta(fleet, &fleet.secret, labels(&[("app.kubernetes.io/component", "server-secrets")])),
+            type_: Some("Opaque".into()),
+            data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+            ..Default::default()
+        },
+        services,
+        apps: outcomes,
+        stream_auths: stream_auth_statuses,
+        generated_certs,
+        config,
+    })
+}
+
+fn meta(fleet: &Fleet, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta { name: Some(name.to_string()), namespace: Some(fleet.namespace.clone()), labels: Some(labels), ..Default::default() }
+}
+
+/// All problem messages, one sentence each.
+pub fn joined(problems: &[Problem]) -> String {
+    problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
+}
+
+/// The policy config for one side of a MediaApp, with the files it names.
+fn auth_policy(which: &str, p: &AccessPolicy, resolved: &BTreeMap<String, ResolvedAuth>, fleet: &Fleet) -> Result<(PolicyConfig, Files), Problem> {
+    if p.auth == AuthMode::None {
+        return Ok((PolicyConfig::default(), Files::new()));
+    }
+    let Some(sa_name) = p.auth_ref.as_deref().filter(|s| !s.is_empty()) else {
+        return Err(problem(Reason::InvalidSpec, format!("{which}.authRef is required for auth {}", p.auth.as_str())));
+    };
+    let r = resolved.get(sa_name).ok_or_else(|| problem(Reason::AuthRefNotFound, format!("{which}: StreamAuth {sa_name} not found")))?;
+    let unavailable = |section: &str| problem(Reason::AuthModeUnavailable, format!("{which}: StreamAuth {sa_name} has no {section} for auth {}", p.auth.as_str()));
+    let from_auth = |e: &Problem| Problem { reason: e.reason, message: format!("{which}: StreamAuth {sa_name}: {}", e.message) };
+    let path = |k: &str| fleet.secrets_dir.join(k);
+    let mut policy = PolicyConfig { auth: server_mode(p.auth), ..Default::default() };
+    let files = match p.auth {
+        AuthMode::None => unreachable!("handled above"),
+        AuthMode::Sign => {
+            let f = r.sign.as_ref().ok_or_else(|| unavailable("sign"))?.as_ref().map_err(from_auth)?;
+            policy.sign_secret_files = f.iter().map(|(k, _)| path(k)).collect();
+            f.clone()
+        }
+        AuthMode::Key => {
+            let f = r.keys.as_ref().ok_or_else(|| unavailable("keys"))?.as_ref().map_err(from_auth)?;
+            policy.keys_file = f.first().map(|(k, _)| path(k));
+            f.clone()
+        }
+        AuthMode::Token => {
+            let (token, f) = r.tokens.as_ref().ok_or_else(|| unavailable("tokens"))?.as_ref().map_err(from_auth)?;
+            policy.token = token.clone();
+            f.clone()
+        }
+    };
+    Ok((policy, files))
+}
+
+fn server_mode(m: AuthMode) -> server::AuthMode {
+    match m {
+        AuthMode::None => server::AuthMode::None,
+        AuthMode::Sign => server::AuthMode::Sign,
+        AuthMode::Key => server::AuthMode::Key,
+        AuthMode::Token => server::AuthMode::Token,
+    }
+}
+
+/// The certificate and key files of a MediaApp's TLS, from its Secret, checked.
+fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<((String, Vec<u8>), (String, Vec<u8>)), Problem> {
+    let secret = match secret_name {
+        Some(s) => s.to_string(),
+        None => generated_cert_secret(media_app),
+    };
+    let data = src.data(&secret).map_err(|e| match secret_name {
+        Some(_) => problem(Reason::InvalidTLS, format!("TLS {}", e.message)),
+        None => problem(Reason::CertificatePending, "the self-signed certificate is not generated yet"),
+    })?;
+    let get = |k: &str| data.get(k).map(|v| v.0.clone()).ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")));
+    let (crt, key) = (get("tls.crt")?, get("tls.key")?);
+    crate::tls::check_pair(&crt, &key, hosts).map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
+    Ok(((flat_key(&["mediaapp", media_app, "tls.crt"])?, crt), (flat_key(&["mediaapp", media_app, "tls.key"])?, key)))
+}
+
+/// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
+/// listener ports from the base config.
+fn service(fleet: &Fleet, ma: &MediaApp, name: &str, type_: ServiceType, with_tls: bool) -> Service {
+    let spec = ma.spec.service.clone().unwrap_or_else(|| crate::crd::ServiceSpec {
+        type_,
+        annotations: BTreeMap::new(),
+        load_balancer_source_ranges: Vec::new(),
+        external_traffic_policy: None,
+        ports: ServicePorts::default(),
+    });
+    let base = &fleet.base;
+    let port = |name: &str, port: u16, target: u16| ServicePort {
+        name: Some(name.to_string()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(target))),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mut ports = vec![port("rtmp", spec.ports.rtmp, base.rtmp.port), port("http", spec.ports.http, base.http.port)];
+    if with_tls {
+        ports.push(port("rtmps", spec.ports.rtmps, base.tls.rtmps_port));
+        ports.push(port("https", spec.ports.https, base.tls.https_port));
+    }
+    let ma_name = ma.metadata.name.clone().unwrap_or_default();
+    let mut metadata = meta(fleet, name, labels(&[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)]));
+    metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
+    metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
+    Service {
+        metadata,
+        spec: Some(K8sServiceSpec {
+            type_: Some(type_.as_str().to_string()),
+            selector: Some(fleet.selector.clone()),
+            ports: Some(ports),
+            load_balancer_source_ranges: (!spec.load_balancer_source_ranges.is_empty()).then(|| spec.load_balancer_source_ranges.clone()),
+            external_traffic_policy: spec.external_traffic_policy.map(|p| format!("{p:?}")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `Ready` condition: `not_ready` is the first problem's reason and all messages. The
+/// transition time moves only when the status flips, so an unchanged status patches to the
+/// same object and causes no new watch event.
+pub fn ready_condition(previous: &[Condition], not_ready: Option<(Reason, String)>, generation: Option<i64>, now: i64) -> Condition {
+    let (status, reason, message) = match not_ready {
+        None => ("True", Reason::Reconciled, String::new()),
+        Some((r, m)) => ("False", r, m),
+    };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| rfc3339(now));
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+pub fn rfc3339(unix_secs: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(unix_secs).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}

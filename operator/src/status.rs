@@ -1,0 +1,70 @@
+//! A MediaApp's status from what the render decided, the Service Kubernetes reports (its
+//! load balancer address) and the fleet's live counts. Pure, like the render.
+
+use k8s_openapi::api::core::v1::Service;
+
+use crate::crd::{Endpoints, MediaApp, MediaAppStatus, ServiceType, SessionCounts};
+use crate::fleet::Live;
+use crate::render::{joined, ready_condition, AppOutcome, Fleet, Problem, Reason};
+
+/// The address clients reach the Service at: the load balancer's IP or host name once
+/// assigned; the in-cluster DNS name for ClusterIP and NodePort Services.
+pub fn service_address(fleet: &Fleet, outcome: &AppOutcome, observed: Option<&Service>) -> Option<String> {
+    let name = outcome.service_name.as_ref()?;
+    let observed = observed?;
+    match outcome.service_type {
+        ServiceType::LoadBalancer => {
+            let ingress = observed.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?;
+            ingress.iter().find_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        }
+        ServiceType::ClusterIP | ServiceType::NodePort => Some(format!("{name}.{}.svc", fleet.namespace)),
+        ServiceType::None => None,
+    }
+}
+
+/// Client URLs at `address`; TLS URLs use the app's first exact host name, which its
+/// certificate covers (clients verify against it), else the address.
+pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
+    let p = outcome.ports;
+    let app = &outcome.app;
+    let host = |addr: &str| if addr.contains(':') { format!("[{addr}]") } else { addr.to_string() };
+    let plain = host(address);
+    let tls_host = outcome.tls_hosts.iter().find(|h| !h.starts_with("*.")).cloned().unwrap_or_else(|| plain.clone());
+    Endpoints {
+        rtmp: format!("rtmp://{plain}:{}/{app}", p.rtmp),
+        rtmps: outcome.tls_served.then(|| format!("rtmps://{tls_host}:{}/{app}", p.rtmps)),
+        http_flv: format!("http://{plain}:{}/{app}/{{stream}}.flv", p.http),
+        ws_flv: format!("ws://{plain}:{}/{app}/{{stream}}.flv", p.http),
+        https_flv: outcome.tls_served.then(|| format!("https://{tls_host}:{}/{app}/{{stream}}.flv", p.https)),
+    }
+}
+
+/// The full status of a MediaApp. `live` is `None` until the fleet has been polled once.
+pub fn media_app_status(fleet: &Fleet, ma: &MediaApp, outcome: &AppOutcome, observed: Option<&Service>, live: Option<&Live>, now: i64) -> MediaAppStatus {
+    let address = service_address(fleet, outcome, observed);
+    let mut problems: Vec<Problem> = outcome.problems.clone();
+    if problems.is_empty() && outcome.service_name.is_some() && address.is_none() {
+        let message = match observed {
+            None => "the Service is not created yet".to_string(),
+            Some(_) => "waiting for the load balancer to assign an address".to_string(),
+        };
+        problems.push(Problem { reason: Reason::ServicePending, message });
+    }
+    let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let not_ready = problems.first().map(|p| (p.reason, joined(&problems)));
+    let counts = live.map(|l| l.app(&outcome.app));
+    MediaAppStatus {
+        observed_generation: ma.metadata.generation,
+        conditions: vec![ready_condition(previous, not_ready, ma.metadata.generation, now)],
+        app: Some(outcome.app.clone()),
+        service: outcome.service_name.clone(),
+        endpoints: address.filter(|_| outcome.served).map(|a| endpoints(outcome, &a)),
+        live_streams: counts.map(|c| c.streams),
+        sessions: counts.map(|c| SessionCounts { publishers: c.publishers, players: c.players }),
+    }
+}
+
+/// The `Ready` condition's reason when it is not ready.
+pub fn not_ready_reason(status: &MediaAppStatus) -> Option<&str> {
+    status.conditions.iter().find(|c| c.type_ == "Ready" && c.status != "True").map(|c| c.reason.as_str())
+}
