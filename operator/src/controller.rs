@@ -411,8 +411,8 @@ pub async fn fleet_loop(ctx: Arc<Context>) {
     tokio::spawn(deletions(sa_events, notify.clone(), ctx.metrics.clone()));
     loop {
         if let Err(e) = ctx.sync_fleet().await {
+            // MediaApp and StreamAuth reconciles hit the same error and count it.
             warn!("fleet sync failed: {e}");
-            ctx.metrics.failed("Fleet", e.reason());
             tokio::time::sleep(RETRY).await;
             continue;
         }
