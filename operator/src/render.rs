@@ -196,8 +196,10 @@ fn flat_key(parts: &[&str]) -> Result<String, Problem> {
     Ok(key)
 }
 
-/// Secret material to copy into the fleet Secret: (flat key, bytes).
-type Files = Vec<(String, Vec<u8>)>;
+/// One file of the fleet Secret: (flat key, bytes).
+type File = (String, Vec<u8>);
+/// Secret material to copy into the fleet Secret.
+type Files = Vec<File>;
 
 /// Looks up Secrets, turning absence into problems.
 struct SecretSource<'a> {
@@ -584,7 +586,7 @@ fn server_mode(m: AuthMode) -> server::AuthMode {
 }
 
 /// The certificate and key files of a MediaApp's TLS, from its Secret, checked.
-fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<((String, Vec<u8>), (String, Vec<u8>)), Problem> {
+fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<(File, File), Problem> {
     let secret = match secret_name {
         Some(s) => s.to_string(),
         None => generated_cert_secret(media_app),
