@@ -60,6 +60,16 @@ async fn publish_accepted(url: &str) -> bool {
     !refused
 }
 
+/// `POST /api/v1/login`'s status.
+async fn login(server: &TestServer, user: &str, password: &str) -> u16 {
+    let url = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
+    let body = serde_json::json!({"username": user, "password": password}).to_string();
+    let resp = ferrocast_tests::http::request("POST", &url, &[("Content-Type", "application/json")], Some(body.as_bytes()), Duration::from_secs(10))
+        .await
+        .expect("login answers");
+    resp.status
+}
+
 /// The rendered fleet and its two mounted volumes.
 struct Mounted {
     fleet: Fleet,
@@ -110,6 +120,10 @@ async fn the_server_runs_on_the_rendered_examples_and_a_rotated_key_applies_live
     assert_eq!(apps, ["events", "live"]);
     assert_eq!(running.tls.certificates.len(), 1, "the events app's certificate from its TLS Secret");
 
+    // API users from the StreamAuth's Secret, through the rendered users file.
+    assert_eq!(login(&server, "admin", "FAKE-admin-password").await, 200, "the example's API user logs in");
+    assert_eq!(login(&server, "admin", "wrong").await, 401);
+
     let right = server.rtmp_url("cam1?key=FAKE-cam1-key-0000-change-me");
     let wrong = server.rtmp_url("cam1?key=FAKE-guess");
     assert!(publish_accepted(&right).await, "the example's key publishes\n{}", server.logs());
@@ -137,4 +151,28 @@ async fn the_server_runs_on_the_rendered_examples_and_a_rotated_key_applies_live
     assert!(!publish_accepted(&right).await, "the replaced key is refused");
     assert_eq!(server.server_pid(), Some(pid), "same server process: no restart");
     assert_eq!(server.logs().matches("ferrocast listening").count(), 1, "the server started once");
+}
+
+#[tokio::test]
+async fn an_empty_fleet_renders_a_config_the_server_runs_and_that_refuses_every_stream() {
+    require_tool("ffmpeg");
+    let server = TestServer::builder()
+        .start_with(|dir, [rtmp, http, admin]| {
+            let base = Config::from_yaml(&format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\n"), "base")?;
+            let fleet = Fleet {
+                namespace: NS.into(),
+                config_map: "ferrocast-server-config".into(),
+                secret: "ferrocast-server-secrets".into(),
+                selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ferrocast".into())]),
+                base,
+                secrets_dir: dir.join("secrets"),
+            };
+            let desired = render(&fleet, &inputs(&Manifests::default()))?;
+            let config = KubeMount::create(&dir.join("config"), &config_files(&desired))?;
+            KubeMount::create(&dir.join("secrets"), &secret_files(&desired))?;
+            Ok(config.path().join(CONFIG_KEY))
+        })
+        .await
+        .expect("the server starts with no apps");
+    assert!(!publish_accepted(&server.rtmp_url("cam")).await, "no MediaApp: the default `live` app is not served");
 }
