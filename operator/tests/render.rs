@@ -516,3 +516,23 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
     assert!(checked > 10);
     assert_eq!(o.secret("streamauth.studio.token.0").as_deref(), Some("JWTVALUE-hmac-cc"), "the values are in the Secret");
 }
+
+#[test]
+fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
+    let m = common::examples();
+    let i = inputs(m.media_apps.clone(), m.stream_auths.clone(), m.secrets.clone());
+    let o = reconcile(&i, Some("203.0.113.7"), None);
+    let mut served = o.served();
+    served.sort();
+    assert_eq!(served, ["events", "live"]);
+    for (name, status) in &o.statuses {
+        assert_eq!(not_ready_reason(status), None, "MediaApp {name}: {:?}", status.conditions);
+    }
+    for (name, status) in &o.desired.stream_auths {
+        assert_eq!(status.conditions[0].status, "True", "StreamAuth {name}: {:?}", status.conditions);
+    }
+    assert_eq!(o.desired.stream_auths["studio"].used_by, ["events"]);
+    assert_eq!(o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(), Some("rtmps://live.example.com:1936/events"));
+    let before = reconcile(&i, None, None);
+    assert_eq!((before.reason("live"), before.reason("events")), ("ServicePending", "ServicePending"));
+}
