@@ -466,9 +466,8 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             config.webhooks.hooks.extend(hooks);
             files.extend(app_files);
         }
-        if wants_service && is_dns_label(&svc_name) {
-            let with_tls = tls_spec.is_some();
-            services.insert(name.clone(), service(fleet, ma, &svc_name, service_type, with_tls));
+        if let Some(svc_spec) = spec.service.as_ref().filter(|_| wants_service && is_dns_label(&svc_name)) {
+            services.insert(name.clone(), service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()));
         }
         problems.extend(tls_problems);
         outcomes.insert(
@@ -603,14 +602,8 @@ fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: 
 
 /// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
 /// listener ports from the base config.
-fn service(fleet: &Fleet, ma: &MediaApp, name: &str, type_: ServiceType, with_tls: bool) -> Service {
-    let spec = ma.spec.service.clone().unwrap_or_else(|| crate::crd::ServiceSpec {
-        type_,
-        annotations: BTreeMap::new(),
-        load_balancer_source_ranges: Vec::new(),
-        external_traffic_policy: None,
-        ports: ServicePorts::default(),
-    });
+fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &str, with_tls: bool) -> Service {
+    let type_ = spec.type_;
     let base = &fleet.base;
     let port = |name: &str, port: u16, target: u16| ServicePort {
         name: Some(name.to_string()),
