@@ -244,7 +244,12 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     let observed = match desired.services.get(&name) {
         Some(svc) => {
             let api: Api<Service> = ctx.api();
-            Some(api.patch(&render::service_name(&name), &apply_params(), &Patch::Apply(svc)).await?)
+            let svc_name = render::service_name(&name);
+            match api.get_opt(&svc_name).await? {
+                // Someone else's Service with our name: never take it over (status says so).
+                Some(existing) if !crate::status::is_managed_service(&existing, &name) => Some(existing),
+                _ => Some(api.patch(&svc_name, &apply_params(), &Patch::Apply(svc)).await?),
+            }
         }
         None => None,
     };

@@ -83,6 +83,7 @@ pub enum Reason {
     ApiUserConflict,
     InvalidTLS,
     CertificatePending,
+    ServiceConflict,
     ServicePending,
 }
 
@@ -100,6 +101,7 @@ impl Reason {
             Reason::ApiUserConflict => "ApiUserConflict",
             Reason::InvalidTLS => "InvalidTLS",
             Reason::CertificatePending => "CertificatePending",
+            Reason::ServiceConflict => "ServiceConflict",
             Reason::ServicePending => "ServicePending",
         }
     }

@@ -159,6 +159,14 @@ fn pruning(services: Vec<Value>, generated: Vec<Value>) -> Vec<Expect> {
     ]
 }
 
+/// The Service looked up before it is applied (absent: a create).
+fn service_lookup(name: &str, existing: Option<Value>) -> Expect {
+    expect("GET", format!("/api/v1/namespaces/{NS}/services/{name}"), move |_| match existing {
+        Some(v) => (200, v),
+        None => not_found("services"),
+    })
+}
+
 /// The Service apply; the answer carries a load balancer address when `lb_ip` is set.
 fn applied_service(name: &str, lb_ip: Option<&'static str>, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
     expect("PATCH", format!("/api/v1/namespaces/{NS}/services/{name}{APPLY}"), move |mut body| {
@@ -211,6 +219,7 @@ async fn create_applies_config_secret_service_then_reports_ready() {
         }),
     ];
     scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", None));
     scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |svc| {
         assert_eq!(svc["spec"]["type"], "LoadBalancer");
         assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/component"], "server");
@@ -257,6 +266,7 @@ async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event(
         applied_secret(|_| {}),
     ];
     scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"ferrocast.io/mediaapp": "live"}}}))));
     scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
     scenario.push(status_patch("live", |s| {
         assert_eq!(s.observed_generation, Some(2));
@@ -277,6 +287,7 @@ async fn missing_secret_fails_closed_and_reports_why() {
     ];
     scenario.extend(pruning(vec![], vec![]));
     // The Service stays: a credentials problem must not give up the load balancer address.
+    scenario.push(service_lookup("ferrocast-live", None));
     scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
     scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
         assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("SecretNotFound")));
@@ -289,6 +300,25 @@ async fn missing_secret_fails_closed_and_reports_why() {
     }));
     run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
     assert!(metrics.render().contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="SecretNotFound"} 1"#));
+}
+
+#[tokio::test]
+async fn a_foreign_service_with_the_same_name_is_never_taken_over() {
+    let ma = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let mut scenario = vec![applied_configmap(|c| assert_eq!(c.apps.len(), 1)), applied_secret(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    // Someone else's Service (no ferrocast.io/mediaapp label): looked at, not applied.
+    scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"app": "other"}}}))));
+    scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
+        assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("ServiceConflict")));
+        (201, body)
+    }));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!(s.conditions[0].reason, "ServiceConflict");
+        assert_eq!(s.endpoints, None);
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
 }
 
 #[tokio::test]

@@ -536,3 +536,16 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     let before = reconcile(&i, None, None);
     assert_eq!((before.reason("live"), before.reason("events")), ("ServicePending", "ServicePending"));
 }
+
+#[test]
+fn a_foreign_service_of_the_same_name_is_a_conflict() {
+    let i = inputs(vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)], vec![], vec![]);
+    let fleet = fleet();
+    let d = render(&fleet, &i).unwrap();
+    let mut foreign = observed(&d.services["live"], Some("203.0.113.7"));
+    foreign.metadata.labels = Some(BTreeMap::from([("app".to_string(), "someone-else".to_string())]));
+    let s = media_app_status(&fleet, &i.media_apps[0], &d.apps["live"], Some(&foreign), None, NOW);
+    assert_eq!(not_ready_reason(&s), Some("ServiceConflict"));
+    assert_eq!(s.endpoints, None, "never advertise someone else's address");
+    assert!(d.apps["live"].served, "the app itself is still served");
+}
