@@ -122,7 +122,12 @@ impl Context {
             let Some(tls) = ma.spec.tls.as_ref().filter(|t| t.enabled && t.secret_name.is_none() && !t.hosts.is_empty()) else { continue };
             let name = ma.name_any();
             let secret_name = render::generated_cert_secret(&name);
-            let Some(why) = crate::tls::renewal_reason(inputs.secrets.get(&secret_name), &tls.hosts, inputs.now) else { continue };
+            let existing = inputs.secrets.get(&secret_name);
+            if existing.is_some() && !render::is_generated_cert(existing, &name) {
+                // Someone else's Secret with our name: never overwrite it (the render reports it).
+                continue;
+            }
+            let Some(why) = crate::tls::renewal_reason(existing, &tls.hosts, inputs.now) else { continue };
             let generated = crate::tls::generate(&tls.hosts, inputs.now).map_err(|message| Error::Certificate { media_app: name.clone(), message })?;
             let (data, annotations) = crate::tls::secret_contents(&generated, &tls.hosts);
             let mut secret = Secret {

@@ -164,6 +164,12 @@ pub fn generated_cert_secret(media_app: &str) -> String {
     format!("{media_app}-tls-generated")
 }
 
+/// Whether `secret` is the operator's generated certificate for MediaApp `media_app`.
+pub fn is_generated_cert(secret: Option<&Secret>, media_app: &str) -> bool {
+    let labels = secret.and_then(|s| s.metadata.labels.as_ref());
+    labels.is_some_and(|l| l.get(MEDIAAPP_LABEL).map(String::as_str) == Some(media_app) && l.contains_key(GENERATED_CERT_LABEL))
+}
+
 /// Name of a MediaApp's Service.
 pub fn service_name(media_app: &str) -> String {
     format!("ferrocast-{media_app}")
@@ -596,6 +602,9 @@ fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: 
         Some(_) => problem(Reason::InvalidTLS, format!("TLS {}", e.message)),
         None => problem(Reason::CertificatePending, "the self-signed certificate is not generated yet"),
     })?;
+    if secret_name.is_none() && !is_generated_cert(src.secrets.get(&secret), media_app) {
+        return Err(problem(Reason::InvalidTLS, format!("Secret {secret} exists and was not made by the operator; it is left alone (rename it or set tls.secretName)")));
+    }
     let get = |k: &str| data.get(k).map(|v| v.0.clone()).ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")));
     let (crt, key) = (get("tls.crt")?, get("tls.key")?);
     crate::tls::check_pair(&crt, &key, hosts).map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;

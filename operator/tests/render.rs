@@ -367,7 +367,12 @@ fn stream_auth_status_reports_its_own_problems() {
 fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret() {
     let named = media_app("metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [live.example.com]}, service: {}}", 20);
     let generated = media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}, service: {type: ClusterIP}}", 10);
-    let secrets = vec![tls_secret("events-tls", "live.example.com"), tls_secret("studio-tls-generated", "studio.example.com")];
+    let mut generated_secret = tls_secret("studio-tls-generated", "studio.example.com");
+    generated_secret.metadata.labels = Some(BTreeMap::from([
+        ("ferrocast.io/mediaapp".to_string(), "studio".to_string()),
+        ("ferrocast.io/generated-certificate".to_string(), "true".to_string()),
+    ]));
+    let secrets = vec![tls_secret("events-tls", "live.example.com"), generated_secret];
     let o = reconcile(&inputs(vec![named, generated], vec![], secrets.clone()), Some("198.51.100.4"), None);
     let c = o.config();
     assert_eq!(c.tls.certificates.len(), 2);
@@ -388,6 +393,11 @@ fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret
     let e = o.statuses["studio"].endpoints.clone().unwrap();
     assert_eq!(e.rtmp, "rtmp://ferrocast-studio.streaming.svc:1935/studio", "ClusterIP: the in-cluster name");
     assert_eq!((o.reason("events"), o.reason("studio")), ("Ready", "Ready"));
+    // A Secret with the generated name that the operator did not make is not used.
+    let foreign = vec![tls_secret("studio-tls-generated", "studio.example.com")];
+    let o = reconcile(&inputs(vec![media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}}", 10)], vec![], foreign), None, None);
+    assert_eq!(o.reason("studio"), "InvalidTLS");
+    assert!(o.message("studio").contains("was not made by the operator"), "{}", o.message("studio"));
 }
 
 #[test]
