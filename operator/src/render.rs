@@ -387,8 +387,13 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             }
         }
         if problems.is_empty() {
-            if let Some(owner) = claimed.get(&app) {
-                problems.push(problem(Reason::AppConflict, format!("app {app:?} is already served by MediaApp {owner}")));
+            // The older MediaApp keeps its path even while it is not served (say, a Secret is
+            // briefly missing), so a younger one can never take it over with other auth.
+            match claimed.get(&app) {
+                Some(owner) => problems.push(problem(Reason::AppConflict, format!("app {app:?} is already claimed by MediaApp {owner}"))),
+                None => {
+                    claimed.insert(app.clone(), name.clone());
+                }
             }
         }
 
@@ -469,7 +474,6 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
 
         if served {
-            claimed.insert(app.clone(), name.clone());
             config.apps.push(AppConfig { name: app.clone(), gop_cache: spec.gop_cache, publish, play, allow: spec.allow.clone(), deny: spec.deny.clone(), ..AppConfig::default() });
             config.webhooks.hooks.extend(hooks);
             files.extend(app_files);

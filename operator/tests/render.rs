@@ -246,7 +246,7 @@ fn every_not_ready_reason() {
             vec![],
             "second",
             "AppConflict",
-            "app \"live\" is already served by MediaApp first",
+            "app \"live\" is already claimed by MediaApp first",
         ),
         (
             "CIDR the CEL rule would refuse",
@@ -304,6 +304,19 @@ fn app_conflict_keeps_the_older_mediaapp() {
     assert_eq!(o.served(), vec!["live"]);
     assert!(o.config().apps[0].gop_cache, "the older MediaApp's settings");
     assert_eq!((o.reason("first"), o.reason("second")), ("Ready", "AppConflict"));
+    // The older one keeps the path while its credentials are broken: nothing is served,
+    // rather than the younger MediaApp's settings.
+    let o = reconcile(
+        &inputs(
+            vec![media_app("metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: gone}}", 100), media_app("metadata: {name: second}\nspec: {app: live}", 10)],
+            vec![],
+            vec![],
+        ),
+        None,
+        None,
+    );
+    assert!(o.served().is_empty());
+    assert_eq!((o.reason("first"), o.reason("second")), ("AuthRefNotFound", "AppConflict"));
 }
 
 #[test]
