@@ -44,3 +44,37 @@ async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
 pub async fn serve(listener: tokio::net::TcpListener, admin: Admin) -> std::io::Result<()> {
     axum::serve(listener, router(admin)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, buf)
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = Admin { metrics: Metrics::new(), ready: Arc::new(AtomicBool::new(false)) };
+        admin.metrics.leader.set(1);
+        let ready = admin.ready.clone();
+        tokio::spawn(serve(listener, admin));
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        assert_eq!(get(addr, "/readyz").await.0, 503, "not ready while starting");
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+        let (status, text) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+        assert!(text.contains("ferrocast_operator_leader 1"), "{text}");
+        assert_eq!(get(addr, "/nope").await.0, 404);
+    }
+}

@@ -159,7 +159,7 @@ mod tests {
     fn defaults() {
         let o = run(&[], &[("POD_NAME", "op-0")]).unwrap();
         assert_eq!(o.namespace, "default");
-        assert_eq!(selector_string(&o.server_selector), DEFAULT_SELECTOR);
+        assert_eq!(selector_string(&o.server_selector), "app.kubernetes.io/component=server,app.kubernetes.io/name=ferrocast");
         assert_eq!((o.config_map.as_str(), o.secret.as_str()), ("ferrocast-server-config", "ferrocast-server-secrets"));
         assert_eq!((o.server_admin_port, o.metrics_addr.to_string()), (9090, "0.0.0.0:8080".to_string()));
         assert_eq!((o.lease_name.as_str(), o.identity.as_str(), o.log_json, o.base_config), ("ferrocast-operator", "op-0", false, None));

@@ -122,7 +122,12 @@ impl Context {
             let Some(tls) = ma.spec.tls.as_ref().filter(|t| t.enabled && t.secret_name.is_none() && !t.hosts.is_empty()) else { continue };
             let name = ma.name_any();
             let secret_name = render::generated_cert_secret(&name);
-            let Some(why) = crate::tls::renewal_reason(inputs.secrets.get(&secret_name), &tls.hosts, inputs.now) else { continue };
+            let existing = inputs.secrets.get(&secret_name);
+            if existing.is_some() && !render::is_generated_cert(existing, &name) {
+                // Someone else's Secret with our name: never overwrite it (the render reports it).
+                continue;
+            }
+            let Some(why) = crate::tls::renewal_reason(existing, &tls.hosts, inputs.now) else { continue };
             let generated = crate::tls::generate(&tls.hosts, inputs.now).map_err(|message| Error::Certificate { media_app: name.clone(), message })?;
             let (data, annotations) = crate::tls::secret_contents(&generated, &tls.hosts);
             let mut secret = Secret {
@@ -244,7 +249,12 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     let observed = match desired.services.get(&name) {
         Some(svc) => {
             let api: Api<Service> = ctx.api();
-            Some(api.patch(&render::service_name(&name), &apply_params(), &Patch::Apply(svc)).await?)
+            let svc_name = render::service_name(&name);
+            match api.get_opt(&svc_name).await? {
+                // Someone else's Service with our name: never take it over (status says so).
+                Some(existing) if !crate::status::is_managed_service(&existing, &name) => Some(existing),
+                _ => Some(api.patch(&svc_name, &apply_params(), &Patch::Apply(svc)).await?),
+            }
         }
         None => None,
     };
@@ -411,8 +421,8 @@ pub async fn fleet_loop(ctx: Arc<Context>) {
     tokio::spawn(deletions(sa_events, notify.clone(), ctx.metrics.clone()));
     loop {
         if let Err(e) = ctx.sync_fleet().await {
+            // MediaApp and StreamAuth reconciles hit the same error and count it.
             warn!("fleet sync failed: {e}");
-            ctx.metrics.failed("Fleet", e.reason());
             tokio::time::sleep(RETRY).await;
             continue;
         }

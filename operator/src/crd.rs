@@ -6,6 +6,9 @@
 //! rule carries a Rust twin evaluated on the same JSON node, so tests can re-check examples
 //! without an apiserver; a test fails if the CRDs carry a rule that has no twin.
 
+// Clippy reads the repeated `type_ = ...` of kube's `printcolumn(...)` entries as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::{CustomResource, CustomResourceExt};

@@ -37,8 +37,6 @@ pub enum Error {
     Render(#[from] render::RenderError),
     #[error("certificate for MediaApp {media_app}: {message}")]
     Certificate { media_app: String, message: String },
-    #[error("configuration: {0}")]
-    Config(String),
     #[error("lost the leader Lease")]
     LostLease,
 }
@@ -50,7 +48,6 @@ impl Error {
             Error::Kube(_) => "KubeError",
             Error::Render(_) => "RenderError",
             Error::Certificate { .. } => "CertificateError",
-            Error::Config(_) => "ConfigError",
             Error::LostLease => "LostLease",
         }
     }

@@ -111,6 +111,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         let (elector, gauge) = (elector.clone(), metrics.leader.clone());
         tokio::spawn(async move { elector.run(leading_tx, gauge).await })
     };
+    let campaign_abort = campaign.abort_handle();
     let mut shutdown = Box::pin(shutdown_signal());
     tokio::select! {
         _ = &mut shutdown => {
@@ -141,6 +142,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
     if lost.load(Ordering::Relaxed) {
         anyhow::bail!("leadership lost; exiting so this replica restarts as a candidate");
     }
+    // Stop renewing, then hand the Lease over.
+    campaign_abort.abort();
     elector.release().await;
     metrics.leader.set(0);
     info!("stopped");

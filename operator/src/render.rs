@@ -83,6 +83,7 @@ pub enum Reason {
     ApiUserConflict,
     InvalidTLS,
     CertificatePending,
+    ServiceConflict,
     ServicePending,
 }
 
@@ -100,6 +101,7 @@ impl Reason {
             Reason::ApiUserConflict => "ApiUserConflict",
             Reason::InvalidTLS => "InvalidTLS",
             Reason::CertificatePending => "CertificatePending",
+            Reason::ServiceConflict => "ServiceConflict",
             Reason::ServicePending => "ServicePending",
         }
     }
@@ -162,6 +164,12 @@ pub fn generated_cert_secret(media_app: &str) -> String {
     format!("{media_app}-tls-generated")
 }
 
+/// Whether `secret` is the operator's generated certificate for MediaApp `media_app`.
+pub fn is_generated_cert(secret: Option<&Secret>, media_app: &str) -> bool {
+    let labels = secret.and_then(|s| s.metadata.labels.as_ref());
+    labels.is_some_and(|l| l.get(MEDIAAPP_LABEL).map(String::as_str) == Some(media_app) && l.contains_key(GENERATED_CERT_LABEL))
+}
+
 /// Name of a MediaApp's Service.
 pub fn service_name(media_app: &str) -> String {
     format!("ferrocast-{media_app}")
@@ -196,8 +204,10 @@ fn flat_key(parts: &[&str]) -> Result<String, Problem> {
     Ok(key)
 }
 
-/// Secret material to copy into the fleet Secret: (flat key, bytes).
-type Files = Vec<(String, Vec<u8>)>;
+/// One file of the fleet Secret: (flat key, bytes).
+type File = (String, Vec<u8>);
+/// Secret material to copy into the fleet Secret.
+type Files = Vec<File>;
 
 /// Looks up Secrets, turning absence into problems.
 struct SecretSource<'a> {
@@ -377,8 +387,13 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             }
         }
         if problems.is_empty() {
-            if let Some(owner) = claimed.get(&app) {
-                problems.push(problem(Reason::AppConflict, format!("app {app:?} is already served by MediaApp {owner}")));
+            // The older MediaApp keeps its path even while it is not served (say, a Secret is
+            // briefly missing), so a younger one can never take it over with other auth.
+            match claimed.get(&app) {
+                Some(owner) => problems.push(problem(Reason::AppConflict, format!("app {app:?} is already claimed by MediaApp {owner}"))),
+                None => {
+                    claimed.insert(app.clone(), name.clone());
+                }
             }
         }
 
@@ -459,14 +474,12 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
 
         if served {
-            claimed.insert(app.clone(), name.clone());
             config.apps.push(AppConfig { name: app.clone(), gop_cache: spec.gop_cache, publish, play, allow: spec.allow.clone(), deny: spec.deny.clone(), ..AppConfig::default() });
             config.webhooks.hooks.extend(hooks);
             files.extend(app_files);
         }
-        if wants_service && is_dns_label(&svc_name) {
-            let with_tls = tls_spec.is_some();
-            services.insert(name.clone(), service(fleet, ma, &svc_name, service_type, with_tls));
+        if let Some(svc_spec) = spec.service.as_ref().filter(|_| wants_service && is_dns_label(&svc_name)) {
+            services.insert(name.clone(), service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()));
         }
         problems.extend(tls_problems);
         outcomes.insert(
@@ -584,7 +597,7 @@ fn server_mode(m: AuthMode) -> server::AuthMode {
 }
 
 /// The certificate and key files of a MediaApp's TLS, from its Secret, checked.
-fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<((String, Vec<u8>), (String, Vec<u8>)), Problem> {
+fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<(File, File), Problem> {
     let secret = match secret_name {
         Some(s) => s.to_string(),
         None => generated_cert_secret(media_app),
@@ -593,6 +606,9 @@ fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: 
         Some(_) => problem(Reason::InvalidTLS, format!("TLS {}", e.message)),
         None => problem(Reason::CertificatePending, "the self-signed certificate is not generated yet"),
     })?;
+    if secret_name.is_none() && !is_generated_cert(src.secrets.get(&secret), media_app) {
+        return Err(problem(Reason::InvalidTLS, format!("Secret {secret} exists and was not made by the operator; it is left alone (rename it or set tls.secretName)")));
+    }
     let get = |k: &str| data.get(k).map(|v| v.0.clone()).ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")));
     let (crt, key) = (get("tls.crt")?, get("tls.key")?);
     crate::tls::check_pair(&crt, &key, hosts).map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
@@ -601,14 +617,8 @@ fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: 
 
 /// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
 /// listener ports from the base config.
-fn service(fleet: &Fleet, ma: &MediaApp, name: &str, type_: ServiceType, with_tls: bool) -> Service {
-    let spec = ma.spec.service.clone().unwrap_or_else(|| crate::crd::ServiceSpec {
-        type_,
-        annotations: BTreeMap::new(),
-        load_balancer_source_ranges: Vec::new(),
-        external_traffic_policy: None,
-        ports: ServicePorts::default(),
-    });
+fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &str, with_tls: bool) -> Service {
+    let type_ = spec.type_;
     let base = &fleet.base;
     let port = |name: &str, port: u16, target: u16| ServicePort {
         name: Some(name.to_string()),

@@ -5,7 +5,13 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::crd::{Endpoints, MediaApp, MediaAppStatus, ServiceType, SessionCounts};
 use crate::fleet::Live;
-use crate::render::{joined, ready_condition, AppOutcome, Fleet, Problem, Reason};
+use crate::render::{joined, ready_condition, AppOutcome, Fleet, Problem, Reason, MEDIAAPP_LABEL};
+
+/// Whether `svc` is the Service the operator manages for MediaApp `media_app` (and not
+/// someone else's object that happens to have its name).
+pub fn is_managed_service(svc: &Service, media_app: &str) -> bool {
+    svc.metadata.labels.as_ref().and_then(|l| l.get(MEDIAAPP_LABEL)).map(String::as_str) == Some(media_app)
+}
 
 /// The address clients reach the Service at: the load balancer's IP or host name once
 /// assigned; the in-cluster DNS name for ClusterIP and NodePort Services.
@@ -40,9 +46,22 @@ pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
 }
 
 /// The full status of a MediaApp. `live` is `None` until the fleet has been polled once.
+/// `observed` is the Service of that name as Kubernetes has it: the operator's (after apply)
+/// or a foreign one it refused to take over.
 pub fn media_app_status(fleet: &Fleet, ma: &MediaApp, outcome: &AppOutcome, observed: Option<&Service>, live: Option<&Live>, now: i64) -> MediaAppStatus {
-    let address = service_address(fleet, outcome, observed);
+    let name = ma.metadata.name.clone().unwrap_or_default();
     let mut problems: Vec<Problem> = outcome.problems.clone();
+    let observed = match observed {
+        Some(svc) if !is_managed_service(svc, &name) => {
+            problems.push(Problem {
+                reason: Reason::ServiceConflict,
+                message: format!("Service {} exists and is not managed for this MediaApp; it is left alone", outcome.service_name.as_deref().unwrap_or_default()),
+            });
+            None
+        }
+        other => other,
+    };
+    let address = service_address(fleet, outcome, observed);
     if problems.is_empty() && outcome.service_name.is_some() && address.is_none() {
         let message = match observed {
             None => "the Service is not created yet".to_string(),

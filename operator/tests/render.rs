@@ -246,7 +246,7 @@ fn every_not_ready_reason() {
             vec![],
             "second",
             "AppConflict",
-            "app \"live\" is already served by MediaApp first",
+            "app \"live\" is already claimed by MediaApp first",
         ),
         (
             "CIDR the CEL rule would refuse",
@@ -304,6 +304,19 @@ fn app_conflict_keeps_the_older_mediaapp() {
     assert_eq!(o.served(), vec!["live"]);
     assert!(o.config().apps[0].gop_cache, "the older MediaApp's settings");
     assert_eq!((o.reason("first"), o.reason("second")), ("Ready", "AppConflict"));
+    // The older one keeps the path while its credentials are broken: nothing is served,
+    // rather than the younger MediaApp's settings.
+    let o = reconcile(
+        &inputs(
+            vec![media_app("metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: gone}}", 100), media_app("metadata: {name: second}\nspec: {app: live}", 10)],
+            vec![],
+            vec![],
+        ),
+        None,
+        None,
+    );
+    assert!(o.served().is_empty());
+    assert_eq!((o.reason("first"), o.reason("second")), ("AuthRefNotFound", "AppConflict"));
 }
 
 #[test]
@@ -367,7 +380,12 @@ fn stream_auth_status_reports_its_own_problems() {
 fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret() {
     let named = media_app("metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [live.example.com]}, service: {}}", 20);
     let generated = media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}, service: {type: ClusterIP}}", 10);
-    let secrets = vec![tls_secret("events-tls", "live.example.com"), tls_secret("studio-tls-generated", "studio.example.com")];
+    let mut generated_secret = tls_secret("studio-tls-generated", "studio.example.com");
+    generated_secret.metadata.labels = Some(BTreeMap::from([
+        ("ferrocast.io/mediaapp".to_string(), "studio".to_string()),
+        ("ferrocast.io/generated-certificate".to_string(), "true".to_string()),
+    ]));
+    let secrets = vec![tls_secret("events-tls", "live.example.com"), generated_secret];
     let o = reconcile(&inputs(vec![named, generated], vec![], secrets.clone()), Some("198.51.100.4"), None);
     let c = o.config();
     assert_eq!(c.tls.certificates.len(), 2);
@@ -388,6 +406,11 @@ fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret
     let e = o.statuses["studio"].endpoints.clone().unwrap();
     assert_eq!(e.rtmp, "rtmp://ferrocast-studio.streaming.svc:1935/studio", "ClusterIP: the in-cluster name");
     assert_eq!((o.reason("events"), o.reason("studio")), ("Ready", "Ready"));
+    // A Secret with the generated name that the operator did not make is not used.
+    let foreign = vec![tls_secret("studio-tls-generated", "studio.example.com")];
+    let o = reconcile(&inputs(vec![media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}}", 10)], vec![], foreign), None, None);
+    assert_eq!(o.reason("studio"), "InvalidTLS");
+    assert!(o.message("studio").contains("was not made by the operator"), "{}", o.message("studio"));
 }
 
 #[test]
@@ -515,4 +538,37 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
     }
     assert!(checked > 10);
     assert_eq!(o.secret("streamauth.studio.token.0").as_deref(), Some("JWTVALUE-hmac-cc"), "the values are in the Secret");
+}
+
+#[test]
+fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
+    let m = common::examples();
+    let i = inputs(m.media_apps.clone(), m.stream_auths.clone(), m.secrets.clone());
+    let o = reconcile(&i, Some("203.0.113.7"), None);
+    let mut served = o.served();
+    served.sort();
+    assert_eq!(served, ["events", "live"]);
+    for (name, status) in &o.statuses {
+        assert_eq!(not_ready_reason(status), None, "MediaApp {name}: {:?}", status.conditions);
+    }
+    for (name, status) in &o.desired.stream_auths {
+        assert_eq!(status.conditions[0].status, "True", "StreamAuth {name}: {:?}", status.conditions);
+    }
+    assert_eq!(o.desired.stream_auths["studio"].used_by, ["events"]);
+    assert_eq!(o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(), Some("rtmps://live.example.com:1936/events"));
+    let before = reconcile(&i, None, None);
+    assert_eq!((before.reason("live"), before.reason("events")), ("ServicePending", "ServicePending"));
+}
+
+#[test]
+fn a_foreign_service_of_the_same_name_is_a_conflict() {
+    let i = inputs(vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)], vec![], vec![]);
+    let fleet = fleet();
+    let d = render(&fleet, &i).unwrap();
+    let mut foreign = observed(&d.services["live"], Some("203.0.113.7"));
+    foreign.metadata.labels = Some(BTreeMap::from([("app".to_string(), "someone-else".to_string())]));
+    let s = media_app_status(&fleet, &i.media_apps[0], &d.apps["live"], Some(&foreign), None, NOW);
+    assert_eq!(not_ready_reason(&s), Some("ServiceConflict"));
+    assert_eq!(s.endpoints, None, "never advertise someone else's address");
+    assert!(d.apps["live"].served, "the app itself is still served");
 }

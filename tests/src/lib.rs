@@ -12,6 +12,7 @@
 //! - [`publisher`]: an ffmpeg publisher of a generated H.264/AAC stream.
 //! - [`flv`]: an incremental FLV parser (header, tags, keyframe and sequence-header flags).
 //! - [`http`]: a minimal HTTP/1.1 client that streams a response body (chunked or not).
+//! - [`kube_mount`]: a directory laid out as the kubelet mounts ConfigMaps and Secrets (`..data`).
 //! - [`player`]: HTTP-FLV and WS-FLV players yielding FLV tags and how the stream ended.
 //! - [`rtmp_raw`]: raw RTMP sockets (hand-written simple handshake) for robustness tests.
 //! - [`rtmp_client`]: an RTMP publisher / player on the server crate's codecs (legacy HEVC).
@@ -23,6 +24,7 @@ pub mod env;
 pub mod fixtures;
 pub mod flv;
 pub mod http;
+pub mod kube_mount;
 pub mod modern;
 pub mod player;
 pub mod process;

@@ -172,13 +172,26 @@ impl TestServerBuilder {
 
     /// Starts the server and waits until `/readyz` answers 200.
     pub async fn start(self) -> Result<TestServer> {
+        self.clone()
+            .start_with(|dir, [rtmp, http, admin, rtmps, https]| {
+                let config = dir.join("ferrocast.yaml");
+                std::fs::write(&config, self.config_yaml(rtmp, http, admin, (rtmps, https)))?;
+                Ok(config)
+            })
+            .await
+    }
+
+    /// Starts the server on a config of the caller's: `write_config` gets the server's scratch
+    /// directory and free loopback ports (RTMP, HTTP, admin, RTMPS, HTTPS; the TLS ones matter
+    /// only with [`TestServerBuilder::tls`]), writes the config (which must bind 127.0.0.1 and
+    /// use those ports) and returns its path. Waits for `/readyz`.
+    pub async fn start_with(self, write_config: impl Fn(&TempDir, [u16; 5]) -> Result<std::path::PathBuf>) -> Result<TestServer> {
         let bin = server_bin();
         let mut last_err = None;
         for _attempt in 0..3 {
             let dir = TempDir::new("ferrocast-test")?;
             let [rtmp, http, admin, rtmps, https] = free_ports::<5>()?;
-            let config = dir.join("ferrocast.yaml");
-            std::fs::write(&config, self.config_yaml(rtmp, http, admin, (rtmps, https)))?;
+            let config = write_config(&dir, [rtmp, http, admin, rtmps, https])?;
             let tls = !self.tls.is_empty();
             let args = vec!["--config".to_string(), config.display().to_string()];
             let proc = Proc::spawn(
@@ -339,6 +352,13 @@ impl TestServer {
 
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
+    }
+
+    /// The pid of the `ferrocast` process itself (the child of its `timeout` wrapper).
+    pub fn server_pid(&self) -> Option<u32> {
+        let wrapper = self.proc.pid();
+        let children = std::fs::read_to_string(format!("/proc/{wrapper}/task/{wrapper}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
     }
 
     /// The server's stdout and stderr so far.

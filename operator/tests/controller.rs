@@ -1,0 +1,515 @@
+//! The controllers against a mocked API server (tower-test, as kube-rs's controller-rs does):
+//! every request a reconcile makes is checked for method, path and query, and server-side
+//! apply bodies (field manager and force are in the query) for their content; the mock
+//! answers as the apiserver would. A reconcile that makes a request the scenario does not
+//! expect, or misses one, fails the test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::{fleet, media_app, stream_auth, NOW, NS};
+use ferrocast_operator::controller::{error_policy_media_app, reconcile_media_app, reconcile_stream_auth, Context};
+use ferrocast_operator::crd::{MediaApp, MediaAppStatus, StreamAuth};
+use ferrocast_operator::metrics::Metrics;
+use ferrocast_server::config::Config;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::Client;
+use serde_json::{json, Value};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request: method, URI (path and query), and a responder that checks the
+/// JSON body and returns (status, response body).
+struct Expect {
+    method: &'static str,
+    uri: String,
+    respond: Box<dyn FnOnce(Value) -> (u16, Value) + Send>,
+}
+
+fn expect(method: &'static str, uri: impl Into<String>, respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static) -> Expect {
+    Expect { method, uri: uri.into(), respond: Box::new(respond) }
+}
+
+fn not_found(what: &str) -> (u16, Value) {
+    (404, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("{what} not found"), "reason": "NotFound", "code": 404}))
+}
+
+/// Answers the scenario's requests in order; a responder's failed assertion fails the test.
+/// Once `stop` fires (the reconcile is done), reports expected requests that never came and
+/// requests nobody expected (those are answered with 500 so the reconcile cannot hang).
+fn serve(mut handle: Handle, scenario: Vec<Expect>, mut stop: tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        for (i, e) in scenario.into_iter().enumerate() {
+            let next = tokio::select! {
+                r = handle.next_request() => r,
+                _ = &mut stop => return Err(format!("request {i} never came: expected {} {}", e.method, e.uri)),
+            };
+            let Some((request, send)) = next else { return Err(format!("client gone before request {i}: {} {}", e.method, e.uri)) };
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            assert_eq!((method.as_str(), uri.as_str()), (e.method, e.uri.as_str()), "request {i}");
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+            let (status, reply) = (e.respond)(body);
+            let response = Response::builder().status(StatusCode::from_u16(status).unwrap()).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap();
+            send.send_response(response);
+        }
+        let mut unexpected = Vec::new();
+        loop {
+            tokio::select! {
+                r = handle.next_request() => match r {
+                    Some((request, send)) => {
+                        unexpected.push(format!("{} {}", request.method(), request.uri()));
+                        send.send_response(Response::builder().status(500).body(Body::from(Vec::new())).unwrap());
+                    }
+                    None => break,
+                },
+                _ = &mut stop => break,
+            }
+        }
+        if unexpected.is_empty() { Ok(()) } else { Err(format!("unexpected requests: {unexpected:?}")) }
+    })
+}
+
+/// Runs `f` (a reconcile) against the scenario; returns its result after checking that every
+/// expected request came and no other.
+async fn run<T>(handle: Handle, scenario: Vec<Expect>, f: impl std::future::Future<Output = T>) -> T {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let server = serve(handle, scenario, stop_rx);
+    let out = f.await;
+    let _ = stop_tx.send(());
+    if let Err(e) = server.await.expect("the mock API server panicked (see above)") {
+        panic!("{e}");
+    }
+    out
+}
+
+/// A Context on a mocked client, with the caches holding `media_apps` and `stream_auths`.
+fn context(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>) -> (Arc<Context>, Handle, Metrics) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let (ma_store, mut ma_writer) = reflector::store::<MediaApp>();
+    for m in media_apps {
+        ma_writer.apply_watcher_event(&watcher::Event::Apply(m));
+    }
+    let (sa_store, mut sa_writer) = reflector::store::<StreamAuth>();
+    for s in stream_auths {
+        sa_writer.apply_watcher_event(&watcher::Event::Apply(s));
+    }
+    let metrics = Metrics::new();
+    let mut ctx = Context::new(client, fleet(), ma_store, sa_store, metrics.clone(), "operator-0");
+    ctx.clock = || NOW;
+    (Arc::new(ctx), handle, metrics)
+}
+
+const APPLY: &str = "?&force=true&fieldManager=ferrocast-operator";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn keys_secret_json() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "studio-keys", "namespace": NS}, "data": {"cam1": b64("k-cam1-SECRET")}})
+}
+
+/// The config inside an applied ConfigMap body, as the server reads it.
+fn config_of(body: &Value) -> Config {
+    Config::from_yaml(body["data"]["ferrocast.yaml"].as_str().expect("config key"), "applied").expect("valid server config")
+}
+
+fn applied_configmap(check: impl FnOnce(&Config) + Send + 'static) -> Expect {
+    expect("PATCH", format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"), move |body| {
+        assert_eq!((body["apiVersion"].as_str(), body["kind"].as_str()), (Some("v1"), Some("ConfigMap")), "server-side apply names its type");
+        assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "ferrocast-operator");
+        check(&config_of(&body));
+        (200, body)
+    })
+}
+
+fn applied_secret(check: impl FnOnce(&BTreeMap<String, String>) + Send + 'static) -> Expect {
+    expect("PATCH", format!("/api/v1/namespaces/{NS}/secrets/ferrocast-server-secrets{APPLY}"), move |body| {
+        assert_eq!((body["kind"].as_str(), body["type"].as_str()), (Some("Secret"), Some("Opaque")));
+        let data: BTreeMap<String, String> = body["data"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap())).collect())
+            .unwrap_or_default();
+        check(&data);
+        (200, body)
+    })
+}
+
+fn pruning(services: Vec<Value>, generated: Vec<Value>) -> Vec<Expect> {
+    vec![
+        expect(
+            "GET",
+            format!("/api/v1/namespaces/{NS}/services?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Fmediaapp"),
+            move |_| (200, json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": services})),
+        ),
+        expect(
+            "GET",
+            format!("/api/v1/namespaces/{NS}/secrets?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Fgenerated-certificate"),
+            move |_| (200, json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": generated})),
+        ),
+    ]
+}
+
+/// The Service looked up before it is applied (absent: a create).
+fn service_lookup(name: &str, existing: Option<Value>) -> Expect {
+    expect("GET", format!("/api/v1/namespaces/{NS}/services/{name}"), move |_| match existing {
+        Some(v) => (200, v),
+        None => not_found("services"),
+    })
+}
+
+/// The Service apply; the answer carries a load balancer address when `lb_ip` is set.
+fn applied_service(name: &str, lb_ip: Option<&'static str>, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    expect("PATCH", format!("/api/v1/namespaces/{NS}/services/{name}{APPLY}"), move |mut body| {
+        assert_eq!(body["kind"], "Service");
+        check(&body);
+        if let Some(ip) = lb_ip {
+            body["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+        }
+        (200, body)
+    })
+}
+
+fn event(reason: &'static str, regarding: &'static str) -> Expect {
+    expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), move |body| {
+        assert_eq!(body["reason"], reason, "event {body}");
+        assert_eq!(body["regarding"]["name"], regarding);
+        assert_eq!(body["reportingController"], "ferrocast-operator");
+        (201, body)
+    })
+}
+
+fn status_patch(name: &str, check: impl FnOnce(&MediaAppStatus) + Send + 'static) -> Expect {
+    let n = name.to_string();
+    expect("PATCH", format!("/apis/ferrocast.io/v1alpha1/namespaces/{NS}/mediaapps/{name}/status{APPLY}"), move |body| {
+        assert_eq!((body["apiVersion"].as_str(), body["kind"].as_str()), (Some("ferrocast.io/v1alpha1"), Some("MediaApp")));
+        assert!(body.get("spec").is_none(), "a status apply carries only the status");
+        let status: MediaAppStatus = serde_json::from_value(body["status"].clone()).expect("a MediaApp status");
+        check(&status);
+        (200, json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "MediaApp", "metadata": {"name": n, "namespace": NS}, "spec": {}, "status": body["status"]}))
+    })
+}
+
+const LIVE: &str = "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
+const STUDIO: &str = "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}}";
+
+#[tokio::test]
+async fn create_applies_config_secret_service_then_reports_ready() {
+    let ma = media_app(LIVE, 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
+    let mut scenario = vec![
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        applied_configmap(|c| {
+            assert_eq!(c.apps.len(), 1);
+            assert_eq!(c.apps[0].name, "live");
+            assert_eq!(c.apps[0].publish.keys_file.as_ref().unwrap().to_str(), Some("/etc/ferrocast/secrets/streamauth.studio.keys.yaml"));
+        }),
+        applied_secret(|data| {
+            assert_eq!(data.keys().collect::<Vec<_>>(), ["streamauth.studio.keys.yaml"]);
+            assert_eq!(data["streamauth.studio.keys.yaml"], "cam1: k-cam1-SECRET\n");
+        }),
+    ];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", None));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |svc| {
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/component"], "server");
+        assert_eq!(svc["metadata"]["ownerReferences"][0]["uid"], "uid-live");
+        assert_eq!(svc["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(svc["metadata"]["labels"]["ferrocast.io/mediaapp"], "live");
+    }));
+    scenario.push(event("Ready", "live"));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("True", "Reconciled"));
+        assert_eq!(s.endpoints.as_ref().unwrap().rtmp, "rtmp://203.0.113.7:1935/live");
+        assert_eq!(s.service.as_deref(), Some("ferrocast-live"));
+    }));
+    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300)));
+    let text = metrics.render();
+    assert!(text.contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="success"} 1"#), "{text}");
+    assert!(text.contains(r#"ferrocast_operator_mediaapp_ready{mediaapp="live"} 1"#), "{text}");
+    assert!(text.contains(r#"ferrocast_operator_managed_objects{kind="Service"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event() {
+    let mut ma = media_app("metadata: {name: live, generation: 2}\nspec: {gopCache: false, publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}", 10);
+    // Status as written for generation 1, Ready: an update keeps Ready, so no new event.
+    ma.status = Some(MediaAppStatus {
+        observed_generation: Some(1),
+        conditions: vec![ferrocast_operator::crd::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Reconciled".into(),
+            message: String::new(),
+            last_transition_time: "2027-01-01T00:00:00Z".into(),
+            observed_generation: Some(1),
+        }],
+        app: Some("live".into()),
+        service: Some("ferrocast-live".into()),
+        ..Default::default()
+    });
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
+    let mut scenario = vec![
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        applied_configmap(|c| assert!(!c.apps[0].gop_cache, "the updated spec")),
+        applied_secret(|_| {}),
+    ];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"ferrocast.io/mediaapp": "live"}}}))));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.conditions[0].observed_generation, Some(2));
+        assert_eq!(s.conditions[0].last_transition_time, "2027-01-01T00:00:00Z", "still Ready: the transition time stays");
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+}
+
+#[tokio::test]
+async fn missing_secret_fails_closed_and_reports_why() {
+    let ma = media_app(LIVE, 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
+    let mut scenario = vec![
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| not_found("secrets \"studio-keys\"")),
+        applied_configmap(|c| assert!(c.apps.is_empty(), "an app without its keys is not served")),
+        applied_secret(|data| assert!(data.is_empty())),
+    ];
+    scenario.extend(pruning(vec![], vec![]));
+    // The Service stays: a credentials problem must not give up the load balancer address.
+    scenario.push(service_lookup("ferrocast-live", None));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
+    scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
+        assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("SecretNotFound")));
+        assert!(body["note"].as_str().unwrap().contains("Secret studio-keys not found"));
+        (201, body)
+    }));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("False", "SecretNotFound"));
+        assert_eq!(s.endpoints, None, "not served: no endpoints advertised");
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    assert!(metrics.render().contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="SecretNotFound"} 1"#));
+}
+
+#[tokio::test]
+async fn a_foreign_service_with_the_same_name_is_never_taken_over() {
+    let ma = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let mut scenario = vec![applied_configmap(|c| assert_eq!(c.apps.len(), 1)), applied_secret(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    // Someone else's Service (no ferrocast.io/mediaapp label): looked at, not applied.
+    scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"app": "other"}}}))));
+    scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
+        assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("ServiceConflict")));
+        (201, body)
+    }));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!(s.conditions[0].reason, "ServiceConflict");
+        assert_eq!(s.endpoints, None);
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+}
+
+#[tokio::test]
+async fn deletion_rerenders_the_fleet_and_prunes_what_the_mediaapp_owned() {
+    // `live` was deleted: the caches no longer hold it; `vod` remains.
+    let vod = media_app("metadata: {name: vod}\nspec: {}", 10);
+    let (ctx, handle, _) = context(vec![vod], vec![]);
+    let mut scenario = vec![
+        applied_configmap(|c| assert_eq!(c.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["vod"])),
+        applied_secret(|data| assert!(data.is_empty(), "the deleted app's files are gone")),
+    ];
+    let orphan_service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/mediaapp": "live"}}});
+    let orphan_cert = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "live-tls-generated", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/mediaapp": "live", "ferrocast.io/generated-certificate": "true"}}});
+    let mut prune = pruning(vec![orphan_service.clone()], vec![orphan_cert.clone()]);
+    scenario.push(prune.remove(0));
+    scenario.push(expect("DELETE", format!("/api/v1/namespaces/{NS}/services/ferrocast-live?"), move |body| {
+        assert_eq!(body["propagationPolicy"], "Background");
+        (200, orphan_service)
+    }));
+    scenario.push(prune.remove(0));
+    scenario.push(expect("DELETE", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated?"), |_| not_found("already gone")));
+    run(handle, scenario, ctx.sync_fleet()).await.expect("fleet sync");
+}
+
+#[tokio::test]
+async fn self_signed_tls_is_generated_stored_and_copied() {
+    let ma = media_app("metadata: {name: live}\nspec: {tls: {hosts: [live.example.com]}}", 10);
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let issued = Arc::new(std::sync::Mutex::new(None::<Value>));
+    let keep = issued.clone();
+    let mut scenario = vec![
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated"), |_| not_found("secrets \"live-tls-generated\"")),
+        expect("PATCH", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated{APPLY}"), move |body| {
+            assert_eq!(body["type"], "kubernetes.io/tls");
+            assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "live");
+            assert_eq!(body["metadata"]["annotations"]["ferrocast.io/hosts"], "live.example.com");
+            assert_eq!(body["metadata"]["annotations"]["ferrocast.io/not-after"], (NOW + 90 * 86_400).to_string());
+            *keep.lock().unwrap() = Some(body.clone());
+            (200, body)
+        }),
+        event("CertificateIssued", "live"),
+        applied_configmap(|c| {
+            assert_eq!(c.tls.certificates.len(), 1);
+            assert_eq!(c.tls.certificates[0].hosts, ["live.example.com"]);
+        }),
+    ];
+    let issued_check = issued.clone();
+    scenario.push(applied_secret(move |data| {
+        let body = issued_check.lock().unwrap().clone().unwrap();
+        let crt = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body["data"]["tls.crt"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(data["mediaapp.live.tls.crt"], crt, "the generated certificate is copied into the fleet Secret");
+        assert!(data["mediaapp.live.tls.key"].contains("PRIVATE KEY"));
+    }));
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(event("Ready", "live"));
+    scenario.push(status_patch("live", |s| assert_eq!(s.conditions[0].reason, "Reconciled")));
+    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    // Comes back before the renewal is due (60 days from now), or at the resync interval.
+    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn stream_auth_status_lists_its_users() {
+    let sa = stream_auth(STUDIO);
+    let (ctx, handle, _) = context(vec![media_app(LIVE, 10), media_app("metadata: {name: backup}\nspec: {play: {auth: key, authRef: studio}}", 5)], vec![sa.clone()]);
+    let mut scenario = vec![
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        applied_configmap(|c| assert_eq!(c.apps.len(), 2)),
+        applied_secret(|_| {}),
+    ];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(event("Ready", "studio"));
+    scenario.push(expect("PATCH", format!("/apis/ferrocast.io/v1alpha1/namespaces/{NS}/streamauths/studio/status{APPLY}"), |body| {
+        assert_eq!(body["kind"], "StreamAuth");
+        assert_eq!(body["status"]["usedBy"], json!(["backup", "live"]));
+        assert_eq!(body["status"]["conditions"][0]["status"], "True");
+        (200, json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "StreamAuth", "metadata": {"name": "studio", "namespace": NS}, "spec": {"keys": {"secretRef": {"name": "studio-keys"}}}, "status": body["status"]}))
+    }));
+    run(handle, scenario, reconcile_stream_auth(Arc::new(sa), ctx)).await.expect("reconcile");
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_are_counted_by_the_error_policy() {
+    let ma = media_app("metadata: {name: vod}\nspec: {}", 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
+    let scenario = vec![expect("PATCH", format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"), |_| {
+        (500, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "etcd is unhappy", "reason": "InternalError", "code": 500}))
+    })];
+    let ma = Arc::new(ma);
+    let err = run(handle, scenario, reconcile_media_app(ma.clone(), ctx.clone())).await.expect_err("the apply failed");
+    assert_eq!(err.reason(), "KubeError");
+    let action = error_policy_media_app(ma, &err, ctx);
+    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15)));
+    assert!(metrics.render().contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="error"} 1"#));
+    assert!(metrics.render().contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="KubeError"} 1"#));
+}
+
+#[test]
+fn related_changes_map_to_the_right_resources() {
+    use ferrocast_operator::controller::{media_apps_for_secret, media_apps_for_stream_auth, stream_auths_for_media_app};
+    let live = Arc::new(media_app(LIVE, 10));
+    let tls = Arc::new(media_app("metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [a.example.com]}, webhooks: [{url: 'http://h/x', secretRef: {name: hooks, key: k}}]}", 10));
+    let gen = Arc::new(media_app("metadata: {name: gen}\nspec: {tls: {hosts: [a.example.com]}}", 10));
+    let apps = vec![live.clone(), tls.clone(), gen.clone()];
+    let sas = vec![Arc::new(stream_auth(STUDIO))];
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(names(media_apps_for_secret("studio-keys", &apps, &sas)), ["live"], "through the StreamAuth");
+    assert_eq!(names(media_apps_for_secret("events-tls", &apps, &sas)), ["events"]);
+    assert_eq!(names(media_apps_for_secret("hooks", &apps, &sas)), ["events"]);
+    assert_eq!(names(media_apps_for_secret("gen-tls-generated", &apps, &sas)), ["gen"]);
+    assert!(media_apps_for_secret("unrelated", &apps, &sas).is_empty());
+    assert_eq!(names(media_apps_for_stream_auth("studio", &apps)), ["live"]);
+    // A MediaApp that stopped using a StreamAuth still triggers it (to drop itself from usedBy).
+    let mut was_user = stream_auth("metadata: {name: old}\nspec: {keys: {secretRef: {name: k}}}");
+    was_user.status = Some(ferrocast_operator::crd::StreamAuthStatus { used_by: vec!["live".into()], ..Default::default() });
+    let sas = vec![Arc::new(stream_auth(STUDIO)), Arc::new(was_user)];
+    let refs: Vec<String> = stream_auths_for_media_app(&live, &sas).into_iter().map(|r| r.name).collect();
+    assert_eq!(refs, ["studio", "old"]);
+}
+
+mod leader {
+    use super::*;
+    use ferrocast_operator::leader::{Elector, Round};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::Api;
+
+    const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/streaming/leases";
+
+    fn lease(holder: &str, renewed: i64, transitions: i32) -> Value {
+        let t = k8s_openapi::jiff::Timestamp::from_second(renewed).unwrap().to_string();
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ferrocast-operator", "namespace": NS, "resourceVersion": "7"},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": t, "acquireTime": t, "leaseTransitions": transitions}})
+    }
+
+    fn elector() -> (Elector, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api: Api<Lease> = Api::namespaced(Client::new(service, NS), NS);
+        (Elector::new(api, "ferrocast-operator", "operator-0"), handle)
+    }
+
+    fn now() -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(NOW).unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_lease_is_created_and_held() {
+        let (e, handle) = elector();
+        let round = run(handle, vec![
+            expect("GET", format!("{LEASES}/ferrocast-operator"), |_| not_found("leases \"ferrocast-operator\"")),
+            expect("POST", format!("{LEASES}?"), |body| {
+                assert_eq!(body["spec"]["holderIdentity"], "operator-0");
+                assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+                (201, body)
+            }),
+        ], e.round(now())).await;
+        assert_eq!(round.unwrap(), Round::Leading);
+    }
+
+    #[tokio::test]
+    async fn a_valid_lease_of_another_replica_is_left_alone() {
+        let (e, handle) = elector();
+        let round = run(handle, vec![expect("GET", format!("{LEASES}/ferrocast-operator"), |_| (200, lease("operator-1", NOW - 5, 3)))], e.round(now())).await;
+        assert_eq!(round.unwrap(), Round::Following("operator-1".into()));
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+        let (e, handle) = elector();
+        let round = run(handle, vec![
+            expect("GET", format!("{LEASES}/ferrocast-operator"), |_| (200, lease("operator-1", NOW - 60, 3))),
+            expect("PUT", format!("{LEASES}/ferrocast-operator?"), |body| {
+                assert_eq!(body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
+                assert_eq!(body["spec"]["holderIdentity"], "operator-0");
+                assert_eq!(body["spec"]["leaseTransitions"], 4);
+                (200, body)
+            }),
+        ], e.round(now())).await;
+        assert_eq!(round.unwrap(), Round::Leading);
+    }
+
+    #[tokio::test]
+    async fn the_holder_renews_and_a_lost_race_is_following() {
+        let (e, handle) = elector();
+        let round = run(handle, vec![
+            expect("GET", format!("{LEASES}/ferrocast-operator"), |_| (200, lease("operator-0", NOW - 4, 1))),
+            expect("PUT", format!("{LEASES}/ferrocast-operator?"), |body| {
+                assert_eq!(body["spec"]["renewTime"], "2027-01-15T08:00:00.000000Z", "renewed now (MicroTime)");
+                assert_eq!(body["spec"]["leaseTransitions"], 1, "a renewal is no transition");
+                (409, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "modified"}))
+            }),
+        ], e.round(now())).await;
+        assert_eq!(round.unwrap(), Round::Following("another candidate".into()));
+    }
+}
