@@ -20,7 +20,8 @@
 # Environment: RAMP (default 10 s up to 1000 players, 20 s above), WARMUP (5), MEASURE (15),
 #   BENCH_THREADS (1), QUIET_MAX (0.3), QUIET_WAIT (180), OTHER_MAX (0.2), RETRIES (2),
 #   RTMP_PORT (11935), HTTP_PORT (18080),
-#   ADMIN_PORT (19190), SKIP_BUILD=1 to use the binaries already in target/release.
+#   ADMIN_PORT (19190), SKIP_BUILD=1 to use the binaries already in target/release,
+#   FERROCAST_CONFIG_EXTRA (YAML appended to Ferrocast's config, e.g. 'hub: {write_coalesce_ms: 0}').
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -77,8 +78,8 @@ cp "$ROOT/target/release/ferrocast" "$ROOT/target/release/ferrocast-bench" "$OUT
 scripts/bench/make-clip.sh "$CLIP"
 [[ " $SERVERS " == *" nms "* ]] && scripts/bench/install-nms.sh
 
-printf 'bind: 127.0.0.1\nrtmp: {port: %s}\nhttp: {port: %s}\nadmin: {port: %s}\n' \
-    "$RTMP_PORT" "$HTTP_PORT" "$ADMIN_PORT" > "$OUT/ferrocast.yaml"
+printf 'bind: 127.0.0.1\nrtmp: {port: %s}\nhttp: {port: %s}\nadmin: {port: %s}\n%s\n' \
+    "$RTMP_PORT" "$HTTP_PORT" "$ADMIN_PORT" "${FERROCAST_CONFIG_EXTRA:-}" > "$OUT/ferrocast.yaml"
 
 # --- process handling: everything we start is a `timeout` wrapper we know the PID of ----------
 STARTED=()
