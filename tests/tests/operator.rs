@@ -33,6 +33,18 @@ fn examples() -> Manifests {
     m
 }
 
+/// The fleet as the chart deploys it, its Secret mounted at `secrets_dir`.
+fn fleet(base: Config, secrets_dir: std::path::PathBuf) -> Fleet {
+    Fleet {
+        namespace: NS.into(),
+        config_map: "ferrocast-server-config".into(),
+        secret: "ferrocast-server-secrets".into(),
+        selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ferrocast".into())]),
+        base,
+        secrets_dir,
+    }
+}
+
 fn inputs(m: &Manifests) -> Inputs {
     Inputs {
         media_apps: m.media_apps.clone(),
@@ -91,14 +103,7 @@ async fn the_server_runs_on_the_rendered_examples_and_a_rotated_key_applies_live
                 &format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\ntls: {{rtmps_port: {rtmps}, https_port: {https}}}\n"),
                 "base",
             )?;
-            let fleet = Fleet {
-                namespace: NS.into(),
-                config_map: "ferrocast-server-config".into(),
-                secret: "ferrocast-server-secrets".into(),
-                selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ferrocast".into())]),
-                base,
-                secrets_dir: dir.join("secrets"),
-            };
+            let fleet = fleet(base, dir.join("secrets"));
             let desired = render(&fleet, &inputs(&examples()))?;
             let config = KubeMount::create(&dir.join("config"), &config_files(&desired))?;
             let secrets = KubeMount::create(&dir.join("secrets"), &secret_files(&desired))?;
@@ -159,14 +164,7 @@ async fn an_empty_fleet_renders_a_config_the_server_runs_and_that_refuses_every_
     let server = TestServer::builder()
         .start_with(|dir, [rtmp, http, admin, _, _]| {
             let base = Config::from_yaml(&format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\n"), "base")?;
-            let fleet = Fleet {
-                namespace: NS.into(),
-                config_map: "ferrocast-server-config".into(),
-                secret: "ferrocast-server-secrets".into(),
-                selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ferrocast".into())]),
-                base,
-                secrets_dir: dir.join("secrets"),
-            };
+            let fleet = fleet(base, dir.join("secrets"));
             let desired = render(&fleet, &inputs(&Manifests::default()))?;
             let config = KubeMount::create(&dir.join("config"), &config_files(&desired))?;
             KubeMount::create(&dir.join("secrets"), &secret_files(&desired))?;
