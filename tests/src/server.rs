@@ -21,6 +21,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct TestServerBuilder {
     grace_secs: Option<u64>,
     play_wait_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
     gop_cache: Option<bool>,
     gop_max_frames: Option<u64>,
     handshake_timeout_secs: Option<u64>,
@@ -60,6 +61,12 @@ impl TestServerBuilder {
         self
     }
     /// `apps[live].gop_cache`
+    /// `hub.write_timeout_secs`: how long a player may take no data.
+    pub fn write_timeout_secs(mut self, s: u64) -> Self {
+        self.write_timeout_secs = Some(s);
+        self
+    }
+
     pub fn gop_cache(mut self, on: bool) -> Self {
         self.gop_cache = Some(on);
         self
@@ -139,8 +146,11 @@ impl TestServerBuilder {
             let _ = writeln!(y, "  allow_origin: {o:?}");
         }
         let _ = writeln!(y, "admin:\n  port: {admin}");
-        if self.grace_secs.is_some() || self.play_wait_secs.is_some() {
+        if self.grace_secs.is_some() || self.play_wait_secs.is_some() || self.write_timeout_secs.is_some() {
             let _ = writeln!(y, "hub:");
+            if let Some(v) = self.write_timeout_secs {
+                let _ = writeln!(y, "  write_timeout_secs: {v}");
+            }
             if let Some(v) = self.grace_secs {
                 let _ = writeln!(y, "  publisher_grace_secs: {v}");
             }

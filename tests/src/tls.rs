@@ -179,12 +179,22 @@ pub async fn https_flv_player(port: u16, server_name: &str, ca: &TestCa, path: &
 /// `GET path` over HTTP/2 (ALPN `h2`, which the server must choose), the CA trusted: the
 /// response head, and the body with the connection's request handle.
 pub async fn h2_get(port: u16, server_name: &str, ca: &TestCa, path: &str) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
+    h2_get_with_window(port, server_name, ca, path, None).await
+}
+
+/// [`h2_get`] with a fixed flow-control window per stream (and for the connection), e.g. a
+/// small one so that a body nobody reads stops the server's sending soon.
+pub async fn h2_get_with_window(port: u16, server_name: &str, ca: &TestCa, path: &str, window: Option<u32>) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
     let tls = connect(port, server_name, Trust::Ca(ca), ALPN_H2).await?;
     if alpn(&tls).as_deref() != Some(b"h2") {
         bail!("ALPN chose {:?}, not h2", alpn(&tls).map(|p| String::from_utf8_lossy(&p).into_owned()));
     }
     let io = hyper_util::rt::TokioIo::new(tls);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.context("HTTP/2 handshake")?;
+    let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(w) = window {
+        builder.adaptive_window(false).initial_stream_window_size(w).initial_connection_window_size(w);
+    }
+    let (mut sender, conn) = builder.handshake(io).await.context("HTTP/2 handshake")?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -12,7 +12,7 @@ use argon2::Argon2;
 use ferrocast_tests::fixtures::{assert_h264_720p_and_aac_only, ffprobe, LIVE_TIMEOUT};
 use ferrocast_tests::process::{describe_output, run_bounded};
 use ferrocast_tests::server::{free_ports, TlsCertificate};
-use ferrocast_tests::tls::{connect, h2_flv_player, https_flv_player, https_request, presented, wss_flv_player, Issued, SecretDir, TestCa, Trust, ALPN_HTTP11};
+use ferrocast_tests::tls::{connect, h2_flv_player, h2_get_with_window, https_flv_player, https_request, presented, wss_flv_player, Issued, SecretDir, TestCa, Trust, ALPN_HTTP11};
 use ferrocast_tests::{http, server_bin, unique_name, Publisher, TempDir, TestServer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -378,4 +378,37 @@ async fn a_certificate_added_to_the_config_file_is_served_without_restart() {
     let verified = connect(server.rtmps_port.unwrap(), "studio.ferrocast.test", Trust::Ca(&certs.ca), &[]).await.unwrap();
     assert_eq!(presented(&verified), studio.der(), "RTMPS serves it too");
     assert_eq!(served(https).await, certs.default.der(), "clients without SNI still get the default");
+}
+
+#[tokio::test]
+async fn an_http2_player_whose_window_stays_closed_is_disconnected_and_others_play_on() {
+    let certs = Certs::new();
+    let server = TestServer::builder().tls(vec![certs.default_entry()]).write_timeout_secs(2).start().await.unwrap();
+    let port = server.https_port();
+    let name = unique_name("h2stall");
+    let mut publisher = publish(&server, &server.rtmp_url(&name), &name).await;
+    let path = format!("/live/{name}.flv");
+    let ca = &certs.ca;
+    let players = r#"ferrocast_sessions_active{app="live",protocol="http_flv",role="player"}"#;
+
+    let (mut healthy, _) = h2_flv_player(port, "localhost", ca, &path).await.unwrap();
+    healthy.read_until(Duration::from_secs(10), |t| t.is_video_frame()).await.unwrap();
+    // Takes the response head and never reads the body: its 64 KiB window closes at once and
+    // the server can no longer send to it, while the socket itself stays writable.
+    let (parts, stalled_body, stalled_conn) = h2_get_with_window(port, "localhost", ca, &path, Some(65_535)).await.unwrap();
+    assert_eq!(parts.status, 200);
+    assert_eq!(series(&metrics(&server).await, players), Some(2.0));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while series(&metrics(&server).await, players) != Some(1.0) {
+        assert!(Instant::now() < deadline, "the stalled HTTP/2 player is still attached:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(server.logs().contains("flow-control window closed"), "the reason is logged:\n{}", server.logs());
+    // The healthy player, on its own connection, keeps receiving live media.
+    let before = healthy.read_until(Duration::from_secs(10), |t| t.is_video_frame()).await.unwrap();
+    let ts = before.iter().rev().find(|t| t.is_video_frame()).unwrap().timestamp;
+    healthy.read_until(Duration::from_secs(10), |t| t.is_video_frame() && t.timestamp >= ts + 1000).await.unwrap();
+    assert!(publisher.is_running(), "publisher still live: {}", publisher.log());
+    drop((stalled_body, stalled_conn));
 }

@@ -3,6 +3,7 @@
 //! FLV tags as binary messages. Both send each frame's shared, once-encoded FLV tag.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::ws;
 use crate::auth::Denied;
 use crate::codec::flv;
-use crate::hub::{HubError, ReaderEnd, StreamKey, Subscriber};
+use crate::hub::{HubError, ReaderEnd, Stream, StreamKey, Subscriber};
 use crate::net::write_all_bytes;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
@@ -92,7 +93,12 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         upgrade_ws(ctx, req, sub, guard, hooks)
     } else {
         info!(session = guard.id(), stream = %key, "http-flv play started");
-        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks)));
+        let progress = Arc::new(AtomicU64::new(0));
+        if let Some(kill) = req.extensions().get::<super::ConnectionKill>() {
+            let limit = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+            tokio::spawn(watch_h2_player(kill.clone(), Arc::downgrade(&progress), sub.stream().clone(), limit, guard.id()));
+        }
+        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks, progress)));
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -184,8 +190,31 @@ async fn next_items(sub: &mut Subscriber, started: &mut bool) -> Result<Vec<Byte
     Ok(items)
 }
 
-fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+/// Ends the connection of an HTTP/2 player that takes nothing while its stream has new frames
+/// for `limit`: with its flow-control window closed its body is never polled again, so the
+/// write timeout that catches HTTP/1.1 and RTMP players (a blocked socket) never fires.
+/// `progress` counts the body's items; the watchdog ends with the body.
+async fn watch_h2_player(kill: super::ConnectionKill, progress: std::sync::Weak<AtomicU64>, stream: Arc<Stream>, limit: Duration, id: u64) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(limit));
+    let mut seen = (u64::MAX, 0u64, tokio::time::Instant::now());
+    loop {
+        tick.tick().await;
+        let Some(items) = progress.upgrade().map(|p| p.load(Ordering::Relaxed)) else { return };
+        let frames_in = stream.stats.frames_in.load(Ordering::Relaxed);
+        if items != seen.0 {
+            seen = (items, frames_in, tokio::time::Instant::now());
+        } else if frames_in > seen.1 && seen.2.elapsed() >= limit {
+            warn!(session = id, "disconnecting http-flv player: took no data for {limit:?} over HTTP/2 (flow-control window closed)");
+            kill.kill();
+            return;
+        }
+    }
+}
+
+fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity, progress: Arc<AtomicU64>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct St {
+        /// Items handed to the connection, for the HTTP/2 stall watchdog.
+        progress: Arc<AtomicU64>,
         sub: Subscriber,
         started: bool,
         pending: VecDeque<Bytes>,
@@ -196,8 +225,9 @@ fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity) -> impl futur
         /// Sends `donePlay` when the response ends.
         _hooks: Activity,
     }
-    let st = St { sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard, _hooks: hooks };
+    let st = St { progress, sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard, _hooks: hooks };
     stream::unfold(st, |mut st| async move {
+        st.progress.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = st.pending.pop_front() {
             return Some((Ok(b), st));
         }

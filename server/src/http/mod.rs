@@ -71,14 +71,27 @@ where
     serve(tls, peer, router, ctx, h2).await
 }
 
+/// Closes one HTTP/2 connection from a handler. An HTTP/2 response body is only polled
+/// while the client grants flow-control window, so a player that stops granting it cannot be
+/// ended from its own body; its watchdog closes the whole connection instead.
+#[derive(Clone, Default)]
+pub struct ConnectionKill(Arc<tokio::sync::Notify>);
+
+impl ConnectionKill {
+    pub fn kill(&self) {
+        self.0.notify_one();
+    }
+}
+
 async fn serve<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>, h2: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
-    let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
+    let kill = ConnectionKill::default();
     if h2 {
+        let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))).layer(Extension(kill.clone())));
         let io = TokioIo::new(StallGuard::new(FirstReadDeadline::new(io, request_timeout), write_timeout));
         // Pings find HTTP/2 peers that vanished while no stream was writing to them.
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -86,21 +99,22 @@ where
             .keep_alive_interval(write_timeout)
             .keep_alive_timeout(write_timeout)
             .serve_connection(io, service);
-        until_shutdown(conn, &ctx, |c| c.graceful_shutdown()).await
+        until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
     } else {
+        let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
         let io = TokioIo::new(StallGuard::new(io, write_timeout));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(request_timeout)
             .serve_connection(io, service)
             .with_upgrades();
-        until_shutdown(conn, &ctx, |c| c.graceful_shutdown()).await
+        until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
     }
 }
 
 /// Drives a connection; on server shutdown asks it to finish gracefully (the response in
 /// flight completes, an HTTP/2 client gets GOAWAY) within the grace period.
-async fn until_shutdown<C, E>(conn: C, ctx: &Context, graceful: impl FnOnce(std::pin::Pin<&mut C>))
+async fn until_shutdown<C, E>(conn: C, ctx: &Context, kill: &ConnectionKill, graceful: impl FnOnce(std::pin::Pin<&mut C>))
 where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
@@ -113,6 +127,8 @@ where
                 tracing::debug!("http connection ended: {e}");
             }
         }
+        // Dropping the connection closes its socket and every stream on it.
+        _ = kill.0.notified() => {}
         _ = shutdown.changed() => {
             graceful(conn.as_mut());
             let _ = tokio::time::timeout(Duration::from_secs(ctx.config.hub.shutdown_grace_secs), conn).await;
