@@ -82,32 +82,18 @@ impl FlvPlayer {
         Ok(Self::from_http(url, resp, started))
     }
 
+    fn new(url: &str, source: Source, started: Instant) -> FlvPlayer {
+        FlvPlayer { url: url.to_string(), source, parser: FlvParser::new(), end: None, started, bytes: 0, ws_messages: 0, tags: 0 }
+    }
+
     /// Wraps a response obtained with [`http::get`] (e.g. to inspect headers first).
     pub fn from_http(url: &str, resp: HttpResponse, started: Instant) -> FlvPlayer {
-        FlvPlayer {
-            url: url.to_string(),
-            source: Source::Http(Box::new(resp)),
-            parser: FlvParser::new(),
-            end: None,
-            started,
-            bytes: 0,
-            ws_messages: 0,
-            tags: 0,
-        }
+        Self::new(url, Source::Http(Box::new(resp)), started)
     }
 
     /// Plays the body of an HTTP/2 response (see [`crate::tls::h2_get`]).
     pub fn from_h2(url: &str, body: hyper::body::Incoming, sender: H2Sender, started: Instant) -> FlvPlayer {
-        FlvPlayer {
-            url: url.to_string(),
-            source: Source::Http2 { body: Box::new(body), _sender: sender },
-            parser: FlvParser::new(),
-            end: None,
-            started,
-            bytes: 0,
-            ws_messages: 0,
-            tags: 0,
-        }
+        Self::new(url, Source::Http2 { body: Box::new(body), _sender: sender }, started)
     }
 
     /// Opens a WS-FLV URL (bounded by `timeout`).
@@ -133,16 +119,7 @@ impl FlvPlayer {
         if resp.status().as_u16() != 101 {
             bail!("WebSocket {url} answered {}", resp.status());
         }
-        Ok(FlvPlayer {
-            url: url.to_string(),
-            source: Source::Ws(Box::new(ws)),
-            parser: FlvParser::new(),
-            end: None,
-            started,
-            bytes: 0,
-            ws_messages: 0,
-            tags: 0,
-        })
+        Ok(Self::new(url, Source::Ws(Box::new(ws)), started))
     }
 
     pub fn url(&self) -> &str {
