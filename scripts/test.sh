@@ -175,5 +175,10 @@ log "modern ffmpeg (imageio-ffmpeg): $("$FERROCAST_MODERN_FFMPEG" -version | hea
 log "chromium: $(chromium --version 2>/dev/null | head -n1)"
 log "node: $(node --version)"
 
+if ! cargo fmt --version >/dev/null 2>&1; then
+    log "installing rustfmt"
+    rustup component add rustfmt || die "rustfmt is missing and 'rustup component add rustfmt' failed"
+fi
+cargo fmt --all -- --check || die "code is not formatted (rustfmt.toml): run 'cargo fmt --all'"
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast "$@"

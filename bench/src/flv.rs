@@ -88,7 +88,11 @@ impl Default for FlvParser {
 
 impl FlvParser {
     pub fn new() -> Self {
-        FlvParser { state: State::FileHeader, head: [0; 13], have: 0 }
+        FlvParser {
+            state: State::FileHeader,
+            head: [0; 13],
+            have: 0,
+        }
     }
 
     /// How many header bytes the current tag needs: 11, plus the first one or two body
@@ -156,7 +160,12 @@ impl FlvParser {
                     let keyframe = tag_type == TAG_VIDEO
                         && data_size >= 1
                         && is_video_keyframe(h[11], (data_size >= 2).then_some(h[12]));
-                    on_tag(TagInfo { tag_type, timestamp, data_size, keyframe });
+                    on_tag(TagInfo {
+                        tag_type,
+                        timestamp,
+                        data_size,
+                        keyframe,
+                    });
                     let peeked = (target - 11) as u64;
                     self.have = 0;
                     self.state = State::Skip(u64::from(data_size) - peeked + 4);
@@ -189,7 +198,12 @@ mod tests {
     fn stream() -> (Vec<u8>, Vec<TagInfo>) {
         let mut s = vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
         let cases: Vec<(u8, u32, Vec<u8>, bool)> = vec![
-            (TAG_SCRIPT, 0, b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09".to_vec(), false),
+            (
+                TAG_SCRIPT,
+                0,
+                b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09".to_vec(),
+                false,
+            ),
             // AVC sequence header: frame type 1 but packet type 0.
             (TAG_VIDEO, 0, vec![0x17, 0x00, 0, 0, 0, 1, 0x64], false),
             (TAG_AUDIO, 0, vec![0xaf, 0x00, 0x12, 0x10], false),
@@ -208,7 +222,12 @@ mod tests {
         let mut want = Vec::new();
         for (t, ts, body, key) in cases {
             s.extend(tag(t, ts, &body));
-            want.push(TagInfo { tag_type: t, timestamp: ts, data_size: body.len() as u32, keyframe: key });
+            want.push(TagInfo {
+                tag_type: t,
+                timestamp: ts,
+                data_size: body.len() as u32,
+                keyframe: key,
+            });
         }
         (s, want)
     }
@@ -246,15 +265,31 @@ mod tests {
         s.extend(tag(TAG_VIDEO, 5, &[0x17, 1, 0, 0, 0]));
         let mut got = Vec::new();
         FlvParser::new().feed(&s, |t| got.push(t)).unwrap();
-        assert_eq!(got, vec![TagInfo { tag_type: 9, timestamp: 5, data_size: 5, keyframe: true }]);
+        assert_eq!(
+            got,
+            vec![TagInfo {
+                tag_type: 9,
+                timestamp: 5,
+                data_size: 5,
+                keyframe: true
+            }]
+        );
     }
 
     #[test]
     fn errors() {
         let cases: Vec<(&str, Vec<u8>, FlvError)> = vec![
             ("bad signature early", b"HTTP".to_vec(), FlvError::BadSignature),
-            ("bad header length", vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 3], FlvError::BadHeaderLength(3)),
-            ("out of sync", vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0, 0x42], FlvError::BadTagType(0x42)),
+            (
+                "bad header length",
+                vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 3],
+                FlvError::BadHeaderLength(3),
+            ),
+            (
+                "out of sync",
+                vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0, 0x42],
+                FlvError::BadTagType(0x42),
+            ),
         ];
         for (name, input, err) in cases {
             assert_eq!(FlvParser::new().feed(&input, |_| {}), Err(err), "{name}");

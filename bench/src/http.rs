@@ -47,7 +47,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>> {
             }
         }
     }
-    Ok(Some(ResponseHead { status, chunked, len: end + 4 }))
+    Ok(Some(ResponseHead {
+        status,
+        chunked,
+        len: end + 4,
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +81,11 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedDecoder { state: ChunkState::Size, size: 0, digits: 0 }
+        ChunkedDecoder {
+            state: ChunkState::Size,
+            size: 0,
+            digits: 0,
+        }
     }
 
     /// True once the last (zero-size) chunk was read.
@@ -93,7 +101,11 @@ impl ChunkedDecoder {
                 body(&data[..take])?;
                 data = &data[take..];
                 let left = n - take as u64;
-                self.state = if left == 0 { ChunkState::DataCr } else { ChunkState::Data(left) };
+                self.state = if left == 0 {
+                    ChunkState::DataCr
+                } else {
+                    ChunkState::Data(left)
+                };
                 continue;
             }
             let b = data[0];
@@ -140,19 +152,39 @@ mod tests {
             (
                 "chunked flv",
                 b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nTransfer-Encoding: chunked\r\n\r\nFLV",
-                Some(ResponseHead { status: 200, chunked: true, len: 74 }),
+                Some(ResponseHead {
+                    status: 200,
+                    chunked: true,
+                    len: 74,
+                }),
             ),
             (
                 "close-delimited, lower-case header",
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\n",
-                Some(ResponseHead { status: 200, chunked: false, len: 48 }),
+                Some(ResponseHead {
+                    status: 200,
+                    chunked: false,
+                    len: 48,
+                }),
             ),
             (
                 "websocket upgrade",
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-                Some(ResponseHead { status: 101, chunked: false, len: 56 }),
+                Some(ResponseHead {
+                    status: 101,
+                    chunked: false,
+                    len: 56,
+                }),
             ),
-            ("not found", b"HTTP/1.0 404 Not Found\r\n\r\n", Some(ResponseHead { status: 404, chunked: false, len: 26 })),
+            (
+                "not found",
+                b"HTTP/1.0 404 Not Found\r\n\r\n",
+                Some(ResponseHead {
+                    status: 404,
+                    chunked: false,
+                    len: 26,
+                }),
+            ),
         ];
         for (name, input, want) in cases {
             assert_eq!(parse_response_head(input).unwrap(), want, "{name}");

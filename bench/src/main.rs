@@ -108,12 +108,18 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
 fn raise_nofile_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 lim = want;
             }
@@ -139,7 +145,10 @@ fn main() {
     };
     let nofile = raise_nofile_limit();
     if nofile != 0 && (nofile as usize) < args.players + 64 {
-        eprintln!("ferrocast-bench: warning: open-file limit {nofile} is below {} players", args.players);
+        eprintln!(
+            "ferrocast-bench: warning: open-file limit {nofile} is below {} players",
+            args.players
+        );
     }
 
     // The tool stops by itself: a watchdog ends it if the runtime ever fails to.
@@ -153,7 +162,10 @@ fn main() {
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
     };
     let runtime = runtime.expect("tokio runtime");
     let code = match runtime.block_on(run(args, target)) {
@@ -270,7 +282,10 @@ async fn run(args: Args, target: Target) -> Result<()> {
         args.ramp,
         args.warmup
     );
-    let _ = writeln!(text, "  players         connected {connected}, failed {failed}, still connecting {pending}");
+    let _ = writeln!(
+        text,
+        "  players         connected {connected}, failed {failed}, still connecting {pending}"
+    );
     let _ = writeln!(
         text,
         "  keep-up         {keep_up_fraction:.4} ({keep_up}/{n} advanced >= 95% of the window)"
@@ -307,7 +322,12 @@ async fn run(args: Args, target: Target) -> Result<()> {
             rss_marginal.unwrap_or(0.0),
         );
     }
-    let _ = writeln!(text, "  bench           {bench_cores:.3} cores ({} runtime thread{})", args.threads, if args.threads == 1 { "" } else { "s" });
+    let _ = writeln!(
+        text,
+        "  bench           {bench_cores:.3} cores ({} runtime thread{})",
+        args.threads,
+        if args.threads == 1 { "" } else { "s" }
+    );
     let _ = writeln!(
         text,
         "  machine         {machine_cores:.3} of {cpus} cores busy (server, bench, everything else), {softirq_cores:.3} of them in softirq"
@@ -372,13 +392,34 @@ mod tests {
 
     #[test]
     fn argument_parsing() {
-        let a = args(&["--url", "rtmp://127.0.0.1/live/x", "--players", "100", "--ramp-secs", "2.5", "--server-pid", "42", "--json"]).unwrap();
-        assert_eq!((a.players, a.ramp, a.warmup, a.measure, a.server_pid, a.json, a.threads), (100, 2.5, 5.0, 15.0, Some(42), true, 1));
+        let a = args(&[
+            "--url",
+            "rtmp://127.0.0.1/live/x",
+            "--players",
+            "100",
+            "--ramp-secs",
+            "2.5",
+            "--server-pid",
+            "42",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.players, a.ramp, a.warmup, a.measure, a.server_pid, a.json, a.threads),
+            (100, 2.5, 5.0, 15.0, Some(42), true, 1)
+        );
         for bad in [
             &["--players", "10"][..],
             &["--url", "rtmp://127.0.0.1/live/x"],
             &["--url", "rtmp://127.0.0.1/live/x", "--players", "ten"],
-            &["--url", "rtmp://127.0.0.1/live/x", "--players", "1", "--measure-secs", "0"],
+            &[
+                "--url",
+                "rtmp://127.0.0.1/live/x",
+                "--players",
+                "1",
+                "--measure-secs",
+                "0",
+            ],
             &["--url", "rtmp://127.0.0.1/live/x", "--players", "1", "--bogus"],
             &["--url"],
         ] {

@@ -58,7 +58,10 @@ async fn request(
     stats: &PlayerStats,
     deadline: tokio::time::Instant,
 ) -> Result<(ResponseHead, Vec<u8>, usize)> {
-    timeout_at(deadline, sock.write_all(request)).await.context("request timed out")?.context("send request")?;
+    timeout_at(deadline, sock.write_all(request))
+        .await
+        .context("request timed out")?
+        .context("send request")?;
     let mut buf = vec![0u8; READ_BUF.max(MAX_HEAD + 1)];
     let mut filled = 0;
     loop {
@@ -145,10 +148,15 @@ async fn ws_flv(
     let mut ws = WsDecoder::new();
     let mut range = head.len..filled;
     loop {
-        let controls = ws.feed(&buf[range], |b| flv.feed(b, |t| on_tag(stats, start, t)).map_err(Into::into))?;
+        let controls = ws.feed(&buf[range], |b| {
+            flv.feed(b, |t| on_tag(stats, start, t)).map_err(Into::into)
+        })?;
         for c in controls {
             match c {
-                Control::Ping(payload) => sock.write_all(&client_frame(OP_PONG, &payload)).await.context("send pong")?,
+                Control::Ping(payload) => sock
+                    .write_all(&client_frame(OP_PONG, &payload))
+                    .await
+                    .context("send pong")?,
                 Control::Pong => {}
                 Control::Close => bail!("server closed the WebSocket"),
             }

@@ -61,7 +61,11 @@ pub struct MachineTicks {
 
 /// How busy the whole machine is, to show how much else ran during a measurement.
 pub fn machine_ticks() -> MachineTicks {
-    fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_proc_stat).unwrap_or_default()
+    fs::read_to_string("/proc/stat")
+        .ok()
+        .as_deref()
+        .and_then(parse_proc_stat)
+        .unwrap_or_default()
 }
 
 pub fn parse_proc_stat(stat: &str) -> Option<MachineTicks> {
@@ -69,12 +73,18 @@ pub fn parse_proc_stat(stat: &str) -> Option<MachineTicks> {
     let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
     let total: u64 = v.iter().take(8).sum();
-    Some(MachineTicks { busy: total - v.get(3)? - v.get(4).copied().unwrap_or(0), softirq: v.get(6).copied().unwrap_or(0) })
+    Some(MachineTicks {
+        busy: total - v.get(3)? - v.get(4).copied().unwrap_or(0),
+        softirq: v.get(6).copied().unwrap_or(0),
+    })
 }
 
 /// CPU ticks of this process (all its threads).
 pub fn self_ticks() -> u64 {
-    fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s)).map_or(0, |(_, t)| t)
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .map_or(0, |(_, t)| t)
 }
 
 /// Samples `pid` and its descendants; `None` when `pid` does not exist.
@@ -90,7 +100,11 @@ pub fn sample_tree(pid: u32) -> Option<TreeSample> {
             if p == pid {
                 continue;
             }
-            if let Some((ppid, ticks)) = fs::read_to_string(format!("/proc/{p}/stat")).ok().as_deref().and_then(parse_stat) {
+            if let Some((ppid, ticks)) = fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat)
+            {
                 children.entry(ppid).or_default().push((p, ticks));
             }
         }
@@ -100,7 +114,11 @@ pub fn sample_tree(pid: u32) -> Option<TreeSample> {
     while let Some((p, ticks)) = todo.pop() {
         sample.ticks += ticks;
         sample.processes += 1;
-        sample.rss_kb += fs::read_to_string(format!("/proc/{p}/status")).ok().as_deref().and_then(parse_vm_rss_kb).unwrap_or(0);
+        sample.rss_kb += fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()
+            .as_deref()
+            .and_then(parse_vm_rss_kb)
+            .unwrap_or(0);
         if let Some(kids) = children.get(&p) {
             todo.extend(kids);
         }
@@ -129,7 +147,13 @@ mod tests {
     #[test]
     fn parses_machine_busy() {
         let stat = "cpu  100 5 50 1000 20 3 7 0 11 0\ncpu0 50 2 25 500 10 1 3 0 0 0\n";
-        assert_eq!(parse_proc_stat(stat), Some(MachineTicks { busy: 100 + 5 + 50 + 3 + 7, softirq: 7 }));
+        assert_eq!(
+            parse_proc_stat(stat),
+            Some(MachineTicks {
+                busy: 100 + 5 + 50 + 3 + 7,
+                softirq: 7
+            })
+        );
         assert_eq!(parse_proc_stat("intr 1 2 3"), None);
     }
 

@@ -63,15 +63,25 @@ pub async fn play(
 
     let mut handshake = ClientHandshake::new(false);
     handshake.start(&mut out);
-    timeout_at(deadline, sock.write_all(&out)).await.context("handshake timed out")?.context("send C0+C1")?;
+    timeout_at(deadline, sock.write_all(&out))
+        .await
+        .context("handshake timed out")?
+        .context("send C0+C1")?;
     out.clear();
     loop {
-        let n = timeout_at(deadline, sock.read_buf(&mut input)).await.context("handshake timed out")?.context("read")?;
+        let n = timeout_at(deadline, sock.read_buf(&mut input))
+            .await
+            .context("handshake timed out")?
+            .context("read")?;
         if n == 0 {
             bail!("server closed the connection during the handshake");
         }
         stats.add_bytes(n);
-        if handshake.process(&mut input, &mut out).map_err(|e| anyhow!("handshake: {e}"))? == Progress::Done {
+        if handshake
+            .process(&mut input, &mut out)
+            .map_err(|e| anyhow!("handshake: {e}"))?
+            == Progress::Done
+        {
             break;
         }
     }
@@ -108,7 +118,10 @@ pub async fn play(
         let n = if p.phase == Phase::Playing && stats.state() == CONNECTED {
             sock.read_buf(&mut input).await.context("read")?
         } else {
-            timeout_at(deadline, sock.read_buf(&mut input)).await.context("play did not start in time")?.context("read")?
+            timeout_at(deadline, sock.read_buf(&mut input))
+                .await
+                .context("play did not start in time")?
+                .context("read")?
         };
         if n == 0 {
             bail!("server closed the RTMP connection");
@@ -133,12 +146,13 @@ fn connect_object(target: &Target) -> Amf0Value {
 
 impl Player<'_> {
     fn send_command(&mut self, name: &str, tid: f64, object: Amf0Value, args: Vec<Amf0Value>, stream_id: u32) {
-        Message::Command(Command { name: name.to_string(), transaction_id: tid, object, args }).encode(
-            &mut self.out,
-            0,
-            stream_id,
-            DEFAULT_CHUNK_SIZE,
-        );
+        Message::Command(Command {
+            name: name.to_string(),
+            transaction_id: tid,
+            object,
+            args,
+        })
+        .encode(&mut self.out, 0, stream_id, DEFAULT_CHUNK_SIZE);
     }
 
     fn media(&self, type_id: u8, timestamp: u32, payload: &[u8]) {
@@ -149,7 +163,8 @@ impl Player<'_> {
         if type_id == TYPE_VIDEO {
             self.stats.video_frame();
         }
-        if type_id == TYPE_VIDEO && !self.stats.has_keyframe() && is_video_keyframe(payload[0], payload.get(1).copied()) {
+        if type_id == TYPE_VIDEO && !self.stats.has_keyframe() && is_video_keyframe(payload[0], payload.get(1).copied())
+        {
             self.stats.keyframe(self.start.elapsed());
         }
     }
@@ -177,13 +192,15 @@ impl Player<'_> {
             }
             TYPE_SET_CHUNK_SIZE | TYPE_WINDOW_ACK_SIZE | TYPE_USER_CONTROL | TYPE_COMMAND_AMF0 | TYPE_COMMAND_AMF3 => {
                 match Message::decode(&raw).map_err(|e| anyhow!("bad message from server: {e}"))? {
-                    Message::SetChunkSize(size) => {
-                        self.decoder.set_chunk_size(size).map_err(|e| anyhow!("server chunk size: {e}"))?
-                    }
+                    Message::SetChunkSize(size) => self
+                        .decoder
+                        .set_chunk_size(size)
+                        .map_err(|e| anyhow!("server chunk size: {e}"))?,
                     Message::WindowAckSize(size) => self.window = u64::from(size),
-                    Message::UserControl(UserControl::PingRequest(t)) => {
-                        Message::UserControl(UserControl::PingResponse(t)).encode(&mut self.out, 0, 0, DEFAULT_CHUNK_SIZE)
-                    }
+                    Message::UserControl(UserControl::PingRequest(t)) => Message::UserControl(
+                        UserControl::PingResponse(t),
+                    )
+                    .encode(&mut self.out, 0, 0, DEFAULT_CHUNK_SIZE),
                     Message::Command(c) => self.on_command(c)?,
                     _ => {}
                 }
@@ -201,23 +218,47 @@ impl Player<'_> {
                 self.send_command("createStream", TID_CREATE_STREAM, Amf0Value::Null, vec![], 0);
             }
             "_result" if self.phase == Phase::CreatingStream && c.transaction_id == TID_CREATE_STREAM => {
-                let id = c.args.first().and_then(Amf0Value::as_f64).context("createStream result without a stream id")?;
+                let id = c
+                    .args
+                    .first()
+                    .and_then(Amf0Value::as_f64)
+                    .context("createStream result without a stream id")?;
                 self.stream_id = id as u32;
                 self.phase = Phase::Playing;
                 // Like ffmpeg: a buffer length, then play(name, start = -1000: live).
-                Message::UserControl(UserControl::SetBufferLength { stream_id: self.stream_id, millis: 3000 })
-                    .encode(&mut self.out, 0, 0, DEFAULT_CHUNK_SIZE);
+                Message::UserControl(UserControl::SetBufferLength {
+                    stream_id: self.stream_id,
+                    millis: 3000,
+                })
+                .encode(&mut self.out, 0, 0, DEFAULT_CHUNK_SIZE);
                 let name = self.target.stream.clone();
-                self.send_command("play", 0.0, Amf0Value::Null, vec![name.into(), (-1000.0).into()], self.stream_id);
+                self.send_command(
+                    "play",
+                    0.0,
+                    Amf0Value::Null,
+                    vec![name.into(), (-1000.0).into()],
+                    self.stream_id,
+                );
             }
             "_error" => {
-                let what = c.args.first().and_then(|a| a.get("description")).and_then(Amf0Value::as_str).unwrap_or("");
+                let what = c
+                    .args
+                    .first()
+                    .and_then(|a| a.get("description"))
+                    .and_then(Amf0Value::as_str)
+                    .unwrap_or("");
                 bail!("server answered _error in phase {:?}: {what}", self.phase);
             }
             "onStatus" => {
                 let info = c.args.first();
-                let code = info.and_then(|a| a.get("code")).and_then(Amf0Value::as_str).unwrap_or("");
-                let level = info.and_then(|a| a.get("level")).and_then(Amf0Value::as_str).unwrap_or("");
+                let code = info
+                    .and_then(|a| a.get("code"))
+                    .and_then(Amf0Value::as_str)
+                    .unwrap_or("");
+                let level = info
+                    .and_then(|a| a.get("level"))
+                    .and_then(Amf0Value::as_str)
+                    .unwrap_or("");
                 match code {
                     "NetStream.Play.Start" | "NetStream.Play.Reset" if self.phase == Phase::Playing => self.playing(),
                     "NetStream.Play.Stop" | "NetStream.Play.Complete" => bail!("server stopped the stream ({code})"),

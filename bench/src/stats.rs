@@ -65,7 +65,8 @@ impl PlayerStats {
     /// Records the first keyframe; later calls do nothing.
     pub fn keyframe(&self, since_connect_start: std::time::Duration) {
         if self.first_keyframe_us.load(Relaxed) == 0 {
-            self.first_keyframe_us.store(since_connect_start.as_micros() as u64 + 1, Relaxed);
+            self.first_keyframe_us
+                .store(since_connect_start.as_micros() as u64 + 1, Relaxed);
         }
     }
 
@@ -160,22 +161,72 @@ mod tests {
     }
 
     fn snap(state: u8, ts: Option<u32>) -> Snapshot {
-        Snapshot { state, bytes: 0, media_ts: ts, video_frames: 0 }
+        Snapshot {
+            state,
+            bytes: 0,
+            media_ts: ts,
+            video_frames: 0,
+        }
     }
 
     #[test]
     fn keep_up_table() {
         let window = 10_000.0;
         let cases: Vec<(&str, Snapshot, Snapshot, bool)> = vec![
-            ("exactly real time", snap(CONNECTED, Some(1000)), snap(CONNECTED, Some(11_000)), true),
-            ("at the 95% bound", snap(CONNECTED, Some(1000)), snap(CONNECTED, Some(10_500)), true),
-            ("just under the bound", snap(CONNECTED, Some(1000)), snap(CONNECTED, Some(10_499)), false),
-            ("stalled", snap(CONNECTED, Some(1000)), snap(CONNECTED, Some(1000)), false),
-            ("failed during the window", snap(CONNECTED, Some(1000)), snap(FAILED, Some(11_000)), false),
-            ("connected late", snap(CONNECTING, None), snap(CONNECTED, Some(11_000)), false),
-            ("no media yet", snap(CONNECTED, None), snap(CONNECTED, Some(11_000)), false),
-            ("timestamp wraps", snap(CONNECTED, Some(u32::MAX - 999)), snap(CONNECTED, Some(9_000)), true),
-            ("timestamp went back", snap(CONNECTED, Some(50_000)), snap(CONNECTED, Some(100)), false),
+            (
+                "exactly real time",
+                snap(CONNECTED, Some(1000)),
+                snap(CONNECTED, Some(11_000)),
+                true,
+            ),
+            (
+                "at the 95% bound",
+                snap(CONNECTED, Some(1000)),
+                snap(CONNECTED, Some(10_500)),
+                true,
+            ),
+            (
+                "just under the bound",
+                snap(CONNECTED, Some(1000)),
+                snap(CONNECTED, Some(10_499)),
+                false,
+            ),
+            (
+                "stalled",
+                snap(CONNECTED, Some(1000)),
+                snap(CONNECTED, Some(1000)),
+                false,
+            ),
+            (
+                "failed during the window",
+                snap(CONNECTED, Some(1000)),
+                snap(FAILED, Some(11_000)),
+                false,
+            ),
+            (
+                "connected late",
+                snap(CONNECTING, None),
+                snap(CONNECTED, Some(11_000)),
+                false,
+            ),
+            (
+                "no media yet",
+                snap(CONNECTED, None),
+                snap(CONNECTED, Some(11_000)),
+                false,
+            ),
+            (
+                "timestamp wraps",
+                snap(CONNECTED, Some(u32::MAX - 999)),
+                snap(CONNECTED, Some(9_000)),
+                true,
+            ),
+            (
+                "timestamp went back",
+                snap(CONNECTED, Some(50_000)),
+                snap(CONNECTED, Some(100)),
+                false,
+            ),
         ];
         for (name, a, b, want) in cases {
             assert_eq!(keeps_up(&a, &b, window), want, "{name}");
@@ -184,15 +235,28 @@ mod tests {
 
     #[test]
     fn keep_up_fraction_counts_missing_players() {
-        let start = vec![snap(CONNECTED, Some(0)), snap(CONNECTED, Some(0)), snap(CONNECTED, Some(0))];
-        let end = vec![snap(CONNECTED, Some(10_000)), snap(CONNECTED, Some(2_000)), snap(FAILED, Some(10_000))];
+        let start = vec![
+            snap(CONNECTED, Some(0)),
+            snap(CONNECTED, Some(0)),
+            snap(CONNECTED, Some(0)),
+        ];
+        let end = vec![
+            snap(CONNECTED, Some(10_000)),
+            snap(CONNECTED, Some(2_000)),
+            snap(FAILED, Some(10_000)),
+        ];
         assert_eq!(keep_up_fraction(&start, &end, 10_000.0, 4), (1, 0.25));
         assert_eq!(keep_up_fraction(&[], &[], 10_000.0, 0), (0, 0.0));
     }
 
     #[test]
     fn video_fps_of_connected_players() {
-        let s = |state, frames| Snapshot { state, bytes: 0, media_ts: None, video_frames: frames };
+        let s = |state, frames| Snapshot {
+            state,
+            bytes: 0,
+            media_ts: None,
+            video_frames: frames,
+        };
         let start = vec![s(CONNECTED, 10), s(CONNECTED, 0), s(CONNECTING, 0), s(CONNECTED, 5)];
         let end = vec![s(CONNECTED, 310), s(CONNECTED, 150), s(CONNECTED, 300), s(FAILED, 50)];
         assert_eq!(video_fps(&start, &end, 10.0), vec![15.0, 30.0]);
@@ -201,13 +265,29 @@ mod tests {
     #[test]
     fn player_counters() {
         let p = PlayerStats::default();
-        assert_eq!(p.snapshot(), Snapshot { state: CONNECTING, bytes: 0, media_ts: None, video_frames: 0 });
+        assert_eq!(
+            p.snapshot(),
+            Snapshot {
+                state: CONNECTING,
+                bytes: 0,
+                media_ts: None,
+                video_frames: 0
+            }
+        );
         p.add_bytes(10);
         p.add_bytes(5);
         p.media(40);
         p.video_frame();
         p.set_state(CONNECTED);
-        assert_eq!(p.snapshot(), Snapshot { state: CONNECTED, bytes: 15, media_ts: Some(40), video_frames: 1 });
+        assert_eq!(
+            p.snapshot(),
+            Snapshot {
+                state: CONNECTED,
+                bytes: 15,
+                media_ts: Some(40),
+                video_frames: 1
+            }
+        );
         assert_eq!(p.first_keyframe_ms(), None);
         p.keyframe(std::time::Duration::from_micros(12_500));
         p.keyframe(std::time::Duration::from_secs(9));

@@ -41,7 +41,9 @@ impl Target {
     /// Parses `rtmp://`, `http://` (HTTP-FLV) and `ws://` (WS-FLV) URLs. The host must be a
     /// loopback address: the benchmark runs next to the server it measures.
     pub fn parse(url: &str) -> Result<Target> {
-        let (scheme, rest) = url.split_once("://").context("URL needs a scheme: rtmp://, http:// or ws://")?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .context("URL needs a scheme: rtmp://, http:// or ws://")?;
         let (protocol, default_port) = match scheme.to_ascii_lowercase().as_str() {
             "rtmp" => (Protocol::Rtmp, 1935),
             "http" => (Protocol::HttpFlv, 80),
@@ -58,7 +60,9 @@ impl Target {
         };
         let ip: IpAddr = match host {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            h => h.parse().with_context(|| format!("host {h:?} must be a loopback IP address or localhost"))?,
+            h => h
+                .parse()
+                .with_context(|| format!("host {h:?} must be a loopback IP address or localhost"))?,
         };
         if !ip.is_loopback() {
             bail!("host {host} is not a loopback address: ferrocast-bench only connects to 127.0.0.1");
@@ -94,15 +98,27 @@ mod tests {
     #[test]
     fn urls() {
         let t = Target::parse("rtmp://127.0.0.1:1935/live/bench?k=v").unwrap();
-        assert_eq!((t.protocol, t.addr.port(), t.app.as_str(), t.stream.as_str()), (Protocol::Rtmp, 1935, "live", "bench?k=v"));
+        assert_eq!(
+            (t.protocol, t.addr.port(), t.app.as_str(), t.stream.as_str()),
+            (Protocol::Rtmp, 1935, "live", "bench?k=v")
+        );
         assert_eq!(t.tc_url, "rtmp://127.0.0.1:1935/live");
         let t = Target::parse("rtmp://localhost/live/a/b").unwrap();
         assert_eq!((t.addr.port(), t.stream.as_str()), (1935, "a/b"));
         let t = Target::parse("http://127.0.0.1:8000/live/bench.flv").unwrap();
-        assert_eq!((t.protocol, t.authority.as_str(), t.path.as_str()), (Protocol::HttpFlv, "127.0.0.1:8000", "/live/bench.flv"));
+        assert_eq!(
+            (t.protocol, t.authority.as_str(), t.path.as_str()),
+            (Protocol::HttpFlv, "127.0.0.1:8000", "/live/bench.flv")
+        );
         let t = Target::parse("ws://127.0.0.1:8000/live/bench.flv").unwrap();
         assert_eq!(t.protocol, Protocol::WsFlv);
-        for bad in ["127.0.0.1/live/x", "rtmps://127.0.0.1/live/x", "http://10.0.0.1:8000/live/x.flv", "rtmp://127.0.0.1/live", "http://127.0.0.1:80"] {
+        for bad in [
+            "127.0.0.1/live/x",
+            "rtmps://127.0.0.1/live/x",
+            "http://10.0.0.1:8000/live/x.flv",
+            "rtmp://127.0.0.1/live",
+            "http://127.0.0.1:80",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

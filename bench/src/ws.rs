@@ -41,7 +41,12 @@ impl Default for WsDecoder {
 
 impl WsDecoder {
     pub fn new() -> Self {
-        WsDecoder { state: State::Head, head: [0; 10], have: 0, control: Vec::new() }
+        WsDecoder {
+            state: State::Head,
+            head: [0; 10],
+            have: 0,
+            control: Vec::new(),
+        }
     }
 
     fn head_len(&self) -> usize {
@@ -74,7 +79,10 @@ impl WsDecoder {
                     if take == remaining {
                         controls.push(self.finish_control(opcode));
                     } else {
-                        self.state = State::Control { opcode, remaining: remaining - take };
+                        self.state = State::Control {
+                            opcode,
+                            remaining: remaining - take,
+                        };
                     }
                 }
                 State::Head => {
@@ -111,7 +119,10 @@ impl WsDecoder {
                             if len == 0 {
                                 controls.push(self.finish_control(opcode));
                             } else {
-                                self.state = State::Control { opcode, remaining: len as usize };
+                                self.state = State::Control {
+                                    opcode,
+                                    remaining: len as usize,
+                                };
                             }
                         }
                         other => bail!("unknown WebSocket opcode {other}"),
@@ -179,7 +190,10 @@ mod tests {
         let mut want_data = b"FLV\x01".to_vec();
         want_data.extend_from_slice(&big);
         let want_controls = vec![Control::Ping(b"hi".to_vec()), Control::Pong, Control::Close];
-        for cut in (0..input.len()).step_by(97).chain([1, 2, 5, 6, 7, 8, 9, 10, 11, input.len() - 1]) {
+        for cut in (0..input.len())
+            .step_by(97)
+            .chain([1, 2, 5, 6, 7, 8, 9, 10, 11, input.len() - 1])
+        {
             let mut d = WsDecoder::new();
             let mut data = Vec::new();
             let mut controls = d

@@ -29,7 +29,10 @@ pub fn router(admin: Admin) -> Router {
 }
 
 async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], a.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        a.metrics.render(),
+    )
 }
 
 async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
@@ -52,7 +55,9 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.unwrap();
         let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -63,7 +68,10 @@ mod tests {
     async fn probes_and_metrics() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let admin = Admin { metrics: Metrics::new(), ready: Arc::new(AtomicBool::new(false)) };
+        let admin = Admin {
+            metrics: Metrics::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
         admin.metrics.leader.set(1);
         let ready = admin.ready.clone();
         tokio::spawn(serve(listener, admin));

@@ -57,7 +57,9 @@ pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name=ferrocast,app.kuberne
 pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("selector part {part:?} is not key=value"))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("selector part {part:?} is not key=value"))?;
         let (k, v) = (k.trim(), v.trim().trim_start_matches('='));
         if k.is_empty() || k.contains('!') || v.contains(['=', '!', '(', ')', ' ']) {
             return Err(format!("selector part {part:?}: only key=value equality is supported"));
@@ -72,7 +74,11 @@ pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// The selector in the API's `labelSelector` query form.
 pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
-    selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Parses arguments (without the program name) and the environment (`env` looks a name up).
@@ -115,16 +121,24 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
     let namespace = get("--namespace", "FERROCAST_NAMESPACE")
         .or_else(|| env("POD_NAMESPACE").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "default".into());
-    let server_selector = parse_selector(&get("--server-selector", "FERROCAST_SERVER_SELECTOR").unwrap_or_else(|| DEFAULT_SELECTOR.into()))?;
+    let server_selector = parse_selector(
+        &get("--server-selector", "FERROCAST_SERVER_SELECTOR").unwrap_or_else(|| DEFAULT_SELECTOR.into()),
+    )?;
     let server_admin_port = match get("--server-admin-port", "FERROCAST_SERVER_ADMIN_PORT") {
-        Some(p) => p.parse().map_err(|_| format!("--server-admin-port: {p:?} is not a port"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("--server-admin-port: {p:?} is not a port"))?,
         None => 9090,
     };
     let metrics_addr = match get("--metrics-addr", "FERROCAST_METRICS_ADDR") {
-        Some(a) => a.parse().map_err(|_| format!("--metrics-addr: {a:?} is not an address such as 0.0.0.0:8080"))?,
+        Some(a) => a
+            .parse()
+            .map_err(|_| format!("--metrics-addr: {a:?} is not an address such as 0.0.0.0:8080"))?,
         None => SocketAddr::from(([0, 0, 0, 0], 8080)),
     };
-    let log_json = log_json.unwrap_or_else(|| env("FERROCAST_LOG_JSON").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")));
+    let log_json = log_json.unwrap_or_else(|| {
+        env("FERROCAST_LOG_JSON").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    });
     let identity = env("POD_NAME")
         .filter(|v| !v.is_empty())
         .or_else(|| env("HOSTNAME").filter(|v| !v.is_empty()))
@@ -159,10 +173,22 @@ mod tests {
     fn defaults() {
         let o = run(&[], &[("POD_NAME", "op-0")]).unwrap();
         assert_eq!(o.namespace, "default");
-        assert_eq!(selector_string(&o.server_selector), "app.kubernetes.io/component=server,app.kubernetes.io/name=ferrocast");
-        assert_eq!((o.config_map.as_str(), o.secret.as_str()), ("ferrocast-server-config", "ferrocast-server-secrets"));
-        assert_eq!((o.server_admin_port, o.metrics_addr.to_string()), (9090, "0.0.0.0:8080".to_string()));
-        assert_eq!((o.lease_name.as_str(), o.identity.as_str(), o.log_json, o.base_config), ("ferrocast-operator", "op-0", false, None));
+        assert_eq!(
+            selector_string(&o.server_selector),
+            "app.kubernetes.io/component=server,app.kubernetes.io/name=ferrocast"
+        );
+        assert_eq!(
+            (o.config_map.as_str(), o.secret.as_str()),
+            ("ferrocast-server-config", "ferrocast-server-secrets")
+        );
+        assert_eq!(
+            (o.server_admin_port, o.metrics_addr.to_string()),
+            (9090, "0.0.0.0:8080".to_string())
+        );
+        assert_eq!(
+            (o.lease_name.as_str(), o.identity.as_str(), o.log_json, o.base_config),
+            ("ferrocast-operator", "op-0", false, None)
+        );
     }
 
     #[test]
@@ -181,10 +207,19 @@ mod tests {
         ];
         let o = run(&[], &env).unwrap();
         assert_eq!(o.namespace, "streaming");
-        assert_eq!(o.server_selector, BTreeMap::from([("app".into(), "fc".into()), ("tier".into(), "edge".into())]));
-        assert_eq!((o.config_map.as_str(), o.secret.as_str(), o.lease_name.as_str()), ("cm", "sec", "lease"));
+        assert_eq!(
+            o.server_selector,
+            BTreeMap::from([("app".into(), "fc".into()), ("tier".into(), "edge".into())])
+        );
+        assert_eq!(
+            (o.config_map.as_str(), o.secret.as_str(), o.lease_name.as_str()),
+            ("cm", "sec", "lease")
+        );
         assert_eq!(o.base_config, Some(PathBuf::from("/etc/base.yaml")));
-        assert_eq!((o.server_admin_port, o.metrics_addr.port(), o.log_json), (19090, 9000, true));
+        assert_eq!(
+            (o.server_admin_port, o.metrics_addr.port(), o.log_json),
+            (19090, 9000, true)
+        );
         let o = run(&["--namespace", "flag-ns", "--config-map=cm2", "--log-json"], &env).unwrap();
         assert_eq!((o.namespace.as_str(), o.config_map.as_str()), ("flag-ns", "cm2"));
         assert_eq!(run(&[], &[("POD_NAMESPACE", "pod-ns")]).unwrap().namespace, "pod-ns");

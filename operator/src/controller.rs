@@ -15,10 +15,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -27,7 +27,9 @@ use tracing::{info, warn};
 use crate::crd::{MediaApp, MediaAppStatus, StreamAuth, StreamAuthStatus};
 use crate::fleet::Live;
 use crate::metrics::Metrics;
-use crate::render::{self, Desired, Fleet, Inputs, FIELD_MANAGER, GENERATED_CERT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEDIAAPP_LABEL};
+use crate::render::{
+    self, Desired, Fleet, Inputs, FIELD_MANAGER, GENERATED_CERT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEDIAAPP_LABEL,
+};
 use crate::status::{media_app_status, not_ready_reason};
 use crate::Error;
 
@@ -56,12 +58,24 @@ pub struct Context {
 }
 
 fn system_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Context {
-    pub fn new(client: Client, fleet: Fleet, media_apps: Store<MediaApp>, stream_auths: Store<StreamAuth>, metrics: Metrics, identity: &str) -> Context {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_string()) };
+    pub fn new(
+        client: Client,
+        fleet: Fleet,
+        media_apps: Store<MediaApp>,
+        stream_auths: Store<StreamAuth>,
+        metrics: Metrics,
+        identity: &str,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(identity.to_string()),
+        };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -77,7 +91,10 @@ impl Context {
 
     fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         Api::namespaced(self.client.clone(), &self.fleet.namespace)
     }
@@ -107,11 +124,22 @@ impl Context {
         let api_token_key = wants_api_key.then(|| {
             secrets
                 .get(&self.fleet.secret)
-                .and_then(|s| s.data.as_ref()?.get(render::API_TOKEN_KEY).map(|v| String::from_utf8_lossy(&v.0).into_owned()))
+                .and_then(|s| {
+                    s.data
+                        .as_ref()?
+                        .get(render::API_TOKEN_KEY)
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                })
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect())
         });
-        Ok(Inputs { media_apps, stream_auths, secrets, api_token_key, now: (self.clock)() })
+        Ok(Inputs {
+            media_apps,
+            stream_auths,
+            secrets,
+            api_token_key,
+            now: (self.clock)(),
+        })
     }
 
     /// Generates or renews self-signed certificates that are missing or due, applies their
@@ -119,7 +147,14 @@ impl Context {
     async fn ensure_certificates(&self, inputs: &mut Inputs) -> Result<(), Error> {
         let api: Api<Secret> = self.api();
         for ma in &inputs.media_apps {
-            let Some(tls) = ma.spec.tls.as_ref().filter(|t| t.enabled && t.secret_name.is_none() && !t.hosts.is_empty()) else { continue };
+            let Some(tls) = ma
+                .spec
+                .tls
+                .as_ref()
+                .filter(|t| t.enabled && t.secret_name.is_none() && !t.hosts.is_empty())
+            else {
+                continue;
+            };
             let name = ma.name_any();
             let secret_name = render::generated_cert_secret(&name);
             let existing = inputs.secrets.get(&secret_name);
@@ -127,8 +162,13 @@ impl Context {
                 // Someone else's Secret with our name: never overwrite it (the render reports it).
                 continue;
             }
-            let Some(why) = crate::tls::renewal_reason(existing, &tls.hosts, inputs.now) else { continue };
-            let generated = crate::tls::generate(&tls.hosts, inputs.now).map_err(|message| Error::Certificate { media_app: name.clone(), message })?;
+            let Some(why) = crate::tls::renewal_reason(existing, &tls.hosts, inputs.now) else {
+                continue;
+            };
+            let generated = crate::tls::generate(&tls.hosts, inputs.now).map_err(|message| Error::Certificate {
+                media_app: name.clone(),
+                message,
+            })?;
             let (data, annotations) = crate::tls::secret_contents(&generated, &tls.hosts);
             let mut secret = Secret {
                 type_: Some("kubernetes.io/tls".into()),
@@ -146,8 +186,17 @@ impl Context {
             secret.metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
             let applied = api.patch(&secret_name, &apply_params(), &Patch::Apply(&secret)).await?;
             info!(mediaapp = %name, reason = why, "self-signed certificate generated");
-            self.event(ma, EventType::Normal, "CertificateIssued", "GenerateCertificate", format!("self-signed certificate for {} generated ({why}), valid 90 days", tls.hosts.join(", ")))
-                .await;
+            self.event(
+                ma,
+                EventType::Normal,
+                "CertificateIssued",
+                "GenerateCertificate",
+                format!(
+                    "self-signed certificate for {} generated ({why}), valid 90 days",
+                    tls.hosts.join(", ")
+                ),
+            )
+            .await;
             inputs.secrets.insert(secret_name, applied);
         }
         Ok(())
@@ -160,13 +209,26 @@ impl Context {
         self.ensure_certificates(&mut inputs).await?;
         let desired = render::render(&self.fleet, &inputs)?;
         let cms: Api<ConfigMap> = self.api();
-        cms.patch(&self.fleet.config_map, &apply_params(), &Patch::Apply(&desired.config_map)).await?;
+        cms.patch(
+            &self.fleet.config_map,
+            &apply_params(),
+            &Patch::Apply(&desired.config_map),
+        )
+        .await?;
         let secrets: Api<Secret> = self.api();
-        secrets.patch(&self.fleet.secret, &apply_params(), &Patch::Apply(&desired.secret)).await?;
+        secrets
+            .patch(&self.fleet.secret, &apply_params(), &Patch::Apply(&desired.secret))
+            .await?;
         self.prune(&desired).await?;
         self.metrics.managed_objects.with_label_values(&["ConfigMap"]).set(1);
-        self.metrics.managed_objects.with_label_values(&["Secret"]).set(1 + desired.generated_certs.len() as i64);
-        self.metrics.managed_objects.with_label_values(&["Service"]).set(desired.services.len() as i64);
+        self.metrics
+            .managed_objects
+            .with_label_values(&["Secret"])
+            .set(1 + desired.generated_certs.len() as i64);
+        self.metrics
+            .managed_objects
+            .with_label_values(&["Service"])
+            .set(desired.services.len() as i64);
         Ok((inputs, desired))
     }
 
@@ -176,7 +238,10 @@ impl Context {
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{MEDIAAPP_LABEL}");
         for svc in services.list(&ListParams::default().labels(&selector)).await? {
             let owner = svc.labels().get(MEDIAAPP_LABEL).cloned().unwrap_or_default();
-            let wanted = desired.services.get(&owner).is_some_and(|d| d.metadata.name == svc.metadata.name);
+            let wanted = desired
+                .services
+                .get(&owner)
+                .is_some_and(|d| d.metadata.name == svc.metadata.name);
             if !wanted {
                 let name = svc.name_any();
                 delete_ignoring_absent(&services, &name).await?;
@@ -196,8 +261,21 @@ impl Context {
         Ok(())
     }
 
-    async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
         // An event that cannot be written is not worth failing a reconcile over.
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             warn!("cannot publish event {reason}: {e}");
@@ -205,15 +283,34 @@ impl Context {
     }
 
     /// Publishes an event when the `Ready` condition flips or its reason changes.
-    async fn ready_event<K: Resource<DynamicType = ()>>(&self, obj: &K, before: Option<&crate::crd::Condition>, after: &crate::crd::Condition) {
+    async fn ready_event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        before: Option<&crate::crd::Condition>,
+        after: &crate::crd::Condition,
+    ) {
         let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
         if !changed {
             return;
         }
         if after.status == "True" {
-            self.event(obj, EventType::Normal, "Ready", "Reconcile", "reconciled; the fleet serves it".into()).await;
+            self.event(
+                obj,
+                EventType::Normal,
+                "Ready",
+                "Reconcile",
+                "reconciled; the fleet serves it".into(),
+            )
+            .await;
         } else {
-            self.event(obj, EventType::Warning, &after.reason, "Reconcile", after.message.clone()).await;
+            self.event(
+                obj,
+                EventType::Warning,
+                &after.reason,
+                "Reconcile",
+                after.message.clone(),
+            )
+            .await;
         }
     }
 }
@@ -268,7 +365,10 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
         patch_status::<MediaApp, MediaAppStatus>(&ctx, &name, &status).await?;
     }
     let reason = not_ready_reason(&status);
-    ctx.metrics.mediaapp_ready.with_label_values(&[&name]).set(i64::from(reason.is_none()));
+    ctx.metrics
+        .mediaapp_ready
+        .with_label_values(&[&name])
+        .set(i64::from(reason.is_none()));
     ctx.metrics.reconciled("MediaApp", reason);
     // Come back before a generated certificate is due for renewal.
     let renew_in = inputs
@@ -285,7 +385,9 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
     let _timer = ctx.metrics.time("StreamAuth").start_timer();
     let name = sa.name_any();
     let (_, desired) = ctx.sync_fleet().await?;
-    let Some(status) = desired.stream_auths.get(&name) else { return Ok(Action::requeue(RETRY)) };
+    let Some(status) = desired.stream_auths.get(&name) else {
+        return Ok(Action::requeue(RETRY));
+    };
     let before = sa.status.as_ref().and_then(|s| ready(&s.conditions));
     if let Some(after) = ready(&status.conditions) {
         ctx.ready_event(sa.as_ref(), before, after).await;
@@ -293,14 +395,21 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
     if sa.status.as_ref() != Some(status) {
         patch_status::<StreamAuth, StreamAuthStatus>(&ctx, &name, status).await?;
     }
-    let reason = status.conditions.iter().find(|c| c.status != "True").map(|c| c.reason.as_str());
+    let reason = status
+        .conditions
+        .iter()
+        .find(|c| c.status != "True")
+        .map(|c| c.reason.as_str());
     ctx.metrics.reconciled("StreamAuth", reason);
     Ok(Action::requeue(RESYNC))
 }
 
 async fn patch_status<K, S>(ctx: &Context, name: &str, status: &S) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     S: serde::Serialize,
 {
     let api: Api<K> = ctx.api();
@@ -327,8 +436,16 @@ pub fn error_policy_stream_auth(sa: Arc<StreamAuth>, error: &Error, ctx: Arc<Con
 
 /// MediaApps affected by a change of Secret `secret`: directly (TLS, webhooks) or through a
 /// StreamAuth they use.
-pub fn media_apps_for_secret(secret: &str, media_apps: &[Arc<MediaApp>], stream_auths: &[Arc<StreamAuth>]) -> Vec<ObjectRef<MediaApp>> {
-    let auths: BTreeSet<String> = stream_auths.iter().filter(|s| s.secret_names().iter().any(|n| n == secret)).map(|s| s.name_any()).collect();
+pub fn media_apps_for_secret(
+    secret: &str,
+    media_apps: &[Arc<MediaApp>],
+    stream_auths: &[Arc<StreamAuth>],
+) -> Vec<ObjectRef<MediaApp>> {
+    let auths: BTreeSet<String> = stream_auths
+        .iter()
+        .filter(|s| s.secret_names().iter().any(|n| n == secret))
+        .map(|s| s.name_any())
+        .collect();
     media_apps
         .iter()
         .filter(|m| m.secret_names().iter().any(|n| n == secret) || m.auth_refs().iter().any(|r| auths.contains(r)))
@@ -338,7 +455,11 @@ pub fn media_apps_for_secret(secret: &str, media_apps: &[Arc<MediaApp>], stream_
 
 /// MediaApps whose `authRef` names StreamAuth `name`.
 pub fn media_apps_for_stream_auth(name: &str, media_apps: &[Arc<MediaApp>]) -> Vec<ObjectRef<MediaApp>> {
-    media_apps.iter().filter(|m| m.auth_refs().iter().any(|r| r == name)).map(|m| ObjectRef::from_obj(m.as_ref())).collect()
+    media_apps
+        .iter()
+        .filter(|m| m.auth_refs().iter().any(|r| r == name))
+        .map(|m| ObjectRef::from_obj(m.as_ref()))
+        .collect()
 }
 
 /// StreamAuths to re-check when MediaApp `ma` changes: those it names now and those that
@@ -355,7 +476,11 @@ pub fn stream_auths_for_media_app(ma: &MediaApp, stream_auths: &[Arc<StreamAuth>
 
 /// Reads live counts from the server pods, publishes them as metrics and triggers a
 /// reconcile of every MediaApp whose counts in status are out of date.
-pub async fn live_loop(ctx: Arc<Context>, server_admin_port: u16, trigger: futures::channel::mpsc::Sender<ObjectRef<MediaApp>>) {
+pub async fn live_loop(
+    ctx: Arc<Context>,
+    server_admin_port: u16,
+    trigger: futures::channel::mpsc::Sender<ObjectRef<MediaApp>>,
+) {
     let pods: Api<Pod> = ctx.api();
     let selector = crate::cli::selector_string(&ctx.fleet.selector);
     let mut trigger = trigger;
@@ -373,11 +498,26 @@ pub async fn live_loop(ctx: Arc<Context>, server_admin_port: u16, trigger: futur
                 for ma in ctx.media_apps.state() {
                     let name = ma.name_any();
                     let counts = live.app(&ma.app_name());
-                    ctx.metrics.mediaapp_live_streams.with_label_values(&[&name]).set(counts.streams);
-                    ctx.metrics.mediaapp_sessions.with_label_values(&[&name, "publisher"]).set(counts.publishers);
-                    ctx.metrics.mediaapp_sessions.with_label_values(&[&name, "player"]).set(counts.players);
+                    ctx.metrics
+                        .mediaapp_live_streams
+                        .with_label_values(&[&name])
+                        .set(counts.streams);
+                    ctx.metrics
+                        .mediaapp_sessions
+                        .with_label_values(&[&name, "publisher"])
+                        .set(counts.publishers);
+                    ctx.metrics
+                        .mediaapp_sessions
+                        .with_label_values(&[&name, "player"])
+                        .set(counts.players);
                     let shown = ma.status.as_ref().map(|s| (s.live_streams, s.sessions.clone()));
-                    let now = (Some(counts.streams), Some(crate::crd::SessionCounts { publishers: counts.publishers, players: counts.players }));
+                    let now = (
+                        Some(counts.streams),
+                        Some(crate::crd::SessionCounts {
+                            publishers: counts.publishers,
+                            players: counts.players,
+                        }),
+                    );
                     if shown.as_ref() != Some(&now) {
                         let _ = trigger.try_send(ObjectRef::from_obj(ma.as_ref()));
                     }
@@ -394,7 +534,9 @@ pub async fn live_loop(ctx: Arc<Context>, server_admin_port: u16, trigger: futur
 /// periodically, so the shared ConfigMap and Secret never keep a deleted app.
 pub async fn fleet_loop(ctx: Arc<Context>) {
     let notify = Arc::new(tokio::sync::Notify::new());
-    let deletions = |api_stream: futures::stream::BoxStream<'static, Option<String>>, notify: Arc<tokio::sync::Notify>, metrics: Metrics| async move {
+    let deletions = |api_stream: futures::stream::BoxStream<'static, Option<String>>,
+                     notify: Arc<tokio::sync::Notify>,
+                     metrics: Metrics| async move {
         let mut s = api_stream;
         while let Some(deleted) = s.next().await {
             if let Some(name) = deleted {
@@ -434,7 +576,14 @@ pub async fn fleet_loop(ctx: Arc<Context>) {
 }
 
 /// Runs both controllers and the fleet and live loops until `shutdown` resolves.
-pub async fn run(client: Client, fleet: Fleet, metrics: Metrics, identity: &str, server_admin_port: u16, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    client: Client,
+    fleet: Fleet,
+    metrics: Metrics,
+    identity: &str,
+    server_admin_port: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let ns = fleet.namespace.clone();
     let media_apps: Api<MediaApp> = Api::namespaced(client.clone(), &ns);
     let stream_auths: Api<StreamAuth> = Api::namespaced(client.clone(), &ns);
@@ -450,24 +599,45 @@ pub async fn run(client: Client, fleet: Fleet, metrics: Metrics, identity: &str,
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
     // Secrets are watched by metadata only: names are all the mapping needs, and secret
     // values then never travel to the operator just for a trigger.
-    let secret_events = |api: Api<PartialObjectMeta<Secret>>| watcher(api, watcher::Config::default()).default_backoff().touched_objects();
+    let secret_events = |api: Api<PartialObjectMeta<Secret>>| {
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+    };
 
     let (mas, sas) = (ma_store.clone(), sa_store.clone());
     let (mas2, sas2) = (ma_store.clone(), sa_store.clone());
     let ma_controller = ma_controller
         .owns(services, watcher::Config::default().labels(&managed))
-        .watches(stream_auths.clone(), watcher::Config::default(), move |sa| media_apps_for_stream_auth(&sa.name_any(), &mas.state()))
-        .watches_stream(secret_events(secrets.clone()), move |s| media_apps_for_secret(&s.name_any(), &mas2.state(), &sas.state()))
+        .watches(stream_auths.clone(), watcher::Config::default(), move |sa| {
+            media_apps_for_stream_auth(&sa.name_any(), &mas.state())
+        })
+        .watches_stream(secret_events(secrets.clone()), move |s| {
+            media_apps_for_secret(&s.name_any(), &mas2.state(), &sas.state())
+        })
         .reconcile_on(trigger_rx);
     let sas3 = sa_store.clone();
     let sa_controller = sa_controller
-        .watches(media_apps.clone(), watcher::Config::default(), move |ma| stream_auths_for_media_app(&ma, &sas2.state()))
+        .watches(media_apps.clone(), watcher::Config::default(), move |ma| {
+            stream_auths_for_media_app(&ma, &sas2.state())
+        })
         .watches_stream(secret_events(secrets), move |s| {
             let name = s.name_any();
-            sas3.state().iter().filter(|a| a.secret_names().contains(&name)).map(|a| ObjectRef::from_obj(a.as_ref())).collect::<Vec<_>>()
+            sas3.state()
+                .iter()
+                .filter(|a| a.secret_names().contains(&name))
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
         });
 
-    let ctx = Arc::new(Context::new(client, fleet, ma_store.clone(), sa_store.clone(), metrics, identity));
+    let ctx = Arc::new(Context::new(
+        client,
+        fleet,
+        ma_store.clone(),
+        sa_store.clone(),
+        metrics,
+        identity,
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -34,11 +34,35 @@ pub const VERSION: &str = "v1alpha1";
     shortname = "mediaapp",
     category = "ferrocast",
     doc = "A live-streaming application served by the Ferrocast server fleet",
-    printcolumn(name = "App", type_ = "string", json_path = ".status.app", description = "RTMP app path"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Live", type_ = "integer", json_path = ".status.liveStreams", description = "Streams being published now"),
-    printcolumn(name = "RTMP", type_ = "string", json_path = ".status.endpoints.rtmp", description = "Publish/play URL prefix"),
+    printcolumn(
+        name = "App",
+        type_ = "string",
+        json_path = ".status.app",
+        description = "RTMP app path"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Live",
+        type_ = "integer",
+        json_path = ".status.liveStreams",
+        description = "Streams being published now"
+    ),
+    printcolumn(
+        name = "RTMP",
+        type_ = "string",
+        json_path = ".status.endpoints.rtmp",
+        description = "Publish/play URL prefix"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -220,7 +244,12 @@ fn port_https() -> u16 {
 
 impl Default for ServicePorts {
     fn default() -> Self {
-        ServicePorts { rtmp: port_rtmp(), rtmps: port_rtmps(), http: port_http(), https: port_https() }
+        ServicePorts {
+            rtmp: port_rtmp(),
+            rtmps: port_rtmps(),
+            http: port_http(),
+            https: port_https(),
+        }
     }
 }
 
@@ -364,9 +393,23 @@ pub struct Condition {
     shortname = "sauth",
     category = "ferrocast",
     doc = "Credentials (as Secret references) that MediaApps use to authorize publishers, players and API users",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Used by", type_ = "string", json_path = ".status.usedBy", description = "MediaApps referring to it"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Used by",
+        type_ = "string",
+        json_path = ".status.usedBy",
+        description = "MediaApps referring to it"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -478,7 +521,11 @@ pub fn is_host_pattern(host: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -589,16 +636,24 @@ fn cel_stream_auth_spec(s: &mut schemars::Schema) {
 impl MediaApp {
     /// The RTMP app path: `spec.app`, else the MediaApp's name.
     pub fn app_name(&self) -> String {
-        self.spec.app.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+        self.spec
+            .app
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
     }
 }
 
 /// The CRD files `crdgen` writes, as (file name, YAML). File names are a contract with the chart.
 pub fn crd_files() -> Vec<(&'static str, String)> {
-    vec![("mediaapps.yaml", crd_yaml(&MediaApp::crd())), ("streamauths.yaml", crd_yaml(&StreamAuth::crd()))]
+    vec![
+        ("mediaapps.yaml", crd_yaml(&MediaApp::crd())),
+        ("streamauths.yaml", crd_yaml(&StreamAuth::crd())),
+    ]
 }
 
-fn crd_yaml(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
+fn crd_yaml(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
     let body = serde_yaml::to_string(crd).expect("a CRD serializes");
     format!("# Generated by `cargo run -p ferrocast-operator --bin crdgen`; do not edit.\n{body}")
 }
@@ -610,7 +665,11 @@ impl StreamAuth {
         let mut names: Vec<String> = Vec::new();
         names.extend(s.sign.iter().flat_map(|x| x.secret_refs.iter().map(|r| r.name.clone())));
         names.extend(s.keys.iter().map(|k| k.secret_ref.name.clone()));
-        names.extend(s.tokens.iter().flat_map(|t| t.key_secret_refs.iter().map(|r| r.name.clone())));
+        names.extend(
+            s.tokens
+                .iter()
+                .flat_map(|t| t.key_secret_refs.iter().map(|r| r.name.clone())),
+        );
         names.extend(s.api_users.iter().map(|u| u.secret_ref.name.clone()));
         names.sort();
         names.dedup();
@@ -624,9 +683,18 @@ impl MediaApp {
         let name = self.metadata.name.clone().unwrap_or_default();
         let mut names: Vec<String> = Vec::new();
         if let Some(t) = self.spec.tls.as_ref().filter(|t| t.enabled) {
-            names.push(t.secret_name.clone().unwrap_or_else(|| crate::render::generated_cert_secret(&name)));
+            names.push(
+                t.secret_name
+                    .clone()
+                    .unwrap_or_else(|| crate::render::generated_cert_secret(&name)),
+            );
         }
-        names.extend(self.spec.webhooks.iter().filter_map(|w| w.secret_ref.as_ref().map(|r| r.name.clone())));
+        names.extend(
+            self.spec
+                .webhooks
+                .iter()
+                .filter_map(|w| w.secret_ref.as_ref().map(|r| r.name.clone())),
+        );
         names.sort();
         names.dedup();
         names

@@ -40,7 +40,9 @@ impl Live {
             let Some(app) = sample.label("app") else { continue };
             let value = sample.value.round() as i64;
             match sample.name {
-                ferrocast_server::metrics::STREAMS_ACTIVE => self.apps.entry(app.to_string()).or_default().streams += value,
+                ferrocast_server::metrics::STREAMS_ACTIVE => {
+                    self.apps.entry(app.to_string()).or_default().streams += value
+                }
                 ferrocast_server::metrics::SESSIONS_ACTIVE => {
                     let counts = self.apps.entry(app.to_string()).or_default();
                     match sample.label("role") {
@@ -127,11 +129,17 @@ const MAX_BODY: usize = 8 << 20;
 /// Fetches `http://{addr}/metrics` with one deadline for connect, request and body.
 pub async fn read_pod(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
     tokio::time::timeout(timeout, async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
         let mut buf = Vec::new();
-        (&mut s).take(MAX_BODY as u64 + 1).read_to_end(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        (&mut s)
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if buf.len() > MAX_BODY {
             return Err("response too large".into());
         }
@@ -174,11 +182,25 @@ mod tests {
     fn samples_are_parsed_with_labels_and_escapes() {
         let s = parse_sample(r#"ferrocast_sessions_active{app="live",protocol="rtmp",role="publisher"} 2"#).unwrap();
         assert_eq!(s.name, "ferrocast_sessions_active");
-        assert_eq!((s.label("app"), s.label("role"), s.value), (Some("live"), Some("publisher"), 2.0));
+        assert_eq!(
+            (s.label("app"), s.label("role"), s.value),
+            (Some("live"), Some("publisher"), 2.0)
+        );
         let s = parse_sample(r#"m{a="x\"y\\z\n", b = "2",} 1.5 1700000000"#).unwrap();
-        assert_eq!((s.label("a"), s.label("b"), s.value), (Some("x\"y\\z\n"), Some("2"), 1.5));
+        assert_eq!(
+            (s.label("a"), s.label("b"), s.value),
+            (Some("x\"y\\z\n"), Some("2"), 1.5)
+        );
         assert_eq!(parse_sample("plain 3").map(|s| s.value), Some(3.0));
-        for bad in ["# HELP x y", "", "m{a=\"x} 1", "m{a=x} 1", "m{a=\"x\"}", "m NaN", "m{a=\"1\"} notanumber"] {
+        for bad in [
+            "# HELP x y",
+            "",
+            "m{a=\"x} 1",
+            "m{a=x} 1",
+            "m{a=\"x\"}",
+            "m NaN",
+            "m{a=\"1\"} notanumber",
+        ] {
             assert!(parse_sample(bad).is_none(), "{bad:?}");
         }
     }
@@ -195,7 +217,14 @@ mod tests {
         let mut live = Live::default();
         live.add_exposition(pod1);
         live.add_exposition(pod2);
-        assert_eq!(live.app("live"), AppLive { streams: 3, publishers: 2, players: 10 });
+        assert_eq!(
+            live.app("live"),
+            AppLive {
+                streams: 3,
+                publishers: 2,
+                players: 10
+            }
+        );
         assert_eq!(live.app("vod"), AppLive::default());
         assert_eq!(live.app("unknown"), AppLive::default());
     }
@@ -209,11 +238,16 @@ mod tests {
                 let mut req = [0u8; 1024];
                 let _ = s.read(&mut req).await;
                 let body = "ferrocast_streams_active{app=\"live\"} 1\n";
-                let _ = s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
             }
         });
         // A port nothing listens on (bound then released).
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let live = poll(&[good, closed], Duration::from_secs(2)).await;
         assert_eq!((live.pods_read, live.pods_failed), (1, 1));
         assert_eq!(live.app("live").streams, 1);

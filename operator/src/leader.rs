@@ -39,7 +39,11 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 impl Elector {
     pub fn new(api: Api<Lease>, name: &str, identity: &str) -> Elector {
-        Elector { api, name: name.to_string(), identity: identity.to_string() }
+        Elector {
+            api,
+            name: name.to_string(),
+            identity: identity.to_string(),
+        }
     }
 
     /// One round: create, renew or take over the Lease if we may.
@@ -47,7 +51,10 @@ impl Elector {
         let current = match self.api.get_opt(&self.name).await? {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.identity.clone()),
                         lease_duration_seconds: Some(LEASE_SECS),
@@ -92,7 +99,9 @@ impl Elector {
 
     /// Gives the Lease up (on shutdown) so another replica takes over without waiting for expiry.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
         let Some(spec) = lease.spec.as_mut() else { return };
         if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
             return;

@@ -54,7 +54,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -92,20 +93,51 @@ async fn run(o: Options) -> anyhow::Result<()> {
     };
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(o.metrics_addr).await.with_context(|| format!("cannot listen on {}", o.metrics_addr))?;
-    tokio::spawn(admin::serve(listener, admin::Admin { metrics: metrics.clone(), ready: ready.clone() }));
+    let listener = tokio::net::TcpListener::bind(o.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", o.metrics_addr))?;
+    tokio::spawn(admin::serve(
+        listener,
+        admin::Admin {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    ));
     info!(namespace = %o.namespace, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
 
-    let client = kube::Client::try_default().await.context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
     for (kind, probe) in [
-        ("MediaApp", Api::<MediaApp>::namespaced(client.clone(), &o.namespace).list(&ListParams::default().limit(1)).await.map(drop)),
-        ("StreamAuth", Api::<StreamAuth>::namespaced(client.clone(), &o.namespace).list(&ListParams::default().limit(1)).await.map(drop)),
+        (
+            "MediaApp",
+            Api::<MediaApp>::namespaced(client.clone(), &o.namespace)
+                .list(&ListParams::default().limit(1))
+                .await
+                .map(drop),
+        ),
+        (
+            "StreamAuth",
+            Api::<StreamAuth>::namespaced(client.clone(), &o.namespace)
+                .list(&ListParams::default().limit(1))
+                .await
+                .map(drop),
+        ),
     ] {
-        probe.with_context(|| format!("cannot list {kind}s in {}; are the CRDs (crds/) installed and is RBAC granted?", o.namespace))?;
+        probe.with_context(|| {
+            format!(
+                "cannot list {kind}s in {}; are the CRDs (crds/) installed and is RBAC granted?",
+                o.namespace
+            )
+        })?;
     }
     ready.store(true, Ordering::Relaxed);
 
-    let elector = Arc::new(Elector::new(Api::<Lease>::namespaced(client.clone(), &o.namespace), &o.lease_name, &o.identity));
+    let elector = Arc::new(Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &o.namespace),
+        &o.lease_name,
+        &o.identity,
+    ));
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
     let campaign = {
         let (elector, gauge) = (elector.clone(), metrics.leader.clone());

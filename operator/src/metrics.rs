@@ -1,7 +1,9 @@
 //! Prometheus metrics of the operator: every metric name it exports is defined here, once.
 //! The chart's dashboard and alerts use these names.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub const RECONCILIATIONS: &str = "ferrocast_operator_reconciliations_total";
 pub const RECONCILE_ERRORS: &str = "ferrocast_operator_reconcile_errors_total";
@@ -60,8 +62,18 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"));
-        let gauge = |name: &str, help: &str, labels: &[&str]| register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"));
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
         let duration = HistogramVec::new(
             HistogramOpts::new(RECONCILE_DURATION, "Time one reconcile took")
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
@@ -69,14 +81,33 @@ impl Metrics {
         )
         .expect("valid metric");
         Metrics {
-            reconciliations: counter(RECONCILIATIONS, "Reconciles run, by kind and result", &["kind", "result"]),
-            reconcile_errors: counter(RECONCILE_ERRORS, "Reconciles that failed or found the object not ready, by reason", &["kind", "reason"]),
+            reconciliations: counter(
+                RECONCILIATIONS,
+                "Reconciles run, by kind and result",
+                &["kind", "result"],
+            ),
+            reconcile_errors: counter(
+                RECONCILE_ERRORS,
+                "Reconciles that failed or found the object not ready, by reason",
+                &["kind", "reason"],
+            ),
             reconcile_duration: register(&r, duration),
             managed_objects: gauge(MANAGED_OBJECTS, "Objects the operator manages, by kind", &["kind"]),
             mediaapp_ready: gauge(MEDIAAPP_READY, "1 when the MediaApp is Ready", &["mediaapp"]),
-            mediaapp_live_streams: gauge(MEDIAAPP_LIVE_STREAMS, "Streams with a live publisher across the fleet", &["mediaapp"]),
-            mediaapp_sessions: gauge(MEDIAAPP_SESSIONS, "Sessions across the fleet, by role", &["mediaapp", "role"]),
-            leader: register(&r, IntGauge::new(LEADER, "1 while this replica holds the leader Lease").expect("valid metric")),
+            mediaapp_live_streams: gauge(
+                MEDIAAPP_LIVE_STREAMS,
+                "Streams with a live publisher across the fleet",
+                &["mediaapp"],
+            ),
+            mediaapp_sessions: gauge(
+                MEDIAAPP_SESSIONS,
+                "Sessions across the fleet, by role",
+                &["mediaapp", "role"],
+            ),
+            leader: register(
+                &r,
+                IntGauge::new(LEADER, "1 while this replica holds the leader Lease").expect("valid metric"),
+            ),
             registry: r,
         }
     }
@@ -115,7 +146,9 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }
 
@@ -140,8 +173,14 @@ mod tests {
         names.sort();
         assert_eq!(gathered, names);
         let text = m.render();
-        assert!(text.contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="ServicePending"} 1"#), "{text}");
-        assert!(text.contains(r#"ferrocast_operator_reconciliations_total{kind="StreamAuth",result="error"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="ServicePending"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ferrocast_operator_reconciliations_total{kind="StreamAuth",result="error"} 1"#),
+            "{text}"
+        );
         m.forget_mediaapp("live");
         assert!(!m.render().contains(r#"mediaapp="live""#));
     }

@@ -13,14 +13,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use ferrocast_server::config::{self as server, AppConfig, CertificateConfig, Config, PolicyConfig, TokenConfig, WebhookConfig};
+use ferrocast_server::config::{
+    self as server, AppConfig, CertificateConfig, Config, PolicyConfig, TokenConfig, WebhookConfig,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec as K8sServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
 
-use crate::crd::{AccessPolicy, AuthMode, Condition, MediaApp, ServicePorts, ServiceType, StreamAuth, StreamAuthStatus};
+use crate::crd::{
+    AccessPolicy, AuthMode, Condition, MediaApp, ServicePorts, ServiceType, StreamAuth, StreamAuthStatus,
+};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "ferrocast-operator";
@@ -115,7 +119,10 @@ pub struct Problem {
 }
 
 fn problem(reason: Reason, message: impl Into<String>) -> Problem {
-    Problem { reason, message: message.into() }
+    Problem {
+        reason,
+        message: message.into(),
+    }
 }
 
 /// What the render decided for one MediaApp.
@@ -167,7 +174,9 @@ pub fn generated_cert_secret(media_app: &str) -> String {
 /// Whether `secret` is the operator's generated certificate for MediaApp `media_app`.
 pub fn is_generated_cert(secret: Option<&Secret>, media_app: &str) -> bool {
     let labels = secret.and_then(|s| s.metadata.labels.as_ref());
-    labels.is_some_and(|l| l.get(MEDIAAPP_LABEL).map(String::as_str) == Some(media_app) && l.contains_key(GENERATED_CERT_LABEL))
+    labels.is_some_and(|l| {
+        l.get(MEDIAAPP_LABEL).map(String::as_str) == Some(media_app) && l.contains_key(GENERATED_CERT_LABEL)
+    })
 }
 
 /// Name of a MediaApp's Service.
@@ -181,7 +190,8 @@ fn is_dns_label(s: &str) -> bool {
         && s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -199,7 +209,13 @@ fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn flat_key(parts: &[&str]) -> Result<String, Problem> {
     let key = parts.join(".");
     if key.len() > MAX_SECRET_KEY_LEN {
-        return Err(problem(Reason::InvalidSpec, format!("name too long: secret file name {}... exceeds {MAX_SECRET_KEY_LEN} characters", &key[..40])));
+        return Err(problem(
+            Reason::InvalidSpec,
+            format!(
+                "name too long: secret file name {}... exceeds {MAX_SECRET_KEY_LEN} characters",
+                &key[..40]
+            ),
+        ));
     }
     Ok(key)
 }
@@ -216,15 +232,23 @@ struct SecretSource<'a> {
 
 impl SecretSource<'_> {
     fn data(&self, name: &str) -> Result<BTreeMap<String, ByteString>, Problem> {
-        let s = self.secrets.get(name).ok_or_else(|| problem(Reason::SecretNotFound, format!("Secret {name} not found")))?;
+        let s = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| problem(Reason::SecretNotFound, format!("Secret {name} not found")))?;
         Ok(s.data.clone().unwrap_or_default())
     }
 
     fn value(&self, name: &str, key: &str) -> Result<Vec<u8>, Problem> {
         let data = self.data(name)?;
-        let v = data.get(key).ok_or_else(|| problem(Reason::SecretKeyMissing, format!("Secret {name} has no key {key:?}")))?;
+        let v = data
+            .get(key)
+            .ok_or_else(|| problem(Reason::SecretKeyMissing, format!("Secret {name} has no key {key:?}")))?;
         if v.0.trim_ascii().is_empty() {
-            return Err(problem(Reason::SecretKeyMissing, format!("Secret {name} key {key:?} is empty")));
+            return Err(problem(
+                Reason::SecretKeyMissing,
+                format!("Secret {name} key {key:?} is empty"),
+            ));
         }
         Ok(v.0.clone())
     }
@@ -264,7 +288,12 @@ fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedA
         s.secret_refs
             .iter()
             .enumerate()
-            .map(|(i, r)| Ok((flat_key(&["streamauth", name, "sign", &i.to_string()])?, src.value(&r.name, &r.key)?)))
+            .map(|(i, r)| {
+                Ok((
+                    flat_key(&["streamauth", name, "sign", &i.to_string()])?,
+                    src.value(&r.name, &r.key)?,
+                ))
+            })
             .collect::<Result<Files, Problem>>()
     });
     let keys = sa.spec.keys.as_ref().map(|k| {
@@ -273,11 +302,23 @@ fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedA
         for (stream, key) in data {
             // The data key is a stream name; it is not echoed, in case a key was put there by mistake.
             if !ferrocast_server::hub::is_valid_name(&stream) {
-                return Err(problem(Reason::InvalidSecret, format!("Secret {}: a data key is not a valid stream name (1-128 of A-Z a-z 0-9 _ - .)", k.secret_ref.name)));
+                return Err(problem(
+                    Reason::InvalidSecret,
+                    format!(
+                        "Secret {}: a data key is not a valid stream name (1-128 of A-Z a-z 0-9 _ - .)",
+                        k.secret_ref.name
+                    ),
+                ));
             }
             let key = std::str::from_utf8(&key.0).map(str::trim).unwrap_or("");
             if key.is_empty() {
-                return Err(problem(Reason::InvalidSecret, format!("Secret {}: the key of stream {stream:?} is empty or not UTF-8", k.secret_ref.name)));
+                return Err(problem(
+                    Reason::InvalidSecret,
+                    format!(
+                        "Secret {}: the key of stream {stream:?} is empty or not UTF-8",
+                        k.secret_ref.name
+                    ),
+                ));
             }
             map.insert(stream, key.to_string());
         }
@@ -289,7 +330,18 @@ fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedA
         for (i, r) in t.key_secret_refs.iter().enumerate() {
             let bytes = src.value(&r.name, &r.key)?;
             ferrocast_server::auth::check_token_key(t.algorithm.as_str(), &bytes, &format!("{}/{}", r.name, r.key))
-                .map_err(|e| problem(Reason::InvalidSecret, format!("Secret {} key {:?} is not a usable {} key: {}", r.name, r.key, t.algorithm.as_str(), redact(&e.to_string()))))?;
+                .map_err(|e| {
+                    problem(
+                        Reason::InvalidSecret,
+                        format!(
+                            "Secret {} key {:?} is not a usable {} key: {}",
+                            r.name,
+                            r.key,
+                            t.algorithm.as_str(),
+                            redact(&e.to_string())
+                        ),
+                    )
+                })?;
             files.push((flat_key(&["streamauth", name, "token", &i.to_string()])?, bytes));
         }
         let config = TokenConfig {
@@ -305,18 +357,29 @@ fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedA
         let mut users = BTreeMap::new();
         for (user, hash) in src.data(secret)? {
             if !ferrocast_server::hub::is_valid_name(&user) || user.starts_with('.') {
-                return Err(problem(Reason::InvalidSecret, format!("Secret {secret}: a data key is not a valid user name")));
+                return Err(problem(
+                    Reason::InvalidSecret,
+                    format!("Secret {secret}: a data key is not a valid user name"),
+                ));
             }
             let hash = std::str::from_utf8(&hash.0).map(str::trim).unwrap_or("");
             // A PHC argon2 string; anything else is most likely a plain password put there by mistake.
             if !hash.starts_with("$argon2") {
-                return Err(problem(Reason::InvalidSecret, format!("Secret {secret}: the value of user {user:?} is not an argon2 PHC hash ($argon2id$...)")));
+                return Err(problem(
+                    Reason::InvalidSecret,
+                    format!("Secret {secret}: the value of user {user:?} is not an argon2 PHC hash ($argon2id$...)"),
+                ));
             }
             users.insert(user, hash.to_string());
         }
         Ok(users)
     });
-    ResolvedAuth { sign, keys, tokens, api_users }
+    ResolvedAuth {
+        sign,
+        keys,
+        tokens,
+        api_users,
+    }
 }
 
 /// Error texts from key parsers could quote input; keep only the first line and cut it short.
@@ -327,24 +390,34 @@ fn redact(message: &str) -> String {
 
 /// The render: see the module docs.
 pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
-    let src = SecretSource { secrets: &inputs.secrets };
+    let src = SecretSource {
+        secrets: &inputs.secrets,
+    };
     let mut stream_auths: Vec<&StreamAuth> = inputs.stream_auths.iter().collect();
     stream_auths.sort_by_key(|s| s.metadata.name.clone());
-    let resolved: BTreeMap<String, ResolvedAuth> =
-        stream_auths.iter().map(|sa| (sa.metadata.name.clone().unwrap_or_default(), resolve_auth(sa, &src, fleet))).collect();
+    let resolved: BTreeMap<String, ResolvedAuth> = stream_auths
+        .iter()
+        .map(|sa| {
+            (
+                sa.metadata.name.clone().unwrap_or_default(),
+                resolve_auth(sa, &src, fleet),
+            )
+        })
+        .collect();
 
     // API users are fleet-wide: merged from every StreamAuth, first by name wins a conflict.
     let mut api_users: BTreeMap<String, String> = BTreeMap::new();
     let mut user_owner: BTreeMap<String, String> = BTreeMap::new();
-    let mut auth_problems: BTreeMap<String, Vec<Problem>> = resolved.iter().map(|(n, r)| (n.clone(), r.problems())).collect();
+    let mut auth_problems: BTreeMap<String, Vec<Problem>> =
+        resolved.iter().map(|(n, r)| (n.clone(), r.problems())).collect();
     for (sa, r) in &resolved {
         let Some(Ok(users)) = &r.api_users else { continue };
         for (user, hash) in users {
             if let Some(owner) = user_owner.get(user) {
-                auth_problems
-                    .entry(sa.clone())
-                    .or_default()
-                    .push(problem(Reason::ApiUserConflict, format!("API user {user:?} is also defined by StreamAuth {owner}; that one is used")));
+                auth_problems.entry(sa.clone()).or_default().push(problem(
+                    Reason::ApiUserConflict,
+                    format!("API user {user:?} is also defined by StreamAuth {owner}; that one is used"),
+                ));
                 continue;
             }
             user_owner.insert(user.clone(), sa.clone());
@@ -354,7 +427,12 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 
     // Older MediaApps win an app-path conflict, so a new one cannot take over a live app.
     let mut media_apps: Vec<&MediaApp> = inputs.media_apps.iter().collect();
-    media_apps.sort_by_key(|m| (m.metadata.creation_timestamp.clone().map(|t| t.0), m.metadata.name.clone()));
+    media_apps.sort_by_key(|m| {
+        (
+            m.metadata.creation_timestamp.clone().map(|t| t.0),
+            m.metadata.name.clone(),
+        )
+    });
 
     let mut config = fleet.base.clone();
     config.apps = Vec::new();
@@ -379,18 +457,27 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 
         // What CEL checks is checked again: the render must never produce a config the server refuses.
         if !ferrocast_server::hub::is_valid_name(&app) {
-            problems.push(problem(Reason::InvalidSpec, format!("app {app:?} is not a valid app name")));
+            problems.push(problem(
+                Reason::InvalidSpec,
+                format!("app {app:?} is not a valid app name"),
+            ));
         }
         for (list, cidrs) in [("allow", &spec.allow), ("deny", &spec.deny)] {
             if cidrs.iter().any(|c| ferrocast_server::auth::Cidr::parse(c).is_none()) {
-                problems.push(problem(Reason::InvalidSpec, format!("{list} has an entry that is not a CIDR")));
+                problems.push(problem(
+                    Reason::InvalidSpec,
+                    format!("{list} has an entry that is not a CIDR"),
+                ));
             }
         }
         if problems.is_empty() {
             // The older MediaApp keeps its path even while it is not served (say, a Secret is
             // briefly missing), so a younger one can never take it over with other auth.
             match claimed.get(&app) {
-                Some(owner) => problems.push(problem(Reason::AppConflict, format!("app {app:?} is already claimed by MediaApp {owner}"))),
+                Some(owner) => problems.push(problem(
+                    Reason::AppConflict,
+                    format!("app {app:?} is already claimed by MediaApp {owner}"),
+                )),
                 None => {
                     claimed.insert(app.clone(), name.clone());
                 }
@@ -417,20 +504,28 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         for (i, h) in spec.webhooks.iter().enumerate() {
             let secret_file = match &h.secret_ref {
                 None => None,
-                Some(r) => match flat_key(&["mediaapp", &name, "webhook", &i.to_string()]).and_then(|k| Ok((k, src.value(&r.name, &r.key)?))) {
+                Some(r) => match flat_key(&["mediaapp", &name, "webhook", &i.to_string()])
+                    .and_then(|k| Ok((k, src.value(&r.name, &r.key)?)))
+                {
                     Ok((k, v)) => {
                         let path = fleet.secrets_dir.join(&k);
                         app_files.push((k, v));
                         Some(path)
                     }
                     Err(e) => {
-                        problems.push(Problem { message: format!("webhook {}: {}", i, e.message), ..e });
+                        problems.push(Problem {
+                            message: format!("webhook {}: {}", i, e.message),
+                            ..e
+                        });
                         None
                     }
                 },
             };
             if !h.url.starts_with("http://") {
-                problems.push(problem(Reason::InvalidSpec, format!("webhook {i}: the URL must be http://")));
+                problems.push(problem(
+                    Reason::InvalidSpec,
+                    format!("webhook {i}: the URL must be http://"),
+                ));
             }
             hooks.push(WebhookConfig {
                 url: h.url.clone(),
@@ -474,12 +569,27 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
 
         if served {
-            config.apps.push(AppConfig { name: app.clone(), gop_cache: spec.gop_cache, publish, play, allow: spec.allow.clone(), deny: spec.deny.clone(), ..AppConfig::default() });
+            config.apps.push(AppConfig {
+                name: app.clone(),
+                gop_cache: spec.gop_cache,
+                publish,
+                play,
+                allow: spec.allow.clone(),
+                deny: spec.deny.clone(),
+                ..AppConfig::default()
+            });
             config.webhooks.hooks.extend(hooks);
             files.extend(app_files);
         }
-        if let Some(svc_spec) = spec.service.as_ref().filter(|_| wants_service && is_dns_label(&svc_name)) {
-            services.insert(name.clone(), service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()));
+        if let Some(svc_spec) = spec
+            .service
+            .as_ref()
+            .filter(|_| wants_service && is_dns_label(&svc_name))
+        {
+            services.insert(
+                name.clone(),
+                service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()),
+            );
         }
         problems.extend(tls_problems);
         outcomes.insert(
@@ -498,7 +608,12 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     }
 
     if !api_users.is_empty() {
-        files.insert(API_USERS_KEY.to_string(), serde_yaml::to_string(&api_users).expect("a string map serializes").into_bytes());
+        files.insert(
+            API_USERS_KEY.to_string(),
+            serde_yaml::to_string(&api_users)
+                .expect("a string map serializes")
+                .into_bytes(),
+        );
         config.api.users_file = Some(fleet.secrets_dir.join(API_USERS_KEY));
         if let Some(key) = &inputs.api_token_key {
             files.insert(API_TOKEN_KEY.to_string(), key.clone().into_bytes());
@@ -517,7 +632,12 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             let previous = sa.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
             let status = StreamAuthStatus {
                 observed_generation: sa.metadata.generation,
-                conditions: vec![ready_condition(previous, problems.first().map(|p| (p.reason, joined(&problems))), sa.metadata.generation, inputs.now)],
+                conditions: vec![ready_condition(
+                    previous,
+                    problems.first().map(|p| (p.reason, joined(&problems))),
+                    sa.metadata.generation,
+                    inputs.now,
+                )],
                 used_by: used_by.remove(&name).unwrap_or_default().into_iter().collect(),
             };
             (name, status)
@@ -526,12 +646,20 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 
     Ok(Desired {
         config_map: ConfigMap {
-            metadata: meta(fleet, &fleet.config_map, labels(&[("app.kubernetes.io/component", "server-config")])),
+            metadata: meta(
+                fleet,
+                &fleet.config_map,
+                labels(&[("app.kubernetes.io/component", "server-config")]),
+            ),
             data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
             ..Default::default()
         },
         secret: Secret {
-            metadata: meta(fleet, &fleet.secret, labels(&[("app.kubernetes.io/component", "server-secrets")])),
+            metadata: meta(
+                fleet,
+                &fleet.secret,
+                labels(&[("app.kubernetes.io/component", "server-secrets")]),
+            ),
             type_: Some("Opaque".into()),
             data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Default::default()
@@ -545,41 +673,92 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 }
 
 fn meta(fleet: &Fleet, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta { name: Some(name.to_string()), namespace: Some(fleet.namespace.clone()), labels: Some(labels), ..Default::default() }
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(fleet.namespace.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    }
 }
 
 /// All problem messages, one sentence each.
 pub fn joined(problems: &[Problem]) -> String {
-    problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ")
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The policy config for one side of a MediaApp, with the files it names.
-fn auth_policy(which: &str, p: &AccessPolicy, resolved: &BTreeMap<String, ResolvedAuth>, fleet: &Fleet) -> Result<(PolicyConfig, Files), Problem> {
+fn auth_policy(
+    which: &str,
+    p: &AccessPolicy,
+    resolved: &BTreeMap<String, ResolvedAuth>,
+    fleet: &Fleet,
+) -> Result<(PolicyConfig, Files), Problem> {
     if p.auth == AuthMode::None {
         return Ok((PolicyConfig::default(), Files::new()));
     }
     let Some(sa_name) = p.auth_ref.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(problem(Reason::InvalidSpec, format!("{which}.authRef is required for auth {}", p.auth.as_str())));
+        return Err(problem(
+            Reason::InvalidSpec,
+            format!("{which}.authRef is required for auth {}", p.auth.as_str()),
+        ));
     };
-    let r = resolved.get(sa_name).ok_or_else(|| problem(Reason::AuthRefNotFound, format!("{which}: StreamAuth {sa_name} not found")))?;
-    let unavailable = |section: &str| problem(Reason::AuthModeUnavailable, format!("{which}: StreamAuth {sa_name} has no {section} for auth {}", p.auth.as_str()));
-    let from_auth = |e: &Problem| Problem { reason: e.reason, message: format!("{which}: StreamAuth {sa_name}: {}", e.message) };
+    let r = resolved.get(sa_name).ok_or_else(|| {
+        problem(
+            Reason::AuthRefNotFound,
+            format!("{which}: StreamAuth {sa_name} not found"),
+        )
+    })?;
+    let unavailable = |section: &str| {
+        problem(
+            Reason::AuthModeUnavailable,
+            format!(
+                "{which}: StreamAuth {sa_name} has no {section} for auth {}",
+                p.auth.as_str()
+            ),
+        )
+    };
+    let from_auth = |e: &Problem| Problem {
+        reason: e.reason,
+        message: format!("{which}: StreamAuth {sa_name}: {}", e.message),
+    };
     let path = |k: &str| fleet.secrets_dir.join(k);
-    let mut policy = PolicyConfig { auth: server_mode(p.auth), ..Default::default() };
+    let mut policy = PolicyConfig {
+        auth: server_mode(p.auth),
+        ..Default::default()
+    };
     let files = match p.auth {
         AuthMode::None => unreachable!("handled above"),
         AuthMode::Sign => {
-            let f = r.sign.as_ref().ok_or_else(|| unavailable("sign"))?.as_ref().map_err(from_auth)?;
+            let f = r
+                .sign
+                .as_ref()
+                .ok_or_else(|| unavailable("sign"))?
+                .as_ref()
+                .map_err(from_auth)?;
             policy.sign_secret_files = f.iter().map(|(k, _)| path(k)).collect();
             f.clone()
         }
         AuthMode::Key => {
-            let f = r.keys.as_ref().ok_or_else(|| unavailable("keys"))?.as_ref().map_err(from_auth)?;
+            let f = r
+                .keys
+                .as_ref()
+                .ok_or_else(|| unavailable("keys"))?
+                .as_ref()
+                .map_err(from_auth)?;
             policy.keys_file = f.first().map(|(k, _)| path(k));
             f.clone()
         }
         AuthMode::Token => {
-            let (token, f) = r.tokens.as_ref().ok_or_else(|| unavailable("tokens"))?.as_ref().map_err(from_auth)?;
+            let (token, f) = r
+                .tokens
+                .as_ref()
+                .ok_or_else(|| unavailable("tokens"))?
+                .as_ref()
+                .map_err(from_auth)?;
             policy.token = token.clone();
             f.clone()
         }
@@ -597,22 +776,38 @@ fn server_mode(m: AuthMode) -> server::AuthMode {
 }
 
 /// The certificate and key files of a MediaApp's TLS, from its Secret, checked.
-fn tls_files(media_app: &str, secret_name: Option<&str>, hosts: &[String], src: &SecretSource) -> Result<(File, File), Problem> {
+fn tls_files(
+    media_app: &str,
+    secret_name: Option<&str>,
+    hosts: &[String],
+    src: &SecretSource,
+) -> Result<(File, File), Problem> {
     let secret = match secret_name {
         Some(s) => s.to_string(),
         None => generated_cert_secret(media_app),
     };
     let data = src.data(&secret).map_err(|e| match secret_name {
         Some(_) => problem(Reason::InvalidTLS, format!("TLS {}", e.message)),
-        None => problem(Reason::CertificatePending, "the self-signed certificate is not generated yet"),
+        None => problem(
+            Reason::CertificatePending,
+            "the self-signed certificate is not generated yet",
+        ),
     })?;
     if secret_name.is_none() && !is_generated_cert(src.secrets.get(&secret), media_app) {
         return Err(problem(Reason::InvalidTLS, format!("Secret {secret} exists and was not made by the operator; it is left alone (rename it or set tls.secretName)")));
     }
-    let get = |k: &str| data.get(k).map(|v| v.0.clone()).ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")));
+    let get = |k: &str| {
+        data.get(k)
+            .map(|v| v.0.clone())
+            .ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")))
+    };
     let (crt, key) = (get("tls.crt")?, get("tls.key")?);
-    crate::tls::check_pair(&crt, &key, hosts).map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
-    Ok(((flat_key(&["mediaapp", media_app, "tls.crt"])?, crt), (flat_key(&["mediaapp", media_app, "tls.key"])?, key)))
+    crate::tls::check_pair(&crt, &key, hosts)
+        .map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
+    Ok((
+        (flat_key(&["mediaapp", media_app, "tls.crt"])?, crt),
+        (flat_key(&["mediaapp", media_app, "tls.key"])?, key),
+    ))
 }
 
 /// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
@@ -627,13 +822,20 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let mut ports = vec![port("rtmp", spec.ports.rtmp, base.rtmp.port), port("http", spec.ports.http, base.http.port)];
+    let mut ports = vec![
+        port("rtmp", spec.ports.rtmp, base.rtmp.port),
+        port("http", spec.ports.http, base.http.port),
+    ];
     if with_tls {
         ports.push(port("rtmps", spec.ports.rtmps, base.tls.rtmps_port));
         ports.push(port("https", spec.ports.https, base.tls.https_port));
     }
     let ma_name = ma.metadata.name.clone().unwrap_or_default();
-    let mut metadata = meta(fleet, name, labels(&[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)]));
+    let mut metadata = meta(
+        fleet,
+        name,
+        labels(&[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)]),
+    );
     metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
     metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
     Service {
@@ -642,7 +844,8 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
             type_: Some(type_.as_str().to_string()),
             selector: Some(fleet.selector.clone()),
             ports: Some(ports),
-            load_balancer_source_ranges: (!spec.load_balancer_source_ranges.is_empty()).then(|| spec.load_balancer_source_ranges.clone()),
+            load_balancer_source_ranges: (!spec.load_balancer_source_ranges.is_empty())
+                .then(|| spec.load_balancer_source_ranges.clone()),
             external_traffic_policy: spec.external_traffic_policy.map(|p| format!("{p:?}")),
             ..Default::default()
         }),
@@ -653,7 +856,12 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
 /// The `Ready` condition: `not_ready` is the first problem's reason and all messages. The
 /// transition time moves only when the status flips, so an unchanged status patches to the
 /// same object and causes no new watch event.
-pub fn ready_condition(previous: &[Condition], not_ready: Option<(Reason, String)>, generation: Option<i64>, now: i64) -> Condition {
+pub fn ready_condition(
+    previous: &[Condition],
+    not_ready: Option<(Reason, String)>,
+    generation: Option<i64>,
+    now: i64,
+) -> Condition {
     let (status, reason, message) = match not_ready {
         None => ("True", Reason::Reconciled, String::new()),
         Some((r, m)) => ("False", r, m),
@@ -674,5 +882,7 @@ pub fn ready_condition(previous: &[Condition], not_ready: Option<(Reason, String
 }
 
 pub fn rfc3339(unix_secs: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(unix_secs).map(|t| t.to_string()).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    k8s_openapi::jiff::Timestamp::from_second(unix_secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }

@@ -10,7 +10,12 @@ use crate::render::{joined, ready_condition, AppOutcome, Fleet, Problem, Reason,
 /// Whether `svc` is the Service the operator manages for MediaApp `media_app` (and not
 /// someone else's object that happens to have its name).
 pub fn is_managed_service(svc: &Service, media_app: &str) -> bool {
-    svc.metadata.labels.as_ref().and_then(|l| l.get(MEDIAAPP_LABEL)).map(String::as_str) == Some(media_app)
+    svc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MEDIAAPP_LABEL))
+        .map(String::as_str)
+        == Some(media_app)
 }
 
 /// The address clients reach the Service at: the load balancer's IP or host name once
@@ -33,29 +38,54 @@ pub fn service_address(fleet: &Fleet, outcome: &AppOutcome, observed: Option<&Se
 pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
     let p = outcome.ports;
     let app = &outcome.app;
-    let host = |addr: &str| if addr.contains(':') { format!("[{addr}]") } else { addr.to_string() };
+    let host = |addr: &str| {
+        if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr.to_string()
+        }
+    };
     let plain = host(address);
-    let tls_host = outcome.tls_hosts.iter().find(|h| !h.starts_with("*.")).cloned().unwrap_or_else(|| plain.clone());
+    let tls_host = outcome
+        .tls_hosts
+        .iter()
+        .find(|h| !h.starts_with("*."))
+        .cloned()
+        .unwrap_or_else(|| plain.clone());
     Endpoints {
         rtmp: format!("rtmp://{plain}:{}/{app}", p.rtmp),
-        rtmps: outcome.tls_served.then(|| format!("rtmps://{tls_host}:{}/{app}", p.rtmps)),
+        rtmps: outcome
+            .tls_served
+            .then(|| format!("rtmps://{tls_host}:{}/{app}", p.rtmps)),
         http_flv: format!("http://{plain}:{}/{app}/{{stream}}.flv", p.http),
         ws_flv: format!("ws://{plain}:{}/{app}/{{stream}}.flv", p.http),
-        https_flv: outcome.tls_served.then(|| format!("https://{tls_host}:{}/{app}/{{stream}}.flv", p.https)),
+        https_flv: outcome
+            .tls_served
+            .then(|| format!("https://{tls_host}:{}/{app}/{{stream}}.flv", p.https)),
     }
 }
 
 /// The full status of a MediaApp. `live` is `None` until the fleet has been polled once.
 /// `observed` is the Service of that name as Kubernetes has it: the operator's (after apply)
 /// or a foreign one it refused to take over.
-pub fn media_app_status(fleet: &Fleet, ma: &MediaApp, outcome: &AppOutcome, observed: Option<&Service>, live: Option<&Live>, now: i64) -> MediaAppStatus {
+pub fn media_app_status(
+    fleet: &Fleet,
+    ma: &MediaApp,
+    outcome: &AppOutcome,
+    observed: Option<&Service>,
+    live: Option<&Live>,
+    now: i64,
+) -> MediaAppStatus {
     let name = ma.metadata.name.clone().unwrap_or_default();
     let mut problems: Vec<Problem> = outcome.problems.clone();
     let observed = match observed {
         Some(svc) if !is_managed_service(svc, &name) => {
             problems.push(Problem {
                 reason: Reason::ServiceConflict,
-                message: format!("Service {} exists and is not managed for this MediaApp; it is left alone", outcome.service_name.as_deref().unwrap_or_default()),
+                message: format!(
+                    "Service {} exists and is not managed for this MediaApp; it is left alone",
+                    outcome.service_name.as_deref().unwrap_or_default()
+                ),
             });
             None
         }
@@ -67,7 +97,10 @@ pub fn media_app_status(fleet: &Fleet, ma: &MediaApp, outcome: &AppOutcome, obse
             None => "the Service is not created yet".to_string(),
             Some(_) => "waiting for the load balancer to assign an address".to_string(),
         };
-        problems.push(Problem { reason: Reason::ServicePending, message });
+        problems.push(Problem {
+            reason: Reason::ServicePending,
+            message,
+        });
     }
     let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     let not_ready = problems.first().map(|p| (p.reason, joined(&problems)));
@@ -79,11 +112,18 @@ pub fn media_app_status(fleet: &Fleet, ma: &MediaApp, outcome: &AppOutcome, obse
         service: outcome.service_name.clone(),
         endpoints: address.filter(|_| outcome.served).map(|a| endpoints(outcome, &a)),
         live_streams: counts.map(|c| c.streams),
-        sessions: counts.map(|c| SessionCounts { publishers: c.publishers, players: c.players }),
+        sessions: counts.map(|c| SessionCounts {
+            publishers: c.publishers,
+            players: c.players,
+        }),
     }
 }
 
 /// The `Ready` condition's reason when it is not ready.
 pub fn not_ready_reason(status: &MediaAppStatus) -> Option<&str> {
-    status.conditions.iter().find(|c| c.type_ == "Ready" && c.status != "True").map(|c| c.reason.as_str())
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status != "True")
+        .map(|c| c.reason.as_str())
 }

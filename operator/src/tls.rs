@@ -39,25 +39,39 @@ pub fn generate(hosts: &[String], now: i64) -> Result<Generated, String> {
     let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
     let mut params = rcgen::CertificateParams::new(hosts.to_vec()).map_err(|e| format!("bad host name: {e}"))?;
     let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, hosts.first().map_or("ferrocast", String::as_str));
+    dn.push(
+        rcgen::DnType::CommonName,
+        hosts.first().map_or("ferrocast", String::as_str),
+    );
     dn.push(rcgen::DnType::OrganizationName, "Ferrocast self-signed");
     params.distinguished_name = dn;
     let at = |secs: i64| time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string());
     params.not_before = at(now - 3600)?;
     let not_after = now + VALIDITY_SECS;
     params.not_after = at(not_after)?;
-    let cert = params.self_signed(&key).map_err(|e| format!("cannot sign the certificate: {e}"))?;
-    Ok(Generated { cert_pem: cert.pem(), key_pem: key.serialize_pem(), not_after })
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("cannot sign the certificate: {e}"))?;
+    Ok(Generated {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        not_after,
+    })
 }
 
 /// Why a generated certificate Secret must be (re)made, or `None` while it is good.
 pub fn renewal_reason(secret: Option<&Secret>, hosts: &[String], now: i64) -> Option<&'static str> {
-    let Some(secret) = secret else { return Some("no certificate yet") };
+    let Some(secret) = secret else {
+        return Some("no certificate yet");
+    };
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     if annotations.get(HOSTS_ANNOTATION).map(String::as_str) != Some(hosts_annotation(hosts).as_str()) {
         return Some("the hosts changed");
     }
-    let Some(not_after) = annotations.get(NOT_AFTER_ANNOTATION).and_then(|v| v.parse::<i64>().ok()) else {
+    let Some(not_after) = annotations
+        .get(NOT_AFTER_ANNOTATION)
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
         return Some("the expiry is unknown");
     };
     let data = secret.data.clone().unwrap_or_default();
@@ -106,9 +120,12 @@ pub fn check_pair(cert_pem: &[u8], key_pem: &[u8], hosts: &[String]) -> Result<(
     if certs.is_empty() {
         return Err("tls.crt holds no certificate".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| "tls.key holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_string())?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| "tls.key is not a supported RSA, ECDSA or Ed25519 key".to_string())?;
-    let leaf = webpki::EndEntityCert::try_from(&certs[0]).map_err(|_| "tls.crt's first certificate cannot be parsed".to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| "tls.key holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_string())?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|_| "tls.key is not a supported RSA, ECDSA or Ed25519 key".to_string())?;
+    let leaf = webpki::EndEntityCert::try_from(&certs[0])
+        .map_err(|_| "tls.crt's first certificate cannot be parsed".to_string())?;
     match rustls::sign::CertifiedKey::new(certs.clone(), Arc::clone(&signer)).keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => return Err("tls.key does not belong to the certificate in tls.crt".into()),
@@ -141,7 +158,12 @@ mod tests {
         let g = generate(&h, 1_800_000_000).unwrap();
         assert_eq!(g.not_after, 1_800_000_000 + VALIDITY_SECS);
         check_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), &h).unwrap();
-        let err = check_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), &hosts(&["other.example.org"])).unwrap_err();
+        let err = check_pair(
+            g.cert_pem.as_bytes(),
+            g.key_pem.as_bytes(),
+            &hosts(&["other.example.org"]),
+        )
+        .unwrap_err();
         assert!(err.contains("does not cover host other.example.org"), "{err}");
         assert!(!format!("{g:?}").contains("PRIVATE"), "Debug hides the key");
     }
@@ -152,10 +174,20 @@ mod tests {
         let a = generate(&h, 1_800_000_000).unwrap();
         let b = generate(&h, 1_800_000_000).unwrap();
         let cases: Vec<(&str, &[u8], &[u8], &str)> = vec![
-            ("key of another certificate", a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "does not belong"),
+            (
+                "key of another certificate",
+                a.cert_pem.as_bytes(),
+                b.key_pem.as_bytes(),
+                "does not belong",
+            ),
             ("no certificate", b"", a.key_pem.as_bytes(), "no certificate"),
             ("no key", a.cert_pem.as_bytes(), b"nothing", "no PEM private key"),
-            ("certificate and key swapped", a.key_pem.as_bytes(), a.cert_pem.as_bytes(), "no certificate"),
+            (
+                "certificate and key swapped",
+                a.key_pem.as_bytes(),
+                a.cert_pem.as_bytes(),
+                "no certificate",
+            ),
         ];
         for (name, cert, key, want) in cases {
             let err = check_pair(cert, key, &h).unwrap_err();
@@ -170,15 +202,27 @@ mod tests {
         let now = 1_800_000_000;
         let g = generate(&h, now).unwrap();
         let (data, annotations) = secret_contents(&g, &h);
-        let mut s = Secret { data: Some(data), ..Default::default() };
+        let mut s = Secret {
+            data: Some(data),
+            ..Default::default()
+        };
         s.metadata.annotations = Some(annotations);
         assert_eq!(renewal_reason(None, &h, now), Some("no certificate yet"));
         assert_eq!(renewal_reason(Some(&s), &h, now), None);
         assert_eq!(renewal_reason(Some(&s), &h, g.not_after - RENEW_BEFORE_SECS - 1), None);
-        assert_eq!(renewal_reason(Some(&s), &h, g.not_after - RENEW_BEFORE_SECS), Some("it expires soon"));
-        assert_eq!(renewal_reason(Some(&s), &hosts(&["new.example.com"]), now), Some("the hosts changed"));
+        assert_eq!(
+            renewal_reason(Some(&s), &h, g.not_after - RENEW_BEFORE_SECS),
+            Some("it expires soon")
+        );
+        assert_eq!(
+            renewal_reason(Some(&s), &hosts(&["new.example.com"]), now),
+            Some("the hosts changed")
+        );
         assert_eq!(renew_at(&s), Some(g.not_after - RENEW_BEFORE_SECS));
         s.data.as_mut().unwrap().remove("tls.key");
-        assert_eq!(renewal_reason(Some(&s), &h, now), Some("the certificate or key is missing"));
+        assert_eq!(
+            renewal_reason(Some(&s), &h, now),
+            Some("the certificate or key is missing")
+        );
     }
 }

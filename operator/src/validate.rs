@@ -65,7 +65,13 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
         errors.push(format!("{path}: schema keyword {k:?} is not supported by this checker"));
         return;
     }
-    let at = |p: &str| if p.is_empty() { "<root>".to_string() } else { p.to_string() };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "<root>".to_string()
+        } else {
+            p.to_string()
+        }
+    };
     if value.is_null() {
         if s.get("nullable") != Some(&Value::Bool(true)) {
             errors.push(format!("{}: must not be null", at(path)));
@@ -110,13 +116,22 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
         (Some("number"), Value::Number(_)) | (Some("boolean"), Value::Bool(_)) => {}
         (None, _) if s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => {}
         (ty, v) => {
-            errors.push(format!("{}: expected {}, found {}", at(path), ty.unwrap_or("a typed value"), json_type(v)));
+            errors.push(format!(
+                "{}: expected {}, found {}",
+                at(path),
+                ty.unwrap_or("a typed value"),
+                json_type(v)
+            ));
             return;
         }
     }
     if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
         if !allowed.contains(value) {
-            errors.push(format!("{}: {value} is not one of {}", at(path), Value::Array(allowed.clone())));
+            errors.push(format!(
+                "{}: {value} is not one of {}",
+                at(path),
+                Value::Array(allowed.clone())
+            ));
         }
     }
     if let Some(rules) = s.get("x-kubernetes-validations").and_then(Value::as_array) {
@@ -125,7 +140,10 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
             match CEL_RULES.iter().find(|r| r.rule == text) {
                 Some(r) if (r.check)(value) => {}
                 Some(r) => errors.push(format!("{}: {}", at(path), r.message)),
-                None => errors.push(format!("{}: CEL rule {text:?} has no Rust twin in crd::CEL_RULES", at(path))),
+                None => errors.push(format!(
+                    "{}: CEL rule {text:?} has no Rust twin in crd::CEL_RULES",
+                    at(path)
+                )),
             }
         }
     }
@@ -141,7 +159,13 @@ fn check_object(s: &Map<String, Value>, map: &mut Map<String, Value>, path: &str
             }
         }
     }
-    for r in s.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+    for r in s
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         if !map.contains_key(r) {
             errors.push(format!("{path}.{r}: required"));
         }

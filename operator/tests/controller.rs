@@ -32,32 +32,60 @@ struct Expect {
     respond: Box<dyn FnOnce(Value) -> (u16, Value) + Send>,
 }
 
-fn expect(method: &'static str, uri: impl Into<String>, respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static) -> Expect {
-    Expect { method, uri: uri.into(), respond: Box::new(respond) }
+fn expect(
+    method: &'static str,
+    uri: impl Into<String>,
+    respond: impl FnOnce(Value) -> (u16, Value) + Send + 'static,
+) -> Expect {
+    Expect {
+        method,
+        uri: uri.into(),
+        respond: Box::new(respond),
+    }
 }
 
 fn not_found(what: &str) -> (u16, Value) {
-    (404, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("{what} not found"), "reason": "NotFound", "code": 404}))
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": format!("{what} not found"), "reason": "NotFound", "code": 404}),
+    )
 }
 
 /// Answers the scenario's requests in order; a responder's failed assertion fails the test.
 /// Once `stop` fires (the reconcile is done), reports expected requests that never came and
 /// requests nobody expected (those are answered with 500 so the reconcile cannot hang).
-fn serve(mut handle: Handle, scenario: Vec<Expect>, mut stop: tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<Result<(), String>> {
+fn serve(
+    mut handle: Handle,
+    scenario: Vec<Expect>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<(), String>> {
     tokio::spawn(async move {
         for (i, e) in scenario.into_iter().enumerate() {
             let next = tokio::select! {
                 r = handle.next_request() => r,
                 _ = &mut stop => return Err(format!("request {i} never came: expected {} {}", e.method, e.uri)),
             };
-            let Some((request, send)) = next else { return Err(format!("client gone before request {i}: {} {}", e.method, e.uri)) };
+            let Some((request, send)) = next else {
+                return Err(format!("client gone before request {i}: {} {}", e.method, e.uri));
+            };
             let method = request.method().to_string();
             let uri = request.uri().to_string();
-            assert_eq!((method.as_str(), uri.as_str()), (e.method, e.uri.as_str()), "request {i}");
+            assert_eq!(
+                (method.as_str(), uri.as_str()),
+                (e.method, e.uri.as_str()),
+                "request {i}"
+            );
             let bytes = request.into_body().collect_bytes().await.unwrap();
-            let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("JSON body")
+            };
             let (status, reply) = (e.respond)(body);
-            let response = Response::builder().status(StatusCode::from_u16(status).unwrap()).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap();
+            let response = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
             send.send_response(response);
         }
         let mut unexpected = Vec::new();
@@ -73,7 +101,11 @@ fn serve(mut handle: Handle, scenario: Vec<Expect>, mut stop: tokio::sync::onesh
                 _ = &mut stop => break,
             }
         }
-        if unexpected.is_empty() { Ok(()) } else { Err(format!("unexpected requests: {unexpected:?}")) }
+        if unexpected.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("unexpected requests: {unexpected:?}"))
+        }
     })
 }
 
@@ -120,28 +152,61 @@ fn keys_secret_json() -> Value {
 
 /// The config inside an applied ConfigMap body, as the server reads it.
 fn config_of(body: &Value) -> Config {
-    Config::from_yaml(body["data"]["ferrocast.yaml"].as_str().expect("config key"), "applied").expect("valid server config")
+    Config::from_yaml(body["data"]["ferrocast.yaml"].as_str().expect("config key"), "applied")
+        .expect("valid server config")
 }
 
 fn applied_configmap(check: impl FnOnce(&Config) + Send + 'static) -> Expect {
-    expect("PATCH", format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"), move |body| {
-        assert_eq!((body["apiVersion"].as_str(), body["kind"].as_str()), (Some("v1"), Some("ConfigMap")), "server-side apply names its type");
-        assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "ferrocast-operator");
-        check(&config_of(&body));
-        (200, body)
-    })
+    expect(
+        "PATCH",
+        format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"),
+        move |body| {
+            assert_eq!(
+                (body["apiVersion"].as_str(), body["kind"].as_str()),
+                (Some("v1"), Some("ConfigMap")),
+                "server-side apply names its type"
+            );
+            assert_eq!(
+                body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+                "ferrocast-operator"
+            );
+            check(&config_of(&body));
+            (200, body)
+        },
+    )
 }
 
 fn applied_secret(check: impl FnOnce(&BTreeMap<String, String>) + Send + 'static) -> Expect {
-    expect("PATCH", format!("/api/v1/namespaces/{NS}/secrets/ferrocast-server-secrets{APPLY}"), move |body| {
-        assert_eq!((body["kind"].as_str(), body["type"].as_str()), (Some("Secret"), Some("Opaque")));
-        let data: BTreeMap<String, String> = body["data"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap())).collect())
-            .unwrap_or_default();
-        check(&data);
-        (200, body)
-    })
+    expect(
+        "PATCH",
+        format!("/api/v1/namespaces/{NS}/secrets/ferrocast-server-secrets{APPLY}"),
+        move |body| {
+            assert_eq!(
+                (body["kind"].as_str(), body["type"].as_str()),
+                (Some("Secret"), Some("Opaque"))
+            );
+            let data: BTreeMap<String, String> = body["data"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                String::from_utf8(
+                                    base64::engine::general_purpose::STANDARD
+                                        .decode(v.as_str().unwrap())
+                                        .unwrap(),
+                                )
+                                .unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            check(&data);
+            (200, body)
+        },
+    )
 }
 
 fn pruning(services: Vec<Value>, generated: Vec<Value>) -> Vec<Expect> {
@@ -161,45 +226,68 @@ fn pruning(services: Vec<Value>, generated: Vec<Value>) -> Vec<Expect> {
 
 /// The Service looked up before it is applied (absent: a create).
 fn service_lookup(name: &str, existing: Option<Value>) -> Expect {
-    expect("GET", format!("/api/v1/namespaces/{NS}/services/{name}"), move |_| match existing {
-        Some(v) => (200, v),
-        None => not_found("services"),
-    })
+    expect(
+        "GET",
+        format!("/api/v1/namespaces/{NS}/services/{name}"),
+        move |_| match existing {
+            Some(v) => (200, v),
+            None => not_found("services"),
+        },
+    )
 }
 
 /// The Service apply; the answer carries a load balancer address when `lb_ip` is set.
 fn applied_service(name: &str, lb_ip: Option<&'static str>, check: impl FnOnce(&Value) + Send + 'static) -> Expect {
-    expect("PATCH", format!("/api/v1/namespaces/{NS}/services/{name}{APPLY}"), move |mut body| {
-        assert_eq!(body["kind"], "Service");
-        check(&body);
-        if let Some(ip) = lb_ip {
-            body["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
-        }
-        (200, body)
-    })
+    expect(
+        "PATCH",
+        format!("/api/v1/namespaces/{NS}/services/{name}{APPLY}"),
+        move |mut body| {
+            assert_eq!(body["kind"], "Service");
+            check(&body);
+            if let Some(ip) = lb_ip {
+                body["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+            }
+            (200, body)
+        },
+    )
 }
 
 fn event(reason: &'static str, regarding: &'static str) -> Expect {
-    expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), move |body| {
-        assert_eq!(body["reason"], reason, "event {body}");
-        assert_eq!(body["regarding"]["name"], regarding);
-        assert_eq!(body["reportingController"], "ferrocast-operator");
-        (201, body)
-    })
+    expect(
+        "POST",
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+        move |body| {
+            assert_eq!(body["reason"], reason, "event {body}");
+            assert_eq!(body["regarding"]["name"], regarding);
+            assert_eq!(body["reportingController"], "ferrocast-operator");
+            (201, body)
+        },
+    )
 }
 
 fn status_patch(name: &str, check: impl FnOnce(&MediaAppStatus) + Send + 'static) -> Expect {
     let n = name.to_string();
-    expect("PATCH", format!("/apis/ferrocast.io/v1alpha1/namespaces/{NS}/mediaapps/{name}/status{APPLY}"), move |body| {
-        assert_eq!((body["apiVersion"].as_str(), body["kind"].as_str()), (Some("ferrocast.io/v1alpha1"), Some("MediaApp")));
-        assert!(body.get("spec").is_none(), "a status apply carries only the status");
-        let status: MediaAppStatus = serde_json::from_value(body["status"].clone()).expect("a MediaApp status");
-        check(&status);
-        (200, json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "MediaApp", "metadata": {"name": n, "namespace": NS}, "spec": {}, "status": body["status"]}))
-    })
+    expect(
+        "PATCH",
+        format!("/apis/ferrocast.io/v1alpha1/namespaces/{NS}/mediaapps/{name}/status{APPLY}"),
+        move |body| {
+            assert_eq!(
+                (body["apiVersion"].as_str(), body["kind"].as_str()),
+                (Some("ferrocast.io/v1alpha1"), Some("MediaApp"))
+            );
+            assert!(body.get("spec").is_none(), "a status apply carries only the status");
+            let status: MediaAppStatus = serde_json::from_value(body["status"].clone()).expect("a MediaApp status");
+            check(&status);
+            (
+                200,
+                json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "MediaApp", "metadata": {"name": n, "namespace": NS}, "spec": {}, "status": body["status"]}),
+            )
+        },
+    )
 }
 
-const LIVE: &str = "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
+const LIVE: &str =
+    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
 const STUDIO: &str = "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}}";
 
 #[tokio::test]
@@ -207,11 +295,16 @@ async fn create_applies_config_secret_service_then_reports_ready() {
     let ma = media_app(LIVE, 10);
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
+            (200, keys_secret_json())
+        }),
         applied_configmap(|c| {
             assert_eq!(c.apps.len(), 1);
             assert_eq!(c.apps[0].name, "live");
-            assert_eq!(c.apps[0].publish.keys_file.as_ref().unwrap().to_str(), Some("/etc/ferrocast/secrets/streamauth.studio.keys.yaml"));
+            assert_eq!(
+                c.apps[0].publish.keys_file.as_ref().unwrap().to_str(),
+                Some("/etc/ferrocast/secrets/streamauth.studio.keys.yaml")
+            );
         }),
         applied_secret(|data| {
             assert_eq!(data.keys().collect::<Vec<_>>(), ["streamauth.studio.keys.yaml"]);
@@ -229,16 +322,33 @@ async fn create_applies_config_secret_service_then_reports_ready() {
     }));
     scenario.push(event("Ready", "live"));
     scenario.push(status_patch("live", |s| {
-        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("True", "Reconciled"));
+        assert_eq!(
+            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
+            ("True", "Reconciled")
+        );
         assert_eq!(s.endpoints.as_ref().unwrap().rtmp, "rtmp://203.0.113.7:1935/live");
         assert_eq!(s.service.as_deref(), Some("ferrocast-live"));
     }));
-    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
-    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300)));
+    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300))
+    );
     let text = metrics.render();
-    assert!(text.contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="success"} 1"#), "{text}");
-    assert!(text.contains(r#"ferrocast_operator_mediaapp_ready{mediaapp="live"} 1"#), "{text}");
-    assert!(text.contains(r#"ferrocast_operator_managed_objects{kind="Service"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="success"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ferrocast_operator_mediaapp_ready{mediaapp="live"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"ferrocast_operator_managed_objects{kind="Service"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -261,7 +371,9 @@ async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event(
     });
     let (ctx, handle, _) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
+            (200, keys_secret_json())
+        }),
         applied_configmap(|c| assert!(!c.apps[0].gop_cache, "the updated spec")),
         applied_secret(|_| {}),
     ];
@@ -271,9 +383,14 @@ async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event(
     scenario.push(status_patch("live", |s| {
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.conditions[0].observed_generation, Some(2));
-        assert_eq!(s.conditions[0].last_transition_time, "2027-01-01T00:00:00Z", "still Ready: the transition time stays");
+        assert_eq!(
+            s.conditions[0].last_transition_time, "2027-01-01T00:00:00Z",
+            "still Ready: the transition time stays"
+        );
     }));
-    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
 }
 
 #[tokio::test]
@@ -281,7 +398,9 @@ async fn missing_secret_fails_closed_and_reports_why() {
     let ma = media_app(LIVE, 10);
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| not_found("secrets \"studio-keys\"")),
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
+            not_found("secrets \"studio-keys\"")
+        }),
         applied_configmap(|c| assert!(c.apps.is_empty(), "an app without its keys is not served")),
         applied_secret(|data| assert!(data.is_empty())),
     ];
@@ -289,36 +408,62 @@ async fn missing_secret_fails_closed_and_reports_why() {
     // The Service stays: a credentials problem must not give up the load balancer address.
     scenario.push(service_lookup("ferrocast-live", None));
     scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
-    scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
-        assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("SecretNotFound")));
-        assert!(body["note"].as_str().unwrap().contains("Secret studio-keys not found"));
-        (201, body)
-    }));
+    scenario.push(expect(
+        "POST",
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+        |body| {
+            assert_eq!(
+                (body["type"].as_str(), body["reason"].as_str()),
+                (Some("Warning"), Some("SecretNotFound"))
+            );
+            assert!(body["note"].as_str().unwrap().contains("Secret studio-keys not found"));
+            (201, body)
+        },
+    ));
     scenario.push(status_patch("live", |s| {
-        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("False", "SecretNotFound"));
+        assert_eq!(
+            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
+            ("False", "SecretNotFound")
+        );
         assert_eq!(s.endpoints, None, "not served: no endpoints advertised");
     }));
-    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
-    assert!(metrics.render().contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="SecretNotFound"} 1"#));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+    assert!(metrics
+        .render()
+        .contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="SecretNotFound"} 1"#));
 }
 
 #[tokio::test]
 async fn a_foreign_service_with_the_same_name_is_never_taken_over() {
     let ma = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
     let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
-    let mut scenario = vec![applied_configmap(|c| assert_eq!(c.apps.len(), 1)), applied_secret(|_| {})];
+    let mut scenario = vec![
+        applied_configmap(|c| assert_eq!(c.apps.len(), 1)),
+        applied_secret(|_| {}),
+    ];
     scenario.extend(pruning(vec![], vec![]));
     // Someone else's Service (no ferrocast.io/mediaapp label): looked at, not applied.
     scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"app": "other"}}}))));
-    scenario.push(expect("POST", format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"), |body| {
-        assert_eq!((body["type"].as_str(), body["reason"].as_str()), (Some("Warning"), Some("ServiceConflict")));
-        (201, body)
-    }));
+    scenario.push(expect(
+        "POST",
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+        |body| {
+            assert_eq!(
+                (body["type"].as_str(), body["reason"].as_str()),
+                (Some("Warning"), Some("ServiceConflict"))
+            );
+            (201, body)
+        },
+    ));
     scenario.push(status_patch("live", |s| {
         assert_eq!(s.conditions[0].reason, "ServiceConflict");
         assert_eq!(s.endpoints, None);
     }));
-    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
 }
 
 #[tokio::test]
@@ -334,12 +479,20 @@ async fn deletion_rerenders_the_fleet_and_prunes_what_the_mediaapp_owned() {
     let orphan_cert = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "live-tls-generated", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/mediaapp": "live", "ferrocast.io/generated-certificate": "true"}}});
     let mut prune = pruning(vec![orphan_service.clone()], vec![orphan_cert.clone()]);
     scenario.push(prune.remove(0));
-    scenario.push(expect("DELETE", format!("/api/v1/namespaces/{NS}/services/ferrocast-live?"), move |body| {
-        assert_eq!(body["propagationPolicy"], "Background");
-        (200, orphan_service)
-    }));
+    scenario.push(expect(
+        "DELETE",
+        format!("/api/v1/namespaces/{NS}/services/ferrocast-live?"),
+        move |body| {
+            assert_eq!(body["propagationPolicy"], "Background");
+            (200, orphan_service)
+        },
+    ));
     scenario.push(prune.remove(0));
-    scenario.push(expect("DELETE", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated?"), |_| not_found("already gone")));
+    scenario.push(expect(
+        "DELETE",
+        format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated?"),
+        |_| not_found("already gone"),
+    ));
     run(handle, scenario, ctx.sync_fleet()).await.expect("fleet sync");
 }
 
@@ -350,15 +503,29 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
     let issued = Arc::new(std::sync::Mutex::new(None::<Value>));
     let keep = issued.clone();
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated"), |_| not_found("secrets \"live-tls-generated\"")),
-        expect("PATCH", format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated{APPLY}"), move |body| {
-            assert_eq!(body["type"], "kubernetes.io/tls");
-            assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "live");
-            assert_eq!(body["metadata"]["annotations"]["ferrocast.io/hosts"], "live.example.com");
-            assert_eq!(body["metadata"]["annotations"]["ferrocast.io/not-after"], (NOW + 90 * 86_400).to_string());
-            *keep.lock().unwrap() = Some(body.clone());
-            (200, body)
-        }),
+        expect(
+            "GET",
+            format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated"),
+            |_| not_found("secrets \"live-tls-generated\""),
+        ),
+        expect(
+            "PATCH",
+            format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated{APPLY}"),
+            move |body| {
+                assert_eq!(body["type"], "kubernetes.io/tls");
+                assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "live");
+                assert_eq!(
+                    body["metadata"]["annotations"]["ferrocast.io/hosts"],
+                    "live.example.com"
+                );
+                assert_eq!(
+                    body["metadata"]["annotations"]["ferrocast.io/not-after"],
+                    (NOW + 90 * 86_400).to_string()
+                );
+                *keep.lock().unwrap() = Some(body.clone());
+                (200, body)
+            },
+        ),
         event("CertificateIssued", "live"),
         applied_configmap(|c| {
             assert_eq!(c.tls.certificates.len(), 1);
@@ -368,24 +535,50 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
     let issued_check = issued.clone();
     scenario.push(applied_secret(move |data| {
         let body = issued_check.lock().unwrap().clone().unwrap();
-        let crt = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(body["data"]["tls.crt"].as_str().unwrap()).unwrap()).unwrap();
-        assert_eq!(data["mediaapp.live.tls.crt"], crt, "the generated certificate is copied into the fleet Secret");
+        let crt = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(body["data"]["tls.crt"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            data["mediaapp.live.tls.crt"], crt,
+            "the generated certificate is copied into the fleet Secret"
+        );
         assert!(data["mediaapp.live.tls.key"].contains("PRIVATE KEY"));
     }));
     scenario.extend(pruning(vec![], vec![]));
     scenario.push(event("Ready", "live"));
-    scenario.push(status_patch("live", |s| assert_eq!(s.conditions[0].reason, "Reconciled")));
-    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx)).await.expect("reconcile");
+    scenario.push(status_patch("live", |s| {
+        assert_eq!(s.conditions[0].reason, "Reconciled")
+    }));
+    let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
     // Comes back before the renewal is due (60 days from now), or at the resync interval.
-    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300)));
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300))
+    );
 }
 
 #[tokio::test]
 async fn stream_auth_status_lists_its_users() {
     let sa = stream_auth(STUDIO);
-    let (ctx, handle, _) = context(vec![media_app(LIVE, 10), media_app("metadata: {name: backup}\nspec: {play: {auth: key, authRef: studio}}", 5)], vec![sa.clone()]);
+    let (ctx, handle, _) = context(
+        vec![
+            media_app(LIVE, 10),
+            media_app(
+                "metadata: {name: backup}\nspec: {play: {auth: key, authRef: studio}}",
+                5,
+            ),
+        ],
+        vec![sa.clone()],
+    );
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| (200, keys_secret_json())),
+        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
+            (200, keys_secret_json())
+        }),
         applied_configmap(|c| assert_eq!(c.apps.len(), 2)),
         applied_secret(|_| {}),
     ];
@@ -397,35 +590,63 @@ async fn stream_auth_status_lists_its_users() {
         assert_eq!(body["status"]["conditions"][0]["status"], "True");
         (200, json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "StreamAuth", "metadata": {"name": "studio", "namespace": NS}, "spec": {"keys": {"secretRef": {"name": "studio-keys"}}}, "status": body["status"]}))
     }));
-    run(handle, scenario, reconcile_stream_auth(Arc::new(sa), ctx)).await.expect("reconcile");
+    run(handle, scenario, reconcile_stream_auth(Arc::new(sa), ctx))
+        .await
+        .expect("reconcile");
 }
 
 #[tokio::test]
 async fn api_errors_fail_the_reconcile_and_are_counted_by_the_error_policy() {
     let ma = media_app("metadata: {name: vod}\nspec: {}", 10);
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
-    let scenario = vec![expect("PATCH", format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"), |_| {
-        (500, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "etcd is unhappy", "reason": "InternalError", "code": 500}))
-    })];
+    let scenario = vec![expect(
+        "PATCH",
+        format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"),
+        |_| {
+            (
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "etcd is unhappy", "reason": "InternalError", "code": 500}),
+            )
+        },
+    )];
     let ma = Arc::new(ma);
-    let err = run(handle, scenario, reconcile_media_app(ma.clone(), ctx.clone())).await.expect_err("the apply failed");
+    let err = run(handle, scenario, reconcile_media_app(ma.clone(), ctx.clone()))
+        .await
+        .expect_err("the apply failed");
     assert_eq!(err.reason(), "KubeError");
     let action = error_policy_media_app(ma, &err, ctx);
-    assert_eq!(action, kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15)));
-    assert!(metrics.render().contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="error"} 1"#));
-    assert!(metrics.render().contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="KubeError"} 1"#));
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15))
+    );
+    assert!(metrics
+        .render()
+        .contains(r#"ferrocast_operator_reconciliations_total{kind="MediaApp",result="error"} 1"#));
+    assert!(metrics
+        .render()
+        .contains(r#"ferrocast_operator_reconcile_errors_total{kind="MediaApp",reason="KubeError"} 1"#));
 }
 
 #[test]
 fn related_changes_map_to_the_right_resources() {
-    use ferrocast_operator::controller::{media_apps_for_secret, media_apps_for_stream_auth, stream_auths_for_media_app};
+    use ferrocast_operator::controller::{
+        media_apps_for_secret, media_apps_for_stream_auth, stream_auths_for_media_app,
+    };
     let live = Arc::new(media_app(LIVE, 10));
     let tls = Arc::new(media_app("metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [a.example.com]}, webhooks: [{url: 'http://h/x', secretRef: {name: hooks, key: k}}]}", 10));
-    let gen = Arc::new(media_app("metadata: {name: gen}\nspec: {tls: {hosts: [a.example.com]}}", 10));
+    let gen = Arc::new(media_app(
+        "metadata: {name: gen}\nspec: {tls: {hosts: [a.example.com]}}",
+        10,
+    ));
     let apps = vec![live.clone(), tls.clone(), gen.clone()];
     let sas = vec![Arc::new(stream_auth(STUDIO))];
-    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
-    assert_eq!(names(media_apps_for_secret("studio-keys", &apps, &sas)), ["live"], "through the StreamAuth");
+    let names =
+        |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(media_apps_for_secret("studio-keys", &apps, &sas)),
+        ["live"],
+        "through the StreamAuth"
+    );
     assert_eq!(names(media_apps_for_secret("events-tls", &apps, &sas)), ["events"]);
     assert_eq!(names(media_apps_for_secret("hooks", &apps, &sas)), ["events"]);
     assert_eq!(names(media_apps_for_secret("gen-tls-generated", &apps, &sas)), ["gen"]);
@@ -433,9 +654,15 @@ fn related_changes_map_to_the_right_resources() {
     assert_eq!(names(media_apps_for_stream_auth("studio", &apps)), ["live"]);
     // A MediaApp that stopped using a StreamAuth still triggers it (to drop itself from usedBy).
     let mut was_user = stream_auth("metadata: {name: old}\nspec: {keys: {secretRef: {name: k}}}");
-    was_user.status = Some(ferrocast_operator::crd::StreamAuthStatus { used_by: vec!["live".into()], ..Default::default() });
+    was_user.status = Some(ferrocast_operator::crd::StreamAuthStatus {
+        used_by: vec!["live".into()],
+        ..Default::default()
+    });
     let sas = vec![Arc::new(stream_auth(STUDIO)), Arc::new(was_user)];
-    let refs: Vec<String> = stream_auths_for_media_app(&live, &sas).into_iter().map(|r| r.name).collect();
+    let refs: Vec<String> = stream_auths_for_media_app(&live, &sas)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(refs, ["studio", "old"]);
 }
 
@@ -466,36 +693,57 @@ mod leader {
     #[tokio::test]
     async fn no_lease_is_created_and_held() {
         let (e, handle) = elector();
-        let round = run(handle, vec![
-            expect("GET", format!("{LEASES}/ferrocast-operator"), |_| not_found("leases \"ferrocast-operator\"")),
-            expect("POST", format!("{LEASES}?"), |body| {
-                assert_eq!(body["spec"]["holderIdentity"], "operator-0");
-                assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
-                (201, body)
-            }),
-        ], e.round(now())).await;
+        let round = run(
+            handle,
+            vec![
+                expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
+                    not_found("leases \"ferrocast-operator\"")
+                }),
+                expect("POST", format!("{LEASES}?"), |body| {
+                    assert_eq!(body["spec"]["holderIdentity"], "operator-0");
+                    assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+                    (201, body)
+                }),
+            ],
+            e.round(now()),
+        )
+        .await;
         assert_eq!(round.unwrap(), Round::Leading);
     }
 
     #[tokio::test]
     async fn a_valid_lease_of_another_replica_is_left_alone() {
         let (e, handle) = elector();
-        let round = run(handle, vec![expect("GET", format!("{LEASES}/ferrocast-operator"), |_| (200, lease("operator-1", NOW - 5, 3)))], e.round(now())).await;
+        let round = run(
+            handle,
+            vec![expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
+                (200, lease("operator-1", NOW - 5, 3))
+            })],
+            e.round(now()),
+        )
+        .await;
         assert_eq!(round.unwrap(), Round::Following("operator-1".into()));
     }
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_with_its_resource_version() {
         let (e, handle) = elector();
-        let round = run(handle, vec![
-            expect("GET", format!("{LEASES}/ferrocast-operator"), |_| (200, lease("operator-1", NOW - 60, 3))),
-            expect("PUT", format!("{LEASES}/ferrocast-operator?"), |body| {
-                assert_eq!(body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
-                assert_eq!(body["spec"]["holderIdentity"], "operator-0");
-                assert_eq!(body["spec"]["leaseTransitions"], 4);
-                (200, body)
-            }),
-        ], e.round(now())).await;
+        let round = run(
+            handle,
+            vec![
+                expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
+                    (200, lease("operator-1", NOW - 60, 3))
+                }),
+                expect("PUT", format!("{LEASES}/ferrocast-operator?"), |body| {
+                    assert_eq!(body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
+                    assert_eq!(body["spec"]["holderIdentity"], "operator-0");
+                    assert_eq!(body["spec"]["leaseTransitions"], 4);
+                    (200, body)
+                }),
+            ],
+            e.round(now()),
+        )
+        .await;
         assert_eq!(round.unwrap(), Round::Leading);
     }
 

@@ -14,9 +14,16 @@ fn crds_directory_equals_crdgen_output() {
     let files = crd_files();
     for (name, yaml) in &files {
         let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(on_disk == *yaml, "crds/{name} differs from the types; run `cargo run -p ferrocast-operator --bin crdgen`");
+        assert!(
+            on_disk == *yaml,
+            "crds/{name} differs from the types; run `cargo run -p ferrocast-operator --bin crdgen`"
+        );
     }
-    let mut present: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut present: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     present.sort();
     let mut expected: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
     expected.sort();

@@ -25,7 +25,12 @@ fn observed(desired: &Service, lb_ip: Option<&str>) -> Service {
     let mut s = desired.clone();
     if let Some(ip) = lb_ip {
         s.status = Some(ServiceStatus {
-            load_balancer: Some(LoadBalancerStatus { ingress: Some(vec![LoadBalancerIngress { ip: Some(ip.into()), ..Default::default() }]) }),
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some(ip.into()),
+                    ..Default::default()
+                }]),
+            }),
             ..Default::default()
         });
     }
@@ -41,7 +46,10 @@ fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, live: Option<&Live>) -> Outco
         .map(|ma| {
             let name = ma.metadata.name.clone().unwrap();
             let svc = desired.services.get(&name).map(|s| observed(s, lb_ip));
-            (name.clone(), media_app_status(&fleet, ma, &desired.apps[&name], svc.as_ref(), live, NOW))
+            (
+                name.clone(),
+                media_app_status(&fleet, ma, &desired.apps[&name], svc.as_ref(), live, NOW),
+            )
         })
         .collect();
     Outcome { desired, statuses }
@@ -56,7 +64,13 @@ impl Outcome {
         &self.desired.config_map.data.as_ref().unwrap()["ferrocast.yaml"]
     }
     fn secret(&self, key: &str) -> Option<String> {
-        self.desired.secret.data.as_ref().unwrap().get(key).map(|v| String::from_utf8(v.0.clone()).unwrap())
+        self.desired
+            .secret
+            .data
+            .as_ref()
+            .unwrap()
+            .get(key)
+            .map(|v| String::from_utf8(v.0.clone()).unwrap())
     }
     fn secret_keys(&self) -> Vec<String> {
         self.desired.secret.data.as_ref().unwrap().keys().cloned().collect()
@@ -73,10 +87,14 @@ impl Outcome {
 }
 
 fn keys_auth() -> Vec<k8s_openapi::api::core::v1::Secret> {
-    vec![secret("studio-keys", &[("cam1", "k-cam1-SECRET"), ("studio", "k-studio-SECRET")])]
+    vec![secret(
+        "studio-keys",
+        &[("cam1", "k-cam1-SECRET"), ("studio", "k-studio-SECRET")],
+    )]
 }
 
-const LIVE_KEY: &str = "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
+const LIVE_KEY: &str =
+    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
 const STUDIO_KEYS: &str = "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}}";
 
 /// A TLS pair for `host`, made once per call.
@@ -87,38 +105,91 @@ fn tls_secret(name: &str, host: &str) -> k8s_openapi::api::core::v1::Secret {
 
 #[test]
 fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
-    let i = inputs(vec![media_app(LIVE_KEY, 10)], vec![stream_auth(STUDIO_KEYS)], keys_auth());
+    let i = inputs(
+        vec![media_app(LIVE_KEY, 10)],
+        vec![stream_auth(STUDIO_KEYS)],
+        keys_auth(),
+    );
     let pending = reconcile(&i, None, None);
     assert_eq!(pending.reason("live"), "ServicePending", "no load balancer address yet");
     assert_eq!(pending.statuses["live"].endpoints, None);
 
-    let live = Live { apps: BTreeMap::from([("live".into(), AppLive { streams: 2, publishers: 2, players: 7 })]), pods_read: 2, pods_failed: 0 };
+    let live = Live {
+        apps: BTreeMap::from([(
+            "live".into(),
+            AppLive {
+                streams: 2,
+                publishers: 2,
+                players: 7,
+            },
+        )]),
+        pods_read: 2,
+        pods_failed: 0,
+    };
     let o = reconcile(&i, Some("203.0.113.7"), Some(&live));
     // ConfigMap: the app, key auth through a keys file in the mounted Secret.
     let c = o.config();
     assert_eq!(o.served(), vec!["live"]);
     assert_eq!(c.apps[0].publish.auth, AuthMode::Key);
-    assert_eq!(c.apps[0].publish.keys_file.as_deref(), Some(std::path::Path::new("/etc/ferrocast/secrets/streamauth.studio.keys.yaml")));
+    assert_eq!(
+        c.apps[0].publish.keys_file.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/ferrocast/secrets/streamauth.studio.keys.yaml"
+        ))
+    );
     assert_eq!(c.apps[0].play.auth, AuthMode::None);
     assert_eq!((c.rtmp.port, c.http.port), (1935, 8000), "base settings kept");
     let cm = &o.desired.config_map;
-    assert_eq!((cm.metadata.name.as_deref(), cm.metadata.namespace.as_deref()), (Some("ferrocast-server-config"), Some("streaming")));
-    assert_eq!(cm.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"], "ferrocast-operator");
-    assert!(cm.metadata.owner_references.is_none(), "the shared ConfigMap outlives any one MediaApp");
+    assert_eq!(
+        (cm.metadata.name.as_deref(), cm.metadata.namespace.as_deref()),
+        (Some("ferrocast-server-config"), Some("streaming"))
+    );
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "ferrocast-operator"
+    );
+    assert!(
+        cm.metadata.owner_references.is_none(),
+        "the shared ConfigMap outlives any one MediaApp"
+    );
     // Secret: the keys file, as the server parses it.
     assert_eq!(o.secret_keys(), vec!["streamauth.studio.keys.yaml"]);
     let keys = ferrocast_server::auth::parse_keys_file(&o.secret("streamauth.studio.keys.yaml").unwrap()).unwrap();
-    assert_eq!(keys, vec![("cam1".to_string(), "k-cam1-SECRET".to_string()), ("studio".to_string(), "k-studio-SECRET".to_string())]);
+    assert_eq!(
+        keys,
+        vec![
+            ("cam1".to_string(), "k-cam1-SECRET".to_string()),
+            ("studio".to_string(), "k-studio-SECRET".to_string())
+        ]
+    );
     // Service.
     let svc = &o.desired.services["live"];
     assert_eq!(svc.metadata.name.as_deref(), Some("ferrocast-live"));
     let owner = &svc.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller), ("MediaApp", "live", "uid-live", Some(true)));
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.uid.as_str(),
+            owner.controller
+        ),
+        ("MediaApp", "live", "uid-live", Some(true))
+    );
     let spec = svc.spec.as_ref().unwrap();
     assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(spec.selector.as_ref().unwrap(), &fleet().selector);
-    let ports: Vec<(String, i32)> = spec.ports.as_ref().unwrap().iter().map(|p| (p.name.clone().unwrap(), p.port)).collect();
-    assert_eq!(ports, vec![("rtmp".to_string(), 1935), ("http".to_string(), 8000)], "no TLS ports without TLS");
+    let ports: Vec<(String, i32)> = spec
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![("rtmp".to_string(), 1935), ("http".to_string(), 8000)],
+        "no TLS ports without TLS"
+    );
     // Status.
     let s = &o.statuses["live"];
     assert_eq!(o.reason("live"), "Ready");
@@ -138,7 +209,15 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
 /// Every not-ready reason: (case, MediaApps, StreamAuths, Secrets, MediaApp checked, reason, message fragment).
 #[test]
 fn every_not_ready_reason() {
-    type Case = (&'static str, Vec<MediaApp>, Vec<&'static str>, Vec<Secret>, &'static str, &'static str, &'static str);
+    type Case = (
+        &'static str,
+        Vec<MediaApp>,
+        Vec<&'static str>,
+        Vec<Secret>,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
     let live = || media_app(LIVE_KEY, 10);
     let cases: Vec<Case> = vec![
         ("StreamAuth missing", vec![live()], vec![], keys_auth(), "live", "AuthRefNotFound", "publish: StreamAuth studio not found"),
@@ -283,12 +362,19 @@ fn every_not_ready_reason() {
         assert_eq!(o.reason(target), reason, "{case}: {}", o.message(target));
         assert!(o.message(target).contains(message), "{case}: {:?}", o.message(target));
         let c = &o.statuses[target].conditions[0];
-        assert_eq!((c.type_.as_str(), c.status.as_str(), c.last_transition_time.as_str()), ("Ready", "False", "2027-01-15T08:00:00Z"), "{case}");
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.last_transition_time.as_str()),
+            ("Ready", "False", "2027-01-15T08:00:00Z"),
+            "{case}"
+        );
         let fails_closed = !matches!(reason, "InvalidTLS" | "CertificatePending" | "ServicePending");
         let served = o.served().contains(&o.statuses[target].app.clone().unwrap());
         // The one app path of the AppConflict case is served, by the older MediaApp.
         if reason != "AppConflict" {
-            assert_eq!(served, !fails_closed, "{case}: fail closed on credential and spec problems only");
+            assert_eq!(
+                served, !fails_closed,
+                "{case}: fail closed on credential and spec problems only"
+            );
         }
         o.config(); // whatever the problem, the server accepts the config
     }
@@ -297,7 +383,14 @@ fn every_not_ready_reason() {
 #[test]
 fn app_conflict_keeps_the_older_mediaapp() {
     let o = reconcile(
-        &inputs(vec![media_app("metadata: {name: second}\nspec: {app: live, gopCache: false}", 10), media_app("metadata: {name: first}\nspec: {app: live}", 100)], vec![], vec![]),
+        &inputs(
+            vec![
+                media_app("metadata: {name: second}\nspec: {app: live, gopCache: false}", 10),
+                media_app("metadata: {name: first}\nspec: {app: live}", 100),
+            ],
+            vec![],
+            vec![],
+        ),
         None,
         None,
     );
@@ -308,7 +401,13 @@ fn app_conflict_keeps_the_older_mediaapp() {
     // rather than the younger MediaApp's settings.
     let o = reconcile(
         &inputs(
-            vec![media_app("metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: gone}}", 100), media_app("metadata: {name: second}\nspec: {app: live}", 10)],
+            vec![
+                media_app(
+                    "metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: gone}}",
+                    100,
+                ),
+                media_app("metadata: {name: second}\nspec: {app: live}", 10),
+            ],
             vec![],
             vec![],
         ),
@@ -316,40 +415,98 @@ fn app_conflict_keeps_the_older_mediaapp() {
         None,
     );
     assert!(o.served().is_empty());
-    assert_eq!((o.reason("first"), o.reason("second")), ("AuthRefNotFound", "AppConflict"));
+    assert_eq!(
+        (o.reason("first"), o.reason("second")),
+        ("AuthRefNotFound", "AppConflict")
+    );
 }
 
 #[test]
 fn sign_secret_rotation_changes_only_the_secret() {
-    let ma = media_app("metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}, play: {auth: sign, authRef: studio}}", 10);
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}, play: {auth: sign, authRef: studio}}",
+        10,
+    );
     let sa = "metadata: {name: studio}\nspec: {sign: {secretRefs: [{name: studio-sign, key: current}, {name: studio-sign, key: previous}]}}";
-    let before = reconcile(&inputs(vec![ma.clone()], vec![stream_auth(sa)], vec![secret("studio-sign", &[("current", "S-2026"), ("previous", "S-2025")])]), None, None);
+    let before = reconcile(
+        &inputs(
+            vec![ma.clone()],
+            vec![stream_auth(sa)],
+            vec![secret("studio-sign", &[("current", "S-2026"), ("previous", "S-2025")])],
+        ),
+        None,
+        None,
+    );
     let c = before.config();
     let files = &c.apps[0].publish.sign_secret_files;
     assert_eq!(files.len(), 2, "both secrets are accepted during rotation");
-    assert_eq!(files[0].to_str(), Some("/etc/ferrocast/secrets/streamauth.studio.sign.0"));
+    assert_eq!(
+        files[0].to_str(),
+        Some("/etc/ferrocast/secrets/streamauth.studio.sign.0")
+    );
     assert_eq!(c.apps[0].play.sign_secret_files, *files, "play uses the same files");
-    assert_eq!((before.secret("streamauth.studio.sign.0").as_deref(), before.secret("streamauth.studio.sign.1").as_deref()), (Some("S-2026"), Some("S-2025")));
+    assert_eq!(
+        (
+            before.secret("streamauth.studio.sign.0").as_deref(),
+            before.secret("streamauth.studio.sign.1").as_deref()
+        ),
+        (Some("S-2026"), Some("S-2025"))
+    );
 
     // Rotate: a new current secret, the old current becomes previous.
-    let after = reconcile(&inputs(vec![ma], vec![stream_auth(sa)], vec![secret("studio-sign", &[("current", "S-2027"), ("previous", "S-2026")])]), None, None);
-    assert_eq!(after.yaml(), before.yaml(), "the ConfigMap is unchanged: only file contents rotate");
-    assert_eq!((after.secret("streamauth.studio.sign.0").as_deref(), after.secret("streamauth.studio.sign.1").as_deref()), (Some("S-2027"), Some("S-2026")));
+    let after = reconcile(
+        &inputs(
+            vec![ma],
+            vec![stream_auth(sa)],
+            vec![secret("studio-sign", &[("current", "S-2027"), ("previous", "S-2026")])],
+        ),
+        None,
+        None,
+    );
+    assert_eq!(
+        after.yaml(),
+        before.yaml(),
+        "the ConfigMap is unchanged: only file contents rotate"
+    );
+    assert_eq!(
+        (
+            after.secret("streamauth.studio.sign.0").as_deref(),
+            after.secret("streamauth.studio.sign.1").as_deref()
+        ),
+        (Some("S-2027"), Some("S-2026"))
+    );
 }
 
 #[test]
 fn two_mediaapps_share_one_streamauth() {
-    let a = media_app("metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}}", 20);
+    let a = media_app(
+        "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}}",
+        20,
+    );
     let b = media_app("metadata: {name: backup}\nspec: {app: live-backup, publish: {auth: key, authRef: studio}, play: {auth: key, authRef: studio}}", 10);
-    let o = reconcile(&inputs(vec![a, b], vec![stream_auth(STUDIO_KEYS)], keys_auth()), None, None);
+    let o = reconcile(
+        &inputs(vec![a, b], vec![stream_auth(STUDIO_KEYS)], keys_auth()),
+        None,
+        None,
+    );
     assert_eq!(o.served(), vec!["live", "live-backup"]);
     let c = o.config();
-    assert_eq!(c.apps[0].publish.keys_file, c.apps[1].publish.keys_file, "one keys file for both");
+    assert_eq!(
+        c.apps[0].publish.keys_file, c.apps[1].publish.keys_file,
+        "one keys file for both"
+    );
     assert_eq!(o.secret_keys(), vec!["streamauth.studio.keys.yaml"]);
-    assert_eq!((o.reason("live"), o.reason("backup")), ("Ready", "Ready"), "no Service asked: ready at once");
+    assert_eq!(
+        (o.reason("live"), o.reason("backup")),
+        ("Ready", "Ready"),
+        "no Service asked: ready at once"
+    );
     let sa = &o.desired.stream_auths["studio"];
     assert_eq!(sa.used_by, vec!["backup", "live"]);
-    assert_eq!((sa.conditions[0].status.as_str(), sa.conditions[0].reason.as_str()), ("True", "Reconciled"));
+    assert_eq!(
+        (sa.conditions[0].status.as_str(), sa.conditions[0].reason.as_str()),
+        ("True", "Reconciled")
+    );
 }
 
 #[test]
@@ -361,66 +518,178 @@ fn stream_auth_status_reports_its_own_problems() {
         stream_auth("metadata: {name: d}\nspec: {keys: {secretRef: {name: gone}}}"),
     ];
     let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
-    let secrets = vec![secret("admins-a", &[("ops", phc)]), secret("admins-b", &[("ops", phc)]), secret("plain", &[("root", "hunter2")])];
+    let secrets = vec![
+        secret("admins-a", &[("ops", phc)]),
+        secret("admins-b", &[("ops", phc)]),
+        secret("plain", &[("root", "hunter2")]),
+    ];
     let o = reconcile(&inputs(vec![], sas, secrets), None, None);
     let reason = |n: &str| o.desired.stream_auths[n].conditions[0].reason.clone();
-    assert_eq!((reason("a").as_str(), reason("b").as_str(), reason("c").as_str(), reason("d").as_str()), ("Reconciled", "ApiUserConflict", "InvalidSecret", "SecretNotFound"));
-    assert!(o.desired.stream_auths["b"].conditions[0].message.contains("also defined by StreamAuth a"));
-    assert!(o.desired.stream_auths["c"].conditions[0].message.contains("not an argon2 PHC hash"));
+    assert_eq!(
+        (
+            reason("a").as_str(),
+            reason("b").as_str(),
+            reason("c").as_str(),
+            reason("d").as_str()
+        ),
+        ("Reconciled", "ApiUserConflict", "InvalidSecret", "SecretNotFound")
+    );
+    assert!(o.desired.stream_auths["b"].conditions[0]
+        .message
+        .contains("also defined by StreamAuth a"));
+    assert!(o.desired.stream_auths["c"].conditions[0]
+        .message
+        .contains("not an argon2 PHC hash"));
     assert!(o.desired.stream_auths["d"].used_by.is_empty());
     // The valid users are served fleet-wide, with a shared token key.
     let c = o.config();
-    assert_eq!(c.api.users_file.as_deref(), Some(std::path::Path::new("/etc/ferrocast/secrets/api.users.yaml")));
-    assert_eq!(c.api.jwt_secret_file.as_deref(), Some(std::path::Path::new("/etc/ferrocast/secrets/api.token-key")));
+    assert_eq!(
+        c.api.users_file.as_deref(),
+        Some(std::path::Path::new("/etc/ferrocast/secrets/api.users.yaml"))
+    );
+    assert_eq!(
+        c.api.jwt_secret_file.as_deref(),
+        Some(std::path::Path::new("/etc/ferrocast/secrets/api.token-key"))
+    );
     assert_eq!(o.secret("api.users.yaml").unwrap(), format!("ops: {phc}\n"));
-    assert_eq!(o.secret("api.token-key").as_deref(), Some("fixed-api-token-key-for-tests"));
+    assert_eq!(
+        o.secret("api.token-key").as_deref(),
+        Some("fixed-api-token-key-for-tests")
+    );
 }
 
 #[test]
 fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret() {
-    let named = media_app("metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [live.example.com]}, service: {}}", 20);
-    let generated = media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}, service: {type: ClusterIP}}", 10);
+    let named = media_app(
+        "metadata: {name: events}\nspec: {tls: {secretName: events-tls, hosts: [live.example.com]}, service: {}}",
+        20,
+    );
+    let generated = media_app(
+        "metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}, service: {type: ClusterIP}}",
+        10,
+    );
     let mut generated_secret = tls_secret("studio-tls-generated", "studio.example.com");
     generated_secret.metadata.labels = Some(BTreeMap::from([
         ("ferrocast.io/mediaapp".to_string(), "studio".to_string()),
         ("ferrocast.io/generated-certificate".to_string(), "true".to_string()),
     ]));
     let secrets = vec![tls_secret("events-tls", "live.example.com"), generated_secret];
-    let o = reconcile(&inputs(vec![named, generated], vec![], secrets.clone()), Some("198.51.100.4"), None);
+    let o = reconcile(
+        &inputs(vec![named, generated], vec![], secrets.clone()),
+        Some("198.51.100.4"),
+        None,
+    );
     let c = o.config();
     assert_eq!(c.tls.certificates.len(), 2);
-    let events = c.tls.certificates.iter().find(|x| x.hosts == ["live.example.com"]).unwrap();
-    assert_eq!(events.cert_file.to_str(), Some("/etc/ferrocast/secrets/mediaapp.events.tls.crt"));
-    assert_eq!(events.key_file.to_str(), Some("/etc/ferrocast/secrets/mediaapp.events.tls.key"));
-    let src = |n: &str, k: &str| String::from_utf8(secrets.iter().find(|s| s.metadata.name.as_deref() == Some(n)).unwrap().data.as_ref().unwrap()[k].0.clone()).unwrap();
-    assert_eq!(o.secret("mediaapp.events.tls.crt").unwrap(), src("events-tls", "tls.crt"));
-    assert_eq!(o.secret("mediaapp.studio.tls.key").unwrap(), src("studio-tls-generated", "tls.key"));
-    assert_eq!(o.desired.generated_certs, BTreeMap::from([("studio".to_string(), vec!["studio.example.com".to_string()])]));
+    let events = c
+        .tls
+        .certificates
+        .iter()
+        .find(|x| x.hosts == ["live.example.com"])
+        .unwrap();
+    assert_eq!(
+        events.cert_file.to_str(),
+        Some("/etc/ferrocast/secrets/mediaapp.events.tls.crt")
+    );
+    assert_eq!(
+        events.key_file.to_str(),
+        Some("/etc/ferrocast/secrets/mediaapp.events.tls.key")
+    );
+    let src = |n: &str, k: &str| {
+        String::from_utf8(
+            secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(n))
+                .unwrap()
+                .data
+                .as_ref()
+                .unwrap()[k]
+                .0
+                .clone(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        o.secret("mediaapp.events.tls.crt").unwrap(),
+        src("events-tls", "tls.crt")
+    );
+    assert_eq!(
+        o.secret("mediaapp.studio.tls.key").unwrap(),
+        src("studio-tls-generated", "tls.key")
+    );
+    assert_eq!(
+        o.desired.generated_certs,
+        BTreeMap::from([("studio".to_string(), vec!["studio.example.com".to_string()])])
+    );
     // TLS ports on the Service, TLS endpoints by host name.
-    let ports: Vec<String> = o.desired.services["events"].spec.as_ref().unwrap().ports.as_ref().unwrap().iter().map(|p| p.name.clone().unwrap()).collect();
+    let ports: Vec<String> = o.desired.services["events"]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.name.clone().unwrap())
+        .collect();
     assert_eq!(ports, ["rtmp", "http", "rtmps", "https"]);
     let e = o.statuses["events"].endpoints.clone().unwrap();
     assert_eq!(e.rtmp, "rtmp://198.51.100.4:1935/events");
     assert_eq!(e.rtmps.as_deref(), Some("rtmps://live.example.com:1936/events"));
-    assert_eq!(e.https_flv.as_deref(), Some("https://live.example.com:8443/events/{stream}.flv"));
+    assert_eq!(
+        e.https_flv.as_deref(),
+        Some("https://live.example.com:8443/events/{stream}.flv")
+    );
     let e = o.statuses["studio"].endpoints.clone().unwrap();
-    assert_eq!(e.rtmp, "rtmp://ferrocast-studio.streaming.svc:1935/studio", "ClusterIP: the in-cluster name");
+    assert_eq!(
+        e.rtmp, "rtmp://ferrocast-studio.streaming.svc:1935/studio",
+        "ClusterIP: the in-cluster name"
+    );
     assert_eq!((o.reason("events"), o.reason("studio")), ("Ready", "Ready"));
     // A Secret with the generated name that the operator did not make is not used.
     let foreign = vec![tls_secret("studio-tls-generated", "studio.example.com")];
-    let o = reconcile(&inputs(vec![media_app("metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}}", 10)], vec![], foreign), None, None);
+    let o = reconcile(
+        &inputs(
+            vec![media_app(
+                "metadata: {name: studio}\nspec: {tls: {hosts: [studio.example.com]}}",
+                10,
+            )],
+            vec![],
+            foreign,
+        ),
+        None,
+        None,
+    );
     assert_eq!(o.reason("studio"), "InvalidTLS");
-    assert!(o.message("studio").contains("was not made by the operator"), "{}", o.message("studio"));
+    assert!(
+        o.message("studio").contains("was not made by the operator"),
+        "{}",
+        o.message("studio")
+    );
 }
 
 #[test]
 fn webhooks_are_scoped_to_their_app_with_the_hmac_key_in_the_secret() {
     let ma = media_app("metadata: {name: live}\nspec: {webhooks: [{url: 'http://hooks.svc:8080/in', events: [prePublish, donePlay], secretRef: {name: hooks, key: hmac}}]}", 10);
-    let o = reconcile(&inputs(vec![ma], vec![], vec![secret("hooks", &[("hmac", "H-SECRET")])]), None, None);
+    let o = reconcile(
+        &inputs(vec![ma], vec![], vec![secret("hooks", &[("hmac", "H-SECRET")])]),
+        None,
+        None,
+    );
     let c = o.config();
     let h = &c.webhooks.hooks[0];
-    assert_eq!((h.url.as_str(), h.events.clone(), h.apps.clone()), ("http://hooks.svc:8080/in", vec!["prePublish".to_string(), "donePlay".to_string()], vec!["live".to_string()]));
-    assert_eq!(h.secret_file.as_deref().and_then(|p| p.to_str()), Some("/etc/ferrocast/secrets/mediaapp.live.webhook.0"));
+    assert_eq!(
+        (h.url.as_str(), h.events.clone(), h.apps.clone()),
+        (
+            "http://hooks.svc:8080/in",
+            vec!["prePublish".to_string(), "donePlay".to_string()],
+            vec!["live".to_string()]
+        )
+    );
+    assert_eq!(
+        h.secret_file.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/ferrocast/secrets/mediaapp.live.webhook.0")
+    );
     assert_eq!(o.secret("mediaapp.live.webhook.0").as_deref(), Some("H-SECRET"));
 }
 
@@ -437,14 +706,30 @@ fn an_empty_fleet_gets_a_config_that_serves_nothing() {
 fn the_base_config_keeps_fleet_settings_and_its_apps_are_replaced() {
     let mut f = fleet();
     f.base = Config::from_yaml("rtmp: {port: 11935, max_connections: 500}\nhub: {publisher_grace_secs: 3}\napps: [{name: stale}]\nwebhooks: {hooks: [{url: 'http://audit/all'}]}\n", "base").unwrap();
-    let i = inputs(vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)], vec![], vec![]);
+    let i = inputs(
+        vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)],
+        vec![],
+        vec![],
+    );
     let d = render(&f, &i).unwrap();
     let c = Config::from_yaml(&d.config_map.data.unwrap()["ferrocast.yaml"], "r").unwrap();
-    assert_eq!((c.rtmp.port, c.rtmp.max_connections, c.hub.publisher_grace_secs), (11935, 500, 3));
+    assert_eq!(
+        (c.rtmp.port, c.rtmp.max_connections, c.hub.publisher_grace_secs),
+        (11935, 500, 3)
+    );
     assert_eq!(c.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["live"]);
-    assert_eq!(c.webhooks.hooks[0].url, "http://audit/all", "fleet-wide hooks from the base stay");
-    let target = d.services["live"].spec.as_ref().unwrap().ports.as_ref().unwrap()[0].target_port.clone();
-    assert_eq!(target, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(11935)), "Services target the server's real port");
+    assert_eq!(
+        c.webhooks.hooks[0].url, "http://audit/all",
+        "fleet-wide hooks from the base stay"
+    );
+    let target = d.services["live"].spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .target_port
+        .clone();
+    assert_eq!(
+        target,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(11935)),
+        "Services target the server's real port"
+    );
 }
 
 #[test]
@@ -457,17 +742,39 @@ fn service_options_reach_the_service() {
     let svc = &o.desired.services["live"];
     assert_eq!(svc.metadata.annotations.as_ref().unwrap()["a.example.com/x"], "y");
     let spec = svc.spec.as_ref().unwrap();
-    assert_eq!(spec.load_balancer_source_ranges.as_deref(), Some(&["10.0.0.0/8".to_string()][..]));
+    assert_eq!(
+        spec.load_balancer_source_ranges.as_deref(),
+        Some(&["10.0.0.0/8".to_string()][..])
+    );
     assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
-    let ports: Vec<(i32, Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>)> =
-        spec.ports.as_ref().unwrap().iter().map(|p| (p.port, p.target_port.clone())).collect();
+    let ports: Vec<(i32, Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>)> = spec
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.port, p.target_port.clone()))
+        .collect();
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
     assert_eq!(ports, vec![(1940, Some(Int(1935))), (80, Some(Int(8000)))]);
-    assert_eq!(o.statuses["live"].endpoints.as_ref().unwrap().rtmp, "rtmp://[2001:db8::7]:1940/live");
+    assert_eq!(
+        o.statuses["live"].endpoints.as_ref().unwrap().rtmp,
+        "rtmp://[2001:db8::7]:1940/live"
+    );
     // type None: no Service at all.
-    let none = reconcile(&inputs(vec![media_app("metadata: {name: live}\nspec: {service: {type: None}}", 10)], vec![], vec![]), None, None);
+    let none = reconcile(
+        &inputs(
+            vec![media_app("metadata: {name: live}\nspec: {service: {type: None}}", 10)],
+            vec![],
+            vec![],
+        ),
+        None,
+        None,
+    );
     assert!(none.desired.services.is_empty());
-    assert_eq!((none.reason("live"), none.statuses["live"].service.clone()), ("Ready", None));
+    assert_eq!(
+        (none.reason("live"), none.statuses["live"].service.clone()),
+        ("Ready", None)
+    );
 }
 
 #[test]
@@ -491,17 +798,32 @@ fn transition_time_moves_only_when_ready_flips() {
     let d = render(&fleet, &broken).unwrap();
     let third = media_app_status(&fleet, &again, &d.apps["live"], Some(&svc), None, broken.now);
     assert_eq!(third.conditions[0].status, "False");
-    assert_ne!(third.conditions[0].last_transition_time, first.conditions[0].last_transition_time);
+    assert_ne!(
+        third.conditions[0].last_transition_time,
+        first.conditions[0].last_transition_time
+    );
 }
 
 #[test]
 fn secret_values_never_reach_the_configmap_or_a_status() {
     let secrets = vec![
-        secret("studio-keys", &[("cam1", "KEYVALUE-cam1-7f3a"), ("studio", "KEYVALUE-studio-91bc")]),
-        secret("studio-sign", &[("current", "SIGNVALUE-2026-aa"), ("previous", "SIGNVALUE-2025-bb")]),
+        secret(
+            "studio-keys",
+            &[("cam1", "KEYVALUE-cam1-7f3a"), ("studio", "KEYVALUE-studio-91bc")],
+        ),
+        secret(
+            "studio-sign",
+            &[("current", "SIGNVALUE-2026-aa"), ("previous", "SIGNVALUE-2025-bb")],
+        ),
         secret("jwt", &[("k", "JWTVALUE-hmac-cc")]),
         secret("hooks", &[("hmac", "HOOKVALUE-dd")]),
-        secret("admins", &[("ops", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$HASHVALUEaGFzaGhhc2hoYXNoaGFzaGhhc2g")]),
+        secret(
+            "admins",
+            &[(
+                "ops",
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$HASHVALUEaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+            )],
+        ),
         tls_secret("live-tls", "live.example.com"),
     ];
     let sa = stream_auth(
@@ -516,7 +838,10 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
     ];
     let o = reconcile(&inputs(apps, vec![sa], secrets.clone()), Some("203.0.113.7"), None);
     assert_eq!(o.served(), vec!["live", "vod", "badtls"]);
-    assert_eq!((o.reason("broken"), o.reason("badtls")), ("AuthRefNotFound", "InvalidTLS"));
+    assert_eq!(
+        (o.reason("broken"), o.reason("badtls")),
+        ("AuthRefNotFound", "InvalidTLS")
+    );
     let mut visible = o.yaml().to_string();
     for s in o.statuses.values() {
         visible.push_str(&serde_json::to_string(s).unwrap());
@@ -530,14 +855,20 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
         for v in s.data.as_ref().unwrap().values() {
             let text = String::from_utf8(v.0.clone()).unwrap();
             // Each value, and for PEM every body line of it.
-            for needle in std::iter::once(text.trim()).chain(text.lines().filter(|l| l.len() > 20 && !l.starts_with("-----"))) {
+            for needle in
+                std::iter::once(text.trim()).chain(text.lines().filter(|l| l.len() > 20 && !l.starts_with("-----")))
+            {
                 assert!(!visible.contains(needle), "secret material {needle:?} leaked");
                 checked += 1;
             }
         }
     }
     assert!(checked > 10);
-    assert_eq!(o.secret("streamauth.studio.token.0").as_deref(), Some("JWTVALUE-hmac-cc"), "the values are in the Secret");
+    assert_eq!(
+        o.secret("streamauth.studio.token.0").as_deref(),
+        Some("JWTVALUE-hmac-cc"),
+        "the values are in the Secret"
+    );
 }
 
 #[test]
@@ -549,20 +880,39 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     served.sort();
     assert_eq!(served, ["events", "live"]);
     for (name, status) in &o.statuses {
-        assert_eq!(not_ready_reason(status), None, "MediaApp {name}: {:?}", status.conditions);
+        assert_eq!(
+            not_ready_reason(status),
+            None,
+            "MediaApp {name}: {:?}",
+            status.conditions
+        );
     }
     for (name, status) in &o.desired.stream_auths {
-        assert_eq!(status.conditions[0].status, "True", "StreamAuth {name}: {:?}", status.conditions);
+        assert_eq!(
+            status.conditions[0].status, "True",
+            "StreamAuth {name}: {:?}",
+            status.conditions
+        );
     }
     assert_eq!(o.desired.stream_auths["studio"].used_by, ["events"]);
-    assert_eq!(o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(), Some("rtmps://live.example.com:1936/events"));
+    assert_eq!(
+        o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(),
+        Some("rtmps://live.example.com:1936/events")
+    );
     let before = reconcile(&i, None, None);
-    assert_eq!((before.reason("live"), before.reason("events")), ("ServicePending", "ServicePending"));
+    assert_eq!(
+        (before.reason("live"), before.reason("events")),
+        ("ServicePending", "ServicePending")
+    );
 }
 
 #[test]
 fn a_foreign_service_of_the_same_name_is_a_conflict() {
-    let i = inputs(vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)], vec![], vec![]);
+    let i = inputs(
+        vec![media_app("metadata: {name: live}\nspec: {service: {}}", 10)],
+        vec![],
+        vec![],
+    );
     let fleet = fleet();
     let d = render(&fleet, &i).unwrap();
     let mut foreign = observed(&d.services["live"], Some("203.0.113.7"));

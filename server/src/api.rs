@@ -120,7 +120,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(ctx: Arc<Context>) -> Router<S> 
     for (method, path) in ROUTES {
         router = router.route(path, handler(method, path));
     }
-    router.fallback(|| async { ApiError::NotFound("no such API route".into()) }).with_state(api)
+    router
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .with_state(api)
 }
 
 fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
@@ -154,11 +156,18 @@ impl Api {
         };
         let c = &ctx.config.api;
         let limiter = LoginLimiter::new(c.login_max_failures, Duration::from_secs(c.login_window_secs));
-        Api { ctx, jwt_key, limiter, started: process_start() }
+        Api {
+            ctx,
+            jwt_key,
+            limiter,
+            started: process_start(),
+        }
     }
 
     fn key(&self) -> Result<&[u8], ApiError> {
-        self.jwt_key.as_deref().map_err(|()| ApiError::Unavailable("API token key unavailable"))
+        self.jwt_key
+            .as_deref()
+            .map_err(|()| ApiError::Unavailable("API token key unavailable"))
     }
 }
 
@@ -188,7 +197,9 @@ fn unix_secs() -> u64 {
 
 /// The IP of an `ip:port` peer address (kept whole if it does not parse).
 fn ip_of(remote: &str) -> String {
-    remote.parse::<SocketAddr>().map_or_else(|_| remote.to_string(), |a| a.ip().to_string())
+    remote
+        .parse::<SocketAddr>()
+        .map_or_else(|_| remote.to_string(), |a| a.ip().to_string())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,7 +214,11 @@ struct Claims {
 
 /// Issues an HS256 token for `user` valid for `ttl` seconds from `now`.
 fn issue_token(user: &str, key: &[u8], now: u64, ttl: u64) -> Result<String, ApiError> {
-    let claims = Claims { sub: user.to_string(), iat: now, exp: now.saturating_add(ttl) };
+    let claims = Claims {
+        sub: user.to_string(),
+        iat: now,
+        exp: now.saturating_add(ttl),
+    };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key))
         .map_err(|_| ApiError::Internal("cannot sign token"))
 }
@@ -214,7 +229,9 @@ fn verify_token(token: &str, key: &[u8]) -> Option<String> {
     let mut v = Validation::new(Algorithm::HS256);
     v.leeway = 0;
     v.set_required_spec_claims(&["exp", "sub"]);
-    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &v).ok().map(|d| d.claims.sub)
+    jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &v)
+        .ok()
+        .map(|d| d.claims.sub)
 }
 
 /// The bearer token of a request: `Authorization: Bearer T`, else `?token=T`.
@@ -223,7 +240,10 @@ fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&
         let (scheme, token) = v.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    query?.split('&').find_map(|kv| kv.strip_prefix("token=")).filter(|t| !t.is_empty())
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
 }
 
 /// Extractor guarding a handler: the request carries a valid token. Holds the user name.
@@ -233,8 +253,8 @@ impl FromRequestParts<Arc<Api>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        let token = request_token(&parts.headers, parts.uri.query())
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let token =
+            request_token(&parts.headers, parts.uri.query()).ok_or(ApiError::Unauthorized("missing bearer token"))?;
         let user = verify_token(token, api.key()?).ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         Ok(Authed(user))
     }
@@ -252,7 +272,11 @@ struct LoginLimiter {
 
 impl LoginLimiter {
     fn new(max_failures: u32, window: Duration) -> Self {
-        LoginLimiter { max_failures, window, failures: Mutex::new(HashMap::new()) }
+        LoginLimiter {
+            max_failures,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), VecDeque<Instant>>> {
@@ -262,7 +286,9 @@ impl LoginLimiter {
     /// Whether another attempt is allowed now.
     fn allowed(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
         let mut map = self.map();
-        let Some(q) = map.get_mut(&(user.to_string(), ip)) else { return true };
+        let Some(q) = map.get_mut(&(user.to_string(), ip)) else {
+            return true;
+        };
         while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
             q.pop_front();
         }
@@ -340,13 +366,18 @@ fn dummy_hash() -> Option<PasswordHash<'static>> {
     static PHC: OnceLock<Option<String>> = OnceLock::new();
     let phc = PHC.get_or_init(|| {
         let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).ok()?;
-        Argon2::default().hash_password(&rand::random::<[u8; 16]>(), &salt).ok().map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(&rand::random::<[u8; 16]>(), &salt)
+            .ok()
+            .map(|h| h.to_string())
     });
     PasswordHash::new(phc.as_deref()?).ok()
 }
 
 fn client_ip(parts: &axum::http::Extensions) -> IpAddr {
-    parts.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+    parts
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 async fn login(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Result<Response, ApiError> {
@@ -442,7 +473,11 @@ fn process_cpu() -> Option<(f64, f64)> {
 fn process_memory() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map(|k| k * 1024)
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
     };
     Some((kb("VmRSS:")?, kb("VmSize:")?))
 }
@@ -494,9 +529,10 @@ fn stream_json(s: &Stream) -> Value {
     let video = info.video.as_ref().map(|v| {
         json!({"codec": v.codec, "width": v.width, "height": v.height, "profile": v.profile, "level": v.level, "fps": info.fps()})
     });
-    let audio = info.audio.as_ref().map(|a| {
-        json!({"codec": a.codec, "profile": a.profile, "samplerate": a.sample_rate, "channels": a.channels})
-    });
+    let audio = info
+        .audio
+        .as_ref()
+        .map(|a| json!({"codec": a.codec, "profile": a.profile, "samplerate": a.sample_rate, "channels": a.channels}));
     json!({
         "app": s.key.app,
         "name": s.key.name,
@@ -541,7 +577,11 @@ fn stream_key(api: &Api, app: &str, name: &str) -> Result<StreamKey, ApiError> {
     })
 }
 
-async fn stream(_: Authed, State(api): State<Arc<Api>>, UrlPath((app, name)): UrlPath<(String, String)>) -> Result<Response, ApiError> {
+async fn stream(
+    _: Authed,
+    State(api): State<Arc<Api>>,
+    UrlPath((app, name)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
     let key = stream_key(&api, &app, &name)?;
     let s = active_streams(&api)
         .into_iter()
@@ -558,7 +598,10 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
         rx: tokio::sync::broadcast::Receiver<crate::webhooks::Event>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     }
-    let st = St { rx: api.ctx.webhooks.subscribe(), shutdown: api.ctx.shutdown.clone() };
+    let st = St {
+        rx: api.ctx.webhooks.subscribe(),
+        shutdown: api.ctx.shutdown.clone(),
+    };
     let body = futures_util::stream::unfold(st, |mut st| async move {
         loop {
             let item = tokio::select! {
@@ -576,8 +619,12 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
         }
     });
     let mut resp = Response::new(axum::body::Body::from_stream(body));
-    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     resp
 }
 
@@ -609,7 +656,9 @@ fn request_host(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?.trim();
     let valid = !host.is_empty()
         && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
     if !valid {
         return None;
     }
@@ -627,15 +676,24 @@ fn credentials(policy: &PolicyConfig, key: &StreamKey, expires: u64) -> Result<(
         // we cannot vouch for: the caller appends its `?token=` to the bare URL.
         AuthMode::None | AuthMode::Token => Ok((String::new(), None)),
         AuthMode::Sign => {
-            let path = policy.sign_secret_files.first().ok_or(ApiError::Internal("no sign secret configured"))?;
+            let path = policy
+                .sign_secret_files
+                .first()
+                .ok_or(ApiError::Internal("no sign secret configured"))?;
             let secret = read_trimmed(path).map_err(|e| {
                 error!(path = %path.display(), "cannot read sign secret: {e}");
                 ApiError::Internal("cannot read sign secret")
             })?;
-            Ok((format!("?sign={}", crate::auth::sign(key, expires, &secret)), Some(expires)))
+            Ok((
+                format!("?sign={}", crate::auth::sign(key, expires, &secret)),
+                Some(expires),
+            ))
         }
         AuthMode::Key => {
-            let dir = policy.keys_dir.as_ref().ok_or(ApiError::Internal("no keys directory configured"))?;
+            let dir = policy
+                .keys_dir
+                .as_ref()
+                .ok_or(ApiError::Internal("no keys directory configured"))?;
             let stream_key = read_trimmed(&dir.join(&key.name))
                 .map_err(|_| ApiError::NotFound("no stream key for this stream".into()))?;
             Ok((format!("?key={stream_key}"), None))
@@ -683,7 +741,11 @@ async fn urls(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = stream_key(&api, &app, &name)?;
-    let app_config = api.ctx.config.app(&key.app).ok_or_else(|| ApiError::NotFound("unknown app".into()))?;
+    let app_config = api
+        .ctx
+        .config
+        .app(&key.app)
+        .ok_or_else(|| ApiError::NotFound("unknown app".into()))?;
     let ttl = match q.ttl.as_deref() {
         None => api.ctx.config.api.token_ttl_secs,
         Some(t) => t
@@ -694,7 +756,11 @@ async fn urls(
     };
     let host = request_host(&headers).unwrap_or_else(|| {
         let bind = api.ctx.config.bind;
-        if bind.is_unspecified() { "localhost".into() } else { bind.to_string() }
+        if bind.is_unspecified() {
+            "localhost".into()
+        } else {
+            bind.to_string()
+        }
     });
     Ok(ok(urls_json(&api, app_config, &key, &host, ttl)?))
 }
@@ -714,7 +780,11 @@ mod tests {
         assert_eq!(verify_token(&expired, b"k1"), None, "expired");
         assert_eq!(verify_token("not.a.token", b"k1"), None);
         // An unsigned token ("alg": "none") is refused.
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"sub":"a","exp":{}}}"#, now + 60)));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"a","exp":{}}}"#, now + 60))
+        );
         assert_eq!(verify_token(&none, b"k1"), None);
     }
 
@@ -770,7 +840,10 @@ mod tests {
         let file = dir.join("users.yaml");
         std::fs::write(&file, format!("ops: '{phc}'\n")).unwrap();
         assert!(check_password(None, Some(&file), "ops", "s3cret"));
-        assert!(check_password(Some(&dir), Some(&file), "ops", "s3cret"), "not in the directory: the file decides");
+        assert!(
+            check_password(Some(&dir), Some(&file), "ops", "s3cret"),
+            "not in the directory: the file decides"
+        );
         assert!(!check_password(None, Some(&file), "ops", "wrong"));
         assert!(!check_password(None, Some(&file), "admin", "s3cret"));
         std::fs::write(&file, "- not a map\n").unwrap();
@@ -797,13 +870,31 @@ mod tests {
         let hub = crate::hub::Hub::new(crate::hub::HubSettings::from_config(&config));
         let key = StreamKey::new("live", "cam").unwrap();
         let started = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let info = crate::hub::PublisherInfo { session_id: 7, protocol: "rtmp", remote: "10.1.2.3:5555".into(), started };
+        let info = crate::hub::PublisherInfo {
+            session_id: 7,
+            protocol: "rtmp",
+            remote: "10.1.2.3:5555".into(),
+            started,
+        };
         let _publisher = hub.publish(&key, info).unwrap();
         let s = stream_json(&hub.stream(&key).unwrap());
-        for f in ["app", "name", "publisher", "video", "audio", "bitrate", "inBytes", "outBytes", "subscribers"] {
+        for f in [
+            "app",
+            "name",
+            "publisher",
+            "video",
+            "audio",
+            "bitrate",
+            "inBytes",
+            "outBytes",
+            "subscribers",
+        ] {
             assert!(s.get(f).is_some(), "stream field {f}: {s}");
         }
-        assert_eq!(s["publisher"], json!({"id": 7, "protocol": "rtmp", "ip": "10.1.2.3", "createTime": 1_700_000_000_000u64}));
+        assert_eq!(
+            s["publisher"],
+            json!({"id": 7, "protocol": "rtmp", "ip": "10.1.2.3", "createTime": 1_700_000_000_000u64})
+        );
 
         let sessions = Arc::new(Sessions::new(Arc::new(crate::metrics::Metrics::new())));
         let g = sessions.open(Protocol::HttpFlv, "[::1]:4000".into());
@@ -811,7 +902,10 @@ mod tests {
         let j = session_json(g.entry());
         assert_eq!(j["protocol"], "http_flv");
         assert_eq!(j["role"], "player");
-        assert_eq!((j["app"].as_str(), j["name"].as_str(), j["ip"].as_str()), (Some("live"), Some("cam"), Some("::1")));
+        assert_eq!(
+            (j["app"].as_str(), j["name"].as_str(), j["ip"].as_str()),
+            (Some("live"), Some("cam"), Some("::1"))
+        );
         for f in ["id", "connectTime", "inBytes", "outBytes"] {
             assert!(j[f].is_u64(), "session field {f}: {j}");
         }

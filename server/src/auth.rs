@@ -82,8 +82,10 @@ impl std::fmt::Debug for Policy {
 }
 
 fn read_secret(path: &Path) -> Result<String, AuthError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| AuthError::SecretFile { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::SecretFile {
+        path: path.display().to_string(),
+        source,
+    })?;
     let secret = text.trim().to_string();
     if secret.is_empty() {
         return Err(AuthError::EmptySecret(path.display().to_string()));
@@ -96,7 +98,10 @@ fn read_secret(path: &Path) -> Result<String, AuthError> {
 /// running keys) instead of silently locking a stream out.
 pub fn read_keys_file(path: &Path) -> Result<Vec<(String, String)>, AuthError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| AuthError::SecretFile { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::SecretFile {
+        path: shown.clone(),
+        source,
+    })?;
     parse_keys_file(&text).map_err(|message| AuthError::BadKeysFile { path: shown, message })
 }
 
@@ -125,7 +130,11 @@ impl Policy {
     /// Loads the secret files a policy names.
     pub fn load(config: &PolicyConfig) -> Result<Policy, AuthError> {
         let sign_secrets = match config.auth {
-            AuthMode::Sign => config.sign_secret_files.iter().map(|p| read_secret(p)).collect::<Result<_, _>>()?,
+            AuthMode::Sign => config
+                .sign_secret_files
+                .iter()
+                .map(|p| read_secret(p))
+                .collect::<Result<_, _>>()?,
             AuthMode::None | AuthMode::Key | AuthMode::Token => Vec::new(),
         };
         let tokens = match config.auth {
@@ -134,10 +143,15 @@ impl Policy {
         };
         let mut stream_keys = Vec::new();
         if let (AuthMode::Key, Some(dir)) = (config.auth, &config.keys_dir) {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|source| AuthError::SecretFile { path: dir.display().to_string(), source })?;
+            let entries = std::fs::read_dir(dir).map_err(|source| AuthError::SecretFile {
+                path: dir.display().to_string(),
+                source,
+            })?;
             for entry in entries {
-                let entry = entry.map_err(|source| AuthError::SecretFile { path: dir.display().to_string(), source })?;
+                let entry = entry.map_err(|source| AuthError::SecretFile {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 // Kubernetes keeps its versioned data in dot-directories next to the keys.
                 if name.starts_with('.') || !crate::hub::is_valid_name(&name) || entry.path().is_dir() {
@@ -155,7 +169,12 @@ impl Policy {
             }
         }
         stream_keys.sort();
-        Ok(Policy { mode: config.auth, sign_secrets, stream_keys, tokens })
+        Ok(Policy {
+            mode: config.auth,
+            sign_secrets,
+            stream_keys,
+            tokens,
+        })
     }
 
     /// Checks a request's query string for `key` at time `now`. `Ok(Some(name))`: the
@@ -165,7 +184,13 @@ impl Policy {
     }
 
     /// [`Policy::check`] for an action (`publish`/`play`) that token claims must allow.
-    pub fn check_as(&self, key: &StreamKey, query: &str, now: SystemTime, action: Option<&str>) -> Result<Option<String>, Denied> {
+    pub fn check_as(
+        &self,
+        key: &StreamKey,
+        query: &str,
+        now: SystemTime,
+        action: Option<&str>,
+    ) -> Result<Option<String>, Denied> {
         match self.mode {
             AuthMode::Token => {
                 let token = query_param(query, "token").ok_or(Denied::Missing)?;
@@ -217,11 +242,17 @@ struct StreamClaims {
 impl TokenVerifier {
     fn load(c: &crate::config::TokenConfig) -> Result<TokenVerifier, AuthError> {
         use jsonwebtoken::Algorithm;
-        let alg: Algorithm = c.algorithm.parse().map_err(|_| AuthError::BadKey(format!("unknown algorithm {}", c.algorithm)))?;
+        let alg: Algorithm = c
+            .algorithm
+            .parse()
+            .map_err(|_| AuthError::BadKey(format!("unknown algorithm {}", c.algorithm)))?;
         let mut keys = Vec::new();
         for path in &c.key_files {
             let shown = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|source| AuthError::SecretFile { path: shown.clone(), source })?;
+            let bytes = std::fs::read(path).map_err(|source| AuthError::SecretFile {
+                path: shown.clone(),
+                source,
+            })?;
             keys.extend(decoding_keys(alg, &bytes, &shown)?);
         }
         let mut validation = jsonwebtoken::Validation::new(alg);
@@ -264,13 +295,21 @@ impl TokenVerifier {
 
 /// The verification keys in one key file's bytes: a JWKS (`{...}`), an HMAC secret for HS*,
 /// or a PEM public key. `shown` names the file in errors.
-fn decoding_keys(alg: jsonwebtoken::Algorithm, bytes: &[u8], shown: &str) -> Result<Vec<(Option<String>, jsonwebtoken::DecodingKey)>, AuthError> {
+fn decoding_keys(
+    alg: jsonwebtoken::Algorithm,
+    bytes: &[u8],
+    shown: &str,
+) -> Result<Vec<(Option<String>, jsonwebtoken::DecodingKey)>, AuthError> {
     use jsonwebtoken::{Algorithm, DecodingKey};
     let bad = |e: jsonwebtoken::errors::Error| AuthError::BadKey(format!("{shown}: {e}"));
     if bytes.trim_ascii_start().starts_with(b"{") {
         let set: jsonwebtoken::jwk::JwkSet =
             serde_json::from_slice(bytes).map_err(|e| AuthError::BadKey(format!("{shown}: not a JWKS: {e}")))?;
-        return set.keys.iter().map(|jwk| Ok((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk).map_err(bad)?))).collect();
+        return set
+            .keys
+            .iter()
+            .map(|jwk| Ok((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk).map_err(bad)?)))
+            .collect();
     }
     let key = match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
@@ -280,9 +319,12 @@ fn decoding_keys(alg: jsonwebtoken::Algorithm, bytes: &[u8], shown: &str) -> Res
             }
             DecodingKey::from_secret(secret.as_bytes())
         }
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512 => {
-            DecodingKey::from_rsa_pem(bytes).map_err(bad)?
-        }
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => DecodingKey::from_rsa_pem(bytes).map_err(bad)?,
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes).map_err(bad)?,
         Algorithm::EdDSA => DecodingKey::from_ed_pem(bytes).map_err(bad)?,
         other => return Err(AuthError::BadKey(format!("algorithm {other:?} is not supported"))),
@@ -294,7 +336,9 @@ fn decoding_keys(alg: jsonwebtoken::Algorithm, bytes: &[u8], shown: &str) -> Res
 /// as it will read the key file; the operator uses this so it never renders a key file that
 /// would make the server refuse the whole configuration. `name` appears in the error.
 pub fn check_token_key(algorithm: &str, bytes: &[u8], name: &str) -> Result<(), AuthError> {
-    let alg: jsonwebtoken::Algorithm = algorithm.parse().map_err(|_| AuthError::BadKey(format!("unknown algorithm {algorithm}")))?;
+    let alg: jsonwebtoken::Algorithm = algorithm
+        .parse()
+        .map_err(|_| AuthError::BadKey(format!("unknown algorithm {algorithm}")))?;
     decoding_keys(alg, bytes, name).map(drop)
 }
 
@@ -351,7 +395,11 @@ impl Cidr {
             return false;
         }
         // Addresses sit in the top bits of a u128; keep the first `prefix` of them.
-        let keep = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+        let keep = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
         net & keep == addr & keep
     }
 }
@@ -392,7 +440,10 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn md5_hex(input: &str) -> String {
-    Md5::digest(input.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(input.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess matched.
@@ -425,7 +476,10 @@ pub fn verify_sign(key: &StreamKey, sign: &str, secrets: &[String], now: SystemT
 
 /// Builds a signed query value (`{expires}-{hash}`) for `key`, as the API hands out.
 pub fn sign(key: &StreamKey, expires: u64, secret: &str) -> String {
-    format!("{expires}-{}", md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret)))
+    format!(
+        "{expires}-{}",
+        md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret))
+    )
 }
 
 #[cfg(test)]
@@ -452,21 +506,40 @@ mod tests {
                 issuer: issuer.map(Into::into),
                 audience: audience.map(Into::into),
             };
-            Policy::load(&PolicyConfig { auth: AuthMode::Token, token, ..Default::default() }).unwrap()
+            Policy::load(&PolicyConfig {
+                auth: AuthMode::Token,
+                token,
+                ..Default::default()
+            })
+            .unwrap()
         }
 
         fn hs_policy() -> (Policy, std::path::PathBuf) {
-            let f = std::env::temp_dir().join(format!("ferrocast-hs-{}-{:?}", std::process::id(), std::thread::current().id()));
+            let f = std::env::temp_dir().join(format!(
+                "ferrocast-hs-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
             std::fs::write(&f, "hmac-secret\n").unwrap();
             (policy("HS256", f.clone(), Some("studio"), Some("ferrocast")), f)
         }
 
         fn hs(claims: serde_json::Value) -> String {
-            encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"hmac-secret")).unwrap()
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"hmac-secret"),
+            )
+            .unwrap()
         }
 
         fn check(p: &Policy, token: &str, stream: &str, action: &str) -> Result<Option<String>, Denied> {
-            p.check_as(&StreamKey::new("live", stream).unwrap(), &format!("token={token}"), SystemTime::now(), Some(action))
+            p.check_as(
+                &StreamKey::new("live", stream).unwrap(),
+                &format!("token={token}"),
+                SystemTime::now(),
+                Some(action),
+            )
         }
 
         #[test]
@@ -475,7 +548,11 @@ mod tests {
             let base = |extra: serde_json::Value| {
                 let mut c = json!({"app": "live", "stream": "cam", "action": "publish", "exp": now() + 300, "iss": "studio", "aud": "ferrocast"});
                 for (k, v) in extra.as_object().unwrap() {
-                    if v.is_null() { c.as_object_mut().unwrap().remove(k); } else { c[k] = v.clone(); }
+                    if v.is_null() {
+                        c.as_object_mut().unwrap().remove(k);
+                    } else {
+                        c[k] = v.clone();
+                    }
                 }
                 hs(c)
             };
@@ -521,8 +598,17 @@ mod tests {
                 assert_eq!(check(&p, &token, "cam", "play"), Ok(None), "{alg}");
                 // The classic confusion attack: HS256 keyed with the public key's bytes.
                 let public_bytes = std::fs::read(format!("{DIR}/{public}")).unwrap();
-                let forged = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&public_bytes)).unwrap();
-                assert_eq!(check(&p, &forged, "cam", "play"), Err(Denied::BadToken), "{alg} refuses HS256");
+                let forged = encode(
+                    &Header::new(Algorithm::HS256),
+                    &claims,
+                    &EncodingKey::from_secret(&public_bytes),
+                )
+                .unwrap();
+                assert_eq!(
+                    check(&p, &forged, "cam", "play"),
+                    Err(Denied::BadToken),
+                    "{alg} refuses HS256"
+                );
             }
         }
 
@@ -547,9 +633,25 @@ mod tests {
         #[test]
         fn missing_token_and_globs() {
             let (p, f) = hs_policy();
-            assert_eq!(p.check_as(&StreamKey::new("live", "cam").unwrap(), "", SystemTime::now(), Some("play")), Err(Denied::Missing));
+            assert_eq!(
+                p.check_as(
+                    &StreamKey::new("live", "cam").unwrap(),
+                    "",
+                    SystemTime::now(),
+                    Some("play")
+                ),
+                Err(Denied::Missing)
+            );
             std::fs::remove_file(f).unwrap();
-            for (g, n, want) in [("*", "x", true), ("a*c", "abc", true), ("a*c", "ab", false), ("a*b*c", "a1b2c", true), ("ab", "ab", true), ("ab", "abc", false), ("*c", "c", true)] {
+            for (g, n, want) in [
+                ("*", "x", true),
+                ("a*c", "abc", true),
+                ("a*c", "ab", false),
+                ("a*b*c", "a1b2c", true),
+                ("ab", "ab", true),
+                ("ab", "abc", false),
+                ("*c", "c", true),
+            ] {
                 assert_eq!(glob_match(g, n), want, "{g} ~ {n}");
             }
         }
@@ -561,12 +663,27 @@ mod tests {
         std::fs::create_dir_all(dir.join("..2026_11_21")).unwrap();
         std::fs::write(dir.join("cam"), "k-cam-123\n").unwrap();
         std::fs::write(dir.join("studio"), "k-studio-456").unwrap();
-        let p = Policy::load(&PolicyConfig { auth: AuthMode::Key, keys_dir: Some(dir.clone()), ..Default::default() }).unwrap();
+        let p = Policy::load(&PolicyConfig {
+            auth: AuthMode::Key,
+            keys_dir: Some(dir.clone()),
+            ..Default::default()
+        })
+        .unwrap();
         let k = |n: &str| StreamKey::new("live", n).unwrap();
         let cases: Vec<(&str, StreamKey, &str, Result<Option<String>, Denied>)> = vec![
-            ("key as the stream name maps to its public name", k("k-cam-123"), "", Ok(Some("cam".into()))),
+            (
+                "key as the stream name maps to its public name",
+                k("k-cam-123"),
+                "",
+                Ok(Some("cam".into())),
+            ),
             ("?key= for the right stream", k("studio"), "key=k-studio-456", Ok(None)),
-            ("?key= of another stream", k("cam"), "key=k-studio-456", Err(Denied::BadKey)),
+            (
+                "?key= of another stream",
+                k("cam"),
+                "key=k-studio-456",
+                Err(Denied::BadKey),
+            ),
             ("unknown key as name", k("guess"), "", Err(Denied::BadKey)),
             ("public name without key", k("cam"), "", Err(Denied::BadKey)),
         ];
@@ -590,18 +707,43 @@ mod tests {
         })
         .unwrap();
         let k = |n: &str| StreamKey::new("live", n).unwrap();
-        assert_eq!(p.check(&k("k-studio-456"), "", at(0)), Ok(Some("studio".into())), "key from the file");
-        assert_eq!(p.check(&k("cam"), "key=k-from-dir", at(0)), Ok(None), "keys_dir wins for a stream in both");
+        assert_eq!(
+            p.check(&k("k-studio-456"), "", at(0)),
+            Ok(Some("studio".into())),
+            "key from the file"
+        );
+        assert_eq!(
+            p.check(&k("cam"), "key=k-from-dir", at(0)),
+            Ok(None),
+            "keys_dir wins for a stream in both"
+        );
         assert_eq!(p.check(&k("cam"), "key=k-from-file", at(0)), Err(Denied::BadKey));
-        let only_file = PolicyConfig { auth: AuthMode::Key, keys_file: Some(dir.join("keys.yaml")), ..Default::default() };
-        assert_eq!(Policy::load(&only_file).unwrap().check(&k("cam"), "key=k-from-file", at(0)), Ok(None));
-        for (bad, why) in [("'a b': k\n", "invalid stream name"), ("cam: ''\n", "empty key"), ("[1, 2]\n", "not a map")] {
+        let only_file = PolicyConfig {
+            auth: AuthMode::Key,
+            keys_file: Some(dir.join("keys.yaml")),
+            ..Default::default()
+        };
+        assert_eq!(
+            Policy::load(&only_file)
+                .unwrap()
+                .check(&k("cam"), "key=k-from-file", at(0)),
+            Ok(None)
+        );
+        for (bad, why) in [
+            ("'a b': k\n", "invalid stream name"),
+            ("cam: ''\n", "empty key"),
+            ("[1, 2]\n", "not a map"),
+        ] {
             std::fs::write(dir.join("keys.yaml"), bad).unwrap();
             let err = Policy::load(&only_file).unwrap_err();
             assert!(matches!(err, AuthError::BadKeysFile { .. }), "{why}: {err}");
         }
         std::fs::write(dir.join("keys.yaml"), "").unwrap();
-        assert_eq!(Policy::load(&only_file).unwrap().check(&k("cam"), "key=x", at(0)), Err(Denied::BadKey), "no keys: nobody");
+        assert_eq!(
+            Policy::load(&only_file).unwrap().check(&k("cam"), "key=x", at(0)),
+            Err(Denied::BadKey),
+            "no keys: nobody"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -611,8 +753,14 @@ mod tests {
         assert!(check_token_key("RS256", &pem, "k").is_ok());
         assert!(check_token_key("HS256", b"secret", "k").is_ok());
         assert!(check_token_key("HS256", br#"{"keys":[{"kty":"oct","kid":"a","k":"c2VjcmV0"}]}"#, "k").is_ok());
-        assert!(matches!(check_token_key("RS256", b"not a pem", "k"), Err(AuthError::BadKey(_))));
-        assert!(matches!(check_token_key("HS256", b"  \n", "k"), Err(AuthError::EmptySecret(_))));
+        assert!(matches!(
+            check_token_key("RS256", b"not a pem", "k"),
+            Err(AuthError::BadKey(_))
+        ));
+        assert!(matches!(
+            check_token_key("HS256", b"  \n", "k"),
+            Err(AuthError::EmptySecret(_))
+        ));
         assert!(check_token_key("XX1", b"x", "k").is_err());
     }
 
@@ -627,7 +775,10 @@ mod tests {
     #[test]
     fn ip_filter_table() {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        let f = IpFilter::new(&["10.0.0.0/8".into(), "2001:db8::/32".into(), "127.0.0.1".into()], &["10.9.0.0/16".into()]);
+        let f = IpFilter::new(
+            &["10.0.0.0/8".into(), "2001:db8::/32".into(), "127.0.0.1".into()],
+            &["10.9.0.0/16".into()],
+        );
         let cases = [
             ("inside allow", "10.1.2.3", true),
             ("inside deny within allow", "10.9.1.1", false),
@@ -640,7 +791,10 @@ mod tests {
         for (name, addr, want) in cases {
             assert_eq!(f.check(ip(addr)).is_ok(), want, "{name}");
         }
-        assert!(IpFilter::default().check(ip("203.0.113.9")).is_ok(), "no lists: everyone");
+        assert!(
+            IpFilter::default().check(ip("203.0.113.9")).is_ok(),
+            "no lists: everyone"
+        );
         assert!(IpFilter::new(&[], &["0.0.0.0/0".into()]).check(ip("1.2.3.4")).is_err());
         for bad in ["10.0.0.0/33", "nope", "::/129", "1.2.3.4/x"] {
             assert!(Cidr::parse(bad).is_none(), "{bad}");
@@ -651,7 +805,10 @@ mod tests {
     fn nms_signature_vector() {
         // md5("/live/cam-1700000000-nodemedia2017privatekey")
         let s = sign(&key(), 1_700_000_000, "nodemedia2017privatekey");
-        assert_eq!(s, format!("1700000000-{}", md5_hex("/live/cam-1700000000-nodemedia2017privatekey")));
+        assert_eq!(
+            s,
+            format!("1700000000-{}", md5_hex("/live/cam-1700000000-nodemedia2017privatekey"))
+        );
         assert_eq!(s.len(), 11 + 32);
     }
 
@@ -662,15 +819,40 @@ mod tests {
         let good_new = sign(&key(), 2000, "new");
         let other_stream = sign(&StreamKey::new("live", "other").unwrap(), 2000, "new");
         let cases: Vec<(&str, String, u64, Result<(), Denied>)> = vec![
-            ("valid with the old secret during rotation", good_old.clone(), 1000, Ok(())),
+            (
+                "valid with the old secret during rotation",
+                good_old.clone(),
+                1000,
+                Ok(()),
+            ),
             ("valid with the new secret", good_new.clone(), 1000, Ok(())),
             ("expired", good_new.clone(), 2001, Err(Denied::Expired)),
-            ("signed for another stream", other_stream, 1000, Err(Denied::BadSignature)),
-            ("wrong secret", sign(&key(), 2000, "guess"), 1000, Err(Denied::BadSignature)),
-            ("tampered expiry", good_new.replacen("2000", "9999", 1), 1000, Err(Denied::BadSignature)),
+            (
+                "signed for another stream",
+                other_stream,
+                1000,
+                Err(Denied::BadSignature),
+            ),
+            (
+                "wrong secret",
+                sign(&key(), 2000, "guess"),
+                1000,
+                Err(Denied::BadSignature),
+            ),
+            (
+                "tampered expiry",
+                good_new.replacen("2000", "9999", 1),
+                1000,
+                Err(Denied::BadSignature),
+            ),
             ("no dash", "2000abcdef".into(), 1000, Err(Denied::Malformed)),
             ("short hash", "2000-abc".into(), 1000, Err(Denied::Malformed)),
-            ("non-numeric expiry", format!("soon-{}", "a".repeat(32)), 1000, Err(Denied::Malformed)),
+            (
+                "non-numeric expiry",
+                format!("soon-{}", "a".repeat(32)),
+                1000,
+                Err(Denied::Malformed),
+            ),
         ];
         for (name, sign, now, want) in cases {
             assert_eq!(verify_sign(&key(), &sign, &secrets, at(now)), want, "{name}");
@@ -681,11 +863,19 @@ mod tests {
     fn policy_reads_query_and_mode() {
         let open = Policy::default();
         assert_eq!(open.check(&key(), "", at(0)), Ok(None));
-        let p = Policy { mode: AuthMode::Sign, sign_secrets: vec!["s".into()], stream_keys: vec![], tokens: None };
+        let p = Policy {
+            mode: AuthMode::Sign,
+            sign_secrets: vec!["s".into()],
+            stream_keys: vec![],
+            tokens: None,
+        };
         assert_eq!(p.check(&key(), "", at(0)), Err(Denied::Missing));
         let q = format!("a=1&sign={}", sign(&key(), 100, "s"));
         assert_eq!(p.check(&key(), &q, at(50)), Ok(None));
-        assert!(!format!("{p:?}").contains('s') || !format!("{p:?}").contains("\"s\""), "secret not in Debug");
+        assert!(
+            !format!("{p:?}").contains('s') || !format!("{p:?}").contains("\"s\""),
+            "secret not in Debug"
+        );
     }
 
     #[test]
@@ -701,8 +891,14 @@ mod tests {
         };
         let p = Policy::load(&cfg(vec!["a"])).unwrap();
         assert_eq!(p.sign_secrets, vec!["secret-a".to_string()]);
-        assert!(matches!(Policy::load(&cfg(vec!["empty"])), Err(AuthError::EmptySecret(_))));
-        assert!(matches!(Policy::load(&cfg(vec!["missing"])), Err(AuthError::SecretFile { .. })));
+        assert!(matches!(
+            Policy::load(&cfg(vec!["empty"])),
+            Err(AuthError::EmptySecret(_))
+        ));
+        assert!(matches!(
+            Policy::load(&cfg(vec!["missing"])),
+            Err(AuthError::SecretFile { .. })
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,18 +12,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid {
-        path: String,
-        key: String,
-        message: String,
-    },
+    Invalid { path: String, key: String, message: String },
 }
 
 /// The whole server configuration.
@@ -135,7 +128,11 @@ pub struct TlsConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig { rtmps_port: 1936, https_port: 8443, certificates: Vec::new() }
+        TlsConfig {
+            rtmps_port: 1936,
+            https_port: 8443,
+            certificates: Vec::new(),
+        }
     }
 }
 
@@ -191,13 +188,27 @@ pub struct WebhookConfig {
 
 impl Default for WebhooksConfig {
     fn default() -> Self {
-        WebhooksConfig { hooks: Vec::new(), timeout_ms: 3000, on_timeout: TimeoutPolicy::Reject, queue_size: 1024, max_attempts: 3 }
+        WebhooksConfig {
+            hooks: Vec::new(),
+            timeout_ms: 3000,
+            on_timeout: TimeoutPolicy::Reject,
+            queue_size: 1024,
+            max_attempts: 3,
+        }
     }
 }
 
 /// Lifecycle event names, as Node-Media-Server calls them.
 pub const EVENTS: &[&str] = &[
-    "preConnect", "postConnect", "doneConnect", "prePublish", "postPublish", "donePublish", "prePlay", "postPlay", "donePlay",
+    "preConnect",
+    "postConnect",
+    "doneConnect",
+    "prePublish",
+    "postPublish",
+    "donePublish",
+    "prePlay",
+    "postPlay",
+    "donePlay",
 ];
 
 /// The REST API under `/api/v1` on the HTTP port.
@@ -284,7 +295,12 @@ pub struct TokenConfig {
 
 impl Default for TokenConfig {
     fn default() -> Self {
-        TokenConfig { algorithm: "HS256".into(), key_files: Vec::new(), issuer: None, audience: None }
+        TokenConfig {
+            algorithm: "HS256".into(),
+            key_files: Vec::new(),
+            issuer: None,
+            audience: None,
+        }
     }
 }
 
@@ -358,10 +374,7 @@ impl Default for HttpConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            port: 9090,
-            bind: None,
-        }
+        AdminConfig { port: 9090, bind: None }
     }
 }
 
@@ -455,13 +468,22 @@ impl Config {
         }
         for (i, c) in self.tls.certificates.iter().enumerate() {
             if c.cert_file.as_os_str().is_empty() {
-                return Err(bad(&format!("tls.certificates[{i}].cert_file"), "a PEM certificate file is required"));
+                return Err(bad(
+                    &format!("tls.certificates[{i}].cert_file"),
+                    "a PEM certificate file is required",
+                ));
             }
             if c.key_file.as_os_str().is_empty() {
-                return Err(bad(&format!("tls.certificates[{i}].key_file"), "a PEM key file is required"));
+                return Err(bad(
+                    &format!("tls.certificates[{i}].key_file"),
+                    "a PEM key file is required",
+                ));
             }
             if let Some(h) = c.hosts.iter().find(|h| !is_valid_host_pattern(h)) {
-                return Err(bad(&format!("tls.certificates[{i}].hosts"), &format!("{h:?} is not a DNS name or *.wildcard")));
+                return Err(bad(
+                    &format!("tls.certificates[{i}].hosts"),
+                    &format!("{h:?} is not a DNS name or *.wildcard"),
+                ));
             }
         }
         for (i, h) in self.webhooks.hooks.iter().enumerate() {
@@ -469,7 +491,10 @@ impl Config {
                 return Err(bad(&format!("webhooks.hooks[{i}].url"), "must be an http:// URL"));
             }
             if let Some(e) = h.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-                return Err(bad(&format!("webhooks.hooks[{i}].events"), &format!("unknown event {e:?}")));
+                return Err(bad(
+                    &format!("webhooks.hooks[{i}].events"),
+                    &format!("unknown event {e:?}"),
+                ));
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -486,24 +511,39 @@ impl Config {
             for (list, cidrs) in [("allow", &app.allow), ("deny", &app.deny)] {
                 for (j, c) in cidrs.iter().enumerate() {
                     if crate::auth::Cidr::parse(c).is_none() {
-                        return Err(bad(&format!("apps[{i}].{list}[{j}]"), "not a CIDR such as 10.0.0.0/8 or ::1/128"));
+                        return Err(bad(
+                            &format!("apps[{i}].{list}[{j}]"),
+                            "not a CIDR such as 10.0.0.0/8 or ::1/128",
+                        ));
                     }
                 }
             }
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
-                    return Err(bad(&format!("apps[{i}].{what}.sign_secret_files"), "auth `sign` needs at least one secret file"));
+                    return Err(bad(
+                        &format!("apps[{i}].{what}.sign_secret_files"),
+                        "auth `sign` needs at least one secret file",
+                    ));
                 }
                 if p.auth == AuthMode::Token {
                     if !["HS256", "RS256", "ES256", "EdDSA"].contains(&p.token.algorithm.as_str()) {
-                        return Err(bad(&format!("apps[{i}].{what}.token.algorithm"), "use HS256, RS256, ES256 or EdDSA"));
+                        return Err(bad(
+                            &format!("apps[{i}].{what}.token.algorithm"),
+                            "use HS256, RS256, ES256 or EdDSA",
+                        ));
                     }
                     if p.token.key_files.is_empty() {
-                        return Err(bad(&format!("apps[{i}].{what}.token.key_files"), "auth `token` needs at least one key file"));
+                        return Err(bad(
+                            &format!("apps[{i}].{what}.token.key_files"),
+                            "auth `token` needs at least one key file",
+                        ));
                     }
                 }
                 if p.auth == AuthMode::Key && p.keys_dir.is_none() && p.keys_file.is_none() {
-                    return Err(bad(&format!("apps[{i}].{what}.keys_dir"), "auth `key` needs a keys directory or keys file"));
+                    return Err(bad(
+                        &format!("apps[{i}].{what}.keys_dir"),
+                        "auth `key` needs a keys directory or keys file",
+                    ));
                 }
             }
             if app.gop_max_frames == 0 {
@@ -520,7 +560,11 @@ fn is_valid_host_pattern(host: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -532,7 +576,11 @@ fn parse_error(origin: &str, message: &str) -> ConfigError {
         if let Some(end) = rest.find('`') {
             let field = &rest[..end];
             let parent = message[..at].trim_end().trim_end_matches(':');
-            let key = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
+            let key = if parent.is_empty() {
+                field.to_string()
+            } else {
+                format!("{parent}.{field}")
+            };
             return ConfigError::Invalid {
                 path: origin.to_string(),
                 key,
@@ -540,7 +588,10 @@ fn parse_error(origin: &str, message: &str) -> ConfigError {
             };
         }
     }
-    ConfigError::Parse { path: origin.to_string(), message: message.to_string() }
+    ConfigError::Parse {
+        path: origin.to_string(),
+        message: message.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -591,9 +642,14 @@ mod tests {
         let c = Config::default();
         assert!(c.tls.certificates.is_empty());
         assert_eq!((c.tls.rtmps_port, c.tls.https_port), (1936, 8443));
-        let ok = "tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: [live.example.com, '*.example.org']}]}\n";
+        let ok =
+            "tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: [live.example.com, '*.example.org']}]}\n";
         assert_eq!(Config::from_yaml(ok, "t").unwrap().tls.certificates[0].hosts.len(), 2);
-        let err = Config::from_yaml("tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: ['a b']}]}\n", "f").unwrap_err();
+        let err = Config::from_yaml(
+            "tls: {certificates: [{cert_file: a.crt, key_file: a.key, hosts: ['a b']}]}\n",
+            "f",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("tls.certificates[0].hosts"), "{err}");
         let err = Config::from_yaml("tls: {certificates: [{cert_file: a.crt}]}\n", "f").unwrap_err();
         assert!(err.to_string().contains("tls.certificates[0].key_file"), "{err}");
@@ -604,12 +660,20 @@ mod tests {
         let c = Config::from_yaml("apps: []\n", "t").unwrap();
         assert!(c.apps.is_empty(), "an explicit empty list stays empty");
         assert!(c.app("live").is_none());
-        assert_eq!(Config::from_yaml("", "t").unwrap().apps[0].name, "live", "no config keeps the default app");
+        assert_eq!(
+            Config::from_yaml("", "t").unwrap().apps[0].name,
+            "live",
+            "no config keeps the default app"
+        );
     }
 
     #[test]
     fn key_auth_accepts_a_keys_file() {
-        let c = Config::from_yaml("apps: [{name: a, publish: {auth: key, keys_file: /k.yaml}}]\napi: {users_file: /u.yaml}\n", "t").unwrap();
+        let c = Config::from_yaml(
+            "apps: [{name: a, publish: {auth: key, keys_file: /k.yaml}}]\napi: {users_file: /u.yaml}\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(c.apps[0].publish.keys_file.as_deref(), Some(Path::new("/k.yaml")));
         assert_eq!(c.api.users_file.as_deref(), Some(Path::new("/u.yaml")));
         let err = Config::from_yaml("apps: [{name: a, publish: {auth: key}}]\n", "f").unwrap_err();

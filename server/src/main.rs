@@ -75,7 +75,8 @@ fn load(path: &Option<PathBuf>) -> anyhow::Result<Config> {
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if !config.tls.certificates.is_empty() {
-        ferrocast_server::tls::Certificates::load(&config.tls.certificates).with_context(|| format!("{}", file.display()))?;
+        ferrocast_server::tls::Certificates::load(&config.tls.certificates)
+            .with_context(|| format!("{}", file.display()))?;
     }
     println!("{}: ok", file.display());
     Ok(())
@@ -84,7 +85,9 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
 fn init_logging(config: &Config, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         // Colour codes only on a terminal, not in files and log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json || config.log.format == LogFormat::Json {
@@ -106,7 +109,10 @@ async fn shutdown_signal() {
 
 fn run(config: Config, path: Option<PathBuf>, log_json: bool) -> anyhow::Result<()> {
     init_logging(&config, log_json);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting runtime")?;
     rt.block_on(async {
         let server = Server::bind(config).await?;
         if let Some(path) = path {

@@ -62,20 +62,69 @@ impl Metrics {
         {
             let _ = r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        let webhook_dropped = IntCounter::new(WEBHOOK_DROPPED, "Webhook deliveries dropped because the queue was full or retries ran out").expect("valid metric");
+        let webhook_dropped = IntCounter::new(
+            WEBHOOK_DROPPED,
+            "Webhook deliveries dropped because the queue was full or retries ran out",
+        )
+        .expect("valid metric");
         r.register(Box::new(webhook_dropped.clone())).expect("unique metric");
         Metrics {
             streams_active: gauge(&r, STREAMS_ACTIVE, "Streams with a live publisher", &["app"]),
-            sessions_active: gauge(&r, SESSIONS_ACTIVE, "Publishing and playing sessions", &["app", "protocol", "role"]),
-            sessions_total: counter(&r, SESSIONS_TOTAL, "Publish and play sessions started", &["app", "protocol", "role"]),
-            stream_bytes_in: counter(&r, STREAM_BYTES_IN, "Media bytes received from the stream's publishers", &["app", "stream"]),
-            stream_bytes_out: counter(&r, STREAM_BYTES_OUT, "Media bytes sent to the stream's players", &["app", "stream"]),
-            stream_bitrate: gauge(&r, STREAM_PUBLISH_BITRATE, "Ingest bitrate of the stream over the last seconds", &["app", "stream"]),
+            sessions_active: gauge(
+                &r,
+                SESSIONS_ACTIVE,
+                "Publishing and playing sessions",
+                &["app", "protocol", "role"],
+            ),
+            sessions_total: counter(
+                &r,
+                SESSIONS_TOTAL,
+                "Publish and play sessions started",
+                &["app", "protocol", "role"],
+            ),
+            stream_bytes_in: counter(
+                &r,
+                STREAM_BYTES_IN,
+                "Media bytes received from the stream's publishers",
+                &["app", "stream"],
+            ),
+            stream_bytes_out: counter(
+                &r,
+                STREAM_BYTES_OUT,
+                "Media bytes sent to the stream's players",
+                &["app", "stream"],
+            ),
+            stream_bitrate: gauge(
+                &r,
+                STREAM_PUBLISH_BITRATE,
+                "Ingest bitrate of the stream over the last seconds",
+                &["app", "stream"],
+            ),
             stream_players: gauge(&r, STREAM_PLAYERS, "Players attached to the stream", &["app", "stream"]),
-            stream_dropped: counter(&r, STREAM_FRAMES_DROPPED, "Frames skipped by players that fell behind", &["app", "stream"]),
-            stream_gop_bytes: gauge(&r, STREAM_GOP_CACHE_BYTES, "Bytes held in the stream's GOP cache", &["app", "stream"]),
-            auth_failures: counter(&r, AUTH_FAILURES, "Publish and play requests refused", &["app", "reason"]),
-            webhook_calls: counter(&r, WEBHOOK_CALLS, "Webhook deliveries by event and result", &["event", "result"]),
+            stream_dropped: counter(
+                &r,
+                STREAM_FRAMES_DROPPED,
+                "Frames skipped by players that fell behind",
+                &["app", "stream"],
+            ),
+            stream_gop_bytes: gauge(
+                &r,
+                STREAM_GOP_CACHE_BYTES,
+                "Bytes held in the stream's GOP cache",
+                &["app", "stream"],
+            ),
+            auth_failures: counter(
+                &r,
+                AUTH_FAILURES,
+                "Publish and play requests refused",
+                &["app", "reason"],
+            ),
+            webhook_calls: counter(
+                &r,
+                WEBHOOK_CALLS,
+                "Webhook deliveries by event and result",
+                &["event", "result"],
+            ),
             webhook_dropped,
             registry: r,
         }
@@ -88,12 +137,19 @@ impl Metrics {
     }
 
     pub fn session_ended(&self, app: &str, protocol: Protocol, role: Role) {
-        self.sessions_active.with_label_values(&[app, protocol.as_str(), role.as_str()]).dec();
+        self.sessions_active
+            .with_label_values(&[app, protocol.as_str(), role.as_str()])
+            .dec();
     }
 
     /// Refreshes the per-stream series from the hub and renders the text exposition format.
     pub fn render(&self, hub: &Hub) -> String {
-        for v in [&self.stream_bitrate, &self.stream_players, &self.stream_gop_bytes, &self.streams_active] {
+        for v in [
+            &self.stream_bitrate,
+            &self.stream_players,
+            &self.stream_gop_bytes,
+            &self.streams_active,
+        ] {
             v.reset();
         }
         for v in [&self.stream_bytes_in, &self.stream_bytes_out, &self.stream_dropped] {
@@ -109,13 +165,27 @@ impl Metrics {
                 self.streams_active.with_label_values(&[&s.key.app]).inc();
             }
             use std::sync::atomic::Ordering::Relaxed;
-            self.stream_bytes_in.with_label_values(&labels).inc_by(s.stats.bytes_in.load(Relaxed));
-            self.stream_bytes_out.with_label_values(&labels).inc_by(s.stats.bytes_out.load(Relaxed));
-            self.stream_dropped.with_label_values(&labels).inc_by(s.stats.frames_dropped.load(Relaxed));
-            self.stream_players.with_label_values(&labels).set(s.stats.readers.load(Relaxed) as i64);
-            self.stream_bitrate.with_label_values(&labels).set((info.bitrate_kbps * 1000) as i64);
-            self.stream_gop_bytes.with_label_values(&labels).set(s.gop_bytes() as i64);
+            self.stream_bytes_in
+                .with_label_values(&labels)
+                .inc_by(s.stats.bytes_in.load(Relaxed));
+            self.stream_bytes_out
+                .with_label_values(&labels)
+                .inc_by(s.stats.bytes_out.load(Relaxed));
+            self.stream_dropped
+                .with_label_values(&labels)
+                .inc_by(s.stats.frames_dropped.load(Relaxed));
+            self.stream_players
+                .with_label_values(&labels)
+                .set(s.stats.readers.load(Relaxed) as i64);
+            self.stream_bitrate
+                .with_label_values(&labels)
+                .set((info.bitrate_kbps * 1000) as i64);
+            self.stream_gop_bytes
+                .with_label_values(&labels)
+                .set(s.gop_bytes() as i64);
         }
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }

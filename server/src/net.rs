@@ -49,7 +49,11 @@ pub struct StallGuard<IO> {
 
 impl<IO> StallGuard<IO> {
     pub fn new(inner: IO, limit: std::time::Duration) -> Self {
-        StallGuard { inner, limit, stalled: None }
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
     }
 
     fn on_write<T>(
@@ -138,7 +142,10 @@ pub struct FirstReadDeadline<IO> {
 
 impl<IO> FirstReadDeadline<IO> {
     pub fn new(inner: IO, limit: std::time::Duration) -> Self {
-        FirstReadDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(limit))) }
+        FirstReadDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
     }
 }
 
@@ -152,15 +159,18 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for FirstReadDeadlin
         use std::task::Poll;
         let before = buf.filled().len();
         let res = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let Some(deadline) = self.deadline.as_mut() else { return res };
+        let Some(deadline) = self.deadline.as_mut() else {
+            return res;
+        };
         match res {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 self.deadline = None;
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request from the peer")))
-            }
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request from the peer",
+            ))),
             other => other,
         }
     }
@@ -187,11 +197,17 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstReadDeadline<IO> {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -215,7 +231,11 @@ mod tests {
         let mut out = tokio::io::BufWriter::new(Vec::new());
         let mut bufs = vec![Bytes::from_static(b"reply")];
         write_all_bytes(&mut out, &mut bufs).await.unwrap();
-        assert_eq!(out.get_ref().as_slice(), b"reply", "a buffering writer (like TLS) was flushed");
+        assert_eq!(
+            out.get_ref().as_slice(),
+            b"reply",
+            "a buffering writer (like TLS) was flushed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -236,7 +256,11 @@ mod tests {
             peer.write_all(b"b").await.unwrap();
             peer
         });
-        assert_eq!(io.read_u8().await.unwrap(), b'b', "after the first bytes the peer may stay quiet");
+        assert_eq!(
+            io.read_u8().await.unwrap(),
+            b'b',
+            "after the first bytes the peer may stay quiet"
+        );
         drop(later.await.unwrap());
     }
 }

@@ -47,7 +47,10 @@ fn load_policies(config: &Config) -> Result<Policies, AuthError> {
     let mut policies = HashMap::new();
     for app in &config.apps {
         let filter = IpFilter::new(&app.allow, &app.deny);
-        policies.insert(app.name.clone(), (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter));
+        policies.insert(
+            app.name.clone(),
+            (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter),
+        );
     }
     Ok(policies)
 }
@@ -74,7 +77,12 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
                 }
             }
             if let Some(dir) = &p.keys_dir {
-                let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+                let mut entries: Vec<_> = std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect();
                 entries.sort();
                 for e in entries {
                     e.hash(&mut h);
@@ -112,8 +120,17 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
         };
         let applied = load_policies(&config)
             .map_err(|e| e.to_string())
-            .and_then(|p| new_certificates(&ctx, &current, &config).map(|c| (p, c)).map_err(|e| e.to_string()))
-            .and_then(|(p, c)| ctx.webhooks.reconfigure(&config.webhooks).map(|()| (p, c)).map_err(|e| e.to_string()));
+            .and_then(|p| {
+                new_certificates(&ctx, &current, &config)
+                    .map(|c| (p, c))
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|(p, c)| {
+                ctx.webhooks
+                    .reconfigure(&config.webhooks)
+                    .map(|()| (p, c))
+                    .map_err(|e| e.to_string())
+            });
         match applied {
             Ok((p, certificates)) => {
                 *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
@@ -132,7 +149,11 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
 
 /// The TLS certificate list of a reloaded config, loaded and ready to install, or `None`
 /// when it is unchanged or cannot apply without a restart (which is logged).
-fn new_certificates(ctx: &Context, current: &Config, config: &Config) -> Result<Option<crate::tls::NewCertificates>, TlsError> {
+fn new_certificates(
+    ctx: &Context,
+    current: &Config,
+    config: &Config,
+) -> Result<Option<crate::tls::NewCertificates>, TlsError> {
     let (was, now) = (&current.tls, &config.tls);
     if (was.rtmps_port, was.https_port) != (now.rtmps_port, now.https_port) {
         warn!("tls.rtmps_port and tls.https_port take effect at the next start");
@@ -140,7 +161,9 @@ fn new_certificates(ctx: &Context, current: &Config, config: &Config) -> Result<
     match &ctx.tls {
         Some(_) if now.certificates.is_empty() => {
             if !was.certificates.is_empty() {
-                warn!("turning TLS off takes effect at the next start; RTMPS and HTTPS keep their current certificates");
+                warn!(
+                    "turning TLS off takes effect at the next start; RTMPS and HTTPS keep their current certificates"
+                );
             }
             Ok(None)
         }
@@ -166,18 +189,37 @@ impl Context {
         session: u64,
     ) -> Result<Option<StreamKey>, Denied> {
         let policies = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((publish, play, filter)) = policies.get(&key.app) else { return Ok(None) };
+        let Some((publish, play, filter)) = policies.get(&key.app) else {
+            return Ok(None);
+        };
         let policy = if role == Role::Publisher { publish } else { play };
         let address = match peer {
             Some(ip) => filter.check(ip),
             None => Ok(()),
         };
-        let public = |name: String| StreamKey { app: key.app.clone(), name };
-        address.and_then(|()| policy.check_as(key, query, SystemTime::now(), Some(if role == Role::Publisher { "publish" } else { "play" })).map(|n| n.map(public))).inspect_err(|d| {
-            self.metrics.auth_failures.with_label_values(&[&key.app, d.reason()]).inc();
-            // The requested name may itself be a stream key, so only the app is logged.
-            warn!(session, app = %key.app, role = role.as_str(), reason = d.reason(), "request denied: {d}");
-        })
+        let public = |name: String| StreamKey {
+            app: key.app.clone(),
+            name,
+        };
+        address
+            .and_then(|()| {
+                policy
+                    .check_as(
+                        key,
+                        query,
+                        SystemTime::now(),
+                        Some(if role == Role::Publisher { "publish" } else { "play" }),
+                    )
+                    .map(|n| n.map(public))
+            })
+            .inspect_err(|d| {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[&key.app, d.reason()])
+                    .inc();
+                // The requested name may itself be a stream key, so only the app is logged.
+                warn!(session, app = %key.app, role = role.as_str(), reason = d.reason(), "request denied: {d}");
+            })
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -231,7 +273,9 @@ pub struct BoundAddrs {
 
 async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, ServerError> {
     let addr = SocketAddr::new(ip, port);
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
 impl Server {
@@ -258,8 +302,24 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
-        let ctx = Arc::new(Context { config, hub, shutdown, sessions, metrics, webhooks, tls: tls_certs, policies });
-        Ok(Server { ctx, shutdown_tx, rtmp, http, admin, tls })
+        let ctx = Arc::new(Context {
+            config,
+            hub,
+            shutdown,
+            sessions,
+            metrics,
+            webhooks,
+            tls: tls_certs,
+            policies,
+        });
+        Ok(Server {
+            ctx,
+            shutdown_tx,
+            rtmp,
+            http,
+            admin,
+            tls,
+        })
     }
 
     pub fn context(&self) -> &Arc<Context> {
@@ -355,34 +415,50 @@ fn tls_accept_loops(
     let acceptor = listeners.rtmps_tls;
     let limit = Duration::from_secs(c.rtmp.handshake_timeout_secs);
     let rtmps_ctx = ctx.clone();
-    let rtmps = accept_loop("rtmps", listeners.rtmps, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
-        let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
-        async move {
-            if let Some(tls) = crate::tls::handshake(&acceptor, s, "rtmps", peer, limit).await {
-                crate::rtmp::conn::serve(tls, peer, Protocol::Rtmps, ctx).await;
+    let rtmps = accept_loop(
+        "rtmps",
+        listeners.rtmps,
+        rtmp_slots.clone(),
+        ctx.clone(),
+        move |s, peer| {
+            let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
+            async move {
+                if let Some(tls) = crate::tls::handshake(&acceptor, s, "rtmps", peer, limit).await {
+                    crate::rtmp::conn::serve(tls, peer, Protocol::Rtmps, ctx).await;
+                }
             }
-        }
-    });
+        },
+    );
 
     let acceptor = listeners.https_tls;
     let limit = Duration::from_secs(c.http.request_timeout_secs);
     let router = crate::http::router(ctx.clone());
     let https_ctx = ctx.clone();
-    let https = accept_loop("https", listeners.https, http_slots.clone(), ctx.clone(), move |s, peer| {
-        let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
-        async move {
-            if let Some(tls) = crate::tls::handshake(&acceptor, s, "https", peer, limit).await {
-                crate::http::serve_tls_connection(tls, peer, router, ctx).await;
+    let https = accept_loop(
+        "https",
+        listeners.https,
+        http_slots.clone(),
+        ctx.clone(),
+        move |s, peer| {
+            let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
+            async move {
+                if let Some(tls) = crate::tls::handshake(&acceptor, s, "https", peer, limit).await {
+                    crate::http::serve_tls_connection(tls, peer, router, ctx).await;
+                }
             }
-        }
-    });
+        },
+    );
     async move {
         tokio::join!(rtmps, https);
     }
 }
 
 fn log_urls(a: &BoundAddrs, c: &Config) {
-    let host = if a.rtmp.ip().is_unspecified() { "localhost".to_string() } else { a.rtmp.ip().to_string() };
+    let host = if a.rtmp.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        a.rtmp.ip().to_string()
+    };
     let app = c.apps.first().map_or("live", |a| a.name.as_str());
     info!(rtmp = %a.rtmp, http = %a.http, admin = %a.admin, rtmps = ?a.rtmps, https = ?a.https, "ferrocast listening");
     info!("publish: rtmp://{host}:{}/{app}/STREAM_NAME", a.rtmp.port());
@@ -391,7 +467,13 @@ fn log_urls(a: &BoundAddrs, c: &Config) {
     info!("play:    ws://{host}:{}/{app}/STREAM_NAME.flv", a.http.port());
     if let (Some(rtmps), Some(https)) = (a.rtmps, a.https) {
         // Certificates name hosts, not addresses: show the first configured name when there is one.
-        let tls_host = c.tls.certificates.iter().flat_map(|cert| &cert.hosts).find(|h| !h.starts_with("*.")).unwrap_or(&host);
+        let tls_host = c
+            .tls
+            .certificates
+            .iter()
+            .flat_map(|cert| &cert.hosts)
+            .find(|h| !h.starts_with("*."))
+            .unwrap_or(&host);
         info!("publish: rtmps://{tls_host}:{}/{app}/STREAM_NAME", rtmps.port());
         info!("play:    rtmps://{tls_host}:{}/{app}/STREAM_NAME", rtmps.port());
         info!("play:    https://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
@@ -399,8 +481,13 @@ fn log_urls(a: &BoundAddrs, c: &Config) {
     }
 }
 
-async fn accept_loop<F, Fut>(what: &'static str, listener: TcpListener, slots: Arc<Semaphore>, ctx: Arc<Context>, handle: F)
-where
+async fn accept_loop<F, Fut>(
+    what: &'static str,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    ctx: Arc<Context>,
+    handle: F,
+) where
     F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {

@@ -88,7 +88,11 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Sessions { map: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), metrics }
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            metrics,
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<u64, Arc<SessionEntry>>> {
@@ -110,7 +114,10 @@ impl Sessions {
             kick,
         });
         self.map().insert(id, entry.clone());
-        SessionGuard { entry, sessions: self.clone() }
+        SessionGuard {
+            entry,
+            sessions: self.clone(),
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<SessionEntry>> {
@@ -158,7 +165,9 @@ impl SessionGuard {
             self.sessions.metrics.session_ended(&key.app, self.entry.protocol, role);
         }
         if let Some((role, key)) = &activity {
-            self.sessions.metrics.session_started(&key.app, self.entry.protocol, *role);
+            self.sessions
+                .metrics
+                .session_started(&key.app, self.entry.protocol, *role);
         }
         *a = activity;
     }

@@ -36,11 +36,23 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("`{key}`: cannot read {}: {source}", path.display())]
-    Read { key: String, path: PathBuf, source: std::io::Error },
+    Read {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{key}`: {}: {message}", path.display())]
-    Invalid { key: String, path: PathBuf, message: String },
+    Invalid {
+        key: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("`{key}`: the private key in {} does not match the certificate in {}", key_path.display(), cert_path.display())]
-    KeyMismatch { key: String, key_path: PathBuf, cert_path: PathBuf },
+    KeyMismatch {
+        key: String,
+        key_path: PathBuf,
+        cert_path: PathBuf,
+    },
     #[error("TLS setup: {0}")]
     Setup(#[from] rustls::Error),
 }
@@ -77,7 +89,10 @@ impl std::fmt::Debug for Certificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let set = self.snapshot();
         let hosts: Vec<&[String]> = set.entries.iter().map(|e| e.config.hosts.as_slice()).collect();
-        f.debug_struct("Certificates").field("hosts", &hosts).field("default", &set.default).finish()
+        f.debug_struct("Certificates")
+            .field("hosts", &hosts)
+            .field("default", &set.default)
+            .finish()
     }
 }
 
@@ -87,7 +102,11 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let set = load_set(configs, &provider)?;
         log_set(&set);
-        Ok(Arc::new(Certificates { provider, current: RwLock::new(Arc::new(set)), reloading: Mutex::new(()) }))
+        Ok(Arc::new(Certificates {
+            provider,
+            current: RwLock::new(Arc::new(set)),
+            reloading: Mutex::new(()),
+        }))
     }
 
     fn snapshot(&self) -> Arc<CertSet> {
@@ -136,13 +155,19 @@ impl Certificates {
                     entry.refused = None;
                 }
                 Err(e) => {
-                    warn!(certificate = i, "certificate change refused, the previous certificate stays: {e}");
+                    warn!(
+                        certificate = i,
+                        "certificate change refused, the previous certificate stays: {e}"
+                    );
                     entry.refused = Some(hash);
                 }
             }
         }
         if changed {
-            self.swap(CertSet { entries, default: old.default });
+            self.swap(CertSet {
+                entries,
+                default: old.default,
+            });
         }
     }
 
@@ -186,17 +211,29 @@ impl CertSet {
     /// An exact host match first, then a `*.` wildcard one, then the default certificate.
     fn pick(&self, server_name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         let by_name = server_name.and_then(|name| {
-            let exact = self.entries.iter().find(|e| e.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)));
-            exact.or_else(|| self.entries.iter().find(|e| e.config.hosts.iter().any(|h| wildcard_matches(h, name))))
+            let exact = self
+                .entries
+                .iter()
+                .find(|e| e.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)));
+            exact.or_else(|| {
+                self.entries
+                    .iter()
+                    .find(|e| e.config.hosts.iter().any(|h| wildcard_matches(h, name)))
+            })
         });
-        by_name.or_else(|| self.default.map(|i| &self.entries[i])).map(|e| &e.certified)
+        by_name
+            .or_else(|| self.default.map(|i| &self.entries[i]))
+            .map(|e| &e.certified)
     }
 }
 
 /// `*.example.com` matches `a.example.com`, not `example.com` nor `a.b.example.com`.
 fn wildcard_matches(pattern: &str, name: &str) -> bool {
-    let Some(suffix) = pattern.strip_prefix("*.") else { return false };
-    name.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
+    let Some(suffix) = pattern.strip_prefix("*.") else {
+        return false;
+    };
+    name.split_once('.')
+        .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
 }
 
 fn load_set(configs: &[CertificateConfig], provider: &CryptoProvider) -> Result<CertSet, TlsError> {
@@ -204,9 +241,17 @@ fn load_set(configs: &[CertificateConfig], provider: &CryptoProvider) -> Result<
     for (i, config) in configs.iter().enumerate() {
         let files = Files::read(i, config);
         let certified = Arc::new(files.certified_key(provider)?);
-        entries.push(Entry { config: config.clone(), certified, loaded: files.hash(), refused: None });
+        entries.push(Entry {
+            config: config.clone(),
+            certified,
+            loaded: files.hash(),
+            refused: None,
+        });
     }
-    let default = entries.iter().position(|e| e.config.hosts.is_empty()).or(if entries.is_empty() { None } else { Some(0) });
+    let default = entries
+        .iter()
+        .position(|e| e.config.hosts.is_empty())
+        .or(if entries.is_empty() { None } else { Some(0) });
     Ok(CertSet { entries, default })
 }
 
@@ -262,11 +307,14 @@ impl Files {
     fn certified_key(&self, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
         let chain = parse_chain(self.cert.as_deref(), &self.cert_path, self.cert_key())?;
         let key = parse_key(self.key.as_deref(), &self.key_path, self.key_key())?;
-        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| TlsError::Invalid {
-            key: self.key_key(),
-            path: self.key_path.clone(),
-            message: format!("unsupported private key: {e}"),
-        })?;
+        let signing_key = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::Invalid {
+                key: self.key_key(),
+                path: self.key_path.clone(),
+                message: format!("unsupported private key: {e}"),
+            })?;
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             Ok(()) => Ok(certified),
@@ -287,13 +335,25 @@ impl Files {
 }
 
 fn read_error(key: String, path: &Path, e: &std::io::Error) -> TlsError {
-    TlsError::Read { key, path: path.to_path_buf(), source: std::io::Error::new(e.kind(), e.to_string()) }
+    TlsError::Read {
+        key,
+        path: path.to_path_buf(),
+        source: std::io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 /// Every `CERTIFICATE` block of the file, leaf first.
-fn parse_chain(bytes: Result<&[u8], &std::io::Error>, path: &Path, key: String) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn parse_chain(
+    bytes: Result<&[u8], &std::io::Error>,
+    path: &Path,
+    key: String,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = bytes.map_err(|e| read_error(key.clone(), path, e))?;
-    let invalid = |message: String| TlsError::Invalid { key: key.clone(), path: path.to_path_buf(), message };
+    let invalid = |message: String| TlsError::Invalid {
+        key: key.clone(),
+        path: path.to_path_buf(),
+        message,
+    };
     let chain = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(format!("bad PEM: {}", pem_error(&e))))?;
@@ -304,17 +364,25 @@ fn parse_chain(bytes: Result<&[u8], &std::io::Error>, path: &Path, key: String) 
 }
 
 /// The first private key of the file: PKCS#8, RSA (PKCS#1) or EC (SEC1).
-fn parse_key(bytes: Result<&[u8], &std::io::Error>, path: &Path, key: String) -> Result<PrivateKeyDer<'static>, TlsError> {
+fn parse_key(
+    bytes: Result<&[u8], &std::io::Error>,
+    path: &Path,
+    key: String,
+) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = bytes.map_err(|e| read_error(key.clone(), path, e))?;
-    let invalid = |message: &str| TlsError::Invalid { key: key.clone(), path: path.to_path_buf(), message: message.to_string() };
+    let invalid = |message: &str| TlsError::Invalid {
+        key: key.clone(),
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
     match PrivateKeyDer::from_pem_slice(bytes) {
         Ok(k) => Ok(k),
-        Err(pem::Error::NoItemsFound) if contains(bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
-            Err(invalid("encrypted private keys are not supported; store the key unencrypted (as a Kubernetes TLS Secret does)"))
-        }
-        Err(pem::Error::NoItemsFound) => {
-            Err(invalid("no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)"))
-        }
+        Err(pem::Error::NoItemsFound) if contains(bytes, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") => Err(invalid(
+            "encrypted private keys are not supported; store the key unencrypted (as a Kubernetes TLS Secret does)",
+        )),
+        Err(pem::Error::NoItemsFound) => Err(invalid(
+            "no PEM private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)",
+        )),
         Err(e) => Err(invalid(&format!("bad PEM: {}", pem_error(&e)))),
     }
 }
@@ -337,7 +405,13 @@ fn pem_error(e: &pem::Error) -> String {
 
 /// Completes a TLS handshake within `limit`. A failure is the client's problem (a plain
 /// client on the TLS port, a scanner, an untrusted certificate), so it is logged at debug.
-pub async fn handshake<IO>(acceptor: &TlsAcceptor, io: IO, listener: &'static str, peer: SocketAddr, limit: Duration) -> Option<TlsStream<IO>>
+pub async fn handshake<IO>(
+    acceptor: &TlsAcceptor,
+    io: IO,
+    listener: &'static str,
+    peer: SocketAddr,
+    limit: Duration,
+) -> Option<TlsStream<IO>>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {

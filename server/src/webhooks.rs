@@ -60,7 +60,8 @@ struct Hook {
 
 impl Hook {
     fn wants(&self, e: &Event) -> bool {
-        (self.events.is_empty() || self.events.iter().any(|x| x == e.event)) && (self.apps.is_empty() || self.apps.contains(&e.app))
+        (self.events.is_empty() || self.events.iter().any(|x| x == e.event))
+            && (self.apps.is_empty() || self.apps.contains(&e.app))
     }
 }
 
@@ -88,7 +89,13 @@ impl Webhooks {
         let (queue, rx) = mpsc::channel(config.queue_size.max(1));
         let (events, _) = broadcast::channel(256);
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let w = Arc::new(Webhooks { settings: std::sync::RwLock::new(Arc::new(settings)), client, queue, events, metrics });
+        let w = Arc::new(Webhooks {
+            settings: std::sync::RwLock::new(Arc::new(settings)),
+            client,
+            queue,
+            events,
+            metrics,
+        });
         tokio::spawn(worker(Arc::downgrade(&w), rx));
         Ok(w)
     }
@@ -110,15 +117,26 @@ impl Webhooks {
             let secret = match &h.secret_file {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
-                        .map_err(|source| AuthError::SecretFile { path: p.display().to_string(), source })?
+                        .map_err(|source| AuthError::SecretFile {
+                            path: p.display().to_string(),
+                            source,
+                        })?
                         .trim()
                         .as_bytes()
                         .to_vec(),
                 ),
                 None => None,
             };
-            let url = h.url.parse().map_err(|e| AuthError::BadKey(format!("webhook url {}: {e}", h.url)))?;
-            hooks.push(Hook { url, events: h.events.clone(), apps: h.apps.clone(), secret });
+            let url = h
+                .url
+                .parse()
+                .map_err(|e| AuthError::BadKey(format!("webhook url {}: {e}", h.url)))?;
+            hooks.push(Hook {
+                url,
+                events: h.events.clone(),
+                apps: h.apps.clone(),
+                secret,
+            });
         }
         Ok(Settings {
             hooks,
@@ -158,7 +176,6 @@ impl Webhooks {
         }
         Ok(())
     }
-
 
     /// Queues a `post*`/`done*` event; never waits.
     pub fn notify(&self, event: Event) {
@@ -234,8 +251,20 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub async fn begin(hooks: Arc<Webhooks>, entry: Arc<SessionEntry>, role: Role, key: StreamKey, query: String) -> Result<Activity, String> {
-        let a = Activity { hooks, entry, role, key, query };
+    pub async fn begin(
+        hooks: Arc<Webhooks>,
+        entry: Arc<SessionEntry>,
+        role: Role,
+        key: StreamKey,
+        query: String,
+    ) -> Result<Activity, String> {
+        let a = Activity {
+            hooks,
+            entry,
+            role,
+            key,
+            query,
+        };
         a.hooks.ask(&a.event("pre", false)).await?;
         a.hooks.notify(a.event("post", false));
         Ok(a)
@@ -250,7 +279,11 @@ impl Activity {
             ("post", Role::Player) => ("postPlay", "play"),
             (_, Role::Player) => ("donePlay", "play"),
         };
-        let ip = self.entry.remote.rsplit_once(':').map_or(self.entry.remote.as_str(), |(ip, _)| ip);
+        let ip = self
+            .entry
+            .remote
+            .rsplit_once(':')
+            .map_or(self.entry.remote.as_str(), |(ip, _)| ip);
         Event {
             event,
             id: self.entry.id,

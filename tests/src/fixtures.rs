@@ -66,12 +66,7 @@ pub async fn ffprobe(input: &str, extra: &[&str], limit_secs: u64) -> Result<Val
         args.extend(["-rw_timeout".into(), "5000000".into()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        "-show_streams".into(),
-        "-of".into(),
-        "json".into(),
-        input.into(),
-    ]);
+    args.extend(["-show_streams".into(), "-of".into(), "json".into(), input.into()]);
     let out = run_bounded("ffprobe", &args, limit_secs).await?;
     if !out.status.success() {
         bail!("ffprobe {input} failed\n{}", describe_output(&out));
@@ -101,24 +96,10 @@ pub fn assert_h264_720p_and_aac_only(probe: &Value, what: &str) {
         2,
         "{what}: expected exactly 2 streams (h264 + aac), ffprobe saw {summary:?}"
     );
-    let video: Vec<&Value> = streams
-        .iter()
-        .filter(|s| s["codec_type"] == "video")
-        .collect();
-    let audio: Vec<&Value> = streams
-        .iter()
-        .filter(|s| s["codec_type"] == "audio")
-        .collect();
-    assert_eq!(
-        video.len(),
-        1,
-        "{what}: one video stream expected, saw {summary:?}"
-    );
-    assert_eq!(
-        audio.len(),
-        1,
-        "{what}: one audio stream expected, saw {summary:?}"
-    );
+    let video: Vec<&Value> = streams.iter().filter(|s| s["codec_type"] == "video").collect();
+    let audio: Vec<&Value> = streams.iter().filter(|s| s["codec_type"] == "audio").collect();
+    assert_eq!(video.len(), 1, "{what}: one video stream expected, saw {summary:?}");
+    assert_eq!(audio.len(), 1, "{what}: one audio stream expected, saw {summary:?}");
     assert_eq!(video[0]["codec_name"], "h264", "{what}: {summary:?}");
     assert_eq!(video[0]["width"], 1280, "{what}: {summary:?}");
     assert_eq!(video[0]["height"], 720, "{what}: {summary:?}");

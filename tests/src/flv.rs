@@ -63,11 +63,7 @@ impl Tag {
             return None;
         }
         let b0 = *self.data.first()?;
-        Some(if self.is_ex_video() {
-            (b0 >> 4) & 0x07
-        } else {
-            b0 >> 4
-        })
+        Some(if self.is_ex_video() { (b0 >> 4) & 0x07 } else { b0 >> 4 })
     }
 
     /// Video codec id (legacy FLV): 7 = AVC, 12 = HEVC (non-standard). None for enhanced tags.
@@ -285,10 +281,7 @@ impl FlvParser {
                 return Ok(None);
             }
             if &self.buf[..3] != b"FLV" {
-                bail!(
-                    "stream does not start with an FLV signature: {:02x?}",
-                    &self.buf[..9]
-                );
+                bail!("stream does not start with an FLV signature: {:02x?}", &self.buf[..9]);
             }
             let version = self.buf[3];
             let flags = self.buf[4];

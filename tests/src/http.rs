@@ -62,17 +62,17 @@ pub struct HttpResponse {
 
 impl std::fmt::Debug for HttpResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpResponse").field("status", &self.status).field("headers", &self.headers).field("framing", &self.framing).finish()
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("framing", &self.framing)
+            .finish()
     }
 }
 
 /// Sends `GET url` with extra headers and returns once the response head has arrived
 /// (bounded by `head_timeout`).
-pub async fn get(
-    url: &str,
-    extra_headers: &[(&str, &str)],
-    head_timeout: Duration,
-) -> Result<HttpResponse> {
+pub async fn get(url: &str, extra_headers: &[(&str, &str)], head_timeout: Duration) -> Result<HttpResponse> {
     request("GET", url, extra_headers, None, head_timeout).await
 }
 
@@ -111,7 +111,8 @@ pub async fn request_on(
     extra_headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Result<HttpResponse> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ferrocast-tests\r\nAccept: */*\r\n");
     for (k, v) in extra_headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -158,15 +159,8 @@ pub async fn request_on(
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let framing = if header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let framing = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         Framing::Chunked {
             remaining: 0,
             need_crlf: false,
@@ -196,10 +190,7 @@ impl HttpResponse {
     /// A header value (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// Reads more bytes into the buffer; Ok(false) on EOF.
@@ -245,18 +236,11 @@ impl HttpResponse {
                     let left = *left;
                     match self.fill().await {
                         Ok(true) => continue,
-                        Ok(false) => {
-                            return BodyEvent::Truncated(format!(
-                                "EOF with {left} body bytes missing"
-                            ))
-                        }
+                        Ok(false) => return BodyEvent::Truncated(format!("EOF with {left} body bytes missing")),
                         Err(e) => return BodyEvent::Truncated(e.to_string()),
                     }
                 }
-                Framing::Chunked {
-                    remaining,
-                    need_crlf,
-                } => {
+                Framing::Chunked { remaining, need_crlf } => {
                     if *remaining > 0 {
                         if !self.buf.is_empty() {
                             let n = (*remaining).min(self.buf.len());
@@ -281,11 +265,7 @@ impl HttpResponse {
                         let size_str = line.split(';').next().unwrap_or("").trim();
                         let size = match usize::from_str_radix(size_str, 16) {
                             Ok(s) => s,
-                            Err(_) => {
-                                return BodyEvent::Truncated(format!(
-                                    "bad chunk size line {line:?}"
-                                ))
-                            }
+                            Err(_) => return BodyEvent::Truncated(format!("bad chunk size line {line:?}")),
                         };
                         if size == 0 {
                             return BodyEvent::End;
@@ -295,9 +275,7 @@ impl HttpResponse {
                     }
                     match self.fill().await {
                         Ok(true) => continue,
-                        Ok(false) => {
-                            return BodyEvent::Truncated("EOF inside a chunked body".into())
-                        }
+                        Ok(false) => return BodyEvent::Truncated("EOF inside a chunked body".into()),
                         Err(e) => return BodyEvent::Truncated(e.to_string()),
                     }
                 }

@@ -19,7 +19,10 @@ impl KubeMount {
     /// Creates the volume at `dir` (made if missing) holding `files`.
     pub fn create(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<KubeMount> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut m = KubeMount { dir: dir.to_path_buf(), version: 0 };
+        let mut m = KubeMount {
+            dir: dir.to_path_buf(),
+            version: 0,
+        };
         m.update(files)?;
         Ok(m)
     }
@@ -31,7 +34,10 @@ impl KubeMount {
     /// Replaces the volume's contents with `files`, the kubelet's way.
     pub fn update(&mut self, files: &BTreeMap<String, Vec<u8>>) -> Result<()> {
         self.version += 1;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let stamp = format!("..{nanos}.{}", self.version);
         let versioned = self.dir.join(&stamp);
         std::fs::create_dir(&versioned)?;
@@ -71,16 +77,27 @@ mod tests {
     fn layout_and_atomic_update() {
         let dir = crate::TempDir::new("kube-mount").unwrap();
         let root = dir.join("vol");
-        let files = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect::<BTreeMap<_, _>>();
+        let files = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect::<BTreeMap<_, _>>()
+        };
         let mut m = KubeMount::create(&root, &files(&[("a", "1"), ("b", "2")])).unwrap();
         assert_eq!(std::fs::read_link(root.join("a")).unwrap(), Path::new("..data/a"));
-        assert!(std::fs::read_link(root.join("..data")).unwrap().to_string_lossy().starts_with(".."));
+        assert!(std::fs::read_link(root.join("..data"))
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".."));
         assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "1");
         let first = std::fs::read_link(root.join("..data")).unwrap();
         m.update(&files(&[("a", "10"), ("c", "3")])).unwrap();
         assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "10");
         assert_eq!(std::fs::read_to_string(root.join("c")).unwrap(), "3");
-        assert!(std::fs::symlink_metadata(root.join("b")).is_err(), "removed keys disappear");
+        assert!(
+            std::fs::symlink_metadata(root.join("b")).is_err(),
+            "removed keys disappear"
+        );
         assert!(!root.join(first).exists(), "the old version is removed");
     }
 }

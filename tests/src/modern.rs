@@ -32,10 +32,7 @@ fn locate_modern_ffmpeg() -> std::result::Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!(
-                "FERROCAST_MODERN_FFMPEG={} does not exist",
-                p.display()
-            ))
+            Err(format!("FERROCAST_MODERN_FFMPEG={} does not exist", p.display()))
         };
     }
     let python = tools_dir().join("venv").join("bin").join("python");
@@ -46,10 +43,7 @@ fn locate_modern_ffmpeg() -> std::result::Result<PathBuf, String> {
     let out = std::process::Command::new("timeout")
         .args(["-k", "2", "30"])
         .arg(&python)
-        .args([
-            "-c",
-            "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
-        ])
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("running {}: {e}", python.display()))?;
@@ -75,10 +69,7 @@ fn locate_modern_ffmpeg() -> std::result::Result<PathBuf, String> {
 /// permit while an encoder runs.
 pub async fn encoder_slot() -> SemaphorePermit<'static> {
     static SLOTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(2));
-    SLOTS
-        .acquire()
-        .await
-        .expect("the semaphore is never closed")
+    SLOTS.acquire().await.expect("the semaphore is never closed")
 }
 
 /// Video encoder arguments for a 640x360@30 test picture with a keyframe every 30 frames.
@@ -93,22 +84,8 @@ pub fn video_args(codec: &str) -> Vec<String> {
             "log-level=error",
         ],
         "av1" => &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"],
-        "vp9" => &[
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-        ],
-        "h264" => &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ],
+        "vp9" => &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"],
+        "h264" => &["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"],
         other => panic!("no encoder for video codec {other}"),
     };
     let mut a: Vec<String> = enc.iter().map(|s| s.to_string()).collect();
@@ -133,13 +110,7 @@ pub fn audio_args(codec: &str) -> Vec<String> {
 /// ffmpeg arguments encoding `secs` seconds of testsrc 640x360@30 + a 48 kHz sine with
 /// `video` / `audio` (codec names of [`video_args`] / [`audio_args`]) to FLV at `output`;
 /// `realtime` adds `-re` (a live publisher).
-pub fn encode_args(
-    video: &str,
-    audio: Option<&str>,
-    secs: u32,
-    realtime: bool,
-    output: &str,
-) -> Vec<String> {
+pub fn encode_args(video: &str, audio: Option<&str>, secs: u32, realtime: bool, output: &str) -> Vec<String> {
     let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         .iter()
         .map(|s| s.to_string())
@@ -163,12 +134,7 @@ pub fn encode_args(
     if let Some(audio) = audio {
         a.extend(audio_args(audio));
     }
-    a.extend([
-        "-t".to_string(),
-        secs.to_string(),
-        "-f".into(),
-        "flv".into(),
-    ]);
+    a.extend(["-t".to_string(), secs.to_string(), "-f".into(), "flv".into()]);
     if output.contains("://") {
         a.extend(["-rw_timeout".into(), "5000000".into()]);
     } else {
@@ -180,13 +146,7 @@ pub fn encode_args(
 
 /// A modern-ffmpeg publisher (`-re`) of `secs` seconds of `video` + `audio` to `url`, killed on
 /// drop. Its log is in [`Proc::log_text`].
-pub fn start_publisher(
-    url: &str,
-    video: &str,
-    audio: &str,
-    secs: u32,
-    dir: &TempDir,
-) -> Result<Proc> {
+pub fn start_publisher(url: &str, video: &str, audio: &str, secs: u32, dir: &TempDir) -> Result<Proc> {
     let ffmpeg = modern_ffmpeg();
     Proc::spawn(
         &format!("ffmpeg 9 publisher ({video} + {audio})"),
@@ -203,11 +163,7 @@ pub async fn encode_file(video: &str, audio: Option<&str>, secs: u32, path: &Pat
     let args = encode_args(video, audio, secs, false, &path.display().to_string());
     let out = run_bounded(&ffmpeg.display().to_string(), &args, 60).await?;
     if !out.status.success() || !path.is_file() {
-        bail!(
-            "encoding {} failed\n{}",
-            path.display(),
-            describe_output(&out)
-        );
+        bail!("encoding {} failed\n{}", path.display(), describe_output(&out));
     }
     Ok(())
 }
@@ -243,21 +199,8 @@ impl DecodeReport {
     /// Asserts that the input had a `video` stream (of `size` when given) and an `audio`
     /// stream, that ffmpeg exited successfully, decoded at least `min_frames` video frames
     /// and logged no decoding trouble.
-    pub fn assert_decoded(
-        &self,
-        what: &str,
-        video: &str,
-        size: Option<(u32, u32)>,
-        audio: &str,
-        min_frames: u64,
-    ) {
-        let ctx = || {
-            format!(
-                "{what} ({}); ffmpeg log:\n{}",
-                self.input,
-                tail(&self.log, 5000)
-            )
-        };
+    pub fn assert_decoded(&self, what: &str, video: &str, size: Option<(u32, u32)>, audio: &str, min_frames: u64) {
+        let ctx = || format!("{what} ({}); ffmpeg log:\n{}", self.input, tail(&self.log, 5000));
         assert!(self.success, "{what}: ffmpeg failed: {}", ctx());
         let v = self
             .video
@@ -289,12 +232,7 @@ impl DecodeReport {
 
 /// `ffmpeg -i INPUT [-t SECS] -f null -` with `ffmpeg` (modern or Debian), bounded by
 /// `limit_secs`; URLs get `-rw_timeout 5000000`.
-pub async fn decode(
-    ffmpeg: &Path,
-    input: &str,
-    secs: Option<u32>,
-    limit_secs: u64,
-) -> Result<DecodeReport> {
+pub async fn decode(ffmpeg: &Path, input: &str, secs: Option<u32>, limit_secs: u64) -> Result<DecodeReport> {
     let mut args: Vec<String> = vec!["-hide_banner".into(), "-nostdin".into()];
     if input.contains("://") {
         args.extend(["-rw_timeout".into(), "5000000".into()]);
@@ -348,8 +286,7 @@ pub fn parse_decode_log(log: &str) -> DecodeReport {
             in_input = true;
             continue;
         }
-        if t.starts_with("Output #") || t.starts_with("Stream mapping") || t.starts_with("Input #1")
-        {
+        if t.starts_with("Output #") || t.starts_with("Stream mapping") || t.starts_with("Input #1") {
             in_input = false;
         }
         if in_input && t.starts_with("Stream #0:") {
@@ -363,11 +300,7 @@ pub fn parse_decode_log(log: &str) -> DecodeReport {
             continue;
         }
         if let Some(i) = t.rfind("frame=") {
-            if let Some(n) = t[i + 6..]
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-            {
+            if let Some(n) = t[i + 6..].split_whitespace().next().and_then(|n| n.parse().ok()) {
                 r.frames = n;
             }
             continue;
@@ -387,11 +320,7 @@ pub fn parse_decode_log(log: &str) -> DecodeReport {
 }
 
 fn parse_stream_line(line: &str, rest: &str) -> StreamLine {
-    let codec = rest
-        .split([' ', ','])
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let codec = rest.split([' ', ',']).next().unwrap_or_default().to_string();
     let size = rest.split([',', ' ']).find_map(|part| {
         let (w, h) = part.trim().split_once('x')?;
         if w.is_empty()

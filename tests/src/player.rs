@@ -34,7 +34,10 @@ pub enum StreamEnd {
 enum Source {
     Http(Box<HttpResponse>),
     /// The sender keeps the HTTP/2 connection's request side alive while the body streams.
-    Http2 { body: Box<hyper::body::Incoming>, _sender: H2Sender },
+    Http2 {
+        body: Box<hyper::body::Incoming>,
+        _sender: H2Sender,
+    },
     Ws(Box<WebSocketStream<BoxIo>>),
 }
 
@@ -73,17 +76,22 @@ impl FlvPlayer {
         let started = Instant::now();
         let resp = http::get(url, &[], head_timeout).await?;
         if resp.status != 200 {
-            bail!(
-                "GET {url} answered {} (headers {:?})",
-                resp.status,
-                resp.headers
-            );
+            bail!("GET {url} answered {} (headers {:?})", resp.status, resp.headers);
         }
         Ok(Self::from_http(url, resp, started))
     }
 
     fn new(url: &str, source: Source, started: Instant) -> FlvPlayer {
-        FlvPlayer { url: url.to_string(), source, parser: FlvParser::new(), end: None, started, bytes: 0, ws_messages: 0, tags: 0 }
+        FlvPlayer {
+            url: url.to_string(),
+            source,
+            parser: FlvParser::new(),
+            end: None,
+            started,
+            bytes: 0,
+            ws_messages: 0,
+            tags: 0,
+        }
     }
 
     /// Wraps a response obtained with [`http::get`] (e.g. to inspect headers first).
@@ -93,7 +101,14 @@ impl FlvPlayer {
 
     /// Plays the body of an HTTP/2 response (see [`crate::tls::h2_get`]).
     pub fn from_h2(url: &str, body: hyper::body::Incoming, sender: H2Sender, started: Instant) -> FlvPlayer {
-        Self::new(url, Source::Http2 { body: Box::new(body), _sender: sender }, started)
+        Self::new(
+            url,
+            Source::Http2 {
+                body: Box::new(body),
+                _sender: sender,
+            },
+            started,
+        )
     }
 
     /// Opens a WS-FLV URL (bounded by `timeout`).
@@ -112,9 +127,7 @@ impl FlvPlayer {
         let started = Instant::now();
         let (ws, resp) = tokio::time::timeout(timeout, tokio_tungstenite::client_async(url, io))
             .await
-            .map_err(|_| {
-                anyhow!("WebSocket handshake with {url} did not finish within {timeout:?}")
-            })?
+            .map_err(|_| anyhow!("WebSocket handshake with {url} did not finish within {timeout:?}"))?
             .with_context(|| format!("WebSocket handshake with {url}"))?;
         if resp.status().as_u16() != 101 {
             bail!("WebSocket {url} answered {}", resp.status());
@@ -205,11 +218,7 @@ impl FlvPlayer {
 
     /// Reads tags until `pred` matches one (returned together with every tag read before it),
     /// bounded by `d`. Errors if the stream ends or time runs out first.
-    pub async fn read_until(
-        &mut self,
-        d: Duration,
-        mut pred: impl FnMut(&Tag) -> bool,
-    ) -> Result<Vec<Tag>> {
+    pub async fn read_until(&mut self, d: Duration, mut pred: impl FnMut(&Tag) -> bool) -> Result<Vec<Tag>> {
         let deadline = Instant::now() + d;
         let mut seen = Vec::new();
         loop {

@@ -60,8 +60,7 @@ pub async fn run_bounded(program: &str, args: &[String], limit_secs: u64) -> Res
     let child = cmd.spawn().with_context(|| format!("spawning {program}"))?;
     let mut guard = GroupGuard { pgid: child.id() };
     let fut = child.wait_with_output();
-    let res =
-        tokio::time::timeout(Duration::from_secs(limit_secs + KILL_AFTER_SECS + 5), fut).await;
+    let res = tokio::time::timeout(Duration::from_secs(limit_secs + KILL_AFTER_SECS + 5), fut).await;
     match res {
         Ok(out) => {
             guard.pgid = None; // reaped: its pid may be reused
@@ -105,13 +104,7 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `timeout -k 2 limit_secs program args...` in a new process group.
-    pub fn spawn(
-        name: &str,
-        program: &str,
-        args: &[String],
-        limit_secs: u64,
-        log: &Path,
-    ) -> Result<Proc> {
+    pub fn spawn(name: &str, program: &str, args: &[String], limit_secs: u64, log: &Path) -> Result<Proc> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,9 +113,7 @@ impl Proc {
         let file2 = file.try_clone()?;
         let mut cmd = bounded_command(limit_secs, program, args);
         cmd.stdout(Stdio::from(file)).stderr(Stdio::from(file2));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {name} ({program})"))?;
+        let child = cmd.spawn().with_context(|| format!("spawning {name} ({program})"))?;
         let pid = child.id().context("child has a pid")?;
         Ok(Proc {
             name: name.to_string(),

@@ -11,8 +11,8 @@ use ferrocast_server::codec::amf0::Amf0Value;
 use ferrocast_server::codec::chunk::{ChunkDecoder, RawMessage, DEFAULT_CHUNK_SIZE};
 use ferrocast_server::codec::handshake::{ClientHandshake, Progress};
 use ferrocast_server::codec::message::{
-    split_aggregate, Command, Message, UserControl, TYPE_AGGREGATE, TYPE_AUDIO, TYPE_DATA_AMF0,
-    TYPE_DATA_AMF3, TYPE_VIDEO,
+    split_aggregate, Command, Message, UserControl, TYPE_AGGREGATE, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_DATA_AMF3,
+    TYPE_VIDEO,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -191,9 +191,7 @@ impl RtmpClient {
     }
 
     async fn create_stream(&mut self) -> Result<()> {
-        let answer = self
-            .call("createStream", Amf0Value::Null, vec![], 0)
-            .await?;
+        let answer = self.call("createStream", Amf0Value::Null, vec![], 0).await?;
         let id = answer
             .args
             .first()
@@ -214,13 +212,7 @@ impl RtmpClient {
     }
 
     /// Sends a command with a fresh transaction id and waits for its `_result` / `_error`.
-    async fn call(
-        &mut self,
-        name: &str,
-        object: Amf0Value,
-        args: Vec<Amf0Value>,
-        stream_id: u32,
-    ) -> Result<Command> {
+    async fn call(&mut self, name: &str, object: Amf0Value, args: Vec<Amf0Value>, stream_id: u32) -> Result<Command> {
         let tid = self.next_tid;
         self.next_tid += 1.0;
         Message::Command(Command {
@@ -306,10 +298,9 @@ impl RtmpClient {
                 .set_chunk_size(n)
                 .map_err(|e| anyhow!("server chunk size {n}: {e}"))?,
             Message::WindowAckSize(n) => self.window = u64::from(n),
-            Message::UserControl(UserControl::PingRequest(t)) => Message::UserControl(
-                UserControl::PingResponse(t),
-            )
-            .encode(&mut self.out, 0, 0, OUT_CHUNK_SIZE),
+            Message::UserControl(UserControl::PingRequest(t)) => {
+                Message::UserControl(UserControl::PingResponse(t)).encode(&mut self.out, 0, 0, OUT_CHUNK_SIZE)
+            }
             Message::Command(c) => return Ok(Some(c)),
             _ => {}
         }
@@ -328,17 +319,10 @@ impl RtmpClient {
             }
             if self.window > 0 && self.received - self.acked >= self.window / 2 {
                 self.acked = self.received;
-                Message::Acknowledgement(self.received as u32).encode(
-                    &mut self.out,
-                    0,
-                    0,
-                    OUT_CHUNK_SIZE,
-                );
+                Message::Acknowledgement(self.received as u32).encode(&mut self.out, 0, 0, OUT_CHUNK_SIZE);
             }
             self.flush().await?;
-            let n = match tokio::time::timeout_at(deadline, self.sock.read_buf(&mut self.input))
-                .await
-            {
+            let n = match tokio::time::timeout_at(deadline, self.sock.read_buf(&mut self.input)).await {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
                 Ok(Err(e)) => return Err(e).context("reading from the server"),

@@ -11,13 +11,10 @@ use tokio::net::TcpStream;
 pub const HANDSHAKE_SIZE: usize = 1536;
 
 pub async fn connect(port: u16) -> Result<TcpStream> {
-    let s = tokio::time::timeout(
-        Duration::from_secs(5),
-        TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .map_err(|_| anyhow!("connect to RTMP port {port} timed out"))?
-    .with_context(|| format!("connecting to RTMP port {port}"))?;
+    let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| anyhow!("connect to RTMP port {port} timed out"))?
+        .with_context(|| format!("connecting to RTMP port {port}"))?;
     s.set_nodelay(true)?;
     Ok(s)
 }
@@ -32,9 +29,7 @@ pub async fn client_handshake(s: &mut TcpStream) -> Result<()> {
         rand::thread_rng().fill_bytes(&mut c0c1[9..]);
         s.write_all(&c0c1).await?;
         let mut s0s1s2 = vec![0u8; 1 + 2 * HANDSHAKE_SIZE];
-        s.read_exact(&mut s0s1s2)
-            .await
-            .context("reading S0+S1+S2")?;
+        s.read_exact(&mut s0s1s2).await.context("reading S0+S1+S2")?;
         if s0s1s2[0] != 3 {
             bail!("S0 is version {}, expected 3", s0s1s2[0]);
         }
@@ -94,9 +89,7 @@ pub async fn wait_closed(s: &mut TcpStream, within: Duration) -> Result<Duration
             Ok(Ok(0)) => return Ok(start.elapsed()),
             Ok(Ok(n)) => received += n,
             Ok(Err(_)) => return Ok(start.elapsed()),
-            Err(_) => bail!(
-                "connection still open after {within:?} (server sent {received} bytes meanwhile)"
-            ),
+            Err(_) => bail!("connection still open after {within:?} (server sent {received} bytes meanwhile)"),
         }
     }
 }

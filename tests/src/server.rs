@@ -45,7 +45,11 @@ pub struct TlsCertificate {
 
 impl TlsCertificate {
     pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>, hosts: &[&str]) -> Self {
-        TlsCertificate { cert_file: cert_file.into(), key_file: key_file.into(), hosts: hosts.iter().map(|h| h.to_string()).collect() }
+        TlsCertificate {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
     }
 }
 
@@ -169,9 +173,17 @@ impl TestServerBuilder {
             let _ = writeln!(y, "    {line}");
         }
         if !self.tls.is_empty() {
-            let _ = writeln!(y, "tls:\n  rtmps_port: {}\n  https_port: {}\n  certificates:", tls.0, tls.1);
+            let _ = writeln!(
+                y,
+                "tls:\n  rtmps_port: {}\n  https_port: {}\n  certificates:",
+                tls.0, tls.1
+            );
             for c in &self.tls {
-                let _ = writeln!(y, "    - cert_file: {:?}\n      key_file: {:?}\n      hosts: {:?}", c.cert_file, c.key_file, c.hosts);
+                let _ = writeln!(
+                    y,
+                    "    - cert_file: {:?}\n      key_file: {:?}\n      hosts: {:?}",
+                    c.cert_file, c.key_file, c.hosts
+                );
             }
         }
         for line in &self.top_yaml {
@@ -195,7 +207,10 @@ impl TestServerBuilder {
     /// directory and free loopback ports (RTMP, HTTP, admin, RTMPS, HTTPS; the TLS ones matter
     /// only with [`TestServerBuilder::tls`]), writes the config (which must bind 127.0.0.1 and
     /// use those ports) and returns its path. Waits for `/readyz`.
-    pub async fn start_with(self, write_config: impl Fn(&TempDir, [u16; 5]) -> Result<std::path::PathBuf>) -> Result<TestServer> {
+    pub async fn start_with(
+        self,
+        write_config: impl Fn(&TempDir, [u16; 5]) -> Result<std::path::PathBuf>,
+    ) -> Result<TestServer> {
         let bin = server_bin();
         let mut last_err = None;
         for _attempt in 0..3 {
@@ -309,7 +324,10 @@ impl TestServer {
     }
     /// `rtmps://127.0.0.1:PORT/live/{name}` (panics without TLS).
     pub fn rtmps_url(&self, name: &str) -> String {
-        format!("rtmps://127.0.0.1:{}/live/{name}", self.rtmps_port.expect("server built with .tls()"))
+        format!(
+            "rtmps://127.0.0.1:{}/live/{name}",
+            self.rtmps_port.expect("server built with .tls()")
+        )
     }
     pub fn https_port(&self) -> u16 {
         self.https_port.expect("server built with .tls()")

@@ -49,15 +49,21 @@ impl TestCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("P-256 key");
-        TestCa { issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA") }
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA"),
+        }
     }
 
     /// A certificate for `names` (DNS names or IP addresses) with a new P-256 key (PKCS#8).
     pub fn issue(&self, names: &[&str]) -> Issued {
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("valid names");
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("valid names");
         let key = KeyPair::generate().expect("P-256 key");
         let cert = params.signed_by(&key, &self.issuer).expect("signed by the CA");
-        Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
     }
 
     fn roots(&self) -> rustls::RootCertStore {
@@ -79,7 +85,10 @@ pub struct SecretDir {
 impl SecretDir {
     pub fn create(path: &Path, cert: &Issued) -> Result<SecretDir> {
         std::fs::create_dir_all(path)?;
-        let mut dir = SecretDir { path: path.to_path_buf(), version: 0 };
+        let mut dir = SecretDir {
+            path: path.to_path_buf(),
+            version: 0,
+        };
         dir.update(&cert.cert_pem, &cert.key_pem)?;
         for f in ["tls.crt", "tls.key"] {
             std::os::unix::fs::symlink(format!("..data/{f}"), path.join(f))?;
@@ -128,24 +137,36 @@ pub async fn connect(port: u16, server_name: &str, trust: Trust<'_>, alpn: &[&[u
     let builder = ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let mut config = match trust {
         Trust::Ca(ca) => builder.with_root_certificates(ca.roots()).with_no_client_auth(),
-        Trust::Anything => builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))).with_no_client_auth(),
+        Trust::Anything => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = ServerName::try_from(server_name.to_string()).with_context(|| format!("server name {server_name:?}"))?;
     let fut = async {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await.with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
         tcp.set_nodelay(true)?;
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS handshake with 127.0.0.1:{port} as {server_name:?}"))
     };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.map_err(|_| anyhow!("TLS connect to port {port} took over 10 s"))?
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| anyhow!("TLS connect to port {port} took over 10 s"))?
 }
 
 /// The leaf certificate the server presented.
 pub fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
-    s.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned().expect("a server certificate")
+    s.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .expect("a server certificate")
 }
 
 /// The ALPN protocol the server chose.
@@ -155,15 +176,29 @@ pub fn alpn(s: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
 
 /// `METHOD path` over HTTPS/1.1 to `server_name` (SNI and Host) on `port`, the CA trusted;
 /// returns once the response head arrived (bounded).
-pub async fn https_request(port: u16, server_name: &str, ca: &TestCa, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<HttpResponse> {
+pub async fn https_request(
+    port: u16,
+    server_name: &str,
+    ca: &TestCa,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<HttpResponse> {
     let tls = connect(port, server_name, Trust::Ca(ca), ALPN_HTTP11).await?;
     if alpn(&tls).as_deref() != Some(b"http/1.1") {
-        bail!("ALPN chose {:?}, not http/1.1", alpn(&tls).map(|p| String::from_utf8_lossy(&p).into_owned()));
+        bail!(
+            "ALPN chose {:?}, not http/1.1",
+            alpn(&tls).map(|p| String::from_utf8_lossy(&p).into_owned())
+        );
     }
     let authority = format!("{server_name}:{port}");
-    tokio::time::timeout(Duration::from_secs(10), request_on(Box::new(tls), method, &authority, path, headers, body))
-        .await
-        .map_err(|_| anyhow!("no response head for {method} {path} within 10 s"))?
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        request_on(Box::new(tls), method, &authority, path, headers, body),
+    )
+    .await
+    .map_err(|_| anyhow!("no response head for {method} {path} within 10 s"))?
 }
 
 /// An HTTPS-FLV player over HTTP/1.1; fails unless the answer is 200.
@@ -171,34 +206,60 @@ pub async fn https_flv_player(port: u16, server_name: &str, ca: &TestCa, path: &
     let started = Instant::now();
     let resp = https_request(port, server_name, ca, "GET", path, &[], None).await?;
     if resp.status != 200 {
-        bail!("GET https://{server_name}:{port}{path} answered {} ({:?})", resp.status, resp.headers);
+        bail!(
+            "GET https://{server_name}:{port}{path} answered {} ({:?})",
+            resp.status,
+            resp.headers
+        );
     }
-    Ok(FlvPlayer::from_http(&format!("https://{server_name}:{port}{path}"), resp, started))
+    Ok(FlvPlayer::from_http(
+        &format!("https://{server_name}:{port}{path}"),
+        resp,
+        started,
+    ))
 }
 
 /// `GET path` over HTTP/2 (ALPN `h2`, which the server must choose), the CA trusted: the
 /// response head, and the body with the connection's request handle.
-pub async fn h2_get(port: u16, server_name: &str, ca: &TestCa, path: &str) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
+pub async fn h2_get(
+    port: u16,
+    server_name: &str,
+    ca: &TestCa,
+    path: &str,
+) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
     h2_get_with_window(port, server_name, ca, path, None).await
 }
 
 /// [`h2_get`] with a fixed flow-control window per stream (and for the connection), e.g. a
 /// small one so that a body nobody reads stops the server's sending soon.
-pub async fn h2_get_with_window(port: u16, server_name: &str, ca: &TestCa, path: &str, window: Option<u32>) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
+pub async fn h2_get_with_window(
+    port: u16,
+    server_name: &str,
+    ca: &TestCa,
+    path: &str,
+    window: Option<u32>,
+) -> Result<(hyper::http::response::Parts, hyper::body::Incoming, H2Sender)> {
     let tls = connect(port, server_name, Trust::Ca(ca), ALPN_H2).await?;
     if alpn(&tls).as_deref() != Some(b"h2") {
-        bail!("ALPN chose {:?}, not h2", alpn(&tls).map(|p| String::from_utf8_lossy(&p).into_owned()));
+        bail!(
+            "ALPN chose {:?}, not h2",
+            alpn(&tls).map(|p| String::from_utf8_lossy(&p).into_owned())
+        );
     }
     let io = hyper_util::rt::TokioIo::new(tls);
     let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     if let Some(w) = window {
-        builder.adaptive_window(false).initial_stream_window_size(w).initial_connection_window_size(w);
+        builder
+            .adaptive_window(false)
+            .initial_stream_window_size(w)
+            .initial_connection_window_size(w);
     }
     let (mut sender, conn) = builder.handshake(io).await.context("HTTP/2 handshake")?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::get(format!("https://{server_name}:{port}{path}")).body(http_body_util::Empty::<Bytes>::new())?;
+    let req = hyper::Request::get(format!("https://{server_name}:{port}{path}"))
+        .body(http_body_util::Empty::<Bytes>::new())?;
     let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .map_err(|_| anyhow!("no HTTP/2 response head for {path} within 10 s"))??;
@@ -210,19 +271,32 @@ pub async fn h2_get_with_window(port: u16, server_name: &str, ca: &TestCa, path:
 }
 
 /// An HTTPS-FLV player over HTTP/2; fails unless the answer is 200.
-pub async fn h2_flv_player(port: u16, server_name: &str, ca: &TestCa, path: &str) -> Result<(FlvPlayer, hyper::http::response::Parts)> {
+pub async fn h2_flv_player(
+    port: u16,
+    server_name: &str,
+    ca: &TestCa,
+    path: &str,
+) -> Result<(FlvPlayer, hyper::http::response::Parts)> {
     let started = Instant::now();
     let (parts, body, sender) = h2_get(port, server_name, ca, path).await?;
     if parts.status != 200 {
         bail!("GET {path} over HTTP/2 answered {}", parts.status);
     }
-    Ok((FlvPlayer::from_h2(&format!("https://{server_name}:{port}{path}"), body, sender, started), parts))
+    Ok((
+        FlvPlayer::from_h2(&format!("https://{server_name}:{port}{path}"), body, sender, started),
+        parts,
+    ))
 }
 
 /// A WSS-FLV player: a WebSocket upgrade over a TLS connection (HTTP/1.1) trusting the CA.
 pub async fn wss_flv_player(port: u16, server_name: &str, ca: &TestCa, path: &str) -> Result<FlvPlayer> {
     let tls = connect(port, server_name, Trust::Ca(ca), ALPN_HTTP11).await?;
-    FlvPlayer::ws_on(&format!("wss://{server_name}:{port}{path}"), Box::new(tls), Duration::from_secs(10)).await
+    FlvPlayer::ws_on(
+        &format!("wss://{server_name}:{port}{path}"),
+        Box::new(tls),
+        Duration::from_secs(10),
+    )
+    .await
 }
 
 /// Accepts whatever certificate the server presents, still checking handshake signatures.
@@ -230,15 +304,32 @@ pub async fn wss_flv_player(port: u16, server_name: &str, ca: &TestCa, path: &st
 struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 

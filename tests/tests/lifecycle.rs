@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 
 use ferrocast_tests::player::{check_monotonic, summarize};
 use ferrocast_tests::process::{describe_output, run_bounded};
-use ferrocast_tests::{
-    require_tool, unique_name, FlvPlayer, Live, Publisher, StreamEnd, TestServer,
-};
+use ferrocast_tests::{require_tool, unique_name, FlvPlayer, Live, Publisher, StreamEnd, TestServer};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
@@ -15,15 +13,9 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 async fn second_publisher_is_refused_while_the_first_keeps_flowing() {
     let live = Live::start("dup").await.unwrap();
     let mut player = live.server.http_player(&live.name).await.unwrap();
-    player
-        .read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    player.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
 
-    let mut second = Publisher::builder(&live.rtmp_url())
-        .duration_secs(20)
-        .start()
-        .unwrap();
+    let mut second = Publisher::builder(&live.rtmp_url()).duration_secs(20).start().unwrap();
     let status = second.wait_within(SECS(10)).await;
     let status = status.unwrap_or_else(|| {
         panic!(
@@ -39,11 +31,7 @@ async fn second_publisher_is_refused_while_the_first_keeps_flowing() {
 
     // the first publisher and its player are unaffected
     let mut publisher = live.publisher;
-    assert!(
-        publisher.is_running(),
-        "first publisher died:\n{}",
-        publisher.log()
-    );
+    assert!(publisher.is_running(), "first publisher died:\n{}", publisher.log());
     let tags = player.read_for(SECS(2)).await.unwrap();
     let frames = tags.iter().filter(|t| t.is_video_frame()).count();
     assert!(
@@ -123,12 +111,8 @@ async fn after_grace_http_flv_ends_and_ws_gets_a_close_frame() {
     let (server, mut publisher, name) = (live.server, live.publisher, live.name);
     let mut http = server.http_player(&name).await.unwrap();
     let mut ws = server.ws_player(&name).await.unwrap();
-    http.read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
-    ws.read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    http.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
+    ws.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
 
     publisher.kill().await;
     let dropped = Instant::now();
@@ -197,10 +181,7 @@ async fn after_grace_rtmp_players_end() {
         run_bounded("ffmpeg", &args, 40).await.unwrap()
     });
     tokio::time::sleep(SECS(3)).await;
-    assert!(
-        !player.is_finished(),
-        "RTMP player ended while the stream was live"
-    );
+    assert!(!player.is_finished(), "RTMP player ended while the stream was live");
     publisher.kill().await;
     let dropped = Instant::now();
     // ffmpeg's own read timeout is 30 s: only the server ending the stream (StreamEOF /
@@ -227,20 +208,14 @@ async fn after_grace_rtmp_players_end() {
 /// player), so the next keyframe is more than 2.5 s away.
 async fn wait_mid_gop(server: &TestServer, name: &str) {
     let mut probe = server.http_player(name).await.unwrap();
-    let tags = probe
-        .read_until(SECS(15), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    let tags = probe.read_until(SECS(15), |t| t.is_video_frame()).await.unwrap();
     let mut key_ts = tags.last().unwrap().timestamp;
     // The probe first receives the cached GOP in a burst; it is at the live edge once a read
     // has to wait for the publisher.
     let mut at_edge = false;
     let deadline = Instant::now() + SECS(20);
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "could not find the middle of a GOP"
-        );
+        assert!(Instant::now() < deadline, "could not find the middle of a GOP");
         let asked = Instant::now();
         let t = probe
             .next_tag_within(SECS(5))
@@ -253,11 +228,7 @@ async fn wait_mid_gop(server: &TestServer, name: &str) {
         if t.is_video_frame() && t.is_keyframe() {
             key_ts = t.timestamp;
         }
-        if at_edge
-            && t.is_video_frame()
-            && t.timestamp >= key_ts + 2000
-            && t.timestamp < key_ts + 2500
-        {
+        if at_edge && t.is_video_frame() && t.timestamp >= key_ts + 2000 && t.timestamp < key_ts + 2500 {
             return;
         }
     }
@@ -265,11 +236,9 @@ async fn wait_mid_gop(server: &TestServer, name: &str) {
 
 async fn late_joiner_gets_a_keyframe_at_once(ws: bool) {
     // GOP of 5 s: a server that waited for the next keyframe would need 2.5 s or more here.
-    let live = Live::start_with(
-        if ws { "late_ws" } else { "late_http" },
-        TestServer::builder(),
-        |p| p.gop(150),
-    )
+    let live = Live::start_with(if ws { "late_ws" } else { "late_http" }, TestServer::builder(), |p| {
+        p.gop(150)
+    })
     .await
     .unwrap();
     wait_mid_gop(&live.server, &live.name).await;
@@ -279,10 +248,7 @@ async fn late_joiner_gets_a_keyframe_at_once(ws: bool) {
     } else {
         live.server.http_player(&live.name).await.unwrap()
     };
-    let tags = p
-        .read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    let tags = p.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
     let waited = start.elapsed();
     assert_eq!(
         tags[0].script_name().as_deref(),
@@ -328,18 +294,13 @@ async fn late_ws_flv_joiner_starts_at_a_cached_keyframe_without_waiting_for_the_
 
 #[tokio::test]
 async fn without_gop_cache_a_late_joiner_still_starts_at_a_keyframe() {
-    let live = Live::start_with("nogop", TestServer::builder().gop_cache(false), |p| {
-        p.gop(150)
-    })
-    .await
-    .unwrap();
+    let live = Live::start_with("nogop", TestServer::builder().gop_cache(false), |p| p.gop(150))
+        .await
+        .unwrap();
     wait_mid_gop(&live.server, &live.name).await;
     let start = Instant::now();
     let mut p = live.server.http_player(&live.name).await.unwrap();
-    let tags = p
-        .read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    let tags = p.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
     let waited = start.elapsed();
     assert!(
         tags.last().unwrap().is_keyframe(),
@@ -360,11 +321,7 @@ async fn without_gop_cache_a_late_joiner_still_starts_at_a_keyframe() {
 
 #[tokio::test]
 async fn player_of_an_unpublished_stream_waits_and_starts_when_it_is_published() {
-    let server = TestServer::builder()
-        .play_wait_secs(15)
-        .start()
-        .await
-        .unwrap();
+    let server = TestServer::builder().play_wait_secs(15).start().await.unwrap();
     let name = unique_name("waiting");
     let http_url = server.flv_url(&name);
     let ws_url = server.ws_url(&name);
@@ -409,11 +366,7 @@ async fn player_of_an_unpublished_stream_waits_and_starts_when_it_is_published()
 #[tokio::test]
 async fn player_of_a_stream_never_published_gives_up_after_play_wait() {
     let wait = 2;
-    let server = TestServer::builder()
-        .play_wait_secs(wait)
-        .start()
-        .await
-        .unwrap();
+    let server = TestServer::builder().play_wait_secs(wait).start().await.unwrap();
     let name = unique_name("never");
     let start = Instant::now();
     // Either answer is fine once play_wait_secs has passed: an error status, or a 200 whose
@@ -446,12 +399,8 @@ async fn sigterm_ends_players_and_exits_zero() {
     let (mut server, mut publisher, name) = (live.server, live.publisher, live.name);
     let mut http = server.http_player(&name).await.unwrap();
     let mut ws = server.ws_player(&name).await.unwrap();
-    http.read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
-    ws.read_until(SECS(10), |t| t.is_video_frame())
-        .await
-        .unwrap();
+    http.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
+    ws.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
 
     server.sigterm();
     let (h, w) = tokio::join!(http.wait_end(SECS(10)), ws.wait_end(SECS(10)));
@@ -459,12 +408,8 @@ async fn sigterm_ends_players_and_exits_zero() {
     let (w_end, _) = w.unwrap_or_else(|e| panic!("WS-FLV player after SIGTERM: {e:#}"));
     let status = server.wait_exit(SECS(10)).await;
     let logs = server.logs();
-    let status =
-        status.unwrap_or_else(|| panic!("server still running 10 s after SIGTERM\n{logs}"));
-    assert!(
-        status.success(),
-        "server exited with {status} after SIGTERM\n{logs}"
-    );
+    let status = status.unwrap_or_else(|| panic!("server still running 10 s after SIGTERM\n{logs}"));
+    assert!(status.success(), "server exited with {status} after SIGTERM\n{logs}");
     assert_eq!(
         h_end,
         StreamEnd::HttpComplete,

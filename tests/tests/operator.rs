@@ -21,7 +21,11 @@ const NS: &str = "streaming";
 
 fn examples() -> Manifests {
     let mut m = Manifests::default();
-    for f in ["mediaapp-key-loadbalancer.yaml", "mediaapp-sign-tls.yaml", "streamauth-rotation.yaml"] {
+    for f in [
+        "mediaapp-key-loadbalancer.yaml",
+        "mediaapp-sign-tls.yaml",
+        "streamauth-rotation.yaml",
+    ] {
         let text = std::fs::read_to_string(workspace_root().join("examples").join(f)).unwrap();
         m.add(&text, NS).unwrap();
     }
@@ -49,25 +53,47 @@ fn inputs(m: &Manifests) -> Inputs {
     Inputs {
         media_apps: m.media_apps.clone(),
         stream_auths: m.stream_auths.clone(),
-        secrets: m.secrets.iter().map(|s| (s.metadata.name.clone().unwrap(), s.clone())).collect(),
+        secrets: m
+            .secrets
+            .iter()
+            .map(|s| (s.metadata.name.clone().unwrap(), s.clone()))
+            .collect(),
         api_token_key: Some("contract-test-api-token-key".into()),
-        now: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
     }
 }
 
 fn config_files(d: &Desired) -> BTreeMap<String, Vec<u8>> {
-    d.config_map.data.clone().unwrap().into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+    d.config_map
+        .data
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
 }
 
 fn secret_files(d: &Desired) -> BTreeMap<String, Vec<u8>> {
-    d.secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+    d.secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
 }
 
 /// Whether an ffmpeg publish to `url` is accepted: it keeps running (accepted) or exits at
 /// once with an error (refused).
 async fn publish_accepted(url: &str) -> bool {
     let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
-    let refused = p.wait_within(Duration::from_secs(3)).await.is_some_and(|s| !s.success());
+    let refused = p
+        .wait_within(Duration::from_secs(3))
+        .await
+        .is_some_and(|s| !s.success());
     p.kill().await;
     !refused
 }
@@ -76,9 +102,15 @@ async fn publish_accepted(url: &str) -> bool {
 async fn login(server: &TestServer, user: &str, password: &str) -> u16 {
     let url = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
     let body = serde_json::json!({"username": user, "password": password}).to_string();
-    let resp = ferrocast_tests::http::request("POST", &url, &[("Content-Type", "application/json")], Some(body.as_bytes()), Duration::from_secs(10))
-        .await
-        .expect("login answers");
+    let resp = ferrocast_tests::http::request(
+        "POST",
+        &url,
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("login answers");
     resp.status
 }
 
@@ -118,44 +150,90 @@ async fn the_server_runs_on_the_rendered_examples_and_a_rotated_key_applies_live
 
     // Both example apps are served, with the operator's file layout.
     let config_path = mounted.config.path().join(CONFIG_KEY);
-    assert!(std::fs::symlink_metadata(&config_path).unwrap().file_type().is_symlink(), "mounted as the kubelet does");
+    assert!(
+        std::fs::symlink_metadata(&config_path)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "mounted as the kubelet does"
+    );
     let running = Config::load(&config_path).unwrap();
     let mut apps: Vec<&str> = running.apps.iter().map(|a| a.name.as_str()).collect();
     apps.sort();
     assert_eq!(apps, ["events", "live"]);
-    assert_eq!(running.tls.certificates.len(), 1, "the events app's certificate from its TLS Secret");
+    assert_eq!(
+        running.tls.certificates.len(),
+        1,
+        "the events app's certificate from its TLS Secret"
+    );
 
     // API users from the StreamAuth's Secret, through the rendered users file.
-    assert_eq!(login(&server, "admin", "FAKE-admin-password").await, 200, "the example's API user logs in");
+    assert_eq!(
+        login(&server, "admin", "FAKE-admin-password").await,
+        200,
+        "the example's API user logs in"
+    );
     assert_eq!(login(&server, "admin", "wrong").await, 401);
 
     let right = server.rtmp_url("cam1?key=FAKE-cam1-key-0000-change-me");
     let wrong = server.rtmp_url("cam1?key=FAKE-guess");
-    assert!(publish_accepted(&right).await, "the example's key publishes\n{}", server.logs());
+    assert!(
+        publish_accepted(&right).await,
+        "the example's key publishes\n{}",
+        server.logs()
+    );
     assert!(!publish_accepted(&wrong).await, "a wrong key is refused");
     // OBS style: the key as the stream name publishes under the public name.
-    let _obs = Publisher::builder(&server.rtmp_url("FAKE-studio-key-0000-change-me")).duration_secs(20).start().unwrap();
-    server.wait_live("studio", Duration::from_secs(10)).await.expect("published as `studio`");
+    let _obs = Publisher::builder(&server.rtmp_url("FAKE-studio-key-0000-change-me"))
+        .duration_secs(20)
+        .start()
+        .unwrap();
+    server
+        .wait_live("studio", Duration::from_secs(10))
+        .await
+        .expect("published as `studio`");
 
     // Rotate cam1's key in the StreamAuth's Secret and re-render, as the operator does on the change.
-    let keys = manifests.secrets.iter_mut().find(|s| s.metadata.name.as_deref() == Some("studio-stream-keys")).unwrap();
-    keys.data.as_mut().unwrap().insert("cam1".into(), ByteString(b"FAKE-cam1-key-0001-rotated".to_vec()));
+    let keys = manifests
+        .secrets
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some("studio-stream-keys"))
+        .unwrap();
+    keys.data
+        .as_mut()
+        .unwrap()
+        .insert("cam1".into(), ByteString(b"FAKE-cam1-key-0001-rotated".to_vec()));
     let before = render(&mounted.fleet, &inputs(&examples())).unwrap();
     let after = render(&mounted.fleet, &inputs(&manifests)).unwrap();
-    assert_eq!(after.config_map.data, before.config_map.data, "a key rotation changes only the Secret");
+    assert_eq!(
+        after.config_map.data, before.config_map.data,
+        "a key rotation changes only the Secret"
+    );
     assert_ne!(secret_files(&after), secret_files(&before));
     mounted.config.update(&config_files(&after)).unwrap();
     mounted.secrets.update(&secret_files(&after)).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(15);
     while !server.logs().contains("configuration reloaded") {
-        assert!(Instant::now() < deadline, "no reload after the symlink swap:\n{}", server.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no reload after the symlink swap:\n{}",
+            server.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(publish_accepted(&server.rtmp_url("cam1?key=FAKE-cam1-key-0001-rotated")).await, "the new key publishes\n{}", server.logs());
+    assert!(
+        publish_accepted(&server.rtmp_url("cam1?key=FAKE-cam1-key-0001-rotated")).await,
+        "the new key publishes\n{}",
+        server.logs()
+    );
     assert!(!publish_accepted(&right).await, "the replaced key is refused");
     assert_eq!(server.server_pid(), Some(pid), "same server process: no restart");
-    assert_eq!(server.logs().matches("ferrocast listening").count(), 1, "the server started once");
+    assert_eq!(
+        server.logs().matches("ferrocast listening").count(),
+        1,
+        "the server started once"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +241,10 @@ async fn an_empty_fleet_renders_a_config_the_server_runs_and_that_refuses_every_
     require_tool("ffmpeg");
     let server = TestServer::builder()
         .start_with(|dir, [rtmp, http, admin, _, _]| {
-            let base = Config::from_yaml(&format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\n"), "base")?;
+            let base = Config::from_yaml(
+                &format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\n"),
+                "base",
+            )?;
             let fleet = fleet(base, dir.join("secrets"));
             let desired = render(&fleet, &inputs(&Manifests::default()))?;
             let config = KubeMount::create(&dir.join("config"), &config_files(&desired))?;
@@ -172,5 +253,8 @@ async fn an_empty_fleet_renders_a_config_the_server_runs_and_that_refuses_every_
         })
         .await
         .expect("the server starts with no apps");
-    assert!(!publish_accepted(&server.rtmp_url("cam")).await, "no MediaApp: the default `live` app is not served");
+    assert!(
+        !publish_accepted(&server.rtmp_url("cam")).await,
+        "no MediaApp: the default `live` app is not served"
+    );
 }

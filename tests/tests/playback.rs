@@ -57,10 +57,7 @@ async fn rtmpdump_records_a_playable_h264_aac_file() {
         "FLV header flags {:#x}",
         header.flags
     );
-    let first_frame = tags
-        .iter()
-        .find(|t| t.is_video_frame())
-        .expect("a video frame");
+    let first_frame = tags.iter().find(|t| t.is_video_frame()).expect("a video frame");
     assert!(
         first_frame.is_keyframe(),
         "first recorded video frame is not a keyframe: {}",
@@ -72,24 +69,15 @@ async fn rtmpdump_records_a_playable_h264_aac_file() {
     assert_h264_720p_and_aac_only(&probe, "ffprobe of the rtmpdump recording");
     let streams = probe["streams"].as_array().unwrap();
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
-    let frames: u64 = video["nb_read_frames"]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    assert!(
-        frames >= 30,
-        "only {frames} video frames decodable from the recording"
-    );
+    let frames: u64 = video["nb_read_frames"].as_str().unwrap_or("0").parse().unwrap_or(0);
+    assert!(frames >= 30, "only {frames} video frames decodable from the recording");
 }
 
 /// Runs a GStreamer pipeline `SRC ! flvdemux ! (video) ! fakesink num-buffers=60` and asserts it
 /// reaches EOS after exactly 60 video buffers, the first one a keyframe.
 async fn gstreamer_plays_60_video_buffers(src: &str) {
     require_tool("gst-launch-1.0");
-    let pipeline = format!(
-        "{src} ! flvdemux name=d d.video ! queue ! fakesink name=vsink silent=false num-buffers=60"
-    );
+    let pipeline = format!("{src} ! flvdemux name=d d.video ! queue ! fakesink name=vsink silent=false num-buffers=60");
     let mut args = vec!["-v".to_string()];
     args.extend(pipeline.split(' ').map(str::to_string));
     // the rtmpsrc location carries a space ("URL live=1"): rejoin it
@@ -149,16 +137,13 @@ async fn gstreamer_rtmp2src_receives_video_and_reaches_eos() {
 #[tokio::test]
 async fn gstreamer_rtmpsrc_receives_video_and_reaches_eos() {
     let live = Live::start("gst_rtmp").await.unwrap();
-    gstreamer_plays_60_video_buffers(&format!("rtmpsrc location=\"{} live=1\"", live.rtmp_url()))
-        .await;
+    gstreamer_plays_60_video_buffers(&format!("rtmpsrc location=\"{} live=1\"", live.rtmp_url())).await;
 }
 
 #[tokio::test]
 async fn ws_flv_starts_with_metadata_and_sequence_headers_then_a_keyframe() {
     let live = Live::start("ws_first").await.unwrap();
-    let mut p = FlvPlayer::ws(&live.ws_url(), Duration::from_secs(10))
-        .await
-        .unwrap();
+    let mut p = FlvPlayer::ws(&live.ws_url(), Duration::from_secs(10)).await.unwrap();
     let tags = p
         .read_until(Duration::from_secs(10), |t| t.is_video_frame())
         .await
@@ -225,11 +210,7 @@ async fn http_flv_response_is_video_x_flv_with_default_cors_origin() {
         .read_until(Duration::from_secs(10), |t| t.is_video_frame())
         .await
         .unwrap();
-    assert_eq!(
-        p.header().unwrap().flags,
-        0x05,
-        "FLV header flags for audio+video"
-    );
+    assert_eq!(p.header().unwrap().flags, 0x05, "FLV header flags for audio+video");
     assert!(
         tags.last().unwrap().is_keyframe(),
         "first video frame not a keyframe: {}",
@@ -271,9 +252,7 @@ async fn flv_header_announces_only_the_tracks_present() {
         let mut p = if url.starts_with("ws") {
             FlvPlayer::ws(&url, Duration::from_secs(10)).await.unwrap()
         } else {
-            FlvPlayer::http(&url, Duration::from_secs(10))
-                .await
-                .unwrap()
+            FlvPlayer::http(&url, Duration::from_secs(10)).await.unwrap()
         };
         let tags = p
             .read_until(Duration::from_secs(10), |t| t.is_video_frame())

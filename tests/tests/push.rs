@@ -15,8 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 /// An FLV header (audio + video) and PreviousTagSize0: the start of any FLV body.
 const FLV_HEADER: &[u8] = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00";
 
@@ -24,12 +23,9 @@ const FLV_HEADER: &[u8] = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00";
 /// accepted) and the stream when accepted.
 async fn ws_connect(url: &str, subprotocol: &str) -> (u16, Option<WsStream>) {
     let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_str(subprotocol).unwrap(),
-    );
-    let Ok(res) = tokio::time::timeout(SECS(10), tokio_tungstenite::connect_async(req)).await
-    else {
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(subprotocol).unwrap());
+    let Ok(res) = tokio::time::timeout(SECS(10), tokio_tungstenite::connect_async(req)).await else {
         panic!("WebSocket handshake with {url} took over 10 s");
     };
     match res {
@@ -60,11 +56,7 @@ async fn assert_second_push_refused(server: &TestServer, name: &str) {
     )
     .await
     .unwrap();
-    let body = resp
-        .read_to_end(SECS(5))
-        .await
-        .map(|(b, _)| b)
-        .unwrap_or_default();
+    let body = resp.read_to_end(SECS(5)).await.map(|(b, _)| b).unwrap_or_default();
     assert_eq!(
         resp.status,
         409,
@@ -105,11 +97,7 @@ async fn http_post_push_plays_over_rtmp_and_a_second_push_is_refused() {
         publisher.log()
     );
     let log = server.logs();
-    assert!(
-        log.contains("http-flv push started"),
-        "{}",
-        tail(&log, 3000)
-    );
+    assert!(log.contains("http-flv push started"), "{}", tail(&log, 3000));
     publisher.kill().await;
 }
 
@@ -152,10 +140,7 @@ async fn websocket_push_plays_over_rtmp() {
     let server = TestServer::start().await.unwrap();
     let name = unique_name("wspush");
     let (status, ws) = ws_connect(&server.ws_url(&name), "publisher").await;
-    assert_eq!(
-        status, 101,
-        "WebSocket push (subprotocol publisher) refused"
-    );
+    assert_eq!(status, 101, "WebSocket push (subprotocol publisher) refused");
     let mut ws = ws.unwrap();
 
     // The file in 16 KiB binary messages (cut anywhere, tags split across messages) at the
@@ -182,24 +167,14 @@ async fn websocket_push_plays_over_rtmp() {
     let play = async {
         server.wait_live(&name, LIVE_TIMEOUT).await?;
         assert_second_push_refused(&server, &name).await;
-        decode(
-            &require_tool("ffmpeg"),
-            &server.rtmp_url(&name),
-            Some(2),
-            20,
-        )
-        .await
+        decode(&require_tool("ffmpeg"), &server.rtmp_url(&name), Some(2), 20).await
     };
     let (sent, report) = tokio::join!(send, play);
     let messages = sent.unwrap();
     assert!(messages >= 10, "only {messages} WebSocket messages");
-    report.unwrap().assert_decoded(
-        "WebSocket push played over RTMP",
-        "h264",
-        Some((640, 360)),
-        "aac",
-        20,
-    );
+    report
+        .unwrap()
+        .assert_decoded("WebSocket push played over RTMP", "h264", Some((640, 360)), "aac", 20);
     let log = server.logs();
     assert!(log.contains("ws-flv push started"), "{}", tail(&log, 3000));
 }

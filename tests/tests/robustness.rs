@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrocast_tests::rtmp_raw::{
-    self, client_handshake, type0_chunk_header, wait_closed, write_or_closed,
-};
+use ferrocast_tests::rtmp_raw::{self, client_handshake, type0_chunk_header, wait_closed, write_or_closed};
 use ferrocast_tests::{FlvPlayer, Live, TestServer};
 use rand::{RngCore, SeedableRng};
 use tokio::io::AsyncWriteExt;
@@ -38,9 +36,7 @@ impl Watched {
         )
         .await
         .unwrap();
-        let mut player = FlvPlayer::http(&live.flv_url(), Duration::from_secs(10))
-            .await
-            .unwrap();
+        let mut player = FlvPlayer::http(&live.flv_url(), Duration::from_secs(10)).await.unwrap();
         let frames = Arc::new(AtomicU64::new(0));
         let last_ts = Arc::new(AtomicU64::new(0));
         let (f, l) = (frames.clone(), last_ts.clone());
@@ -69,15 +65,9 @@ impl Watched {
     /// Asserts the player receives at least 1 s worth of video in the next 1.5 s, with
     /// advancing timestamps.
     async fn assert_flowing(&mut self, when: &str) {
-        let (c0, t0) = (
-            self.frames.load(Ordering::SeqCst),
-            self.last_ts.load(Ordering::SeqCst),
-        );
+        let (c0, t0) = (self.frames.load(Ordering::SeqCst), self.last_ts.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (c1, t1) = (
-            self.frames.load(Ordering::SeqCst),
-            self.last_ts.load(Ordering::SeqCst),
-        );
+        let (c1, t1) = (self.frames.load(Ordering::SeqCst), self.last_ts.load(Ordering::SeqCst));
         if self.player.is_finished() {
             let res = (&mut self.player).await;
             panic!("the HTTP-FLV player stopped {when}: {res:?}");
@@ -87,10 +77,7 @@ impl Watched {
             "the HTTP-FLV player got {} video frames in 1.5 s {when} (timestamps {t0} -> {t1})",
             c1 - c0
         );
-        assert!(
-            t1 > t0,
-            "player timestamps did not advance {when}: {t0} -> {t1}"
-        );
+        assert!(t1 > t0, "player timestamps did not advance {when}: {t0} -> {t1}");
     }
 
     async fn finish(mut self, what: &str) {
@@ -162,13 +149,8 @@ async fn huge_announced_message_length_closes_only_that_connection() {
     }
     let t = wait_closed(&mut s, Duration::from_secs(3))
         .await
-        .unwrap_or_else(|e| {
-            panic!("a message announcing 0xFFFFFF bytes (cap {MAX_MESSAGE_SIZE}): {e:#}")
-        });
-    eprintln!(
-        "closed {t:?} after the feed, {:?} after the header",
-        start.elapsed()
-    );
+        .unwrap_or_else(|e| panic!("a message announcing 0xFFFFFF bytes (cap {MAX_MESSAGE_SIZE}): {e:#}"));
+    eprintln!("closed {t:?} after the feed, {:?} after the header", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(IDLE_TIMEOUT_SECS),
         "closed only after {:?}: that is the idle timeout, not the message size cap",
@@ -185,9 +167,7 @@ async fn stalled_handshake_is_closed_after_the_handshake_timeout() {
     let start = Instant::now();
     let t = wait_closed(&mut s, Duration::from_secs(HANDSHAKE_TIMEOUT_SECS + 3))
         .await
-        .unwrap_or_else(|e| {
-            panic!("a handshake stalled after C0 (timeout {HANDSHAKE_TIMEOUT_SECS} s): {e:#}")
-        });
+        .unwrap_or_else(|e| panic!("a handshake stalled after C0 (timeout {HANDSHAKE_TIMEOUT_SECS} s): {e:#}"));
     assert!(
         t >= Duration::from_millis(HANDSHAKE_TIMEOUT_SECS * 1000 - 500),
         "closed after {t:?}, before the {HANDSHAKE_TIMEOUT_SECS} s handshake timeout"

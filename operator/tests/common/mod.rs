@@ -16,7 +16,10 @@ pub const NS: &str = "streaming";
 pub const NOW: i64 = 1_800_000_000;
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 pub fn fleet() -> Fleet {
@@ -37,24 +40,35 @@ fn stamp(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, 
     meta.namespace.get_or_insert_with(|| NS.into());
     meta.uid.get_or_insert_with(|| format!("uid-{name}"));
     meta.generation.get_or_insert(1);
-    meta.creation_timestamp.get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::from_second(NOW - age).unwrap()));
+    meta.creation_timestamp
+        .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::from_second(NOW - age).unwrap()));
 }
 
 /// A MediaApp from YAML (`metadata` and `spec` only is enough).
 pub fn media_app(yaml: &str, age: i64) -> MediaApp {
-    let mut m: MediaApp = serde_yaml::from_str(&format!("apiVersion: ferrocast.io/v1alpha1\nkind: MediaApp\n{yaml}")).expect("MediaApp YAML");
+    let mut m: MediaApp = serde_yaml::from_str(&format!("apiVersion: ferrocast.io/v1alpha1\nkind: MediaApp\n{yaml}"))
+        .expect("MediaApp YAML");
     stamp(&mut m.metadata, age);
     m
 }
 
 pub fn stream_auth(yaml: &str) -> StreamAuth {
-    let mut s: StreamAuth = serde_yaml::from_str(&format!("apiVersion: ferrocast.io/v1alpha1\nkind: StreamAuth\n{yaml}")).expect("StreamAuth YAML");
+    let mut s: StreamAuth =
+        serde_yaml::from_str(&format!("apiVersion: ferrocast.io/v1alpha1\nkind: StreamAuth\n{yaml}"))
+            .expect("StreamAuth YAML");
     stamp(&mut s.metadata, 1000);
     s
 }
 
 pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
-    let mut s = Secret { data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()), ..Default::default() };
+    let mut s = Secret {
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
     s.metadata.name = Some(name.into());
     stamp(&mut s.metadata, 1000);
     s
@@ -64,7 +78,10 @@ pub fn inputs(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>, secrets:
     Inputs {
         media_apps,
         stream_auths,
-        secrets: secrets.into_iter().map(|s| (s.metadata.name.clone().unwrap(), s)).collect::<BTreeMap<_, _>>(),
+        secrets: secrets
+            .into_iter()
+            .map(|s| (s.metadata.name.clone().unwrap(), s))
+            .collect::<BTreeMap<_, _>>(),
         api_token_key: Some("fixed-api-token-key-for-tests".into()),
         now: NOW,
     }
@@ -74,7 +91,11 @@ pub fn inputs(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>, secrets:
 pub fn examples() -> Manifests {
     let mut m = Manifests::default();
     let dir = workspace().join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("examples/").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();

@@ -2,7 +2,9 @@
 
 use super::bits::{BitReader, EndOfData};
 
-const SAMPLE_RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+const SAMPLE_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AacInfo {
@@ -59,7 +61,11 @@ pub fn parse_audio_specific_config(asc: &[u8]) -> Result<AacInfo, AacError> {
         7 => 8,
         c => c,
     };
-    Ok(AacInfo { object_type, sample_rate, channels })
+    Ok(AacInfo {
+        object_type,
+        sample_rate,
+        channels,
+    })
 }
 
 #[cfg(test)]
@@ -69,13 +75,65 @@ mod tests {
     #[test]
     fn audio_specific_config_table() {
         let cases: &[(&str, &[u8], Result<AacInfo, AacError>)] = &[
-            ("LC 44.1k stereo (ffmpeg aac)", &[0x12, 0x10], Ok(AacInfo { object_type: 2, sample_rate: 44100, channels: 2 })),
-            ("LC 48k stereo", &[0x11, 0x90], Ok(AacInfo { object_type: 2, sample_rate: 48000, channels: 2 })),
-            ("LC 48k mono", &[0x11, 0x88], Ok(AacInfo { object_type: 2, sample_rate: 48000, channels: 1 })),
-            ("HE-AAC 24k stereo", &[0x2b, 0x10], Ok(AacInfo { object_type: 5, sample_rate: 24000, channels: 2 })),
-            ("explicit sample rate 12345", &[0x17, 0x80, 0x18, 0x1c, 0x90], Ok(AacInfo { object_type: 2, sample_rate: 12345, channels: 2 })),
-            ("7.1 channel config 7", &[0x11, 0xb8], Ok(AacInfo { object_type: 2, sample_rate: 48000, channels: 8 })),
-            ("reserved sample rate index", &[0x16, 0x90], Err(AacError::BadSampleRate(13))),
+            (
+                "LC 44.1k stereo (ffmpeg aac)",
+                &[0x12, 0x10],
+                Ok(AacInfo {
+                    object_type: 2,
+                    sample_rate: 44100,
+                    channels: 2,
+                }),
+            ),
+            (
+                "LC 48k stereo",
+                &[0x11, 0x90],
+                Ok(AacInfo {
+                    object_type: 2,
+                    sample_rate: 48000,
+                    channels: 2,
+                }),
+            ),
+            (
+                "LC 48k mono",
+                &[0x11, 0x88],
+                Ok(AacInfo {
+                    object_type: 2,
+                    sample_rate: 48000,
+                    channels: 1,
+                }),
+            ),
+            (
+                "HE-AAC 24k stereo",
+                &[0x2b, 0x10],
+                Ok(AacInfo {
+                    object_type: 5,
+                    sample_rate: 24000,
+                    channels: 2,
+                }),
+            ),
+            (
+                "explicit sample rate 12345",
+                &[0x17, 0x80, 0x18, 0x1c, 0x90],
+                Ok(AacInfo {
+                    object_type: 2,
+                    sample_rate: 12345,
+                    channels: 2,
+                }),
+            ),
+            (
+                "7.1 channel config 7",
+                &[0x11, 0xb8],
+                Ok(AacInfo {
+                    object_type: 2,
+                    sample_rate: 48000,
+                    channels: 8,
+                }),
+            ),
+            (
+                "reserved sample rate index",
+                &[0x16, 0x90],
+                Err(AacError::BadSampleRate(13)),
+            ),
             ("truncated", &[0x12], Err(AacError::Truncated)),
         ];
         for (name, bytes, want) in cases {

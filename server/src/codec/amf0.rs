@@ -385,26 +385,14 @@ mod tests {
         max_short_bytes.extend_from_slice(max_short.as_bytes());
         vec![
             ("number", num(1.0), hex("00 3ff0000000000000")),
-            (
-                "number negative zero",
-                num(-0.0),
-                hex("00 8000000000000000"),
-            ),
-            (
-                "number infinity",
-                num(f64::INFINITY),
-                hex("00 7ff0000000000000"),
-            ),
+            ("number negative zero", num(-0.0), hex("00 8000000000000000")),
+            ("number infinity", num(f64::INFINITY), hex("00 7ff0000000000000")),
             ("boolean true", true.into(), hex("01 01")),
             ("boolean false", false.into(), hex("01 00")),
             ("string empty", "".into(), hex("02 0000")),
             ("string", "live".into(), hex("02 0004 6c697665")),
             ("string utf8", "é".into(), hex("02 0002 c3a9")),
-            (
-                "string 65535 bytes stays short",
-                max_short.into(),
-                max_short_bytes,
-            ),
+            ("string 65535 bytes stays short", max_short.into(), max_short_bytes),
             ("string over 65535 bytes is long", long.into(), long_bytes),
             ("null", Amf0Value::Null, hex("05")),
             ("undefined", Amf0Value::Undefined, hex("06")),
@@ -438,11 +426,7 @@ mod tests {
                 Amf0Value::EcmaArray(vec![("w".into(), num(1280.0)), ("s".into(), true.into())]),
                 hex("08 00000002 0001 77 00 4094000000000000 0001 73 01 01 0000 09"),
             ),
-            (
-                "strict array empty",
-                Amf0Value::StrictArray(vec![]),
-                hex("0a 00000000"),
-            ),
+            ("strict array empty", Amf0Value::StrictArray(vec![]), hex("0a 00000000")),
             (
                 "strict array",
                 Amf0Value::StrictArray(vec![num(0.0), Amf0Value::Null, "a".into()]),
@@ -476,11 +460,7 @@ mod tests {
             ("xml document", hex("0f 00000004 3c612f3e"), "<a/>".into()),
             ("unsupported is null", hex("0d"), Amf0Value::Null),
             ("boolean non-zero", hex("01 7f"), true.into()),
-            (
-                "invalid utf8 is replaced",
-                hex("02 0002 c328"),
-                "\u{fffd}(".into(),
-            ),
+            ("invalid utf8 is replaced", hex("02 0002 c328"), "\u{fffd}(".into()),
             (
                 "invalid utf8 key is replaced",
                 hex("03 0001 ff 05 0000 09"),
@@ -518,16 +498,8 @@ mod tests {
                 hex("0c ffffffff 00"),
                 AmfError::Truncated,
             ),
-            (
-                "object without end",
-                hex("03 0001 61 05"),
-                AmfError::Truncated,
-            ),
-            (
-                "object end marker missing 0x09",
-                hex("03 0000"),
-                AmfError::Truncated,
-            ),
+            ("object without end", hex("03 0001 61 05"), AmfError::Truncated),
+            ("object end marker missing 0x09", hex("03 0000"), AmfError::Truncated),
             (
                 "ecma array without end",
                 hex("08 00000001 0001 61 05"),
@@ -538,22 +510,14 @@ mod tests {
                 hex("0a ffffffff 05 05"),
                 AmfError::TooLarge(u32::MAX),
             ),
-            (
-                "strict array short",
-                hex("0a 00000002 05"),
-                AmfError::TooLarge(2),
-            ),
+            ("strict array short", hex("0a 00000002 05"), AmfError::TooLarge(2)),
             (
                 "strict array elements short",
                 hex("0a 00000002 00 00"),
                 AmfError::Truncated,
             ),
             ("bare object end", hex("09"), AmfError::UnexpectedObjectEnd),
-            (
-                "reference",
-                hex("07 0001"),
-                AmfError::UnsupportedMarker(0x07),
-            ),
+            ("reference", hex("07 0001"), AmfError::UnsupportedMarker(0x07)),
             ("movie clip", hex("04"), AmfError::UnsupportedMarker(0x04)),
             ("record set", hex("0e"), AmfError::UnsupportedMarker(0x0e)),
             ("avmplus", hex("11 01"), AmfError::UnsupportedMarker(0x11)),
@@ -693,10 +657,7 @@ mod tests {
         assert_eq!(n("audiosamplesize"), Some(16.0));
         assert_eq!(meta.get("stereo").and_then(Amf0Value::as_bool), Some(true));
         assert_eq!(n("audiocodecid"), Some(10.0));
-        assert_eq!(
-            meta.get("encoder").and_then(Amf0Value::as_str),
-            Some("Lavf59.27.100")
-        );
+        assert_eq!(meta.get("encoder").and_then(Amf0Value::as_str), Some("Lavf59.27.100"));
         assert_eq!(n("filesize"), Some(0.0));
         // The count ffmpeg wrote matches here, so re-encoding is byte-identical.
         let mut out = BytesMut::new();
@@ -714,17 +675,13 @@ mod tests {
             ".{0,20}".prop_map(Amf0Value::String),
             Just(Amf0Value::Null),
             Just(Amf0Value::Undefined),
-            (
-                any::<f64>().prop_filter("not NaN", |n| !n.is_nan()),
-                any::<i16>()
-            )
+            (any::<f64>().prop_filter("not NaN", |n| !n.is_nan()), any::<i16>())
                 .prop_map(|(millis, timezone)| Amf0Value::Date { millis, timezone }),
         ];
         leaf.prop_recursive(4, 64, 8, move |inner| {
             prop_oneof![
                 proptest::collection::vec((key, inner.clone()), 0..8).prop_map(Amf0Value::Object),
-                proptest::collection::vec((key, inner.clone()), 0..8)
-                    .prop_map(Amf0Value::EcmaArray),
+                proptest::collection::vec((key, inner.clone()), 0..8).prop_map(Amf0Value::EcmaArray),
                 proptest::collection::vec(inner, 0..8).prop_map(Amf0Value::StrictArray),
             ]
         })

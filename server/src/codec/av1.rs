@@ -296,12 +296,66 @@ mod tests {
     /// name, enhanced-RTMP SequenceStart body, width, height, profile, level, chroma format,
     /// bit depth.
     const VECTORS: &[(&str, &[u8], u32, u32, &str, &str, u32, u32)] = &[
-        ("aom 720p 4:2:0", include_bytes!("testdata/av1_1280x720_main.bin"), 1280, 720, "Main", "3.1", 1, 8),
-        ("svt 1080p 10-bit", include_bytes!("testdata/av1_1920x1080_main_10.bin"), 1920, 1080, "Main", "4.0", 1, 10),
-        ("aom 360p 4:4:4", include_bytes!("testdata/av1_640x360_high_444.bin"), 640, 360, "High", "2.1", 3, 8),
-        ("aom 426x240 4:2:2", include_bytes!("testdata/av1_426x240_pro_422.bin"), 426, 240, "Professional", "2.0", 2, 8),
-        ("aom 240p 4:2:0 12-bit", include_bytes!("testdata/av1_320x240_pro_420_12.bin"), 320, 240, "Professional", "2.0", 1, 12),
-        ("aom 240p monochrome", include_bytes!("testdata/av1_320x240_main_gray.bin"), 320, 240, "Main", "2.0", 0, 8),
+        (
+            "aom 720p 4:2:0",
+            include_bytes!("testdata/av1_1280x720_main.bin"),
+            1280,
+            720,
+            "Main",
+            "3.1",
+            1,
+            8,
+        ),
+        (
+            "svt 1080p 10-bit",
+            include_bytes!("testdata/av1_1920x1080_main_10.bin"),
+            1920,
+            1080,
+            "Main",
+            "4.0",
+            1,
+            10,
+        ),
+        (
+            "aom 360p 4:4:4",
+            include_bytes!("testdata/av1_640x360_high_444.bin"),
+            640,
+            360,
+            "High",
+            "2.1",
+            3,
+            8,
+        ),
+        (
+            "aom 426x240 4:2:2",
+            include_bytes!("testdata/av1_426x240_pro_422.bin"),
+            426,
+            240,
+            "Professional",
+            "2.0",
+            2,
+            8,
+        ),
+        (
+            "aom 240p 4:2:0 12-bit",
+            include_bytes!("testdata/av1_320x240_pro_420_12.bin"),
+            320,
+            240,
+            "Professional",
+            "2.0",
+            1,
+            12,
+        ),
+        (
+            "aom 240p monochrome",
+            include_bytes!("testdata/av1_320x240_main_gray.bin"),
+            320,
+            240,
+            "Main",
+            "2.0",
+            0,
+            8,
+        ),
     ];
 
     #[test]
@@ -309,12 +363,28 @@ mod tests {
         for (name, body, w, h, profile, level, chroma, depth) in VECTORS {
             let i = parse_decoder_config(&body[5..]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!((i.width, i.height), (*w, *h), "{name}");
-            assert_eq!((i.profile_name(), i.level_name().as_str()), (*profile, *level), "{name}");
-            assert_eq!((i.chroma_format(), i.bit_depth, i.high_tier, i.still_picture), (*chroma, *depth, false, false), "{name}");
+            assert_eq!(
+                (i.profile_name(), i.level_name().as_str()),
+                (*profile, *level),
+                "{name}"
+            );
+            assert_eq!(
+                (i.chroma_format(), i.bit_depth, i.high_tier, i.still_picture),
+                (*chroma, *depth, false, false),
+                "{name}"
+            );
             // The record's own summary agrees with the sequence header OBU.
             let summary = parse_decoder_config(&body[5..9]).unwrap();
-            assert_eq!((summary.seq_profile, summary.seq_level_idx), (i.seq_profile, i.seq_level_idx), "{name}");
-            assert_eq!((summary.chroma_format(), summary.bit_depth, summary.width), (*chroma, *depth, 0), "{name}");
+            assert_eq!(
+                (summary.seq_profile, summary.seq_level_idx),
+                (i.seq_profile, i.seq_level_idx),
+                "{name}"
+            );
+            assert_eq!(
+                (summary.chroma_format(), summary.bit_depth, summary.width),
+                (*chroma, *depth, 0),
+                "{name}"
+            );
         }
     }
 
@@ -324,13 +394,41 @@ mod tests {
         let cases: &[(&str, Vec<u8>, Av1Error)] = &[
             ("empty", vec![], Av1Error::Truncated),
             ("three bytes", good[..3].to_vec(), Av1Error::Truncated),
-            ("wrong marker", [&[0x01u8][..], &good[1..]].concat(), Av1Error::BadMarker(0x01)),
-            ("OBU size beyond the data", good[..good.len() - 1].to_vec(), Av1Error::Truncated),
-            ("forbidden bit", [&good[..4], &[0x8a, 0x00][..]].concat(), Av1Error::BadObu("forbidden bit set")),
-            ("endless leb128", [&good[..4], &[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..]].concat(), Av1Error::BadObu("leb128 longer than 8 bytes")),
-            ("huge leb128", [&good[..4], &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x7f][..]].concat(), Av1Error::BadObu("leb128 value too large")),
-            ("sequence header cut short", [&good[..4], &[0x0a, 0x02], &good[6..8]].concat(), Av1Error::BadSequenceHeader("ends early")),
-            ("seq_profile 7", [&good[..4], &[0x0a, 0x01, 0xe0]].concat(), Av1Error::BadSequenceHeader("seq_profile")),
+            (
+                "wrong marker",
+                [&[0x01u8][..], &good[1..]].concat(),
+                Av1Error::BadMarker(0x01),
+            ),
+            (
+                "OBU size beyond the data",
+                good[..good.len() - 1].to_vec(),
+                Av1Error::Truncated,
+            ),
+            (
+                "forbidden bit",
+                [&good[..4], &[0x8a, 0x00][..]].concat(),
+                Av1Error::BadObu("forbidden bit set"),
+            ),
+            (
+                "endless leb128",
+                [&good[..4], &[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..]].concat(),
+                Av1Error::BadObu("leb128 longer than 8 bytes"),
+            ),
+            (
+                "huge leb128",
+                [&good[..4], &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x7f][..]].concat(),
+                Av1Error::BadObu("leb128 value too large"),
+            ),
+            (
+                "sequence header cut short",
+                [&good[..4], &[0x0a, 0x02], &good[6..8]].concat(),
+                Av1Error::BadSequenceHeader("ends early"),
+            ),
+            (
+                "seq_profile 7",
+                [&good[..4], &[0x0a, 0x01, 0xe0]].concat(),
+                Av1Error::BadSequenceHeader("seq_profile"),
+            ),
         ];
         for (name, record, err) in cases {
             assert_eq!(parse_decoder_config(record).as_ref(), Err(err), "{name}");
@@ -342,7 +440,10 @@ mod tests {
         let good = &VECTORS[0].1[5..];
         // A temporal delimiter (type 2) with a zero size field ahead of the sequence header.
         let record = [&good[..4], &[0x12, 0x00][..], &good[4..]].concat();
-        assert_eq!(parse_decoder_config(&record).map(|i| (i.width, i.height)), Ok((1280, 720)));
+        assert_eq!(
+            parse_decoder_config(&record).map(|i| (i.width, i.height)),
+            Ok((1280, 720))
+        );
     }
 
     #[test]
@@ -368,14 +469,32 @@ mod tests {
         while bits.len() % 8 != 0 {
             bits.push('0');
         }
-        let payload: Vec<u8> = (0..bits.len()).step_by(8).map(|i| u8::from_str_radix(&bits[i..i + 8], 2).unwrap()).collect();
+        let payload: Vec<u8> = (0..bits.len())
+            .step_by(8)
+            .map(|i| u8::from_str_radix(&bits[i..i + 8], 2).unwrap())
+            .collect();
         let i = parse_sequence_header(&payload).unwrap();
-        assert_eq!((i.width, i.height, i.still_picture, i.level_name().as_str(), i.chroma_format()), (1280, 720, true, "3.1", 1));
+        assert_eq!(
+            (
+                i.width,
+                i.height,
+                i.still_picture,
+                i.level_name().as_str(),
+                i.chroma_format()
+            ),
+            (1280, 720, true, "3.1", 1)
+        );
     }
 
     #[test]
     fn level_names() {
-        let cases: &[(&str, u8, &str)] = &[("2.0", 0, "2.0"), ("3.1", 5, "3.1"), ("5.3", 15, "5.3"), ("7.3", 23, "7.3"), ("no constraint", 31, "max")];
+        let cases: &[(&str, u8, &str)] = &[
+            ("2.0", 0, "2.0"),
+            ("3.1", 5, "3.1"),
+            ("5.3", 15, "5.3"),
+            ("7.3", 23, "7.3"),
+            ("no constraint", 31, "max"),
+        ];
         for (name, idx, level) in cases {
             let i = Av1Info {
                 seq_profile: 0,

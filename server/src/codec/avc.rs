@@ -84,7 +84,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
     let mut chroma_format_idc = 1;
     let mut bit_depth = 8;
     let mut separate_colour_plane = false;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc > 3 {
             return Err(AvcError::BadSps("chroma_format_idc"));
@@ -147,14 +150,25 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
         _ => (1, 1),
     };
     let crop_unit_x = if chroma_array_type == 0 { 1 } else { sub_w };
-    let crop_unit_y = if chroma_array_type == 0 { frame_height_factor } else { sub_h * frame_height_factor };
+    let crop_unit_y = if chroma_array_type == 0 {
+        frame_height_factor
+    } else {
+        sub_h * frame_height_factor
+    };
     let width = (width_mbs * 16)
         .checked_sub(crop_unit_x * (crop_l.saturating_add(crop_r)))
         .ok_or(AvcError::BadSps("cropping wider than the picture"))?;
     let height = (height_map_units * 16 * frame_height_factor)
         .checked_sub(crop_unit_y * (crop_t.saturating_add(crop_b)))
         .ok_or(AvcError::BadSps("cropping taller than the picture"))?;
-    Ok(AvcInfo { profile_idc, level_idc, width, height, chroma_format_idc, bit_depth })
+    Ok(AvcInfo {
+        profile_idc,
+        level_idc,
+        width,
+        height,
+        chroma_format_idc,
+        bit_depth,
+    })
 }
 
 fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), EndOfData> {
@@ -176,8 +190,17 @@ mod tests {
     #[test]
     fn truncated_and_foreign_records_are_errors() {
         assert_eq!(parse_decoder_config(&[1, 100]), Err(AvcError::Truncated));
-        assert_eq!(parse_decoder_config(&[2, 100, 0, 31, 0xff, 0xe1, 0, 4]), Err(AvcError::BadVersion(2)));
-        assert_eq!(parse_decoder_config(&[1, 100, 0, 31, 0xff, 0xe0, 0, 0]), Err(AvcError::NoSps));
-        assert_eq!(parse_decoder_config(&[1, 100, 0, 31, 0xff, 0xe1, 0, 40, 0x67]), Err(AvcError::Truncated));
+        assert_eq!(
+            parse_decoder_config(&[2, 100, 0, 31, 0xff, 0xe1, 0, 4]),
+            Err(AvcError::BadVersion(2))
+        );
+        assert_eq!(
+            parse_decoder_config(&[1, 100, 0, 31, 0xff, 0xe0, 0, 0]),
+            Err(AvcError::NoSps)
+        );
+        assert_eq!(
+            parse_decoder_config(&[1, 100, 0, 31, 0xff, 0xe1, 0, 40, 0x67]),
+            Err(AvcError::Truncated)
+        );
     }
 }

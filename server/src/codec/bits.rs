@@ -57,7 +57,11 @@ impl<'a> BitReader<'a> {
 
     pub fn se(&mut self) -> Result<i32, EndOfData> {
         let k = self.ue()?;
-        Ok(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
+        Ok(if k % 2 == 1 {
+            k.div_ceil(2) as i32
+        } else {
+            -((k / 2) as i32)
+        })
     }
 }
 

@@ -514,7 +514,15 @@ mod tests {
         for case in cases().into_iter().filter(|c| c.encodes) {
             let mut out = BytesMut::new();
             for m in &case.messages {
-                encode_message(&mut out, m.csid, m.timestamp, m.type_id, m.stream_id, &m.payload, case.chunk_size);
+                encode_message(
+                    &mut out,
+                    m.csid,
+                    m.timestamp,
+                    m.type_id,
+                    m.stream_id,
+                    &m.payload,
+                    case.chunk_size,
+                );
                 assert_eq!(
                     encoded_len(m.csid, m.timestamp, m.payload.len(), case.chunk_size),
                     out.len(),
@@ -566,7 +574,10 @@ mod tests {
         for i in 0..=MAX_CHUNK_STREAMS as u8 {
             wire.extend_from_slice(&[0x00, i, 0, 0, 0, 0, 0, 1, 8, 1, 0, 0, 0, 0]);
         }
-        assert_eq!(decode_all(&mut dec, &wire).unwrap_err(), ChunkError::TooManyChunkStreams);
+        assert_eq!(
+            decode_all(&mut dec, &wire).unwrap_err(),
+            ChunkError::TooManyChunkStreams
+        );
     }
 
     proptest! {

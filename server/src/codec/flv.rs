@@ -61,7 +61,10 @@ pub struct FlvReader {
 
 impl FlvReader {
     pub fn new(max_tag: usize) -> Self {
-        FlvReader { header_done: false, max_tag }
+        FlvReader {
+            header_done: false,
+            max_tag,
+        }
     }
 
     /// `Ok(None)`: need more bytes.
@@ -97,11 +100,16 @@ impl FlvReader {
             return Ok(None);
         }
         let tag_type = buf[0] & 0x1f;
-        let timestamp = (u32::from(buf[7]) << 24) | (u32::from(buf[4]) << 16) | (u32::from(buf[5]) << 8) | u32::from(buf[6]);
+        let timestamp =
+            (u32::from(buf[7]) << 24) | (u32::from(buf[4]) << 16) | (u32::from(buf[5]) << 8) | u32::from(buf[6]);
         buf.advance(TAG_HEADER_LEN);
         let body = buf.split_to(size).freeze();
         buf.advance(4);
-        Ok(Some(Tag { tag_type, timestamp, body }))
+        Ok(Some(Tag {
+            tag_type,
+            timestamp,
+            body,
+        }))
     }
 }
 
@@ -121,9 +129,27 @@ mod tests {
     fn tag_encode_and_read_back() {
         // name, type, timestamp, body, expected wire
         let cases: &[(&str, u8, u32, &[u8], &[u8])] = &[
-            ("video small ts", TAG_VIDEO, 40, b"\x17\x01", b"\x09\x00\x00\x02\x00\x00\x28\x00\x00\x00\x00\x17\x01\x00\x00\x00\x0d"),
-            ("audio ts above 24 bits", TAG_AUDIO, 0x0123_4567, b"\xaf", b"\x08\x00\x00\x01\x23\x45\x67\x01\x00\x00\x00\xaf\x00\x00\x00\x0c"),
-            ("empty script tag", TAG_SCRIPT, 0, b"", b"\x12\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0b"),
+            (
+                "video small ts",
+                TAG_VIDEO,
+                40,
+                b"\x17\x01",
+                b"\x09\x00\x00\x02\x00\x00\x28\x00\x00\x00\x00\x17\x01\x00\x00\x00\x0d",
+            ),
+            (
+                "audio ts above 24 bits",
+                TAG_AUDIO,
+                0x0123_4567,
+                b"\xaf",
+                b"\x08\x00\x00\x01\x23\x45\x67\x01\x00\x00\x00\xaf\x00\x00\x00\x0c",
+            ),
+            (
+                "empty script tag",
+                TAG_SCRIPT,
+                0,
+                b"",
+                b"\x12\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0b",
+            ),
         ];
         for (name, t, ts, body, wire) in cases {
             assert_eq!(&encode_tag(*t, *ts, body)[..], *wire, "{name}");
@@ -139,7 +165,10 @@ mod tests {
     #[test]
     fn reader_rejects_bad_signature_and_huge_tags() {
         let mut r = FlvReader::new(100);
-        assert_eq!(r.next_tag(&mut BytesMut::from(&b"GET / HTTP"[..])), Err(FlvError::BadSignature));
+        assert_eq!(
+            r.next_tag(&mut BytesMut::from(&b"GET / HTTP"[..])),
+            Err(FlvError::BadSignature)
+        );
         let mut r = FlvReader::new(100);
         let mut buf = BytesMut::from(&header(true, true)[..]);
         buf.extend_from_slice(b"\x09\xff\xff\xff\x00\x00\x00\x00\x00\x00\x00");

@@ -18,8 +18,8 @@ pub const HANDSHAKE_SIZE: usize = 1536;
 const DIGEST_LEN: usize = 32;
 /// The second half of both well-known keys, shared by Flash Player and FMS.
 const KEY_TAIL: [u8; 32] = [
-    0xF0, 0xEE, 0xC2, 0x4A, 0x80, 0x68, 0xBE, 0xE8, 0x2E, 0x00, 0xD0, 0xD1, 0x02, 0x9E, 0x7E, 0x57,
-    0x6E, 0xEC, 0x5D, 0x2D, 0x29, 0x80, 0x6F, 0xAB, 0x93, 0xB8, 0xE6, 0x36, 0xCF, 0xEB, 0x31, 0xAE,
+    0xF0, 0xEE, 0xC2, 0x4A, 0x80, 0x68, 0xBE, 0xE8, 0x2E, 0x00, 0xD0, 0xD1, 0x02, 0x9E, 0x7E, 0x57, 0x6E, 0xEC, 0x5D,
+    0x2D, 0x29, 0x80, 0x6F, 0xAB, 0x93, 0xB8, 0xE6, 0x36, 0xCF, 0xEB, 0x31, 0xAE,
 ];
 const CLIENT_KEY_TEXT: &[u8; 30] = b"Genuine Adobe Flash Player 001";
 const SERVER_KEY_TEXT: &[u8; 36] = b"Genuine Adobe Flash Media Server 001";
@@ -95,11 +95,7 @@ fn block_digest(block: &[u8; HANDSHAKE_SIZE], offset: usize, key: &[u8]) -> [u8;
 }
 
 /// Returns the digest when `block` carries a valid one in `schema`.
-fn find_digest(
-    block: &[u8; HANDSHAKE_SIZE],
-    schema: Schema,
-    key: &[u8],
-) -> Option<[u8; DIGEST_LEN]> {
+fn find_digest(block: &[u8; HANDSHAKE_SIZE], schema: Schema, key: &[u8]) -> Option<[u8; DIGEST_LEN]> {
     let offset = schema.digest_offset(block);
     let expected = block_digest(block, offset, key);
     constant_time_eq(&expected, &block[offset..offset + DIGEST_LEN]).then_some(expected)
@@ -111,12 +107,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Fills `block` with time, version and random bytes, then writes a digest in `schema`.
 /// Returns the digest.
-fn imprint_digest(
-    block: &mut [u8; HANDSHAKE_SIZE],
-    version: [u8; 4],
-    schema: Schema,
-    key: &[u8],
-) -> [u8; DIGEST_LEN] {
+fn imprint_digest(block: &mut [u8; HANDSHAKE_SIZE], version: [u8; 4], schema: Schema, key: &[u8]) -> [u8; DIGEST_LEN] {
     rand::thread_rng().fill_bytes(&mut block[8..]);
     block[..4].copy_from_slice(&0u32.to_be_bytes());
     block[4..8].copy_from_slice(&version);
@@ -137,11 +128,7 @@ fn signed_response(peer_digest: &[u8; DIGEST_LEN], full_key: &[u8]) -> [u8; HAND
     block
 }
 
-fn verify_signed_response(
-    block: &[u8; HANDSHAKE_SIZE],
-    own_digest: &[u8; DIGEST_LEN],
-    full_key: &[u8],
-) -> bool {
+fn verify_signed_response(block: &[u8; HANDSHAKE_SIZE], own_digest: &[u8; DIGEST_LEN], full_key: &[u8]) -> bool {
     let key = hmac_sha256(full_key, &[own_digest]);
     let signature = hmac_sha256(&key, &[&block[..HANDSHAKE_SIZE - DIGEST_LEN]]);
     constant_time_eq(&signature, &block[HANDSHAKE_SIZE - DIGEST_LEN..])
@@ -189,11 +176,7 @@ impl ServerHandshake {
         self.complex
     }
 
-    pub fn process(
-        &mut self,
-        input: &mut BytesMut,
-        out: &mut BytesMut,
-    ) -> Result<Progress, HandshakeError> {
+    pub fn process(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<Progress, HandshakeError> {
         loop {
             match &self.state {
                 ServerState::Failed(err) => return Err(err.clone()),
@@ -313,11 +296,7 @@ impl ClientHandshake {
     }
 
     /// Calls [`start`](Self::start) first if that has not happened yet.
-    pub fn process(
-        &mut self,
-        input: &mut BytesMut,
-        out: &mut BytesMut,
-    ) -> Result<Progress, HandshakeError> {
+    pub fn process(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<Progress, HandshakeError> {
         match &self.state {
             ClientState::Failed(err) => return Err(err.clone()),
             ClientState::Done => return Ok(Progress::Done),
@@ -344,8 +323,8 @@ impl ClientHandshake {
                     Schema::Zero => Schema::One,
                     Schema::One => Schema::Zero,
                 };
-                let Some(s1_digest) = find_digest(&s1, schema, SERVER_KEY_TEXT)
-                    .or_else(|| find_digest(&s1, other, SERVER_KEY_TEXT))
+                let Some(s1_digest) =
+                    find_digest(&s1, schema, SERVER_KEY_TEXT).or_else(|| find_digest(&s1, other, SERVER_KEY_TEXT))
                 else {
                     return self.fail(HandshakeError::BadS1Digest);
                 };
@@ -373,11 +352,7 @@ mod tests {
 
     /// Runs both sides against each other, delivering at most `step` bytes per call, until
     /// both are done. Returns the server and what it left in its input.
-    fn run(
-        mut client: ClientHandshake,
-        step: usize,
-        trailing: &[u8],
-    ) -> (ServerHandshake, BytesMut) {
+    fn run(mut client: ClientHandshake, step: usize, trailing: &[u8]) -> (ServerHandshake, BytesMut) {
         let mut server = ServerHandshake::new();
         let mut to_server = BytesMut::new();
         let mut to_client = BytesMut::new();
@@ -393,14 +368,12 @@ mod tests {
             let n = step.min(to_server.len());
             server_in.extend_from_slice(&to_server.split_to(n));
             if !server_done {
-                server_done =
-                    server.process(&mut server_in, &mut to_client).unwrap() == Progress::Done;
+                server_done = server.process(&mut server_in, &mut to_client).unwrap() == Progress::Done;
             }
             let n = step.min(to_client.len());
             client_in.extend_from_slice(&to_client.split_to(n));
             if !client_done {
-                client_done =
-                    client.process(&mut client_in, &mut to_server).unwrap() == Progress::Done;
+                client_done = client.process(&mut client_in, &mut to_server).unwrap() == Progress::Done;
                 if client_done {
                     // The first chunks travel in the same segment as C2.
                     to_server.extend_from_slice(trailing);
@@ -447,9 +420,7 @@ mod tests {
 
     #[test]
     fn bytes_after_c2_are_left_for_the_chunk_decoder() {
-        let chunk = [
-            0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x14, 0x00, 0x00, 0x00, 0x00,
-        ];
+        let chunk = [0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x14, 0x00, 0x00, 0x00, 0x00];
         for client in [ClientHandshake::new(false), ClientHandshake::with_schema(1)] {
             let (mut server, rest) = run(client, usize::MAX, &chunk);
             assert_eq!(&rest[..], &chunk[..]);
@@ -495,10 +466,7 @@ mod tests {
         let mut server = ServerHandshake::new();
         let mut input = BytesMut::from(&hex(RTMPDUMP_SIMPLE_C0C1)[..]);
         let mut out = BytesMut::new();
-        assert_eq!(
-            server.process(&mut input, &mut out),
-            Ok(Progress::InProgress)
-        );
+        assert_eq!(server.process(&mut input, &mut out), Ok(Progress::InProgress));
         assert_eq!(out[0], RTMP_VERSION);
         assert_eq!(&out[1 + HANDSHAKE_SIZE..], &hex(RTMPDUMP_SIMPLE_C0C1)[1..]);
         assert!(!server.is_complex());
@@ -512,10 +480,7 @@ mod tests {
         let mut input = BytesMut::new();
         input.put_u8(3);
         input.put_bytes(0x55, 2 * HANDSHAKE_SIZE);
-        assert_eq!(
-            client.process(&mut input, &mut out),
-            Err(HandshakeError::BadS1Digest)
-        );
+        assert_eq!(client.process(&mut input, &mut out), Err(HandshakeError::BadS1Digest));
     }
 
     #[test]
@@ -531,10 +496,7 @@ mod tests {
         let mut reply = BytesMut::new();
         server.process(&mut other_c0c1, &mut reply).unwrap();
         let mut out = BytesMut::new();
-        assert_eq!(
-            client.process(&mut reply, &mut out),
-            Err(HandshakeError::BadS2Digest)
-        );
+        assert_eq!(client.process(&mut reply, &mut out), Err(HandshakeError::BadS2Digest));
     }
 
     /// Asserts that our server recognises `c0c1` as a digest handshake and that its S2 is
@@ -545,10 +507,7 @@ mod tests {
         let mut server = ServerHandshake::new();
         let mut input = BytesMut::from(c0c1);
         let mut out = BytesMut::new();
-        assert_eq!(
-            server.process(&mut input, &mut out),
-            Ok(Progress::InProgress)
-        );
+        assert_eq!(server.process(&mut input, &mut out), Ok(Progress::InProgress));
         assert!(server.is_complex());
         let s1: [u8; HANDSHAKE_SIZE] = out[1..1 + HANDSHAKE_SIZE].try_into().unwrap();
         let s2: [u8; HANDSHAKE_SIZE] = out[1 + HANDSHAKE_SIZE..].try_into().unwrap();
@@ -557,11 +516,7 @@ mod tests {
             find_digest(&s1, schema, SERVER_KEY_TEXT).is_some(),
             "S1 in client's schema"
         );
-        assert!(verify_signed_response(
-            &s2,
-            &c1_digest,
-            &full_key(SERVER_KEY_TEXT)
-        ));
+        assert!(verify_signed_response(&s2, &c1_digest, &full_key(SERVER_KEY_TEXT)));
     }
 
     #[test]

@@ -30,7 +30,9 @@ impl HevcInfo {
         // Encoders may leave general_profile_idc 0 and signal only compatibility flags;
         // the lowest compatible profile is then the one a decoder needs.
         let idc = if self.profile_idc == 0 {
-            (1..32u8).find(|j| self.profile_compatibility & (1 << (31 - j)) != 0).unwrap_or(0)
+            (1..32u8)
+                .find(|j| self.profile_compatibility & (1 << (31 - j)) != 0)
+                .unwrap_or(0)
         } else {
             self.profile_idc
         };
@@ -224,7 +226,16 @@ mod tests {
     /// hvcC records from FFmpeg 9 / libx265 (see testdata/README.md): name, enhanced-RTMP
     /// SequenceStart body, width, height, profile, level, chroma format, bit depth.
     const VECTORS: &[(&str, &[u8], u32, u32, &str, &str, u32, u32)] = &[
-        ("720p main", include_bytes!("testdata/hevc_1280x720_main.bin"), 1280, 720, "Main", "3.1", 1, 8),
+        (
+            "720p main",
+            include_bytes!("testdata/hevc_1280x720_main.bin"),
+            1280,
+            720,
+            "Main",
+            "3.1",
+            1,
+            8,
+        ),
         (
             "854x480 main cropped from 856",
             include_bytes!("testdata/hevc_854x480_main_cropped.bin"),
@@ -235,9 +246,36 @@ mod tests {
             1,
             8,
         ),
-        ("1080p main 10", include_bytes!("testdata/hevc_1920x1080_main10.bin"), 1920, 1080, "Main 10", "4.0", 1, 10),
-        ("854x480 4:4:4 cropped by single samples", include_bytes!("testdata/hevc_854x480_rext_444.bin"), 854, 480, "Rext", "3.0", 3, 8),
-        ("360p 4:2:2 10-bit", include_bytes!("testdata/hevc_640x360_rext_422_10.bin"), 640, 360, "Rext", "2.1", 2, 10),
+        (
+            "1080p main 10",
+            include_bytes!("testdata/hevc_1920x1080_main10.bin"),
+            1920,
+            1080,
+            "Main 10",
+            "4.0",
+            1,
+            10,
+        ),
+        (
+            "854x480 4:4:4 cropped by single samples",
+            include_bytes!("testdata/hevc_854x480_rext_444.bin"),
+            854,
+            480,
+            "Rext",
+            "3.0",
+            3,
+            8,
+        ),
+        (
+            "360p 4:2:2 10-bit",
+            include_bytes!("testdata/hevc_640x360_rext_422_10.bin"),
+            640,
+            360,
+            "Rext",
+            "2.1",
+            2,
+            10,
+        ),
     ];
 
     #[test]
@@ -245,14 +283,24 @@ mod tests {
         for (name, body, w, h, profile, level, chroma, depth) in VECTORS {
             let i = parse_decoder_config(&body[5..]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!((i.width, i.height), (*w, *h), "{name}");
-            assert_eq!((i.profile_name(), i.level_name().as_str()), (*profile, *level), "{name}");
-            assert_eq!((i.chroma_format_idc, i.bit_depth, i.high_tier), (*chroma, *depth, false), "{name}");
+            assert_eq!(
+                (i.profile_name(), i.level_name().as_str()),
+                (*profile, *level),
+                "{name}"
+            );
+            assert_eq!(
+                (i.chroma_format_idc, i.bit_depth, i.high_tier),
+                (*chroma, *depth, false),
+                "{name}"
+            );
         }
     }
 
     /// Builds a record around one SPS, for cases no encoder at hand produces.
     fn record_with(nals: &[(u8, &[u8])]) -> Vec<u8> {
-        let mut r = vec![1, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 93, 0xf0, 0, 0xfc, 0xfd, 0xf8, 0xf8, 0, 0, 0x0f];
+        let mut r = vec![
+            1, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 93, 0xf0, 0, 0xfc, 0xfd, 0xf8, 0xf8, 0, 0, 0x0f,
+        ];
         r.push(nals.len() as u8);
         for (ty, nal) in nals {
             r.extend_from_slice(&[*ty, 0, 1, 0, nal.len() as u8]);
@@ -285,15 +333,34 @@ mod tests {
             ("header only partly there", full[..10].to_vec(), HevcError::Truncated),
             ("version 0", [&[0u8][..], &full[1..]].concat(), HevcError::BadVersion(0)),
             ("no arrays", record_with(&[]), HevcError::NoSps),
-            ("only a VPS", record_with(&[(0x20, &[0x40, 0x01, 0x0c])]), HevcError::NoSps),
-            ("SPS cut inside the array", full[..full.len() - 4].to_vec(), HevcError::Truncated),
-            ("SPS cut inside its NAL", record_with(&[(0x21, &sps[..8])]), HevcError::BadSps("ends early")),
-            ("array type says SPS but NAL is a PPS", record_with(&[(0x21, &[0x44, 0x01, 0xc1])]), HevcError::BadSps("not an SPS NAL unit")),
+            (
+                "only a VPS",
+                record_with(&[(0x20, &[0x40, 0x01, 0x0c])]),
+                HevcError::NoSps,
+            ),
+            (
+                "SPS cut inside the array",
+                full[..full.len() - 4].to_vec(),
+                HevcError::Truncated,
+            ),
+            (
+                "SPS cut inside its NAL",
+                record_with(&[(0x21, &sps[..8])]),
+                HevcError::BadSps("ends early"),
+            ),
+            (
+                "array type says SPS but NAL is a PPS",
+                record_with(&[(0x21, &[0x44, 0x01, 0xc1])]),
+                HevcError::BadSps("not an SPS NAL unit"),
+            ),
         ];
         for (name, record, err) in cases {
             assert_eq!(parse_decoder_config(record).as_ref(), Err(err), "{name}");
         }
-        assert_eq!(parse_decoder_config(&full).map(|i| (i.width, i.height)), Ok((1280, 720)));
+        assert_eq!(
+            parse_decoder_config(&full).map(|i| (i.width, i.height)),
+            Ok((1280, 720))
+        );
     }
 
     #[test]
@@ -312,12 +379,28 @@ mod tests {
             ("main 4.1", 1, 0, 123, "Main", "4.1"),
             ("main still picture 6.2", 3, 0, 186, "Main Still Picture", "6.2"),
             ("rext 5", 4, 0, 150, "Rext", "5.0"),
-            ("idc 0 falls back to compatibility flag 2", 0, 1 << 29, 60, "Main 10", "2.0"),
+            (
+                "idc 0 falls back to compatibility flag 2",
+                0,
+                1 << 29,
+                60,
+                "Main 10",
+                "2.0",
+            ),
             ("idc 0 without flags", 0, 0, 30, "Other", "1.0"),
         ];
         for (name, idc, compat, level, profile, level_name) in cases {
-            let i = HevcInfo { profile_idc: *idc, profile_compatibility: *compat, level_idc: *level, ..base.clone() };
-            assert_eq!((i.profile_name(), i.level_name().as_str()), (*profile, *level_name), "{name}");
+            let i = HevcInfo {
+                profile_idc: *idc,
+                profile_compatibility: *compat,
+                level_idc: *level,
+                ..base.clone()
+            };
+            assert_eq!(
+                (i.profile_name(), i.level_name().as_str()),
+                (*profile, *level_name),
+                "{name}"
+            );
         }
     }
 

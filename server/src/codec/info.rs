@@ -49,23 +49,59 @@ pub fn video_info(codec: FourCc, _enhanced: bool, body: &[u8]) -> Option<VideoIn
     let (width, height, profile, level, chroma_format, bit_depth) = match codec {
         FourCc::AVC => {
             let i = avc::parse_decoder_config(config).ok()?;
-            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format_idc, i.bit_depth)
+            (
+                i.width,
+                i.height,
+                i.profile_name().to_string(),
+                i.level_name(),
+                i.chroma_format_idc,
+                i.bit_depth,
+            )
         }
         FourCc::HEVC => {
             let i = hevc::parse_decoder_config(config).ok()?;
-            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format_idc, i.bit_depth)
+            (
+                i.width,
+                i.height,
+                i.profile_name().to_string(),
+                i.level_name(),
+                i.chroma_format_idc,
+                i.bit_depth,
+            )
         }
         FourCc::AV1 => {
             let i = av1::parse_decoder_config(config).ok()?;
-            (i.width, i.height, i.profile_name().to_string(), i.level_name(), i.chroma_format(), i.bit_depth)
+            (
+                i.width,
+                i.height,
+                i.profile_name().to_string(),
+                i.level_name(),
+                i.chroma_format(),
+                i.bit_depth,
+            )
         }
         FourCc::VP9 => {
             let i = vp9::parse_decoder_config(config).ok()?;
-            (0, 0, i.profile_name().to_string(), i.level_name(), i.chroma_format(), i.bit_depth)
+            (
+                0,
+                0,
+                i.profile_name().to_string(),
+                i.level_name(),
+                i.chroma_format(),
+                i.bit_depth,
+            )
         }
         _ => return None,
     };
-    Some(VideoInfo { codec: codec.name(), width, height, profile, level, chroma_format, bit_depth })
+    Some(VideoInfo {
+        codec: codec.name(),
+        width,
+        height,
+        profile,
+        level,
+        chroma_format,
+        bit_depth,
+    })
 }
 
 /// Picture size of an enhanced-RTMP `vp09` CodedFrames or CodedFramesX message body that
@@ -89,7 +125,12 @@ pub fn vp9_frame_size(body: &[u8]) -> Option<(u32, u32)> {
 /// channels 0.
 pub fn audio_info(codec: FourCc, enhanced: bool, body: &[u8]) -> Option<AudioInfo> {
     let enhanced_payload = || body.get(ENHANCED_AUDIO_HEADER_LEN..).filter(|_| enhanced);
-    let named = |sample_rate: u32, channels: u32| AudioInfo { codec: codec.name(), profile: String::new(), sample_rate, channels };
+    let named = |sample_rate: u32, channels: u32| AudioInfo {
+        codec: codec.name(),
+        profile: String::new(),
+        sample_rate,
+        channels,
+    };
     match codec {
         FourCc::AAC => {
             let config = body.get(if enhanced { ENHANCED_AUDIO_HEADER_LEN } else { 2 }..)?;
@@ -231,7 +272,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// AVC sequence header message bodies from FFmpeg 5.1 (libx264), made with
@@ -249,7 +293,11 @@ mod tests {
         for (name, body, w, h, profile, level, depth) in AVC_VECTORS {
             let i = video_info(FourCc::AVC, false, &hex(body)).unwrap_or_else(|| panic!("{name}: no info"));
             assert_eq!((i.width, i.height), (*w, *h), "{name}");
-            assert_eq!((i.profile.as_str(), i.level.as_str(), i.bit_depth), (*profile, *level, *depth), "{name}");
+            assert_eq!(
+                (i.profile.as_str(), i.level.as_str(), i.bit_depth),
+                (*profile, *level, *depth),
+                "{name}"
+            );
             assert_eq!((i.codec, i.chroma_format), ("h264", 1), "{name}");
         }
     }
@@ -258,28 +306,56 @@ mod tests {
     fn aac_sequence_header_from_ffmpeg() {
         // `ffmpeg -f lavfi -i sine=sample_rate=48000 -ac 1 -t 0.2 -c:a aac -f flv a.flv`
         let i = audio_info(FourCc::AAC, false, &hex("af00118856e500")).unwrap();
-        assert_eq!(i, AudioInfo { codec: "aac", profile: "LC".into(), sample_rate: 48000, channels: 1 });
+        assert_eq!(
+            i,
+            AudioInfo {
+                codec: "aac",
+                profile: "LC".into(),
+                sample_rate: 48000,
+                channels: 1
+            }
+        );
     }
 
     #[test]
     fn corrupt_headers_give_no_info() {
         assert_eq!(video_info(FourCc::AVC, false, &hex("1700000000")), None);
-        assert_eq!(video_info(FourCc::AVC, false, &hex("170000000001640028ffe1001b67")), None);
+        assert_eq!(
+            video_info(FourCc::AVC, false, &hex("170000000001640028ffe1001b67")),
+            None
+        );
         assert_eq!(audio_info(FourCc::AAC, false, &hex("af00")), None);
     }
 
     fn video(codec: &'static str, w: u32, h: u32, profile: &str, level: &str, chroma: u32, depth: u32) -> VideoInfo {
-        VideoInfo { codec, width: w, height: h, profile: profile.into(), level: level.into(), chroma_format: chroma, bit_depth: depth }
+        VideoInfo {
+            codec,
+            width: w,
+            height: h,
+            profile: profile.into(),
+            level: level.into(),
+            chroma_format: chroma,
+            bit_depth: depth,
+        }
     }
 
     fn audio(codec: &'static str, profile: &str, rate: u32, channels: u32) -> AudioInfo {
-        AudioInfo { codec, profile: profile.into(), sample_rate: rate, channels }
+        AudioInfo {
+            codec,
+            profile: profile.into(),
+            sample_rate: rate,
+            channels,
+        }
     }
 
     /// The 720p HEVC record behind a legacy codec id 12 header (keyframe, sequence header,
     /// composition time 0), as CDN encoders send it.
     fn legacy_hevc_720p() -> Vec<u8> {
-        [&[0x1c, 0, 0, 0, 0][..], &include_bytes!("testdata/hevc_1280x720_main.bin")[5..]].concat()
+        [
+            &[0x1c, 0, 0, 0, 0][..],
+            &include_bytes!("testdata/hevc_1280x720_main.bin")[5..],
+        ]
+        .concat()
     }
 
     /// Enhanced-RTMP sequence headers from FFmpeg 9 (see testdata/README.md), plus the
@@ -288,23 +364,125 @@ mod tests {
     fn video_sequence_headers_from_ffmpeg_9() {
         let legacy_hevc = legacy_hevc_720p();
         let cases: &[(&str, FourCc, bool, &[u8], VideoInfo)] = &[
-            ("hevc 720p", FourCc::HEVC, true, include_bytes!("testdata/hevc_1280x720_main.bin"), video("hevc", 1280, 720, "Main", "3.1", 1, 8)),
-            ("hevc legacy id 12 720p", FourCc::HEVC, false, &legacy_hevc, video("hevc", 1280, 720, "Main", "3.1", 1, 8)),
-            ("hevc 854x480 cropped", FourCc::HEVC, true, include_bytes!("testdata/hevc_854x480_main_cropped.bin"), video("hevc", 854, 480, "Main", "3.0", 1, 8)),
-            ("hevc 1080p main 10", FourCc::HEVC, true, include_bytes!("testdata/hevc_1920x1080_main10.bin"), video("hevc", 1920, 1080, "Main 10", "4.0", 1, 10)),
-            ("hevc 4:4:4", FourCc::HEVC, true, include_bytes!("testdata/hevc_854x480_rext_444.bin"), video("hevc", 854, 480, "Rext", "3.0", 3, 8)),
-            ("hevc 4:2:2 10-bit", FourCc::HEVC, true, include_bytes!("testdata/hevc_640x360_rext_422_10.bin"), video("hevc", 640, 360, "Rext", "2.1", 2, 10)),
-            ("av1 720p", FourCc::AV1, true, include_bytes!("testdata/av1_1280x720_main.bin"), video("av1", 1280, 720, "Main", "3.1", 1, 8)),
-            ("av1 1080p 10-bit", FourCc::AV1, true, include_bytes!("testdata/av1_1920x1080_main_10.bin"), video("av1", 1920, 1080, "Main", "4.0", 1, 10)),
-            ("av1 4:4:4", FourCc::AV1, true, include_bytes!("testdata/av1_640x360_high_444.bin"), video("av1", 640, 360, "High", "2.1", 3, 8)),
-            ("av1 4:2:2", FourCc::AV1, true, include_bytes!("testdata/av1_426x240_pro_422.bin"), video("av1", 426, 240, "Professional", "2.0", 2, 8)),
-            ("av1 12-bit", FourCc::AV1, true, include_bytes!("testdata/av1_320x240_pro_420_12.bin"), video("av1", 320, 240, "Professional", "2.0", 1, 12)),
-            ("av1 monochrome", FourCc::AV1, true, include_bytes!("testdata/av1_320x240_main_gray.bin"), video("av1", 320, 240, "Main", "2.0", 0, 8)),
-            ("vp9 profile 0", FourCc::VP9, true, include_bytes!("testdata/vp9_1280x720_p0.bin"), video("vp9", 0, 0, "Profile 0", "3.1", 1, 8)),
-            ("vp9 profile 2", FourCc::VP9, true, include_bytes!("testdata/vp9_854x480_p2_10.bin"), video("vp9", 0, 0, "Profile 2", "3.0", 1, 10)),
-            ("vp9 profile 1 4:4:4", FourCc::VP9, true, include_bytes!("testdata/vp9_640x360_p1_444.bin"), video("vp9", 0, 0, "Profile 1", "2.1", 3, 8)),
-            ("vp9 profile 1 RGB", FourCc::VP9, true, include_bytes!("testdata/vp9_320x240_p1_gbrp.bin"), video("vp9", 0, 0, "Profile 1", "2.0", 3, 8)),
-            ("vp9 profile 3", FourCc::VP9, true, include_bytes!("testdata/vp9_320x240_p3_444_12.bin"), video("vp9", 0, 0, "Profile 3", "2.0", 3, 12)),
+            (
+                "hevc 720p",
+                FourCc::HEVC,
+                true,
+                include_bytes!("testdata/hevc_1280x720_main.bin"),
+                video("hevc", 1280, 720, "Main", "3.1", 1, 8),
+            ),
+            (
+                "hevc legacy id 12 720p",
+                FourCc::HEVC,
+                false,
+                &legacy_hevc,
+                video("hevc", 1280, 720, "Main", "3.1", 1, 8),
+            ),
+            (
+                "hevc 854x480 cropped",
+                FourCc::HEVC,
+                true,
+                include_bytes!("testdata/hevc_854x480_main_cropped.bin"),
+                video("hevc", 854, 480, "Main", "3.0", 1, 8),
+            ),
+            (
+                "hevc 1080p main 10",
+                FourCc::HEVC,
+                true,
+                include_bytes!("testdata/hevc_1920x1080_main10.bin"),
+                video("hevc", 1920, 1080, "Main 10", "4.0", 1, 10),
+            ),
+            (
+                "hevc 4:4:4",
+                FourCc::HEVC,
+                true,
+                include_bytes!("testdata/hevc_854x480_rext_444.bin"),
+                video("hevc", 854, 480, "Rext", "3.0", 3, 8),
+            ),
+            (
+                "hevc 4:2:2 10-bit",
+                FourCc::HEVC,
+                true,
+                include_bytes!("testdata/hevc_640x360_rext_422_10.bin"),
+                video("hevc", 640, 360, "Rext", "2.1", 2, 10),
+            ),
+            (
+                "av1 720p",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_1280x720_main.bin"),
+                video("av1", 1280, 720, "Main", "3.1", 1, 8),
+            ),
+            (
+                "av1 1080p 10-bit",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_1920x1080_main_10.bin"),
+                video("av1", 1920, 1080, "Main", "4.0", 1, 10),
+            ),
+            (
+                "av1 4:4:4",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_640x360_high_444.bin"),
+                video("av1", 640, 360, "High", "2.1", 3, 8),
+            ),
+            (
+                "av1 4:2:2",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_426x240_pro_422.bin"),
+                video("av1", 426, 240, "Professional", "2.0", 2, 8),
+            ),
+            (
+                "av1 12-bit",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_320x240_pro_420_12.bin"),
+                video("av1", 320, 240, "Professional", "2.0", 1, 12),
+            ),
+            (
+                "av1 monochrome",
+                FourCc::AV1,
+                true,
+                include_bytes!("testdata/av1_320x240_main_gray.bin"),
+                video("av1", 320, 240, "Main", "2.0", 0, 8),
+            ),
+            (
+                "vp9 profile 0",
+                FourCc::VP9,
+                true,
+                include_bytes!("testdata/vp9_1280x720_p0.bin"),
+                video("vp9", 0, 0, "Profile 0", "3.1", 1, 8),
+            ),
+            (
+                "vp9 profile 2",
+                FourCc::VP9,
+                true,
+                include_bytes!("testdata/vp9_854x480_p2_10.bin"),
+                video("vp9", 0, 0, "Profile 2", "3.0", 1, 10),
+            ),
+            (
+                "vp9 profile 1 4:4:4",
+                FourCc::VP9,
+                true,
+                include_bytes!("testdata/vp9_640x360_p1_444.bin"),
+                video("vp9", 0, 0, "Profile 1", "2.1", 3, 8),
+            ),
+            (
+                "vp9 profile 1 RGB",
+                FourCc::VP9,
+                true,
+                include_bytes!("testdata/vp9_320x240_p1_gbrp.bin"),
+                video("vp9", 0, 0, "Profile 1", "2.0", 3, 8),
+            ),
+            (
+                "vp9 profile 3",
+                FourCc::VP9,
+                true,
+                include_bytes!("testdata/vp9_320x240_p3_444_12.bin"),
+                video("vp9", 0, 0, "Profile 3", "2.0", 3, 12),
+            ),
         ];
         for (name, codec, enhanced, body, want) in cases {
             assert_eq!(video_info(*codec, *enhanced, body).as_ref(), Some(want), "{name}");
@@ -314,16 +492,44 @@ mod tests {
     #[test]
     fn vp9_keyframes_give_the_size() {
         let cases: &[(&str, &[u8], Option<(u32, u32)>)] = &[
-            ("720p", include_bytes!("testdata/vp9_1280x720_p0.frame.bin"), Some((1280, 720))),
-            ("854x480 10-bit", include_bytes!("testdata/vp9_854x480_p2_10.frame.bin"), Some((854, 480))),
-            ("360p 4:4:4", include_bytes!("testdata/vp9_640x360_p1_444.frame.bin"), Some((640, 360))),
-            ("240p RGB", include_bytes!("testdata/vp9_320x240_p1_gbrp.frame.bin"), Some((320, 240))),
-            ("240p profile 3", include_bytes!("testdata/vp9_320x240_p3_444_12.frame.bin"), Some((320, 240))),
+            (
+                "720p",
+                include_bytes!("testdata/vp9_1280x720_p0.frame.bin"),
+                Some((1280, 720)),
+            ),
+            (
+                "854x480 10-bit",
+                include_bytes!("testdata/vp9_854x480_p2_10.frame.bin"),
+                Some((854, 480)),
+            ),
+            (
+                "360p 4:4:4",
+                include_bytes!("testdata/vp9_640x360_p1_444.frame.bin"),
+                Some((640, 360)),
+            ),
+            (
+                "240p RGB",
+                include_bytes!("testdata/vp9_320x240_p1_gbrp.frame.bin"),
+                Some((320, 240)),
+            ),
+            (
+                "240p profile 3",
+                include_bytes!("testdata/vp9_320x240_p3_444_12.frame.bin"),
+                Some((320, 240)),
+            ),
             // Second frame of the 720p stream: CodedFrames, inter frame.
-            ("inter frame", &hex("a17670303986004092f1214006002873bfa3ad16d5cd5f14"), None),
+            (
+                "inter frame",
+                &hex("a17670303986004092f1214006002873bfa3ad16d5cd5f14"),
+                None,
+            ),
             ("sequence start", include_bytes!("testdata/vp9_1280x720_p0.bin"), None),
             ("other codec", b"\x91av01\x82\x49\x83\x42\x00\x4f\xf0\x2c\xf6", None),
-            ("legacy header", b"\x17\x01\x00\x00\x00\x82\x49\x83\x42\x00\x4f\xf0\x2c\xf6", None),
+            (
+                "legacy header",
+                b"\x17\x01\x00\x00\x00\x82\x49\x83\x42\x00\x4f\xf0\x2c\xf6",
+                None,
+            ),
             ("empty", b"", None),
             ("header only", b"\x91vp09", None),
         ];
@@ -336,21 +542,99 @@ mod tests {
     #[test]
     fn audio_headers_from_ffmpeg_9() {
         let cases: &[(&str, FourCc, bool, &[u8], AudioInfo)] = &[
-            ("opus 48k stereo", FourCc::OPUS, true, include_bytes!("testdata/opus_48k_stereo.bin"), audio("opus", "", 48000, 2)),
-            ("opus 48k mono", FourCc::OPUS, true, include_bytes!("testdata/opus_48k_mono.bin"), audio("opus", "", 48000, 1)),
-            ("opus 16k input", FourCc::OPUS, true, include_bytes!("testdata/opus_16k_mono.bin"), audio("opus", "", 16000, 1)),
-            ("opus 5.1", FourCc::OPUS, true, include_bytes!("testdata/opus_48k_5.1.bin"), audio("opus", "", 48000, 6)),
-            ("flac 44.1k stereo", FourCc::FLAC, true, include_bytes!("testdata/flac_44k_stereo_16.bin"), audio("flac", "", 44100, 2)),
-            ("flac 96k mono", FourCc::FLAC, true, include_bytes!("testdata/flac_96k_mono_24.bin"), audio("flac", "", 96000, 1)),
-            ("ac3 empty sequence start", FourCc::AC3, true, &hex("9061632d33"), audio("ac3", "", 0, 0)),
-            ("ac3 first frame", FourCc::AC3, true, include_bytes!("testdata/ac3_48k_stereo.frame.bin"), audio("ac3", "", 48000, 2)),
-            ("eac3 first frame 5.1", FourCc::EAC3, true, include_bytes!("testdata/eac3_48k_5.1.frame.bin"), audio("eac3", "", 48000, 6)),
-            ("mp3 legacy 44.1k stereo", FourCc::MP3, false, include_bytes!("testdata/mp3_44k_stereo.frame.bin"), audio("mp3", "", 44100, 2)),
-            ("mp3 legacy 22.05k mono", FourCc::MP3, false, include_bytes!("testdata/mp3_22k_mono.frame.bin"), audio("mp3", "", 22050, 1)),
-            ("aac legacy 44.1k stereo", FourCc::AAC, false, &hex("af00121056e500"), audio("aac", "LC", 44100, 2)),
+            (
+                "opus 48k stereo",
+                FourCc::OPUS,
+                true,
+                include_bytes!("testdata/opus_48k_stereo.bin"),
+                audio("opus", "", 48000, 2),
+            ),
+            (
+                "opus 48k mono",
+                FourCc::OPUS,
+                true,
+                include_bytes!("testdata/opus_48k_mono.bin"),
+                audio("opus", "", 48000, 1),
+            ),
+            (
+                "opus 16k input",
+                FourCc::OPUS,
+                true,
+                include_bytes!("testdata/opus_16k_mono.bin"),
+                audio("opus", "", 16000, 1),
+            ),
+            (
+                "opus 5.1",
+                FourCc::OPUS,
+                true,
+                include_bytes!("testdata/opus_48k_5.1.bin"),
+                audio("opus", "", 48000, 6),
+            ),
+            (
+                "flac 44.1k stereo",
+                FourCc::FLAC,
+                true,
+                include_bytes!("testdata/flac_44k_stereo_16.bin"),
+                audio("flac", "", 44100, 2),
+            ),
+            (
+                "flac 96k mono",
+                FourCc::FLAC,
+                true,
+                include_bytes!("testdata/flac_96k_mono_24.bin"),
+                audio("flac", "", 96000, 1),
+            ),
+            (
+                "ac3 empty sequence start",
+                FourCc::AC3,
+                true,
+                &hex("9061632d33"),
+                audio("ac3", "", 0, 0),
+            ),
+            (
+                "ac3 first frame",
+                FourCc::AC3,
+                true,
+                include_bytes!("testdata/ac3_48k_stereo.frame.bin"),
+                audio("ac3", "", 48000, 2),
+            ),
+            (
+                "eac3 first frame 5.1",
+                FourCc::EAC3,
+                true,
+                include_bytes!("testdata/eac3_48k_5.1.frame.bin"),
+                audio("eac3", "", 48000, 6),
+            ),
+            (
+                "mp3 legacy 44.1k stereo",
+                FourCc::MP3,
+                false,
+                include_bytes!("testdata/mp3_44k_stereo.frame.bin"),
+                audio("mp3", "", 44100, 2),
+            ),
+            (
+                "mp3 legacy 22.05k mono",
+                FourCc::MP3,
+                false,
+                include_bytes!("testdata/mp3_22k_mono.frame.bin"),
+                audio("mp3", "", 22050, 1),
+            ),
+            (
+                "aac legacy 44.1k stereo",
+                FourCc::AAC,
+                false,
+                &hex("af00121056e500"),
+                audio("aac", "LC", 44100, 2),
+            ),
             // FFmpeg 9 still sends AAC with the legacy header; the FourCC form carries the
             // same AudioSpecificConfig after 5 bytes.
-            ("aac enhanced mp4a", FourCc::AAC, true, &hex("906d7034611210"), audio("aac", "LC", 44100, 2)),
+            (
+                "aac enhanced mp4a",
+                FourCc::AAC,
+                true,
+                &hex("906d7034611210"),
+                audio("aac", "LC", 44100, 2),
+            ),
         ];
         for (name, codec, enhanced, body, want) in cases {
             assert_eq!(audio_info(*codec, *enhanced, body).as_ref(), Some(want), "{name}");
@@ -362,11 +646,35 @@ mod tests {
         let streaminfo = &include_bytes!("testdata/flac_44k_stereo_16.bin")[5..];
         let with = |prefix: &[u8]| [&hex("90664c6143")[..], prefix, streaminfo].concat();
         let cases: &[(&str, FourCc, Vec<u8>, u32, u32)] = &[
-            ("flac with fLaC marker and block header", FourCc::FLAC, with(b"fLaC\x80\x00\x00\x22"), 44100, 2),
-            ("flac as dfLa payload", FourCc::FLAC, with(b"\x00\x00\x00\x00\x80\x00\x00\x22"), 44100, 2),
+            (
+                "flac with fLaC marker and block header",
+                FourCc::FLAC,
+                with(b"fLaC\x80\x00\x00\x22"),
+                44100,
+                2,
+            ),
+            (
+                "flac as dfLa payload",
+                FourCc::FLAC,
+                with(b"\x00\x00\x00\x00\x80\x00\x00\x22"),
+                44100,
+                2,
+            ),
             ("mp3 enhanced", FourCc::MP3, hex("902e6d7033fffb9064"), 44100, 2),
-            ("e-ac-3 reduced rate mono", FourCc::EAC3, [&hex("9165632d33")[..], &[0x0b, 0x77, 0x00, 0x7f, 0xc2, 0x80, 0, 0]].concat(), 24000, 1),
-            ("ac-3 44.1k 5.1", FourCc::AC3, [&hex("9161632d33")[..], &[0x0b, 0x77, 0, 0, 0x40, 0x40, 0xe7, 0x80]].concat(), 44100, 6),
+            (
+                "e-ac-3 reduced rate mono",
+                FourCc::EAC3,
+                [&hex("9165632d33")[..], &[0x0b, 0x77, 0x00, 0x7f, 0xc2, 0x80, 0, 0]].concat(),
+                24000,
+                1,
+            ),
+            (
+                "ac-3 44.1k 5.1",
+                FourCc::AC3,
+                [&hex("9161632d33")[..], &[0x0b, 0x77, 0, 0, 0x40, 0x40, 0xe7, 0x80]].concat(),
+                44100,
+                6,
+            ),
         ];
         for (name, codec, body, rate, channels) in cases {
             let i = audio_info(*codec, true, body).unwrap_or_else(|| panic!("{name}: no info"));
@@ -392,11 +700,35 @@ mod tests {
         }
         let audio_cases: &[(&str, FourCc, bool, &[u8], Option<AudioInfo>)] = &[
             ("opus empty", FourCc::OPUS, true, &hex("904f707573"), None),
-            ("opus cut", FourCc::OPUS, true, &hex("904f7075734f70757348656164010238"), None),
+            (
+                "opus cut",
+                FourCc::OPUS,
+                true,
+                &hex("904f7075734f70757348656164010238"),
+                None,
+            ),
             ("opus legacy", FourCc::OPUS, false, &hex("d04f707573"), None),
-            ("flac cut names the codec", FourCc::FLAC, true, &hex("90664c6143040004"), Some(audio("flac", "", 0, 0))),
-            ("ac3 without syncword names the codec", FourCc::AC3, true, &hex("9161632d330b78fe9514404300"), Some(audio("ac3", "", 0, 0))),
-            ("mp3 garbage names the codec", FourCc::MP3, false, &hex("2f00112233"), Some(audio("mp3", "", 0, 0))),
+            (
+                "flac cut names the codec",
+                FourCc::FLAC,
+                true,
+                &hex("90664c6143040004"),
+                Some(audio("flac", "", 0, 0)),
+            ),
+            (
+                "ac3 without syncword names the codec",
+                FourCc::AC3,
+                true,
+                &hex("9161632d330b78fe9514404300"),
+                Some(audio("ac3", "", 0, 0)),
+            ),
+            (
+                "mp3 garbage names the codec",
+                FourCc::MP3,
+                false,
+                &hex("2f00112233"),
+                Some(audio("mp3", "", 0, 0)),
+            ),
             ("unparsed codec", FourCc(*b"spex"), false, &hex("b200"), None),
         ];
         for (name, codec, enhanced, body, want) in audio_cases {
@@ -409,7 +741,14 @@ mod tests {
         use proptest::prelude::*;
 
         const VIDEO: [FourCc; 4] = [FourCc::AVC, FourCc::HEVC, FourCc::AV1, FourCc::VP9];
-        const AUDIO: [FourCc; 6] = [FourCc::AAC, FourCc::OPUS, FourCc::FLAC, FourCc::AC3, FourCc::EAC3, FourCc::MP3];
+        const AUDIO: [FourCc; 6] = [
+            FourCc::AAC,
+            FourCc::OPUS,
+            FourCc::FLAC,
+            FourCc::AC3,
+            FourCc::EAC3,
+            FourCc::MP3,
+        ];
 
         proptest! {
             #[test]

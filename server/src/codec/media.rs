@@ -161,10 +161,7 @@ pub fn parse_video_header(p: &[u8]) -> Result<VideoHeader, MediaHeaderError> {
             }
         };
         // CodedFrames (1) of AVC and HEVC carry a 24-bit composition time after the FourCC.
-        let composition_offset = if !multitrack
-            && packet_type == 1
-            && (codec == FourCc::AVC || codec == FourCc::HEVC)
-        {
+        let composition_offset = if !multitrack && packet_type == 1 && (codec == FourCc::AVC || codec == FourCc::HEVC) {
             sign_extend_24(p.get(5..8).ok_or(MediaHeaderError::Truncated)?)
         } else {
             0
@@ -273,19 +270,123 @@ mod tests {
     fn video_headers_table() {
         // (name, bytes, codec, keyframe, kind, composition offset, enhanced)
         let cases: &[(&str, &[u8], FourCc, bool, PacketKind, i32, bool)] = &[
-            ("avc sequence header", &[0x17, 0, 0, 0, 0, 1], FourCc::AVC, false, PacketKind::SequenceHeader, 0, false),
-            ("avc keyframe", &[0x17, 1, 0, 0, 0x28, 0], FourCc::AVC, true, PacketKind::Frame, 40, false),
-            ("avc inter frame negative cts", &[0x27, 1, 0xff, 0xff, 0xd8, 0], FourCc::AVC, false, PacketKind::Frame, -40, false),
-            ("avc end of sequence", &[0x17, 2, 0, 0, 0], FourCc::AVC, false, PacketKind::SequenceEnd, 0, false),
-            ("legacy hevc id 12 keyframe", &[0x1c, 1, 0, 0, 0, 9], FourCc::HEVC, true, PacketKind::Frame, 0, false),
-            ("sorenson h263 inter", &[0x22, 9], FourCc(*b"h263"), false, PacketKind::Frame, 0, false),
-            ("video command frame", &[0x57, 0], FourCc::AVC, false, PacketKind::Other, 0, false),
-            ("enhanced hevc sequence start", b"\x90hvc1\x01", FourCc::HEVC, false, PacketKind::SequenceHeader, 0, true),
-            ("enhanced hevc coded frames with cts", b"\x91hvc1\x00\x00\x21\x00", FourCc::HEVC, true, PacketKind::Frame, 33, true),
-            ("enhanced av1 coded frames x inter", b"\xa3av01\x00", FourCc::AV1, false, PacketKind::Frame, 0, true),
-            ("enhanced vp9 keyframe x", b"\x93vp09\x00", FourCc::VP9, true, PacketKind::Frame, 0, true),
-            ("enhanced metadata", b"\x94hvc1\x02", FourCc::HEVC, false, PacketKind::Other, 0, true),
-            ("enhanced sequence end", b"\x92av01", FourCc::AV1, false, PacketKind::SequenceEnd, 0, true),
+            (
+                "avc sequence header",
+                &[0x17, 0, 0, 0, 0, 1],
+                FourCc::AVC,
+                false,
+                PacketKind::SequenceHeader,
+                0,
+                false,
+            ),
+            (
+                "avc keyframe",
+                &[0x17, 1, 0, 0, 0x28, 0],
+                FourCc::AVC,
+                true,
+                PacketKind::Frame,
+                40,
+                false,
+            ),
+            (
+                "avc inter frame negative cts",
+                &[0x27, 1, 0xff, 0xff, 0xd8, 0],
+                FourCc::AVC,
+                false,
+                PacketKind::Frame,
+                -40,
+                false,
+            ),
+            (
+                "avc end of sequence",
+                &[0x17, 2, 0, 0, 0],
+                FourCc::AVC,
+                false,
+                PacketKind::SequenceEnd,
+                0,
+                false,
+            ),
+            (
+                "legacy hevc id 12 keyframe",
+                &[0x1c, 1, 0, 0, 0, 9],
+                FourCc::HEVC,
+                true,
+                PacketKind::Frame,
+                0,
+                false,
+            ),
+            (
+                "sorenson h263 inter",
+                &[0x22, 9],
+                FourCc(*b"h263"),
+                false,
+                PacketKind::Frame,
+                0,
+                false,
+            ),
+            (
+                "video command frame",
+                &[0x57, 0],
+                FourCc::AVC,
+                false,
+                PacketKind::Other,
+                0,
+                false,
+            ),
+            (
+                "enhanced hevc sequence start",
+                b"\x90hvc1\x01",
+                FourCc::HEVC,
+                false,
+                PacketKind::SequenceHeader,
+                0,
+                true,
+            ),
+            (
+                "enhanced hevc coded frames with cts",
+                b"\x91hvc1\x00\x00\x21\x00",
+                FourCc::HEVC,
+                true,
+                PacketKind::Frame,
+                33,
+                true,
+            ),
+            (
+                "enhanced av1 coded frames x inter",
+                b"\xa3av01\x00",
+                FourCc::AV1,
+                false,
+                PacketKind::Frame,
+                0,
+                true,
+            ),
+            (
+                "enhanced vp9 keyframe x",
+                b"\x93vp09\x00",
+                FourCc::VP9,
+                true,
+                PacketKind::Frame,
+                0,
+                true,
+            ),
+            (
+                "enhanced metadata",
+                b"\x94hvc1\x02",
+                FourCc::HEVC,
+                false,
+                PacketKind::Other,
+                0,
+                true,
+            ),
+            (
+                "enhanced sequence end",
+                b"\x92av01",
+                FourCc::AV1,
+                false,
+                PacketKind::SequenceEnd,
+                0,
+                true,
+            ),
         ];
         for (name, bytes, codec, key, kind, cts, enhanced) in cases {
             let h = parse_video_header(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -300,14 +401,24 @@ mod tests {
     #[test]
     fn audio_headers_table() {
         let cases: &[(&str, &[u8], FourCc, PacketKind)] = &[
-            ("aac sequence header", &[0xaf, 0, 0x12, 0x10], FourCc::AAC, PacketKind::SequenceHeader),
+            (
+                "aac sequence header",
+                &[0xaf, 0, 0x12, 0x10],
+                FourCc::AAC,
+                PacketKind::SequenceHeader,
+            ),
             ("aac raw", &[0xaf, 1, 0x21], FourCc::AAC, PacketKind::Frame),
             ("mp3", &[0x2f, 0xff, 0xfb], FourCc::MP3, PacketKind::Frame),
             ("nellymoser", &[0x6e, 0], FourCc(*b"nlmo"), PacketKind::Frame),
             ("speex", &[0xb2, 0], FourCc(*b"spex"), PacketKind::Frame),
             ("g711 alaw", &[0x72, 0], FourCc(*b"alaw"), PacketKind::Frame),
             ("g711 mulaw", &[0x82, 0], FourCc(*b"ulaw"), PacketKind::Frame),
-            ("enhanced opus sequence start", b"\x90Opus\x01", FourCc::OPUS, PacketKind::SequenceHeader),
+            (
+                "enhanced opus sequence start",
+                b"\x90Opus\x01",
+                FourCc::OPUS,
+                PacketKind::SequenceHeader,
+            ),
             ("enhanced opus frame", b"\x91Opus\xfc", FourCc::OPUS, PacketKind::Frame),
             ("enhanced aac fourcc", b"\x91mp4a\x21", FourCc::AAC, PacketKind::Frame),
         ];

@@ -50,7 +50,10 @@ pub enum Message {
     Acknowledgement(u32),
     UserControl(UserControl),
     WindowAckSize(u32),
-    SetPeerBandwidth { size: u32, limit_type: u8 },
+    SetPeerBandwidth {
+        size: u32,
+        limit_type: u8,
+    },
     Audio(Bytes),
     Video(Bytes),
     /// AMF0 data message (`@setDataFrame`, `onMetaData`, `|RtmpSampleAccess` ...).
@@ -59,7 +62,9 @@ pub enum Message {
     /// FLV-style sub-messages packed in one message; split with [`split_aggregate`].
     Aggregate(Bytes),
     /// Shared objects and unknown types are ignored by the session.
-    Other { type_id: u8 },
+    Other {
+        type_id: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,13 +106,19 @@ impl Message {
                 limit_type: p.get(4).copied().unwrap_or(2),
             },
             TYPE_USER_CONTROL => {
-                let kind = p.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(MessageError::Truncated(t))?;
+                let kind = p
+                    .get(0..2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    .ok_or(MessageError::Truncated(t))?;
                 let v = |at| u32_at(p, at, t);
                 Message::UserControl(match kind {
                     0 => UserControl::StreamBegin(v(2)?),
                     1 => UserControl::StreamEof(v(2)?),
                     2 => UserControl::StreamDry(v(2)?),
-                    3 => UserControl::SetBufferLength { stream_id: v(2)?, millis: v(6)? },
+                    3 => UserControl::SetBufferLength {
+                        stream_id: v(2)?,
+                        millis: v(6)?,
+                    },
                     4 => UserControl::StreamIsRecorded(v(2)?),
                     6 => UserControl::PingRequest(v(2)?),
                     7 => UserControl::PingResponse(v(2)?),
@@ -121,7 +132,11 @@ impl Message {
             // AMF3 data and commands start with a format byte; clients put AMF0 after it.
             TYPE_DATA_AMF3 => Message::Data(amf(p.get(1..).unwrap_or_default())?),
             TYPE_COMMAND_AMF0 | TYPE_COMMAND_AMF3 => {
-                let body = if t == TYPE_COMMAND_AMF3 { p.get(1..).unwrap_or_default() } else { p };
+                let body = if t == TYPE_COMMAND_AMF3 {
+                    p.get(1..).unwrap_or_default()
+                } else {
+                    p
+                };
                 let mut values = amf(body)?.into_iter();
                 let name = match values.next() {
                     Some(Amf0Value::String(s)) => s,
@@ -129,7 +144,12 @@ impl Message {
                 };
                 let transaction_id = values.next().and_then(|v| v.as_f64()).unwrap_or(0.0);
                 let object = values.next().unwrap_or(Amf0Value::Null);
-                Message::Command(Command { name, transaction_id, object, args: values.collect() })
+                Message::Command(Command {
+                    name,
+                    transaction_id,
+                    object,
+                    args: values.collect(),
+                })
             }
             other => Message::Other { type_id: other },
         })
@@ -229,7 +249,8 @@ pub fn split_aggregate(body: &Bytes, message_timestamp: u32) -> Vec<AggregatePar
     while rest.len() >= 11 {
         let type_id = rest[0];
         let size = ((rest[1] as usize) << 16) | ((rest[2] as usize) << 8) | rest[3] as usize;
-        let ts = (u32::from(rest[7]) << 24) | (u32::from(rest[4]) << 16) | (u32::from(rest[5]) << 8) | u32::from(rest[6]);
+        let ts =
+            (u32::from(rest[7]) << 24) | (u32::from(rest[4]) << 16) | (u32::from(rest[5]) << 8) | u32::from(rest[6]);
         if rest.len() < 11 + size {
             break;
         }
@@ -254,22 +275,79 @@ mod tests {
     use super::*;
 
     fn raw(type_id: u8, payload: &[u8]) -> RawMessage {
-        RawMessage { csid: 2, timestamp: 0, type_id, stream_id: 0, payload: Bytes::copy_from_slice(payload) }
+        RawMessage {
+            csid: 2,
+            timestamp: 0,
+            type_id,
+            stream_id: 0,
+            payload: Bytes::copy_from_slice(payload),
+        }
     }
 
     #[test]
     fn control_messages_table_roundtrip() {
         let cases: Vec<(&str, Message, u8, Vec<u8>)> = vec![
-            ("set chunk size", Message::SetChunkSize(60000), 1, vec![0, 0, 0xea, 0x60]),
+            (
+                "set chunk size",
+                Message::SetChunkSize(60000),
+                1,
+                vec![0, 0, 0xea, 0x60],
+            ),
             ("abort", Message::Abort(4), 2, vec![0, 0, 0, 4]),
-            ("acknowledgement", Message::Acknowledgement(2_500_000), 3, vec![0, 0x26, 0x25, 0xa0]),
-            ("window ack size", Message::WindowAckSize(5_000_000), 5, vec![0, 0x4c, 0x4b, 0x40]),
-            ("set peer bandwidth dynamic", Message::SetPeerBandwidth { size: 5_000_000, limit_type: 2 }, 6, vec![0, 0x4c, 0x4b, 0x40, 2]),
-            ("stream begin", Message::UserControl(UserControl::StreamBegin(1)), 4, vec![0, 0, 0, 0, 0, 1]),
-            ("stream eof", Message::UserControl(UserControl::StreamEof(1)), 4, vec![0, 1, 0, 0, 0, 1]),
-            ("set buffer length", Message::UserControl(UserControl::SetBufferLength { stream_id: 1, millis: 3000 }), 4, vec![0, 3, 0, 0, 0, 1, 0, 0, 0x0b, 0xb8]),
-            ("ping request", Message::UserControl(UserControl::PingRequest(77)), 4, vec![0, 6, 0, 0, 0, 77]),
-            ("ping response", Message::UserControl(UserControl::PingResponse(77)), 4, vec![0, 7, 0, 0, 0, 77]),
+            (
+                "acknowledgement",
+                Message::Acknowledgement(2_500_000),
+                3,
+                vec![0, 0x26, 0x25, 0xa0],
+            ),
+            (
+                "window ack size",
+                Message::WindowAckSize(5_000_000),
+                5,
+                vec![0, 0x4c, 0x4b, 0x40],
+            ),
+            (
+                "set peer bandwidth dynamic",
+                Message::SetPeerBandwidth {
+                    size: 5_000_000,
+                    limit_type: 2,
+                },
+                6,
+                vec![0, 0x4c, 0x4b, 0x40, 2],
+            ),
+            (
+                "stream begin",
+                Message::UserControl(UserControl::StreamBegin(1)),
+                4,
+                vec![0, 0, 0, 0, 0, 1],
+            ),
+            (
+                "stream eof",
+                Message::UserControl(UserControl::StreamEof(1)),
+                4,
+                vec![0, 1, 0, 0, 0, 1],
+            ),
+            (
+                "set buffer length",
+                Message::UserControl(UserControl::SetBufferLength {
+                    stream_id: 1,
+                    millis: 3000,
+                }),
+                4,
+                vec![0, 3, 0, 0, 0, 1, 0, 0, 0x0b, 0xb8],
+            ),
+            (
+                "ping request",
+                Message::UserControl(UserControl::PingRequest(77)),
+                4,
+                vec![0, 6, 0, 0, 0, 77],
+            ),
+            (
+                "ping response",
+                Message::UserControl(UserControl::PingResponse(77)),
+                4,
+                vec![0, 7, 0, 0, 0, 77],
+            ),
         ];
         for (name, message, type_id, body) in cases {
             assert_eq!(Message::decode(&raw(type_id, &body)).unwrap(), message, "decode {name}");
@@ -303,7 +381,10 @@ mod tests {
 
     #[test]
     fn command_without_name_is_an_error() {
-        assert_eq!(Message::decode(&raw(20, &[0, 0, 0, 0, 0, 0, 0, 0, 0])), Err(MessageError::CommandWithoutName));
+        assert_eq!(
+            Message::decode(&raw(20, &[0, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(MessageError::CommandWithoutName)
+        );
     }
 
     #[test]
@@ -320,7 +401,13 @@ mod tests {
         }
         let parts = split_aggregate(&Bytes::from(body), 50);
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].type_id, parts[0].timestamp, &parts[0].payload[..]), (9, 50, &b"\x17\x01"[..]));
-        assert_eq!((parts[1].type_id, parts[1].timestamp, &parts[1].payload[..]), (8, 73, &b"\xaf\x01\x55"[..]));
+        assert_eq!(
+            (parts[0].type_id, parts[0].timestamp, &parts[0].payload[..]),
+            (9, 50, &b"\x17\x01"[..])
+        );
+        assert_eq!(
+            (parts[1].type_id, parts[1].timestamp, &parts[1].payload[..]),
+            (8, 73, &b"\xaf\x01\x55"[..])
+        );
     }
 }

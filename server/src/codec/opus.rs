@@ -101,7 +101,9 @@ pub fn parse_header(data: &[u8]) -> Result<OpusInfo, OpusError> {
         }
         (1, channels - 1)
     } else {
-        let table = fields.get(FIXED_LEN..FIXED_LEN + 2 + usize::from(channels)).ok_or(OpusError::Truncated)?;
+        let table = fields
+            .get(FIXED_LEN..FIXED_LEN + 2 + usize::from(channels))
+            .ok_or(OpusError::Truncated)?;
         let (streams, coupled) = (table[0], table[1]);
         if streams == 0 || coupled > streams || usize::from(streams) + usize::from(coupled) > 255 {
             return Err(OpusError::BadValue("stream counts"));
@@ -130,10 +132,42 @@ mod tests {
     /// enhanced-RTMP SequenceStart body, channels, reported sample rate, mapping family,
     /// streams, coupled streams.
     const VECTORS: &[(&str, &[u8], u32, u32, u8, u8, u8)] = &[
-        ("48 kHz stereo", include_bytes!("testdata/opus_48k_stereo.bin"), 2, 48000, 0, 1, 1),
-        ("48 kHz mono", include_bytes!("testdata/opus_48k_mono.bin"), 1, 48000, 0, 1, 0),
-        ("16 kHz mono input", include_bytes!("testdata/opus_16k_mono.bin"), 1, 16000, 0, 1, 0),
-        ("48 kHz 5.1", include_bytes!("testdata/opus_48k_5.1.bin"), 6, 48000, 1, 4, 2),
+        (
+            "48 kHz stereo",
+            include_bytes!("testdata/opus_48k_stereo.bin"),
+            2,
+            48000,
+            0,
+            1,
+            1,
+        ),
+        (
+            "48 kHz mono",
+            include_bytes!("testdata/opus_48k_mono.bin"),
+            1,
+            48000,
+            0,
+            1,
+            0,
+        ),
+        (
+            "16 kHz mono input",
+            include_bytes!("testdata/opus_16k_mono.bin"),
+            1,
+            16000,
+            0,
+            1,
+            0,
+        ),
+        (
+            "48 kHz 5.1",
+            include_bytes!("testdata/opus_48k_5.1.bin"),
+            6,
+            48000,
+            1,
+            4,
+            2,
+        ),
     ];
 
     #[test]
@@ -141,8 +175,16 @@ mod tests {
         for (name, body, channels, rate, family, streams, coupled) in VECTORS {
             let i = parse_header(&body[5..]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(i.form, OpusHeaderForm::OpusHead, "{name}");
-            assert_eq!((i.channels, i.sample_rate(), i.mapping_family), (*channels, *rate, *family), "{name}");
-            assert_eq!((i.stream_count, i.coupled_count, i.pre_skip, i.output_gain), (*streams, *coupled, 312, 0), "{name}");
+            assert_eq!(
+                (i.channels, i.sample_rate(), i.mapping_family),
+                (*channels, *rate, *family),
+                "{name}"
+            );
+            assert_eq!(
+                (i.stream_count, i.coupled_count, i.pre_skip, i.output_gain),
+                (*streams, *coupled, 312, 0),
+                "{name}"
+            );
         }
     }
 
@@ -163,7 +205,14 @@ mod tests {
             let boxed = [&((dops.len() + 8) as u32).to_be_bytes()[..], b"dOps", &dops].concat();
             for (form, data) in [("payload", dops.clone()), ("box", boxed)] {
                 let i = parse_header(&data).unwrap_or_else(|e| panic!("{name} {form}: {e}"));
-                assert_eq!(i, OpusInfo { form: OpusHeaderForm::DOps, ..head.clone() }, "{name} {form}");
+                assert_eq!(
+                    i,
+                    OpusInfo {
+                        form: OpusHeaderForm::DOps,
+                        ..head.clone()
+                    },
+                    "{name} {form}"
+                );
             }
         }
     }
@@ -185,13 +234,41 @@ mod tests {
             ("magic only", b"OpusHead".to_vec(), OpusError::Truncated),
             ("other magic", b"OpusTags\x01\x02".to_vec(), OpusError::UnknownForm),
             ("cut before the family", stereo[..18].to_vec(), OpusError::Truncated),
-            ("major version 1", [&stereo[..8], &[0x10], &stereo[9..]].concat(), OpusError::BadVersion(0x10)),
-            ("boxed dOps version 1", [&[0u8, 0, 0, 19][..], b"dOps", &[1, 2], &[0; 9]].concat(), OpusError::BadVersion(1)),
-            ("zero channels", [&stereo[..9], &[0], &stereo[10..]].concat(), OpusError::BadValue("zero channels")),
-            ("three channels in family 0", [&stereo[..9], &[3], &stereo[10..]].concat(), OpusError::BadValue("more than two channels in mapping family 0")),
-            ("mapping table cut", surround[..surround.len() - 1].to_vec(), OpusError::Truncated),
-            ("no streams", [&surround[..19], &[0], &surround[20..]].concat(), OpusError::BadValue("stream counts")),
-            ("more coupled than streams", [&surround[..20], &[5], &surround[21..]].concat(), OpusError::BadValue("stream counts")),
+            (
+                "major version 1",
+                [&stereo[..8], &[0x10], &stereo[9..]].concat(),
+                OpusError::BadVersion(0x10),
+            ),
+            (
+                "boxed dOps version 1",
+                [&[0u8, 0, 0, 19][..], b"dOps", &[1, 2], &[0; 9]].concat(),
+                OpusError::BadVersion(1),
+            ),
+            (
+                "zero channels",
+                [&stereo[..9], &[0], &stereo[10..]].concat(),
+                OpusError::BadValue("zero channels"),
+            ),
+            (
+                "three channels in family 0",
+                [&stereo[..9], &[3], &stereo[10..]].concat(),
+                OpusError::BadValue("more than two channels in mapping family 0"),
+            ),
+            (
+                "mapping table cut",
+                surround[..surround.len() - 1].to_vec(),
+                OpusError::Truncated,
+            ),
+            (
+                "no streams",
+                [&surround[..19], &[0], &surround[20..]].concat(),
+                OpusError::BadValue("stream counts"),
+            ),
+            (
+                "more coupled than streams",
+                [&surround[..20], &[5], &surround[21..]].concat(),
+                OpusError::BadValue("stream counts"),
+            ),
         ];
         for (name, data, err) in cases {
             assert_eq!(parse_header(data).as_ref(), Err(err), "{name}");

@@ -167,7 +167,15 @@ pub fn parse_keyframe(frame: &[u8]) -> Result<Vp9Keyframe, Vp9Error> {
         return Err(Vp9Error::BadFrame("sync code"));
     }
     // color_config
-    let bit_depth = if profile >= 2 { if r.flag()? { 12 } else { 10 } } else { 8 };
+    let bit_depth = if profile >= 2 {
+        if r.flag()? {
+            12
+        } else {
+            10
+        }
+    } else {
+        8
+    };
     let color_space = r.bits(3)?;
     let (subsampling_x, subsampling_y) = if color_space != CS_RGB {
         r.skip(1)?; // color_range
@@ -189,7 +197,15 @@ pub fn parse_keyframe(frame: &[u8]) -> Result<Vp9Keyframe, Vp9Error> {
     };
     let width = r.bits(16)? + 1;
     let height = r.bits(16)? + 1;
-    Ok(Vp9Keyframe { profile, bit_depth, color_space, subsampling_x, subsampling_y, width, height })
+    Ok(Vp9Keyframe {
+        profile,
+        bit_depth,
+        color_space,
+        subsampling_x,
+        subsampling_y,
+        width,
+        height,
+    })
 }
 
 #[cfg(test)]
@@ -273,11 +289,23 @@ mod tests {
     fn records_and_keyframes_from_ffmpeg() {
         for (name, header, frame, w, h, profile, level, depth, sub, full, matrix) in VECTORS {
             let c = parse_decoder_config(&header[5..]).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!((c.profile_name(), c.level_name().as_str(), c.bit_depth), (*profile, *level, *depth), "{name}");
-            assert_eq!((c.chroma_subsampling, c.full_range, c.matrix_coefficients), (*sub, *full, *matrix), "{name}");
+            assert_eq!(
+                (c.profile_name(), c.level_name().as_str(), c.bit_depth),
+                (*profile, *level, *depth),
+                "{name}"
+            );
+            assert_eq!(
+                (c.chroma_subsampling, c.full_range, c.matrix_coefficients),
+                (*sub, *full, *matrix),
+                "{name}"
+            );
             let k = parse_keyframe(&frame[5..]).unwrap_or_else(|e| panic!("{name} keyframe: {e}"));
             assert_eq!((k.width, k.height), (*w, *h), "{name}");
-            assert_eq!((u32::from(k.profile), k.bit_depth), (u32::from(c.profile), c.bit_depth), "{name}");
+            assert_eq!(
+                (u32::from(k.profile), k.bit_depth),
+                (u32::from(c.profile), c.bit_depth),
+                "{name}"
+            );
             assert_eq!(k.subsampling_x && k.subsampling_y, c.chroma_format() == 1, "{name}");
             assert_eq!(parse_keyframe_size(&frame[5..]), Some((*w, *h)), "{name}");
         }
@@ -290,16 +318,31 @@ mod tests {
             ("empty", vec![], Vp9Error::Truncated),
             ("cut after the flags", good[..6].to_vec(), Vp9Error::Truncated),
             ("version 2", [&[2u8][..], &good[1..]].concat(), Vp9Error::BadVersion(2)),
-            ("profile 4", [&good[..4], &[4], &good[5..]].concat(), Vp9Error::BadValue("profile")),
-            ("bit depth 9", [&good[..6], &[0x92], &good[7..]].concat(), Vp9Error::BadValue("bit depth")),
-            ("chroma subsampling 5", [&good[..6], &[0x8a], &good[7..]].concat(), Vp9Error::BadValue("chroma subsampling")),
+            (
+                "profile 4",
+                [&good[..4], &[4], &good[5..]].concat(),
+                Vp9Error::BadValue("profile"),
+            ),
+            (
+                "bit depth 9",
+                [&good[..6], &[0x92], &good[7..]].concat(),
+                Vp9Error::BadValue("bit depth"),
+            ),
+            (
+                "chroma subsampling 5",
+                [&good[..6], &[0x8a], &good[7..]].concat(),
+                Vp9Error::BadValue("chroma subsampling"),
+            ),
         ];
         for (name, record, err) in cases {
             assert_eq!(parse_decoder_config(record).as_ref(), Err(err), "{name}");
         }
         // Version 0: profile 2, level 4.1, 10-bit with colour space 1, 4:2:0 colocated.
         let v0 = parse_decoder_config(&[0, 0, 0, 0, 2, 41, 0xa1, 0x10, 0, 0]).unwrap();
-        assert_eq!((v0.profile, v0.level_name().as_str(), v0.bit_depth, v0.chroma_format()), (2, "4.1", 10, 1));
+        assert_eq!(
+            (v0.profile, v0.level_name().as_str(), v0.bit_depth, v0.chroma_format()),
+            (2, "4.1", 10, 1)
+        );
     }
 
     #[test]
@@ -307,12 +350,32 @@ mod tests {
         let key = &VECTORS[0].2[5..];
         let cases: &[(&str, Vec<u8>, Vp9Error)] = &[
             ("empty", vec![], Vp9Error::BadFrame("ends early")),
-            ("inter frame from the same stream", vec![0x86, 0x00, 0x40, 0x92], Vp9Error::NotKeyframe),
+            (
+                "inter frame from the same stream",
+                vec![0x86, 0x00, 0x40, 0x92],
+                Vp9Error::NotKeyframe,
+            ),
             ("show existing frame", vec![0x88], Vp9Error::NotKeyframe),
-            ("wrong frame marker", vec![0x02, 0x49, 0x83, 0x42], Vp9Error::BadFrame("frame marker")),
-            ("wrong sync code", vec![0x82, 0x49, 0x83, 0x43, 0, 0, 0, 0, 0], Vp9Error::BadFrame("sync code")),
-            ("cut inside the size", key[..6].to_vec(), Vp9Error::BadFrame("ends early")),
-            ("RGB in profile 0", vec![0x82, 0x49, 0x83, 0x42, 0xe0, 0, 0, 0, 0], Vp9Error::BadFrame("RGB in profile 0 or 2")),
+            (
+                "wrong frame marker",
+                vec![0x02, 0x49, 0x83, 0x42],
+                Vp9Error::BadFrame("frame marker"),
+            ),
+            (
+                "wrong sync code",
+                vec![0x82, 0x49, 0x83, 0x43, 0, 0, 0, 0, 0],
+                Vp9Error::BadFrame("sync code"),
+            ),
+            (
+                "cut inside the size",
+                key[..6].to_vec(),
+                Vp9Error::BadFrame("ends early"),
+            ),
+            (
+                "RGB in profile 0",
+                vec![0x82, 0x49, 0x83, 0x42, 0xe0, 0, 0, 0, 0],
+                Vp9Error::BadFrame("RGB in profile 0 or 2"),
+            ),
         ];
         for (name, frame, err) in cases {
             assert_eq!(parse_keyframe(frame).as_ref(), Err(err), "{name}");

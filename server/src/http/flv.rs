@@ -49,7 +49,11 @@ fn peer(req: &Request) -> Option<SocketAddr> {
 
 /// `GET /{app}/{name}.flv`: HTTP-FLV, or with a WebSocket upgrade WS-FLV playback, or with
 /// the WebSocket subprotocol `publisher` (or `post`) an FLV push.
-pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+pub async fn play(
+    State(ctx): State<Arc<Context>>,
+    Path((app, file)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     let key = match stream_key(&ctx, &app, &file) {
         Ok(k) => k,
         Err(resp) => return resp,
@@ -62,11 +66,20 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         // A WebSocket client is answered in its own protocol: accept, then close with
         // 1008 (policy violation) and the reason, which browsers expose to the page.
         Err(resp) if websocket => {
-            let reason = if resp.status() == StatusCode::UNAUTHORIZED { "missing credentials" } else { "access denied" };
+            let reason = if resp.status() == StatusCode::UNAUTHORIZED {
+                "missing credentials"
+            } else {
+                "access denied"
+            };
             let protocol = publisher_subprotocol(req.headers());
             return upgrade(req, protocol, tracing::info_span!("ws-refused"), move |io| async move {
                 let (_, mut wr) = tokio::io::split(io);
-                let _ = timed_write(&mut wr, &mut vec![ws::close_frame(1008, reason)], Duration::from_secs(5)).await;
+                let _ = timed_write(
+                    &mut wr,
+                    &mut vec![ws::close_frame(1008, reason)],
+                    Duration::from_secs(5),
+                )
+                .await;
                 let _ = wr.shutdown().await;
             });
         }
@@ -78,9 +91,19 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         }
     }
     let remote = peer(&req).map(|p| p.to_string()).unwrap_or_default();
-    let guard = ctx.sessions.open(if websocket { Protocol::WsFlv } else { Protocol::HttpFlv }, remote);
+    let guard = ctx
+        .sessions
+        .open(if websocket { Protocol::WsFlv } else { Protocol::HttpFlv }, remote);
     let query = req.uri().query().unwrap_or("").to_string();
-    let hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Player, key.clone(), query).await {
+    let hooks = match Activity::begin(
+        ctx.webhooks.clone(),
+        guard.entry().clone(),
+        Role::Player,
+        key.clone(),
+        query,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
@@ -96,7 +119,13 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
         let progress = Arc::new(AtomicU64::new(0));
         if let Some(kill) = req.extensions().get::<super::ConnectionKill>() {
             let limit = Duration::from_secs(ctx.config.hub.write_timeout_secs);
-            tokio::spawn(watch_h2_player(kill.clone(), Arc::downgrade(&progress), sub.stream().clone(), limit, guard.id()));
+            tokio::spawn(watch_h2_player(
+                kill.clone(),
+                Arc::downgrade(&progress),
+                sub.stream().clone(),
+                limit,
+                guard.id(),
+            ));
         }
         let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks, progress)));
         let h = resp.headers_mut();
@@ -108,7 +137,11 @@ pub async fn play(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
 }
 
 /// `POST /{app}/{name}.flv`: FLV push over HTTP (`ffmpeg -method POST`).
-pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(String, String)>, req: Request) -> Response {
+pub async fn push(
+    State(ctx): State<Arc<Context>>,
+    Path((app, file)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     let key = match stream_key(&ctx, &app, &file) {
         Ok(k) => k,
         Err(resp) => return resp,
@@ -128,12 +161,17 @@ pub async fn push(State(ctx): State<Arc<Context>>, Path((app, file)): Path<(Stri
 #[allow(clippy::result_large_err)]
 fn authorize(ctx: &Context, key: &StreamKey, role: Role, req: &Request) -> Result<Option<StreamKey>, Response> {
     let query = req.uri().query().unwrap_or("");
-    ctx.authorize(key, role, query, peer(req).map(|p| p.ip()), 0).map_err(|d| {
-        let status = if d == Denied::Missing { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
-        let mut resp = (status, format!("{d}\n")).into_response();
-        cors(ctx, resp.headers_mut());
-        resp
-    })
+    ctx.authorize(key, role, query, peer(req).map(|p| p.ip()), 0)
+        .map_err(|d| {
+            let status = if d == Denied::Missing {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            let mut resp = (status, format!("{d}\n")).into_response();
+            cors(ctx, resp.headers_mut());
+            resp
+        })
 }
 
 /// The publisher subprotocol the client asked for, if any.
@@ -144,7 +182,9 @@ fn publisher_subprotocol(h: &HeaderMap) -> Option<&'static str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .collect();
-    ["publisher", "post"].into_iter().find(|p| offered.iter().any(|o| o == p))
+    ["publisher", "post"]
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
 }
 
 /// Answers CORS preflight requests for the FLV paths.
@@ -152,7 +192,10 @@ pub async fn preflight(State(ctx): State<Arc<Context>>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     cors(&ctx, h);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
     resp
 }
@@ -194,24 +237,40 @@ async fn next_items(sub: &mut Subscriber, started: &mut bool) -> Result<Vec<Byte
 /// for `limit`: with its flow-control window closed its body is never polled again, so the
 /// write timeout that catches HTTP/1.1 and RTMP players (a blocked socket) never fires.
 /// `progress` counts the body's items; the watchdog ends with the body.
-async fn watch_h2_player(kill: super::ConnectionKill, progress: std::sync::Weak<AtomicU64>, stream: Arc<Stream>, limit: Duration, id: u64) {
+async fn watch_h2_player(
+    kill: super::ConnectionKill,
+    progress: std::sync::Weak<AtomicU64>,
+    stream: Arc<Stream>,
+    limit: Duration,
+    id: u64,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1).min(limit));
     let mut seen = (u64::MAX, 0u64, tokio::time::Instant::now());
     loop {
         tick.tick().await;
-        let Some(items) = progress.upgrade().map(|p| p.load(Ordering::Relaxed)) else { return };
+        let Some(items) = progress.upgrade().map(|p| p.load(Ordering::Relaxed)) else {
+            return;
+        };
         let frames_in = stream.stats.frames_in.load(Ordering::Relaxed);
         if items != seen.0 {
             seen = (items, frames_in, tokio::time::Instant::now());
         } else if frames_in > seen.1 && seen.2.elapsed() >= limit {
-            warn!(session = id, "disconnecting http-flv player: took no data for {limit:?} over HTTP/2 (flow-control window closed)");
+            warn!(
+                session = id,
+                "disconnecting http-flv player: took no data for {limit:?} over HTTP/2 (flow-control window closed)"
+            );
             kill.kill();
             return;
         }
     }
 }
 
-fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity, progress: Arc<AtomicU64>) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+fn flv_body(
+    sub: Subscriber,
+    guard: SessionGuard,
+    hooks: Activity,
+    progress: Arc<AtomicU64>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct St {
         /// Items handed to the connection, for the HTTP/2 stall watchdog.
         progress: Arc<AtomicU64>,
@@ -225,7 +284,16 @@ fn flv_body(sub: Subscriber, guard: SessionGuard, hooks: Activity, progress: Arc
         /// Sends `donePlay` when the response ends.
         _hooks: Activity,
     }
-    let st = St { progress, sub, started: false, pending: VecDeque::new(), id: guard.id(), kicked: guard.entry().kicked(), guard, _hooks: hooks };
+    let st = St {
+        progress,
+        sub,
+        started: false,
+        pending: VecDeque::new(),
+        id: guard.id(),
+        kicked: guard.entry().kicked(),
+        guard,
+        _hooks: hooks,
+    };
     stream::unfold(st, |mut st| async move {
         st.progress.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = st.pending.pop_front() {
@@ -269,7 +337,9 @@ where
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
     };
-    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") || req.method() != Method::GET {
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13")
+        || req.method() != Method::GET
+    {
         return (StatusCode::BAD_REQUEST, "unsupported WebSocket version\n").into_response();
     }
     let accept = ws::accept_key(key);
@@ -289,7 +359,10 @@ where
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
     if let Some(p) = protocol {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
@@ -309,17 +382,31 @@ fn upgrade_ws(ctx: Arc<Context>, req: Request, sub: Subscriber, guard: SessionGu
 }
 
 async fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, protocol: &'static str) -> Response {
-    let guard = ctx.sessions.open(Protocol::WsFlv, peer(&req).map(|p| p.to_string()).unwrap_or_default());
+    let guard = ctx
+        .sessions
+        .open(Protocol::WsFlv, peer(&req).map(|p| p.to_string()).unwrap_or_default());
     let id = guard.id();
     let query = req.uri().query().unwrap_or("").to_string();
-    let hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Publisher, key.clone(), query).await {
+    let hooks = match Activity::begin(
+        ctx.webhooks.clone(),
+        guard.entry().clone(),
+        Role::Publisher,
+        key.clone(),
+        query,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
     let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)) {
         Ok(p) => p,
         Err(e) => {
-            let status = if matches!(e, HubError::AlreadyPublishing(_)) { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if matches!(e, HubError::AlreadyPublishing(_)) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             return (status, format!("{e}\n")).into_response();
         }
     };
@@ -335,7 +422,11 @@ async fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, p
     })
 }
 
-async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, batch: &mut Vec<Bytes>, limit: Duration) -> std::io::Result<()> {
+async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    batch: &mut Vec<Bytes>,
+    limit: Duration,
+) -> std::io::Result<()> {
     tokio::time::timeout(limit, write_all_bytes(w, batch))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "player accepted no data"))?

@@ -9,9 +9,9 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
@@ -41,7 +41,10 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], ctx.metrics.render(&ctx.hub))
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(&ctx.hub),
+    )
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
@@ -91,8 +94,15 @@ where
     let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
     let kill = ConnectionKill::default();
     if h2 {
-        let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))).layer(Extension(kill.clone())));
-        let io = TokioIo::new(StallGuard::new(FirstReadDeadline::new(io, request_timeout), write_timeout));
+        let service = TowerToHyperService::new(
+            router
+                .layer(Extension(ConnectInfo(peer)))
+                .layer(Extension(kill.clone())),
+        );
+        let io = TokioIo::new(StallGuard::new(
+            FirstReadDeadline::new(io, request_timeout),
+            write_timeout,
+        ));
         // Pings find HTTP/2 peers that vanished while no stream was writing to them.
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -114,8 +124,12 @@ where
 
 /// Drives a connection; on server shutdown asks it to finish gracefully (the response in
 /// flight completes, an HTTP/2 client gets GOAWAY) within the grace period.
-async fn until_shutdown<C, E>(conn: C, ctx: &Context, kill: &ConnectionKill, graceful: impl FnOnce(std::pin::Pin<&mut C>))
-where
+async fn until_shutdown<C, E>(
+    conn: C,
+    ctx: &Context,
+    kill: &ConnectionKill,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) where
     C: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {

@@ -32,7 +32,11 @@ pub struct FlvIngest {
 
 impl FlvIngest {
     pub fn new(publisher: Publisher, max_tag: usize) -> Self {
-        FlvIngest { reader: FlvReader::new(max_tag), publisher, buf: BytesMut::new() }
+        FlvIngest {
+            reader: FlvReader::new(max_tag),
+            publisher,
+            buf: BytesMut::new(),
+        }
     }
 
     /// Publishes every complete tag in `data` (plus what was buffered before).
@@ -61,7 +65,13 @@ impl FlvIngest {
     }
 }
 
-pub(super) fn claim(ctx: &Context, key: &StreamKey, id: u64, protocol: &'static str, peer: Option<SocketAddr>) -> Result<Publisher, HubError> {
+pub(super) fn claim(
+    ctx: &Context,
+    key: &StreamKey,
+    id: u64,
+    protocol: &'static str,
+    peer: Option<SocketAddr>,
+) -> Result<Publisher, HubError> {
     ctx.hub.publish(
         key,
         PublisherInfo {
@@ -84,11 +94,27 @@ fn refusal(e: HubError) -> Response {
 }
 
 /// `POST /{app}/{name}.flv`: the request body is the stream.
-pub async fn http_post(ctx: Arc<Context>, key: StreamKey, query: String, body: Body, peer: Option<SocketAddr>) -> Response {
-    let guard = ctx.sessions.open(Protocol::HttpFlv, peer.map(|p| p.to_string()).unwrap_or_default());
+pub async fn http_post(
+    ctx: Arc<Context>,
+    key: StreamKey,
+    query: String,
+    body: Body,
+    peer: Option<SocketAddr>,
+) -> Response {
+    let guard = ctx
+        .sessions
+        .open(Protocol::HttpFlv, peer.map(|p| p.to_string()).unwrap_or_default());
     let id = guard.id();
     let mut kicked = guard.entry().kicked();
-    let _hooks = match Activity::begin(ctx.webhooks.clone(), guard.entry().clone(), Role::Publisher, key.clone(), query).await {
+    let _hooks = match Activity::begin(
+        ctx.webhooks.clone(),
+        guard.entry().clone(),
+        Role::Publisher,
+        key.clone(),
+        query,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
@@ -204,7 +230,11 @@ mod tests {
             publisher_grace: Duration::from_secs(1),
             play_wait: Duration::from_secs(1),
             queue_frames: 64,
-            reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(10), coalesce: Duration::ZERO },
+            reader: ReaderLimits {
+                max_skips: 3,
+                window: Duration::from_secs(10),
+                coalesce: Duration::ZERO,
+            },
             apps: vec![AppConfig::default()],
         })
     }
@@ -215,13 +245,24 @@ mod tests {
         let key = StreamKey::new("live", "pushed").unwrap();
         let mut wire = header(true, true).to_vec();
         let mut meta = BytesMut::new();
-        amf0::encode_all(&["onMetaData".into(), amf0::Amf0Value::object([("width", 1280.0.into())])], &mut meta);
+        amf0::encode_all(
+            &["onMetaData".into(), amf0::Amf0Value::object([("width", 1280.0.into())])],
+            &mut meta,
+        );
         wire.extend_from_slice(&encode_tag(TAG_SCRIPT, 0, &meta));
         wire.extend_from_slice(&encode_tag(TAG_VIDEO, 0, b"\x17\x00\x00\x00\x00\x01"));
         wire.extend_from_slice(&encode_tag(TAG_AUDIO, 0, b"\xaf\x00\x12\x10"));
         wire.extend_from_slice(&encode_tag(TAG_VIDEO, 40, b"\x17\x01\x00\x00\x00key"));
         let publisher = hub
-            .publish(&key, PublisherInfo { session_id: 1, protocol: "http_flv", remote: String::new(), started: SystemTime::now() })
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "http_flv",
+                    remote: String::new(),
+                    started: SystemTime::now(),
+                },
+            )
             .unwrap();
         let mut ingest = FlvIngest::new(publisher, 1 << 20);
         for piece in wire.chunks(7) {
@@ -234,7 +275,12 @@ mod tests {
         }
         assert_eq!(
             kinds,
-            vec![(FrameKind::Data, 0, false), (FrameKind::Video, 0, false), (FrameKind::Audio, 0, false), (FrameKind::Video, 40, true)]
+            vec![
+                (FrameKind::Data, 0, false),
+                (FrameKind::Video, 0, false),
+                (FrameKind::Audio, 0, false),
+                (FrameKind::Video, 40, true)
+            ]
         );
     }
 
@@ -243,7 +289,15 @@ mod tests {
         let hub = test_hub();
         let key = StreamKey::new("live", "bad").unwrap();
         let publisher = hub
-            .publish(&key, PublisherInfo { session_id: 1, protocol: "http_flv", remote: String::new(), started: SystemTime::now() })
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "http_flv",
+                    remote: String::new(),
+                    started: SystemTime::now(),
+                },
+            )
             .unwrap();
         let mut ingest = FlvIngest::new(publisher, 1 << 20);
         assert_eq!(ingest.feed(b"GET / HTTP/1.1\r\n"), Err(FlvError::BadSignature));

@@ -82,7 +82,10 @@ pub fn parse_client_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Opti
     }
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0f;
-    if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
+    if !matches!(
+        opcode,
+        OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+    ) {
         return Err(WsError::Reserved(opcode));
     }
     if b1 & 0x80 == 0 {
@@ -120,7 +123,11 @@ pub fn parse_client_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Opti
     for (i, b) in payload.iter_mut().enumerate() {
         *b ^= mask[i % 4];
     }
-    Ok(Some(Frame { fin, opcode, payload: payload.freeze() }))
+    Ok(Some(Frame {
+        fin,
+        opcode,
+        payload: payload.freeze(),
+    }))
 }
 
 #[cfg(test)]
@@ -176,9 +183,21 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert_eq!(parse_client_frame(&mut BytesMut::from(&[0x82u8, 0x01, 0][..]), 1024), Err(WsError::Unmasked));
-        assert_eq!(parse_client_frame(&mut BytesMut::from(&[0x82u8, 0xff, 0, 0, 0, 1, 0, 0, 0, 0][..]), 1024), Err(WsError::TooLarge(1 << 32)));
-        assert_eq!(parse_client_frame(&mut BytesMut::from(&[0x09u8, 0x80][..]), 1024), Err(WsError::BadControlFrame));
-        assert_eq!(parse_client_frame(&mut BytesMut::from(&[0xc2u8, 0x80][..]), 1024), Err(WsError::Reserved(0xc2)));
+        assert_eq!(
+            parse_client_frame(&mut BytesMut::from(&[0x82u8, 0x01, 0][..]), 1024),
+            Err(WsError::Unmasked)
+        );
+        assert_eq!(
+            parse_client_frame(&mut BytesMut::from(&[0x82u8, 0xff, 0, 0, 0, 1, 0, 0, 0, 0][..]), 1024),
+            Err(WsError::TooLarge(1 << 32))
+        );
+        assert_eq!(
+            parse_client_frame(&mut BytesMut::from(&[0x09u8, 0x80][..]), 1024),
+            Err(WsError::BadControlFrame)
+        );
+        assert_eq!(
+            parse_client_frame(&mut BytesMut::from(&[0xc2u8, 0x80][..]), 1024),
+            Err(WsError::Reserved(0xc2))
+        );
     }
 }

@@ -85,7 +85,9 @@ impl MediaFrame {
     /// stream id is computed once and shared by every player.
     pub fn rtmp_chunks(&self, stream_id: u32, chunk_size: u32) -> Bytes {
         if stream_id == SHARED_PLAY_STREAM_ID {
-            let (size, bytes) = self.rtmp.get_or_init(|| (chunk_size, self.encode_rtmp(stream_id, chunk_size)));
+            let (size, bytes) = self
+                .rtmp
+                .get_or_init(|| (chunk_size, self.encode_rtmp(stream_id, chunk_size)));
             if *size == chunk_size {
                 return bytes.clone();
             }
@@ -96,7 +98,15 @@ impl MediaFrame {
     fn encode_rtmp(&self, stream_id: u32, chunk_size: u32) -> Bytes {
         let (type_id, csid) = self.rtmp_type();
         let mut out = BytesMut::new();
-        encode_message(&mut out, csid, self.timestamp, type_id, stream_id, &self.payload, chunk_size);
+        encode_message(
+            &mut out,
+            csid,
+            self.timestamp,
+            type_id,
+            stream_id,
+            &self.payload,
+            chunk_size,
+        );
         out.freeze()
     }
 
@@ -134,7 +144,15 @@ mod tests {
     use crate::codec::chunk::ChunkDecoder;
 
     fn frame(payload: &'static [u8]) -> MediaFrame {
-        MediaFrame::new(FrameKind::Video, FourCc::AVC, 1234, 0, true, PacketKind::Frame, Bytes::from_static(payload))
+        MediaFrame::new(
+            FrameKind::Video,
+            FourCc::AVC,
+            1234,
+            0,
+            true,
+            PacketKind::Frame,
+            Bytes::from_static(payload),
+        )
     }
 
     #[test]
@@ -156,7 +174,10 @@ mod tests {
             let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
             dec.set_chunk_size(4).unwrap();
             let m = dec.decode(&mut buf).unwrap().unwrap();
-            assert_eq!((m.type_id, m.stream_id, m.timestamp, &m.payload[..]), (9, sid, 1234, &f.payload[..]));
+            assert_eq!(
+                (m.type_id, m.stream_id, m.timestamp, &m.payload[..]),
+                (9, sid, 1234, &f.payload[..])
+            );
         }
     }
 }

@@ -28,7 +28,12 @@ pub struct GopCache {
 
 impl GopCache {
     pub fn new(limits: GopLimits) -> Self {
-        GopCache { limits, frames: VecDeque::new(), bytes: 0, anchored: false }
+        GopCache {
+            limits,
+            frames: VecDeque::new(),
+            bytes: 0,
+            anchored: false,
+        }
     }
 
     pub fn clear(&mut self) {
@@ -47,7 +52,9 @@ impl GopCache {
             if frame.kind == FrameKind::Audio {
                 self.frames.push_back(frame.clone());
                 self.bytes += frame.size();
-                while self.frames.len() > AUDIO_ONLY_FRAMES.min(self.limits.max_frames) || self.bytes > self.limits.max_bytes {
+                while self.frames.len() > AUDIO_ONLY_FRAMES.min(self.limits.max_frames)
+                    || self.bytes > self.limits.max_bytes
+                {
                     if let Some(f) = self.frames.pop_front() {
                         self.bytes -= f.size();
                     }
@@ -96,12 +103,32 @@ mod tests {
     use bytes::Bytes;
 
     fn video(ts: u32, key: bool, size: usize) -> Arc<MediaFrame> {
-        Arc::new(MediaFrame::new(FrameKind::Video, FourCc::AVC, ts, 0, key, PacketKind::Frame, Bytes::from(vec![0u8; size])))
+        Arc::new(MediaFrame::new(
+            FrameKind::Video,
+            FourCc::AVC,
+            ts,
+            0,
+            key,
+            PacketKind::Frame,
+            Bytes::from(vec![0u8; size]),
+        ))
     }
     fn audio(ts: u32) -> Arc<MediaFrame> {
-        Arc::new(MediaFrame::new(FrameKind::Audio, FourCc::AAC, ts, 0, false, PacketKind::Frame, Bytes::from_static(b"\xaf\x01\x00")))
+        Arc::new(MediaFrame::new(
+            FrameKind::Audio,
+            FourCc::AAC,
+            ts,
+            0,
+            false,
+            PacketKind::Frame,
+            Bytes::from_static(b"\xaf\x01\x00"),
+        ))
     }
-    const LIMITS: GopLimits = GopLimits { enabled: true, max_frames: 100, max_bytes: 10_000 };
+    const LIMITS: GopLimits = GopLimits {
+        enabled: true,
+        max_frames: 100,
+        max_bytes: 10_000,
+    };
 
     #[test]
     fn cache_starts_at_latest_keyframe() {
@@ -120,7 +147,10 @@ mod tests {
 
     #[test]
     fn overlong_gop_is_dropped_not_truncated() {
-        let mut g = GopCache::new(GopLimits { max_frames: 3, ..LIMITS });
+        let mut g = GopCache::new(GopLimits {
+            max_frames: 3,
+            ..LIMITS
+        });
         g.push(&video(0, true, 10), true);
         g.push(&video(1, false, 10), true);
         g.push(&video(2, false, 10), true);
@@ -135,7 +165,10 @@ mod tests {
 
     #[test]
     fn byte_bound_holds() {
-        let mut g = GopCache::new(GopLimits { max_bytes: 25, ..LIMITS });
+        let mut g = GopCache::new(GopLimits {
+            max_bytes: 25,
+            ..LIMITS
+        });
         g.push(&video(0, true, 10), true);
         g.push(&video(1, false, 10), true);
         assert_eq!(g.bytes(), 20);
@@ -145,7 +178,10 @@ mod tests {
 
     #[test]
     fn disabled_cache_keeps_nothing() {
-        let mut g = GopCache::new(GopLimits { enabled: false, ..LIMITS });
+        let mut g = GopCache::new(GopLimits {
+            enabled: false,
+            ..LIMITS
+        });
         g.push(&video(0, true, 10), true);
         assert!(g.is_empty());
     }

@@ -29,7 +29,9 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,7 +45,10 @@ impl StreamKey {
         if !is_valid_name(app) || !is_valid_name(name) {
             return Err(HubError::BadName);
         }
-        Ok(StreamKey { app: app.to_string(), name: name.to_string() })
+        Ok(StreamKey {
+            app: app.to_string(),
+            name: name.to_string(),
+        })
     }
 }
 
@@ -139,11 +144,19 @@ impl Hub {
     }
 
     fn app(&self, app: &str) -> Result<AppConfig, HubError> {
-        self.apps().iter().find(|a| a.name == app).cloned().ok_or(HubError::UnknownApp)
+        self.apps()
+            .iter()
+            .find(|a| a.name == app)
+            .cloned()
+            .ok_or(HubError::UnknownApp)
     }
 
     fn limits(app: &AppConfig) -> GopLimits {
-        GopLimits { enabled: app.gop_cache, max_frames: app.gop_max_frames, max_bytes: app.gop_max_bytes }
+        GopLimits {
+            enabled: app.gop_cache,
+            max_frames: app.gop_max_frames,
+            max_bytes: app.gop_max_bytes,
+        }
     }
 
     /// Validates app and name; the error says which is wrong.
@@ -162,7 +175,11 @@ impl Hub {
         if let Some(s) = streams.get(key) {
             return Ok((s.clone(), false));
         }
-        let s = Arc::new(Stream::new(key.clone(), Self::limits(&app), self.inner.settings.queue_frames));
+        let s = Arc::new(Stream::new(
+            key.clone(),
+            Self::limits(&app),
+            self.inner.settings.queue_frames,
+        ));
         streams.insert(key.clone(), s.clone());
         Ok((s, true))
     }
@@ -171,8 +188,14 @@ impl Hub {
     /// publisher dropped within the grace period is continued.
     pub fn publish(&self, key: &StreamKey, publisher: PublisherInfo) -> Result<Publisher, HubError> {
         let (stream, _) = self.get_or_create(key)?;
-        let generation = stream.claim(publisher).map_err(|p| HubError::AlreadyPublishing(p.session_id))?;
-        Ok(Publisher { stream, hub: self.inner.clone(), generation })
+        let generation = stream
+            .claim(publisher)
+            .map_err(|p| HubError::AlreadyPublishing(p.session_id))?;
+        Ok(Publisher {
+            stream,
+            hub: self.inner.clone(),
+            generation,
+        })
     }
 
     /// Subscribes a reader. A stream nobody publishes yet is created and waits for its
@@ -186,7 +209,12 @@ impl Hub {
         loop {
             let (stream, created) = self.get_or_create(key)?;
             if created {
-                schedule_reap(&self.inner, key.clone(), stream.generation(), self.inner.settings.play_wait);
+                schedule_reap(
+                    &self.inner,
+                    key.clone(),
+                    stream.generation(),
+                    self.inner.settings.play_wait,
+                );
             }
             // A stream reaped between lookup and subscribe has closed its channel: retry.
             if let Some(sub) = stream.subscribe(self.inner.settings.reader, options) {

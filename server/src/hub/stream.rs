@@ -108,7 +108,9 @@ impl RateMeter {
             return None;
         }
         let bps = (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let span = self.last_video_ts.wrapping_sub(self.first_video_ts.unwrap_or(self.last_video_ts));
+        let span = self
+            .last_video_ts
+            .wrapping_sub(self.first_video_ts.unwrap_or(self.last_video_ts));
         let fps = if span > 0 && self.video_frames > 1 {
             f64::from(self.video_frames - 1) * 1000.0 / f64::from(span)
         } else {
@@ -300,7 +302,12 @@ impl Stream {
         backlog.extend(s.metadata.iter().cloned());
         backlog.extend(s.video_header.iter().cloned());
         backlog.extend(s.audio_header.iter().cloned());
-        backlog.extend(s.side_headers.iter().map(|(_, f)| f.clone()).filter(|f| options.multitrack || !f.multitrack));
+        backlog.extend(
+            s.side_headers
+                .iter()
+                .map(|(_, f)| f.clone())
+                .filter(|f| options.multitrack || !f.multitrack),
+        );
         let gop_has_keyframe = s.gop.frames().next().is_some_and(|f| f.keyframe);
         backlog.extend(s.gop.frames().filter(|f| options.multitrack || !f.multitrack).cloned());
         let headers_version = s.headers_version;
@@ -370,8 +377,16 @@ impl Publisher {
             }
         }
         self.stream.publish_frame(
-            MediaFrame::new(FrameKind::Video, h.codec, timestamp, h.composition_offset, h.keyframe, h.kind, payload)
-                .with_multitrack(h.multitrack),
+            MediaFrame::new(
+                FrameKind::Video,
+                h.codec,
+                timestamp,
+                h.composition_offset,
+                h.keyframe,
+                h.kind,
+                payload,
+            )
+            .with_multitrack(h.multitrack),
         );
         Ok(())
     }
@@ -404,7 +419,8 @@ impl Publisher {
             }
         }
         self.stream.publish_frame(
-            MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload).with_multitrack(h.multitrack),
+            MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload)
+                .with_multitrack(h.multitrack),
         );
         Ok(())
     }
@@ -421,10 +437,20 @@ impl Publisher {
             if meta.get("audiocodecid").is_some() || meta.get("audiosamplerate").is_some() {
                 s.info.has_audio = true;
             }
-            s.info.metadata_fps = meta.get("framerate").or_else(|| meta.get("videoframerate")).and_then(|v| v.as_f64());
+            s.info.metadata_fps = meta
+                .get("framerate")
+                .or_else(|| meta.get("videoframerate"))
+                .and_then(|v| v.as_f64());
         }
-        self.stream
-            .publish_frame(MediaFrame::new(FrameKind::Data, FourCc::NONE, 0, 0, false, PacketKind::Other, body));
+        self.stream.publish_frame(MediaFrame::new(
+            FrameKind::Data,
+            FourCc::NONE,
+            0,
+            0,
+            false,
+            PacketKind::Other,
+            body,
+        ));
     }
 }
 
@@ -636,7 +662,11 @@ impl Subscriber {
         self.count_drop(missed);
         let now = Instant::now();
         self.skips.push_back(now);
-        while self.skips.front().is_some_and(|t| now.duration_since(*t) > self.limits.window) {
+        while self
+            .skips
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.limits.window)
+        {
             self.skips.pop_front();
         }
         if self.skips.len() as u32 > self.limits.max_skips {
@@ -650,7 +680,12 @@ impl Subscriber {
             self.backlog.extend(s.video_header.iter().cloned());
             self.backlog.extend(s.audio_header.iter().cloned());
             let multitrack = self.multitrack;
-            self.backlog.extend(s.side_headers.iter().map(|(_, f)| f.clone()).filter(|f| multitrack || !f.multitrack));
+            self.backlog.extend(
+                s.side_headers
+                    .iter()
+                    .map(|(_, f)| f.clone())
+                    .filter(|f| multitrack || !f.multitrack),
+            );
         }
         drop(s);
         if has_video {

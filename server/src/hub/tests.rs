@@ -12,13 +12,22 @@ fn settings() -> HubSettings {
         publisher_grace: Duration::from_secs(10),
         play_wait: Duration::from_secs(30),
         queue_frames: 16,
-        reader: ReaderLimits { max_skips: 3, window: Duration::from_secs(30), coalesce: Duration::ZERO },
+        reader: ReaderLimits {
+            max_skips: 3,
+            window: Duration::from_secs(30),
+            coalesce: Duration::ZERO,
+        },
         apps: vec![AppConfig::default()],
     }
 }
 
 fn who(id: u64) -> PublisherInfo {
-    PublisherInfo { session_id: id, protocol: "rtmp", remote: "127.0.0.1:1".into(), started: SystemTime::now() }
+    PublisherInfo {
+        session_id: id,
+        protocol: "rtmp",
+        remote: "127.0.0.1:1".into(),
+        started: SystemTime::now(),
+    }
 }
 
 fn key() -> StreamKey {
@@ -29,16 +38,21 @@ const AVC_HEADER: &[u8] = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f";
 const AAC_HEADER: &[u8] = b"\xaf\x00\x12\x10";
 
 fn keyframe(p: &Publisher, ts: u32) {
-    p.push_video(ts, Bytes::from_static(b"\x17\x01\x00\x00\x00key")).unwrap();
+    p.push_video(ts, Bytes::from_static(b"\x17\x01\x00\x00\x00key"))
+        .unwrap();
 }
 fn inter(p: &Publisher, ts: u32) {
-    p.push_video(ts, Bytes::from_static(b"\x27\x01\x00\x00\x00inter")).unwrap();
+    p.push_video(ts, Bytes::from_static(b"\x27\x01\x00\x00\x00inter"))
+        .unwrap();
 }
 fn audio(p: &Publisher, ts: u32) {
     p.push_audio(ts, Bytes::from_static(b"\xaf\x01\x21")).unwrap();
 }
 fn start(p: &Publisher) {
-    p.push_metadata(&[Amf0Value::object([("width", Amf0Value::Number(1280.0)), ("audiocodecid", Amf0Value::Number(10.0))])]);
+    p.push_metadata(&[Amf0Value::object([
+        ("width", Amf0Value::Number(1280.0)),
+        ("audiocodecid", Amf0Value::Number(10.0)),
+    ])]);
     p.push_video(0, Bytes::from_static(AVC_HEADER)).unwrap();
     p.push_audio(0, Bytes::from_static(AAC_HEADER)).unwrap();
 }
@@ -76,7 +90,11 @@ async fn late_joiner_starts_with_headers_then_keyframe() {
     );
     assert!(got[1].is_sequence_header() && got[2].is_sequence_header());
     inter(&p, 99);
-    assert_eq!(sub.recv().await.unwrap().timestamp, 99, "then live with no gap or duplicate");
+    assert_eq!(
+        sub.recv().await.unwrap().timestamp,
+        99,
+        "then live with no gap or duplicate"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,7 +127,11 @@ async fn reader_without_gop_waits_for_keyframe() {
     inter(&p, 33);
     keyframe(&p, 66);
     let f = sub.recv().await.unwrap();
-    assert_eq!((f.timestamp, f.keyframe), (66, true), "inter frame before the keyframe skipped");
+    assert_eq!(
+        (f.timestamp, f.keyframe),
+        (66, true),
+        "inter frame before the keyframe skipped"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -134,7 +156,10 @@ async fn republish_within_grace_continues_for_readers() {
     keyframe(&p2, 0);
     let frames = drain(&mut sub).await;
     let key_ts = frames.iter().find(|f| f.keyframe).unwrap().timestamp;
-    assert!(key_ts > 5000, "timestamps keep increasing across the reconnect: {key_ts}");
+    assert!(
+        key_ts > 5000,
+        "timestamps keep increasing across the reconnect: {key_ts}"
+    );
     tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(hub.stream(&key()).is_some(), "a live stream is never reaped");
 }
@@ -190,7 +215,11 @@ async fn lagging_reader_skips_to_next_keyframe_and_counts() {
     keyframe(&p, 1000);
     audio(&p, 1010);
     let f = sub.recv().await.unwrap();
-    assert_eq!((f.timestamp, f.keyframe), (1000, true), "resumes at the keyframe, no stale audio");
+    assert_eq!(
+        (f.timestamp, f.keyframe),
+        (1000, true),
+        "resumes at the keyframe, no stale audio"
+    );
     assert_eq!(sub.recv().await.unwrap().timestamp, 1010);
     assert!(sub.dropped() >= 60, "dropped {}", sub.dropped());
     assert!(hub.stream(&key()).unwrap().stats.frames_dropped.load(Ordering::Relaxed) >= 60);
@@ -273,16 +302,29 @@ async fn enhanced_side_headers_reach_late_joiners_and_multitrack_only_those_who_
 
     let mut plain = hub.subscribe(&key()).unwrap();
     let got: Vec<_> = drain(&mut plain).await.iter().map(|f| f.payload.clone()).collect();
-    assert_eq!(got, vec![Bytes::from_static(HEVC_START), Bytes::from_static(HEVC_HDR_METADATA), Bytes::from_static(HEVC_KEY)]);
+    assert_eq!(
+        got,
+        vec![
+            Bytes::from_static(HEVC_START),
+            Bytes::from_static(HEVC_HDR_METADATA),
+            Bytes::from_static(HEVC_KEY)
+        ]
+    );
 
-    let mut multi = hub.subscribe_with(&key(), SubscribeOptions { multitrack: true }).unwrap();
+    let mut multi = hub
+        .subscribe_with(&key(), SubscribeOptions { multitrack: true })
+        .unwrap();
     let got: Vec<_> = drain(&mut multi).await.iter().map(|f| f.payload.clone()).collect();
     assert_eq!(got.len(), 5, "{got:?}");
     assert!(got.contains(&Bytes::from_static(MULTITRACK_START)) && got.contains(&Bytes::from_static(MULTITRACK_KEY)));
 
     p.push_video(20, Bytes::from_static(MULTITRACK_KEY)).unwrap();
     p.push_video(20, Bytes::from_static(HEVC_KEY)).unwrap();
-    assert_eq!(plain.recv().await.unwrap().payload, Bytes::from_static(HEVC_KEY), "plain reader skips multitrack");
+    assert_eq!(
+        plain.recv().await.unwrap().payload,
+        Bytes::from_static(HEVC_KEY),
+        "plain reader skips multitrack"
+    );
     assert_eq!(multi.recv().await.unwrap().payload, Bytes::from_static(MULTITRACK_KEY));
     let info = hub.stream(&key()).unwrap().info();
     assert_eq!(info.video_codec, Some(crate::codec::media::FourCc::HEVC));
@@ -301,7 +343,11 @@ async fn ingest_bitrate_and_frame_rate_are_measured() {
         tokio::time::advance(Duration::from_micros(33_333)).await;
     }
     let info = hub.stream(&key()).unwrap().info();
-    assert!((info.measured_fps.unwrap() - 30.0).abs() < 0.5, "{:?}", info.measured_fps);
+    assert!(
+        (info.measured_fps.unwrap() - 30.0).abs() < 0.5,
+        "{:?}",
+        info.measured_fps
+    );
     assert!((230..=250).contains(&info.bitrate_kbps), "{}", info.bitrate_kbps);
 }
 
@@ -356,7 +402,11 @@ async fn coalescing_never_delays_a_backlog_that_fills_batches() {
     while got.len() < 43 {
         sub.recv_batch(&mut got, 8).await.unwrap();
     }
-    assert_eq!(t0.elapsed(), Duration::ZERO, "full batches are followed at once by the next");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "full batches are followed at once by the next"
+    );
     assert_eq!(got.last().unwrap().timestamp, 39 * 33);
 }
 

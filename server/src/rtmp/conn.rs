@@ -11,12 +11,12 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
 use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
+use crate::hub::StreamKey;
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
 use crate::net::write_all_bytes;
-use crate::hub::StreamKey;
 use crate::server::Context;
-use crate::webhooks::{millis, Event};
 use crate::session::{Protocol, Role, SessionGuard};
+use crate::webhooks::{millis, Event};
 
 /// Frames written to a player in one vectored write at most.
 const MAX_BATCH_FRAMES: usize = 64;
@@ -76,7 +76,10 @@ where
 
 fn is_disconnect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted)
+    matches!(
+        e.kind(),
+        ConnectionReset | BrokenPipe | UnexpectedEof | ConnectionAborted
+    )
 }
 
 struct Player {
@@ -292,7 +295,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     /// A lifecycle event about this connection.
-    fn event(&self, event: &'static str, action: &'static str, app: &str, name: &str, query: &str, ended: bool) -> Event {
+    fn event(
+        &self,
+        event: &'static str,
+        action: &'static str,
+        app: &str,
+        name: &str,
+        query: &str,
+        ended: bool,
+    ) -> Event {
         let e = self.guard.entry();
         Event {
             event,
@@ -313,7 +324,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends `donePublish`/`donePlay` for the current activity, once.
     fn activity_done(&mut self) {
         if let Some((role, key, query)) = self.active.take() {
-            let (name, action) = if role == Role::Publisher { ("donePublish", "publish") } else { ("donePlay", "play") };
+            let (name, action) = if role == Role::Publisher {
+                ("donePublish", "publish")
+            } else {
+                ("donePlay", "play")
+            };
             let ev = self.event(name, action, &key.app, &key.name, &query, true);
             self.ctx.webhooks.notify(ev);
         }
@@ -321,18 +336,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Asks the `pre*` webhooks; `Err` is the refusal reason.
     async fn ask(&self, role: Role, key: &StreamKey, query: &str) -> Result<(), String> {
-        let (name, action) = if role == Role::Publisher { ("prePublish", "publish") } else { ("prePlay", "play") };
-        self.ctx.webhooks.ask(&self.event(name, action, &key.app, &key.name, query, false)).await
+        let (name, action) = if role == Role::Publisher {
+            ("prePublish", "publish")
+        } else {
+            ("prePlay", "play")
+        };
+        self.ctx
+            .webhooks
+            .ask(&self.event(name, action, &key.app, &key.name, query, false))
+            .await
     }
 
     fn started(&mut self, role: Role, key: &StreamKey, query: &str) {
-        let (name, action) = if role == Role::Publisher { ("postPublish", "publish") } else { ("postPlay", "play") };
-        self.ctx.webhooks.notify(self.event(name, action, &key.app, &key.name, query, false));
+        let (name, action) = if role == Role::Publisher {
+            ("postPublish", "publish")
+        } else {
+            ("postPlay", "play")
+        };
+        self.ctx
+            .webhooks
+            .notify(self.event(name, action, &key.app, &key.name, query, false));
         self.active = Some((role, key.clone(), query.to_string()));
     }
 
     fn app(&self) -> String {
-        self.session.as_ref().and_then(|s| s.connect_info()).map(|c| c.app.clone()).unwrap_or_default()
+        self.session
+            .as_ref()
+            .and_then(|s| s.connect_info())
+            .map(|c| c.app.clone())
+            .unwrap_or_default()
     }
 
     async fn start_publish(&mut self, req: StreamRequest) -> Result<(), ConnError> {
@@ -341,17 +373,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             Ok(k) => k,
             Err(e) => return self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
         };
-        let key = match self.ctx.authorize(&key, Role::Publisher, &req.query, Some(self.peer.ip()), self.id) {
+        let key = match self
+            .ctx
+            .authorize(&key, Role::Publisher, &req.query, Some(self.peer.ip()), self.id)
+        {
             Ok(public) => public.unwrap_or(key),
             Err(d) => {
-                self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &d.to_string());
+                self.session()
+                    .reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &d.to_string());
                 self.flush().await?;
                 // The name may be a stream key: never log it.
                 return Err(ConnError::Refused(format!("publish: {d}")));
             }
         };
         if let Err(why) = self.ask(Role::Publisher, &key, &req.query).await {
-            self.session().reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &why);
+            self.session()
+                .reject_publish(req.stream_id, "NetStream.Publish.Unauthorized", &why);
             self.flush().await?;
             return Err(ConnError::Refused(format!("publish: {why}")));
         }
@@ -383,15 +420,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn start_play(&mut self, req: StreamRequest) -> Result<(), ConnError> {
         let app = self.app();
         let options = SubscribeOptions {
-            multitrack: self.session.as_ref().and_then(|s| s.connect_info()).is_some_and(|c| c.wants_multitrack()),
+            multitrack: self
+                .session
+                .as_ref()
+                .and_then(|s| s.connect_info())
+                .is_some_and(|c| c.wants_multitrack()),
         };
         let mut key = self.ctx.hub.key(&app, &req.name);
         if let Ok(k) = &key {
-            match self.ctx.authorize(k, Role::Player, &req.query, Some(self.peer.ip()), self.id) {
+            match self
+                .ctx
+                .authorize(k, Role::Player, &req.query, Some(self.peer.ip()), self.id)
+            {
                 Ok(Some(public)) => key = Ok(public),
                 Ok(None) => {}
                 Err(d) => {
-                    self.session().reject_play(req.stream_id, "NetStream.Play.Unauthorized", &d.to_string());
+                    self.session()
+                        .reject_play(req.stream_id, "NetStream.Play.Unauthorized", &d.to_string());
                     self.flush().await?;
                     return Err(ConnError::Refused(format!("play: {d}")));
                 }
@@ -399,7 +444,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         if let Ok(k) = &key {
             if let Err(why) = self.ask(Role::Player, k, &req.query).await {
-                self.session().reject_play(req.stream_id, "NetStream.Play.Unauthorized", &why);
+                self.session()
+                    .reject_play(req.stream_id, "NetStream.Play.Unauthorized", &why);
                 self.flush().await?;
                 return Err(ConnError::Refused(format!("play: {why}")));
             }
@@ -411,12 +457,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.guard.set_activity(Some((Role::Player, sub.stream().key.clone())));
                 self.session().accept_play(req.stream_id);
                 let key = sub.stream().key.clone();
-                self.player = Some(Player { sub, stream_id: req.stream_id });
+                self.player = Some(Player {
+                    sub,
+                    stream_id: req.stream_id,
+                });
                 self.started(Role::Player, &key, &req.query);
                 Ok(())
             }
             Err(e) => {
-                self.session().reject_play(req.stream_id, "NetStream.Play.StreamNotFound", &e.to_string());
+                self.session()
+                    .reject_play(req.stream_id, "NetStream.Play.StreamNotFound", &e.to_string());
                 self.flush().await?;
                 Err(ConnError::Refused(format!("play {:?}: {e}", req.name)))
             }

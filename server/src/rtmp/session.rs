@@ -89,14 +89,24 @@ pub enum SessionEvent {
     PublishRequested(StreamRequest),
     /// Answer with [`Session::accept_play`] or [`Session::reject_play`].
     PlayRequested(StreamRequest),
-    Video { timestamp: u32, payload: Bytes },
-    Audio { timestamp: u32, payload: Bytes },
+    Video {
+        timestamp: u32,
+        payload: Bytes,
+    },
+    Audio {
+        timestamp: u32,
+        payload: Bytes,
+    },
     /// `@setDataFrame onMetaData` / `onMetaData`: the values after the name.
     Metadata(Vec<Amf0Value>),
     /// The publisher ended its stream (FCUnpublish, deleteStream or closeStream).
-    Unpublished { stream_id: u32 },
+    Unpublished {
+        stream_id: u32,
+    },
     /// The player stopped (deleteStream, closeStream, play stop).
-    PlayStopped { stream_id: u32 },
+    PlayStopped {
+        stream_id: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +224,9 @@ impl Session {
                         Ok(m) => self.handle_message(m, timestamp, stream_id)?,
                         // A bad AMF body in a data message is the publisher's problem, not a
                         // reason to drop a live stream; commands must parse.
-                        Err(e @ MessageError::Amf { type_id, .. }) if type_id != message::TYPE_COMMAND_AMF0 && type_id != message::TYPE_COMMAND_AMF3 => {
+                        Err(e @ MessageError::Amf { type_id, .. })
+                            if type_id != message::TYPE_COMMAND_AMF0 && type_id != message::TYPE_COMMAND_AMF3 =>
+                        {
                             tracing::debug!("ignoring data message: {e}");
                         }
                         Err(e) => return Err(e.into()),
@@ -260,12 +272,18 @@ impl Session {
                 if self.is_publishing(stream_id) {
                     for part in split_aggregate(&body, timestamp) {
                         match part.type_id {
-                            message::TYPE_VIDEO if !part.payload.is_empty() => self
-                                .events
-                                .push_back(SessionEvent::Video { timestamp: part.timestamp, payload: part.payload }),
-                            message::TYPE_AUDIO if !part.payload.is_empty() => self
-                                .events
-                                .push_back(SessionEvent::Audio { timestamp: part.timestamp, payload: part.payload }),
+                            message::TYPE_VIDEO if !part.payload.is_empty() => {
+                                self.events.push_back(SessionEvent::Video {
+                                    timestamp: part.timestamp,
+                                    payload: part.payload,
+                                })
+                            }
+                            message::TYPE_AUDIO if !part.payload.is_empty() => {
+                                self.events.push_back(SessionEvent::Audio {
+                                    timestamp: part.timestamp,
+                                    payload: part.payload,
+                                })
+                            }
                             _ => {}
                         }
                     }
@@ -332,18 +350,30 @@ impl Session {
                 }
                 let id = self.next_stream_id;
                 self.next_stream_id += 1;
-                self.send_result(c.transaction_id, Amf0Value::Null, vec![Amf0Value::Number(f64::from(id))]);
+                self.send_result(
+                    c.transaction_id,
+                    Amf0Value::Null,
+                    vec![Amf0Value::Number(f64::from(id))],
+                );
             }
             "publish" | "play" => {
                 let publish = c.name == "publish";
                 if self.role != Role::None || self.pending_request.is_some() {
-                    let code = if publish { "NetStream.Publish.BadConnection" } else { "NetStream.Play.Failed" };
+                    let code = if publish {
+                        "NetStream.Publish.BadConnection"
+                    } else {
+                        "NetStream.Play.Failed"
+                    };
                     self.on_status(stream_id, "error", code, "Connection already publishing or playing");
                     return Ok(());
                 }
                 let full = arg_str(0);
                 let (name, query) = split_query(&full);
-                let req = StreamRequest { stream_id, name: name.to_string(), query: query.to_string() };
+                let req = StreamRequest {
+                    stream_id,
+                    name: name.to_string(),
+                    query: query.to_string(),
+                };
                 self.pending_request = Some(stream_id);
                 self.events.push_back(if publish {
                     SessionEvent::PublishRequested(req)
@@ -391,18 +421,33 @@ impl Session {
 
     fn unpublish(&mut self, stream_id: u32) {
         self.role = Role::None;
-        self.on_status(stream_id, "status", "NetStream.Unpublish.Success", "Stream is now unpublished");
+        self.on_status(
+            stream_id,
+            "status",
+            "NetStream.Unpublish.Success",
+            "Stream is now unpublished",
+        );
         self.events.push_back(SessionEvent::Unpublished { stream_id });
     }
 
     fn send_result(&mut self, txid: f64, object: Amf0Value, args: Vec<Amf0Value>) {
-        let m = Message::Command(Command { name: "_result".into(), transaction_id: txid, object, args });
+        let m = Message::Command(Command {
+            name: "_result".into(),
+            transaction_id: txid,
+            object,
+            args,
+        });
         self.send(m, 0);
     }
 
     fn send_error(&mut self, txid: f64, code: &str, description: &str) {
         let info = status_object("error", code, description);
-        let m = Message::Command(Command { name: "_error".into(), transaction_id: txid, object: Amf0Value::Null, args: vec![info] });
+        let m = Message::Command(Command {
+            name: "_error".into(),
+            transaction_id: txid,
+            object: Amf0Value::Null,
+            args: vec![info],
+        });
         self.send(m, 0);
     }
 
@@ -425,7 +470,13 @@ impl Session {
         let encoding = self.connect.as_ref().map_or(0.0, |c| c.object_encoding);
         let enhanced = self.connect.as_ref().is_some_and(|c| c.enhanced);
         self.send(Message::WindowAckSize(WINDOW_ACK_SIZE), 0);
-        self.send(Message::SetPeerBandwidth { size: WINDOW_ACK_SIZE, limit_type: 2 }, 0);
+        self.send(
+            Message::SetPeerBandwidth {
+                size: WINDOW_ACK_SIZE,
+                limit_type: 2,
+            },
+            0,
+        );
         self.send(Message::SetChunkSize(self.config.chunk_size), 0);
         let mut props = vec![
             ("fmsVer".to_string(), Amf0Value::from("FMS/3,0,1,123")),
@@ -433,14 +484,26 @@ impl Session {
         ];
         if enhanced {
             // Enhanced RTMP: the server echoes what it supports with the same names.
-            let list = VIDEO_FOURCCS.iter().chain(AUDIO_FOURCCS).map(|f| Amf0Value::from(*f)).collect();
+            let list = VIDEO_FOURCCS
+                .iter()
+                .chain(AUDIO_FOURCCS)
+                .map(|f| Amf0Value::from(*f))
+                .collect();
             let map = |codecs: &[&str]| {
-                Amf0Value::Object(codecs.iter().map(|f| (f.to_string(), Amf0Value::Number(FOURCC_CAN_FORWARD))).collect())
+                Amf0Value::Object(
+                    codecs
+                        .iter()
+                        .map(|f| (f.to_string(), Amf0Value::Number(FOURCC_CAN_FORWARD)))
+                        .collect(),
+                )
             };
             props.push(("fourCcList".into(), Amf0Value::StrictArray(list)));
             props.push(("videoFourCcInfoMap".into(), map(VIDEO_FOURCCS)));
             props.push(("audioFourCcInfoMap".into(), map(AUDIO_FOURCCS)));
-            props.push(("capsEx".into(), Amf0Value::Number(f64::from(CAPS_EX_MULTITRACK | CAPS_EX_MODEX))));
+            props.push((
+                "capsEx".into(),
+                Amf0Value::Number(f64::from(CAPS_EX_MULTITRACK | CAPS_EX_MODEX)),
+            ));
         }
         let props = Amf0Value::Object(props);
         let info = Amf0Value::object([
@@ -455,7 +518,12 @@ impl Session {
     /// Refuses `connect`; the caller closes the connection after flushing output.
     pub fn reject_connect(&mut self, description: &str) {
         let info = status_object("error", "NetConnection.Connect.Rejected", description);
-        let m = Message::Command(Command { name: "_error".into(), transaction_id: self.connect_txid, object: Amf0Value::Null, args: vec![info] });
+        let m = Message::Command(Command {
+            name: "_error".into(),
+            transaction_id: self.connect_txid,
+            object: Amf0Value::Null,
+            args: vec![info],
+        });
         self.send(m, 0);
     }
 
@@ -478,9 +546,18 @@ impl Session {
         self.pending_request = None;
         self.role = Role::Playing(stream_id);
         self.send(Message::UserControl(UserControl::StreamBegin(stream_id)), 0);
-        self.on_status(stream_id, "status", "NetStream.Play.Reset", "Playing and resetting stream.");
+        self.on_status(
+            stream_id,
+            "status",
+            "NetStream.Play.Reset",
+            "Playing and resetting stream.",
+        );
         self.on_status(stream_id, "status", "NetStream.Play.Start", "Started playing stream.");
-        let access = Message::Data(vec![Amf0Value::from("|RtmpSampleAccess"), Amf0Value::Boolean(true), Amf0Value::Boolean(true)]);
+        let access = Message::Data(vec![
+            Amf0Value::from("|RtmpSampleAccess"),
+            Amf0Value::Boolean(true),
+            Amf0Value::Boolean(true),
+        ]);
         access.encode(&mut self.output, 0, stream_id, self.config.chunk_size);
     }
 
@@ -491,7 +568,12 @@ impl Session {
 
     /// Tells a player its stream ended: UnpublishNotify, StreamEOF and Play.Stop.
     pub fn end_play(&mut self, stream_id: u32) {
-        self.on_status(stream_id, "status", "NetStream.Play.UnpublishNotify", "Stream is now unpublished.");
+        self.on_status(
+            stream_id,
+            "status",
+            "NetStream.Play.UnpublishNotify",
+            "Stream is now unpublished.",
+        );
         self.send(Message::UserControl(UserControl::StreamEof(stream_id)), 0);
         self.on_status(stream_id, "status", "NetStream.Play.Stop", "Stopped playing stream.");
         self.role = Role::None;

@@ -6,7 +6,11 @@ use super::*;
 use crate::codec::chunk::{ChunkDecoder, RawMessage};
 use crate::codec::handshake::ClientHandshake;
 
-const CONFIG: SessionConfig = SessionConfig { chunk_size: 60000, max_peer_chunk_size: 1 << 20, max_message_size: 1 << 20 };
+const CONFIG: SessionConfig = SessionConfig {
+    chunk_size: 60000,
+    max_peer_chunk_size: 1 << 20,
+    max_message_size: 1 << 20,
+};
 
 /// A client that has completed the handshake, with a decoder for what the server sends.
 struct Client {
@@ -28,7 +32,11 @@ impl Client {
         session.handle_input(&c2).unwrap();
         assert!(session.handshake_done());
         assert_eq!(session.used_complex_handshake(), complex);
-        Client { session, decoder: ChunkDecoder::new(1 << 20, 1 << 20), chunk_size: 128 }
+        Client {
+            session,
+            decoder: ChunkDecoder::new(1 << 20, 1 << 20),
+            chunk_size: 128,
+        }
     }
 
     fn send(&mut self, m: Message, stream_id: u32) {
@@ -41,9 +49,21 @@ impl Client {
     }
 
     fn command(&mut self, name: &str, txid: f64, args: Vec<Amf0Value>, stream_id: u32) {
-        let object = if name == "connect" { args[0].clone() } else { Amf0Value::Null };
+        let object = if name == "connect" {
+            args[0].clone()
+        } else {
+            Amf0Value::Null
+        };
         let args = if name == "connect" { vec![] } else { args };
-        self.send(Message::Command(Command { name: name.into(), transaction_id: txid, object, args }), stream_id);
+        self.send(
+            Message::Command(Command {
+                name: name.into(),
+                transaction_id: txid,
+                object,
+                args,
+            }),
+            stream_id,
+        );
     }
 
     /// Everything the server sent since the last call.
@@ -80,9 +100,10 @@ impl Client {
 fn status_codes(msgs: &[(RawMessage, Message)]) -> Vec<(u32, String)> {
     msgs.iter()
         .filter_map(|(raw, m)| match m {
-            Message::Command(c) if c.name == "onStatus" => {
-                Some((raw.stream_id, c.args[0].get("code").and_then(|v| v.as_str()).unwrap_or("").to_string()))
-            }
+            Message::Command(c) if c.name == "onStatus" => Some((
+                raw.stream_id,
+                c.args[0].get("code").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+            )),
             _ => None,
         })
         .collect()
@@ -98,11 +119,22 @@ fn connect_with_object_encoding_3_is_answered() {
         let got = c.received();
         let kinds: Vec<_> = got.iter().map(|(_, m)| m.clone()).collect();
         assert_eq!(kinds[0], Message::WindowAckSize(5_000_000));
-        assert_eq!(kinds[1], Message::SetPeerBandwidth { size: 5_000_000, limit_type: 2 });
+        assert_eq!(
+            kinds[1],
+            Message::SetPeerBandwidth {
+                size: 5_000_000,
+                limit_type: 2
+            }
+        );
         assert_eq!(kinds[2], Message::SetChunkSize(60000));
-        let Message::Command(result) = &kinds[3] else { panic!("{:?}", kinds[3]) };
+        let Message::Command(result) = &kinds[3] else {
+            panic!("{:?}", kinds[3])
+        };
         assert_eq!((result.name.as_str(), result.transaction_id), ("_result", 1.0));
-        assert_eq!(result.args[0].get("code").and_then(|v| v.as_str()), Some("NetConnection.Connect.Success"));
+        assert_eq!(
+            result.args[0].get("code").and_then(|v| v.as_str()),
+            Some("NetConnection.Connect.Success")
+        );
         assert_eq!(result.args[0].get("objectEncoding").and_then(|v| v.as_f64()), Some(3.0));
     }
 }
@@ -117,24 +149,45 @@ fn publish_flow_like_ffmpeg() {
     c.command("FCPublish", 3.0, vec!["cam".into()], 0);
     c.command("createStream", 4.0, vec![], 0);
     let got = c.received();
-    let Message::Command(cs) = &got.last().unwrap().1 else { panic!() };
-    assert_eq!((cs.name.as_str(), cs.transaction_id, cs.args[0].as_f64()), ("_result", 4.0, Some(1.0)));
+    let Message::Command(cs) = &got.last().unwrap().1 else {
+        panic!()
+    };
+    assert_eq!(
+        (cs.name.as_str(), cs.transaction_id, cs.args[0].as_f64()),
+        ("_result", 4.0, Some(1.0))
+    );
     c.command("publish", 5.0, vec!["cam?key=1".into(), "live".into()], 1);
     assert_eq!(
         c.events(),
-        vec![SessionEvent::PublishRequested(StreamRequest { stream_id: 1, name: "cam".into(), query: "key=1".into() })]
+        vec![SessionEvent::PublishRequested(StreamRequest {
+            stream_id: 1,
+            name: "cam".into(),
+            query: "key=1".into()
+        })]
     );
     c.session.accept_publish(1);
-    assert_eq!(status_codes(&c.received()), vec![(1, "NetStream.Publish.Start".to_string())]);
+    assert_eq!(
+        status_codes(&c.received()),
+        vec![(1, "NetStream.Publish.Start".to_string())]
+    );
 
     let meta = Amf0Value::EcmaArray(vec![("width".into(), Amf0Value::Number(1280.0))]);
-    c.send(Message::Data(vec!["@setDataFrame".into(), "onMetaData".into(), meta.clone()]), 1);
+    c.send(
+        Message::Data(vec!["@setDataFrame".into(), "onMetaData".into(), meta.clone()]),
+        1,
+    );
     let big = Bytes::from(vec![0x17u8; 10_000]);
     c.send(Message::Video(big.clone()), 1);
     c.send(Message::Audio(Bytes::from_static(b"\xaf\x01\x00")), 1);
     let ev = c.events();
     assert_eq!(ev[0], SessionEvent::Metadata(vec![meta]));
-    assert_eq!(ev[1], SessionEvent::Video { timestamp: 0, payload: big });
+    assert_eq!(
+        ev[1],
+        SessionEvent::Video {
+            timestamp: 0,
+            payload: big
+        }
+    );
     assert!(matches!(ev[2], SessionEvent::Audio { .. }));
 
     c.command("FCUnpublish", 6.0, vec!["cam".into()], 1);
@@ -150,8 +203,12 @@ fn rejected_publish_gets_bad_name() {
     c.command("publish", 3.0, vec!["cam".into()], 1);
     c.events();
     c.received();
-    c.session.reject_publish(1, "NetStream.Publish.BadName", "already publishing");
-    assert_eq!(status_codes(&c.received()), vec![(1, "NetStream.Publish.BadName".to_string())]);
+    c.session
+        .reject_publish(1, "NetStream.Publish.BadName", "already publishing");
+    assert_eq!(
+        status_codes(&c.received()),
+        vec![(1, "NetStream.Publish.BadName".to_string())]
+    );
     assert_eq!(c.session.role(), Role::None);
 }
 
@@ -167,14 +224,21 @@ fn play_flow_and_end_use_the_created_stream_id() {
     assert!(matches!(&c.events()[..], [SessionEvent::PlayRequested(r)] if r.stream_id == 2 && r.name == "cam"));
     c.session.accept_play(2);
     let got = c.received();
-    assert!(got.iter().any(|(_, m)| *m == Message::UserControl(UserControl::StreamBegin(2))));
+    assert!(got
+        .iter()
+        .any(|(_, m)| *m == Message::UserControl(UserControl::StreamBegin(2))));
     assert_eq!(
         status_codes(&got),
-        vec![(2, "NetStream.Play.Reset".to_string()), (2, "NetStream.Play.Start".to_string())]
+        vec![
+            (2, "NetStream.Play.Reset".to_string()),
+            (2, "NetStream.Play.Start".to_string())
+        ]
     );
     c.session.end_play(2);
     let got = c.received();
-    assert!(got.iter().any(|(_, m)| *m == Message::UserControl(UserControl::StreamEof(2))));
+    assert!(got
+        .iter()
+        .any(|(_, m)| *m == Message::UserControl(UserControl::StreamEof(2))));
     assert_eq!(status_codes(&got)[0], (2, "NetStream.Play.UnpublishNotify".to_string()));
 }
 
@@ -191,16 +255,27 @@ fn ping_request_is_answered_and_window_acknowledged() {
     c.session.accept_publish(1);
     c.received();
     c.send(Message::Video(Bytes::from(vec![0x27u8; 1500])), 1);
-    assert!(c.received().iter().any(|(_, m)| matches!(m, Message::Acknowledgement(n) if *n > 1000)));
+    assert!(c
+        .received()
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Acknowledgement(n) if *n > 1000)));
 }
 
 #[test]
 fn media_before_publish_is_ignored_and_commands_before_connect_fail() {
     let mut c = Client::new(false);
     let mut out = BytesMut::new();
-    Message::Command(Command { name: "createStream".into(), transaction_id: 2.0, object: Amf0Value::Null, args: vec![] })
-        .encode(&mut out, 0, 0, 128);
-    assert!(matches!(c.session.handle_input(&out), Err(SessionError::NotConnected(_))));
+    Message::Command(Command {
+        name: "createStream".into(),
+        transaction_id: 2.0,
+        object: Amf0Value::Null,
+        args: vec![],
+    })
+    .encode(&mut out, 0, 0, 128);
+    assert!(matches!(
+        c.session.handle_input(&out),
+        Err(SessionError::NotConnected(_))
+    ));
     let mut c = Client::new(false);
     c.connect("live", 0.0);
     c.send(Message::Video(Bytes::from_static(b"\x17\x01")), 1);
@@ -223,18 +298,33 @@ fn enhanced_connect_is_answered_with_our_codecs_and_caps() {
     ]);
     c.command("connect", 1.0, vec![obj], 0);
     let ev = c.events();
-    let SessionEvent::ConnectRequested(info) = &ev[0] else { panic!("{ev:?}") };
+    let SessionEvent::ConnectRequested(info) = &ev[0] else {
+        panic!("{ev:?}")
+    };
     assert!(info.enhanced && info.wants_multitrack());
     c.session.accept_connect();
     let got = c.received();
-    let Some(Message::Command(result)) = got.iter().map(|(_, m)| m).find(|m| matches!(m, Message::Command(c) if c.name == "_result")) else {
+    let Some(Message::Command(result)) = got
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| matches!(m, Message::Command(c) if c.name == "_result"))
+    else {
         panic!("no _result")
     };
-    let Some(Amf0Value::StrictArray(list)) = result.object.get("fourCcList") else { panic!("{:?}", result.object) };
+    let Some(Amf0Value::StrictArray(list)) = result.object.get("fourCcList") else {
+        panic!("{:?}", result.object)
+    };
     for f in ["hvc1", "av01", "vp09", "Opus"] {
         assert!(list.contains(&Amf0Value::from(f)), "{f} listed");
     }
-    assert_eq!(result.object.get("videoFourCcInfoMap").and_then(|m| m.get("hvc1")).and_then(|v| v.as_f64()), Some(4.0));
+    assert_eq!(
+        result
+            .object
+            .get("videoFourCcInfoMap")
+            .and_then(|m| m.get("hvc1"))
+            .and_then(|v| v.as_f64()),
+        Some(4.0)
+    );
     assert_eq!(result.object.get("capsEx").and_then(|v| v.as_f64()), Some(6.0));
 }
 
@@ -243,7 +333,11 @@ fn legacy_connect_gets_no_enhanced_properties() {
     let mut c = Client::new(false);
     c.connect("live", 0.0);
     let got = c.received();
-    let Some(Message::Command(result)) = got.iter().map(|(_, m)| m).find(|m| matches!(m, Message::Command(c) if c.name == "_result")) else {
+    let Some(Message::Command(result)) = got
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| matches!(m, Message::Command(c) if c.name == "_result"))
+    else {
         panic!("no _result")
     };
     assert!(result.object.get("fourCcList").is_none());
