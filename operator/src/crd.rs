@@ -514,21 +514,6 @@ fn list_at<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
-/// A DNS name, optionally starting with one `*.` wildcard label (what the server accepts in
-/// `tls.certificates[].hosts`).
-pub fn is_host_pattern(host: &str) -> bool {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Every CEL rule in the CRDs. The schema gets these strings; [`crate::validate`] runs the
 /// `check` twins.
 pub const CEL_RULES: &[CelRule] = &[
@@ -560,7 +545,7 @@ pub const CEL_RULES: &[CelRule] = &[
         on: "MediaApp.spec.tls",
         rule: "self.hosts.all(h, h.matches('^([*][.])?([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?[.])*[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$'))",
         message: "hosts must be DNS names, optionally starting with *.",
-        check: |v| list_at(v, "hosts").iter().all(|h| h.as_str().is_some_and(is_host_pattern)),
+        check: |v| list_at(v, "hosts").iter().all(|h| h.as_str().is_some_and(ferrocast_server::config::is_valid_host_pattern)),
     },
     CelRule {
         on: "MediaApp.spec.service",

@@ -554,8 +554,9 @@ impl Config {
     }
 }
 
-/// A DNS name, optionally starting with one `*.` wildcard label.
-fn is_valid_host_pattern(host: &str) -> bool {
+/// A DNS name, optionally starting with one `*.` wildcard label (`tls.certificates[].hosts`;
+/// the operator checks MediaApp hosts with it too).
+pub fn is_valid_host_pattern(host: &str) -> bool {
     let name = host.strip_prefix("*.").unwrap_or(host);
     !name.is_empty()
         && name.len() <= 253

@@ -39,7 +39,7 @@ pub use fixtures::Live;
 pub use flv::{FlvHeader, FlvParser, Tag};
 pub use player::{FlvPlayer, StreamEnd};
 pub use process::{run_bounded, Proc};
-pub use publisher::Publisher;
+pub use publisher::{publish_accepted, Publisher};
 pub use server::{TestServer, TestServerBuilder};
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,4 +54,14 @@ pub fn unique_name(prefix: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{prefix}_{}_{n}_{:x}", std::process::id(), nanos & 0xffff)
+}
+
+/// An argon2 PHC hash of `password`, as API user files hold them.
+pub fn argon2_phc(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes make a salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashes")
+        .to_string()
 }

@@ -166,3 +166,15 @@ impl Publisher {
         tail(&self.proc.log_text(), 4000).to_string()
     }
 }
+
+/// Whether an ffmpeg publish to `url` is accepted: it keeps running (accepted) or exits at
+/// once with an error (refused).
+pub async fn publish_accepted(url: &str) -> bool {
+    let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
+    let refused = p
+        .wait_within(std::time::Duration::from_secs(3))
+        .await
+        .is_some_and(|s| !s.success());
+    p.kill().await;
+    !refused
+}

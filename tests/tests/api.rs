@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use ferrocast_tests::http::request;
-use ferrocast_tests::{unique_name, FlvPlayer, Live, Publisher, StreamEnd, TempDir, TestServer, TestServerBuilder};
+use ferrocast_tests::{
+    argon2_phc, unique_name, FlvPlayer, Live, Publisher, StreamEnd, TempDir, TestServer, TestServerBuilder,
+};
 use serde_json::Value;
 
 const USER: &str = "admin";
@@ -17,11 +17,7 @@ const PASSWORD: &str = "correct horse battery staple";
 fn users_dir() -> TempDir {
     let dir = TempDir::new("api-users").unwrap();
     std::fs::create_dir_all(dir.join("..data")).unwrap();
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
-    let phc = Argon2::default()
-        .hash_password(PASSWORD.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
+    let phc = argon2_phc(PASSWORD);
     std::fs::write(dir.join(USER), format!("{phc}\n")).unwrap();
     std::fs::write(dir.join("ops"), format!("{phc}\n")).unwrap();
     dir

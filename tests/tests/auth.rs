@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrocast_tests::http::get;
-use ferrocast_tests::{require_tool, unique_name, Publisher, TempDir, TestServer};
+use ferrocast_tests::{publish_accepted, require_tool, unique_name, Publisher, TempDir, TestServer};
 
 fn md5_hex(s: &str) -> String {
     let out = std::process::Command::new(require_tool("md5sum"))
@@ -42,18 +42,6 @@ async fn signed_server(dir: &TempDir) -> TestServer {
         .start()
         .await
         .expect("server starts")
-}
-
-/// Whether an ffmpeg publish to `url` is accepted: it keeps running (accepted) or exits at
-/// once with an error (refused).
-async fn publish_accepted(url: &str) -> bool {
-    let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
-    let refused = p
-        .wait_within(Duration::from_secs(3))
-        .await
-        .is_some_and(|s| !s.success());
-    p.kill().await;
-    !refused
 }
 
 #[tokio::test]

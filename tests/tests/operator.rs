@@ -14,7 +14,7 @@ use ferrocast_operator::render::{render, Desired, Fleet, Inputs, CONFIG_KEY};
 use ferrocast_server::config::Config;
 use ferrocast_tests::kube_mount::KubeMount;
 use ferrocast_tests::server::free_ports;
-use ferrocast_tests::{require_tool, workspace_root, Publisher, TestServer};
+use ferrocast_tests::{publish_accepted, require_tool, workspace_root, Publisher, TestServer};
 use k8s_openapi::ByteString;
 
 const NS: &str = "streaming";
@@ -84,18 +84,6 @@ fn secret_files(d: &Desired) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect()
-}
-
-/// Whether an ffmpeg publish to `url` is accepted: it keeps running (accepted) or exits at
-/// once with an error (refused).
-async fn publish_accepted(url: &str) -> bool {
-    let mut p = Publisher::builder(url).duration_secs(6).start().expect("ffmpeg starts");
-    let refused = p
-        .wait_within(Duration::from_secs(3))
-        .await
-        .is_some_and(|s| !s.success());
-    p.kill().await;
-    !refused
 }
 
 /// `POST /api/v1/login`'s status.

@@ -7,8 +7,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use ferrocast_tests::fixtures::{assert_h264_720p_and_aac_only, ffprobe, LIVE_TIMEOUT};
 use ferrocast_tests::process::{describe_output, run_bounded};
 use ferrocast_tests::server::{free_ports, TlsCertificate};
@@ -16,7 +14,7 @@ use ferrocast_tests::tls::{
     connect, h2_flv_player, h2_get_with_window, https_flv_player, https_request, presented, wss_flv_player, Issued,
     SecretDir, TestCa, Trust, ALPN_HTTP11,
 };
-use ferrocast_tests::{http, server_bin, unique_name, Publisher, TempDir, TestServer};
+use ferrocast_tests::{argon2_phc, http, server_bin, unique_name, Publisher, TempDir, TestServer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -319,11 +317,7 @@ async fn sni_picks_each_hostnames_certificate_and_the_default_without_sni() {
 /// A users directory for the API with one argon2 user.
 fn users_dir() -> TempDir {
     let dir = TempDir::new("tls-api-users").unwrap();
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
-    let phc = Argon2::default()
-        .hash_password(PASSWORD.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
+    let phc = argon2_phc(PASSWORD);
     std::fs::write(dir.join(USER), format!("{phc}\n")).unwrap();
     dir
 }
