@@ -102,6 +102,9 @@ pub struct HubConfig {
     pub play_wait_secs: u64,
     /// Frames buffered per stream for readers; a reader further behind skips to a keyframe.
     pub reader_queue_frames: usize,
+    /// Bytes buffered per stream for readers, each frame counted with the RTMP and FLV
+    /// encodings made of it; the oldest frames go first when either bound is reached.
+    pub reader_queue_bytes: usize,
     /// A reader that has to skip this many times within `slow_reader_window_secs` is disconnected.
     pub slow_reader_max_skips: u32,
     pub slow_reader_window_secs: u64,
@@ -253,6 +256,8 @@ pub struct AppConfig {
     /// Keep the latest GOP so new players start at once.
     pub gop_cache: bool,
     pub gop_max_frames: usize,
+    /// Bytes the GOP cache may hold, each frame counted with the RTMP and FLV encodings
+    /// players make of it (about three times its payload).
     pub gop_max_bytes: usize,
     /// Who may publish.
     pub publish: PolicyConfig,
@@ -384,6 +389,7 @@ impl Default for HubConfig {
             publisher_grace_secs: 10,
             play_wait_secs: 30,
             reader_queue_frames: 512,
+            reader_queue_bytes: 32 << 20,
             slow_reader_max_skips: 5,
             slow_reader_window_secs: 30,
             write_timeout_secs: 15,
@@ -399,7 +405,7 @@ impl Default for AppConfig {
             name: "live".into(),
             gop_cache: true,
             gop_max_frames: 1024,
-            gop_max_bytes: 16 << 20,
+            gop_max_bytes: 48 << 20,
             publish: PolicyConfig::default(),
             play: PolicyConfig::default(),
             allow: Vec::new(),
@@ -465,6 +471,9 @@ impl Config {
         }
         if self.hub.reader_queue_frames < 16 {
             return Err(bad("hub.reader_queue_frames", "must be at least 16"));
+        }
+        if self.hub.reader_queue_bytes < 1 << 20 {
+            return Err(bad("hub.reader_queue_bytes", "must be at least 1048576 (1 MiB)"));
         }
         for (i, c) in self.tls.certificates.iter().enumerate() {
             if c.cert_file.as_os_str().is_empty() {

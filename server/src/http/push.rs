@@ -230,6 +230,7 @@ mod tests {
             publisher_grace: Duration::from_secs(1),
             play_wait: Duration::from_secs(1),
             queue_frames: 64,
+            queue_bytes: 32 << 20,
             reader: ReaderLimits {
                 max_skips: 3,
                 window: Duration::from_secs(10),

@@ -14,6 +14,9 @@ use crate::codec::message::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, TYPE_AUDIO, TYPE_
 /// are shared, others are encoded per connection.
 pub const SHARED_PLAY_STREAM_ID: u32 = 1;
 
+/// The frame's own allocation (struct, reference counts, buffer headers), for accounting.
+const FRAME_OVERHEAD: usize = std::mem::size_of::<MediaFrame>() + 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
     Audio,
@@ -124,9 +127,22 @@ impl MediaFrame {
             .clone()
     }
 
-    /// Bytes this frame holds (for cache accounting).
-    pub fn size(&self) -> usize {
-        self.payload.len()
+    /// Bytes this frame holds now: the payload, the encodings made so far and the frame itself.
+    pub fn held_bytes(&self) -> usize {
+        let rtmp = self.rtmp.get().map_or(0, |(_, b)| b.len());
+        let flv = self.flv.get().map_or(0, Bytes::len);
+        FRAME_OVERHEAD + self.payload.len() + rtmp + flv
+    }
+
+    /// The most this frame can come to hold once readers have made its shared encodings: what
+    /// caches charge, so their bounds hold whichever outputs are in use.
+    pub fn max_held_bytes(&self) -> usize {
+        let n = self.payload.len();
+        // RTMP: the first chunk's header (at most 18 bytes), then at most 7 per further chunk
+        // of at least 128 bytes (the smallest chunk size we send).
+        let rtmp = n + 18 + 7 * n.div_ceil(128);
+        let flv = n + flv::TAG_HEADER_LEN + 4;
+        FRAME_OVERHEAD + n + rtmp + flv
     }
 }
 

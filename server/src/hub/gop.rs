@@ -1,5 +1,6 @@
 //! The GOP cache: the frames since the latest video keyframe, so a new reader starts with a
-//! picture at once. Bounded by frames and bytes; past either bound the GOP is dropped and
+//! picture at once. Bounded by frames and by bytes (each frame charged with its payload and
+//! the RTMP and FLV encodings readers make of it); past either bound the GOP is dropped and
 //! readers that join meanwhile wait for the next keyframe.
 
 use std::collections::VecDeque;
@@ -51,12 +52,12 @@ impl GopCache {
         if !has_video {
             if frame.kind == FrameKind::Audio {
                 self.frames.push_back(frame.clone());
-                self.bytes += frame.size();
+                self.bytes += frame.max_held_bytes();
                 while self.frames.len() > AUDIO_ONLY_FRAMES.min(self.limits.max_frames)
                     || self.bytes > self.limits.max_bytes
                 {
                     if let Some(f) = self.frames.pop_front() {
-                        self.bytes -= f.size();
+                        self.bytes -= f.max_held_bytes();
                     }
                 }
             }
@@ -70,12 +71,13 @@ impl GopCache {
         if !self.anchored {
             return;
         }
-        if self.frames.len() + 1 > self.limits.max_frames || self.bytes + frame.size() > self.limits.max_bytes {
+        if self.frames.len() + 1 > self.limits.max_frames || self.bytes + frame.max_held_bytes() > self.limits.max_bytes
+        {
             // An overlong GOP: serving part of it would start readers mid-GOP. Drop it.
             self.clear();
             return;
         }
-        self.bytes += frame.size();
+        self.bytes += frame.max_held_bytes();
         self.frames.push_back(frame.clone());
     }
 
@@ -91,8 +93,14 @@ impl GopCache {
         self.frames.is_empty()
     }
 
+    /// Bytes charged against `max_bytes`: each frame at the most it can come to hold.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes the cached frames hold now, their encodings made so far included.
+    pub fn held_bytes(&self) -> usize {
+        self.frames.iter().map(|f| f.held_bytes()).sum()
     }
 }
 
@@ -127,7 +135,7 @@ mod tests {
     const LIMITS: GopLimits = GopLimits {
         enabled: true,
         max_frames: 100,
-        max_bytes: 10_000,
+        max_bytes: 1 << 20,
     };
 
     #[test]
@@ -164,16 +172,30 @@ mod tests {
     }
 
     #[test]
-    fn byte_bound_holds() {
+    fn byte_bound_counts_encodings_and_holds() {
+        let one = video(0, false, 1000).max_held_bytes();
         let mut g = GopCache::new(GopLimits {
-            max_bytes: 25,
+            max_bytes: one * 2 + one / 2,
             ..LIMITS
         });
-        g.push(&video(0, true, 10), true);
-        g.push(&video(1, false, 10), true);
-        assert_eq!(g.bytes(), 20);
-        g.push(&video(2, false, 10), true);
+        g.push(&video(0, true, 1000), true);
+        g.push(&video(1, false, 1000), true);
+        assert_eq!(g.bytes(), 2 * one);
+        // Counting payloads alone (2000 of 3000+ bytes) would have let a third frame in.
+        g.push(&video(2, false, 1000), true);
         assert_eq!(g.bytes(), 0);
+    }
+
+    #[test]
+    fn held_bytes_report_encodings_once_made() {
+        let mut g = GopCache::new(LIMITS);
+        let f = video(0, true, 1000);
+        g.push(&f, true);
+        let before = g.held_bytes();
+        f.flv_tag();
+        f.rtmp_chunks(1, 60000);
+        assert!(g.held_bytes() >= before + 2000, "{} vs {before}", g.held_bytes());
+        assert!(g.held_bytes() <= g.bytes());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod frame;
 mod gop;
+mod ring;
 mod stream;
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 pub use frame::{FrameKind, MediaFrame, SHARED_PLAY_STREAM_ID};
 pub use gop::{GopCache, GopLimits};
+pub use ring::RingLimits;
+use stream::ClaimError;
 pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
 
 use crate::config::{AppConfig, Config};
@@ -76,6 +79,8 @@ pub struct HubSettings {
     pub publisher_grace: Duration,
     pub play_wait: Duration,
     pub queue_frames: usize,
+    /// Bytes the reader ring of a stream may hold (frames counted with their encodings).
+    pub queue_bytes: usize,
     pub reader: ReaderLimits,
     pub apps: Vec<AppConfig>,
 }
@@ -86,6 +91,7 @@ impl HubSettings {
             publisher_grace: Duration::from_secs(c.hub.publisher_grace_secs),
             play_wait: Duration::from_secs(c.hub.play_wait_secs),
             queue_frames: c.hub.reader_queue_frames,
+            queue_bytes: c.hub.reader_queue_bytes,
             reader: ReaderLimits {
                 max_skips: c.hub.slow_reader_max_skips,
                 window: Duration::from_secs(c.hub.slow_reader_window_secs),
@@ -175,11 +181,11 @@ impl Hub {
         if let Some(s) = streams.get(key) {
             return Ok((s.clone(), false));
         }
-        let s = Arc::new(Stream::new(
-            key.clone(),
-            Self::limits(&app),
-            self.inner.settings.queue_frames,
-        ));
+        let ring = RingLimits {
+            max_frames: self.inner.settings.queue_frames,
+            max_bytes: self.inner.settings.queue_bytes,
+        };
+        let s = Arc::new(Stream::new(key.clone(), Self::limits(&app), ring));
         streams.insert(key.clone(), s.clone());
         Ok((s, true))
     }
@@ -187,15 +193,22 @@ impl Hub {
     /// Claims `key` for a publisher. A stream already published is refused; a stream whose
     /// publisher dropped within the grace period is continued.
     pub fn publish(&self, key: &StreamKey, publisher: PublisherInfo) -> Result<Publisher, HubError> {
-        let (stream, _) = self.get_or_create(key)?;
-        let generation = stream
-            .claim(publisher)
-            .map_err(|p| HubError::AlreadyPublishing(p.session_id))?;
-        Ok(Publisher {
-            stream,
-            hub: self.inner.clone(),
-            generation,
-        })
+        loop {
+            let (stream, _) = self.get_or_create(key)?;
+            match stream.claim(publisher.clone()) {
+                Ok(generation) => {
+                    return Ok(Publisher {
+                        stream,
+                        hub: self.inner.clone(),
+                        generation,
+                    })
+                }
+                Err(ClaimError::Held(p)) => return Err(HubError::AlreadyPublishing(p.session_id)),
+                // Reaped between lookup and claim: the registry no longer has it, so the next
+                // lookup creates a fresh stream (or says the hub is shutting down).
+                Err(ClaimError::Ended) => continue,
+            }
+        }
     }
 
     /// Subscribes a reader. A stream nobody publishes yet is created and waits for its
@@ -262,13 +275,14 @@ pub(crate) fn schedule_reap(hub: &Arc<HubInner>, key: StreamKey, generation: u64
 fn reap_if_idle(hub: &HubInner, key: &StreamKey, generation: u64) {
     let mut streams = hub.registry();
     let Some(stream) = streams.get(key) else { return };
-    if stream.generation() != generation || stream.is_published() {
+    // Ended under the stream's lock before it leaves the registry: a publisher that looked
+    // it up just before cannot claim it any more and looks it up again.
+    if !stream.end_if_idle(generation) {
         return;
     }
-    let stream = streams.remove(key).expect("present");
+    streams.remove(key);
     drop(streams);
     tracing::info!(stream = %key, "stream ended");
-    stream.end();
 }
 
 #[cfg(test)]

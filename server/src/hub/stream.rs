@@ -1,5 +1,7 @@
 //! One live stream: its publisher slot, metadata and sequence headers, GOP cache and the
 //! broadcast ring that fans frames out to readers; plus the publisher and reader handles.
+//!
+//! Locking: the stream lock is taken before the ring's own lock, never the reverse.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,10 +12,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
 use super::frame::{metadata_body, FrameKind, MediaFrame};
 use super::gop::{GopCache, GopLimits};
+use super::ring::{Ring, RingError, RingLimits};
 use super::{HubInner, StreamKey};
 use crate::codec::amf0::Amf0Value;
 use crate::codec::info::{self, AudioInfo, VideoInfo};
@@ -126,6 +128,17 @@ pub struct Stream {
     pub stats: StreamStats,
     pub created: Instant,
     state: Mutex<StreamState>,
+    /// Frames on their way to readers; written under the stream lock, read without it.
+    ring: Ring,
+}
+
+/// Why a publisher could not claim a stream.
+#[derive(Debug, Clone)]
+pub(super) enum ClaimError {
+    /// Someone publishes it already.
+    Held(PublisherInfo),
+    /// The stream ended (reaped or shut down) after it was looked up: look it up again.
+    Ended,
 }
 
 struct StreamState {
@@ -145,8 +158,8 @@ struct StreamState {
     /// change is given the current ones again.
     headers_version: u64,
     gop: GopCache,
-    /// `None` once the stream has ended: readers see the channel close.
-    tx: Option<broadcast::Sender<Arc<MediaFrame>>>,
+    /// Set once when the stream ends (reaped or shut down); it is never published again.
+    ended: bool,
     rebase: Rebase,
 }
 
@@ -173,8 +186,7 @@ impl Rebase {
 }
 
 impl Stream {
-    pub(super) fn new(key: StreamKey, limits: GopLimits, queue: usize) -> Stream {
-        let (tx, _) = broadcast::channel(queue);
+    pub(super) fn new(key: StreamKey, limits: GopLimits, ring: RingLimits) -> Stream {
         Stream {
             key,
             stats: StreamStats::default(),
@@ -189,9 +201,10 @@ impl Stream {
                 rate: RateMeter::default(),
                 headers_version: 0,
                 gop: GopCache::new(limits),
-                tx: Some(tx),
+                ended: false,
                 rebase: Rebase::default(),
             }),
+            ring: Ring::new(ring),
         }
     }
 
@@ -209,19 +222,30 @@ impl Stream {
         self.lock().info.publisher.is_some()
     }
 
+    /// Bytes the GOP cache holds now (payloads and the encodings made of them).
     pub fn gop_bytes(&self) -> usize {
-        self.lock().gop.bytes()
+        self.lock().gop.held_bytes()
+    }
+
+    /// Bytes the reader ring holds now (frames kept for readers, encodings included; many are
+    /// shared with the GOP cache).
+    pub fn ring_bytes(&self) -> usize {
+        self.ring.held_bytes()
     }
 
     pub(super) fn generation(&self) -> u64 {
         self.lock().generation
     }
 
-    /// Claims the publisher slot. Fails if someone publishes already.
-    pub(super) fn claim(&self, publisher: PublisherInfo) -> Result<u64, PublisherInfo> {
+    /// Claims the publisher slot. Fails if someone publishes already, or if the stream ended
+    /// since it was looked up (the reaper may remove it at any moment before the claim).
+    pub(super) fn claim(&self, publisher: PublisherInfo) -> Result<u64, ClaimError> {
         let mut s = self.lock();
+        if s.ended {
+            return Err(ClaimError::Ended);
+        }
         if let Some(p) = &s.info.publisher {
-            return Err(p.clone());
+            return Err(ClaimError::Held(p.clone()));
         }
         s.info.publisher = Some(publisher);
         s.generation += 1;
@@ -241,9 +265,23 @@ impl Stream {
         Some(s.generation)
     }
 
-    /// Ends the stream for every reader.
+    /// Ends the stream for every reader; it can no longer be claimed.
     pub(super) fn end(&self) {
-        self.lock().tx = None;
+        let mut s = self.lock();
+        s.ended = true;
+        self.ring.close();
+    }
+
+    /// Ends the stream if nobody publishes it and its publisher slot is still at `generation`;
+    /// checked and ended under one lock, so no claim can slip in between.
+    pub(super) fn end_if_idle(&self, generation: u64) -> bool {
+        let mut s = self.lock();
+        if s.generation != generation || s.info.publisher.is_some() {
+            return false;
+        }
+        s.ended = true;
+        self.ring.close();
+        true
     }
 
     fn publish_frame(&self, frame: MediaFrame) {
@@ -287,9 +325,12 @@ impl Stream {
                 s.gop.push(&frame, has_video);
             }
         }
-        if let Some(tx) = &s.tx {
-            // No receivers is fine; the publisher never waits on readers.
-            let _ = tx.send(frame);
+        // Readers register under this lock, so with none the ring can be emptied: an idle
+        // stream holds its GOP only. The publisher never waits on readers.
+        if self.stats.readers.load(Ordering::Relaxed) > 0 {
+            self.ring.push(frame);
+        } else if !self.ring.is_empty() {
+            self.ring.clear();
         }
     }
 
@@ -297,7 +338,10 @@ impl Stream {
     /// one lock so the reader sees no gap and no duplicate.
     pub(super) fn subscribe(self: &Arc<Self>, limits: ReaderLimits, options: SubscribeOptions) -> Option<Subscriber> {
         let s = self.lock();
-        let rx = s.tx.as_ref()?.subscribe();
+        if s.ended {
+            return None;
+        }
+        let next = self.ring.tail();
         let mut backlog = VecDeque::with_capacity(3 + s.gop.len());
         backlog.extend(s.metadata.iter().cloned());
         backlog.extend(s.video_header.iter().cloned());
@@ -311,11 +355,11 @@ impl Stream {
         let gop_has_keyframe = s.gop.frames().next().is_some_and(|f| f.keyframe);
         backlog.extend(s.gop.frames().filter(|f| options.multitrack || !f.multitrack).cloned());
         let headers_version = s.headers_version;
-        drop(s);
         self.stats.readers.fetch_add(1, Ordering::Relaxed);
+        drop(s);
         Some(Subscriber {
             stream: self.clone(),
-            rx,
+            next,
             backlog,
             await_keyframe: !gop_has_keyframe,
             drop_audio: false,
@@ -494,7 +538,8 @@ pub enum ReaderEnd {
 /// A reader of a stream: every output (RTMP play, HTTP-FLV, WS-FLV, ...) is one.
 pub struct Subscriber {
     stream: Arc<Stream>,
-    rx: broadcast::Receiver<Arc<MediaFrame>>,
+    /// Sequence number of the next frame to take from the stream's ring.
+    next: u64,
     /// Frames to deliver before live ones: headers and the GOP at subscribe, headers again
     /// after a skip that missed a change.
     backlog: VecDeque<Arc<MediaFrame>>,
@@ -547,7 +592,7 @@ impl Subscriber {
             if let Some(f) = self.backlog.pop_front() {
                 return Ok(f);
             }
-            let res = self.rx.recv().await;
+            let res = self.stream.ring.recv(&mut self.next).await;
             if let Some(f) = self.accept(res)? {
                 return Ok(f);
             }
@@ -600,11 +645,9 @@ impl Subscriber {
             if let Some(f) = self.backlog.pop_front() {
                 return Ok(Some(f));
             }
-            let res = match self.rx.try_recv() {
-                Ok(f) => Ok(f),
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
-                Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+            let res = match self.stream.ring.try_recv(&mut self.next) {
+                Err(RingError::Empty) => return Ok(None),
+                res => res,
             };
             if let Some(f) = self.accept(res)? {
                 return Ok(Some(f));
@@ -615,14 +658,13 @@ impl Subscriber {
         }
     }
 
-    fn accept(
-        &mut self,
-        res: Result<Arc<MediaFrame>, broadcast::error::RecvError>,
-    ) -> Result<Option<Arc<MediaFrame>>, ReaderEnd> {
+    fn accept(&mut self, res: Result<Arc<MediaFrame>, RingError>) -> Result<Option<Arc<MediaFrame>>, ReaderEnd> {
         match res {
             Ok(f) => Ok(self.filter(f)),
-            Err(broadcast::error::RecvError::Closed) => Err(ReaderEnd::StreamEnded),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            // `recv` never answers Empty; treat it as nothing yet.
+            Err(RingError::Empty) => Ok(None),
+            Err(RingError::Closed) => Err(ReaderEnd::StreamEnded),
+            Err(RingError::Lagged(n)) => {
                 self.fell_behind(n)?;
                 Ok(None)
             }

@@ -12,6 +12,7 @@ fn settings() -> HubSettings {
         publisher_grace: Duration::from_secs(10),
         play_wait: Duration::from_secs(30),
         queue_frames: 16,
+        queue_bytes: 32 << 20,
         reader: ReaderLimits {
             max_skips: 3,
             window: Duration::from_secs(30),
@@ -429,4 +430,56 @@ async fn coalescing_reader_gets_last_frames_before_the_end() {
     sub.recv_batch(&mut last, 64).await.unwrap();
     assert_eq!(last.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![33, 66]);
     assert_eq!(sub.recv_batch(&mut last, 64).await.err(), Some(ReaderEnd::StreamEnded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn claim_refuses_a_stream_reaped_after_lookup_and_publish_retries() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    let mut player = hub.subscribe(&key()).unwrap();
+    drop(p);
+    // A second publisher looked the stream up (the first half of `publish`) ...
+    let stale = hub.stream(&key()).unwrap();
+    // ... then the grace ran out and the reaper removed it before the claim.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(hub.stream(&key()).is_none(), "reaped");
+    assert!(
+        matches!(stale.claim(who(2)), Err(ClaimError::Ended)),
+        "an ended stream cannot be published into"
+    );
+    assert_eq!(player.recv().await.err(), Some(ReaderEnd::StreamEnded));
+    // `publish` looks up again and gets a fresh stream that new players do see.
+    let p = hub.publish(&key(), who(2)).unwrap();
+    let mut player = hub.subscribe(&key()).unwrap();
+    start(&p);
+    keyframe(&p, 10);
+    let got = drain(&mut player).await;
+    assert!(got.iter().any(|f| f.keyframe), "frames reach the new stream's players");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_holds_nothing_without_readers_and_is_bounded_in_bytes() {
+    let mut s = settings();
+    s.queue_frames = 512;
+    s.queue_bytes = 1 << 20;
+    let hub = Hub::new(s);
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    let big = || {
+        let mut v = vec![0x27u8, 1, 0, 0, 0];
+        v.resize(100_000, 0);
+        Bytes::from(v)
+    };
+    for i in 0..50 {
+        p.push_video(i, big()).unwrap();
+    }
+    let stream = hub.stream(&key()).unwrap();
+    assert_eq!(stream.ring_bytes(), 0, "no reader: nothing kept for readers");
+    let _slow = hub.subscribe(&key()).unwrap();
+    for i in 50..200 {
+        p.push_video(i, big()).unwrap();
+    }
+    // 150 frames of 100 kB (15 MB of payload) reached a reader that takes nothing.
+    let held = stream.ring_bytes();
+    assert!(held > 0 && held <= 1 << 20, "ring holds {held} bytes");
 }
