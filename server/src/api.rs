@@ -565,9 +565,71 @@ fn session_json(s: &SessionEntry) -> Value {
     })
 }
 
+/// This pod's streams as the API shows them, each naming the pod. A stream pulled from a peer
+/// for local players is the peer's: it is listed there, not here.
+pub fn local_streams_json(ctx: &Context) -> Vec<Value> {
+    let pod = ctx.cluster.as_ref().map(|c| c.pod.as_str());
+    ctx.hub
+        .streams()
+        .into_iter()
+        .filter(|s| s.is_published() || s.stats.readers.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        .filter(|s| {
+            !s.info()
+                .publisher
+                .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
+        })
+        .map(|s| with_pod(stream_json(&s), pod))
+        .collect()
+}
+
+/// This pod's sessions as the API shows them, each naming the pod.
+pub fn local_sessions_json(ctx: &Context) -> Vec<Value> {
+    let pod = ctx.cluster.as_ref().map(|c| c.pod.as_str());
+    ctx.sessions
+        .list()
+        .iter()
+        .map(|s| with_pod(session_json(s), pod))
+        .collect()
+}
+
+fn with_pod(mut v: Value, pod: Option<&str>) -> Value {
+    if let (Some(pod), Some(o)) = (pod, v.as_object_mut()) {
+        o.insert("pod".into(), json!(pod));
+    }
+    v
+}
+
+/// This pod's list under `field`, plus every peer's (asked at once); peers that did not
+/// answer are named under `missingPods` rather than silently left out.
+async fn fleet_list(api: &Api, field: &str, local: Vec<Value>) -> Value {
+    let Some(cluster) = &api.ctx.cluster else {
+        return json!({ field: local });
+    };
+    let mut all = local;
+    let mut missing = Vec::new();
+    for (addr, answer) in cluster
+        .ask_all(axum::http::Method::GET, &format!("/cluster/v1/{field}"))
+        .await
+    {
+        let list = answer
+            .filter(|(status, _)| status.is_success())
+            .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+            .and_then(|mut v| v.get_mut(field).map(Value::take))
+            .and_then(|v| match v {
+                Value::Array(items) => Some(items),
+                _ => None,
+            });
+        match list {
+            Some(items) => all.extend(items),
+            None => missing.push(addr.to_string()),
+        }
+    }
+    json!({ field: all, "missingPods": missing })
+}
+
 async fn streams(_: Authed, State(api): State<Arc<Api>>) -> Response {
-    let list: Vec<Value> = active_streams(&api).iter().map(|s| stream_json(s)).collect();
-    ok(json!({"streams": list}))
+    let local = local_streams_json(&api.ctx);
+    ok(fleet_list(&api, "streams", local).await)
 }
 
 fn stream_key(api: &Api, app: &str, name: &str) -> Result<StreamKey, ApiError> {
@@ -629,15 +691,27 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn sessions(_: Authed, State(api): State<Arc<Api>>) -> Response {
-    let list: Vec<Value> = api.ctx.sessions.list().iter().map(|s| session_json(s)).collect();
-    ok(json!({"sessions": list}))
+    let local = local_sessions_json(&api.ctx);
+    ok(fleet_list(&api, "sessions", local).await)
 }
 
 async fn kick(_: Authed, State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("session not found".into());
     let id: u64 = id.parse().map_err(|_| not_found())?;
     if !api.ctx.sessions.kick(id) {
-        return Err(not_found());
+        // Session ids are unique fleet-wide: the pod that has it ends it.
+        let Some(cluster) = &api.ctx.cluster else {
+            return Err(not_found());
+        };
+        let answers = cluster
+            .ask_all(axum::http::Method::DELETE, &format!("/cluster/v1/sessions/{id}"))
+            .await;
+        if !answers
+            .iter()
+            .any(|(_, a)| a.as_ref().is_some_and(|(status, _)| status.is_success()))
+        {
+            return Err(not_found());
+        }
     }
     info!(session = id, "session kicked through the API");
     Ok(ok(json!({"id": id})))

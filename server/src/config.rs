@@ -37,6 +37,51 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
     pub apps: Vec<AppConfig>,
+    /// The fleet: other server pods this one plays streams from and refuses duplicates with.
+    pub cluster: ClusterConfig,
+}
+
+/// Several server processes acting as one: a play of a stream published on another pod is
+/// pulled from it once per pod, a publish of a name live elsewhere is refused. Pod-to-pod
+/// requests go to the peers' admin port and carry the shared secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Peers' admin addresses, `host:port`. This pod may be listed too: it recognises itself.
+    pub peers: Vec<String>,
+    /// A DNS name resolving to every pod (a headless Service), `name:port` (the admin port),
+    /// re-resolved every `dns_refresh_secs`.
+    pub dns: Option<String>,
+    pub dns_refresh_secs: u64,
+    /// File holding the shared secret every pod-to-pod request carries (required with peers).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// This pod's name in the API (default: the `POD_NAME` or `HOSTNAME` variable).
+    pub pod_name: Option<String>,
+    /// How long a question to the peers may take; a peer slower than this is taken as missing.
+    pub lookup_timeout_ms: u64,
+    /// How long the answer "which pod has this stream" is reused.
+    pub lookup_cache_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            peers: Vec::new(),
+            dns: None,
+            dns_refresh_secs: 5,
+            secret_file: None,
+            pod_name: None,
+            lookup_timeout_ms: 500,
+            lookup_cache_ms: 1000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this server is part of a fleet.
+    pub fn enabled(&self) -> bool {
+        !self.peers.is_empty() || self.dns.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +384,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             apps: vec![AppConfig::default()],
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -442,6 +488,36 @@ impl Config {
         self.apps.iter().find(|a| a.name == name)
     }
 
+    fn validate_cluster(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.cluster;
+        let host_port = |s: &str| {
+            s.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        };
+        if let Some(p) = c.peers.iter().find(|p| !host_port(p)) {
+            return Err(("cluster.peers", format!("{p:?} is not host:port")));
+        }
+        if let Some(d) = c.dns.as_deref().filter(|d| !host_port(d)) {
+            return Err(("cluster.dns", format!("{d:?} is not name:port")));
+        }
+        if c.enabled() && c.secret_file.is_none() {
+            return Err((
+                "cluster.secret_file",
+                "is required with cluster.peers or cluster.dns: pod-to-pod requests carry it".into(),
+            ));
+        }
+        for (key, v, range) in [
+            ("cluster.dns_refresh_secs", c.dns_refresh_secs, 1..=3600),
+            ("cluster.lookup_timeout_ms", c.lookup_timeout_ms, 10..=30_000),
+            ("cluster.lookup_cache_ms", c.lookup_cache_ms, 0..=60_000),
+        ] {
+            if !range.contains(&v) {
+                return Err((key, format!("must be between {} and {}", range.start(), range.end())));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, message: &str| ConfigError::Invalid {
             path: origin.to_string(),
@@ -451,6 +527,7 @@ impl Config {
         if !(128..=0xFF_FFFF).contains(&self.rtmp.chunk_size) {
             return Err(bad("rtmp.chunk_size", "must be between 128 and 16777215"));
         }
+        self.validate_cluster().map_err(|(key, message)| bad(key, &message))?;
         if self.rtmp.max_peer_chunk_size < 128 {
             return Err(bad("rtmp.max_peer_chunk_size", "must be at least 128"));
         }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`api`]: the REST API under `/api/v1` (login, streams, sessions, kick, URLs).
 //! - [`auth`]: per-app publish and play policies (signed URLs), secrets from files.
+//! - [`cluster`]: the fleet: peers, publish claims across pods, pulls from the owning pod.
 //! - [`config`]: the YAML configuration types (shared with the operator).
 //! - [`codec`]: pure, synchronous wire formats: AMF0, RTMP handshake and chunk stream,
 //!   typed RTMP messages, FLV tags, H.264/AAC sequence headers. No tokio.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod http;

@@ -17,8 +17,8 @@ use std::time::SystemTime;
 
 use crate::auth::{AuthError, Denied, IpFilter, Policy};
 use crate::config::Config;
-use crate::hub::StreamKey;
 use crate::hub::{Hub, HubSettings};
+use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
 use crate::metrics::Metrics;
 use crate::session::{Protocol, Role, Sessions};
 use crate::tls::{Certificates, TlsError};
@@ -35,6 +35,8 @@ pub struct Context {
     pub webhooks: Arc<Webhooks>,
     /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
     pub tls: Option<Arc<Certificates>>,
+    /// The fleet this server is part of; `None` for a single server.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
     /// request sees either the old or the new set, never a mix.
     policies: RwLock<Arc<Policies>>,
@@ -225,6 +227,43 @@ impl Context {
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// Whether a publisher connected to this pod publishes `key` (not a pull from a peer).
+    pub fn publishes_origin(&self, key: &StreamKey) -> bool {
+        self.hub
+            .stream(key)
+            .and_then(|s| s.info().publisher)
+            .is_some_and(|p| p.protocol != crate::cluster::pull::PROTOCOL)
+    }
+
+    /// Claims `key` for a publisher connected here: in a fleet, only when no other pod
+    /// publishes (or first claimed) it; a pull of it from a peer gives way.
+    pub async fn publish(&self, key: &StreamKey, info: PublisherInfo) -> Result<Publisher, HubError> {
+        let Some(cluster) = &self.cluster else {
+            return self.hub.publish(key, info);
+        };
+        let stamp = match cluster.claim(key).await {
+            crate::cluster::ClaimOutcome::Granted(stamp) => stamp,
+            crate::cluster::ClaimOutcome::Refused { pod } => return Err(HubError::PublishedElsewhere(pod)),
+        };
+        let mut result = self.hub.publish(key, info.clone());
+        // The stream may be held by a pull from the pod the publisher just left: stop it and
+        // take the stream over (its players continue within the publisher grace).
+        for _ in 0..100 {
+            let held_by_pull = matches!(result, Err(HubError::AlreadyPublishing(0))) && !self.publishes_origin(key);
+            if !held_by_pull {
+                break;
+            }
+            cluster.stop_pull(key);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            result = self.hub.publish(key, info.clone());
+        }
+        cluster.finish_claim(key, stamp);
+        if result.is_ok() {
+            cluster.announce(key);
+        }
+        result
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +272,8 @@ pub enum ServerError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -300,7 +341,17 @@ impl Server {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let hub = Hub::new(HubSettings::from_config(&config));
         let metrics = Arc::new(Metrics::new());
-        let sessions = Arc::new(Sessions::new(metrics.clone()));
+        let instance: u64 = rand::random::<u64>() & 0xF_FFFF;
+        let cluster = match config.cluster.enabled() {
+            true => Some(crate::cluster::Cluster::start(&config.cluster, instance)?),
+            false => None,
+        };
+        // In a fleet, session ids carry the pod's instance so they are unique fleet-wide (and
+        // stay below 2^53, exact in JSON numbers).
+        let sessions = Arc::new(match &cluster {
+            Some(_) => Sessions::with_id_base(metrics.clone(), (instance << 32) | 1),
+            None => Sessions::new(metrics.clone()),
+        });
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
         let ctx = Arc::new(Context {
             config,
@@ -310,6 +361,7 @@ impl Server {
             metrics,
             webhooks,
             tls: tls_certs,
+            cluster,
             policies,
         });
         Ok(Server {

@@ -88,9 +88,14 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_id_base(metrics, 1)
+    }
+
+    /// Sessions numbered from `first` (a fleet gives each pod its own range).
+    pub fn with_id_base(metrics: Arc<Metrics>, first: u64) -> Self {
         Sessions {
             map: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first),
             metrics,
         }
     }

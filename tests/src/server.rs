@@ -32,6 +32,7 @@ pub struct TestServerBuilder {
     app_yaml: Vec<String>,
     top_yaml: Vec<String>,
     tls: Vec<TlsCertificate>,
+    admin_port: Option<u16>,
 }
 
 /// One entry of `tls.certificates`.
@@ -115,6 +116,12 @@ impl TestServerBuilder {
     /// Extra YAML lines for app `live` (e.g. `publish: {auth: sign, sign_secret_files: [..]}`).
     pub fn app_yaml(mut self, line: &str) -> Self {
         self.app_yaml.push(line.to_string());
+        self
+    }
+
+    /// Serve the admin port on `port` (fleet tests list their peers' admin ports up front).
+    pub fn admin_port(mut self, port: u16) -> Self {
+        self.admin_port = Some(port);
         self
     }
 
@@ -215,7 +222,8 @@ impl TestServerBuilder {
         let mut last_err = None;
         for _attempt in 0..3 {
             let dir = TempDir::new("ferrocast-test")?;
-            let [rtmp, http, admin, rtmps, https] = free_ports::<5>()?;
+            let [rtmp, http, free_admin, rtmps, https] = free_ports::<5>()?;
+            let admin = self.admin_port.unwrap_or(free_admin);
             let config = write_config(&dir, [rtmp, http, admin, rtmps, https])?;
             let tls = !self.tls.is_empty();
             let args = vec!["--config".to_string(), config.display().to_string()];
@@ -366,6 +374,11 @@ impl TestServer {
                 )
             })?;
         Ok(())
+    }
+
+    /// SIGKILLs the server (a crashed pod).
+    pub fn kill(&mut self) {
+        self.proc.kill();
     }
 
     /// Sends SIGTERM to the server.

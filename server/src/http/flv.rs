@@ -112,6 +112,7 @@ pub async fn play(
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     };
     guard.set_activity(Some((Role::Player, key.clone())));
+    crate::cluster::pull::wake(&ctx, &key);
     if websocket {
         upgrade_ws(ctx, req, sub, guard, hooks)
     } else {
@@ -399,7 +400,7 @@ async fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, p
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
-    let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)) {
+    let publisher = match super::push::claim(&ctx, &key, id, "ws_flv", peer(&req)).await {
         Ok(p) => p,
         Err(e) => {
             let status = if matches!(e, HubError::AlreadyPublishing(_)) {

@@ -33,11 +33,15 @@ pub fn router(ctx: Arc<Context>) -> Router {
 
 /// The admin router: probes (and metrics) kept off the public port.
 pub fn admin_router(ctx: Arc<Context>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .with_state(ctx.clone());
+    match crate::cluster::routes::router(ctx) {
+        Some(cluster) => router.merge(cluster),
+        None => router,
+    }
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {

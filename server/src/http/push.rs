@@ -65,14 +65,14 @@ impl FlvIngest {
     }
 }
 
-pub(super) fn claim(
+pub(super) async fn claim(
     ctx: &Context,
     key: &StreamKey,
     id: u64,
     protocol: &'static str,
     peer: Option<SocketAddr>,
 ) -> Result<Publisher, HubError> {
-    ctx.hub.publish(
+    ctx.publish(
         key,
         PublisherInfo {
             session_id: id,
@@ -81,11 +81,12 @@ pub(super) fn claim(
             started: SystemTime::now(),
         },
     )
+    .await
 }
 
 fn refusal(e: HubError) -> Response {
     let status = match e {
-        HubError::AlreadyPublishing(_) => StatusCode::CONFLICT,
+        HubError::AlreadyPublishing(_) | HubError::PublishedElsewhere(_) => StatusCode::CONFLICT,
         HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         HubError::UnknownApp => StatusCode::NOT_FOUND,
         HubError::BadName => StatusCode::BAD_REQUEST,
@@ -118,7 +119,7 @@ pub async fn http_post(
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
-    let publisher = match claim(&ctx, &key, id, "http_flv", peer) {
+    let publisher = match claim(&ctx, &key, id, "http_flv", peer).await {
         Ok(p) => p,
         Err(e) => return refusal(e),
     };

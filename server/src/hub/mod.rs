@@ -71,6 +71,8 @@ pub enum HubError {
     AlreadyPublishing(u64),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("stream is already being published on {0}")]
+    PublishedElsewhere(String),
 }
 
 /// Hub-wide settings taken from the config.

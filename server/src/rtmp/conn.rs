@@ -398,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             remote: self.peer.to_string(),
             started: SystemTime::now(),
         };
-        match self.ctx.hub.publish(&key, info) {
+        match self.ctx.publish(&key, info).await {
             Ok(p) => {
                 info!(stream = %key, "publish started");
                 self.guard.set_activity(Some((Role::Publisher, key.clone())));
@@ -453,6 +453,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let sub = key.and_then(|key| self.ctx.hub.subscribe_with(&key, options));
         match sub {
             Ok(sub) => {
+                crate::cluster::pull::wake(&self.ctx, &sub.stream().key);
                 info!(stream = %sub.stream().key, "play started");
                 self.guard.set_activity(Some((Role::Player, sub.stream().key.clone())));
                 self.session().accept_play(req.stream_id);

@@ -1,0 +1,242 @@
+//! The fleet: three real server processes on loopback that know each other as peers. Publish
+//! on one pod, play on the others; one publisher per name fleet-wide; a publisher moving to
+//! another pod within the grace; the fleet-wide API; drain on SIGTERM; a dead peer; the shared
+//! secret on pod-to-pod requests.
+
+use std::time::{Duration, Instant};
+
+use ferrocast_tests::fixtures::{assert_h264_720p_and_aac_only, ffprobe};
+use ferrocast_tests::http::request;
+use ferrocast_tests::player::{check_monotonic, summarize};
+use ferrocast_tests::server::free_ports;
+use ferrocast_tests::{
+    argon2_phc, publish_accepted, unique_name, FlvPlayer, Publisher, TempDir, TestServer, TestServerBuilder,
+};
+use serde_json::Value;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const SECRET: &str = "fleet-test-secret-5d1c";
+const PASSWORD: &str = "fleet admin password";
+
+struct Fleet {
+    pods: Vec<TestServer>,
+    admin_ports: [u16; 3],
+    _dir: TempDir,
+}
+
+impl Fleet {
+    /// Three pods, each listing all three admin addresses (itself included) as peers.
+    async fn start(tweak: impl Fn(TestServerBuilder) -> TestServerBuilder) -> Fleet {
+        let dir = TempDir::new("fleet").unwrap();
+        let secret = dir.join("cluster-secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let users = dir.join("users");
+        std::fs::create_dir_all(&users).unwrap();
+        std::fs::write(users.join("admin"), argon2_phc(PASSWORD)).unwrap();
+        let admin_ports = free_ports::<3>().unwrap();
+        let peers: Vec<String> = admin_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut pods = Vec::new();
+        for (i, port) in admin_ports.iter().enumerate() {
+            let builder = tweak(TestServer::builder()).admin_port(*port).yaml(&format!(
+                "cluster:\n  peers: {peers:?}\n  secret_file: {secret:?}\n  pod_name: pod-{i}\n  lookup_timeout_ms: 500\napi:\n  users_dir: {users:?}"
+            ));
+            pods.push(builder.start().await.unwrap());
+        }
+        Fleet {
+            pods,
+            admin_ports,
+            _dir: dir,
+        }
+    }
+}
+
+async fn token(pod: &TestServer) -> String {
+    let body = serde_json::json!({"username": "admin", "password": PASSWORD}).to_string();
+    let (_, json) = api(pod, "POST", "/login", None, Some(&body)).await;
+    json["data"]["token"].as_str().expect("token").to_string()
+}
+
+async fn api(pod: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{}/api/v1{path}", pod.http_port);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), SECS(10))
+        .await
+        .unwrap();
+    let (bytes, _) = resp.read_to_end(SECS(10)).await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (resp.status, json)
+}
+
+/// The first video frame a player gets after the headers is a keyframe.
+async fn first_frame_is_keyframe(player: &mut FlvPlayer) {
+    let tags = player.read_until(SECS(15), |t| t.is_video_frame()).await.unwrap();
+    let first = tags.iter().find(|t| t.is_video_frame()).unwrap();
+    assert!(
+        first.is_keyframe(),
+        "first video frame is not a keyframe: {}",
+        summarize(&tags)
+    );
+    assert!(
+        tags.iter().any(|t| t.is_video_seq_header()),
+        "no sequence header before the first frame: {}",
+        summarize(&tags)
+    );
+}
+
+#[tokio::test]
+async fn a_stream_published_on_one_pod_plays_on_the_others_and_publishes_once() {
+    let fleet = Fleet::start(|b| b).await;
+    let [a, b, c] = [&fleet.pods[0], &fleet.pods[1], &fleet.pods[2]];
+    let name = unique_name("anywhere");
+    let mut publisher = Publisher::start(&a.rtmp_url(&name)).unwrap();
+    a.wait_live(&name, SECS(20)).await.unwrap();
+
+    let mut ws = FlvPlayer::ws(&c.ws_url(&name), SECS(10)).await.unwrap();
+    first_frame_is_keyframe(&mut ws).await;
+    let mut http = b.http_player(&name).await.unwrap();
+    first_frame_is_keyframe(&mut http).await;
+    let probe = ffprobe(&b.flv_url(&name), &[], 30).await.unwrap();
+    assert_h264_720p_and_aac_only(&probe, "ffprobe over HTTP-FLV on another pod");
+
+    assert!(
+        !publish_accepted(&b.rtmp_url(&name)).await,
+        "a second publisher of the name on another pod was accepted"
+    );
+    let status = request("POST", &b.flv_url(&name), &[], Some(b"FLV"), SECS(5))
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(status, 409, "an FLV push of a name live on another pod");
+    assert!(
+        publisher.is_running(),
+        "the first publisher was disturbed:\n{}",
+        publisher.log()
+    );
+    let more = ws.read_for(SECS(2)).await.unwrap();
+    assert!(
+        more.iter().filter(|t| t.is_video_frame()).count() >= 30,
+        "{}",
+        summarize(&more)
+    );
+}
+
+#[tokio::test]
+async fn a_publisher_moving_to_another_pod_keeps_players_on_a_third_playing() {
+    let fleet = Fleet::start(|b| b.grace_secs(10)).await;
+    let [a, b, c] = [&fleet.pods[0], &fleet.pods[1], &fleet.pods[2]];
+    let name = unique_name("moves");
+    let mut first = Publisher::start(&a.rtmp_url(&name)).unwrap();
+    a.wait_live(&name, SECS(20)).await.unwrap();
+    let mut player = b.http_player(&name).await.unwrap();
+    let mut tags = player.read_until(SECS(15), |t| t.is_video_frame()).await.unwrap();
+    tags.extend(player.read_for(SECS(2)).await.unwrap());
+
+    first.kill().await;
+    let _second = Publisher::start(&c.rtmp_url(&name)).unwrap();
+    let moved_at = tags.len();
+    let deadline = Instant::now() + SECS(20);
+    // Frames from the new publisher: past the old stream's last timestamp and still flowing.
+    let last_before = tags.iter().map(|t| t.timestamp).max().unwrap();
+    loop {
+        let batch = player.read_for(SECS(1)).await.unwrap();
+        tags.extend(batch);
+        assert!(
+            player.end.is_none(),
+            "the player on the third pod was cut: {:?}",
+            player.end
+        );
+        let after: Vec<_> = tags[moved_at..].iter().filter(|t| t.is_video_frame()).collect();
+        if after.len() >= 60 && after.iter().any(|t| t.timestamp > last_before + 1000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no media from the new pod: {}",
+            summarize(&tags[moved_at..])
+        );
+    }
+    check_monotonic(&tags).unwrap_or_else(|e| panic!("timestamps went back across the move: {e}"));
+}
+
+#[tokio::test]
+async fn the_api_on_any_pod_shows_the_fleet_and_kicks_anywhere() {
+    let fleet = Fleet::start(|b| b).await;
+    let [a, b, c] = [&fleet.pods[0], &fleet.pods[1], &fleet.pods[2]];
+    let name = unique_name("fleetapi");
+    let mut publisher = Publisher::builder(&a.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    a.wait_live(&name, SECS(20)).await.unwrap();
+    let token_b = token(b).await;
+    let (status, body) = api(b, "GET", "/streams", Some(&token_b), None).await;
+    assert_eq!(status, 200, "{body}");
+    let streams = body["data"]["streams"].as_array().unwrap();
+    let ours: Vec<_> = streams.iter().filter(|s| s["name"] == name.as_str()).collect();
+    assert_eq!(ours.len(), 1, "the stream once, from its own pod: {body}");
+    assert_eq!(ours[0]["pod"], "pod-0", "{body}");
+    assert_eq!(body["data"]["missingPods"], serde_json::json!([]), "{body}");
+
+    let (_, body) = api(b, "GET", "/sessions", Some(&token_b), None).await;
+    let publisher_session = body["data"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name.as_str() && s["role"] == "publisher")
+        .unwrap_or_else(|| panic!("no publisher session in {body}"))
+        .clone();
+    assert_eq!(publisher_session["pod"], "pod-0");
+    let id = publisher_session["id"].as_u64().unwrap();
+
+    let token_c = token(c).await;
+    let (status, body) = api(c, "DELETE", &format!("/sessions/{id}"), Some(&token_c), None).await;
+    assert_eq!(status, 200, "kick through another pod: {body}");
+    assert!(
+        publisher.wait_within(SECS(10)).await.is_some(),
+        "the publisher on pod-0 still runs after the kick"
+    );
+    let (status, _) = api(c, "DELETE", &format!("/sessions/{id}"), Some(&token_c), None).await;
+    assert_eq!(status, 404, "an ended session is not found anywhere");
+}
+
+#[tokio::test]
+async fn a_killed_peer_is_reported_missing_and_the_others_keep_serving() {
+    let mut fleet = Fleet::start(|b| b).await;
+    fleet.pods[0].kill();
+    assert!(fleet.pods[0].wait_exit(SECS(10)).await.is_some());
+    let [b, c] = [&fleet.pods[1], &fleet.pods[2]];
+    let name = unique_name("survivors");
+    let _publisher = Publisher::start(&b.rtmp_url(&name)).unwrap();
+    b.wait_live(&name, SECS(20)).await.unwrap();
+    let mut player = c.http_player(&name).await.unwrap();
+    first_frame_is_keyframe(&mut player).await;
+    let token_c = token(c).await;
+    let (_, body) = api(c, "GET", "/streams", Some(&token_c), None).await;
+    assert_eq!(
+        body["data"]["missingPods"],
+        serde_json::json!([format!("127.0.0.1:{}", fleet.admin_ports[0])]),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn pod_to_pod_requests_need_the_secret() {
+    let fleet = Fleet::start(|b| b).await;
+    let url = fleet.pods[0].admin_url("/cluster/v1/sessions");
+    for headers in [vec![], vec![("x-ferrocast-cluster-secret", "wrong")]] {
+        let status = request("GET", &url, &headers, None, SECS(5)).await.unwrap().status;
+        assert_eq!(status, 401, "{headers:?}");
+    }
+    let flv = fleet.pods[0].admin_url("/cluster/v1/flv/live/anything");
+    let status = request("GET", &flv, &[], None, SECS(5)).await.unwrap().status;
+    assert_eq!(status, 401, "a stream pull without the secret");
+    let ok = request("GET", &url, &[("x-ferrocast-cluster-secret", SECRET)], None, SECS(5))
+        .await
+        .unwrap()
+        .status;
+    assert_eq!(ok, 200);
+}
