@@ -159,7 +159,11 @@ pub struct HubConfig {
     /// write per frame (SRS's merged write): far fewer syscalls and wake-ups with thousands of
     /// players, for at most this much added latency. 0 writes every frame at once.
     pub write_coalesce_ms: u64,
-    /// Grace period for draining streams on SIGTERM/SIGINT.
+    /// On SIGTERM/SIGINT the server first drains: `/readyz` answers 503 and no new connection
+    /// is accepted, while live sessions continue for up to this long (until they have all
+    /// left); then every stream ends. In a fleet, publishers reconnect to another pod meanwhile.
+    pub drain_secs: u64,
+    /// After the drain, connections get this long to close cleanly once their streams ended.
     pub shutdown_grace_secs: u64,
 }
 
@@ -440,6 +444,7 @@ impl Default for HubConfig {
             slow_reader_window_secs: 30,
             write_timeout_secs: 15,
             write_coalesce_ms: 100,
+            drain_secs: 0,
             shutdown_grace_secs: 5,
         }
     }

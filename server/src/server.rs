@@ -30,6 +30,9 @@ pub struct Context {
     pub hub: Hub,
     /// Flips to `true` once on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Flips to `true` once when SIGTERM starts the drain (before `shutdown`): not ready,
+    /// no new connections, live sessions continue.
+    pub draining: watch::Receiver<bool>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<Webhooks>,
@@ -228,6 +231,11 @@ impl Context {
         *self.shutdown.borrow()
     }
 
+    /// Draining or shutting down: `/readyz` answers 503.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow() || self.is_shutting_down()
+    }
+
     /// Whether a publisher connected to this pod publishes `key` (not a pull from a peer).
     pub fn publishes_origin(&self, key: &StreamKey) -> bool {
         self.hub
@@ -286,6 +294,7 @@ pub enum ServerError {
 pub struct Server {
     ctx: Arc<Context>,
     shutdown_tx: watch::Sender<bool>,
+    draining_tx: watch::Sender<bool>,
     rtmp: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -339,6 +348,7 @@ impl Server {
             None => None,
         };
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let (draining_tx, draining) = watch::channel(false);
         let hub = Hub::new(HubSettings::from_config(&config));
         let metrics = Arc::new(Metrics::new());
         let instance: u64 = rand::random::<u64>() & 0xF_FFFF;
@@ -357,6 +367,7 @@ impl Server {
             config,
             hub,
             shutdown,
+            draining,
             sessions,
             metrics,
             webhooks,
@@ -367,6 +378,7 @@ impl Server {
         Ok(Server {
             ctx,
             shutdown_tx,
+            draining_tx,
             rtmp,
             http,
             admin,
@@ -431,6 +443,21 @@ impl Server {
         });
 
         signal.await;
+        let _ = self.draining_tx.send(true);
+        let drain = Duration::from_secs(c.hub.drain_secs);
+        if !drain.is_zero() {
+            info!(
+                drain_secs = c.hub.drain_secs,
+                sessions = ctx.sessions.list().len(),
+                "draining: not ready, accepting nothing new, live sessions continue"
+            );
+            let _ = tokio::time::timeout(drain, async {
+                while !ctx.sessions.list().is_empty() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+        }
         info!("shutting down: ending streams and draining connections");
         let _ = self.shutdown_tx.send(true);
         ctx.hub.shutdown();
@@ -543,7 +570,12 @@ async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut shutdown = ctx.shutdown.clone();
+    // Public listeners stop at the start of the drain; the admin one (probes, peers) stays.
+    let mut shutdown = if what == "admin" {
+        ctx.shutdown.clone()
+    } else {
+        ctx.draining.clone()
+    };
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

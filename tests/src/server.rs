@@ -386,6 +386,17 @@ impl TestServer {
         self.proc.signal("TERM");
     }
 
+    /// Sends SIGTERM to the server process itself, not its `timeout` wrapper (which SIGKILLs
+    /// the server two seconds after forwarding a signal): for shutdowns that take longer,
+    /// such as a drain.
+    pub fn sigterm_server(&self) {
+        if let Some(pid) = self.server_pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Waits up to `d` for the server to exit.
     pub async fn wait_exit(&mut self, d: Duration) -> Option<ExitStatus> {
         self.proc.wait_within(d).await

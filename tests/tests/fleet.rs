@@ -240,3 +240,56 @@ async fn pod_to_pod_requests_need_the_secret() {
         .status;
     assert_eq!(ok, 200);
 }
+
+#[tokio::test]
+async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly() {
+    let mut fleet = Fleet::start(|b| b.yaml("hub:\n  drain_secs: 4")).await;
+    let name = unique_name("drain");
+    let a = &fleet.pods[0];
+    let mut publisher = Publisher::start(&a.rtmp_url(&name)).unwrap();
+    a.wait_live(&name, SECS(20)).await.unwrap();
+    let mut local = a.http_player(&name).await.unwrap();
+    local.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
+    let mut remote = fleet.pods[1].ws_player(&name).await.unwrap();
+    remote.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
+
+    a.sigterm_server();
+    let sent = Instant::now();
+    let readyz = a.admin_url("/readyz");
+    let status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;
+    assert_eq!(status, 503, "/readyz right after SIGTERM");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", a.rtmp_port)).is_err(),
+        "the RTMP port still accepts during the drain"
+    );
+    // Live sessions continue through the drain...
+    let during = local.read_for(SECS(2)).await.unwrap();
+    assert!(local.end.is_none(), "the local player was cut at once: {:?}", local.end);
+    assert!(
+        during.iter().filter(|t| t.is_video_frame()).count() >= 30,
+        "{}",
+        summarize(&during)
+    );
+    let status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;
+    assert_eq!(status, 503, "/readyz during the drain (admin listener up)");
+    // ... and end cleanly after it.
+    let (end, _) = local.wait_end(SECS(10)).await.unwrap();
+    assert_eq!(end, ferrocast_tests::StreamEnd::HttpComplete);
+    assert!(
+        sent.elapsed() >= SECS(3),
+        "ended before the drain period: {:?}",
+        sent.elapsed()
+    );
+    let status = fleet.pods[0]
+        .wait_exit(SECS(15))
+        .await
+        .expect("pod exits after the drain");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        publisher.wait_within(SECS(10)).await.is_some(),
+        "the publisher was not ended"
+    );
+    // The player on another pod rides the publisher grace instead of being cut.
+    let _ = remote.read_for(SECS(1)).await.unwrap();
+    assert!(remote.end.is_none(), "the remote player was cut: {:?}", remote.end);
+}

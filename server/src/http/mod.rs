@@ -52,7 +52,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoRe
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
-    if ctx.is_shutting_down() {
+    if ctx.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else {
         (StatusCode::OK, "ready\n")
