@@ -15,12 +15,15 @@
 //! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
+//! - `fuzzing` (hidden): the fuzz entry points shared by `fuzz/` and the corpus replay test.
 
 pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -413,6 +413,28 @@ impl TestServer {
         children.split_whitespace().next()?.parse().ok()
     }
 
+    /// A `kB` field of the server's /proc/PID/status (`VmRSS`, `VmHWM`, ...).
+    fn status_kb(&self, field: &str) -> Result<u64> {
+        let pid = self.server_pid().context("the server process is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    }
+
+    /// The server's resident memory now, in KiB.
+    pub fn rss_kb(&self) -> Result<u64> {
+        self.status_kb("VmRSS")
+    }
+
+    /// The most resident memory the server ever had (its high-water mark), in KiB: what a
+    /// short burst of allocation cost, even after it was freed.
+    pub fn peak_rss_kb(&self) -> Result<u64> {
+        self.status_kb("VmHWM")
+    }
+
     /// The server's stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.proc.log_text()

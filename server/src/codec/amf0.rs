@@ -1,6 +1,11 @@
 //! AMF0 values as carried by RTMP commands and data messages: encoding, and decoding that
 //! tolerates what real encoders (ffmpeg, OBS, Flash) send while capping everything a peer
 //! controls (nesting depth, counts, string lengths).
+//!
+//! Decoding is bounded by its input: nothing is reserved from a count the peer declares,
+//! every value consumes at least its marker byte, and one call decodes at most
+//! [`MAX_VALUES`] values, so the memory a message can make us hold is a small multiple of
+//! its own size however it is crafted.
 
 use bytes::{BufMut, BytesMut};
 
@@ -26,6 +31,13 @@ const MARKER_AVMPLUS: u8 = 0x11;
 /// Deepest nesting of objects and arrays we decode; real messages nest two or three levels,
 /// and the cap keeps recursion off the end of the stack.
 pub const MAX_DEPTH: usize = 64;
+
+/// Most values (scalars, containers and properties alike) decoded from one message. A
+/// decoded value costs about 50 bytes for its one-byte encoding, so without a cap a 16 MiB
+/// message of nulls decodes into most of a GiB. Real commands hold a dozen values and
+/// encoders' `onMetaData` a few dozen; 16384 leaves room for metadata with keyframe
+/// indexes while holding the worst case to about 2 MiB.
+pub const MAX_VALUES: usize = 16_384;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Amf0Value {
@@ -63,6 +75,8 @@ pub enum AmfError {
     NestingTooDeep,
     #[error("AMF0 strict array claims {0} elements, more than the bytes left")]
     TooLarge(u32),
+    #[error("more than {MAX_VALUES} AMF0 values in one message")]
+    TooManyValues,
 }
 
 impl Amf0Value {
@@ -134,20 +148,35 @@ impl From<bool> for Amf0Value {
 /// Decodes one value from the front of `buf`, advancing it. On error, `buf` is left where
 /// the failing value started.
 pub fn decode(buf: &mut &[u8]) -> Result<Amf0Value, AmfError> {
-    let mut cursor = *buf;
-    let value = decode_value(&mut cursor, 0)?;
-    *buf = cursor;
-    Ok(value)
+    decode_counted(buf, &mut Budget(MAX_VALUES))
 }
 
-/// Decodes values until `buf` is empty.
+/// Decodes values until `buf` is empty; at most [`MAX_VALUES`] values in all.
 pub fn decode_all(buf: &[u8]) -> Result<Vec<Amf0Value>, AmfError> {
     let mut buf = buf;
+    let mut budget = Budget(MAX_VALUES);
     let mut values = Vec::new();
     while !buf.is_empty() {
-        values.push(decode(&mut buf)?);
+        values.push(decode_counted(&mut buf, &mut budget)?);
     }
     Ok(values)
+}
+
+/// How many more values one decode call may produce.
+struct Budget(usize);
+
+impl Budget {
+    fn spend(&mut self) -> Result<(), AmfError> {
+        self.0 = self.0.checked_sub(1).ok_or(AmfError::TooManyValues)?;
+        Ok(())
+    }
+}
+
+fn decode_counted(buf: &mut &[u8], budget: &mut Budget) -> Result<Amf0Value, AmfError> {
+    let mut cursor = *buf;
+    let value = decode_value(&mut cursor, 0, budget)?;
+    *buf = cursor;
+    Ok(value)
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], AmfError> {
@@ -203,7 +232,7 @@ fn read_long_string(buf: &mut &[u8]) -> Result<String, AmfError> {
 /// Reads properties up to and including the end marker (an empty key followed by 0x09).
 /// An empty key followed by any other value is kept as a property with an empty name, which
 /// is legal AMF0 and what our encoder writes for such a property.
-fn read_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Value)>, AmfError> {
+fn read_properties(buf: &mut &[u8], depth: usize, budget: &mut Budget) -> Result<Vec<(String, Amf0Value)>, AmfError> {
     let mut props = Vec::new();
     loop {
         let key = read_short_string(buf)?;
@@ -211,12 +240,13 @@ fn read_properties(buf: &mut &[u8], depth: usize) -> Result<Vec<(String, Amf0Val
             *buf = &buf[1..];
             return Ok(props);
         }
-        let value = decode_value(buf, depth)?;
+        let value = decode_value(buf, depth, budget)?;
         props.push((key, value));
     }
 }
 
-fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfError> {
+fn decode_value(buf: &mut &[u8], depth: usize, budget: &mut Budget) -> Result<Amf0Value, AmfError> {
+    budget.spend()?;
     let marker = read_u8(buf)?;
     let nested = || {
         if depth >= MAX_DEPTH {
@@ -229,14 +259,14 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfError> {
         MARKER_NUMBER => Amf0Value::Number(read_f64(buf)?),
         MARKER_BOOLEAN => Amf0Value::Boolean(read_u8(buf)? != 0),
         MARKER_STRING => Amf0Value::String(read_short_string(buf)?),
-        MARKER_OBJECT => Amf0Value::Object(read_properties(buf, nested()?)?),
+        MARKER_OBJECT => Amf0Value::Object(read_properties(buf, nested()?, budget)?),
         MARKER_NULL | MARKER_UNSUPPORTED => Amf0Value::Null,
         MARKER_UNDEFINED => Amf0Value::Undefined,
         MARKER_ECMA_ARRAY => {
             // ffmpeg and OBS send counts that disagree with the properties that follow; only
             // the end marker is reliable.
             let _count = read_u32(buf)?;
-            Amf0Value::EcmaArray(read_properties(buf, nested()?)?)
+            Amf0Value::EcmaArray(read_properties(buf, nested()?, budget)?)
         }
         MARKER_OBJECT_END => return Err(AmfError::UnexpectedObjectEnd),
         MARKER_STRICT_ARRAY => {
@@ -250,7 +280,7 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfError> {
             // nested arrays could otherwise each reserve the whole remaining length.
             let mut items = Vec::new();
             for _ in 0..count {
-                items.push(decode_value(buf, depth)?);
+                items.push(decode_value(buf, depth, budget)?);
             }
             Amf0Value::StrictArray(items)
         }
@@ -263,7 +293,7 @@ fn decode_value(buf: &mut &[u8], depth: usize) -> Result<Amf0Value, AmfError> {
         MARKER_TYPED_OBJECT => {
             // The class name means nothing to a media server; keep the properties.
             let _class = read_short_string(buf)?;
-            Amf0Value::Object(read_properties(buf, nested()?)?)
+            Amf0Value::Object(read_properties(buf, nested()?, budget)?)
         }
         MARKER_MOVIECLIP | MARKER_REFERENCE | MARKER_RECORDSET | MARKER_AVMPLUS => {
             return Err(AmfError::UnsupportedMarker(marker))
@@ -566,6 +596,31 @@ mod tests {
             decode_all(&nest(100_000, object.0, object.1)),
             Err(AmfError::NestingTooDeep)
         );
+    }
+
+    #[test]
+    fn values_per_message_are_capped() {
+        let strict_nulls = |n: usize| {
+            let mut bytes = hex("0a");
+            bytes.extend_from_slice(&(n as u32).to_be_bytes());
+            bytes.resize(bytes.len() + n, MARKER_NULL);
+            bytes
+        };
+        // The array counts as one value, its elements as the rest.
+        let fits = decode_all(&strict_nulls(MAX_VALUES - 1)).unwrap();
+        assert!(matches!(&fits[..], [Amf0Value::StrictArray(items)] if items.len() == MAX_VALUES - 1));
+        assert_eq!(decode_all(&strict_nulls(MAX_VALUES)), Err(AmfError::TooManyValues));
+        // Properties with empty keys cost three bytes each and are counted the same way.
+        let mut object = hex("03");
+        for _ in 0..MAX_VALUES {
+            object.extend_from_slice(&hex("0000 05"));
+        }
+        object.extend_from_slice(&hex("0000 09"));
+        assert_eq!(decode_all(&object), Err(AmfError::TooManyValues));
+        // The budget spans the whole message, not each top-level value.
+        let many = vec![MARKER_NULL; MAX_VALUES + 1];
+        assert_eq!(decode_all(&many), Err(AmfError::TooManyValues));
+        assert_eq!(decode_all(&many[..MAX_VALUES]).map(|v| v.len()), Ok(MAX_VALUES));
     }
 
     #[test]

@@ -70,7 +70,23 @@ pub fn parse_decoder_config(record: &[u8]) -> Result<AvcInfo, AvcError> {
     parse_sps(sps)
 }
 
+/// Most macroblocks across or down a picture: level 6.2 allows 139264 macroblocks per
+/// frame and no dimension above sqrt(8 x 139264) = 1055 (16880 samples).
+const MAX_DIMENSION_IN_MBS: u32 = 1055;
+
+/// Reads an Exp-Golomb value the spec bounds to `max`; larger means a corrupt SPS.
+fn ue_at_most(r: &mut BitReader<'_>, max: u32, field: &'static str) -> Result<u32, AvcError> {
+    let v = r.ue()?;
+    if v > max {
+        return Err(AvcError::BadSps(field));
+    }
+    Ok(v)
+}
+
 /// Parses an SPS NAL unit (with its one-byte NAL header).
+///
+/// Every field that feeds arithmetic is checked against the range the spec allows, so a
+/// crafted SPS is an error, never an overflow.
 pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
     if nal.len() < 4 || nal[0] & 0x1f != 7 {
         return Err(AvcError::BadSps("not an SPS NAL unit"));
@@ -80,7 +96,7 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
     let profile_idc = r.bits(8)? as u8;
     r.skip(8)?; // constraint flags
     let level_idc = r.bits(8)? as u8;
-    r.ue()?; // seq_parameter_set_id
+    ue_at_most(&mut r, 31, "seq_parameter_set_id")?;
     let mut chroma_format_idc = 1;
     let mut bit_depth = 8;
     let mut separate_colour_plane = false;
@@ -88,15 +104,12 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
         profile_idc,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
     ) {
-        chroma_format_idc = r.ue()?;
-        if chroma_format_idc > 3 {
-            return Err(AvcError::BadSps("chroma_format_idc"));
-        }
+        chroma_format_idc = ue_at_most(&mut r, 3, "chroma_format_idc")?;
         if chroma_format_idc == 3 {
             separate_colour_plane = r.flag()?;
         }
-        bit_depth = r.ue()? + 8;
-        r.ue()?; // bit_depth_chroma_minus8
+        bit_depth = ue_at_most(&mut r, 6, "bit_depth_luma_minus8")? + 8;
+        ue_at_most(&mut r, 6, "bit_depth_chroma_minus8")?;
         r.flag()?; // qpprime_y_zero_transform_bypass
         if r.flag()? {
             let lists = if chroma_format_idc == 3 { 12 } else { 8 };
@@ -107,29 +120,26 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
             }
         }
     }
-    r.ue()?; // log2_max_frame_num_minus4
-    match r.ue()? {
+    ue_at_most(&mut r, 12, "log2_max_frame_num_minus4")?;
+    match ue_at_most(&mut r, 2, "pic_order_cnt_type")? {
         0 => {
-            r.ue()?;
+            ue_at_most(&mut r, 12, "log2_max_pic_order_cnt_lsb_minus4")?;
         }
         1 => {
             r.flag()?;
             r.se()?;
             r.se()?;
-            let n = r.ue()?;
-            if n > 255 {
-                return Err(AvcError::BadSps("num_ref_frames_in_pic_order_cnt_cycle"));
-            }
+            let n = ue_at_most(&mut r, 255, "num_ref_frames_in_pic_order_cnt_cycle")?;
             for _ in 0..n {
                 r.se()?;
             }
         }
         _ => {}
     }
-    r.ue()?; // max_num_ref_frames
+    ue_at_most(&mut r, 16, "max_num_ref_frames")?;
     r.flag()?; // gaps_in_frame_num_value_allowed
-    let width_mbs = r.ue()? + 1;
-    let height_map_units = r.ue()? + 1;
+    let width_mbs = ue_at_most(&mut r, MAX_DIMENSION_IN_MBS - 1, "pic_width_in_mbs_minus1")? + 1;
+    let height_map_units = ue_at_most(&mut r, MAX_DIMENSION_IN_MBS - 1, "pic_height_in_map_units_minus1")? + 1;
     let frame_mbs_only = r.flag()?;
     if !frame_mbs_only {
         r.flag()?; // mb_adaptive_frame_field
@@ -155,12 +165,13 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
     } else {
         sub_h * frame_height_factor
     };
-    let width = (width_mbs * 16)
-        .checked_sub(crop_unit_x * (crop_l.saturating_add(crop_r)))
-        .ok_or(AvcError::BadSps("cropping wider than the picture"))?;
-    let height = (height_map_units * 16 * frame_height_factor)
-        .checked_sub(crop_unit_y * (crop_t.saturating_add(crop_b)))
+    let width =
+        crop(width_mbs * 16, crop_unit_x, crop_l, crop_r).ok_or(AvcError::BadSps("cropping wider than the picture"))?;
+    let height = crop(height_map_units * 16 * frame_height_factor, crop_unit_y, crop_t, crop_b)
         .ok_or(AvcError::BadSps("cropping taller than the picture"))?;
+    if width == 0 || height == 0 {
+        return Err(AvcError::BadSps("empty picture"));
+    }
     Ok(AvcInfo {
         profile_idc,
         level_idc,
@@ -171,11 +182,20 @@ pub fn parse_sps(nal: &[u8]) -> Result<AvcInfo, AvcError> {
     })
 }
 
-fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), EndOfData> {
+/// `coded` minus `unit` x (`a` + `b`), in 64 bits so no offset the peer sends overflows.
+fn crop(coded: u32, unit: u32, a: u32, b: u32) -> Option<u32> {
+    let offset = u64::from(unit) * (u64::from(a) + u64::from(b));
+    u32::try_from(u64::from(coded).checked_sub(offset)?).ok()
+}
+
+fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), AvcError> {
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
+            if !(-128..=127).contains(&delta) {
+                return Err(AvcError::BadSps("delta_scale"));
+            }
             next = (last + delta + 256) % 256;
         }
         last = if next == 0 { last } else { next };
@@ -186,6 +206,139 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), EndOfData
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Writes SPS fields MSB first, Exp-Golomb included, to build SPSs no encoder makes.
+    #[derive(Default)]
+    struct Bits {
+        bits: Vec<bool>,
+    }
+
+    impl Bits {
+        fn u(mut self, n: u32, v: u64) -> Self {
+            for i in (0..n).rev() {
+                self.bits.push((v >> i) & 1 == 1);
+            }
+            self
+        }
+        fn ue(self, v: u64) -> Self {
+            let code = v + 1;
+            let len = 64 - code.leading_zeros();
+            self.u(len - 1, 0).u(len, code)
+        }
+        fn se(self, v: i64) -> Self {
+            self.ue(if v > 0 { 2 * v as u64 - 1 } else { 2 * v.unsigned_abs() })
+        }
+        /// NAL header, the fields, the stop bit; no emulation prevention needed for these.
+        fn nal(self) -> Vec<u8> {
+            let mut b = self.u(1, 1);
+            while b.bits.len() % 8 != 0 {
+                b.bits.push(false);
+            }
+            let mut out = vec![0x67];
+            out.extend(
+                b.bits
+                    .chunks(8)
+                    .map(|c| c.iter().fold(0u8, |a, &x| (a << 1) | u8::from(x))),
+            );
+            out
+        }
+    }
+
+    /// A High-profile SPS up to the picture size: `scaling` fills the first scaling list,
+    /// then sizes and cropping follow.
+    fn high_sps(bit_depth_minus8: u64, scaling: &[i64], width_mbs_minus1: u64, crop: Option<[u64; 4]>) -> Vec<u8> {
+        let mut b = Bits::default().u(8, 100).u(8, 0).u(8, 40).ue(0); // profile, flags, level, id
+        b = b.ue(1).ue(bit_depth_minus8).ue(0).u(1, 0); // 4:2:0, depths, bypass
+        if scaling.is_empty() {
+            b = b.u(1, 0);
+        } else {
+            b = b.u(1, 1).u(1, 1);
+            for d in scaling {
+                b = b.se(*d);
+            }
+            b = b.u(7, 0); // the other seven lists absent
+        }
+        b = b.ue(0).ue(2).ue(1).u(1, 0); // frame num, poc type 2, refs, gaps
+        b = b.ue(width_mbs_minus1).ue(44).u(1, 1).u(1, 1); // 45 map units, frame_mbs_only, 8x8
+        b = match crop {
+            Some([l, r, t, bo]) => b.u(1, 1).ue(l).ue(r).ue(t).ue(bo),
+            None => b.u(1, 0),
+        };
+        b.u(1, 0).nal() // no VUI
+    }
+
+    #[test]
+    fn built_sps_reads_back() {
+        let i = parse_sps(&high_sps(2, &[], 79, Some([0, 0, 0, 0]))).unwrap();
+        assert_eq!((i.width, i.height, i.bit_depth, i.profile_idc), (1280, 720, 10, 100));
+        // A scaling list whose first delta ends it (next scale 0) reads too.
+        let i = parse_sps(&high_sps(0, &[-8], 79, Some([0, 8, 0, 4]))).unwrap();
+        assert_eq!((i.width, i.height), (1264, 712));
+    }
+
+    #[test]
+    fn crafted_sps_values_are_errors_not_overflows() {
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "width near 2^32 macroblocks",
+                high_sps(0, &[], u64::from(u32::MAX) - 1, None),
+                "pic_width_in_mbs_minus1",
+            ),
+            (
+                "width over the level limit",
+                high_sps(0, &[], 1055, None),
+                "pic_width_in_mbs_minus1",
+            ),
+            (
+                "bit depth beyond 14",
+                high_sps(7, &[], 79, None),
+                "bit_depth_luma_minus8",
+            ),
+            (
+                "bit depth near 2^32",
+                high_sps(u64::from(u32::MAX) - 9, &[], 79, None),
+                "bit_depth_luma_minus8",
+            ),
+            (
+                "scaling delta beyond -128..=127",
+                high_sps(0, &[i64::from(i32::MAX)], 79, None),
+                "delta_scale",
+            ),
+            (
+                "scaling delta at the most negative value",
+                high_sps(0, &[-i64::from(i32::MAX)], 79, None),
+                "delta_scale",
+            ),
+            (
+                "crop offsets near 2^32",
+                high_sps(
+                    0,
+                    &[],
+                    79,
+                    Some([u64::from(u32::MAX) - 1, u64::from(u32::MAX) - 1, 0, 0]),
+                ),
+                "cropping wider than the picture",
+            ),
+            (
+                "cropping everything",
+                high_sps(0, &[], 79, Some([320, 320, 0, 0])),
+                "empty picture",
+            ),
+        ];
+        for (name, nal, field) in cases {
+            assert_eq!(parse_sps(&nal), Err(AvcError::BadSps(field)), "{name}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_sps_never_panics(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut nal = vec![0x67];
+            nal.extend_from_slice(&body);
+            let _ = parse_sps(&nal);
+        }
+    }
 
     #[test]
     fn truncated_and_foreign_records_are_errors() {

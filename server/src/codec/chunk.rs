@@ -3,11 +3,16 @@
 //!
 //! The decoder follows "check, then parse": it consumes a chunk only when the whole chunk is
 //! buffered, so `Ok(None)` means "need more bytes" and never loses state. Every length the
-//! peer controls (chunk size, message length, number of chunk streams) is capped.
+//! peer controls is capped: chunk size, number of chunk streams, message length (media and
+//! everything else have separate limits, so a session can keep commands small while letting
+//! a publisher send large frames), and the total length of the messages started but not
+//! finished across all chunk streams, which is what a peer can make us buffer at once.
 
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::message::{TYPE_AGGREGATE, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_DATA_AMF3, TYPE_VIDEO};
 
 /// Chunk size every RTMP connection starts with.
 pub const DEFAULT_CHUNK_SIZE: u32 = 128;
@@ -30,12 +35,16 @@ pub struct RawMessage {
 pub enum ChunkError {
     #[error("message length {0} exceeds the limit of {1} bytes")]
     MessageTooLarge(u32, u32),
+    #[error("messages started but not finished would total {0} bytes, over the limit of {1}")]
+    TooMuchUnfinished(u64, u64),
     #[error("chunk size {0} is out of range (1..={1})")]
     BadChunkSize(u32, u32),
     #[error("chunk continues a message on chunk stream {0} that never started")]
     NoPreviousHeader(u32),
     #[error("too many chunk streams (limit {MAX_CHUNK_STREAMS})")]
     TooManyChunkStreams,
+    #[error("message length or type changed in the middle of a message on chunk stream {0}")]
+    HeaderChangedMidMessage(u32),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -53,23 +62,54 @@ struct ChunkStreamState {
     partial: BytesMut,
 }
 
+/// Message types held to the media limit: audio, video, aggregates of them, and data
+/// messages (`onMetaData`), which a publisher sends alongside its media. Every other type
+/// (commands, shared objects, protocol control) is held to the command limit.
+fn is_media_type(type_id: u8) -> bool {
+    matches!(
+        type_id,
+        TYPE_AUDIO | TYPE_VIDEO | TYPE_AGGREGATE | TYPE_DATA_AMF0 | TYPE_DATA_AMF3
+    )
+}
+
 /// Reassembles messages from the peer's chunk stream.
 #[derive(Debug)]
 pub struct ChunkDecoder {
     chunk_size: u32,
     max_chunk_size: u32,
-    max_message_size: u32,
+    max_media_message: u32,
+    max_command_message: u32,
+    /// Sum of the announced lengths of messages started but not finished. Counted by
+    /// announced length because that is what the reassembly buffer reserves.
+    unfinished: u64,
     streams: HashMap<u32, ChunkStreamState>,
 }
 
 impl ChunkDecoder {
+    /// A decoder that caps every message at `max_message_size`.
     pub fn new(max_chunk_size: u32, max_message_size: u32) -> Self {
         ChunkDecoder {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_chunk_size,
-            max_message_size,
+            max_media_message: max_message_size,
+            max_command_message: max_message_size,
+            unfinished: 0,
             streams: HashMap::new(),
         }
+    }
+
+    /// Caps media and data messages at `media` bytes and every other message at `command`
+    /// bytes. Messages already started keep the limit they were checked against.
+    pub fn set_message_limits(&mut self, media: u32, command: u32) {
+        self.max_media_message = media;
+        self.max_command_message = command;
+    }
+
+    /// The most bytes of unfinished messages held at once: room for the largest message
+    /// plus as much again interleaved with it (a well-behaved peer has one unfinished
+    /// message per chunk stream it uses, and only its video frames are large).
+    pub fn max_unfinished(&self) -> u64 {
+        2 * u64::from(self.max_media_message.max(self.max_command_message))
     }
 
     /// Applies the peer's SetChunkSize.
@@ -88,6 +128,9 @@ impl ChunkDecoder {
     /// Drops the partly received message on `csid` (the peer's Abort message).
     pub fn abort(&mut self, csid: u32) {
         if let Some(s) = self.streams.get_mut(&csid) {
+            if !s.partial.is_empty() {
+                self.unfinished = self.unfinished.saturating_sub(u64::from(s.length));
+            }
             s.partial = BytesMut::new();
         }
     }
@@ -135,6 +178,7 @@ impl ChunkDecoder {
             return Err(ChunkError::NoPreviousHeader(csid));
         }
         let continuing = !prev.partial_is_empty;
+        let (prev_length, prev_type) = (prev.length, prev.type_id);
 
         let mut next = prev;
         let mut ts_field = 0;
@@ -147,6 +191,11 @@ impl ChunkDecoder {
         }
         if fmt == 0 {
             next.stream_id = u32::from_le_bytes([h[7], h[8], h[9], h[10]]);
+        }
+        // The limits are checked when a message starts; a new length or type half-way would
+        // slip past them.
+        if continuing && fmt <= 1 && (next.length != prev_length || next.type_id != prev_type) {
+            return Err(ChunkError::HeaderChangedMidMessage(csid));
         }
         let mut ext_value = None;
         if fmt <= 2 {
@@ -172,8 +221,19 @@ impl ChunkDecoder {
         }
         let ts_value = ext_value.unwrap_or(ts_field);
 
-        if next.length > self.max_message_size {
-            return Err(ChunkError::MessageTooLarge(next.length, self.max_message_size));
+        if !continuing {
+            let limit = if is_media_type(next.type_id) {
+                self.max_media_message
+            } else {
+                self.max_command_message
+            };
+            if next.length > limit {
+                return Err(ChunkError::MessageTooLarge(next.length, limit));
+            }
+            let total = self.unfinished + u64::from(next.length);
+            if total > self.max_unfinished() {
+                return Err(ChunkError::TooMuchUnfinished(total, self.max_unfinished()));
+            }
         }
         let already = if continuing { next.partial_len } else { 0 };
         let remaining = (next.length as usize).saturating_sub(already);
@@ -217,7 +277,13 @@ impl ChunkDecoder {
         state.partial.put_slice(&buf[..take]);
         buf.advance(take);
         if state.partial.len() < state.length as usize {
+            if !continuing {
+                self.unfinished += u64::from(state.length);
+            }
             return Ok(ChunkOutcome::Partial);
+        }
+        if continuing {
+            self.unfinished = self.unfinished.saturating_sub(u64::from(state.length));
         }
         let payload = state.partial.split().freeze();
         Ok(ChunkOutcome::Message(RawMessage {
@@ -539,6 +605,78 @@ mod tests {
         let mut dec = ChunkDecoder::new(1 << 20, 1000);
         let mut buf = BytesMut::from(&[0x04u8, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..]);
         assert_eq!(dec.decode(&mut buf), Err(ChunkError::MessageTooLarge(0xff_ffff, 1000)));
+    }
+
+    #[test]
+    fn commands_and_media_have_separate_limits() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_message_limits(100_000, 1000);
+        // A 5000-byte video message is fine, a 5000-byte command is not.
+        let mut buf = BytesMut::new();
+        encode_message(&mut buf, 6, 0, TYPE_VIDEO, 1, &[0x17; 5000], 128);
+        assert_eq!(dec.decode(&mut buf).unwrap().map(|m| m.payload.len()), Some(5000));
+        let mut buf = BytesMut::from(&[0x03u8, 0, 0, 0, 0, 0x13, 0x88, 20, 0, 0, 0, 0][..]);
+        assert_eq!(dec.decode(&mut buf), Err(ChunkError::MessageTooLarge(5000, 1000)));
+    }
+
+    #[test]
+    fn unfinished_messages_across_chunk_streams_are_capped() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_message_limits(10_000, 10_000);
+        assert_eq!(dec.max_unfinished(), 20_000);
+        // Each chunk stream starts a 9000-byte message and sends its first 128 bytes: each is
+        // under the message limit, but the third would have 27000 bytes unfinished.
+        let start = |csid: u8| {
+            let mut w = vec![csid, 0, 0, 0, 0, 0x23, 0x28, 9, 1, 0, 0, 0];
+            w.extend_from_slice(&[0; 128]);
+            w
+        };
+        let mut buf = BytesMut::new();
+        for csid in [4, 5] {
+            buf.extend_from_slice(&start(csid));
+        }
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&start(6));
+        assert_eq!(dec.decode(&mut buf), Err(ChunkError::TooMuchUnfinished(27_000, 20_000)));
+    }
+
+    #[test]
+    fn finished_and_aborted_messages_release_their_share() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_message_limits(10_000, 10_000);
+        let payload = vec![0u8; 9000];
+        // Many 9000-byte messages in a row on one chunk stream never add up.
+        for _ in 0..10 {
+            let mut buf = BytesMut::new();
+            encode_message(&mut buf, 4, 0, TYPE_VIDEO, 1, &payload, 128);
+            assert!(dec.decode(&mut buf).unwrap().is_some());
+        }
+        // Started then aborted, twice on each of two streams: nothing stays counted.
+        for _ in 0..2 {
+            for csid in [4u8, 5] {
+                let mut w = vec![csid, 0, 0, 0, 0, 0x23, 0x28, 9, 1, 0, 0, 0];
+                w.extend_from_slice(&[0; 128]);
+                let mut buf = BytesMut::from(&w[..]);
+                assert_eq!(dec.decode(&mut buf), Ok(None));
+            }
+            dec.abort(4);
+            dec.abort(5);
+        }
+        assert_eq!(dec.unfinished, 0);
+    }
+
+    #[test]
+    fn length_change_in_the_middle_of_a_message_is_rejected() {
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_message_limits(1 << 20, 200);
+        // A 150-byte command starts within the command limit, then a type-1 header on the
+        // same chunk stream claims a far larger length.
+        let mut w = vec![0x03u8, 0, 0, 0, 0, 0, 150, 20, 0, 0, 0, 0];
+        w.extend_from_slice(&[0x05; 128]);
+        w.extend_from_slice(&[0x43, 0, 0, 0, 0x10, 0, 0, 20]);
+        w.extend_from_slice(&[0x05; 22]);
+        let mut buf = BytesMut::from(&w[..]);
+        assert_eq!(dec.decode(&mut buf), Err(ChunkError::HeaderChangedMidMessage(3)));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use super::bits::BitReader;
-use super::media::FourCc;
+use super::media::{self, FourCc, PacketKind};
 use super::{aac, av1, avc, hevc, opus, vp9};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,20 +31,15 @@ pub struct AudioInfo {
     pub channels: u32,
 }
 
-/// Bytes before the codec configuration in a video sequence header: legacy (1 byte + packet
-/// type + 3-byte composition time) and enhanced (1 byte + FourCC) are both 5 bytes long.
-/// Enhanced SequenceStart carries no composition time, even for HEVC.
-const VIDEO_HEADER_LEN: usize = 5;
-/// Enhanced-RTMP audio: 1 byte + FourCC.
-const ENHANCED_AUDIO_HEADER_LEN: usize = 5;
-
 /// Parses a video sequence header message body (FLV VIDEODATA). `None` when the codec is
 /// not one we parse or the header is corrupt or empty (the stream is still forwarded).
 ///
 /// VP9's configuration record has no picture size, so its width and height are 0 here;
 /// [`vp9_frame_size`] reads them from the first keyframe.
 pub fn video_info(codec: FourCc, _enhanced: bool, body: &[u8]) -> Option<VideoInfo> {
-    let config = body.get(VIDEO_HEADER_LEN..)?;
+    // The header parser knows where the record starts: after the legacy packet type and
+    // composition time, or after the FourCC and any ModEx wrappers.
+    let config = body.get(media::parse_video_header(body).ok()?.body_offset..)?;
     // (width, height, profile, level, chroma format, bit depth)
     let (width, height, profile, level, chroma_format, bit_depth) = match codec {
         FourCc::AVC => {
@@ -108,13 +103,11 @@ pub fn video_info(codec: FourCc, _enhanced: bool, body: &[u8]) -> Option<VideoIn
 /// holds a keyframe, for filling in what the VP9 sequence header cannot say. `None` for
 /// any other message.
 pub fn vp9_frame_size(body: &[u8]) -> Option<(u32, u32)> {
-    let b0 = *body.first()?;
-    let packet_type = b0 & 0x0f;
-    if b0 & 0x80 == 0 || body.get(1..5)? != FourCc::VP9.0 || !matches!(packet_type, 1 | 3) {
+    let h = media::parse_video_header(body).ok()?;
+    if !h.enhanced || h.multitrack || h.codec != FourCc::VP9 || h.kind != PacketKind::Frame {
         return None;
     }
-    // VP9 frames carry no composition time, so the frame starts right after the FourCC.
-    vp9::parse_keyframe_size(&body[5..])
+    vp9::parse_keyframe_size(body.get(h.body_offset..)?)
 }
 
 /// Parses an audio sequence header message body (FLV AUDIODATA).
@@ -124,7 +117,9 @@ pub fn vp9_frame_size(body: &[u8]) -> Option<(u32, u32)> {
 /// FLAC, AC-3, E-AC-3 and MP3 a header we cannot read still names the codec, with rate and
 /// channels 0.
 pub fn audio_info(codec: FourCc, enhanced: bool, body: &[u8]) -> Option<AudioInfo> {
-    let enhanced_payload = || body.get(ENHANCED_AUDIO_HEADER_LEN..).filter(|_| enhanced);
+    // After the legacy header byte(s), or after the FourCC and any ModEx wrappers.
+    let payload = body.get(media::parse_audio_header(body).ok()?.body_offset..)?;
+    let enhanced_payload = || Some(payload).filter(|_| enhanced);
     let named = |sample_rate: u32, channels: u32| AudioInfo {
         codec: codec.name(),
         profile: String::new(),
@@ -133,8 +128,7 @@ pub fn audio_info(codec: FourCc, enhanced: bool, body: &[u8]) -> Option<AudioInf
     };
     match codec {
         FourCc::AAC => {
-            let config = body.get(if enhanced { ENHANCED_AUDIO_HEADER_LEN } else { 2 }..)?;
-            let i = aac::parse_audio_specific_config(config).ok()?;
+            let i = aac::parse_audio_specific_config(payload).ok()?;
             Some(AudioInfo {
                 codec: codec.name(),
                 profile: i.profile_name().to_string(),
@@ -156,8 +150,7 @@ pub fn audio_info(codec: FourCc, enhanced: bool, body: &[u8]) -> Option<AudioInf
             Some(named(rate, channels))
         }
         FourCc::MP3 => {
-            let frame = if enhanced { enhanced_payload() } else { body.get(1..) };
-            let (rate, channels) = frame.and_then(mpeg_audio_header).unwrap_or((0, 0));
+            let (rate, channels) = mpeg_audio_header(payload).unwrap_or((0, 0));
             Some(named(rate, channels))
         }
         _ => None,

@@ -74,12 +74,22 @@ impl StreamInfo {
 /// Most side headers kept per stream (tracks are few; this bounds a hostile publisher).
 const MAX_SIDE_HEADERS: usize = 16;
 
-/// Identifies the track a side header belongs to: kind, packet type and the multitrack
-/// header bytes (FourCC and track id).
+/// Identifies the track a side header belongs to: kind, packet type, codec and multitrack
+/// track id, read through any ModEx wrappers (whose data, such as a timestamp offset,
+/// differs from packet to packet of the same track).
 fn side_header_id(f: &MediaFrame) -> Bytes {
-    let end = if f.multitrack { 7 } else { 5 };
-    let mut id = vec![f.kind as u8, f.packet as u8];
-    id.extend_from_slice(&f.payload[..end.min(f.payload.len())]);
+    let (packet_type, track) = match f.kind {
+        FrameKind::Video => media::parse_video_header(&f.payload)
+            .map(|h| (h.packet_type, h.track_id))
+            .unwrap_or_default(),
+        FrameKind::Audio => media::parse_audio_header(&f.payload)
+            .map(|h| (h.packet_type, h.track_id))
+            .unwrap_or_default(),
+        FrameKind::Data => (0, None),
+    };
+    let mut id = vec![f.kind as u8, f.packet as u8, packet_type, u8::from(track.is_some())];
+    id.push(track.unwrap_or(0));
+    id.extend_from_slice(&f.codec.0);
     Bytes::from(id)
 }
 

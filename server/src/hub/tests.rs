@@ -331,6 +331,41 @@ async fn enhanced_side_headers_reach_late_joiners_and_multitrack_only_those_who_
     assert_eq!(info.video_codec, Some(crate::codec::media::FourCc::HEVC));
 }
 
+/// `packet` (an enhanced-RTMP video message) wrapped in one ModEx TimestampOffsetNano, as
+/// enhanced-RTMP v2 encoders send sub-millisecond timing.
+fn modex_wrapped(packet: &[u8], nanos: u32) -> Bytes {
+    let mut p = vec![(packet[0] & 0xf0) | 7, 2];
+    p.extend_from_slice(&nanos.to_be_bytes()[1..]);
+    p.push(packet[0] & 0x0f);
+    p.extend_from_slice(&packet[1..]);
+    Bytes::from(p)
+}
+
+#[tokio::test(start_paused = true)]
+async fn modex_wrapped_keyframes_start_late_joiners() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    let start = modex_wrapped(include_bytes!("../codec/testdata/hevc_1280x720_main.bin"), 0);
+    let key_frame = modex_wrapped(HEVC_KEY, 500_000);
+    let inter_frame = modex_wrapped(b"\xa1hvc1\x00\x00\x00inter", 250_000);
+    let metadata_late = modex_wrapped(HEVC_HDR_METADATA, 2);
+    p.push_video(0, start.clone()).unwrap();
+    p.push_video(0, modex_wrapped(HEVC_HDR_METADATA, 1)).unwrap();
+    p.push_video(5, metadata_late.clone()).unwrap();
+    p.push_video(10, key_frame.clone()).unwrap();
+    p.push_video(43, inter_frame.clone()).unwrap();
+
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let got = drain(&mut sub).await;
+    let payloads: Vec<_> = got.iter().map(|f| f.payload.clone()).collect();
+    // Bytes reach players as sent; the newer metadata of the same track replaced the older.
+    assert_eq!(payloads, vec![start, metadata_late, key_frame, inter_frame]);
+    assert!(got[2].keyframe, "the wrapped keyframe anchors the GOP");
+    let info = hub.stream(&key()).unwrap().info();
+    let video = info.video.expect("codec info read through ModEx");
+    assert_eq!((video.codec, video.width, video.height), ("hevc", 1280, 720));
+}
+
 #[tokio::test(start_paused = true)]
 async fn ingest_bitrate_and_frame_rate_are_measured() {
     let hub = Hub::new(settings());

@@ -233,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn handle_events(&mut self) -> Result<(), ConnError> {
-        while let Some(event) = self.session().next_event() {
+        while let Some(event) = self.session().poll_event()? {
             match event {
                 SessionEvent::ConnectRequested(info) => {
                     if self.ctx.hub.apps().iter().any(|a| a.name == info.app) {

@@ -5,13 +5,22 @@
 //! are raised as events and answered by the caller with `accept_*` / `reject_*`, which is
 //! where access control and webhooks plug in. Media for players does not pass through
 //! here: the connection writes the hub's pre-encoded chunks directly.
+//!
+//! Messages are handled strictly in order. Encoders pipeline: `publish`, `@setDataFrame`,
+//! sequence headers and the first keyframe often arrive in one write, and commands follow
+//! `connect` before its answer. So once a request is raised, decoding stops until the
+//! caller answers it; what follows waits in the input buffer (bounded) and is decoded by
+//! [`Session::poll_event`] afterwards, under the rules the answer set.
+//!
+//! Until a publish is accepted every message is held to [`MAX_COMMAND_MESSAGE_SIZE`]; only
+//! an accepted publisher may send media messages up to `max_message_size`.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::amf0::Amf0Value;
-use crate::codec::chunk::{ChunkDecoder, ChunkError};
+use crate::codec::chunk::{ChunkDecoder, ChunkError, DEFAULT_CHUNK_SIZE};
 use crate::codec::handshake::{HandshakeError, Progress, ServerHandshake};
 use crate::codec::message::{self, split_aggregate, Command, Message, MessageError, UserControl};
 
@@ -19,6 +28,16 @@ use crate::codec::message::{self, split_aggregate, Command, Message, MessageErro
 const WINDOW_ACK_SIZE: u32 = 5_000_000;
 /// A client may create this many message streams on one connection.
 const MAX_STREAMS: u32 = 16;
+/// Largest command message (and, before a publish is accepted, any message). The largest
+/// real commands are enhanced-RTMP `connect`s with codec lists, under 2 KiB; 64 KiB leaves
+/// room for long tokens in URLs while keeping what an unauthenticated peer can make us
+/// buffer and decode small.
+pub const MAX_COMMAND_MESSAGE_SIZE: u32 = 64 * 1024;
+/// Most bytes a peer may have buffered with us while one of its requests awaits our
+/// answer: enough for what encoders pipeline after `publish` (metadata, sequence headers,
+/// a first keyframe). The connection stops reading while it decides, so this only bounds
+/// a driver that keeps feeding.
+pub const MAX_PIPELINED_INPUT: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -30,6 +49,8 @@ pub enum SessionError {
     Message(#[from] MessageError),
     #[error("{0} before connect")]
     NotConnected(&'static str),
+    #[error("peer sent over {MAX_PIPELINED_INPUT} bytes while a request awaited its answer")]
+    TooMuchPipelined,
 }
 
 /// Settings a session needs from the server config.
@@ -37,7 +58,14 @@ pub enum SessionError {
 pub struct SessionConfig {
     pub chunk_size: u32,
     pub max_peer_chunk_size: u32,
+    /// Largest media or data message an accepted publisher may send.
     pub max_message_size: u32,
+}
+
+impl SessionConfig {
+    fn command_message_limit(&self) -> u32 {
+        MAX_COMMAND_MESSAGE_SIZE.min(self.max_message_size)
+    }
 }
 
 /// What the peer asked in `connect`.
@@ -136,6 +164,10 @@ pub struct Session {
     next_stream_id: u32,
     role: Role,
     pending_request: Option<u32>,
+    /// A connect, publish or play request was raised and not answered yet: decoding waits.
+    awaiting_answer: bool,
+    /// The chunk size our output uses: the RTMP default until we announce ours.
+    out_chunk_size: u32,
     bytes_received: u64,
     last_ack: u64,
     peer_window: u32,
@@ -147,7 +179,7 @@ impl Session {
             config,
             phase: Phase::Handshake,
             handshake: ServerHandshake::new(),
-            decoder: ChunkDecoder::new(config.max_peer_chunk_size, config.max_message_size),
+            decoder: ChunkDecoder::new(config.max_peer_chunk_size, config.command_message_limit()),
             input: BytesMut::with_capacity(8192),
             output: BytesMut::with_capacity(8192),
             events: VecDeque::new(),
@@ -157,6 +189,8 @@ impl Session {
             next_stream_id: 1,
             role: Role::None,
             pending_request: None,
+            awaiting_answer: false,
+            out_chunk_size: DEFAULT_CHUNK_SIZE,
             bytes_received: 0,
             last_ack: 0,
             peer_window: 0,
@@ -188,8 +222,18 @@ impl Session {
         !self.output.is_empty()
     }
 
-    pub fn next_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+    /// The next event, decoding more of the buffered input when none is queued and no
+    /// request awaits an answer.
+    pub fn poll_event(&mut self) -> Result<Option<SessionEvent>, SessionError> {
+        if self.events.is_empty() && !self.awaiting_answer {
+            self.process()?;
+        }
+        Ok(self.events.pop_front())
+    }
+
+    /// Whether a connect, publish or play request awaits `accept_*` / `reject_*`.
+    pub fn awaiting_answer(&self) -> bool {
+        self.awaiting_answer
     }
 
     /// The buffer to read socket bytes into; call [`Session::process`] after filling it.
@@ -199,6 +243,9 @@ impl Session {
 
     /// Feeds bytes received from the peer.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        if self.awaiting_answer && self.input.len() + data.len() > MAX_PIPELINED_INPUT {
+            return Err(SessionError::TooMuchPipelined);
+        }
         self.input.extend_from_slice(data);
         self.process()
     }
@@ -211,7 +258,7 @@ impl Session {
                 Progress::Done => self.phase = Phase::Chunks,
             }
         }
-        loop {
+        while !self.awaiting_answer {
             let before = self.input.len();
             let msg = self.decoder.decode(&mut self.input)?;
             self.bytes_received += (before - self.input.len()) as u64;
@@ -235,6 +282,7 @@ impl Session {
                 None => return Ok(()),
             }
         }
+        Ok(())
     }
 
     fn maybe_ack(&mut self) {
@@ -245,7 +293,7 @@ impl Session {
     }
 
     fn send(&mut self, m: Message, stream_id: u32) {
-        m.encode(&mut self.output, 0, stream_id, self.config.chunk_size);
+        m.encode(&mut self.output, 0, stream_id, self.out_chunk_size);
     }
 
     fn handle_message(&mut self, m: Message, timestamp: u32, stream_id: u32) -> Result<(), SessionError> {
@@ -337,6 +385,7 @@ impl Session {
                 };
                 self.connect_txid = c.transaction_id;
                 self.connect = Some(info.clone());
+                self.awaiting_answer = true;
                 self.events.push_back(SessionEvent::ConnectRequested(info));
             }
             _ if !self.connected => return Err(SessionError::NotConnected("command")),
@@ -375,6 +424,7 @@ impl Session {
                     query: query.to_string(),
                 };
                 self.pending_request = Some(stream_id);
+                self.awaiting_answer = true;
                 self.events.push_back(if publish {
                     SessionEvent::PublishRequested(req)
                 } else {
@@ -421,6 +471,8 @@ impl Session {
 
     fn unpublish(&mut self, stream_id: u32) {
         self.role = Role::None;
+        let limit = self.config.command_message_limit();
+        self.decoder.set_message_limits(limit, limit);
         self.on_status(
             stream_id,
             "status",
@@ -458,7 +510,7 @@ impl Session {
             object: Amf0Value::Null,
             args: vec![status_object(level, code, description)],
         });
-        m.encode(&mut self.output, 0, stream_id, self.config.chunk_size);
+        self.send(m, stream_id);
     }
 
     /// Accepts `connect`: window size, bandwidth, our chunk size and `_result`.
@@ -467,6 +519,7 @@ impl Session {
             return;
         }
         self.connected = true;
+        self.awaiting_answer = false;
         let encoding = self.connect.as_ref().map_or(0.0, |c| c.object_encoding);
         let enhanced = self.connect.as_ref().is_some_and(|c| c.enhanced);
         self.send(Message::WindowAckSize(WINDOW_ACK_SIZE), 0);
@@ -478,6 +531,8 @@ impl Session {
             0,
         );
         self.send(Message::SetChunkSize(self.config.chunk_size), 0);
+        // Everything after SetChunkSize uses it, and nothing before did.
+        self.out_chunk_size = self.config.chunk_size;
         let mut props = vec![
             ("fmsVer".to_string(), Amf0Value::from("FMS/3,0,1,123")),
             ("capabilities".to_string(), Amf0Value::Number(31.0)),
@@ -517,6 +572,7 @@ impl Session {
 
     /// Refuses `connect`; the caller closes the connection after flushing output.
     pub fn reject_connect(&mut self, description: &str) {
+        self.awaiting_answer = false;
         let info = status_object("error", "NetConnection.Connect.Rejected", description);
         let m = Message::Command(Command {
             name: "_error".into(),
@@ -529,7 +585,10 @@ impl Session {
 
     pub fn accept_publish(&mut self, stream_id: u32) {
         self.pending_request = None;
+        self.awaiting_answer = false;
         self.role = Role::Publishing(stream_id);
+        self.decoder
+            .set_message_limits(self.config.max_message_size, self.config.command_message_limit());
         self.send(Message::UserControl(UserControl::StreamBegin(stream_id)), 0);
         self.on_status(stream_id, "status", "NetStream.Publish.Start", "Start publishing");
     }
@@ -537,6 +596,7 @@ impl Session {
     /// Refuses a publish with `code` (e.g. `NetStream.Publish.BadName`).
     pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
         self.pending_request = None;
+        self.awaiting_answer = false;
         self.on_status(stream_id, "error", code, description);
     }
 
@@ -544,6 +604,7 @@ impl Session {
     /// from the hub on `stream_id`.
     pub fn accept_play(&mut self, stream_id: u32) {
         self.pending_request = None;
+        self.awaiting_answer = false;
         self.role = Role::Playing(stream_id);
         self.send(Message::UserControl(UserControl::StreamBegin(stream_id)), 0);
         self.on_status(
@@ -558,11 +619,12 @@ impl Session {
             Amf0Value::Boolean(true),
             Amf0Value::Boolean(true),
         ]);
-        access.encode(&mut self.output, 0, stream_id, self.config.chunk_size);
+        self.send(access, stream_id);
     }
 
     pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
         self.pending_request = None;
+        self.awaiting_answer = false;
         self.on_status(stream_id, "error", code, description);
     }
 

@@ -81,7 +81,7 @@ impl Client {
     }
 
     fn events(&mut self) -> Vec<SessionEvent> {
-        std::iter::from_fn(|| self.session.next_event()).collect()
+        std::iter::from_fn(|| self.session.poll_event().unwrap()).collect()
     }
 
     fn connect(&mut self, app: &str, encoding: f64) {
@@ -342,4 +342,243 @@ fn legacy_connect_gets_no_enhanced_properties() {
     };
     assert!(result.object.get("fourCcList").is_none());
     assert!(!c.session.connect_info().unwrap().wants_multitrack());
+}
+
+/// Chunks of `messages` (message, stream id) as one client write at chunk size `chunk_size`.
+fn wire(messages: &[(Message, u32)], chunk_size: u32) -> BytesMut {
+    let mut out = BytesMut::new();
+    for (m, stream_id) in messages {
+        m.encode(&mut out, 0, *stream_id, chunk_size);
+    }
+    out
+}
+
+fn cmd(name: &str, txid: f64, object: Amf0Value, args: Vec<Amf0Value>) -> Message {
+    Message::Command(Command {
+        name: name.into(),
+        transaction_id: txid,
+        object,
+        args,
+    })
+}
+
+fn connect_object(app: &str) -> Amf0Value {
+    Amf0Value::object([
+        ("app", Amf0Value::from(app)),
+        ("tcUrl", Amf0Value::from(format!("rtmp://localhost/{app}"))),
+    ])
+}
+
+#[test]
+fn everything_pipelined_with_publish_is_delivered_in_order_after_acceptance() {
+    let mut c = Client::new(false);
+    let meta = Amf0Value::EcmaArray(vec![("width".into(), Amf0Value::Number(1280.0))]);
+    let avc_header = Bytes::from_static(b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f");
+    let aac_header = Bytes::from_static(b"\xaf\x00\x12\x10");
+    let key = Bytes::from(vec![0x17u8; 3000]);
+    // What an encoder that does not wait for answers writes at once.
+    let all = wire(
+        &[
+            (Message::SetChunkSize(4096), 0),
+            (cmd("connect", 1.0, connect_object("live"), vec![]), 0),
+            (cmd("releaseStream", 2.0, Amf0Value::Null, vec!["cam".into()]), 0),
+            (cmd("FCPublish", 3.0, Amf0Value::Null, vec!["cam".into()]), 0),
+            (cmd("createStream", 4.0, Amf0Value::Null, vec![]), 0),
+            (
+                cmd("publish", 5.0, Amf0Value::Null, vec!["cam".into(), "live".into()]),
+                1,
+            ),
+            (
+                Message::Data(vec!["@setDataFrame".into(), "onMetaData".into(), meta.clone()]),
+                1,
+            ),
+            (Message::Video(avc_header.clone()), 1),
+            (Message::Audio(aac_header.clone()), 1),
+            (Message::Video(key.clone()), 1),
+        ],
+        4096,
+    );
+    // SetChunkSize is the first message, so everything after it uses 4096 (and the first
+    // message itself fits in 128).
+    c.session.handle_input(&all).unwrap();
+    assert!(matches!(&c.events()[..], [SessionEvent::ConnectRequested(_)]));
+    assert!(c.session.awaiting_answer());
+    c.session.accept_connect();
+    let ev = c.events();
+    assert!(
+        matches!(&ev[..], [SessionEvent::PublishRequested(r)] if r.stream_id == 1),
+        "{ev:?}"
+    );
+    // connect, releaseStream, FCPublish and createStream were answered in order.
+    let txids: Vec<f64> = c
+        .received()
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Command(r) if r.name == "_result" => Some(r.transaction_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(txids, vec![1.0, 2.0, 3.0, 4.0]);
+    c.session.accept_publish(1);
+    assert_eq!(
+        c.events(),
+        vec![
+            SessionEvent::Metadata(vec![meta]),
+            SessionEvent::Video {
+                timestamp: 0,
+                payload: avc_header
+            },
+            SessionEvent::Audio {
+                timestamp: 0,
+                payload: aac_header
+            },
+            SessionEvent::Video {
+                timestamp: 0,
+                payload: key
+            },
+        ]
+    );
+}
+
+#[test]
+fn commands_sent_before_the_connect_answer_are_answered_after_it() {
+    let mut c = Client::new(false);
+    let all = wire(
+        &[
+            (cmd("connect", 1.0, connect_object("live"), vec![]), 0),
+            (cmd("createStream", 2.0, Amf0Value::Null, vec![]), 0),
+            (cmd("play", 0.0, Amf0Value::Null, vec!["cam".into()]), 1),
+        ],
+        128,
+    );
+    c.session.handle_input(&all).unwrap();
+    assert!(matches!(&c.events()[..], [SessionEvent::ConnectRequested(_)]));
+    assert!(c.received().is_empty(), "nothing is answered before connect is decided");
+    c.session.accept_connect();
+    assert!(matches!(&c.events()[..], [SessionEvent::PlayRequested(r)] if r.name == "cam"));
+    let results: Vec<(f64, Option<f64>)> = c
+        .received()
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Command(r) if r.name == "_result" => Some((r.transaction_id, r.args[0].as_f64())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results, vec![(1.0, None), (2.0, Some(1.0))]);
+}
+
+#[test]
+fn a_long_connect_rejection_reason_reaches_the_client_intact() {
+    // The client still reads at the default chunk size 128: we never announced ours.
+    let reason = format!("Rejected by the preConnect webhook: {}", "no such tenant; ".repeat(20));
+    let mut c = Client::new(false);
+    c.command("connect", 1.0, vec![connect_object("live")], 0);
+    c.events();
+    c.session.reject_connect(&reason);
+    let got = c.received();
+    let [(_, Message::Command(error))] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!((error.name.as_str(), error.transaction_id), ("_error", 1.0));
+    assert_eq!(
+        error.args[0].get("description").and_then(|v| v.as_str()),
+        Some(reason.as_str())
+    );
+    assert_eq!(
+        error.args[0].get("code").and_then(|v| v.as_str()),
+        Some("NetConnection.Connect.Rejected")
+    );
+}
+
+#[test]
+fn replies_before_our_set_chunk_size_use_the_default_chunk_size() {
+    let mut c = Client::new(false);
+    // A ping before connect is answered; a long unknown-method error after connect is
+    // chunked at our announced size, which the client decodes after SetChunkSize.
+    c.send(Message::UserControl(UserControl::PingRequest(7)), 0);
+    assert_eq!(c.received()[0].1, Message::UserControl(UserControl::PingResponse(7)));
+    c.connect("live", 0.0);
+    let got = c.received();
+    assert!(got.iter().any(|(_, m)| *m == Message::SetChunkSize(60000)));
+    let long = "m".repeat(500);
+    c.command(&long, 2.0, vec![], 0);
+    let got = c.received();
+    assert!(
+        matches!(&got[..], [(_, Message::Command(e))] if e.name == "_error"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn commands_stay_small_and_media_may_be_large_only_once_publishing() {
+    let big_video = Message::Video(Bytes::from(vec![0x17u8; 100_000]));
+    // Before publish, a 100 KB media message is refused at its header.
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    let mut out = BytesMut::new();
+    big_video.encode(&mut out, 0, 1, 128);
+    assert!(matches!(
+        c.session.handle_input(&out[..200]),
+        Err(SessionError::Chunk(ChunkError::MessageTooLarge(
+            100_000,
+            MAX_COMMAND_MESSAGE_SIZE
+        )))
+    ));
+    // After an accepted publish it is media like any other.
+    let mut c = Client::new(false);
+    c.connect("live", 0.0);
+    c.command("createStream", 2.0, vec![], 0);
+    c.command("publish", 3.0, vec!["cam".into()], 1);
+    c.events();
+    c.session.accept_publish(1);
+    c.send(big_video, 1);
+    assert!(matches!(&c.events()[..], [SessionEvent::Video { payload, .. }] if payload.len() == 100_000));
+    // Commands stay capped.
+    let huge_command = cmd("FCUnpublish", 4.0, Amf0Value::Null, vec!["x".repeat(100_000).into()]);
+    let mut out = BytesMut::new();
+    huge_command.encode(&mut out, 0, 1, 128);
+    assert!(matches!(
+        c.session.handle_input(&out[..200]),
+        Err(SessionError::Chunk(ChunkError::MessageTooLarge(
+            _,
+            MAX_COMMAND_MESSAGE_SIZE
+        )))
+    ));
+}
+
+#[test]
+fn a_command_that_decodes_into_too_many_values_closes_the_session() {
+    let mut c = Client::new(false);
+    c.send(Message::SetChunkSize(65536), 0);
+    // 60 KB of nulls in a strict array: under the size cap, over the value cap.
+    let mut body = BytesMut::new();
+    crate::codec::amf0::encode(&Amf0Value::from("connect"), &mut body);
+    crate::codec::amf0::encode(&Amf0Value::Number(1.0), &mut body);
+    body.extend_from_slice(&[0x0a]);
+    body.extend_from_slice(&60_000u32.to_be_bytes());
+    body.resize(body.len() + 60_000, 0x05);
+    let mut out = BytesMut::new();
+    crate::codec::chunk::encode_message(&mut out, 3, 0, 20, 0, &body, 65536);
+    assert!(matches!(
+        c.session.handle_input(&out),
+        Err(SessionError::Message(MessageError::Amf {
+            source: crate::codec::amf0::AmfError::TooManyValues,
+            ..
+        }))
+    ));
+}
+
+#[test]
+fn input_pipelined_behind_an_unanswered_request_is_bounded() {
+    let mut c = Client::new(false);
+    c.command("connect", 1.0, vec![connect_object("live")], 0);
+    assert!(c.session.awaiting_answer());
+    let junk = vec![0u8; 1 << 20];
+    for _ in 0..4 {
+        c.session.handle_input(&junk).unwrap();
+    }
+    assert!(matches!(
+        c.session.handle_input(&junk),
+        Err(SessionError::TooMuchPipelined)
+    ));
 }
