@@ -7,9 +7,11 @@
 mod frame;
 mod gop;
 mod stream;
+mod waiting;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use std::time::Duration;
 pub use frame::{FrameKind, MediaFrame, SHARED_PLAY_STREAM_ID};
 pub use gop::{GopCache, GopLimits};
 pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
+pub use waiting::WaitingLimits;
 
 use crate::config::{AppConfig, Config};
 
@@ -68,6 +71,10 @@ pub enum HubError {
     AlreadyPublishing(u64),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("too many streams of this app wait for a publisher (at most {0})")]
+    TooManyWaitingInApp(usize),
+    #[error("too many streams wait for a publisher for this client (at most {0})")]
+    TooManyWaitingForClient(usize),
 }
 
 /// Hub-wide settings taken from the config.
@@ -78,6 +85,7 @@ pub struct HubSettings {
     pub queue_frames: usize,
     pub reader: ReaderLimits,
     pub apps: Vec<AppConfig>,
+    pub waiting: WaitingLimits,
 }
 
 impl HubSettings {
@@ -92,6 +100,10 @@ impl HubSettings {
                 coalesce: Duration::from_millis(c.hub.write_coalesce_ms),
             },
             apps: c.apps.clone(),
+            waiting: WaitingLimits {
+                per_app: c.hub.max_waiting_streams_per_app,
+                per_client: c.hub.max_waiting_streams_per_ip,
+            },
         }
     }
 }
@@ -101,12 +113,19 @@ pub(crate) struct HubInner {
     /// Starts as `settings.apps`; replaced on config reload.
     apps: std::sync::RwLock<Arc<Vec<AppConfig>>>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    /// Streams readers created that nobody published yet; only changed with the registry
+    /// locked (registry lock first).
+    waiting: Mutex<waiting::WaitingStreams>,
     shutting_down: AtomicBool,
 }
 
 impl HubInner {
     fn registry(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, waiting::WaitingStreams> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -121,6 +140,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 apps: std::sync::RwLock::new(Arc::new(settings.apps.clone())),
+                waiting: Mutex::new(waiting::WaitingStreams::new(settings.waiting)),
                 settings,
                 streams: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -166,7 +186,9 @@ impl Hub {
         Ok(key)
     }
 
-    fn get_or_create(&self, key: &StreamKey) -> Result<(Arc<Stream>, bool), HubError> {
+    /// The stream of `key`, created if needed; `reader` creates a waiting stream for that
+    /// client (`Some(None)`: the server itself), counted against the waiting-stream caps.
+    fn get_or_create(&self, key: &StreamKey, reader: Option<Option<IpAddr>>) -> Result<(Arc<Stream>, bool), HubError> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(HubError::ShuttingDown);
         }
@@ -174,6 +196,9 @@ impl Hub {
         let mut streams = self.inner.registry();
         if let Some(s) = streams.get(key) {
             return Ok((s.clone(), false));
+        }
+        if let Some(client) = reader {
+            self.inner.waiting().admit(key, client)?;
         }
         let s = Arc::new(Stream::new(
             key.clone(),
@@ -187,10 +212,18 @@ impl Hub {
     /// Claims `key` for a publisher. A stream already published is refused; a stream whose
     /// publisher dropped within the grace period is continued.
     pub fn publish(&self, key: &StreamKey, publisher: PublisherInfo) -> Result<Publisher, HubError> {
-        let (stream, _) = self.get_or_create(key)?;
+        let (stream, _) = self.get_or_create(key, None)?;
         let generation = stream
             .claim(publisher)
             .map_err(|p| HubError::AlreadyPublishing(p.session_id))?;
+        {
+            // Published now, so no longer waiting (unless it was reaped meanwhile and the
+            // entry is a newer stream's).
+            let registry = self.inner.registry();
+            if registry.get(key).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+                self.inner.waiting().remove(key);
+            }
+        }
         Ok(Publisher {
             stream,
             hub: self.inner.clone(),
@@ -206,8 +239,19 @@ impl Hub {
 
     /// [`Hub::subscribe`] with reader options.
     pub fn subscribe_with(&self, key: &StreamKey, options: SubscribeOptions) -> Result<Subscriber, HubError> {
+        self.subscribe_from(key, options, None)
+    }
+
+    /// [`Hub::subscribe_with`] for a client at `client` (`None`: the server itself): a stream
+    /// it creates by waiting counts against the per-app and per-client waiting caps.
+    pub fn subscribe_from(
+        &self,
+        key: &StreamKey,
+        options: SubscribeOptions,
+        client: Option<IpAddr>,
+    ) -> Result<Subscriber, HubError> {
         loop {
-            let (stream, created) = self.get_or_create(key)?;
+            let (stream, created) = self.get_or_create(key, Some(client))?;
             if created {
                 schedule_reap(
                     &self.inner,
@@ -237,7 +281,11 @@ impl Hub {
     /// Ends every stream (readers see the end) and refuses new ones.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
-        let streams: Vec<_> = self.inner.registry().drain().map(|(_, s)| s).collect();
+        let streams: Vec<_> = {
+            let mut registry = self.inner.registry();
+            self.inner.waiting().clear();
+            registry.drain().map(|(_, s)| s).collect()
+        };
         for s in streams {
             s.end();
         }
@@ -266,6 +314,7 @@ fn reap_if_idle(hub: &HubInner, key: &StreamKey, generation: u64) {
         return;
     }
     let stream = streams.remove(key).expect("present");
+    hub.waiting().remove(key);
     drop(streams);
     tracing::info!(stream = %key, "stream ended");
     stream.end();

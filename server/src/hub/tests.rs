@@ -18,6 +18,7 @@ fn settings() -> HubSettings {
             coalesce: Duration::ZERO,
         },
         apps: vec![AppConfig::default()],
+        waiting: WaitingLimits::UNLIMITED,
     }
 }
 
