@@ -205,7 +205,7 @@ async fn a_header_from_an_untrusted_address_closes_the_connection() {
 #[tokio::test]
 async fn malformed_headers_close_the_connection() {
     let users = users();
-    let server = builder("rtmp, http", "127.0.0.0/8", &users).start().await.unwrap();
+    let mut server = builder("rtmp, http", "127.0.0.0/8", &users).start().await.unwrap();
     let mut oversized = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     oversized.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
     let mut endless = b"PROXY TCP4 ".to_vec();
