@@ -45,6 +45,9 @@ impl WaitingStreams {
     /// Counts a new waiting stream for `key`, created by `client` (`None`: the server itself),
     /// or refuses it when its app or its client is at the cap.
     pub(crate) fn admit(&mut self, key: &StreamKey, client: Option<IpAddr>) -> Result<(), HubError> {
+        // A stream is only created when none is registered, so an entry left for this key
+        // belongs to a stream that is gone: drop it rather than count the key twice.
+        self.remove(key);
         let client = client.map(client_key);
         if self.per_app.get(&key.app).copied().unwrap_or(0) >= self.limits.per_app {
             return Err(HubError::TooManyWaitingInApp(self.limits.per_app));
