@@ -281,10 +281,17 @@ async fn one_address_cannot_take_every_connection() {
         .unwrap();
     let (a, b) = (ip("127.0.0.1"), ip("127.0.0.2"));
 
-    let mut held = Vec::new();
+    // Two connections answered once (so both are surely admitted), kept open.
+    let mut held_http = Vec::new();
     for _ in 0..2 {
-        held.push(connect_from(a, server.http_port).await.unwrap());
+        let tcp = connect_from(a, server.http_port).await.unwrap();
+        let resp = request_on(Box::new(tcp), "HEAD", "127.0.0.1", "/live/held.flv", &[], None)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 404);
+        held_http.push(resp);
     }
+    let mut held = Vec::new();
     let mut third = connect_from(a, server.http_port).await.unwrap();
     assert!(
         closed_within(&mut third, Duration::from_secs(5)).await,
