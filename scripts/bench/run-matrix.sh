@@ -78,7 +78,8 @@ cp "$ROOT/target/release/ferrocast" "$ROOT/target/release/ferrocast-bench" "$OUT
 scripts/bench/make-clip.sh "$CLIP"
 [[ " $SERVERS " == *" nms "* ]] && scripts/bench/install-nms.sh
 
-printf 'bind: 127.0.0.1\nrtmp: {port: %s}\nhttp: {port: %s}\nadmin: {port: %s}\n%s\n' \
+# Every player connects from 127.0.0.1: lift the per-address limits to the totals.
+printf 'bind: 127.0.0.1\nrtmp: {port: %s, max_connections_per_ip: 20000}\nhttp: {port: %s, max_connections_per_ip: 20000}\nadmin: {port: %s}\n%s\n' \
     "$RTMP_PORT" "$HTTP_PORT" "$ADMIN_PORT" "${FERROCAST_CONFIG_EXTRA:-}" > "$OUT/ferrocast.yaml"
 
 # --- process handling: everything we start is a `timeout` wrapper we know the PID of ----------

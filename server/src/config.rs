@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Lifecycle webhooks (Node-Media-Server event names).
     pub webhooks: WebhooksConfig,
+    /// PROXY protocol (v1 and v2) from load balancers on chosen listeners; off by default.
+    pub proxy_protocol: ProxyProtocolConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
     pub apps: Vec<AppConfig>,
     /// The fleet: other server pods this one plays streams from and refuses duplicates with.
@@ -111,6 +113,9 @@ pub struct RtmpConfig {
     pub max_message_size: u32,
     /// Concurrent RTMP connections; further ones are closed at accept.
     pub max_connections: usize,
+    /// Concurrent RTMP and RTMPS connections from one client address (an IPv6 /64 counts as
+    /// one); further ones are closed at accept.
+    pub max_connections_per_ip: usize,
     pub handshake_timeout_secs: u64,
     /// A connection that sends nothing for this long is closed (players are exempt while
     /// they receive media, since they legitimately send nothing).
@@ -123,8 +128,11 @@ pub struct HttpConfig {
     pub port: u16,
     /// Value of Access-Control-Allow-Origin on FLV responses (NMS `allow_origin`).
     pub allow_origin: String,
-    /// Concurrent HTTP connections.
+    /// Concurrent HTTP connections. A WebSocket keeps its connection's place until it ends;
+    /// on HTTP/2 the connection and each FLV play or push on it take one place each.
     pub max_connections: usize,
+    /// The same places held by one client address (an IPv6 /64 counts as one).
+    pub max_connections_per_ip: usize,
     /// A client must send its request headers within this time.
     pub request_timeout_secs: u64,
 }
@@ -145,6 +153,12 @@ pub struct HubConfig {
     pub publisher_grace_secs: u64,
     /// A player of a stream that is not published waits this long for a publisher.
     pub play_wait_secs: u64,
+    /// Streams of one app that players wait on before anyone publishes them; more such
+    /// plays are refused (HTTP 503, RTMP NetStream.Play.StreamNotFound).
+    pub max_waiting_streams_per_app: usize,
+    /// Waiting streams one client address (an IPv6 /64 counts as one) may open; more are
+    /// refused (HTTP 429, RTMP NetStream.Play.StreamNotFound).
+    pub max_waiting_streams_per_ip: usize,
     /// Frames buffered per stream for readers; a reader further behind skips to a keyframe.
     pub reader_queue_frames: usize,
     /// Bytes buffered per stream for readers, each frame counted with the RTMP and FLV
@@ -246,6 +260,40 @@ impl Default for WebhooksConfig {
             on_timeout: TimeoutPolicy::Reject,
             queue_size: 1024,
             max_attempts: 3,
+        }
+    }
+}
+
+/// A listener that can read a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyListener {
+    Rtmp,
+    Rtmps,
+    Http,
+    Https,
+}
+
+/// PROXY protocol: a TCP load balancer sends the client's address before the client's bytes.
+/// A connection from a trusted address may start with a v1 or v2 header (or none); one from
+/// any other address that starts with a header is refused, so nobody else can pose as a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Listeners that read the header: any of `rtmp`, `rtmps`, `http`, `https`. Empty: off.
+    pub listeners: Vec<ProxyListener>,
+    /// Addresses (CIDR) of the load balancers (or nodes) allowed to send the header.
+    pub trusted_cidrs: Vec<String>,
+    /// The header (or the first bytes of a connection without one) must arrive within this.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ProxyProtocolConfig {
+    fn default() -> Self {
+        ProxyProtocolConfig {
+            listeners: Vec::new(),
+            trusted_cidrs: Vec::new(),
+            header_timeout_secs: 5,
         }
     }
 }
@@ -387,6 +435,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            proxy_protocol: ProxyProtocolConfig::default(),
             apps: vec![AppConfig::default()],
             cluster: ClusterConfig::default(),
         }
@@ -410,6 +459,7 @@ impl Default for RtmpConfig {
             max_peer_chunk_size: 1 << 20,
             max_message_size: 16 << 20,
             max_connections: 20000,
+            max_connections_per_ip: 256,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 30,
         }
@@ -422,6 +472,7 @@ impl Default for HttpConfig {
             port: 8000,
             allow_origin: "*".into(),
             max_connections: 20000,
+            max_connections_per_ip: 256,
             request_timeout_secs: 10,
         }
     }
@@ -438,6 +489,8 @@ impl Default for HubConfig {
         HubConfig {
             publisher_grace_secs: 10,
             play_wait_secs: 30,
+            max_waiting_streams_per_app: 1024,
+            max_waiting_streams_per_ip: 32,
             reader_queue_frames: 512,
             reader_queue_bytes: 32 << 20,
             slow_reader_max_skips: 5,
@@ -547,6 +600,34 @@ impl Config {
         }
         if self.http.max_connections == 0 {
             return Err(bad("http.max_connections", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("rtmp.max_connections_per_ip", self.rtmp.max_connections_per_ip),
+            ("http.max_connections_per_ip", self.http.max_connections_per_ip),
+            ("hub.max_waiting_streams_per_app", self.hub.max_waiting_streams_per_app),
+            ("hub.max_waiting_streams_per_ip", self.hub.max_waiting_streams_per_ip),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        let pp = &self.proxy_protocol;
+        if pp.header_timeout_secs == 0 {
+            return Err(bad("proxy_protocol.header_timeout_secs", "must be at least 1"));
+        }
+        for (j, c) in pp.trusted_cidrs.iter().enumerate() {
+            if crate::auth::Cidr::parse(c).is_none() {
+                return Err(bad(
+                    &format!("proxy_protocol.trusted_cidrs[{j}]"),
+                    "not a CIDR such as 10.0.0.0/8 or ::1/128",
+                ));
+            }
+        }
+        if !pp.listeners.is_empty() && pp.trusted_cidrs.is_empty() {
+            return Err(bad(
+                "proxy_protocol.trusted_cidrs",
+                "name the addresses of the load balancers that send the PROXY header",
+            ));
         }
         if self.hub.write_coalesce_ms > 1000 {
             return Err(bad("hub.write_coalesce_ms", "must be at most 1000"));
@@ -770,6 +851,29 @@ mod tests {
         assert_eq!(c.api.users_file.as_deref(), Some(Path::new("/u.yaml")));
         let err = Config::from_yaml("apps: [{name: a, publish: {auth: key}}]\n", "f").unwrap_err();
         assert!(err.to_string().contains("apps[0].publish.keys_dir"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_needs_trusted_addresses() {
+        let c = Config::from_yaml(
+            "proxy_protocol: {listeners: [rtmp, https], trusted_cidrs: [10.0.0.0/8]}\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy_protocol.listeners,
+            vec![ProxyListener::Rtmp, ProxyListener::Https]
+        );
+        let err = Config::from_yaml("proxy_protocol: {listeners: [http]}\n", "f").unwrap_err();
+        assert!(err.to_string().contains("`proxy_protocol.trusted_cidrs`"), "{err}");
+        let err = Config::from_yaml(
+            "proxy_protocol: {listeners: [http], trusted_cidrs: [10.0.0.0/33]}\n",
+            "f",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("proxy_protocol.trusted_cidrs[0]"), "{err}");
+        let err = Config::from_yaml("hub: {max_waiting_streams_per_ip: 0}\n", "f").unwrap_err();
+        assert!(err.to_string().contains("hub.max_waiting_streams_per_ip"), "{err}");
     }
 
     #[test]

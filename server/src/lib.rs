@@ -11,6 +11,9 @@
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
+//! - [`limits`]: connection places per listener family, in total and per client address.
+//! - [`net`]: socket wrappers (write stalls, first-read deadline) and the PROXY protocol step.
+//! - [`proxy_protocol`]: the sans-IO PROXY protocol v1/v2 header parser.
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
 //! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
@@ -26,8 +29,10 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod proxy_protocol;
 pub mod rtmp;
 pub mod server;
 pub mod session;

@@ -1,7 +1,8 @@
 //! Prometheus metrics: every metric name the server exports is defined here, once.
 //!
 //! Session metrics are updated as sessions change; per-stream series are refreshed from the
-//! hub at each scrape, so the series of a stream that ended disappear with it.
+//! hub at each scrape, so the series of a stream that ended disappear with it. Streams that
+//! were never published (players waiting on a name) have none.
 
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -160,6 +161,10 @@ impl Metrics {
         }
         for s in hub.streams() {
             let info = s.info();
+            // A stream only players wait on has no series: anyone can name one.
+            if info.publisher.is_none() && s.stats.frames_in.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                continue;
+            }
             let labels = [s.key.app.as_str(), s.key.name.as_str()];
             if info.publisher.is_some() {
                 self.streams_active.with_label_values(&[&s.key.app]).inc();

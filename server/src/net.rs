@@ -1,5 +1,6 @@
-//! Socket helpers: vectored writes of shared buffers, and connection wrappers that bound how
-//! long a peer may stall a write or keep quiet before its first request.
+//! Socket helpers: vectored writes of shared buffers, connection wrappers that bound how
+//! long a peer may stall a write or keep quiet before its first request, and the PROXY
+//! protocol step that finds a connection's real client behind a load balancer.
 
 use std::io::IoSlice;
 
@@ -212,6 +213,139 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstReadDeadline<IO> {
     }
 }
 
+/// A connection whose first bytes were read ahead (looking for a PROXY protocol header):
+/// reads return them before the socket's own.
+pub struct Prefixed<IO> {
+    prefix: Bytes,
+    inner: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    pub fn new(prefix: Bytes, inner: IO) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Who may send a PROXY protocol header on a listener, and how long they have.
+#[derive(Debug, Clone)]
+pub struct ProxyPolicy {
+    pub trusted: Vec<crate::auth::Cidr>,
+    pub header_timeout: std::time::Duration,
+}
+
+/// Why a connection was closed before its protocol started.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyRefusal {
+    #[error("no PROXY header or first bytes within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("closed before its first bytes")]
+    Closed,
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("PROXY header from an untrusted address (not in proxy_protocol.trusted_cidrs)")]
+    Untrusted,
+    #[error(transparent)]
+    Malformed(#[from] crate::proxy_protocol::ProxyError),
+}
+
+/// The PROXY protocol step of a listener that has it on: a trusted peer's header (v1 or v2)
+/// names the client, a trusted peer without one is its own client, and a header from anyone
+/// else closes the connection. Bytes read past the header are kept for the protocol. With
+/// `policy` `None` (the listener has it off) nothing is read.
+pub async fn accept_proxied<IO: tokio::io::AsyncRead + Unpin>(
+    mut io: IO,
+    peer: std::net::SocketAddr,
+    policy: Option<&ProxyPolicy>,
+) -> Result<(Prefixed<IO>, std::net::SocketAddr), ProxyRefusal> {
+    use crate::proxy_protocol::{detect, parse, Detect, Header, MAX_HEADER_LEN};
+    use tokio::io::AsyncReadExt;
+    let Some(policy) = policy else {
+        return Ok((Prefixed::new(Bytes::new(), io), peer));
+    };
+    let trusted = policy.trusted.iter().any(|c| c.contains(peer.ip()));
+    let mut buf = [0u8; MAX_HEADER_LEN];
+    let mut filled = 0;
+    let step = async {
+        loop {
+            let header = match detect(&buf[..filled]) {
+                Detect::Plain => return Ok((None, 0)),
+                Detect::Proxy if !trusted => return Err(ProxyRefusal::Untrusted),
+                Detect::Proxy => parse(&buf[..filled])?,
+                Detect::NeedMore => None,
+            };
+            if let Some((header, len)) = header {
+                return Ok((Some(header), len));
+            }
+            // `parse` refuses a header longer than the buffer before it fills up.
+            let n = io.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Err(ProxyRefusal::Closed);
+            }
+            filled += n;
+        }
+    };
+    let (header, used) = tokio::time::timeout(policy.header_timeout, step)
+        .await
+        .map_err(|_| ProxyRefusal::Timeout(policy.header_timeout))??;
+    let rest = Bytes::copy_from_slice(&buf[used..filled]);
+    let client = match header {
+        Some(Header::Client(addr)) => addr,
+        Some(Header::Local) | None => peer,
+    };
+    Ok((Prefixed::new(rest, io), client))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +396,87 @@ mod tests {
             "after the first bytes the peer may stay quiet"
         );
         drop(later.await.unwrap());
+    }
+
+    fn policy(trusted: &str) -> ProxyPolicy {
+        ProxyPolicy {
+            trusted: vec![crate::auth::Cidr::parse(trusted).unwrap()],
+            header_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    async fn proxied(
+        wire: &[u8],
+        peer: &str,
+        policy: Option<&ProxyPolicy>,
+    ) -> Result<(Vec<u8>, std::net::SocketAddr), ProxyRefusal> {
+        use tokio::io::AsyncReadExt;
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(wire).await.unwrap();
+        drop(client);
+        let (mut io, addr) = accept_proxied(server, peer.parse().unwrap(), policy).await?;
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.unwrap();
+        Ok((rest, addr))
+    }
+
+    #[tokio::test]
+    async fn a_trusted_header_names_the_client_and_the_rest_is_kept() {
+        let p = policy("10.0.0.0/8");
+        let (rest, addr) = proxied(
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 1935\r\n\x03rtmp",
+            "10.1.1.1:4000",
+            Some(&p),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (rest.as_slice(), addr),
+            (&b"\x03rtmp"[..], "203.0.113.7:5000".parse().unwrap())
+        );
+        let (rest, addr) = proxied(b"GET / HTTP/1.1\r\n", "10.1.1.1:4000", Some(&p)).await.unwrap();
+        assert_eq!(
+            (rest.as_slice(), addr),
+            (&b"GET / HTTP/1.1\r\n"[..], "10.1.1.1:4000".parse().unwrap()),
+            "a trusted peer without a header is its own client"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_header_is_refused_and_plain_bytes_pass() {
+        let p = policy("10.0.0.0/8");
+        let refused = proxied(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", "192.0.2.1:1", Some(&p)).await;
+        assert!(matches!(refused, Err(ProxyRefusal::Untrusted)), "{refused:?}");
+        let (rest, addr) = proxied(b"POST /live/a.flv", "192.0.2.1:1", Some(&p)).await.unwrap();
+        assert_eq!(
+            (rest.as_slice(), addr),
+            (&b"POST /live/a.flv"[..], "192.0.2.1:1".parse().unwrap())
+        );
+        let (rest, _) = proxied(b"PROXY TCP4 x", "192.0.2.1:1", None).await.unwrap();
+        assert_eq!(
+            rest, b"PROXY TCP4 x",
+            "a listener without PROXY protocol reads nothing ahead"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_endless_header_is_refused() {
+        let p = policy("10.0.0.0/8");
+        let bad = proxied(b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n", "10.0.0.2:1", Some(&p)).await;
+        assert!(matches!(bad, Err(ProxyRefusal::Malformed(_))), "{bad:?}");
+        let mut endless = b"PROXY ".to_vec();
+        endless.extend_from_slice(&[b'1'; 300]);
+        let endless = proxied(&endless, "10.0.0.2:1", Some(&p)).await;
+        assert!(matches!(endless, Err(ProxyRefusal::Malformed(_))), "{endless:?}");
+        let closed = proxied(b"PROX", "10.0.0.2:1", Some(&p)).await;
+        assert!(matches!(closed, Err(ProxyRefusal::Closed)), "{closed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out() {
+        let p = policy("10.0.0.0/8");
+        let (_client, server) = tokio::io::duplex(64);
+        let res = accept_proxied(server, "10.0.0.2:1".parse().unwrap(), Some(&p)).await;
+        assert!(matches!(res, Err(ProxyRefusal::Timeout(_))), "{:?}", res.err());
     }
 }

@@ -8,18 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::SystemTime;
 
-use crate::auth::{AuthError, Denied, IpFilter, Policy};
-use crate::config::Config;
+use crate::auth::{AuthError, Cidr, Denied, IpFilter, Policy};
+use crate::config::{Config, ProxyListener};
 use crate::hub::{Hub, HubSettings};
 use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
+use crate::limits::{ConnLimits, Slot};
 use crate::metrics::Metrics;
+use crate::net::{accept_proxied, Prefixed, ProxyPolicy};
 use crate::session::{Protocol, Role, Sessions};
 use crate::tls::{Certificates, TlsError};
 use crate::webhooks::Webhooks;
@@ -40,6 +42,11 @@ pub struct Context {
     pub tls: Option<Arc<Certificates>>,
     /// The fleet this server is part of; `None` for a single server.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Places of RTMP and RTMPS connections (`rtmp.max_connections*`).
+    pub rtmp_limits: Arc<ConnLimits>,
+    /// Places of HTTP and HTTPS connections, WebSockets and HTTP/2 FLV streams
+    /// (`http.max_connections*`).
+    pub http_limits: Arc<ConnLimits>,
     /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
     /// request sees either the old or the new set, never a mix.
     policies: RwLock<Arc<Policies>>,
@@ -363,6 +370,8 @@ impl Server {
             None => Sessions::new(metrics.clone()),
         });
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
+        let rtmp_limits = ConnLimits::new(config.rtmp.max_connections, config.rtmp.max_connections_per_ip);
+        let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -373,6 +382,8 @@ impl Server {
             webhooks,
             tls: tls_certs,
             cluster,
+            rtmp_limits,
+            http_limits,
             policies,
         });
         Ok(Server {
@@ -410,27 +421,47 @@ impl Server {
         let addrs = self.addrs();
         let ctx = self.ctx.clone();
         let c = &ctx.config;
-        let rtmp_slots = Arc::new(Semaphore::new(c.rtmp.max_connections));
-        let http_slots = Arc::new(Semaphore::new(c.http.max_connections));
-        let admin_slots = Arc::new(Semaphore::new(64));
+        let admin_limits = ConnLimits::new(64, 64);
         log_urls(&addrs, c);
+        let proxy = proxy_policies(c);
 
         let rtmp_ctx = ctx.clone();
-        let rtmp = accept_loop("rtmp", self.rtmp, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
-            crate::rtmp::conn::serve(s, peer, Protocol::Rtmp, rtmp_ctx.clone())
-        });
+        let rtmp = accept_loop(
+            "rtmp",
+            self.rtmp,
+            ctx.rtmp_limits.clone(),
+            proxy(ProxyListener::Rtmp),
+            ctx.clone(),
+            move |s, peer, slot| {
+                let ctx = rtmp_ctx.clone();
+                async move {
+                    crate::rtmp::conn::serve(s, peer, Protocol::Rtmp, ctx).await;
+                    drop(slot);
+                }
+            },
+        );
         let router = crate::http::router(ctx.clone());
         let http_ctx = ctx.clone();
-        let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, peer| {
-            crate::http::serve_connection(s, peer, router.clone(), http_ctx.clone())
-        });
+        let http = accept_loop(
+            "http",
+            self.http,
+            ctx.http_limits.clone(),
+            proxy(ProxyListener::Http),
+            ctx.clone(),
+            move |s, peer, slot| crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone()),
+        );
         let admin_router = crate::http::admin_router(ctx.clone());
         let admin_ctx = ctx.clone();
-        let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, peer| {
-            crate::http::serve_connection(s, peer, admin_router.clone(), admin_ctx.clone())
-        });
+        let admin = accept_loop(
+            "admin",
+            self.admin,
+            admin_limits,
+            None,
+            ctx.clone(),
+            move |s, peer, slot| crate::http::serve_connection(s, peer, slot, admin_router.clone(), admin_ctx.clone()),
+        );
         let tls = match (self.tls, &ctx.tls) {
-            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &rtmp_slots, &http_slots)),
+            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &proxy)),
             _ => None,
         };
         let accepting = tokio::spawn(async move {
@@ -463,9 +494,7 @@ impl Server {
         ctx.hub.shutdown();
         let grace = Duration::from_secs(c.hub.shutdown_grace_secs);
         let drained = tokio::time::timeout(grace, async {
-            while rtmp_slots.available_permits() < c.rtmp.max_connections
-                || http_slots.available_permits() < c.http.max_connections
-            {
+            while ctx.rtmp_limits.in_use() > 0 || ctx.http_limits.in_use() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -481,12 +510,12 @@ impl Server {
 /// Accepts RTMPS and HTTPS connections: each completes its TLS handshake within the
 /// protocol's handshake or request timeout, then is served like its plain counterpart. They
 /// count against the RTMP and HTTP connection limits, and the certificate files are watched.
+/// A PROXY protocol header, where enabled, comes before the TLS handshake.
 fn tls_accept_loops(
     listeners: TlsListeners,
     certs: &Arc<Certificates>,
     ctx: &Arc<Context>,
-    rtmp_slots: &Arc<Semaphore>,
-    http_slots: &Arc<Semaphore>,
+    proxy: &impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let c = &ctx.config;
     tokio::spawn(certs.clone().watch(ctx.shutdown.clone()));
@@ -497,14 +526,16 @@ fn tls_accept_loops(
     let rtmps = accept_loop(
         "rtmps",
         listeners.rtmps,
-        rtmp_slots.clone(),
+        ctx.rtmp_limits.clone(),
+        proxy(ProxyListener::Rtmps),
         ctx.clone(),
-        move |s, peer| {
+        move |s, peer, slot| {
             let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
             async move {
                 if let Some(tls) = crate::tls::handshake(&acceptor, s, "rtmps", peer, limit).await {
                     crate::rtmp::conn::serve(tls, peer, Protocol::Rtmps, ctx).await;
                 }
+                drop(slot);
             }
         },
     );
@@ -516,13 +547,14 @@ fn tls_accept_loops(
     let https = accept_loop(
         "https",
         listeners.https,
-        http_slots.clone(),
+        ctx.http_limits.clone(),
+        proxy(ProxyListener::Https),
         ctx.clone(),
-        move |s, peer| {
+        move |s, peer, slot| {
             let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
             async move {
                 if let Some(tls) = crate::tls::handshake(&acceptor, s, "https", peer, limit).await {
-                    crate::http::serve_tls_connection(tls, peer, router, ctx).await;
+                    crate::http::serve_tls_connection(tls, peer, slot, router, ctx).await;
                 }
             }
         },
@@ -560,16 +592,36 @@ fn log_urls(a: &BoundAddrs, c: &Config) {
     }
 }
 
+/// The PROXY protocol policy of each listener: `Some` where `proxy_protocol.listeners`
+/// names it.
+fn proxy_policies(c: &Config) -> impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>> {
+    let pp = &c.proxy_protocol;
+    let policy = Arc::new(ProxyPolicy {
+        trusted: pp.trusted_cidrs.iter().filter_map(|s| Cidr::parse(s)).collect(),
+        header_timeout: Duration::from_secs(pp.header_timeout_secs),
+    });
+    if !pp.listeners.is_empty() {
+        info!(listeners = ?pp.listeners, trusted = ?pp.trusted_cidrs, "PROXY protocol headers accepted from trusted addresses");
+    }
+    let listeners = pp.listeners.clone();
+    move |l| listeners.contains(&l).then(|| policy.clone())
+}
+
+/// Accepts connections within the listener's limits: a place in the total at accept, then
+/// (after the PROXY protocol step, which may name the real client) one under the client's
+/// address. The connection keeps its [`Slot`] for as long as it is served.
 async fn accept_loop<F, Fut>(
     what: &'static str,
     listener: TcpListener,
-    slots: Arc<Semaphore>,
+    limits: Arc<ConnLimits>,
+    proxy: Option<Arc<ProxyPolicy>>,
     ctx: Arc<Context>,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    F: Fn(Prefixed<TcpStream>, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let handle = Arc::new(handle);
     // Public listeners stop at the start of the drain; the admin one (probes, peers) stays.
     let mut shutdown = if what == "admin" {
         ctx.shutdown.clone()
@@ -595,17 +647,30 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Ok(mut slot) = limits.try_total() else {
             warn!(listener = what, %peer, "connection limit reached; closing new connection");
             drop(socket);
             continue;
         };
         let _ = socket.set_nodelay(true);
         debug!(listener = what, %peer, "accepted");
-        let fut = handle(socket, peer);
+        let (limits, proxy, handle) = (limits.clone(), proxy.clone(), handle.clone());
         tokio::spawn(async move {
-            fut.await;
-            drop(permit);
+            let (io, client) = match accept_proxied(socket, peer, proxy.as_deref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    info!(listener = what, %peer, "connection closed: {e}");
+                    return;
+                }
+            };
+            if client != peer {
+                debug!(listener = what, %peer, %client, "PROXY protocol header names the client");
+            }
+            if let Err(e) = limits.admit_client(&mut slot, client.ip()) {
+                warn!(listener = what, %client, "{e}; closing new connection");
+                return;
+            }
+            handle(io, client, slot).await;
         });
     }
 }

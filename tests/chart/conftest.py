@@ -51,6 +51,9 @@ VALUE_SETS: dict[str, dict] = {
     "nodeport": {"server": {"service": {"type": "NodePort",
                                         "nodePorts": {"rtmp": 31935, "http": 30080}}}},
     "clusterip": {"server": {"service": {"type": "ClusterIP"}}},
+    "proxy-protocol": {"server": {"tls": {"enabled": True},
+                                  "proxyProtocol": {"enabled": True, "listeners": ["rtmp", "http"],
+                                                    "trustedCidrs": ["10.0.0.0/16"]}}},
     "loadbalancer-aws": {
         "server": {
             "tls": {"enabled": True},

@@ -107,6 +107,31 @@ def test_base_config_matches_the_pods(value_set):
         assert "rtmps" not in ports and "https" not in ports
 
 
+def test_proxy_protocol_values_render_into_the_server_config():
+    """server.proxyProtocol turns PROXY protocol on; while client addresses are hidden (Cluster
+    traffic policy without it) the per-address connection limits are lifted to the totals."""
+    config, _ = base_config(VALUE_SETS["proxy-protocol"])
+    assert config["proxy_protocol"] == {"listeners": ["rtmp", "http"], "trusted_cidrs": ["10.0.0.0/16"],
+                                        "header_timeout_secs": 5}
+    assert "max_connections_per_ip" not in config["rtmp"], "client addresses are real: server default"
+    hidden, _ = base_config({})
+    assert "proxy_protocol" not in hidden
+    assert hidden["rtmp"]["max_connections_per_ip"] == hidden["rtmp"]["max_connections"]
+    assert hidden["http"]["max_connections_per_ip"] == hidden["http"]["max_connections"]
+    local, _ = base_config({"server": {"service": {"externalTrafficPolicy": "Local"}}})
+    assert "max_connections_per_ip" not in local["http"], "Local keeps client addresses"
+    chosen, _ = base_config({"server": {"config": {"http": {"max_connections_per_ip": 50}}}})
+    assert chosen["http"]["max_connections_per_ip"] == 50, "an explicit value stays"
+
+
+def test_proxy_protocol_needs_trusted_addresses():
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError) as e:
+            chart.render({"server": {"proxyProtocol": {"enabled": True}}}, name=RELEASE, namespace=NAMESPACE,
+                         is_install=True)
+    assert "/server/proxyProtocol/trustedCidrs" in str(e.value), str(e.value)
+
+
 def test_bad_values_are_refused_with_a_clear_message():
     cases = [
         ({"server": {"replicas": "three"}}, "/server/replicas", "want integer"),
@@ -180,13 +205,15 @@ def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
     assert out.returncode != 0, "an unknown field must be refused"
 
 
-# Server settings that values never set: the chart derives them from server.ports and
-# server.shutdown, and the operator from MediaApps and StreamAuths (it replaces apps and TLS
+# Server settings that values never set: the chart derives them from server.ports,
+# server.shutdown and server.proxyProtocol, and the operator from MediaApps and StreamAuths (it replaces apps and TLS
 # certificates and points the API at the users and token key of a StreamAuth).
 SETTINGS_NOT_IN_VALUES = {
     "rtmp.port", "http.port", "admin.port", "admin.bind", "hub.shutdown_grace_secs",
     "tls.rtmps_port", "tls.https_port", "tls.certificates", "apps",
     "api.users_dir", "api.users_file", "api.jwt_secret_file",
+    # From server.proxyProtocol.
+    "proxy_protocol.listeners", "proxy_protocol.trusted_cidrs", "proxy_protocol.header_timeout_secs",
 }
 
 

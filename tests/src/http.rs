@@ -301,6 +301,19 @@ impl HttpResponse {
     }
 }
 
+/// A TCP connection to `127.0.0.1:port` from the loopback address `local` (any of
+/// 127.0.0.0/8), so one test can be several clients.
+pub async fn connect_from(local: std::net::IpAddr, port: u16) -> Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(([127, 0, 0, 1], port).into()))
+        .await
+        .map_err(|_| anyhow!("connecting from {local} to port {port} took over 5 s"))?
+        .with_context(|| format!("connecting from {local} to port {port}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// GET a small resource; returns status and body (bounded by `limit`).
 pub async fn get_text(url: &str, limit: Duration) -> Result<(u16, String)> {
     let mut resp = get(url, &[], limit).await?;

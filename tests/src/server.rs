@@ -31,6 +31,7 @@ pub struct TestServerBuilder {
     log_level: Option<String>,
     app_yaml: Vec<String>,
     top_yaml: Vec<String>,
+    section_yaml: Vec<(&'static str, String)>,
     tls: Vec<TlsCertificate>,
     admin_port: Option<u16>,
 }
@@ -125,6 +126,23 @@ impl TestServerBuilder {
         self
     }
 
+    /// An extra `key: value` line in section `rtmp`, `http` or `hub` (e.g.
+    /// `section_yaml("http", "max_connections: 3")`).
+    pub fn section_yaml(mut self, section: &'static str, line: &str) -> Self {
+        assert!(
+            ["rtmp", "http", "hub"].contains(&section),
+            "section_yaml: no section {section}"
+        );
+        self.section_yaml.push((section, line.to_string()));
+        self
+    }
+
+    fn section_lines(&self, y: &mut String, section: &str) {
+        for (_, line) in self.section_yaml.iter().filter(|(s, _)| *s == section) {
+            let _ = writeln!(y, "  {line}");
+        }
+    }
+
     /// Extra top-level YAML lines appended to the config (e.g. `api: {users_dir: ..}`).
     pub fn yaml(mut self, line: &str) -> Self {
         self.top_yaml.push(line.to_string());
@@ -152,22 +170,26 @@ impl TestServerBuilder {
         if let Some(v) = self.max_message_size {
             let _ = writeln!(y, "  max_message_size: {v}");
         }
+        self.section_lines(&mut y, "rtmp");
         let _ = writeln!(y, "http:\n  port: {http}");
         if let Some(o) = &self.allow_origin {
             let _ = writeln!(y, "  allow_origin: {o:?}");
         }
+        self.section_lines(&mut y, "http");
         let _ = writeln!(y, "admin:\n  port: {admin}");
-        if self.grace_secs.is_some() || self.play_wait_secs.is_some() || self.write_timeout_secs.is_some() {
-            let _ = writeln!(y, "hub:");
-            if let Some(v) = self.write_timeout_secs {
-                let _ = writeln!(y, "  write_timeout_secs: {v}");
-            }
-            if let Some(v) = self.grace_secs {
-                let _ = writeln!(y, "  publisher_grace_secs: {v}");
-            }
-            if let Some(v) = self.play_wait_secs {
-                let _ = writeln!(y, "  play_wait_secs: {v}");
-            }
+        let mut hub = String::new();
+        self.section_lines(&mut hub, "hub");
+        if let Some(v) = self.write_timeout_secs {
+            let _ = writeln!(hub, "  write_timeout_secs: {v}");
+        }
+        if let Some(v) = self.grace_secs {
+            let _ = writeln!(hub, "  publisher_grace_secs: {v}");
+        }
+        if let Some(v) = self.play_wait_secs {
+            let _ = writeln!(hub, "  play_wait_secs: {v}");
+        }
+        if !hub.is_empty() {
+            let _ = write!(y, "hub:\n{hub}");
         }
         let _ = writeln!(y, "apps:\n  - name: live");
         if let Some(v) = self.gop_cache {
@@ -433,6 +455,11 @@ impl TestServer {
     /// short burst of allocation cost, even after it was freed.
     pub fn peak_rss_kb(&self) -> Result<u64> {
         self.status_kb("VmHWM")
+    }
+
+    /// The resident memory of the `ferrocast` process, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        Ok(self.rss_kb()? * 1024)
     }
 
     /// The server's stdout and stderr so far.

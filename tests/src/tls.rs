@@ -159,6 +159,30 @@ pub async fn connect(port: u16, server_name: &str, trust: Trust<'_>, alpn: &[&[u
         .map_err(|_| anyhow!("TLS connect to port {port} took over 10 s"))?
 }
 
+/// A TLS client handshake on an open connection (e.g. after a PROXY protocol header was
+/// written on it), trusting `ca`; bounded by 10 s.
+pub async fn connect_on(
+    tcp: TcpStream,
+    server_name: &str,
+    ca: &TestCa,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(server_name.to_string()).with_context(|| format!("server name {server_name:?}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| anyhow!("TLS handshake took over 10 s"))?
+    .context("TLS handshake")
+}
+
 /// The leaf certificate the server presented.
 pub fn presented(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref()

@@ -110,7 +110,8 @@ app.kubernetes.io/component: operator
 
 {{/*
 The base server config: `server.config` with the keys the chart owns set from the values,
-so the listeners, probes and Services can never disagree with the server.
+so the listeners, probes and Services can never disagree with the server: ports, the drain
+time, PROXY protocol, and (while client addresses are hidden) the per-address limits.
 */}}
 {{- define "ferrocast.server.baseConfig" -}}
 {{- $s := .Values.server }}
@@ -122,6 +123,18 @@ so the listeners, probes and Services can never disagree with the server.
   "hub" (dict "shutdown_grace_secs" $s.shutdown.drainSeconds)
   "tls" (dict "rtmps_port" $s.ports.rtmps "https_port" $s.ports.https)
 }}
+{{- $pp := $s.proxyProtocol }}
+{{- if $pp.enabled }}
+{{- $_ := set $owned "proxy_protocol" (dict "listeners" $pp.listeners "trusted_cidrs" $pp.trustedCidrs "header_timeout_secs" $pp.headerTimeoutSeconds) }}
+{{- else if eq $s.service.externalTrafficPolicy "Cluster" }}
+{{- /* Clients arrive with node addresses: a per-address limit would cap the whole fleet. */}}
+{{- range $section := list "rtmp" "http" }}
+{{- $c := get $config $section | default dict }}
+{{- if not (hasKey $c "max_connections_per_ip") }}
+{{- $_ := set (get $owned $section) "max_connections_per_ip" ($c.max_connections | default 20000) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml (mergeOverwrite $config $owned) }}
 {{- end }}
 

@@ -11,7 +11,7 @@ use axum::body::Body;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
@@ -22,7 +22,8 @@ use tracing::{debug, info, warn, Instrument};
 use super::ws;
 use crate::auth::Denied;
 use crate::codec::flv;
-use crate::hub::{HubError, ReaderEnd, Stream, StreamKey, Subscriber};
+use crate::hub::{HubError, ReaderEnd, Stream, StreamKey, SubscribeOptions, Subscriber};
+use crate::limits::Slot;
 use crate::net::write_all_bytes;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
@@ -45,6 +46,59 @@ fn stream_key(ctx: &Context, app: &str, file: &str) -> Result<StreamKey, Respons
 
 fn peer(req: &Request) -> Option<SocketAddr> {
     req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// On HTTP/2 many FLV sessions share one TCP connection, so each play or push takes a
+/// connection place of its own (held until it ends). `None` on HTTP/1.1, where the
+/// connection's place covers its one session.
+#[allow(clippy::result_large_err)]
+fn http2_slot(ctx: &Context, req: &Request) -> Result<Option<Slot>, Response> {
+    if req.version() != Version::HTTP_2 {
+        return Ok(None);
+    }
+    let ip = peer(req).map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.ip());
+    ctx.http_limits.try_acquire(ip).map(Some).map_err(|e| {
+        debug!(%ip, "http/2 flv session refused: {e}");
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+    })
+}
+
+/// The answer to a play the hub refused; a client over its waiting-stream cap is asked to
+/// slow down, every other refusal is the server's.
+fn subscribe_refusal(e: HubError) -> Response {
+    let status = match e {
+        HubError::TooManyWaitingForClient(_) => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, format!("{e}\n")).into_response()
+}
+
+/// `HEAD /{app}/{name}.flv`: 200 while the stream is published, else 404, at once. Unlike a
+/// GET it never waits for a publisher, so it creates no stream and no session.
+pub async fn head(
+    State(ctx): State<Arc<Context>>,
+    Path((app, file)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let key = match stream_key(&ctx, &app, &file) {
+        Ok(k) => k,
+        Err(resp) => return resp,
+    };
+    let key = match authorize(&ctx, &key, Role::Player, &req) {
+        Ok(public) => public.unwrap_or(key),
+        Err(resp) => return resp,
+    };
+    let mut resp = if ctx.hub.stream(&key).is_some_and(|s| s.is_published()) {
+        let mut resp = StatusCode::OK.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
+    } else {
+        (StatusCode::NOT_FOUND, "stream is not published\n").into_response()
+    };
+    cors(&ctx, resp.headers_mut());
+    resp
 }
 
 /// `GET /{app}/{name}.flv`: HTTP-FLV, or with a WebSocket upgrade WS-FLV playback, or with
@@ -74,13 +128,9 @@ pub async fn play(
             let protocol = publisher_subprotocol(req.headers());
             return upgrade(req, protocol, tracing::info_span!("ws-refused"), move |io| async move {
                 let (_, mut wr) = tokio::io::split(io);
-                let _ = timed_write(
-                    &mut wr,
-                    &mut vec![ws::close_frame(1008, reason)],
-                    Duration::from_secs(5),
-                )
-                .await;
-                let _ = wr.shutdown().await;
+                let limit = Duration::from_secs(5);
+                let _ = timed_write(&mut wr, &mut vec![ws::close_frame(1008, reason)], limit).await;
+                let _ = tokio::time::timeout(limit, wr.shutdown()).await;
             });
         }
         Err(resp) => return resp,
@@ -90,6 +140,10 @@ pub async fn play(
             return upgrade_ws_publisher(ctx, req, key, protocol).await;
         }
     }
+    let slot = match http2_slot(&ctx, &req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let remote = peer(&req).map(|p| p.to_string()).unwrap_or_default();
     let guard = ctx
         .sessions
@@ -107,9 +161,15 @@ pub async fn play(
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
-    let sub = match ctx.hub.subscribe(&key) {
+    let client = peer(&req).map(|p| p.ip());
+    let sub = match ctx.hub.subscribe_from(&key, SubscribeOptions::default(), client) {
         Ok(s) => s,
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => {
+            debug!(session = guard.id(), "play refused: {e}");
+            let mut resp = subscribe_refusal(e);
+            cors(&ctx, resp.headers_mut());
+            return resp;
+        }
     };
     guard.set_activity(Some((Role::Player, key.clone())));
     crate::cluster::pull::wake(&ctx, &key);
@@ -128,7 +188,7 @@ pub async fn play(
                 guard.id(),
             ));
         }
-        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks, progress)));
+        let mut resp = Response::new(Body::from_stream(flv_body(sub, guard, hooks, progress, slot)));
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -151,9 +211,14 @@ pub async fn push(
         Ok(public) => public.unwrap_or(key),
         Err(resp) => return resp,
     };
+    let slot = match http2_slot(&ctx, &req) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let peer = peer(&req);
     let query = req.uri().query().unwrap_or("").to_string();
     let mut resp = super::push::http_post(ctx.clone(), key, query, req.into_body(), peer).await;
+    drop(slot);
     cors(&ctx, resp.headers_mut());
     resp
 }
@@ -271,6 +336,7 @@ fn flv_body(
     guard: SessionGuard,
     hooks: Activity,
     progress: Arc<AtomicU64>,
+    slot: Option<Slot>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     struct St {
         /// Items handed to the connection, for the HTTP/2 stall watchdog.
@@ -284,6 +350,8 @@ fn flv_body(
         guard: SessionGuard,
         /// Sends `donePlay` when the response ends.
         _hooks: Activity,
+        /// The connection place of an HTTP/2 stream, given back when the response ends.
+        _slot: Option<Slot>,
     }
     let st = St {
         progress,
@@ -294,6 +362,7 @@ fn flv_body(
         kicked: guard.entry().kicked(),
         guard,
         _hooks: hooks,
+        _slot: slot,
     };
     stream::unfold(st, |mut st| async move {
         st.progress.fetch_add(1, Ordering::Relaxed);
@@ -347,12 +416,15 @@ where
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
     };
+    // The WebSocket outlives its HTTP connection: it keeps the connection's place.
+    let slot = req.extensions().get::<super::ConnSlot>().cloned();
     tokio::spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => task(TokioIo::new(upgraded)).await,
                 Err(e) => debug!("websocket upgrade failed: {e}"),
             }
+            drop(slot);
         }
         .instrument(span),
     );
@@ -423,7 +495,9 @@ async fn upgrade_ws_publisher(ctx: Arc<Context>, req: Request, key: StreamKey, p
     })
 }
 
-async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(
+/// Writes `batch` unless the peer accepts nothing for `limit` (every WebSocket write, data
+/// or control, goes through here).
+pub(super) async fn timed_write<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     batch: &mut Vec<Bytes>,
     limit: Duration,
@@ -473,7 +547,7 @@ where
                     Err(ReaderEnd::StreamEnded) => {
                         batch.push(ws::close_frame(1000, "stream ended"));
                         timed_write(&mut wr, &mut batch, write_timeout).await?;
-                        let _ = wr.shutdown().await;
+                        let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
                         return Ok("stream ended");
                     }
                     Err(e @ ReaderEnd::TooSlow(_)) => {

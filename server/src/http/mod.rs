@@ -20,13 +20,17 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
+use crate::limits::Slot;
 use crate::net::{FirstReadDeadline, StallGuard};
 use crate::server::Context;
 
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
-        .route("/{app}/{file}", get(flv::play).post(flv::push).options(flv::preflight))
+        .route(
+            "/{app}/{file}",
+            get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
+        )
         .nest("/api/v1", crate::api::router(ctx.clone()))
         .with_state(ctx)
 }
@@ -61,22 +65,33 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
 
 /// Serves HTTP/1.1 on one connection (with upgrades for WebSocket) until it ends; on
 /// server shutdown it finishes the response in flight, then closes.
-pub async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>)
+pub async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, slot: Slot, router: Router, ctx: Arc<Context>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(io, peer, router, ctx, false).await
+    serve(io, peer, slot, router, ctx, false).await
 }
 
 /// Serves one HTTPS connection: HTTP/2 when ALPN chose `h2`, else HTTP/1.1 with WebSocket
 /// upgrades (WSS-FLV; browsers open WebSockets on HTTP/1.1 connections).
-pub async fn serve_tls_connection<IO>(tls: TlsStream<IO>, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>)
-where
+pub async fn serve_tls_connection<IO>(
+    tls: TlsStream<IO>,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    router: Router,
+    ctx: Arc<Context>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, peer, router, ctx, h2).await
+    serve(tls, peer, slot, router, ctx, h2).await
 }
+
+/// An HTTP/1.1 connection's place in the connection limits. A WebSocket outlives the HTTP
+/// connection it was upgraded from, so its task keeps a clone and the place stays taken until
+/// the WebSocket ends. (HTTP/2 streams take places of their own: [`flv`].)
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<Slot>);
 
 /// Closes one HTTP/2 connection from a handler. An HTTP/2 response body is only polled
 /// while the client grants flow-control window, so a player that stops granting it cannot be
@@ -90,13 +105,14 @@ impl ConnectionKill {
     }
 }
 
-async fn serve<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>, h2: bool)
+async fn serve<IO>(io: IO, peer: std::net::SocketAddr, slot: Slot, router: Router, ctx: Arc<Context>, h2: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
     let kill = ConnectionKill::default();
+    let slot = ConnSlot(Arc::new(slot));
     if h2 {
         let service = TowerToHyperService::new(
             router
@@ -115,7 +131,11 @@ where
             .serve_connection(io, service);
         until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
     } else {
-        let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
+        let service = TowerToHyperService::new(
+            router
+                .layer(Extension(ConnectInfo(peer)))
+                .layer(Extension(slot.clone())),
+        );
         let io = TokioIo::new(StallGuard::new(io, write_timeout));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -124,6 +144,7 @@ where
             .with_upgrades();
         until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
     }
+    drop(slot);
 }
 
 /// Drives a connection; on server shutdown asks it to finish gracefully (the response in

@@ -1,10 +1,12 @@
 //! FLV push, as Node-Media-Server v4 offers it: an HTTP POST whose body is an FLV stream, or
 //! a WebSocket with subprotocol `publisher` (or `post`) whose binary messages carry one,
-//! publishes `/{app}/{name}` exactly as an RTMP publisher would.
+//! publishes `/{app}/{name}` exactly as an RTMP publisher would. A pusher that sends nothing
+//! for `rtmp.idle_timeout_secs` is closed like an idle RTMP publisher, freeing the stream name;
+//! every write to a WebSocket pusher is bounded by `hub.write_timeout_secs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -14,11 +16,11 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tracing::{debug, info};
 
+use super::flv::timed_write;
 use super::ws;
 use crate::codec::amf0;
 use crate::codec::flv::{FlvError, FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
-use crate::net::write_all_bytes;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
 use crate::webhooks::Activity;
@@ -90,6 +92,7 @@ fn refusal(e: HubError) -> Response {
         HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         HubError::UnknownApp => StatusCode::NOT_FOUND,
         HubError::BadName => StatusCode::BAD_REQUEST,
+        HubError::TooManyWaitingInApp(_) | HubError::TooManyWaitingForClient(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, format!("{e}\n")).into_response()
 }
@@ -129,6 +132,7 @@ pub async fn http_post(
     let mut ingest = FlvIngest::new(publisher, max);
     let mut body = body.into_data_stream();
     let mut shutdown = ctx.shutdown.clone();
+    let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs);
     loop {
         let chunk = tokio::select! {
             _ = shutdown.changed() => break,
@@ -136,7 +140,13 @@ pub async fn http_post(
                 info!(session = id, "http-flv push kicked by the API");
                 break;
             }
-            c = body.next() => c,
+            c = tokio::time::timeout(idle, body.next()) => match c {
+                Ok(c) => c,
+                Err(_) => {
+                    info!(session = id, stream = %key, "http-flv push closed: no data for {idle:?}");
+                    return (StatusCode::REQUEST_TIMEOUT, "no data from the publisher\n").into_response();
+                }
+            },
         };
         match chunk {
             Some(Ok(data)) => {
@@ -173,17 +183,26 @@ where
     let mut rbuf = BytesMut::with_capacity(64 * 1024);
     let mut shutdown = ctx.shutdown.clone();
     let mut kicked = guard.entry().kicked();
+    let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs);
+    let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+    let close = |code: u16, reason: &'static str| vec![ws::close_frame(code, reason)];
     loop {
         let n = tokio::select! {
             _ = kicked.changed() => {
-                let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1008, "session closed by the server")]).await;
+                let _ = timed_write(&mut wr, &mut close(1008, "session closed by the server"), write_timeout).await;
                 return Ok("kicked by the API");
             }
             _ = shutdown.changed() => {
-                let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1001, "server shutting down")]).await;
+                let _ = timed_write(&mut wr, &mut close(1001, "server shutting down"), write_timeout).await;
                 return Ok("server shutdown");
             }
-            n = rd.read_buf(&mut rbuf) => n?,
+            n = tokio::time::timeout(idle, rd.read_buf(&mut rbuf)) => match n {
+                Ok(n) => n?,
+                Err(_) => {
+                    let _ = timed_write(&mut wr, &mut close(1008, "no data"), write_timeout).await;
+                    return Ok("no data from the publisher (idle timeout)");
+                }
+            },
         };
         if n == 0 {
             return Ok("peer closed");
@@ -194,23 +213,23 @@ where
                 Ok(Some(frame)) => match frame.opcode {
                     ws::OP_BINARY | ws::OP_CONTINUATION => {
                         if let Err(e) = ingest.feed(&frame.payload) {
-                            let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1003, "invalid FLV")]).await;
+                            let _ = timed_write(&mut wr, &mut close(1003, "invalid FLV"), write_timeout).await;
                             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
                         }
                     }
                     ws::OP_CLOSE => {
-                        let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1000, "")]).await;
+                        let _ = timed_write(&mut wr, &mut close(1000, ""), write_timeout).await;
                         return Ok("peer closed");
                     }
                     ws::OP_PING => {
                         let mut out = vec![ws::frame_header(ws::OP_PONG, frame.payload.len()), frame.payload];
-                        write_all_bytes(&mut wr, &mut out).await?;
+                        timed_write(&mut wr, &mut out, write_timeout).await?;
                     }
                     _ => {}
                 },
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = write_all_bytes(&mut wr, &mut vec![ws::close_frame(1002, "protocol error")]).await;
+                    let _ = timed_write(&mut wr, &mut close(1002, "protocol error"), write_timeout).await;
                     return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
                 }
             }
@@ -223,7 +242,7 @@ mod tests {
     use super::*;
     use crate::codec::flv::{encode_tag, header};
     use crate::config::AppConfig;
-    use crate::hub::{FrameKind, Hub, HubSettings, ReaderLimits};
+    use crate::hub::{FrameKind, Hub, HubSettings, ReaderLimits, WaitingLimits};
     use std::time::Duration;
 
     fn test_hub() -> Hub {
@@ -238,6 +257,7 @@ mod tests {
                 coalesce: Duration::ZERO,
             },
             apps: vec![AppConfig::default()],
+            waiting: WaitingLimits::UNLIMITED,
         })
     }
 

@@ -8,9 +8,11 @@ mod frame;
 mod gop;
 mod ring;
 mod stream;
+mod waiting;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,6 +22,7 @@ pub use gop::{GopCache, GopLimits};
 pub use ring::RingLimits;
 use stream::ClaimError;
 pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
+pub use waiting::WaitingLimits;
 
 use crate::config::{AppConfig, Config};
 
@@ -73,6 +76,10 @@ pub enum HubError {
     ShuttingDown,
     #[error("stream is already being published on {0}")]
     PublishedElsewhere(String),
+    #[error("too many streams of this app wait for a publisher (at most {0})")]
+    TooManyWaitingInApp(usize),
+    #[error("too many streams wait for a publisher for this client (at most {0})")]
+    TooManyWaitingForClient(usize),
 }
 
 /// Hub-wide settings taken from the config.
@@ -85,6 +92,7 @@ pub struct HubSettings {
     pub queue_bytes: usize,
     pub reader: ReaderLimits,
     pub apps: Vec<AppConfig>,
+    pub waiting: WaitingLimits,
 }
 
 impl HubSettings {
@@ -100,6 +108,10 @@ impl HubSettings {
                 coalesce: Duration::from_millis(c.hub.write_coalesce_ms),
             },
             apps: c.apps.clone(),
+            waiting: WaitingLimits {
+                per_app: c.hub.max_waiting_streams_per_app,
+                per_client: c.hub.max_waiting_streams_per_ip,
+            },
         }
     }
 }
@@ -109,12 +121,19 @@ pub(crate) struct HubInner {
     /// Starts as `settings.apps`; replaced on config reload.
     apps: std::sync::RwLock<Arc<Vec<AppConfig>>>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
+    /// Streams readers created that nobody published yet; only changed with the registry
+    /// locked (registry lock first).
+    waiting: Mutex<waiting::WaitingStreams>,
     shutting_down: AtomicBool,
 }
 
 impl HubInner {
     fn registry(&self) -> MutexGuard<'_, HashMap<StreamKey, Arc<Stream>>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, waiting::WaitingStreams> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -129,6 +148,7 @@ impl Hub {
         Hub {
             inner: Arc::new(HubInner {
                 apps: std::sync::RwLock::new(Arc::new(settings.apps.clone())),
+                waiting: Mutex::new(waiting::WaitingStreams::new(settings.waiting)),
                 settings,
                 streams: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
@@ -174,7 +194,9 @@ impl Hub {
         Ok(key)
     }
 
-    fn get_or_create(&self, key: &StreamKey) -> Result<(Arc<Stream>, bool), HubError> {
+    /// The stream of `key`, created if needed; `reader` creates a waiting stream for that
+    /// client (`Some(None)`: the server itself), counted against the waiting-stream caps.
+    fn get_or_create(&self, key: &StreamKey, reader: Option<Option<IpAddr>>) -> Result<(Arc<Stream>, bool), HubError> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
             return Err(HubError::ShuttingDown);
         }
@@ -182,6 +204,9 @@ impl Hub {
         let mut streams = self.inner.registry();
         if let Some(s) = streams.get(key) {
             return Ok((s.clone(), false));
+        }
+        if let Some(client) = reader {
+            self.inner.waiting().admit(key, client)?;
         }
         let ring = RingLimits {
             max_frames: self.inner.settings.queue_frames,
@@ -196,20 +221,27 @@ impl Hub {
     /// publisher dropped within the grace period is continued.
     pub fn publish(&self, key: &StreamKey, publisher: PublisherInfo) -> Result<Publisher, HubError> {
         loop {
-            let (stream, _) = self.get_or_create(key)?;
-            match stream.claim(publisher.clone()) {
-                Ok(generation) => {
-                    return Ok(Publisher {
-                        stream,
-                        hub: self.inner.clone(),
-                        generation,
-                    })
-                }
+            let (stream, _) = self.get_or_create(key, None)?;
+            let generation = match stream.claim(publisher.clone()) {
+                Ok(generation) => generation,
                 Err(ClaimError::Held(p)) => return Err(HubError::AlreadyPublishing(p.session_id)),
                 // Reaped between lookup and claim: the registry no longer has it, so the next
                 // lookup creates a fresh stream (or says the hub is shutting down).
                 Err(ClaimError::Ended) => continue,
+            };
+            {
+                // Published now, so no longer waiting (unless it was reaped meanwhile and the
+                // entry is a newer stream's).
+                let registry = self.inner.registry();
+                if registry.get(key).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+                    self.inner.waiting().remove(key);
+                }
             }
+            return Ok(Publisher {
+                stream,
+                hub: self.inner.clone(),
+                generation,
+            });
         }
     }
 
@@ -221,8 +253,19 @@ impl Hub {
 
     /// [`Hub::subscribe`] with reader options.
     pub fn subscribe_with(&self, key: &StreamKey, options: SubscribeOptions) -> Result<Subscriber, HubError> {
+        self.subscribe_from(key, options, None)
+    }
+
+    /// [`Hub::subscribe_with`] for a client at `client` (`None`: the server itself): a stream
+    /// it creates by waiting counts against the per-app and per-client waiting caps.
+    pub fn subscribe_from(
+        &self,
+        key: &StreamKey,
+        options: SubscribeOptions,
+        client: Option<IpAddr>,
+    ) -> Result<Subscriber, HubError> {
         loop {
-            let (stream, created) = self.get_or_create(key)?;
+            let (stream, created) = self.get_or_create(key, Some(client))?;
             if created {
                 schedule_reap(
                     &self.inner,
@@ -252,7 +295,11 @@ impl Hub {
     /// Ends every stream (readers see the end) and refuses new ones.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
-        let streams: Vec<_> = self.inner.registry().drain().map(|(_, s)| s).collect();
+        let streams: Vec<_> = {
+            let mut registry = self.inner.registry();
+            self.inner.waiting().clear();
+            registry.drain().map(|(_, s)| s).collect()
+        };
         for s in streams {
             s.end();
         }
@@ -283,6 +330,7 @@ fn reap_if_idle(hub: &HubInner, key: &StreamKey, generation: u64) {
         return;
     }
     streams.remove(key);
+    hub.waiting().remove(key);
     drop(streams);
     tracing::info!(stream = %key, "stream ended");
 }

@@ -19,6 +19,7 @@ fn settings() -> HubSettings {
             coalesce: Duration::ZERO,
         },
         apps: vec![AppConfig::default()],
+        waiting: WaitingLimits::UNLIMITED,
     }
 }
 

@@ -450,7 +450,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Err(ConnError::Refused(format!("play: {why}")));
             }
         }
-        let sub = key.and_then(|key| self.ctx.hub.subscribe_with(&key, options));
+        let client = Some(self.peer.ip());
+        let sub = key.and_then(|key| self.ctx.hub.subscribe_from(&key, options, client));
         match sub {
             Ok(sub) => {
                 crate::cluster::pull::wake(&self.ctx, &sub.stream().key);
