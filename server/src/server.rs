@@ -35,24 +35,57 @@ pub struct Context {
     pub webhooks: Arc<Webhooks>,
     /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
     pub tls: Option<Arc<Certificates>>,
-    /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
-    /// request sees either the old or the new set, never a mix.
-    policies: RwLock<Arc<Policies>>,
+    /// The live configuration with every app's publish and play policies (secrets loaded),
+    /// swapped whole on reload so a request sees either the old or the new set, never a mix.
+    access: RwLock<Arc<Access>>,
 }
 
-type Policies = HashMap<String, (Policy, Policy, IpFilter)>;
+/// One consistent view of the apps served and who may use them: the configuration they came
+/// from and each app's policies. An app without policies here is not served (fail closed).
+pub struct Access {
+    /// The configuration last loaded (at start or by a reload).
+    pub config: Arc<Config>,
+    policies: HashMap<String, AppPolicies>,
+}
 
-/// Loads every app's policies (reads the secret files).
-fn load_policies(config: &Config) -> Result<Policies, AuthError> {
-    let mut policies = HashMap::new();
-    for app in &config.apps {
-        let filter = IpFilter::new(&app.allow, &app.deny);
-        policies.insert(
-            app.name.clone(),
-            (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter),
-        );
+/// An app's publish and play policies and its address lists.
+pub struct AppPolicies {
+    pub publish: Policy,
+    pub play: Policy,
+    pub filter: IpFilter,
+}
+
+impl Access {
+    /// Loads every app's policies (reads the secret files).
+    pub fn load(config: Config) -> Result<Access, AuthError> {
+        let mut policies = HashMap::new();
+        for app in &config.apps {
+            let p = AppPolicies {
+                publish: Policy::load(&app.publish)?,
+                play: Policy::load(&app.play)?,
+                filter: IpFilter::new(&app.allow, &app.deny),
+            };
+            if p.publish.accepts_signatures_of(&p.play) {
+                // Node-Media-Server signatures do not name the action: a viewer's play URL
+                // is then a publish URL too.
+                warn!(
+                    app = %app.name,
+                    "publish and play share a sign secret, so any play URL can also publish; give them \
+                     different secrets (or set publish.sign_action_bound)"
+                );
+            }
+            policies.insert(app.name.clone(), p);
+        }
+        Ok(Access {
+            config: Arc::new(config),
+            policies,
+        })
     }
-    Ok(policies)
+
+    /// The config and policies of `app`, if it is served.
+    pub fn app(&self, app: &str) -> Option<(&crate::config::AppConfig, &AppPolicies)> {
+        Some((self.config.app(app)?, self.policies.get(app)?))
+    }
 }
 
 /// Everything a config's policies read from disk, to notice when any of it changes
@@ -66,15 +99,16 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
     if let Some(f) = &config.api.users_file {
         std::fs::read(f).ok().hash(&mut h);
     }
+    // Webhook secrets apply whatever the apps are (also with `apps: []`).
+    for hook in &config.webhooks.hooks {
+        if let Some(f) = &hook.secret_file {
+            std::fs::read(f).ok().hash(&mut h);
+        }
+    }
     for app in &config.apps {
         for p in [&app.publish, &app.play] {
             for f in p.sign_secret_files.iter().chain(&p.token.key_files).chain(&p.keys_file) {
                 std::fs::read(f).ok().hash(&mut h);
-            }
-            for hook in &config.webhooks.hooks {
-                if let Some(f) = &hook.secret_file {
-                    std::fs::read(f).ok().hash(&mut h);
-                }
             }
             if let Some(dir) = &p.keys_dir {
                 let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -118,7 +152,7 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                 continue;
             }
         };
-        let applied = load_policies(&config)
+        let applied = Access::load(config.clone())
             .map_err(|e| e.to_string())
             .and_then(|p| {
                 new_certificates(&ctx, &current, &config)
@@ -132,8 +166,11 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                     .map_err(|e| e.to_string())
             });
         match applied {
-            Ok((p, certificates)) => {
-                *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+            Ok((access, certificates)) => {
+                // Apps and policies change together in one snapshot; the hub's copy (stream
+                // settings) follows, and a request between the two is refused, never let in
+                // unchecked: `authorize` serves only apps of the snapshot.
+                *ctx.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
                 ctx.hub.set_apps(config.apps.clone());
                 if let (Some(tls), Some(new)) = (&ctx.tls, certificates) {
                     tls.install(new);
@@ -188,21 +225,22 @@ impl Context {
         peer: Option<IpAddr>,
         session: u64,
     ) -> Result<Option<StreamKey>, Denied> {
-        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((publish, play, filter)) = policies.get(&key.app) else {
-            return Ok(None);
-        };
-        let policy = if role == Role::Publisher { publish } else { play };
-        let address = match peer {
-            Some(ip) => filter.check(ip),
-            None => Ok(()),
-        };
+        let access = self.access();
+        // An app the current snapshot does not serve has no policy to pass: refused.
+        let app = access.app(&key.app).map(|(_, p)| p).ok_or(Denied::UnknownApp);
+        let checked = app.and_then(|p| {
+            let policy = if role == Role::Publisher { &p.publish } else { &p.play };
+            match peer {
+                Some(ip) => p.filter.check(ip).map(|()| policy),
+                None => Ok(policy),
+            }
+        });
         let public = |name: String| StreamKey {
             app: key.app.clone(),
             name,
         };
-        address
-            .and_then(|()| {
+        checked
+            .and_then(|policy| {
                 policy
                     .check_as(
                         key,
@@ -210,7 +248,15 @@ impl Context {
                         SystemTime::now(),
                         Some(if role == Role::Publisher { "publish" } else { "play" }),
                     )
-                    .map(|n| n.map(public))
+                    .map(|n| {
+                        // A stream is never named after a publish key (it would reach logs,
+                        // events and the API): a player that asks for one gets its public stream.
+                        n.or_else(|| {
+                            let (_, p) = access.app(&key.app)?;
+                            p.publish.public_name_of_key(&key.name).map(str::to_string)
+                        })
+                        .map(public)
+                    })
             })
             .inspect_err(|d| {
                 self.metrics
@@ -224,6 +270,11 @@ impl Context {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// The live apps, their policies and the configuration they came from.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -280,7 +331,7 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let policies = RwLock::new(Arc::new(load_policies(&config)?));
+        let access = RwLock::new(Arc::new(Access::load(config.clone())?));
         let tls_certs = match config.tls.certificates.is_empty() {
             true => None,
             false => Some(Certificates::load(&config.tls.certificates)?),
@@ -310,7 +361,7 @@ impl Server {
             metrics,
             webhooks,
             tls: tls_certs,
-            policies,
+            access,
         });
         Ok(Server {
             ctx,
@@ -360,11 +411,18 @@ impl Server {
         let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, peer| {
             crate::http::serve_connection(s, peer, router.clone(), http_ctx.clone())
         });
+        // The admin listener stays open until the process exits, so probes see /readyz
+        // answer 503 during the drain instead of a refused connection.
         let admin_router = crate::http::admin_router(ctx.clone());
         let admin_ctx = ctx.clone();
-        let admin = accept_loop("admin", self.admin, admin_slots.clone(), ctx.clone(), move |s, peer| {
-            crate::http::serve_connection(s, peer, admin_router.clone(), admin_ctx.clone())
-        });
+        let (admin_exit, admin_until) = watch::channel(false);
+        let admin = tokio::spawn(accept_loop_until(
+            "admin",
+            self.admin,
+            admin_slots,
+            admin_until,
+            move |s, peer| crate::http::serve_admin_connection(s, peer, admin_router.clone(), admin_ctx.clone()),
+        ));
         let tls = match (self.tls, &ctx.tls) {
             (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &rtmp_slots, &http_slots)),
             _ => None,
@@ -375,7 +433,7 @@ impl Server {
                     tls.await
                 }
             };
-            tokio::join!(rtmp, http, admin, tls);
+            tokio::join!(rtmp, http, tls);
         });
 
         signal.await;
@@ -383,6 +441,7 @@ impl Server {
         let _ = self.shutdown_tx.send(true);
         ctx.hub.shutdown();
         let grace = Duration::from_secs(c.hub.shutdown_grace_secs);
+        let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(grace, async {
             while rtmp_slots.available_permits() < c.rtmp.max_connections
                 || http_slots.available_permits() < c.http.max_connections
@@ -394,7 +453,15 @@ impl Server {
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
         }
+        // Sessions that ended in the drain queued their done* events: deliver them within
+        // what is left of the grace period.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.webhooks.delivered()).await.is_err() {
+            warn!("grace period over with webhook deliveries still queued; they are lost");
+        }
         accepting.abort();
+        let _ = admin_exit.send(true);
+        admin.abort();
         info!("stopped");
     }
 }
@@ -491,7 +558,20 @@ async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut shutdown = ctx.shutdown.clone();
+    accept_loop_until(what, listener, slots, ctx.shutdown.clone(), handle).await
+}
+
+/// Accepts connections until `until` turns true.
+async fn accept_loop_until<F, Fut>(
+    what: &'static str,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
