@@ -23,6 +23,10 @@ pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
 
 pub struct Metrics {
     registry: Registry,
+    /// Held by a scrape from refreshing the per-stream series until they are encoded:
+    /// concurrent scrapes (an HA Prometheus pair) would otherwise see each other's reset
+    /// counters half re-added, and counters would jump backwards.
+    scrape: std::sync::Mutex<()>,
     streams_active: IntGaugeVec,
     sessions_active: IntGaugeVec,
     sessions_total: IntCounterVec,
@@ -126,6 +130,7 @@ impl Metrics {
                 &["event", "result"],
             ),
             webhook_dropped,
+            scrape: std::sync::Mutex::new(()),
             registry: r,
         }
     }
@@ -144,6 +149,7 @@ impl Metrics {
 
     /// Refreshes the per-stream series from the hub and renders the text exposition format.
     pub fn render(&self, hub: &Hub) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         for v in [
             &self.stream_bitrate,
             &self.stream_players,

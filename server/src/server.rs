@@ -605,3 +605,55 @@ async fn accept_loop_until<F, Fut>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        let ports = "bind: 127.0.0.1\nrtmp: {port: 0}\nhttp: {port: 0}\nadmin: {port: 0}\n";
+        Config::from_yaml(&format!("{ports}{yaml}"), "t").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_app_without_policies_in_the_snapshot_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "secret").unwrap();
+        let server = Server::bind(config(&format!(
+            "apps: [{{name: live, publish: {{auth: sign, sign_secret_files: [{:?}]}}}}]",
+            dir.join("s")
+        )))
+        .await
+        .unwrap();
+        let ctx = server.context();
+        let key = StreamKey::new("live", "cam").unwrap();
+        assert_eq!(ctx.authorize(&key, Role::Publisher, "", None, 1), Err(Denied::Missing));
+        // A reload that removes the app swaps the snapshot; the hub may still list the app
+        // for a moment, and the request is refused rather than let in unchecked.
+        *ctx.access.write().unwrap() = Arc::new(Access::load(config("apps: []")).unwrap());
+        assert!(ctx.hub.key("live", "cam").is_ok(), "the hub still has the app");
+        assert_eq!(
+            ctx.authorize(&key, Role::Publisher, "", None, 1),
+            Err(Denied::UnknownApp)
+        );
+        assert_eq!(ctx.authorize(&key, Role::Player, "", None, 1), Err(Denied::UnknownApp));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn webhook_secret_files_are_watched_without_apps() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hmac"), "one").unwrap();
+        std::fs::write(dir.join("c.yaml"), "").unwrap();
+        let c = config(&format!(
+            "apps: []\nwebhooks: {{hooks: [{{url: 'http://127.0.0.1:9/h', secret_file: {:?}}}]}}",
+            dir.join("hmac")
+        ));
+        let before = fingerprint(&dir.join("c.yaml"), &c);
+        std::fs::write(dir.join("hmac"), "two").unwrap();
+        assert_ne!(fingerprint(&dir.join("c.yaml"), &c), before);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

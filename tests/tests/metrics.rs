@@ -78,3 +78,56 @@ async fn metrics_follow_a_session_and_vanish_with_the_stream() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn counters_never_decrease_under_concurrent_scrapes() {
+    let server = TestServer::start().await.unwrap();
+    let name = unique_name("scraped");
+    let _publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(20)
+        .start()
+        .unwrap();
+    server.wait_live(&name, Duration::from_secs(8)).await.unwrap();
+    let mut player = server.http_player(&name).await.unwrap();
+    // Four scrapers at once (an HA Prometheus pair, twice) while media flows; each sample
+    // of each counter must be at least the one before it.
+    let url = server.admin_url("/metrics");
+    let scrapers = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut samples: Vec<HashMap<String, f64>> = Vec::new();
+            for _ in 0..150 {
+                let (status, text) = get_text(&url, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(status, 200);
+                samples.push(
+                    parse(&text)
+                        .into_iter()
+                        .filter(|(k, _)| k.split('{').next().unwrap().ends_with("_total"))
+                        .collect(),
+                );
+            }
+            samples
+        })
+    });
+    let reading = tokio::spawn(async move {
+        let _ = player.read_for(Duration::from_secs(6)).await;
+    });
+    let mut checked = 0;
+    for scraper in scrapers {
+        let samples = scraper.await.unwrap();
+        for pair in samples.windows(2) {
+            for (series, before) in &pair[0] {
+                if let Some(after) = pair[1].get(series) {
+                    assert!(after >= before, "{series} went from {before} to {after}");
+                    checked += 1;
+                } else if series.contains(&name) {
+                    panic!("{series} vanished while its stream is live");
+                }
+            }
+        }
+    }
+    reading.await.unwrap();
+    assert!(checked > 1000, "only {checked} comparisons");
+    let m = scrape(&server).await;
+    assert!(m[&format!(r#"ferrocast_stream_bytes_in_total{{app="live",stream="{name}"}}"#)] > 0.0);
+}
