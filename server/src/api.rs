@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
@@ -469,21 +469,68 @@ fn check_password(users_dir: Option<&Path>, users_file: Option<&Path>, user: &st
         .and_then(|dir| read_trimmed(&dir.join(user)).ok())
         .or_else(|| users_file.filter(|_| valid_name).and_then(|f| user_from_file(f, user)));
     match stored {
-        Some(phc) => match PasswordHash::new(&phc) {
-            Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
-            Err(_) => {
-                warn!(user, "API user's password hash is not a PHC argon2 string");
+        Some(phc) => match PasswordHash::new(&phc)
+            .map_err(|_| "not a PHC string")
+            .and_then(|h| verify_argon2(password, &h))
+        {
+            Ok(valid) => valid,
+            Err(why) => {
+                warn!(
+                    user,
+                    "API user's password hash is unusable ({why}); use a PHC argon2 string"
+                );
                 false
             }
         },
         None => {
             // Spend the same work as for a real user, so timing does not tell which exist.
             if let Some(hash) = dummy_hash() {
-                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+                let _ = verify_argon2(password, &hash);
             }
             false
         }
     }
+}
+
+/// Largest argon2 memory cost (KiB) accepted from a users file: a hash asking for more is
+/// refused rather than letting every login take that much.
+const MAX_ARGON2_M_COST_KIB: u32 = 256 * 1024;
+
+thread_local! {
+    /// The argon2 working memory of a password-check thread, reused by its next check: the
+    /// allocator then never sees a fresh 19 MiB block per login (which it keeps, fragmented,
+    /// per arena), so memory stays at one block per checker thread.
+    static ARGON2_BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches an argon2 PHC `hash`, computed in this thread's reused memory.
+fn verify_argon2(password: &str, hash: &PasswordHash<'_>) -> Result<bool, &'static str> {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err("no salt or hash");
+    };
+    let algorithm = argon2::Algorithm::try_from(hash.algorithm).map_err(|_| "not argon2")?;
+    let version = match hash.version {
+        Some(v) => argon2::Version::try_from(v).map_err(|_| "unknown argon2 version")?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(hash).map_err(|_| "bad argon2 parameters")?;
+    if params.m_cost() > MAX_ARGON2_M_COST_KIB {
+        return Err("argon2 memory cost above 256 MiB");
+    }
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(|_| "bad salt")?;
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    ARGON2_BLOCKS
+        .with_borrow_mut(|memory| {
+            if memory.len() < blocks {
+                memory.resize(blocks, argon2::Block::default());
+            }
+            argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        })
+        .map_err(|_| "argon2 failed")?;
+    Ok(crate::auth::constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// The PHC hash of `user` in a `users_file` (a YAML map of user name to hash), read at each
