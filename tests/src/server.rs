@@ -368,9 +368,17 @@ impl TestServer {
         Ok(())
     }
 
-    /// Sends SIGTERM to the server.
+    /// Sends SIGTERM to the server process itself, so it drains for as long as its config
+    /// says (its `timeout` wrapper, if signalled, would SIGKILL it 2 s later).
     pub fn sigterm(&self) {
-        self.proc.signal("TERM");
+        match self.server_pid() {
+            Some(pid) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "TERM", &pid.to_string()])
+                    .status();
+            }
+            None => self.proc.signal("TERM"),
+        }
     }
 
     /// Waits up to `d` for the server to exit.
