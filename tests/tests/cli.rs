@@ -137,7 +137,10 @@ async fn check_config_refuses_zero_and_absurd_durations_naming_the_key() {
     let dir = TempDir::new("ferrocast-cli").unwrap();
     for (yaml, key) in [
         ("hub:\n  write_timeout_secs: 0\n", "hub.write_timeout_secs"),
-        ("rtmp:\n  idle_timeout_secs: 18446744073709551615\n", "rtmp.idle_timeout_secs"),
+        (
+            "rtmp:\n  idle_timeout_secs: 18446744073709551615\n",
+            "rtmp.idle_timeout_secs",
+        ),
         ("webhooks:\n  timeout_ms: 0\n", "webhooks.timeout_ms"),
     ] {
         let f = dir.join("bad.yaml");
