@@ -406,7 +406,10 @@ impl Server {
         let rtmp = accept_loop("rtmp", self.rtmp, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
             crate::rtmp::conn::serve(s, peer, Protocol::Rtmp, rtmp_ctx.clone())
         });
+        // One router for HTTP and HTTPS: the API's login limits and password checks are
+        // then shared by both ports, not doubled.
         let router = crate::http::router(ctx.clone());
+        let https_router = router.clone();
         let http_ctx = ctx.clone();
         let http = accept_loop("http", self.http, http_slots.clone(), ctx.clone(), move |s, peer| {
             crate::http::serve_connection(s, peer, router.clone(), http_ctx.clone())
@@ -424,7 +427,14 @@ impl Server {
             move |s, peer| crate::http::serve_admin_connection(s, peer, admin_router.clone(), admin_ctx.clone()),
         ));
         let tls = match (self.tls, &ctx.tls) {
-            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &rtmp_slots, &http_slots)),
+            (Some(listeners), Some(certs)) => Some(tls_accept_loops(
+                listeners,
+                certs,
+                &ctx,
+                &rtmp_slots,
+                &http_slots,
+                https_router,
+            )),
             _ => None,
         };
         let accepting = tokio::spawn(async move {
@@ -475,6 +485,7 @@ fn tls_accept_loops(
     ctx: &Arc<Context>,
     rtmp_slots: &Arc<Semaphore>,
     http_slots: &Arc<Semaphore>,
+    router: axum::Router,
 ) -> impl Future<Output = ()> + Send + 'static {
     let c = &ctx.config;
     tokio::spawn(certs.clone().watch(ctx.shutdown.clone()));
@@ -499,7 +510,6 @@ fn tls_accept_loops(
 
     let acceptor = listeners.https_tls;
     let limit = Duration::from_secs(c.http.request_timeout_secs);
-    let router = crate::http::router(ctx.clone());
     let https_ctx = ctx.clone();
     let https = accept_loop(
         "https",
