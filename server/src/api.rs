@@ -424,8 +424,15 @@ impl PasswordChecker {
                         Ok(job) => job,
                         Err(_) => return,
                     };
-                    let ok = (job.check)();
-                    let _ = job.done.send(ok);
+                    let PasswordJob {
+                        check,
+                        done,
+                        _slot: slot,
+                    } = job;
+                    let ok = check();
+                    // Free the slot before answering: whoever gets this answer may check again.
+                    drop(slot);
+                    let _ = done.send(ok);
                 });
             if let Err(e) = spawned {
                 error!("cannot start a password check thread: {e}");
