@@ -424,15 +424,20 @@ fn app_conflict_keeps_the_older_mediaapp() {
 #[test]
 fn sign_secret_rotation_changes_only_the_secret() {
     let ma = media_app(
-        "metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}, play: {auth: sign, authRef: studio}}",
+        "metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}, play: {auth: sign, authRef: viewers}}",
         10,
     );
     let sa = "metadata: {name: studio}\nspec: {sign: {secretRefs: [{name: studio-sign, key: current}, {name: studio-sign, key: previous}]}}";
+    let viewers = "metadata: {name: viewers}\nspec: {sign: {secretRefs: [{name: viewers-sign, key: current}]}}";
+    let viewer_secret = || secret("viewers-sign", &[("current", "V-2026")]);
     let before = reconcile(
         &inputs(
             vec![ma.clone()],
-            vec![stream_auth(sa)],
-            vec![secret("studio-sign", &[("current", "S-2026"), ("previous", "S-2025")])],
+            vec![stream_auth(sa), stream_auth(viewers)],
+            vec![
+                secret("studio-sign", &[("current", "S-2026"), ("previous", "S-2025")]),
+                viewer_secret(),
+            ],
         ),
         None,
         None,
@@ -444,7 +449,11 @@ fn sign_secret_rotation_changes_only_the_secret() {
         files[0].to_str(),
         Some("/etc/ferrocast/secrets/streamauth.studio.sign.0")
     );
-    assert_eq!(c.apps[0].play.sign_secret_files, *files, "play uses the same files");
+    assert_eq!(
+        c.apps[0].play.sign_secret_files[0].to_str(),
+        Some("/etc/ferrocast/secrets/streamauth.viewers.sign.0"),
+        "play signs with its own secret"
+    );
     assert_eq!(
         (
             before.secret("streamauth.studio.sign.0").as_deref(),
@@ -457,8 +466,11 @@ fn sign_secret_rotation_changes_only_the_secret() {
     let after = reconcile(
         &inputs(
             vec![ma],
-            vec![stream_auth(sa)],
-            vec![secret("studio-sign", &[("current", "S-2027"), ("previous", "S-2026")])],
+            vec![stream_auth(sa), stream_auth(viewers)],
+            vec![
+                secret("studio-sign", &[("current", "S-2027"), ("previous", "S-2026")]),
+                viewer_secret(),
+            ],
         ),
         None,
         None,
@@ -895,6 +907,25 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
         );
     }
     assert_eq!(o.desired.stream_auths["studio"].used_by, ["events"]);
+    // No example lets a play signature publish: publish and play never share a sign secret.
+    let config = o.config();
+    for app in &config.apps {
+        let contents = |files: &[std::path::PathBuf]| -> Vec<String> {
+            files
+                .iter()
+                .map(|f| o.secret(f.file_name().unwrap().to_str().unwrap()).unwrap())
+                .collect()
+        };
+        let (publish, play) = (
+            contents(&app.publish.sign_secret_files),
+            contents(&app.play.sign_secret_files),
+        );
+        assert!(
+            publish.iter().all(|s| !play.contains(s)),
+            "app {} shares a sign secret between publish and play",
+            app.name
+        );
+    }
     assert_eq!(
         o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(),
         Some("rtmps://live.example.com:1936/events")

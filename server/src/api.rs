@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::{Argon2, PasswordHash};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
@@ -50,7 +50,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
 const MAX_URL_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
-/// Entries kept by the login limiter before expired ones are swept.
+/// Entries kept by the login limiter before expired ones are swept; past it, after a
+/// sweep, logins are refused (fail closed) rather than forgetting failures.
 const LIMITER_SWEEP_AT: usize = 10_000;
 
 /// An API failure; each becomes an envelope with `success: false` and its status code.
@@ -63,9 +64,11 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("too many failed logins; try again later")]
-    TooManyRequests,
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(&'static str),
+    #[error("too many logins in progress; try again shortly")]
+    LoginBusy,
     #[error("{0}")]
     Internal(&'static str),
 }
@@ -76,8 +79,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) | ApiError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,10 +90,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = Json(json!({"success": false, "data": null, "message": self.to_string()}));
-        if status == StatusCode::UNAUTHORIZED {
-            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        } else {
-            (status, body).into_response()
+        match self {
+            ApiError::Unauthorized(_) => (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response(),
+            ApiError::TooManyRequests { retry_after_secs } => (
+                status,
+                [(header::RETRY_AFTER, retry_after_secs.max(1).to_string())],
+                body,
+            )
+                .into_response(),
+            ApiError::LoginBusy => (status, [(header::RETRY_AFTER, "1")], body).into_response(),
+            _ => (status, body).into_response(),
         }
     }
 }
@@ -107,6 +116,7 @@ pub struct Api {
     /// or accept tokens rather than silently using a key other replicas do not share.
     jwt_key: Result<Vec<u8>, ()>,
     limiter: LoginLimiter,
+    passwords: PasswordChecker,
     started: Instant,
 }
 
@@ -155,11 +165,17 @@ impl Api {
             None => Ok(rand::random::<[u8; 32]>().to_vec()),
         };
         let c = &ctx.config.api;
-        let limiter = LoginLimiter::new(c.login_max_failures, Duration::from_secs(c.login_window_secs));
+        let limiter = LoginLimiter::new(
+            c.login_max_failures,
+            c.login_max_failures_per_ip,
+            Duration::from_secs(c.login_window_secs),
+        );
+        let passwords = PasswordChecker::start(c.login_max_concurrent);
         Api {
             ctx,
             jwt_key,
             limiter,
+            passwords,
             started: process_start(),
         }
     }
@@ -263,53 +279,183 @@ impl FromRequestParts<Arc<Api>> for Authed {
 // ---------------------------------------------------------------------------------------
 // Login
 
-/// Counts failed logins per (user, IP) within a sliding window.
+/// What a failed login is counted against: the user name (from any address), and the
+/// client's address, an IPv6 /64 counting as one (a single host usually holds a whole /64).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counted {
+    User(String),
+    Net(IpAddr),
+}
+
+/// The network a client address is counted as: an IPv4 address, or its IPv6 /64.
+fn client_net(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+        v4 => v4,
+    }
+}
+
+/// Counts failed logins per user and per client network within a sliding window. An attempt
+/// is counted as a failure *before* its password is checked ([`LoginLimiter::begin`]), so
+/// parallel guesses cannot all slip under the limit; a success takes its count back.
 struct LoginLimiter {
-    max_failures: u32,
+    max_per_user: u32,
+    max_per_net: u32,
     window: Duration,
-    failures: Mutex<HashMap<(String, IpAddr), VecDeque<Instant>>>,
+    failures: Mutex<HashMap<Counted, VecDeque<Instant>>>,
+}
+
+/// A login attempt counted as a failure until it is known to have succeeded.
+#[derive(Debug)]
+struct Attempt {
+    user: Counted,
+    net: Counted,
+    at: Instant,
 }
 
 impl LoginLimiter {
-    fn new(max_failures: u32, window: Duration) -> Self {
+    fn new(max_per_user: u32, max_per_net: u32, window: Duration) -> Self {
         LoginLimiter {
-            max_failures,
+            max_per_user,
+            max_per_net,
             window,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), VecDeque<Instant>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Counted, VecDeque<Instant>>> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether another attempt is allowed now.
-    fn allowed(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
-        let mut map = self.map();
-        let Some(q) = map.get_mut(&(user.to_string(), ip)) else {
-            return true;
+    /// Counts an attempt by `user` from `ip` as failed, unless the user or the network
+    /// already reached its limit: then `Err` with the seconds until an attempt is allowed.
+    fn begin(&self, user: &str, ip: IpAddr, now: Instant) -> Result<Attempt, u64> {
+        let attempt = Attempt {
+            user: Counted::User(user.to_string()),
+            net: Counted::Net(client_net(ip)),
+            at: now,
         };
-        while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-            q.pop_front();
-        }
-        q.len() < self.max_failures as usize
-    }
-
-    fn failed(&self, user: &str, ip: IpAddr, now: Instant) {
         let mut map = self.map();
         // Many distinct user names (a scan) must not grow the map without bound.
         if map.len() >= LIMITER_SWEEP_AT {
             map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < self.window));
+            if map.len() >= LIMITER_SWEEP_AT {
+                return Err(self.window.as_secs());
+            }
         }
-        let q = map.entry((user.to_string(), ip)).or_default();
-        q.push_back(now);
-        while q.len() > self.max_failures as usize {
-            q.pop_front();
+        let mut wait = 0;
+        for (who, max) in [(&attempt.user, self.max_per_user), (&attempt.net, self.max_per_net)] {
+            if let Some(q) = map.get_mut(who) {
+                while q.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
+                    q.pop_front();
+                }
+                if q.len() >= max as usize {
+                    let oldest = q.front().copied().unwrap_or(now);
+                    wait = wait.max((oldest + self.window).saturating_duration_since(now).as_secs() + 1);
+                }
+            }
+        }
+        if wait > 0 {
+            return Err(wait);
+        }
+        for who in [&attempt.user, &attempt.net] {
+            map.entry(who.clone()).or_default().push_back(now);
+        }
+        Ok(attempt)
+    }
+
+    /// The attempt succeeded: the user's failures are forgotten, and this attempt no longer
+    /// counts against the network (earlier failures from it still do).
+    fn succeeded(&self, attempt: Attempt) {
+        let mut map = self.map();
+        map.remove(&attempt.user);
+        Self::forget(&mut map, &attempt.net, attempt.at);
+    }
+
+    /// The attempt was never checked (the server was busy): it does not count at all.
+    fn not_checked(&self, attempt: Attempt) {
+        let mut map = self.map();
+        Self::forget(&mut map, &attempt.user, attempt.at);
+        Self::forget(&mut map, &attempt.net, attempt.at);
+    }
+
+    fn forget(map: &mut HashMap<Counted, VecDeque<Instant>>, who: &Counted, at: Instant) {
+        if let Some(q) = map.get_mut(who) {
+            if let Some(i) = q.iter().position(|t| *t == at) {
+                q.remove(i);
+            }
+            if q.is_empty() {
+                map.remove(who);
+            }
+        }
+    }
+}
+
+/// Runs password checks (argon2: about 19 MiB and tens of milliseconds each) on a fixed set
+/// of threads, at most one per thread. A check beyond that is refused at once instead of
+/// queued, so anonymous logins can neither pile up memory nor CPU; and since only these
+/// threads ever run argon2, the allocator keeps at most their few buffers.
+struct PasswordChecker {
+    slots: Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::mpsc::Sender<PasswordJob>,
+}
+
+struct PasswordJob {
+    check: Box<dyn FnOnce() -> bool + Send>,
+    done: tokio::sync::oneshot::Sender<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PasswordChecker {
+    fn start(threads: usize) -> PasswordChecker {
+        let threads = threads.max(1);
+        let (jobs, rx) = std::sync::mpsc::channel::<PasswordJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("ferrocast-login-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let PasswordJob {
+                        check,
+                        done,
+                        _slot: slot,
+                    } = job;
+                    let ok = check();
+                    // Free the slot before answering: whoever gets this answer may check again.
+                    drop(slot);
+                    let _ = done.send(ok);
+                });
+            if let Err(e) = spawned {
+                error!("cannot start a password check thread: {e}");
+            }
+        }
+        PasswordChecker {
+            slots: Arc::new(tokio::sync::Semaphore::new(threads)),
+            jobs,
         }
     }
 
-    fn succeeded(&self, user: &str, ip: IpAddr) {
-        self.map().remove(&(user.to_string(), ip));
+    /// Runs `check` on a checker thread; `None` when all of them are busy.
+    async fn check(&self, check: impl FnOnce() -> bool + Send + 'static) -> Option<bool> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = PasswordJob {
+            check: Box::new(check),
+            done,
+            _slot: slot,
+        };
+        self.jobs.send(job).ok()?;
+        // A thread that died drops the job and with it the answer: a failed check.
+        Some(result.await.unwrap_or(false))
     }
 }
 
@@ -330,21 +476,68 @@ fn check_password(users_dir: Option<&Path>, users_file: Option<&Path>, user: &st
         .and_then(|dir| read_trimmed(&dir.join(user)).ok())
         .or_else(|| users_file.filter(|_| valid_name).and_then(|f| user_from_file(f, user)));
     match stored {
-        Some(phc) => match PasswordHash::new(&phc) {
-            Ok(hash) => Argon2::default().verify_password(password.as_bytes(), &hash).is_ok(),
-            Err(_) => {
-                warn!(user, "API user's password hash is not a PHC argon2 string");
+        Some(phc) => match PasswordHash::new(&phc)
+            .map_err(|_| "not a PHC string")
+            .and_then(|h| verify_argon2(password, &h))
+        {
+            Ok(valid) => valid,
+            Err(why) => {
+                warn!(
+                    user,
+                    "API user's password hash is unusable ({why}); use a PHC argon2 string"
+                );
                 false
             }
         },
         None => {
             // Spend the same work as for a real user, so timing does not tell which exist.
             if let Some(hash) = dummy_hash() {
-                let _ = Argon2::default().verify_password(password.as_bytes(), &hash);
+                let _ = verify_argon2(password, &hash);
             }
             false
         }
     }
+}
+
+/// Largest argon2 memory cost (KiB) accepted from a users file: a hash asking for more is
+/// refused rather than letting every login take that much.
+const MAX_ARGON2_M_COST_KIB: u32 = 256 * 1024;
+
+thread_local! {
+    /// The argon2 working memory of a password-check thread, reused by its next check: the
+    /// allocator then never sees a fresh 19 MiB block per login (which it keeps, fragmented,
+    /// per arena), so memory stays at one block per checker thread.
+    static ARGON2_BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `password` matches an argon2 PHC `hash`, computed in this thread's reused memory.
+fn verify_argon2(password: &str, hash: &PasswordHash<'_>) -> Result<bool, &'static str> {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err("no salt or hash");
+    };
+    let algorithm = argon2::Algorithm::try_from(hash.algorithm).map_err(|_| "not argon2")?;
+    let version = match hash.version {
+        Some(v) => argon2::Version::try_from(v).map_err(|_| "unknown argon2 version")?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(hash).map_err(|_| "bad argon2 parameters")?;
+    if params.m_cost() > MAX_ARGON2_M_COST_KIB {
+        return Err("argon2 memory cost above 256 MiB");
+    }
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(|_| "bad salt")?;
+    let mut out = vec![0u8; expected.len()];
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    ARGON2_BLOCKS
+        .with_borrow_mut(|memory| {
+            if memory.len() < blocks {
+                memory.resize(blocks, argon2::Block::default());
+            }
+            argon.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        })
+        .map_err(|_| "argon2 failed")?;
+    Ok(crate::auth::constant_time_eq(&out, expected.as_bytes()))
 }
 
 /// The PHC hash of `user` in a `users_file` (a YAML map of user name to hash), read at each
@@ -392,28 +585,42 @@ async fn login_with(api: &Arc<Api>, ip: IpAddr, body: &Bytes) -> Result<Response
     let LoginRequest { username, password } = serde_json::from_slice(body)
         .map_err(|_| ApiError::BadRequest("expected JSON {\"username\", \"password\"}".into()))?;
     let key = api.key()?.to_vec();
-    // The user name is client input: logged with Debug (`?`) so it cannot forge log lines.
-    if !api.limiter.allowed(&username, ip, Instant::now()) {
-        warn!(user = ?username, %ip, "API login refused: too many failures");
-        return Err(ApiError::TooManyRequests);
-    }
     let dir = api.ctx.config.api.users_dir.clone();
     let file = api.ctx.config.api.users_file.clone();
-    let user = username.clone();
-    // argon2 takes tens of milliseconds of CPU: keep it off the reactor.
-    let valid = tokio::task::spawn_blocking(move || check_password(dir.as_deref(), file.as_deref(), &user, &password))
-        .await
-        .unwrap_or(false);
-    if !valid {
-        api.limiter.failed(&username, ip, Instant::now());
-        warn!(user = ?username, %ip, "API login failed");
+    if dir.is_none() && file.is_none() {
+        // Nobody can log in: no password work for anyone.
         return Err(ApiError::Unauthorized("invalid username or password"));
     }
-    api.limiter.succeeded(&username, ip);
-    let ttl = api.ctx.config.api.token_ttl_secs;
-    let token = issue_token(&username, &key, unix_secs(), ttl)?;
-    info!(user = ?username, %ip, "API login");
-    Ok(ok(json!({"token": token, "expiresIn": ttl})))
+    // The user name is client input: logged with Debug (`?`) so it cannot forge log lines.
+    let attempt = match api.limiter.begin(&username, ip, Instant::now()) {
+        Ok(a) => a,
+        Err(retry_after_secs) => {
+            warn!(user = ?username, %ip, "API login refused: too many failures");
+            return Err(ApiError::TooManyRequests { retry_after_secs });
+        }
+    };
+    let user = username.clone();
+    let checked = api
+        .passwords
+        .check(move || check_password(dir.as_deref(), file.as_deref(), &user, &password))
+        .await;
+    match checked {
+        None => {
+            api.limiter.not_checked(attempt);
+            Err(ApiError::LoginBusy)
+        }
+        Some(false) => {
+            warn!(user = ?username, %ip, "API login failed");
+            Err(ApiError::Unauthorized("invalid username or password"))
+        }
+        Some(true) => {
+            api.limiter.succeeded(attempt);
+            let ttl = api.ctx.config.api.token_ttl_secs;
+            let token = issue_token(&username, &key, unix_secs(), ttl)?;
+            info!(user = ?username, %ip, "API login");
+            Ok(ok(json!({"token": token, "expiresIn": ttl})))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -743,44 +950,47 @@ fn request_host(headers: &HeaderMap) -> Option<String> {
     Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_string())
 }
 
-/// The query string a policy needs for `key` (`?sign=` or `?key=`), with the expiry used.
-fn credentials(policy: &PolicyConfig, key: &StreamKey, expires: u64) -> Result<(String, Option<u64>), ApiError> {
-    match policy.auth {
+/// The query string a policy needs for `key` (`?sign=` or `?key=`), with the expiry used,
+/// made from the policy as the server loaded it (the same secrets and keys it checks).
+fn credentials(
+    policy: &crate::auth::Policy,
+    key: &StreamKey,
+    expires: u64,
+    action: &str,
+) -> Result<(String, Option<u64>), ApiError> {
+    match policy.mode() {
         // `token` policies verify JWTs minted by the operator's own service, whose claims
         // we cannot vouch for: the caller appends its `?token=` to the bare URL.
         AuthMode::None | AuthMode::Token => Ok((String::new(), None)),
         AuthMode::Sign => {
-            let path = policy
-                .sign_secret_files
-                .first()
+            let sign = policy
+                .make_sign(key, expires, action)
                 .ok_or(ApiError::Internal("no sign secret configured"))?;
-            let secret = read_trimmed(path).map_err(|e| {
-                error!(path = %path.display(), "cannot read sign secret: {e}");
-                ApiError::Internal("cannot read sign secret")
-            })?;
-            Ok((
-                format!("?sign={}", crate::auth::sign(key, expires, &secret)),
-                Some(expires),
-            ))
+            Ok((format!("?sign={sign}"), Some(expires)))
         }
         AuthMode::Key => {
-            let dir = policy
-                .keys_dir
-                .as_ref()
-                .ok_or(ApiError::Internal("no keys directory configured"))?;
-            let stream_key = read_trimmed(&dir.join(&key.name))
-                .map_err(|_| ApiError::NotFound("no stream key for this stream".into()))?;
+            let stream_key = policy
+                .stream_key(&key.name)
+                .ok_or_else(|| ApiError::NotFound("no stream key for this stream".into()))?;
             Ok((format!("?key={stream_key}"), None))
         }
     }
 }
 
 /// Publish and play URLs of `key` for every protocol.
-fn urls_json(api: &Api, app: &AppConfig, key: &StreamKey, host: &str, ttl: u64) -> Result<Value, ApiError> {
+fn urls_json(
+    api: &Api,
+    app: &AppConfig,
+    policies: &crate::server::AppPolicies,
+    key: &StreamKey,
+    host: &str,
+    ttl: u64,
+) -> Result<Value, ApiError> {
+    // Ports are bound at start; a reload does not move them.
     let c = &api.ctx.config;
     let expires = unix_secs().saturating_add(ttl);
-    let (pq, pexp) = credentials(&app.publish, key, expires)?;
-    let (q, exp) = credentials(&app.play, key, expires)?;
+    let (pq, pexp) = credentials(&policies.publish, key, expires, "publish")?;
+    let (q, exp) = credentials(&policies.play, key, expires, "play")?;
     let (rtmp, http) = (c.rtmp.port, c.http.port);
     let (a, n) = (&key.app, &key.name);
     let urls = |q: &str| {
@@ -814,19 +1024,25 @@ async fn urls(
     Query(q): Query<UrlsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = stream_key(&api, &app, &name)?;
-    let app_config = api
-        .ctx
-        .config
+    // The live configuration: apps added or changed by a reload are served at once.
+    let access = api.ctx.access();
+    let key = StreamKey::new(&app, &name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (app_config, policies) = access
         .app(&key.app)
         .ok_or_else(|| ApiError::NotFound("unknown app".into()))?;
+    // A signed URL may not outlive what the server accepts for it.
+    let max_ttl = [&policies.publish, &policies.play]
+        .into_iter()
+        .filter(|p| p.mode() == AuthMode::Sign)
+        .map(|p| p.sign_max_ttl_secs())
+        .fold(MAX_URL_TTL_SECS, u64::min);
     let ttl = match q.ttl.as_deref() {
-        None => api.ctx.config.api.token_ttl_secs,
+        None => access.config.api.token_ttl_secs.min(max_ttl),
         Some(t) => t
             .parse::<u64>()
             .ok()
-            .filter(|t| (1..=MAX_URL_TTL_SECS).contains(t))
-            .ok_or_else(|| ApiError::BadRequest(format!("ttl must be 1-{MAX_URL_TTL_SECS} seconds")))?,
+            .filter(|t| (1..=max_ttl).contains(t))
+            .ok_or_else(|| ApiError::BadRequest(format!("ttl must be 1-{max_ttl} seconds")))?,
     };
     let host = request_host(&headers).unwrap_or_else(|| {
         let bind = api.ctx.config.bind;
@@ -836,7 +1052,7 @@ async fn urls(
             bind.to_string()
         }
     });
-    Ok(ok(urls_json(&api, app_config, &key, &host, ttl)?))
+    Ok(ok(urls_json(&api, app_config, policies, &key, &host, ttl)?))
 }
 
 #[cfg(test)]
@@ -879,22 +1095,56 @@ mod tests {
     }
 
     #[test]
-    fn limiter_refuses_after_max_failures_until_window_passes() {
-        let l = LoginLimiter::new(3, Duration::from_secs(60));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
+    fn limiter_counts_attempts_before_checking_per_user_and_per_network() {
+        let l = LoginLimiter::new(3, 5, Duration::from_secs(60));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(l.allowed("bob", ip, t0));
-            l.failed("bob", ip, t0);
+        // Attempts in flight count at once: the fourth is refused before any was checked.
+        let pending: Vec<_> = (0..3).map(|_| l.begin("bob", ip("10.0.0.1"), t0).unwrap()).collect();
+        let wait = l.begin("bob", ip("10.0.0.1"), t0).unwrap_err();
+        assert!((1..=61).contains(&wait), "retry after {wait}");
+        assert!(
+            l.begin("bob", ip("10.9.9.9"), t0).is_err(),
+            "per user, from any address"
+        );
+        assert!(
+            l.begin("bob", ip("10.0.0.1"), t0 + Duration::from_secs(61)).is_ok(),
+            "window passed"
+        );
+        // A check that never ran gives its count back; a success clears the user.
+        let [a, b, c]: [Attempt; 3] = pending.try_into().ok().unwrap();
+        l.not_checked(a);
+        l.succeeded(b);
+        drop(c);
+        assert!(l.begin("bob", ip("10.0.0.1"), t0 + Duration::from_secs(62)).is_ok());
+
+        // Per network: an IPv6 /64 is one client whatever the user names.
+        let l = LoginLimiter::new(100, 3, Duration::from_secs(60));
+        for (i, a) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"]
+            .iter()
+            .enumerate()
+        {
+            l.begin(&format!("user{i}"), ip(a), t0).unwrap();
         }
-        assert!(!l.allowed("bob", ip, t0 + Duration::from_secs(10)));
-        assert!(l.allowed("bob", other, t0), "per IP");
-        assert!(l.allowed("eve", ip, t0), "per user");
-        assert!(l.allowed("bob", ip, t0 + Duration::from_secs(61)), "window passed");
-        l.failed("bob", other, t0);
-        l.succeeded("bob", other);
-        assert!(l.map().get(&("bob".to_string(), other)).is_none(), "success clears");
+        assert!(l.begin("other", ip("2001:db8:1:2::77"), t0).is_err(), "same /64");
+        assert!(l.begin("other", ip("2001:db8:1:3::1"), t0).is_ok(), "next /64");
+        assert_eq!(client_net(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+    }
+
+    #[tokio::test]
+    async fn password_checks_beyond_the_threads_are_refused_at_once() {
+        let checker = PasswordChecker::start(1);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = checker.check(move || wait.recv().is_ok());
+        tokio::pin!(busy);
+        // Let the first check occupy the only thread.
+        assert!(tokio::time::timeout(Duration::from_millis(50), busy.as_mut())
+            .await
+            .is_err());
+        assert_eq!(checker.check(|| true).await, None, "no thread free");
+        release.send(()).unwrap();
+        assert_eq!(busy.await, Some(true));
+        assert_eq!(checker.check(|| false).await, Some(false), "a thread is free again");
     }
 
     #[test]
@@ -989,7 +1239,12 @@ mod tests {
     fn error_envelope_carries_status_and_message() {
         let r = ApiError::NotFound("stream not found".into()).into_response();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        assert_eq!(ApiError::TooManyRequests.status(), StatusCode::TOO_MANY_REQUESTS);
+        let r = ApiError::TooManyRequests { retry_after_secs: 30 }.into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "30");
+        let r = ApiError::LoginBusy.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
         let r = ApiError::Unauthorized("x").into_response();
         assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
     }

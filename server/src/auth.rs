@@ -3,6 +3,9 @@
 //!
 //! `sign` is Node-Media-Server's signed URL: `?sign={expires}-{md5("/{app}/{name}-{expires}-{secret}")}`
 //! with `expires` in Unix seconds. Several secrets may be valid at once so they can be rotated.
+//! That signature does not name the action, so publish and play need different secrets; the
+//! action-bound variant (`sign_action_bound`) appends `-{action}` (`publish` or `play`) to the
+//! signed text. An expiry further ahead than `sign_max_ttl_secs` is refused.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,6 +34,10 @@ pub enum Denied {
     TokenScope,
     #[error("client address not allowed")]
     Address,
+    #[error("signature expires too far in the future")]
+    TooFarAhead,
+    #[error("unknown app")]
+    UnknownApp,
 }
 
 impl Denied {
@@ -44,6 +51,8 @@ impl Denied {
             Denied::BadToken => "bad_token",
             Denied::TokenScope => "token_scope",
             Denied::Address => "address",
+            Denied::TooFarAhead => "expiry_too_far",
+            Denied::UnknownApp => "unknown_app",
         }
     }
 }
@@ -65,6 +74,8 @@ pub enum AuthError {
 pub struct Policy {
     mode: AuthMode,
     sign_secrets: Vec<String>,
+    sign_action_bound: bool,
+    sign_max_ttl_secs: u64,
     /// (public stream name, key)
     stream_keys: Vec<(String, String)>,
     tokens: Option<TokenVerifier>,
@@ -76,6 +87,7 @@ impl std::fmt::Debug for Policy {
         f.debug_struct("Policy")
             .field("mode", &self.mode)
             .field("sign_secrets", &self.sign_secrets.len())
+            .field("sign_action_bound", &self.sign_action_bound)
             .field("stream_keys", &self.stream_keys.len())
             .finish()
     }
@@ -172,9 +184,56 @@ impl Policy {
         Ok(Policy {
             mode: config.auth,
             sign_secrets,
+            sign_action_bound: config.sign_action_bound,
+            sign_max_ttl_secs: config.sign_max_ttl_secs,
             stream_keys,
             tokens,
         })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Whether a signature this policy accepts could also be one `other` accepts: both are
+    /// `sign` with a secret in common, and `self` does not insist on action-bound signatures.
+    /// (Publish and play sharing a secret lets any play URL publish.)
+    pub fn accepts_signatures_of(&self, other: &Policy) -> bool {
+        self.mode == AuthMode::Sign
+            && other.mode == AuthMode::Sign
+            && !self.sign_action_bound
+            && self.sign_secrets.iter().any(|s| other.sign_secrets.contains(s))
+    }
+
+    /// The longest validity a signature of this policy may have.
+    pub fn sign_max_ttl_secs(&self) -> u64 {
+        self.sign_max_ttl_secs
+    }
+
+    /// The `sign` value for `key` and `action` (`publish`/`play`) expiring at `expires`,
+    /// made with the current (first) secret; `None` when the policy has no secret.
+    pub fn make_sign(&self, key: &StreamKey, expires: u64, action: &str) -> Option<String> {
+        let secret = self.sign_secrets.first()?;
+        Some(sign(key, expires, secret, self.sign_action_bound.then_some(action)))
+    }
+
+    /// The public stream whose key is `name`, if `name` is one of this policy's keys.
+    pub fn public_name_of_key(&self, name: &str) -> Option<&str> {
+        let mut found = None;
+        for (public, k) in &self.stream_keys {
+            if constant_time_eq(k.as_bytes(), name.as_bytes()) {
+                found = Some(public.as_str());
+            }
+        }
+        found
+    }
+
+    /// The key of public stream `name` (`key` policies).
+    pub fn stream_key(&self, name: &str) -> Option<&str> {
+        self.stream_keys
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| k.as_str())
     }
 
     /// Checks a request's query string for `key` at time `now`. `Ok(Some(name))`: the
@@ -200,7 +259,15 @@ impl Policy {
             AuthMode::None => Ok(None),
             AuthMode::Sign => {
                 let sign = query_param(query, "sign").ok_or(Denied::Missing)?;
-                verify_sign(key, &sign, &self.sign_secrets, now).map(|()| None)
+                let rules = SignRules {
+                    action: if self.sign_action_bound {
+                        Some(action.unwrap_or("play"))
+                    } else {
+                        None
+                    },
+                    max_ttl_secs: self.sign_max_ttl_secs,
+                };
+                verify_sign(key, &sign, &self.sign_secrets, now, rules).map(|()| None)
             }
             AuthMode::Key => {
                 if let Some(given) = query_param(query, "key") {
@@ -451,8 +518,31 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a signature must cover besides app, name and expiry, and how far ahead it may expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignRules<'a> {
+    /// `Some(action)`: only the action-bound variant for this action is accepted.
+    pub action: Option<&'a str>,
+    pub max_ttl_secs: u64,
+}
+
+/// The text a signature is the MD5 of: Node-Media-Server's, with `-{action}` appended for
+/// the action-bound variant.
+fn signed_text(key: &StreamKey, expires: u64, secret: &str, action: Option<&str>) -> String {
+    match action {
+        None => format!("/{}/{}-{}-{}", key.app, key.name, expires, secret),
+        Some(a) => format!("/{}/{}-{}-{}-{}", key.app, key.name, expires, secret, a),
+    }
+}
+
 /// Verifies a Node-Media-Server signature against any of `secrets`.
-pub fn verify_sign(key: &StreamKey, sign: &str, secrets: &[String], now: SystemTime) -> Result<(), Denied> {
+pub fn verify_sign(
+    key: &StreamKey,
+    sign: &str,
+    secrets: &[String],
+    now: SystemTime,
+    rules: SignRules<'_>,
+) -> Result<(), Denied> {
     let (expires, hash) = sign.split_once('-').ok_or(Denied::Malformed)?;
     let expires: u64 = expires.parse().map_err(|_| Denied::Malformed)?;
     if hash.len() != 32 {
@@ -462,9 +552,12 @@ pub fn verify_sign(key: &StreamKey, sign: &str, secrets: &[String], now: SystemT
     if expires < now {
         return Err(Denied::Expired);
     }
+    if expires - now > rules.max_ttl_secs {
+        return Err(Denied::TooFarAhead);
+    }
     let mut ok = false;
     for secret in secrets {
-        let want = md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret));
+        let want = md5_hex(&signed_text(key, expires, secret, rules.action));
         ok |= constant_time_eq(want.as_bytes(), hash.to_ascii_lowercase().as_bytes());
     }
     if ok {
@@ -474,12 +567,10 @@ pub fn verify_sign(key: &StreamKey, sign: &str, secrets: &[String], now: SystemT
     }
 }
 
-/// Builds a signed query value (`{expires}-{hash}`) for `key`, as the API hands out.
-pub fn sign(key: &StreamKey, expires: u64, secret: &str) -> String {
-    format!(
-        "{expires}-{}",
-        md5_hex(&format!("/{}/{}-{}-{}", key.app, key.name, expires, secret))
-    )
+/// Builds a signed query value (`{expires}-{hash}`) for `key`, as the API hands out;
+/// `action` makes the action-bound variant.
+pub fn sign(key: &StreamKey, expires: u64, secret: &str, action: Option<&str>) -> String {
+    format!("{expires}-{}", md5_hex(&signed_text(key, expires, secret, action)))
 }
 
 #[cfg(test)]
@@ -804,7 +895,7 @@ mod tests {
     #[test]
     fn nms_signature_vector() {
         // md5("/live/cam-1700000000-nodemedia2017privatekey")
-        let s = sign(&key(), 1_700_000_000, "nodemedia2017privatekey");
+        let s = sign(&key(), 1_700_000_000, "nodemedia2017privatekey", None);
         assert_eq!(
             s,
             format!("1700000000-{}", md5_hex("/live/cam-1700000000-nodemedia2017privatekey"))
@@ -815,9 +906,9 @@ mod tests {
     #[test]
     fn sign_cases() {
         let secrets = vec!["old".to_string(), "new".to_string()];
-        let good_old = sign(&key(), 2000, "old");
-        let good_new = sign(&key(), 2000, "new");
-        let other_stream = sign(&StreamKey::new("live", "other").unwrap(), 2000, "new");
+        let good_old = sign(&key(), 2000, "old", None);
+        let good_new = sign(&key(), 2000, "new", None);
+        let other_stream = sign(&StreamKey::new("live", "other").unwrap(), 2000, "new", None);
         let cases: Vec<(&str, String, u64, Result<(), Denied>)> = vec![
             (
                 "valid with the old secret during rotation",
@@ -835,7 +926,7 @@ mod tests {
             ),
             (
                 "wrong secret",
-                sign(&key(), 2000, "guess"),
+                sign(&key(), 2000, "guess", None),
                 1000,
                 Err(Denied::BadSignature),
             ),
@@ -854,9 +945,103 @@ mod tests {
                 Err(Denied::Malformed),
             ),
         ];
+        let rules = SignRules {
+            action: None,
+            max_ttl_secs: 10_000,
+        };
         for (name, sign, now, want) in cases {
-            assert_eq!(verify_sign(&key(), &sign, &secrets, at(now)), want, "{name}");
+            assert_eq!(verify_sign(&key(), &sign, &secrets, at(now), rules), want, "{name}");
         }
+    }
+
+    #[test]
+    fn action_bound_signatures_cover_the_action_and_expiry_is_capped() {
+        let secrets = vec!["s".to_string()];
+        let bound = |action| SignRules {
+            action: Some(action),
+            max_ttl_secs: 3600,
+        };
+        let nms = SignRules {
+            action: None,
+            max_ttl_secs: 3600,
+        };
+        let play_sig = sign(&key(), 2000, "s", Some("play"));
+        // md5("/live/cam-2000-s-play"): the documented text.
+        assert_eq!(play_sig, format!("2000-{}", md5_hex("/live/cam-2000-s-play")));
+        let cases: Vec<(&str, String, SignRules, u64, Result<(), Denied>)> = vec![
+            ("play signature plays", play_sig.clone(), bound("play"), 1000, Ok(())),
+            (
+                "play signature cannot publish",
+                play_sig.clone(),
+                bound("publish"),
+                1000,
+                Err(Denied::BadSignature),
+            ),
+            (
+                "NMS signature refused when bound",
+                sign(&key(), 2000, "s", None),
+                bound("play"),
+                1000,
+                Err(Denied::BadSignature),
+            ),
+            (
+                "bound signature is not an NMS one",
+                play_sig.clone(),
+                nms,
+                1000,
+                Err(Denied::BadSignature),
+            ),
+            (
+                "publish signature publishes",
+                sign(&key(), 2000, "s", Some("publish")),
+                bound("publish"),
+                1000,
+                Ok(()),
+            ),
+            (
+                "expiry within the window",
+                sign(&key(), 4600, "s", None),
+                nms,
+                1000,
+                Ok(()),
+            ),
+            (
+                "expiry beyond the window",
+                sign(&key(), 4601, "s", None),
+                nms,
+                1000,
+                Err(Denied::TooFarAhead),
+            ),
+            (
+                "year-9999 expiry",
+                sign(&key(), 253_402_300_799, "s", None),
+                nms,
+                1000,
+                Err(Denied::TooFarAhead),
+            ),
+        ];
+        for (name, sig, rules, now, want) in cases {
+            assert_eq!(verify_sign(&key(), &sig, &secrets, at(now), rules), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn shared_publish_and_play_secrets_are_noticed() {
+        let p = |secrets: &[&str], bound: bool| Policy {
+            mode: AuthMode::Sign,
+            sign_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            sign_action_bound: bound,
+            sign_max_ttl_secs: 3600,
+            stream_keys: vec![],
+            tokens: None,
+        };
+        assert!(p(&["a", "b"], false).accepts_signatures_of(&p(&["b"], false)));
+        assert!(!p(&["a"], false).accepts_signatures_of(&p(&["b"], false)));
+        assert!(
+            !p(&["a"], true).accepts_signatures_of(&p(&["a"], false)),
+            "action-bound publish refuses play signatures"
+        );
+        assert!(!Policy::default().accepts_signatures_of(&p(&["a"], false)));
     }
 
     #[test]
@@ -866,11 +1051,13 @@ mod tests {
         let p = Policy {
             mode: AuthMode::Sign,
             sign_secrets: vec!["s".into()],
+            sign_action_bound: false,
+            sign_max_ttl_secs: 3600,
             stream_keys: vec![],
             tokens: None,
         };
         assert_eq!(p.check(&key(), "", at(0)), Err(Denied::Missing));
-        let q = format!("a=1&sign={}", sign(&key(), 100, "s"));
+        let q = format!("a=1&sign={}", sign(&key(), 100, "s", None));
         assert_eq!(p.check(&key(), &q, at(50)), Ok(None));
         assert!(
             !format!("{p:?}").contains('s') || !format!("{p:?}").contains("\"s\""),

@@ -327,9 +327,16 @@ pub struct ApiConfig {
     /// start (tokens then do not survive a restart or work across replicas).
     pub jwt_secret_file: Option<std::path::PathBuf>,
     pub token_ttl_secs: u64,
-    /// Failed logins allowed per user and IP within `login_window_secs` before refusing.
+    /// Failed logins allowed per user name (from any address) within `login_window_secs`
+    /// before that user's logins are refused.
     pub login_max_failures: u32,
+    /// Failed logins allowed per client address (an IPv6 /64 counts as one) within
+    /// `login_window_secs`, whatever the user names.
+    pub login_max_failures_per_ip: u32,
     pub login_window_secs: u64,
+    /// Password checks (argon2, about 19 MiB and tens of ms each) run at once at most; a
+    /// login beyond that is answered 503 with `Retry-After` at once.
+    pub login_max_concurrent: usize,
 }
 
 impl Default for ApiConfig {
@@ -341,7 +348,9 @@ impl Default for ApiConfig {
             jwt_secret_file: None,
             token_ttl_secs: 3600,
             login_max_failures: 5,
+            login_max_failures_per_ip: 20,
             login_window_secs: 300,
+            login_max_concurrent: 2,
         }
     }
 }
@@ -408,12 +417,21 @@ impl Default for TokenConfig {
 
 /// A publish or play policy. Secrets are read from the named files (in Kubernetes, a
 /// mounted Secret); the config only holds their paths.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub auth: AuthMode,
-    /// Files each holding one sign secret; all are accepted, for rotation.
+    /// Files each holding one sign secret; all are accepted, for rotation. Give publish and
+    /// play different secrets: a Node-Media-Server signature does not name the action, so a
+    /// play URL signed with a publish secret can publish.
     pub sign_secret_files: Vec<std::path::PathBuf>,
+    /// `sign`: the signature also covers the action (`md5("/{app}/{name}-{expires}-{secret}-publish")`,
+    /// or `-play`), so a play URL can never publish even with a shared secret. Plain
+    /// Node-Media-Server signatures are then refused.
+    pub sign_action_bound: bool,
+    /// `sign`: signatures expiring further than this in the future are refused, so a leaked
+    /// URL cannot be valid for years.
+    pub sign_max_ttl_secs: u64,
     /// Directory with one file per stream: file name = public stream name, content = its
     /// key (the layout of a mounted Kubernetes Secret).
     pub keys_dir: Option<std::path::PathBuf>,
@@ -421,6 +439,20 @@ pub struct PolicyConfig {
     /// of `keys_dir`. This is how one flat mounted Secret carries several apps' keys.
     pub keys_file: Option<std::path::PathBuf>,
     pub token: TokenConfig,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            auth: AuthMode::None,
+            sign_secret_files: Vec::new(),
+            sign_action_bound: false,
+            sign_max_ttl_secs: 7 * 24 * 3600,
+            keys_dir: None,
+            keys_file: None,
+            token: TokenConfig::default(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -585,22 +617,56 @@ impl Config {
         if !(128..=0xFF_FFFF).contains(&self.rtmp.chunk_size) {
             return Err(bad("rtmp.chunk_size", "must be between 128 and 16777215"));
         }
-        self.validate_cluster().map_err(|(key, message)| bad(key, &message))?;
-        if self.rtmp.max_peer_chunk_size < 128 {
-            return Err(bad("rtmp.max_peer_chunk_size", "must be at least 128"));
-        }
         if !(1024..=(256 << 20)).contains(&self.rtmp.max_message_size) {
             return Err(bad("rtmp.max_message_size", "must be between 1024 and 268435456"));
         }
-        if self.rtmp.max_connections == 0 {
-            return Err(bad("rtmp.max_connections", "must be at least 1"));
+        // Every duration and size: zero where it would mean "never" or "nothing", and values
+        // so large that deadline arithmetic would overflow (a panic at the first connection),
+        // are refused here with the key's name.
+        const DAY: u64 = 24 * 3600;
+        const MILLION: u64 = 1_000_000;
+        let (r, h, a, w) = (&self.rtmp, &self.hub, &self.api, &self.webhooks);
+        let ranges: &[(&str, u64, u64, u64)] = &[
+            ("rtmp.max_peer_chunk_size", r.max_peer_chunk_size.into(), 128, 0xFF_FFFF),
+            ("rtmp.max_connections", r.max_connections as u64, 1, 10 * MILLION),
+            ("rtmp.handshake_timeout_secs", r.handshake_timeout_secs, 1, 3600),
+            ("rtmp.idle_timeout_secs", r.idle_timeout_secs, 1, DAY),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1,
+                10 * MILLION,
+            ),
+            ("http.request_timeout_secs", self.http.request_timeout_secs, 1, 3600),
+            ("hub.publisher_grace_secs", h.publisher_grace_secs, 0, DAY),
+            ("hub.play_wait_secs", h.play_wait_secs, 0, DAY),
+            ("hub.reader_queue_frames", h.reader_queue_frames as u64, 16, MILLION),
+            ("hub.slow_reader_max_skips", h.slow_reader_max_skips.into(), 0, MILLION),
+            ("hub.slow_reader_window_secs", h.slow_reader_window_secs, 1, DAY),
+            ("hub.write_timeout_secs", h.write_timeout_secs, 1, 3600),
+            ("hub.write_coalesce_ms", h.write_coalesce_ms, 0, 1000),
+            ("hub.drain_secs", h.drain_secs, 0, 3600),
+            ("hub.shutdown_grace_secs", h.shutdown_grace_secs, 0, 3600),
+            ("api.token_ttl_secs", a.token_ttl_secs, 1, 365 * DAY),
+            ("api.login_max_failures", a.login_max_failures.into(), 1, MILLION),
+            (
+                "api.login_max_failures_per_ip",
+                a.login_max_failures_per_ip.into(),
+                1,
+                MILLION,
+            ),
+            ("api.login_window_secs", a.login_window_secs, 1, DAY),
+            ("api.login_max_concurrent", a.login_max_concurrent as u64, 1, 64),
+            ("webhooks.timeout_ms", w.timeout_ms, 1, 300_000),
+            ("webhooks.queue_size", w.queue_size as u64, 1, MILLION),
+            ("webhooks.max_attempts", w.max_attempts.into(), 1, 100),
+        ];
+        for &(key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(bad(key, &format!("must be between {min} and {max} (is {value})")));
+            }
         }
-        if self.http.request_timeout_secs == 0 {
-            return Err(bad("http.request_timeout_secs", "must be at least 1"));
-        }
-        if self.http.max_connections == 0 {
-            return Err(bad("http.max_connections", "must be at least 1"));
-        }
+        self.validate_cluster().map_err(|(key, message)| bad(key, &message))?;
         for (key, v) in [
             ("rtmp.max_connections_per_ip", self.rtmp.max_connections_per_ip),
             ("http.max_connections_per_ip", self.http.max_connections_per_ip),
@@ -628,9 +694,6 @@ impl Config {
                 "proxy_protocol.trusted_cidrs",
                 "name the addresses of the load balancers that send the PROXY header",
             ));
-        }
-        if self.hub.write_coalesce_ms > 1000 {
-            return Err(bad("hub.write_coalesce_ms", "must be at most 1000"));
         }
         if self.hub.reader_queue_frames < 16 {
             return Err(bad("hub.reader_queue_frames", "must be at least 16"));
@@ -718,8 +781,24 @@ impl Config {
                     ));
                 }
             }
-            if app.gop_max_frames == 0 {
-                return Err(bad(&format!("apps[{i}].gop_max_frames"), "must be at least 1"));
+            let app_ranges: [(&str, u64, u64, u64); 4] = [
+                ("gop_max_frames", app.gop_max_frames as u64, 1, MILLION),
+                ("gop_max_bytes", app.gop_max_bytes as u64, 1, 1 << 30),
+                (
+                    "publish.sign_max_ttl_secs",
+                    app.publish.sign_max_ttl_secs,
+                    1,
+                    10 * 365 * DAY,
+                ),
+                ("play.sign_max_ttl_secs", app.play.sign_max_ttl_secs, 1, 10 * 365 * DAY),
+            ];
+            for (key, value, min, max) in app_ranges {
+                if !(min..=max).contains(&value) {
+                    return Err(bad(
+                        &format!("apps[{i}].{key}"),
+                        &format!("must be between {min} and {max} (is {value})"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -874,6 +953,58 @@ mod tests {
         assert!(err.to_string().contains("proxy_protocol.trusted_cidrs[0]"), "{err}");
         let err = Config::from_yaml("hub: {max_waiting_streams_per_ip: 0}\n", "f").unwrap_err();
         assert!(err.to_string().contains("hub.max_waiting_streams_per_ip"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_absurd_durations_and_sizes_are_refused_naming_the_key() {
+        let cases = [
+            ("hub: {write_timeout_secs: 0}", "hub.write_timeout_secs"),
+            (
+                "hub: {write_timeout_secs: 18446744073709551615}",
+                "hub.write_timeout_secs",
+            ),
+            ("hub: {slow_reader_window_secs: 0}", "hub.slow_reader_window_secs"),
+            ("hub: {publisher_grace_secs: 99999999999}", "hub.publisher_grace_secs"),
+            ("hub: {play_wait_secs: 99999999999}", "hub.play_wait_secs"),
+            ("hub: {shutdown_grace_secs: 99999999999}", "hub.shutdown_grace_secs"),
+            ("hub: {write_coalesce_ms: 5000}", "hub.write_coalesce_ms"),
+            ("hub: {reader_queue_frames: 8}", "hub.reader_queue_frames"),
+            ("rtmp: {handshake_timeout_secs: 0}", "rtmp.handshake_timeout_secs"),
+            ("rtmp: {idle_timeout_secs: 0}", "rtmp.idle_timeout_secs"),
+            (
+                "rtmp: {idle_timeout_secs: 18446744073709551615}",
+                "rtmp.idle_timeout_secs",
+            ),
+            ("rtmp: {max_connections: 0}", "rtmp.max_connections"),
+            ("rtmp: {max_peer_chunk_size: 100}", "rtmp.max_peer_chunk_size"),
+            ("http: {request_timeout_secs: 0}", "http.request_timeout_secs"),
+            ("http: {max_connections: 0}", "http.max_connections"),
+            ("api: {token_ttl_secs: 0}", "api.token_ttl_secs"),
+            ("api: {login_window_secs: 0}", "api.login_window_secs"),
+            ("api: {login_max_failures: 0}", "api.login_max_failures"),
+            ("api: {login_max_failures_per_ip: 0}", "api.login_max_failures_per_ip"),
+            ("api: {login_max_concurrent: 0}", "api.login_max_concurrent"),
+            ("api: {login_max_concurrent: 1000}", "api.login_max_concurrent"),
+            ("webhooks: {timeout_ms: 0}", "webhooks.timeout_ms"),
+            ("webhooks: {queue_size: 0}", "webhooks.queue_size"),
+            ("webhooks: {max_attempts: 0}", "webhooks.max_attempts"),
+            ("apps: [{name: a, gop_max_frames: 0}]", "apps[0].gop_max_frames"),
+            ("apps: [{name: a, gop_max_bytes: 0}]", "apps[0].gop_max_bytes"),
+            (
+                "apps: [{name: a, play: {sign_max_ttl_secs: 0}}]",
+                "apps[0].play.sign_max_ttl_secs",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(yaml, "f.yaml").expect_err(yaml).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+        }
+        // The defaults themselves pass, and zero stays allowed where it means something.
+        Config::from_yaml(
+            "hub: {publisher_grace_secs: 0, play_wait_secs: 0, shutdown_grace_secs: 0}",
+            "t",
+        )
+        .unwrap();
     }
 
     #[test]

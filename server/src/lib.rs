@@ -19,6 +19,7 @@
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
 //! - `fuzzing` (hidden): the fuzz entry points shared by `fuzz/` and the corpus replay test.
+//! - [`redact`]: credentials (keys, tokens, signatures) kept out of logs, webhooks and events.
 
 pub mod api;
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
+pub mod redact;
 pub mod rtmp;
 pub mod server;
 pub mod session;

@@ -24,6 +24,10 @@ pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
 
 pub struct Metrics {
     registry: Registry,
+    /// Held by a scrape from refreshing the per-stream series until they are encoded:
+    /// concurrent scrapes (an HA Prometheus pair) would otherwise see each other's reset
+    /// counters half re-added, and counters would jump backwards.
+    scrape: std::sync::Mutex<()>,
     streams_active: IntGaugeVec,
     sessions_active: IntGaugeVec,
     sessions_total: IntCounterVec,
@@ -127,6 +131,7 @@ impl Metrics {
                 &["event", "result"],
             ),
             webhook_dropped,
+            scrape: std::sync::Mutex::new(()),
             registry: r,
         }
     }
@@ -145,6 +150,8 @@ impl Metrics {
 
     /// Refreshes the per-stream series from the hub and renders the text exposition format.
     pub fn render(&self, hub: &Hub) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+
         for v in [
             &self.stream_bitrate,
             &self.stream_players,
@@ -192,5 +199,47 @@ impl Metrics {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// Two scrapes at once must each see every stream's counter exactly as the hub has it:
+    /// not missing (reset by the other scrape) nor doubled (re-added by both).
+    #[test]
+    fn concurrent_scrapes_see_each_counter_once() {
+        let hub = Hub::new(crate::hub::HubSettings::from_config(&crate::config::Config::default()));
+        let mut publishers = Vec::new();
+        for i in 0..50 {
+            let key = crate::hub::StreamKey::new("live", &format!("s{i}")).unwrap();
+            let info = crate::hub::PublisherInfo {
+                session_id: i,
+                protocol: "rtmp",
+                remote: "127.0.0.1:1".into(),
+                started: std::time::SystemTime::now(),
+            };
+            publishers.push(hub.publish(&key, info).unwrap());
+            hub.stream(&key).unwrap().stats.bytes_in.store(1000, Ordering::Relaxed);
+        }
+        let metrics = Metrics::new();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..300 {
+                        let text = metrics.render(&hub);
+                        let values: Vec<&str> = text
+                            .lines()
+                            .filter(|l| l.starts_with(STREAM_BYTES_IN))
+                            .filter_map(|l| l.rsplit_once(' ').map(|(_, v)| v))
+                            .collect();
+                        assert_eq!(values.len(), 50, "series missing");
+                        assert!(values.iter().all(|v| *v == "1000"), "{values:?}");
+                    }
+                });
+            }
+        });
     }
 }

@@ -47,24 +47,57 @@ pub struct Context {
     /// Places of HTTP and HTTPS connections, WebSockets and HTTP/2 FLV streams
     /// (`http.max_connections*`).
     pub http_limits: Arc<ConnLimits>,
-    /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
-    /// request sees either the old or the new set, never a mix.
-    policies: RwLock<Arc<Policies>>,
+    /// The live configuration with every app's publish and play policies (secrets loaded),
+    /// swapped whole on reload so a request sees either the old or the new set, never a mix.
+    access: RwLock<Arc<Access>>,
 }
 
-type Policies = HashMap<String, (Policy, Policy, IpFilter)>;
+/// One consistent view of the apps served and who may use them: the configuration they came
+/// from and each app's policies. An app without policies here is not served (fail closed).
+pub struct Access {
+    /// The configuration last loaded (at start or by a reload).
+    pub config: Arc<Config>,
+    policies: HashMap<String, AppPolicies>,
+}
 
-/// Loads every app's policies (reads the secret files).
-fn load_policies(config: &Config) -> Result<Policies, AuthError> {
-    let mut policies = HashMap::new();
-    for app in &config.apps {
-        let filter = IpFilter::new(&app.allow, &app.deny);
-        policies.insert(
-            app.name.clone(),
-            (Policy::load(&app.publish)?, Policy::load(&app.play)?, filter),
-        );
+/// An app's publish and play policies and its address lists.
+pub struct AppPolicies {
+    pub publish: Policy,
+    pub play: Policy,
+    pub filter: IpFilter,
+}
+
+impl Access {
+    /// Loads every app's policies (reads the secret files).
+    pub fn load(config: Config) -> Result<Access, AuthError> {
+        let mut policies = HashMap::new();
+        for app in &config.apps {
+            let p = AppPolicies {
+                publish: Policy::load(&app.publish)?,
+                play: Policy::load(&app.play)?,
+                filter: IpFilter::new(&app.allow, &app.deny),
+            };
+            if p.publish.accepts_signatures_of(&p.play) {
+                // Node-Media-Server signatures do not name the action: a viewer's play URL
+                // is then a publish URL too.
+                warn!(
+                    app = %app.name,
+                    "publish and play share a sign secret, so any play URL can also publish; give them \
+                     different secrets (or set publish.sign_action_bound)"
+                );
+            }
+            policies.insert(app.name.clone(), p);
+        }
+        Ok(Access {
+            config: Arc::new(config),
+            policies,
+        })
     }
-    Ok(policies)
+
+    /// The config and policies of `app`, if it is served.
+    pub fn app(&self, app: &str) -> Option<(&crate::config::AppConfig, &AppPolicies)> {
+        Some((self.config.app(app)?, self.policies.get(app)?))
+    }
 }
 
 /// Everything a config's policies read from disk, to notice when any of it changes
@@ -78,15 +111,16 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
     if let Some(f) = &config.api.users_file {
         std::fs::read(f).ok().hash(&mut h);
     }
+    // Webhook secrets apply whatever the apps are (also with `apps: []`).
+    for hook in &config.webhooks.hooks {
+        if let Some(f) = &hook.secret_file {
+            std::fs::read(f).ok().hash(&mut h);
+        }
+    }
     for app in &config.apps {
         for p in [&app.publish, &app.play] {
             for f in p.sign_secret_files.iter().chain(&p.token.key_files).chain(&p.keys_file) {
                 std::fs::read(f).ok().hash(&mut h);
-            }
-            for hook in &config.webhooks.hooks {
-                if let Some(f) = &hook.secret_file {
-                    std::fs::read(f).ok().hash(&mut h);
-                }
             }
             if let Some(dir) = &p.keys_dir {
                 let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -130,7 +164,7 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                 continue;
             }
         };
-        let applied = load_policies(&config)
+        let applied = Access::load(config.clone())
             .map_err(|e| e.to_string())
             .and_then(|p| {
                 new_certificates(&ctx, &current, &config)
@@ -144,8 +178,11 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                     .map_err(|e| e.to_string())
             });
         match applied {
-            Ok((p, certificates)) => {
-                *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+            Ok((access, certificates)) => {
+                // Apps and policies change together in one snapshot; the hub's copy (stream
+                // settings) follows, and a request between the two is refused, never let in
+                // unchecked: `authorize` serves only apps of the snapshot.
+                *ctx.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
                 ctx.hub.set_apps(config.apps.clone());
                 if let (Some(tls), Some(new)) = (&ctx.tls, certificates) {
                     tls.install(new);
@@ -200,21 +237,22 @@ impl Context {
         peer: Option<IpAddr>,
         session: u64,
     ) -> Result<Option<StreamKey>, Denied> {
-        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some((publish, play, filter)) = policies.get(&key.app) else {
-            return Ok(None);
-        };
-        let policy = if role == Role::Publisher { publish } else { play };
-        let address = match peer {
-            Some(ip) => filter.check(ip),
-            None => Ok(()),
-        };
+        let access = self.access();
+        // An app the current snapshot does not serve has no policy to pass: refused.
+        let app = access.app(&key.app).map(|(_, p)| p).ok_or(Denied::UnknownApp);
+        let checked = app.and_then(|p| {
+            let policy = if role == Role::Publisher { &p.publish } else { &p.play };
+            match peer {
+                Some(ip) => p.filter.check(ip).map(|()| policy),
+                None => Ok(policy),
+            }
+        });
         let public = |name: String| StreamKey {
             app: key.app.clone(),
             name,
         };
-        address
-            .and_then(|()| {
+        checked
+            .and_then(|policy| {
                 policy
                     .check_as(
                         key,
@@ -222,7 +260,15 @@ impl Context {
                         SystemTime::now(),
                         Some(if role == Role::Publisher { "publish" } else { "play" }),
                     )
-                    .map(|n| n.map(public))
+                    .map(|n| {
+                        // A stream is never named after a publish key (it would reach logs,
+                        // events and the API): a player that asks for one gets its public stream.
+                        n.or_else(|| {
+                            let (_, p) = access.app(&key.app)?;
+                            p.publish.public_name_of_key(&key.name).map(str::to_string)
+                        })
+                        .map(public)
+                    })
             })
             .inspect_err(|d| {
                 self.metrics
@@ -278,6 +324,11 @@ impl Context {
             cluster.announce(key);
         }
         result
+    }
+
+    /// The live apps, their policies and the configuration they came from.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -337,7 +388,7 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let policies = RwLock::new(Arc::new(load_policies(&config)?));
+        let access = RwLock::new(Arc::new(Access::load(config.clone())?));
         let tls_certs = match config.tls.certificates.is_empty() {
             true => None,
             false => Some(Certificates::load(&config.tls.certificates)?),
@@ -384,7 +435,7 @@ impl Server {
             cluster,
             rtmp_limits,
             http_limits,
-            policies,
+            access,
         });
         Ok(Server {
             ctx,
@@ -431,7 +482,7 @@ impl Server {
             self.rtmp,
             ctx.rtmp_limits.clone(),
             proxy(ProxyListener::Rtmp),
-            ctx.clone(),
+            ctx.draining.clone(),
             move |s, peer, slot| {
                 let ctx = rtmp_ctx.clone();
                 async move {
@@ -440,28 +491,40 @@ impl Server {
                 }
             },
         );
+        // One router for HTTP and HTTPS: the API's login limits and password checks are
+        // then shared by both ports, not doubled.
         let router = crate::http::router(ctx.clone());
+        let https_router = router.clone();
         let http_ctx = ctx.clone();
         let http = accept_loop(
             "http",
             self.http,
             ctx.http_limits.clone(),
             proxy(ProxyListener::Http),
-            ctx.clone(),
+            ctx.draining.clone(),
             move |s, peer, slot| crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone()),
         );
+        // The admin listener stays open until the process exits, so probes see /readyz
+        // answer 503 during the drain instead of a refused connection.
         let admin_router = crate::http::admin_router(ctx.clone());
         let admin_ctx = ctx.clone();
-        let admin = accept_loop(
+        let (admin_exit, admin_until) = watch::channel(false);
+        let admin = tokio::spawn(accept_loop(
             "admin",
             self.admin,
             admin_limits,
             None,
-            ctx.clone(),
-            move |s, peer, slot| crate::http::serve_connection(s, peer, slot, admin_router.clone(), admin_ctx.clone()),
-        );
+            admin_until,
+            move |s, peer, slot| {
+                let (router, ctx) = (admin_router.clone(), admin_ctx.clone());
+                async move {
+                    crate::http::serve_admin_connection(s, peer, router, ctx).await;
+                    drop(slot);
+                }
+            },
+        ));
         let tls = match (self.tls, &ctx.tls) {
-            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &proxy)),
+            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &proxy, https_router)),
             _ => None,
         };
         let accepting = tokio::spawn(async move {
@@ -470,7 +533,7 @@ impl Server {
                     tls.await
                 }
             };
-            tokio::join!(rtmp, http, admin, tls);
+            tokio::join!(rtmp, http, tls);
         });
 
         signal.await;
@@ -493,6 +556,7 @@ impl Server {
         let _ = self.shutdown_tx.send(true);
         ctx.hub.shutdown();
         let grace = Duration::from_secs(c.hub.shutdown_grace_secs);
+        let started = tokio::time::Instant::now();
         let drained = tokio::time::timeout(grace, async {
             while ctx.rtmp_limits.in_use() > 0 || ctx.http_limits.in_use() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -502,7 +566,15 @@ impl Server {
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
         }
+        // Sessions that ended in the drain queued their done* events: deliver them within
+        // what is left of the grace period.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.webhooks.delivered()).await.is_err() {
+            warn!("grace period over with webhook deliveries still queued; they are lost");
+        }
         accepting.abort();
+        let _ = admin_exit.send(true);
+        admin.abort();
         info!("stopped");
     }
 }
@@ -516,6 +588,7 @@ fn tls_accept_loops(
     certs: &Arc<Certificates>,
     ctx: &Arc<Context>,
     proxy: &impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
+    router: axum::Router,
 ) -> impl Future<Output = ()> + Send + 'static {
     let c = &ctx.config;
     tokio::spawn(certs.clone().watch(ctx.shutdown.clone()));
@@ -528,7 +601,7 @@ fn tls_accept_loops(
         listeners.rtmps,
         ctx.rtmp_limits.clone(),
         proxy(ProxyListener::Rtmps),
-        ctx.clone(),
+        ctx.draining.clone(),
         move |s, peer, slot| {
             let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
             async move {
@@ -542,14 +615,13 @@ fn tls_accept_loops(
 
     let acceptor = listeners.https_tls;
     let limit = Duration::from_secs(c.http.request_timeout_secs);
-    let router = crate::http::router(ctx.clone());
     let https_ctx = ctx.clone();
     let https = accept_loop(
         "https",
         listeners.https,
         ctx.http_limits.clone(),
         proxy(ProxyListener::Https),
-        ctx.clone(),
+        ctx.draining.clone(),
         move |s, peer, slot| {
             let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
             async move {
@@ -615,19 +687,14 @@ async fn accept_loop<F, Fut>(
     listener: TcpListener,
     limits: Arc<ConnLimits>,
     proxy: Option<Arc<ProxyPolicy>>,
-    ctx: Arc<Context>,
+    // Public listeners stop at the start of the drain; the admin one (probes, peers) at exit.
+    mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
     F: Fn(Prefixed<TcpStream>, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handle = Arc::new(handle);
-    // Public listeners stop at the start of the drain; the admin one (probes, peers) stays.
-    let mut shutdown = if what == "admin" {
-        ctx.shutdown.clone()
-    } else {
-        ctx.draining.clone()
-    };
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -672,5 +739,57 @@ async fn accept_loop<F, Fut>(
             }
             handle(io, client, slot).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        let ports = "bind: 127.0.0.1\nrtmp: {port: 0}\nhttp: {port: 0}\nadmin: {port: 0}\n";
+        Config::from_yaml(&format!("{ports}{yaml}"), "t").unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_app_without_policies_in_the_snapshot_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("s"), "secret").unwrap();
+        let server = Server::bind(config(&format!(
+            "apps: [{{name: live, publish: {{auth: sign, sign_secret_files: [{:?}]}}}}]",
+            dir.join("s")
+        )))
+        .await
+        .unwrap();
+        let ctx = server.context();
+        let key = StreamKey::new("live", "cam").unwrap();
+        assert_eq!(ctx.authorize(&key, Role::Publisher, "", None, 1), Err(Denied::Missing));
+        // A reload that removes the app swaps the snapshot; the hub may still list the app
+        // for a moment, and the request is refused rather than let in unchecked.
+        *ctx.access.write().unwrap() = Arc::new(Access::load(config("apps: []")).unwrap());
+        assert!(ctx.hub.key("live", "cam").is_ok(), "the hub still has the app");
+        assert_eq!(
+            ctx.authorize(&key, Role::Publisher, "", None, 1),
+            Err(Denied::UnknownApp)
+        );
+        assert_eq!(ctx.authorize(&key, Role::Player, "", None, 1), Err(Denied::UnknownApp));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn webhook_secret_files_are_watched_without_apps() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hmac"), "one").unwrap();
+        std::fs::write(dir.join("c.yaml"), "").unwrap();
+        let c = config(&format!(
+            "apps: []\nwebhooks: {{hooks: [{{url: 'http://127.0.0.1:9/h', secret_file: {:?}}}]}}",
+            dir.join("hmac")
+        ));
+        let before = fingerprint(&dir.join("c.yaml"), &c);
+        std::fs::write(dir.join("hmac"), "two").unwrap();
+        assert_ne!(fingerprint(&dir.join("c.yaml"), &c), before);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,10 +2,14 @@
 //!
 //! `pre*` events are asked before a request is accepted: any receiver answering non-2xx
 //! rejects it, and a timeout means what `on_timeout` says. `post*`/`done*` events go through a
-//! bounded queue to a background worker, in order, with retries and backoff; a full queue drops and
-//! counts, so no connection ever waits on a receiver. Every request carries
+//! bounded queue per receiver to that receiver's own worker, in order, with retries and
+//! backoff; a full queue drops and counts, so no connection ever waits on a receiver, and a
+//! dead receiver never delays the others. On shutdown the queued events are delivered within
+//! the grace period ([`Webhooks::delivered`]). Every request carries
 //! `X-Ferrocast-Signature: sha256=HEX(HMAC-SHA256(secret, body))` when a secret is set.
+//! Query strings in events are redacted ([`crate::redact::Query`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,13 +20,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::{debug, warn};
 
 use crate::auth::AuthError;
 use crate::config::{TimeoutPolicy, WebhooksConfig};
 use crate::hub::StreamKey;
 use crate::metrics::Metrics;
+use crate::redact::Query;
 use crate::session::{Role, SessionEntry};
 
 /// One lifecycle event, shaped like Node-Media-Server's webhook body.
@@ -33,7 +38,8 @@ pub struct Event {
     pub ip: String,
     pub app: String,
     pub name: String,
-    pub query: String,
+    /// The request's query string, credentials redacted.
+    pub query: Query,
     pub protocol: &'static str,
     /// Milliseconds since the Unix epoch when the session started.
     pub createtime: u64,
@@ -51,11 +57,19 @@ pub fn millis(t: SystemTime) -> u64 {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-struct Hook {
+/// Where one receiver's requests go.
+struct Target {
     url: hyper::Uri,
+    secret: Option<Vec<u8>>,
+}
+
+struct Hook {
+    target: Arc<Target>,
     events: Vec<String>,
     apps: Vec<String>,
-    secret: Option<Vec<u8>>,
+    /// This receiver's own `post*`/`done*` queue; its worker ends once the settings holding
+    /// it are replaced and the queue is drained.
+    queue: mpsc::Sender<(&'static str, Bytes)>,
 }
 
 impl Hook {
@@ -70,39 +84,62 @@ struct Settings {
     hooks: Vec<Hook>,
     timeout: Duration,
     on_timeout: TimeoutPolicy,
+}
+
+/// Queued and in-flight `post*`/`done*` deliveries, so shutdown can wait for them.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// What a receiver's worker needs besides its queue.
+#[derive(Clone)]
+struct Delivery {
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+    pending: Arc<Pending>,
+    timeout: Duration,
     max_attempts: u32,
 }
 
 pub struct Webhooks {
     settings: std::sync::RwLock<Arc<Settings>>,
     client: HttpClient,
-    queue: mpsc::Sender<Event>,
     /// Every event, for the API's Server-Sent Events stream.
     events: broadcast::Sender<Event>,
     metrics: Arc<Metrics>,
+    pending: Arc<Pending>,
 }
 
 impl Webhooks {
-    /// Loads secrets and starts the delivery worker (needs a tokio runtime).
+    /// Loads secrets and starts one delivery worker per receiver (needs a tokio runtime).
     pub fn start(config: &WebhooksConfig, metrics: Arc<Metrics>) -> Result<Arc<Webhooks>, AuthError> {
-        let settings = Self::load(config)?;
-        let (queue, rx) = mpsc::channel(config.queue_size.max(1));
         let (events, _) = broadcast::channel(256);
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let w = Arc::new(Webhooks {
+        let pending = Arc::new(Pending::default());
+        let settings = Self::load(config, &client, &metrics, &pending)?;
+        Ok(Arc::new(Webhooks {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             client,
-            queue,
             events,
             metrics,
-        });
-        tokio::spawn(worker(Arc::downgrade(&w), rx));
-        Ok(w)
+            pending,
+        }))
     }
 
-    /// Applies reloaded webhook settings (receivers, secrets, timeouts); the queue size stays.
+    /// Applies reloaded webhook settings (receivers, secrets, timeouts, queue sizes). Events
+    /// already queued for a receiver are still delivered by its old worker.
     pub fn reconfigure(&self, config: &WebhooksConfig) -> Result<(), AuthError> {
-        let settings = Arc::new(Self::load(config)?);
+        let settings = Arc::new(Self::load(config, &self.client, &self.metrics, &self.pending)?);
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
         Ok(())
     }
@@ -111,8 +148,13 @@ impl Webhooks {
         self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn load(config: &WebhooksConfig) -> Result<Settings, AuthError> {
-        let mut hooks = Vec::new();
+    fn load(
+        config: &WebhooksConfig,
+        client: &HttpClient,
+        metrics: &Arc<Metrics>,
+        pending: &Arc<Pending>,
+    ) -> Result<Settings, AuthError> {
+        let mut targets = Vec::new();
         for h in &config.hooks {
             let secret = match &h.secret_file {
                 Some(p) => Some(
@@ -130,19 +172,34 @@ impl Webhooks {
             let url = h
                 .url
                 .parse()
-                .map_err(|e| AuthError::BadKey(format!("webhook url {}: {e}", h.url)))?;
-            hooks.push(Hook {
-                url,
-                events: h.events.clone(),
-                apps: h.apps.clone(),
-                secret,
-            });
+                .map_err(|e| AuthError::BadKey(format!("webhook url {}: {e}", crate::redact::url(&h.url))))?;
+            targets.push((h, Arc::new(Target { url, secret })));
         }
+        // Workers start only once every receiver loaded, so a refused reload leaves none behind.
+        let delivery = Delivery {
+            client: client.clone(),
+            metrics: metrics.clone(),
+            pending: pending.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_attempts: config.max_attempts.max(1),
+        };
+        let hooks = targets
+            .into_iter()
+            .map(|(h, target)| {
+                let (queue, rx) = mpsc::channel(config.queue_size.max(1));
+                tokio::spawn(worker(target.clone(), rx, delivery.clone()));
+                Hook {
+                    target,
+                    events: h.events.clone(),
+                    apps: h.apps.clone(),
+                    queue,
+                }
+            })
+            .collect();
         Ok(Settings {
             hooks,
             timeout: Duration::from_millis(config.timeout_ms),
             on_timeout: config.on_timeout,
-            max_attempts: config.max_attempts.max(1),
         })
     }
 
@@ -160,14 +217,18 @@ impl Webhooks {
         let calls = settings.hooks.iter().filter(|h| h.wants(event)).map(|h| {
             let body = body.clone();
             async move {
-                let res = tokio::time::timeout(settings.timeout, self.send(h, body)).await;
+                let res = tokio::time::timeout(settings.timeout, send(&self.client, &h.target, body)).await;
                 let verdict = match res {
                     Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
                     Ok(Ok(status)) => Err(format!("{} answered {status}", event.event)),
                     Ok(Err(e)) => unreachable_receiver(settings.on_timeout, event, &e),
                     Err(_) => unreachable_receiver(settings.on_timeout, event, "timed out"),
                 };
-                self.count(event.event, if verdict.is_ok() { "allowed" } else { "rejected" });
+                count(
+                    &self.metrics,
+                    event.event,
+                    if verdict.is_ok() { "allowed" } else { "rejected" },
+                );
                 verdict
             }
         });
@@ -177,57 +238,80 @@ impl Webhooks {
         Ok(())
     }
 
-    /// Queues a `post*`/`done*` event; never waits.
+    /// Queues a `post*`/`done*` event for each receiver that wants it; never waits. A
+    /// receiver whose queue is full loses this event (counted), the others still get it.
     pub fn notify(&self, event: Event) {
         let _ = self.events.send(event.clone());
-        if !self.settings().hooks.iter().any(|h| h.wants(&event)) {
-            return;
-        }
-        if self.queue.try_send(event).is_err() {
-            self.metrics.webhook_dropped.inc();
-        }
-    }
-
-    fn count(&self, event: &str, result: &str) {
-        self.metrics.webhook_calls.with_label_values(&[event, result]).inc();
-    }
-
-    async fn send(&self, hook: &Hook, body: Bytes) -> Result<u16, String> {
-        let mut req = hyper::Request::post(hook.url.clone()).header("content-type", "application/json");
-        if let Some(secret) = &hook.secret {
-            req = req.header("x-ferrocast-signature", signature(secret, &body));
-        }
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        Ok(resp.status().as_u16())
-    }
-
-    async fn deliver(&self, event: Event) {
-        let body = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
         let settings = self.settings();
+        let mut body = None;
         for hook in settings.hooks.iter().filter(|h| h.wants(&event)) {
-            let mut backoff = Duration::from_millis(200);
-            let mut delivered = false;
-            for attempt in 1..=settings.max_attempts {
-                match tokio::time::timeout(settings.timeout, self.send(hook, body.clone())).await {
-                    Ok(Ok(status)) if (200..300).contains(&status) => {
-                        delivered = true;
-                        break;
-                    }
-                    other => debug!(event = event.event, attempt, "webhook delivery failed: {other:?}"),
-                }
-                if attempt < settings.max_attempts {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-            }
-            if delivered {
-                self.count(event.event, "delivered");
-            } else {
-                self.count(event.event, "failed");
+            let body = body
+                .get_or_insert_with(|| Bytes::from(serde_json::to_vec(&event).unwrap_or_default()))
+                .clone();
+            self.pending.count.fetch_add(1, Ordering::AcqRel);
+            if hook.queue.try_send((event.event, body)).is_err() {
+                self.pending.done();
                 self.metrics.webhook_dropped.inc();
+                count(&self.metrics, event.event, "dropped");
             }
         }
+    }
+
+    /// Completes once every queued `post*`/`done*` delivery has been made or given up.
+    pub async fn delivered(&self) {
+        loop {
+            let idle = self.pending.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.pending.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+fn count(metrics: &Metrics, event: &str, result: &str) {
+    metrics.webhook_calls.with_label_values(&[event, result]).inc();
+}
+
+async fn send(client: &HttpClient, target: &Target, body: Bytes) -> Result<u16, String> {
+    let mut req = hyper::Request::post(target.url.clone()).header("content-type", "application/json");
+    if let Some(secret) = &target.secret {
+        req = req.header("x-ferrocast-signature", signature(secret, &body));
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    Ok(resp.status().as_u16())
+}
+
+/// Delivers one receiver's queued events one after another, so it sees them in the order
+/// they happened (`donePublish` before `doneConnect`). Ends when its queue is closed (the
+/// settings were replaced) and drained.
+async fn worker(target: Arc<Target>, mut rx: mpsc::Receiver<(&'static str, Bytes)>, d: Delivery) {
+    while let Some((event, body)) = rx.recv().await {
+        let mut backoff = Duration::from_millis(200);
+        let mut delivered = false;
+        for attempt in 1..=d.max_attempts {
+            match tokio::time::timeout(d.timeout, send(&d.client, &target, body.clone())).await {
+                Ok(Ok(status)) if (200..300).contains(&status) => {
+                    delivered = true;
+                    break;
+                }
+                other => debug!(event, attempt, "webhook delivery failed: {other:?}"),
+            }
+            if attempt < d.max_attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        if delivered {
+            count(&d.metrics, event, "delivered");
+        } else {
+            count(&d.metrics, event, "failed");
+            d.metrics.webhook_dropped.inc();
+        }
+        d.pending.done();
     }
 }
 
@@ -290,7 +374,7 @@ impl Activity {
             ip: ip.trim_matches(|c| c == '[' || c == ']').to_string(),
             app: self.key.app.clone(),
             name: self.key.name.clone(),
-            query: self.query.clone(),
+            query: Query::new(&self.query),
             protocol: self.entry.protocol.as_str(),
             createtime: millis(self.entry.connected),
             endtime: ended.then(|| millis(SystemTime::now())),
@@ -304,16 +388,6 @@ impl Activity {
 impl Drop for Activity {
     fn drop(&mut self) {
         self.hooks.notify(self.event("done", true));
-    }
-}
-
-/// Delivers queued events one after another, so receivers see them in the order they
-/// happened (`donePublish` before `doneConnect`); a slow receiver only fills the bounded
-/// queue, whose overflow is dropped and counted.
-async fn worker(hooks: std::sync::Weak<Webhooks>, mut rx: mpsc::Receiver<Event>) {
-    while let Some(event) = rx.recv().await {
-        let Some(w) = hooks.upgrade() else { return };
-        w.deliver(event).await;
     }
 }
 

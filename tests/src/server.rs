@@ -403,19 +403,16 @@ impl TestServer {
         self.proc.kill();
     }
 
-    /// Sends SIGTERM to the server.
+    /// Sends SIGTERM to the server process itself, so it drains for as long as its config
+    /// says (its `timeout` wrapper, if signalled, would SIGKILL it 2 s later).
     pub fn sigterm(&self) {
-        self.proc.signal("TERM");
-    }
-
-    /// Sends SIGTERM to the server process itself, not its `timeout` wrapper (which SIGKILLs
-    /// the server two seconds after forwarding a signal): for shutdowns that take longer,
-    /// such as a drain.
-    pub fn sigterm_server(&self) {
-        if let Some(pid) = self.server_pid() {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "TERM", &pid.to_string()])
-                .status();
+        match self.server_pid() {
+            Some(pid) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-s", "TERM", &pid.to_string()])
+                    .status();
+            }
+            None => self.proc.signal("TERM"),
         }
     }
 

@@ -401,10 +401,15 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
     let secrets = TempDir::new("api-sign").unwrap();
     std::fs::write(secrets.join("s1"), "first-secret\n").unwrap();
     std::fs::write(secrets.join("s2"), "second-secret\n").unwrap();
+    std::fs::write(secrets.join("v1"), "viewer-secret\n").unwrap();
+    // Publishers and viewers sign with different secrets, so a play URL cannot publish.
     let files = format!("[{:?}, {:?}]", secrets.join("s1"), secrets.join("s2"));
     let builder = TestServer::builder()
         .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: {files}}}"))
-        .app_yaml(&format!("play: {{auth: sign, sign_secret_files: {files}}}"));
+        .app_yaml(&format!(
+            "play: {{auth: sign, sign_secret_files: [{:?}]}}",
+            secrets.join("v1")
+        ));
     let server = with_api(builder, &users).start().await.unwrap();
     let token = token(&server).await;
     let name = unique_name("apiurls");
@@ -480,6 +485,206 @@ async fn urls_are_signed_for_sign_apps_and_actually_publish_and_play() {
     assert_eq!(resp.status, 401);
     assert!(!server.logs().contains("first-secret"), "secrets never reach the log");
     publisher.kill().await;
+
+    // The play URL the API hands out cannot publish.
+    let other = unique_name("apiurlsplay");
+    let (_, body) = api(
+        &server,
+        "GET",
+        &format!("/streams/live/{other}/urls"),
+        Some(&token),
+        None,
+    )
+    .await;
+    let play_rtmp = body["data"]["play"]["rtmp"].as_str().unwrap();
+    assert!(play_rtmp.contains("?sign="), "{body}");
+    assert!(
+        !ferrocast_tests::publish_accepted(play_rtmp).await,
+        "a viewer's URL published"
+    );
+    // Nor can a URL be signed beyond the longest validity the server accepts (7 days).
+    assert_eq!(
+        api(
+            &server,
+            "GET",
+            &format!("/streams/live/{other}/urls?ttl=31536000"),
+            Some(&token),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    assert!(!server.logs().contains("share a sign secret"), "{}", server.logs());
+}
+
+#[tokio::test]
+async fn urls_follow_the_reloaded_config_with_keys_files_and_action_bound_signatures() {
+    let users = users_dir();
+    let secrets = TempDir::new("api-reload").unwrap();
+    let server = with_api(TestServer::builder(), &users).start().await.unwrap();
+    let token = token(&server).await;
+    let (status, _) = api(&server, "GET", "/streams/studio/cam/urls", Some(&token), None).await;
+    assert_eq!(status, 404, "no app studio yet");
+
+    // Add two apps by editing the config file: key auth from a keys file, and signatures
+    // bound to their action.
+    std::fs::write(secrets.join("keys.yaml"), "cam: k-cam-0123456789\n").unwrap();
+    std::fs::write(secrets.join("sign"), "one-shared-secret\n").unwrap();
+    let sign = secrets.join("sign");
+    let path = server.dir().join("ferrocast.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap().replace(
+        "apps:\n  - name: live\n",
+        &format!(
+            "apps:\n  - name: studio\n    publish: {{auth: key, keys_file: {:?}}}\n  - name: events\n    \
+             publish: {{auth: sign, sign_action_bound: true, sign_secret_files: [{sign:?}]}}\n    \
+             play: {{auth: sign, sign_action_bound: true, sign_secret_files: [{sign:?}]}}\n  - name: live\n",
+            secrets.join("keys.yaml")
+        ),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let (status, body) = eventually(Duration::from_secs(10), "the reload", || async {
+        let r = api(&server, "GET", "/streams/studio/cam/urls", Some(&token), None).await;
+        (r.0 != 404).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let publish = body["data"]["publish"]["rtmp"].as_str().unwrap();
+    assert!(publish.ends_with("/studio/cam?key=k-cam-0123456789"), "{publish}");
+    assert!(ferrocast_tests::publish_accepted(publish).await, "{publish}");
+
+    let (status, body) = api(&server, "GET", "/streams/events/cam/urls", Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (publish, play) = (
+        body["data"]["publish"]["rtmp"].as_str().unwrap(),
+        body["data"]["play"]["rtmp"].as_str().unwrap(),
+    );
+    assert_ne!(publish, play, "each action has its own signature");
+    assert!(
+        !ferrocast_tests::publish_accepted(play).await,
+        "an action-bound play URL published"
+    );
+    assert!(ferrocast_tests::publish_accepted(publish).await, "{publish}");
+    assert!(
+        !server.logs().contains("share a sign secret"),
+        "action-bound signatures make a shared secret safe"
+    );
+}
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// `n` logins sent at once: the status of each.
+async fn parallel_logins(server: &TestServer, n: usize, user: &str, password: &str) -> Vec<u16> {
+    let logins = (0..n).map(|_| login(server, user, password));
+    futures_util::future::join_all(logins)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect()
+}
+
+#[tokio::test]
+async fn parallel_logins_are_bounded_in_memory_and_refused_at_once_when_busy() {
+    let users = users_dir();
+    // Failures are not what is limited here: let every attempt reach the password check.
+    let server = TestServer::builder()
+        .yaml(&format!(
+            "api:\n  users_dir: {:?}\n  login_max_failures: 100000\n  login_max_failures_per_ip: 100000",
+            users.path()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let pid = server.server_pid().expect("server pid");
+    assert_eq!(login(&server, USER, PASSWORD).await.0, 200);
+    let before = rss_bytes(pid);
+    let mut statuses = Vec::new();
+    for round in 0..4 {
+        let password = if round % 2 == 0 { PASSWORD } else { "wrong" };
+        statuses.extend(parallel_logins(&server, 48, USER, password).await);
+    }
+    let grown = rss_bytes(pid).saturating_sub(before);
+    // Each argon2 check holds about 19 MiB: two checker threads hold about 40 MiB, where
+    // unbounded checks took this server from 11 MiB to 2.7 GiB.
+    assert!(
+        grown < 96 << 20,
+        "RSS grew by {} MiB under 4 x 48 parallel logins",
+        grown >> 20
+    );
+    assert!(statuses.iter().all(|s| [200, 401, 503].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&503), "excess logins are refused: {statuses:?}");
+    assert!(statuses.contains(&200), "some logins still succeed: {statuses:?}");
+
+    // A refused login says when to come back.
+    let url = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
+    let body = serde_json::json!({"username": USER, "password": PASSWORD}).to_string();
+    let busy = (0..48).map(|_| {
+        request(
+            "POST",
+            &url,
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+            Duration::from_secs(10),
+        )
+    });
+    let answers = futures_util::future::join_all(busy).await;
+    let refused = answers
+        .iter()
+        .flatten()
+        .find(|r| r.status == 503)
+        .expect("a login refused while the checks are busy");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn parallel_guesses_are_counted_before_the_password_is_checked() {
+    let users = users_dir();
+    let server = TestServer::builder()
+        .yaml(&format!(
+            "api:\n  users_dir: {:?}\n  login_max_failures: 5\n  login_max_concurrent: 32",
+            users.path()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let mut statuses = parallel_logins(&server, 20, USER, "guess").await;
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [vec![401; 5], vec![429; 15]].concat(),
+        "only login_max_failures guesses may be checked"
+    );
+    // The user stays locked, even with the right password.
+    assert_eq!(login(&server, USER, PASSWORD).await.0, 429);
+    // Per address too: guesses at many user names from one client are limited (default 20).
+    let names: Vec<String> = (0..30).map(|i| format!("user{i}")).collect();
+    let statuses = futures_util::future::join_all(names.iter().map(|n| login(&server, n, "guess"))).await;
+    let limited = statuses.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(limited, 30 - (20 - 5), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn without_users_logins_are_answered_without_password_work() {
+    let server = TestServer::builder()
+        .yaml("api:\n  login_max_concurrent: 1")
+        .start()
+        .await
+        .unwrap();
+    let statuses = parallel_logins(&server, 20, USER, PASSWORD).await;
+    assert_eq!(
+        statuses,
+        vec![401; 20],
+        "no users: refused at once, never busy checking passwords"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Signed URLs (Node-Media-Server style) gate publish and play, with secrets from files and
-//! several secrets accepted at once for rotation.
+//! several secrets accepted at once for rotation; publish and play have their own secrets (or
+//! action-bound signatures), and signatures valid too far ahead are refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,17 +29,30 @@ fn sign(name: &str, expires: u64, secret: &str) -> String {
     format!("{expires}-{}", md5_hex(&format!("/live/{name}-{expires}-{secret}")))
 }
 
+/// The action-bound variant: `-{action}` appended to the signed text.
+fn sign_for(name: &str, expires: u64, secret: &str, action: &str) -> String {
+    format!(
+        "{expires}-{}",
+        md5_hex(&format!("/live/{name}-{expires}-{secret}-{action}"))
+    )
+}
+
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
+/// Publishers sign with `old-secret` or `new-secret` (a rotation), viewers with `viewer-secret`.
 async fn signed_server(dir: &TempDir) -> TestServer {
     std::fs::write(dir.join("old"), "old-secret\n").unwrap();
     std::fs::write(dir.join("new"), "new-secret\n").unwrap();
+    std::fs::write(dir.join("viewer"), "viewer-secret\n").unwrap();
     let files = format!("[{:?}, {:?}]", dir.join("old"), dir.join("new"));
     TestServer::builder()
         .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: {files}}}"))
-        .app_yaml(&format!("play: {{auth: sign, sign_secret_files: {files}}}"))
+        .app_yaml(&format!(
+            "play: {{auth: sign, sign_secret_files: [{:?}]}}",
+            dir.join("viewer")
+        ))
         .start()
         .await
         .expect("server starts")
@@ -77,6 +91,16 @@ async fn publish_needs_a_valid_unexpired_signature_for_its_stream() {
             format!("{}?sign={}", name, sign("other", exp, "new-secret")),
             false,
         ),
+        (
+            "a viewer's play signature",
+            format!("{}?sign={}", name, sign(&name, exp, "viewer-secret")),
+            false,
+        ),
+        (
+            "valid for longer than the default 7 days",
+            format!("{}?sign={}", name, sign(&name, now() + 8 * 86400, "new-secret")),
+            false,
+        ),
     ];
     for (what, path, want) in cases {
         assert_eq!(
@@ -88,6 +112,10 @@ async fn publish_needs_a_valid_unexpired_signature_for_its_stream() {
     }
     assert!(server.logs().contains("request denied"), "denials are logged");
     assert!(!server.logs().contains("new-secret"), "secrets never reach the log");
+    assert!(
+        !server.logs().contains("share a sign secret"),
+        "distinct secrets: no warning"
+    );
 }
 
 #[tokio::test]
@@ -100,14 +128,20 @@ async fn http_flv_play_is_refused_without_or_with_bad_signature() {
     assert_eq!(missing.status, 401);
     let bad = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "guess"));
     assert_eq!(get(&bad, &[], Duration::from_secs(5)).await.unwrap().status, 403);
-    let good = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "old-secret"));
+    let publisher_sig = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "old-secret"));
+    assert_eq!(
+        get(&publisher_sig, &[], Duration::from_secs(5)).await.unwrap().status,
+        403,
+        "play has its own secret"
+    );
+    let good = format!("{}?sign={}", server.flv_url(&name), sign(&name, exp, "viewer-secret"));
     assert_eq!(get(&good, &[], Duration::from_secs(5)).await.unwrap().status, 200);
     let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
         .await
         .unwrap();
     assert!(
         metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="missing"} 1"#)
-            && metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_signature"} 1"#),
+            && metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="bad_signature"} 2"#),
         "{metrics}"
     );
 }
@@ -320,4 +354,93 @@ async fn refused_websocket_player_gets_a_policy_close_code() {
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_secret_shared_by_publish_and_play_is_warned_about_without_showing_it() {
+    let dir = TempDir::new("shared").unwrap();
+    std::fs::write(dir.join("s"), "one-shared-secret\n").unwrap();
+    let file = dir.join("s");
+    let server = TestServer::builder()
+        .app_yaml(&format!("publish: {{auth: sign, sign_secret_files: [{file:?}]}}"))
+        .app_yaml(&format!("play: {{auth: sign, sign_secret_files: [{file:?}]}}"))
+        .start()
+        .await
+        .expect("server starts");
+    let logs = server.logs();
+    assert!(
+        logs.contains("publish and play share a sign secret") && logs.contains("app=live"),
+        "{logs}"
+    );
+    assert!(!logs.contains("one-shared-secret"), "{logs}");
+    // What the warning is about: a play URL publishes.
+    let name = unique_name("shared");
+    let play_url = server.rtmp_url(&format!(
+        "{name}?sign={}",
+        sign(&name, now() + 300, "one-shared-secret")
+    ));
+    assert!(publish_accepted(&play_url).await);
+}
+
+#[tokio::test]
+async fn action_bound_signatures_let_a_play_url_only_play_and_expiry_is_capped() {
+    let dir = TempDir::new("bound").unwrap();
+    std::fs::write(dir.join("s"), "one-shared-secret\n").unwrap();
+    let file = dir.join("s");
+    let server = TestServer::builder()
+        .app_yaml(&format!(
+            "publish: {{auth: sign, sign_action_bound: true, sign_max_ttl_secs: 600, sign_secret_files: [{file:?}]}}"
+        ))
+        .app_yaml(&format!(
+            "play: {{auth: sign, sign_action_bound: true, sign_secret_files: [{file:?}]}}"
+        ))
+        .start()
+        .await
+        .expect("server starts");
+    let name = unique_name("bound");
+    let exp = now() + 300;
+    let url = |sig: String| server.rtmp_url(&format!("{name}?sign={sig}"));
+    for (what, sig, want) in [
+        (
+            "the play signature",
+            sign_for(&name, exp, "one-shared-secret", "play"),
+            false,
+        ),
+        (
+            "a Node-Media-Server signature",
+            sign(&name, exp, "one-shared-secret"),
+            false,
+        ),
+        (
+            "beyond sign_max_ttl_secs",
+            sign_for(&name, now() + 3600, "one-shared-secret", "publish"),
+            false,
+        ),
+        (
+            "the publish signature",
+            sign_for(&name, exp, "one-shared-secret", "publish"),
+            true,
+        ),
+    ] {
+        assert_eq!(publish_accepted(&url(sig)).await, want, "{what}\n{}", server.logs());
+    }
+    let play = |sig: String| format!("{}?sign={sig}", server.flv_url(&name));
+    let publish_sig = play(sign_for(&name, exp, "one-shared-secret", "publish"));
+    assert_eq!(
+        get(&publish_sig, &[], Duration::from_secs(5)).await.unwrap().status,
+        403
+    );
+    let play_sig = play(sign_for(&name, exp, "one-shared-secret", "play"));
+    assert_eq!(get(&play_sig, &[], Duration::from_secs(5)).await.unwrap().status, 200);
+    let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ferrocast_auth_failures_total{app="live",reason="expiry_too_far"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !server.logs().contains("share a sign secret"),
+        "bound signatures make sharing safe"
+    );
 }

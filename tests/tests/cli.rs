@@ -133,6 +133,29 @@ async fn check_config_rejects_a_bad_value_and_names_its_key() {
 }
 
 #[tokio::test]
+async fn check_config_refuses_zero_and_absurd_durations_naming_the_key() {
+    let dir = TempDir::new("ferrocast-cli").unwrap();
+    for (yaml, key) in [
+        ("hub:\n  write_timeout_secs: 0\n", "hub.write_timeout_secs"),
+        (
+            "rtmp:\n  idle_timeout_secs: 18446744073709551615\n",
+            "rtmp.idle_timeout_secs",
+        ),
+        ("webhooks:\n  timeout_ms: 0\n", "webhooks.timeout_ms"),
+    ] {
+        let f = dir.join("bad.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let out = ferrocast(&["--check-config", f.to_str().unwrap()]).await;
+        assert!(!out.status.success(), "{yaml} accepted\n{}", describe_output(&out));
+        assert!(
+            combined(&out).contains(&format!("`{key}`")),
+            "the message should name `{key}`\n{}",
+            describe_output(&out)
+        );
+    }
+}
+
+#[tokio::test]
 async fn check_config_fails_on_a_missing_file() {
     let out = ferrocast(&["--check-config", "/nonexistent/ferrocast.yaml"]).await;
     assert!(!out.status.success(), "{}", describe_output(&out));

@@ -253,7 +253,7 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
     let mut remote = fleet.pods[1].ws_player(&name).await.unwrap();
     remote.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
 
-    a.sigterm_server();
+    a.sigterm();
     let sent = Instant::now();
     let readyz = a.admin_url("/readyz");
     let status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;

@@ -78,3 +78,69 @@ async fn metrics_follow_a_session_and_vanish_with_the_stream() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_never_decrease_under_concurrent_scrapes() {
+    use ferrocast_tests::rtmp_client::RtmpClient;
+    let server = TestServer::start().await.unwrap();
+    // Many live streams (cheap AAC-only publishers) make each scrape's work long enough that
+    // concurrent scrapes overlap.
+    let prefix = unique_name("scraped");
+    let mut publishers = Vec::new();
+    for i in 0..80 {
+        let mut c = RtmpClient::connect(server.rtmp_port, "live").await.unwrap();
+        c.publish(&format!("{prefix}_{i}")).await.unwrap();
+        c.send_media(8, 0, bytes::Bytes::from_static(&[0xAF, 0x00, 0x12, 0x10]))
+            .await
+            .unwrap();
+        publishers.push(c);
+    }
+    let feeding = tokio::spawn(async move {
+        for t in 1..200u32 {
+            for c in &mut publishers {
+                let frame = bytes::Bytes::from(vec![0xAF, 0x01, 0x21, 0x10, 0x04, 0x60, 0x8C, 0x1C]);
+                if c.send_media(8, t * 23, frame).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // Several scrapers at once (HA Prometheus pairs) while media flows; each sample of each
+    // counter must be at least the one before it.
+    let url = server.admin_url("/metrics");
+    let scrapers = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut samples: Vec<HashMap<String, f64>> = Vec::new();
+            for _ in 0..60 {
+                let (status, text) = get_text(&url, Duration::from_secs(10)).await.unwrap();
+                assert_eq!(status, 200);
+                samples.push(
+                    parse(&text)
+                        .into_iter()
+                        .filter(|(k, _)| k.split('{').next().unwrap().ends_with("_total"))
+                        .collect(),
+                );
+            }
+            samples
+        })
+    });
+    let mut checked = 0;
+    for scraper in scrapers {
+        let samples = scraper.await.unwrap();
+        for pair in samples.windows(2) {
+            for (series, before) in &pair[0] {
+                match pair[1].get(series) {
+                    Some(after) => assert!(after >= before, "{series} went from {before} to {after}"),
+                    None => panic!("{series} vanished while its stream is live"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    feeding.abort();
+    assert!(checked > 10_000, "only {checked} comparisons");
+    let m = scrape(&server).await;
+    assert!(m[&format!(r#"ferrocast_stream_bytes_in_total{{app="live",stream="{prefix}_0"}}"#)] > 0.0);
+}

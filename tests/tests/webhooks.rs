@@ -1,10 +1,11 @@
 //! Lifecycle webhooks against a real receiver: events in order with valid signatures, a
-//! prePublish refusal, and a hanging receiver that never stalls a live stream.
+//! prePublish refusal, a hanging receiver that never stalls a live stream nor delays another
+//! receiver, done* events delivered during a shutdown, and credentials redacted everywhere.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrocast_tests::{unique_name, Publisher, TempDir, TestServer};
+use ferrocast_tests::{publish_accepted, unique_name, FlvPlayer, Publisher, TempDir, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -18,6 +19,11 @@ struct Hit {
 
 /// A tiny HTTP receiver on 127.0.0.1. `answer(event)` gives the status, or None to hang.
 async fn receiver(answer: fn(&str) -> Option<u16>) -> (String, Arc<Mutex<Vec<Hit>>>) {
+    slow_receiver(answer, Duration::ZERO).await
+}
+
+/// [`receiver`] that takes `delay` before each answer.
+async fn slow_receiver(answer: fn(&str) -> Option<u16>, delay: Duration) -> (String, Arc<Mutex<Vec<Hit>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let hits = Arc::new(Mutex::new(Vec::new()));
@@ -70,6 +76,7 @@ async fn receiver(answer: fn(&str) -> Option<u16>) -> (String, Arc<Mutex<Vec<Hit
                     });
                     match answer(&event) {
                         Some(status) => {
+                            tokio::time::sleep(delay).await;
                             let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
                             let _ = sock.write_all(resp.as_bytes()).await;
                         }
@@ -278,4 +285,204 @@ async fn http_flv_players_raise_play_events_and_pre_play_can_refuse() {
         );
     }
     assert!(hits.lock().unwrap().iter().any(|h| h.event == "prePlay"));
+}
+
+/// The events a receiver got so far, by name.
+fn received(hits: &Mutex<Vec<Hit>>, event: &str) -> usize {
+    hits.lock().unwrap().iter().filter(|h| h.event == event).count()
+}
+
+#[tokio::test]
+async fn a_dead_receiver_neither_delays_nor_drops_a_healthy_receivers_events() {
+    let (healthy, hits) = receiver(|_| Some(200)).await;
+    // Answers no post*/done* event: each costs 3 attempts of 2 s.
+    let (dead, _) = receiver(|_| None).await;
+    let server = TestServer::builder()
+        .yaml(&format!(
+            "webhooks:\n  timeout_ms: 2000\n  max_attempts: 3\n  queue_size: 4\n  hooks:\n    - {{url: {dead:?}, \
+             events: [postConnect, doneConnect, postPublish, donePublish, postPlay, donePlay]}}\n    - {{url: {healthy:?}}}"
+        ))
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(publish_accepted(&server.rtmp_url(&unique_name("starved"))).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while received(&hits, "doneConnect") < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for event in ["postConnect", "postPublish", "donePublish", "doneConnect"] {
+        assert_eq!(received(&hits, event), 3, "{event}: {:?}", hits.lock().unwrap());
+    }
+    let (_, metrics) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrocast_webhook_deliveries_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dropped >= 1.0,
+        "the dead receiver's full queue drops and counts:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn done_events_queued_at_sigterm_are_delivered_while_readyz_answers_503() {
+    // Each post*/done* delivery takes 700 ms, so several are still queued when the streams end.
+    let (url, hits) = slow_receiver(|_| Some(200), Duration::from_millis(700)).await;
+    let mut server = TestServer::builder()
+        .yaml(&format!(
+            "webhooks: {{hooks: [{{url: {url:?}, events: [donePublish, doneConnect, donePlay]}}]}}\nhub: {{shutdown_grace_secs: 20}}"
+        ))
+        .start()
+        .await
+        .unwrap();
+    let name = unique_name("drain");
+    let _publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(30)
+        .start()
+        .unwrap();
+    server.wait_live(&name, Duration::from_secs(8)).await.unwrap();
+    let mut players = Vec::new();
+    for _ in 0..3 {
+        let mut p = server.http_player(&name).await.unwrap();
+        p.read_for(Duration::from_millis(300)).await.unwrap();
+        players.push(p);
+    }
+    // wait_live's own player ended before: its donePlay is delivered first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while received(&hits, "donePlay") < 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = hits.lock().unwrap().len();
+    server.sigterm();
+    let readyz = server.admin_url("/readyz");
+    let mut answers = Vec::new();
+    let status = loop {
+        if let Some(st) = server.wait_exit(Duration::from_millis(100)).await {
+            break st;
+        }
+        match ferrocast_tests::http::get_text(&readyz, Duration::from_secs(2)).await {
+            Ok((code, _)) => answers.push(code.to_string()),
+            Err(e) => answers.push(format!("{e:#}")),
+        }
+        assert!(answers.len() < 400, "server still running 40 s after SIGTERM");
+    };
+    assert!(status.success(), "{status}\n{}", server.logs());
+    assert!(
+        answers.first().map(String::as_str) == Some("503") && !answers.iter().any(|a| a == "200"),
+        "/readyz during the drain: {answers:?}"
+    );
+    let after: Vec<String> = hits.lock().unwrap()[before..].iter().map(|h| h.event.clone()).collect();
+    let count = |e: &str| after.iter().filter(|x| *x == e).count();
+    assert_eq!(
+        (count("donePlay"), count("donePublish"), count("doneConnect")),
+        (3, 1, 1),
+        "delivered after SIGTERM: {after:?}\n{}",
+        server.logs()
+    );
+}
+
+#[tokio::test]
+async fn stream_keys_tokens_and_signatures_never_reach_logs_webhooks_or_events() {
+    use ferrocast_tests::http::{request, BodyEvent};
+    let (url, hits) = receiver(|_| Some(200)).await;
+    let dir = TempDir::new("redact").unwrap();
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    std::fs::write(dir.join("keys/cam"), "k-SECRET-cam-1234\n").unwrap();
+    std::fs::write(dir.join("admin"), ferrocast_tests::argon2_phc("pw")).unwrap();
+    let server = TestServer::builder()
+        .log_level("debug")
+        .app_yaml(&format!("publish: {{auth: key, keys_dir: {:?}}}", dir.join("keys")))
+        .yaml(&format!(
+            "webhooks: {{hooks: [{{url: {url:?}}}]}}\napi: {{users_dir: {:?}}}",
+            dir.path()
+        ))
+        .start()
+        .await
+        .unwrap();
+    let api = |path: &str| format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
+    let mut resp = request(
+        "POST",
+        &api("/login"),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"username":"admin","password":"pw"}"#),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let (body, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
+    let token = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["data"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut sse = request(
+        "GET",
+        &api(&format!("/events?token={token}")),
+        &[],
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+
+    // OBS style: the key is the stream name, with a token in the query for good measure.
+    let _publisher = Publisher::builder(&server.rtmp_url("k-SECRET-cam-1234?token=tok-SECRET-1"))
+        .duration_secs(20)
+        .start()
+        .unwrap();
+    server.wait_live("cam", Duration::from_secs(8)).await.unwrap();
+    // While the stream is held: the same key again, by name and by ?key=, and a wrong key.
+    assert!(!publish_accepted(&server.rtmp_url("k-SECRET-cam-1234")).await);
+    assert!(!publish_accepted(&server.rtmp_url("cam?key=k-SECRET-cam-1234")).await);
+    assert!(!publish_accepted(&server.rtmp_url("k-SECRET-wrong-9")).await);
+    // Players with credentials in their query, and one asking for the key as a name.
+    let mut p = FlvPlayer::http(
+        &format!("{}?sign=1-SECRETSIG&token=tok-SECRET-2", server.flv_url("cam")),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    p.read_for(Duration::from_millis(500)).await.unwrap();
+    drop(p);
+    let mut p = server.http_player("k-SECRET-cam-1234").await.unwrap();
+    p.read_until(Duration::from_secs(5), |t| t.is_video_frame())
+        .await
+        .expect("the key as a play name plays its public stream");
+    drop(p);
+
+    let mut events = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), sse.next_event()).await {
+            Ok(BodyEvent::Data(d)) => events.push_str(&String::from_utf8_lossy(&d)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    let logs = server.logs();
+    assert!(
+        logs.contains("publish /live/cam: stream is already being published"),
+        "the refusal names the public stream:\n{logs}"
+    );
+    let bodies: String = hits
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| String::from_utf8_lossy(&h.body).into_owned())
+        .collect();
+    assert!(
+        bodies.contains("postPublish") && events.contains("postPlay"),
+        "{bodies}\n{events}"
+    );
+    assert!(
+        bodies.contains("token=REDACTED"),
+        "queries are kept, redacted: {bodies}"
+    );
+    for (what, text) in [("log", &logs), ("webhook bodies", &bodies), ("SSE events", &events)] {
+        assert!(!text.contains("SECRET"), "a credential reached the {what}:\n{text}");
+    }
 }

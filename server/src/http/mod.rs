@@ -72,6 +72,24 @@ where
     serve(io, peer, slot, router, ctx, false).await
 }
 
+/// Serves one admin connection (probes, metrics). Unlike the public ports it is not closed
+/// when shutdown begins: `/readyz` must keep answering 503 until the process exits.
+pub async fn serve_admin_connection<IO>(io: IO, peer: std::net::SocketAddr, router: Router, ctx: Arc<Context>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+    let service = TowerToHyperService::new(router.layer(Extension(ConnectInfo(peer))));
+    let io = TokioIo::new(StallGuard::new(io, write_timeout));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(ctx.config.http.request_timeout_secs))
+        .serve_connection(io, service);
+    if let Err(e) = conn.await {
+        tracing::debug!("admin connection ended: {e}");
+    }
+}
+
 /// Serves one HTTPS connection: HTTP/2 when ALPN chose `h2`, else HTTP/1.1 with WebSocket
 /// upgrades (WSS-FLV; browsers open WebSockets on HTTP/1.1 connections).
 pub async fn serve_tls_connection<IO>(

@@ -14,6 +14,7 @@ use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, Ses
 use crate::hub::StreamKey;
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
 use crate::net::write_all_bytes;
+use crate::redact::RequestedName;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
 use crate::webhooks::{millis, Event};
@@ -311,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             ip: self.peer.ip().to_string(),
             app: app.to_string(),
             name: name.to_string(),
-            query: query.to_string(),
+            query: crate::redact::Query::new(query),
             protocol: self.protocol.as_str(),
             createtime: millis(e.connected),
             endtime: ended.then(|| millis(SystemTime::now())),
@@ -371,7 +372,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let app = self.app();
         let key = match self.ctx.hub.key(&app, &req.name) {
             Ok(k) => k,
-            Err(e) => return self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
+            Err(e) => return self.refuse_publish(&req, None, "NetStream.Publish.BadName", e).await,
         };
         let key = match self
             .ctx
@@ -407,14 +408,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.started(Role::Publisher, &key, &req.query);
                 Ok(())
             }
-            Err(e) => self.refuse_publish(&req, "NetStream.Publish.BadName", e).await,
+            Err(e) => {
+                self.refuse_publish(&req, Some(&key), "NetStream.Publish.BadName", e)
+                    .await
+            }
         }
     }
 
-    async fn refuse_publish(&mut self, req: &StreamRequest, code: &str, e: HubError) -> Result<(), ConnError> {
+    /// Refuses a publish; the log names the public stream once a policy resolved it, and
+    /// never the requested name, which may be the stream key.
+    async fn refuse_publish(
+        &mut self,
+        req: &StreamRequest,
+        public: Option<&StreamKey>,
+        code: &str,
+        e: HubError,
+    ) -> Result<(), ConnError> {
         self.session().reject_publish(req.stream_id, code, &e.to_string());
         self.flush().await?;
-        Err(ConnError::Refused(format!("publish {:?}: {e}", req.name)))
+        let shown = public.map_or_else(|| RequestedName(&req.name).to_string(), |k| k.to_string());
+        Err(ConnError::Refused(format!("publish {shown}: {e}")))
     }
 
     async fn start_play(&mut self, req: StreamRequest) -> Result<(), ConnError> {
@@ -470,7 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.session()
                     .reject_play(req.stream_id, "NetStream.Play.StreamNotFound", &e.to_string());
                 self.flush().await?;
-                Err(ConnError::Refused(format!("play {:?}: {e}", req.name)))
+                Err(ConnError::Refused(format!("play {}: {e}", RequestedName(&req.name))))
             }
         }
     }
