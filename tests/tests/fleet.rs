@@ -256,7 +256,15 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
     a.sigterm();
     let sent = Instant::now();
     let readyz = a.admin_url("/readyz");
-    let status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;
+    // The signal is handled asynchronously: poll briefly for the 503.
+    let mut status = 0;
+    for _ in 0..20 {
+        status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(status, 503, "/readyz right after SIGTERM");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", a.rtmp_port)).is_err(),
