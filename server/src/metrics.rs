@@ -18,6 +18,7 @@ pub const STREAM_PUBLISH_BITRATE: &str = "ferrocast_stream_publish_bitrate_bits_
 pub const STREAM_PLAYERS: &str = "ferrocast_stream_players";
 pub const STREAM_FRAMES_DROPPED: &str = "ferrocast_stream_frames_dropped_total";
 pub const STREAM_GOP_CACHE_BYTES: &str = "ferrocast_stream_gop_cache_bytes";
+pub const STREAM_RING_BYTES: &str = "ferrocast_stream_ring_bytes";
 pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
 pub const WEBHOOK_CALLS: &str = "ferrocast_webhook_calls_total";
 pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
@@ -37,6 +38,7 @@ pub struct Metrics {
     stream_players: IntGaugeVec,
     stream_dropped: IntCounterVec,
     stream_gop_bytes: IntGaugeVec,
+    stream_ring_bytes: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub webhook_calls: IntCounterVec,
     pub webhook_dropped: IntCounter,
@@ -118,6 +120,12 @@ impl Metrics {
                 "Bytes held in the stream's GOP cache",
                 &["app", "stream"],
             ),
+            stream_ring_bytes: gauge(
+                &r,
+                STREAM_RING_BYTES,
+                "Bytes held in the stream's reader ring (frames and their encodings; many shared with the GOP cache)",
+                &["app", "stream"],
+            ),
             auth_failures: counter(
                 &r,
                 AUTH_FAILURES,
@@ -156,6 +164,7 @@ impl Metrics {
             &self.stream_bitrate,
             &self.stream_players,
             &self.stream_gop_bytes,
+            &self.stream_ring_bytes,
             &self.streams_active,
         ] {
             v.reset();
@@ -195,6 +204,9 @@ impl Metrics {
             self.stream_gop_bytes
                 .with_label_values(&labels)
                 .set(s.gop_bytes() as i64);
+            self.stream_ring_bytes
+                .with_label_values(&labels)
+                .set(s.ring_bytes() as i64);
         }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
