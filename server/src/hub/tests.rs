@@ -7,7 +7,8 @@ use bytes::Bytes;
 use super::*;
 use crate::codec::amf0::Amf0Value;
 
-fn settings() -> HubSettings {
+/// Settings for hub tests (shared with the other hub modules' tests).
+pub(super) fn settings() -> HubSettings {
     HubSettings {
         publisher_grace: Duration::from_secs(10),
         play_wait: Duration::from_secs(30),

@@ -97,23 +97,13 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: &K) {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use super::super::{Hub, HubSettings, PublisherInfo, ReaderLimits, SubscribeOptions};
+    use super::super::{Hub, HubSettings, PublisherInfo, SubscribeOptions};
     use super::*;
-    use crate::config::AppConfig;
 
     fn hub(per_app: usize, per_client: usize) -> Hub {
         Hub::new(HubSettings {
-            publisher_grace: Duration::from_secs(10),
-            play_wait: Duration::from_secs(30),
-            queue_frames: 16,
-            queue_bytes: 32 << 20,
-            reader: ReaderLimits {
-                max_skips: 3,
-                window: Duration::from_secs(30),
-                coalesce: Duration::ZERO,
-            },
-            apps: vec![AppConfig::default()],
             waiting: WaitingLimits { per_app, per_client },
+            ..super::super::tests::settings()
         })
     }
 
