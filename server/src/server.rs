@@ -35,6 +35,8 @@ pub struct Context {
     pub webhooks: Arc<Webhooks>,
     /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
     pub tls: Option<Arc<Certificates>>,
+    /// Relays (pulls and pushes); also the hub's on-demand and publish hooks.
+    pub relays: Arc<crate::relay::Relays>,
     /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
     /// request sees either the old or the new set, never a mix.
     policies: RwLock<Arc<Policies>>,
@@ -302,6 +304,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
+        let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -310,6 +313,7 @@ impl Server {
             metrics,
             webhooks,
             tls: tls_certs,
+            relays,
             policies,
         });
         Ok(Server {
@@ -346,6 +350,7 @@ impl Server {
         let addrs = self.addrs();
         let ctx = self.ctx.clone();
         let c = &ctx.config;
+        ctx.relays.start_static(c);
         let rtmp_slots = Arc::new(Semaphore::new(c.rtmp.max_connections));
         let http_slots = Arc::new(Semaphore::new(c.http.max_connections));
         let admin_slots = Arc::new(Semaphore::new(64));

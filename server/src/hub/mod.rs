@@ -6,6 +6,7 @@
 
 mod frame;
 mod gop;
+mod hooks;
 mod stream;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use frame::{FrameKind, MediaFrame, SHARED_PLAY_STREAM_ID};
 pub use gop::{GopCache, GopLimits};
+pub use hooks::{Demand, DemandOutcome, DemandWait, HubHooks};
 pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
 
 use crate::config::{AppConfig, Config};
@@ -102,6 +104,8 @@ pub(crate) struct HubInner {
     apps: std::sync::RwLock<Arc<Vec<AppConfig>>>,
     streams: Mutex<HashMap<StreamKey, Arc<Stream>>>,
     shutting_down: AtomicBool,
+    /// Set once by the relay module; weak so the hub never keeps its owner alive.
+    hooks: std::sync::OnceLock<std::sync::Weak<dyn HubHooks>>,
 }
 
 impl HubInner {
@@ -124,6 +128,7 @@ impl Hub {
                 settings,
                 streams: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                hooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -191,6 +196,9 @@ impl Hub {
         let generation = stream
             .claim(publisher)
             .map_err(|p| HubError::AlreadyPublishing(p.session_id))?;
+        if let Some(hooks) = self.hooks() {
+            hooks.published(key);
+        }
         Ok(Publisher {
             stream,
             hub: self.inner.clone(),
