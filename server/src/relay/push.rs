@@ -27,6 +27,16 @@ const WAIT_POLL: Duration = Duration::from_millis(500);
 pub(super) async fn run(relays: Arc<Relays>, relay: Arc<Relay>, spec: PushSpec) {
     let span = tracing::info_span!("relay", id = relay.id, stream = %spec.stream);
     supervise(&relays, &relay, &spec).instrument(span).await;
+    if relay.origin == Origin::App && relay.state() == RelayState::Failed {
+        // A refused app push stays listed (failed, with its reason) while its stream is live.
+        let mut stopping = relay.stopping();
+        while is_live(&relays, &spec) && !relay.is_stopping() {
+            tokio::select! {
+                _ = tokio::time::sleep(WAIT_POLL) => {}
+                _ = stopping.changed() => break,
+            }
+        }
+    }
     let listed = matches!(relay.origin, Origin::Config | Origin::Api)
         && !relay.is_stopping()
         && relay.state() == RelayState::Failed;

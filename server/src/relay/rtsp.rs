@@ -150,7 +150,8 @@ impl RtspLink {
                         continue;
                     }
                     self.opts.counters.add_in(f.data().len());
-                    let body = video_frame(codec, f.is_random_access_point(), f.data());
+                    let key = f.is_random_access_point() || is_keyframe(codec, f.data());
+                    let body = video_frame(codec, key, f.data());
                     self.ready.push_back(Ingest::Video(millis(f.timestamp()), body));
                 }
                 Some(Ok(CodecItem::AudioFrame(f))) => {
@@ -196,6 +197,26 @@ fn video_header(codec: VideoCodec, record: &[u8]) -> Bytes {
     }
     b.put_slice(record);
     b.freeze()
+}
+
+/// Whether an access unit (4-byte length-prefixed NAL units) starts a decodable picture: an
+/// H.264 IDR, or an H.265 IRAP picture (BLA, IDR or CRA: x265 cuts open GOPs at CRA pictures,
+/// which retina does not flag, and a player may start at one).
+fn is_keyframe(codec: VideoCodec, mut data: &[u8]) -> bool {
+    while data.len() > 4 {
+        let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let nal = &data[4..];
+        let Some(&first) = nal.first() else { return false };
+        let irap = match codec {
+            VideoCodec::H264 => first & 0x1f == 5,
+            VideoCodec::H265 => (16..=23).contains(&((first >> 1) & 0x3f)),
+        };
+        if irap {
+            return true;
+        }
+        data = nal.get(len..).unwrap_or_default();
+    }
+    false
 }
 
 /// One access unit (length-prefixed NAL units) as an FLV video body. RTP carries
@@ -285,6 +306,24 @@ mod tests {
         assert_eq!(
             millis(retina::Timestamp::new(48_000 * 10 + 1024, aac, 0).unwrap()),
             10_021
+        );
+    }
+
+    #[test]
+    fn cra_and_idr_pictures_are_keyframes() {
+        // [len][nal] units: SEI + CRA (type 21) for H.265; SEI + IDR (type 5) for H.264.
+        let cra = b"\x00\x00\x00\x02\x4e\x01\x00\x00\x00\x02\x2a\x01";
+        assert!(is_keyframe(VideoCodec::H265, cra));
+        assert!(!is_keyframe(VideoCodec::H265, b"\x00\x00\x00\x02\x02\x01"), "TRAIL_R");
+        assert!(is_keyframe(
+            VideoCodec::H264,
+            b"\x00\x00\x00\x01\x06\x00\x00\x00\x01\x65"
+        ));
+        assert!(!is_keyframe(VideoCodec::H264, b"\x00\x00\x00\x01\x41"));
+        assert!(!is_keyframe(VideoCodec::H264, b"\x00\x00\x01"), "truncated");
+        assert!(
+            !is_keyframe(VideoCodec::H264, b"\xff\xff\xff\xff\x41"),
+            "length past the end"
         );
     }
 }

@@ -520,6 +520,9 @@ impl Session {
 
     /// Refuses `connect`; the caller closes the connection after flushing output.
     pub fn reject_connect(&mut self, description: &str) {
+        // Our chunk size first: a refusal with a long description spans more than the
+        // 128-byte default chunk, and the peer must be able to read it.
+        self.send(Message::SetChunkSize(self.config.chunk_size), 0);
         let info = status_object("error", "NetConnection.Connect.Rejected", description);
         let m = Message::Command(Command {
             name: "_error".into(),
