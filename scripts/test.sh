@@ -19,7 +19,8 @@ NODE_TOOLS="$TOOLS/node"
 VENV="$TOOLS/venv"
 # Debian packages the end-to-end tests drive (installed together when anything is missing)
 APT_PACKAGES=(ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-    gstreamer1.0-plugins-bad gstreamer1.0-libav chromium)
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
+    nginx libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0)
 # npm packages (pinned) installed into .tools/node
 NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2)
 # PyPI package (pinned) installed into the venv .tools/venv: a modern FFmpeg for the codec tests
@@ -64,6 +65,17 @@ have_gst_element rtmpsrc || want gstreamer1.0-plugins-bad
 have_gst_element h264parse || want gstreamer1.0-plugins-bad
 have_gst_element avdec_h264 || want gstreamer1.0-libav
 have_gst_element audioconvert || want gstreamer1.0-plugins-base
+# Relay tests: nginx-rtmp as a pull source and push target, GStreamer's RTSP server (Python,
+# through gi) encoding H.264 (x264enc), H.265 (x265enc) and AAC (avenc_aac).
+have nginx || want nginx
+[[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || want libnginx-mod-rtmp
+/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' 2>/dev/null || want python3-gi
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null ||
+    want gir1.2-gst-rtsp-server-1.0
+have_gst_element x264enc || want gstreamer1.0-plugins-ugly
+have_gst_element x265enc || want gstreamer1.0-plugins-bad
+have_gst_element rtph265pay || want gstreamer1.0-plugins-good
+have_gst_element avenc_aac || want gstreamer1.0-libav
 have chromium || want chromium
 have node || want nodejs
 have npm || want npm
@@ -110,7 +122,7 @@ fi
 for tool in ffmpeg ffprobe rtmpdump gst-launch-1.0 chromium node npm timeout python3; do
     have "$tool" || die "$tool is still missing after the install"
 done
-for element in rtmp2src rtmpsrc flvdemux; do
+for element in rtmp2src rtmpsrc flvdemux x264enc x265enc rtph264pay rtph265pay rtpmp4gpay avenc_aac; do
     have_gst_element "$element" || die "GStreamer element $element is still missing after the install"
 done
 

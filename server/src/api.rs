@@ -46,6 +46,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/sessions"),
     ("DELETE", "/sessions/{id}"),
     ("GET", "/events"),
+    ("GET", "/relays"),
+    ("POST", "/relays"),
+    ("DELETE", "/relays/{id}"),
 ];
 
 /// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
@@ -147,6 +150,9 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
         ("GET", "/sessions") => get(sessions),
         ("DELETE", "/sessions/{id}") => delete(kick),
         ("GET", "/events") => get(events),
+        ("GET", "/relays") => get(relays),
+        ("POST", "/relays") => post(add_relay),
+        ("DELETE", "/relays/{id}") => delete(delete_relay),
         // ROUTES is a constant; the unit tests build the router, so this never runs.
         _ => unreachable!("route {method} {path} has no handler"),
     }
@@ -865,10 +871,12 @@ async fn stream(
 async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
     struct St {
         rx: tokio::sync::broadcast::Receiver<crate::webhooks::Event>,
+        relays: tokio::sync::broadcast::Receiver<crate::relay::RelayEvent>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     }
     let st = St {
         rx: api.ctx.webhooks.subscribe(),
+        relays: api.ctx.relays.subscribe(),
         shutdown: api.ctx.shutdown.clone(),
     };
     let body = futures_util::stream::unfold(st, |mut st| async move {
@@ -876,6 +884,11 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
             let item = tokio::select! {
                 _ = st.shutdown.changed() => return None,
                 _ = tokio::time::sleep(Duration::from_secs(15)) => Some(Bytes::from_static(b": keep-alive\n\n")),
+                e = st.relays.recv() => match e {
+                    Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, serde_json::to_string(&e).unwrap_or_default()))),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
                 e = st.rx.recv() => match e {
                     Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, serde_json::to_string(&e).unwrap_or_default()))),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
@@ -921,6 +934,53 @@ async fn kick(_: Authed, State(api): State<Arc<Api>>, UrlPath(id): UrlPath<Strin
         }
     }
     info!(session = id, "session kicked through the API");
+    Ok(ok(json!({"id": id})))
+}
+
+// ---------------------------------------------------------------------------------------
+// Relays
+
+/// `GET /relays`: every relay with its mode, source or target (redacted), state, uptime,
+/// reconnects and bytes.
+async fn relays(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    let list: Vec<Value> = api.ctx.relays.list().iter().map(|r| r.json()).collect();
+    ok(json!({"relays": list}))
+}
+
+/// `POST /relays`: starts a static pull or a push (the `relays:` config entry's shape). It
+/// lives until deleted or until the process ends.
+async fn add_relay(_: Authed, State(api): State<Arc<Api>>, body: Bytes) -> Result<Response, ApiError> {
+    let r: crate::config::RelayConfig =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("relay: {e}")))?;
+    if r.key_file.is_some() {
+        // The server would send a file of its choosing to a URL of the caller's choosing.
+        return Err(ApiError::BadRequest(
+            "`key_file` is for the config file only; put the far end's key in `target`".into(),
+        ));
+    }
+    crate::relay::check_relay_config(&r, &api.ctx.hub.apps())
+        .map_err(|(k, m)| ApiError::BadRequest(format!("`{k}`: {m}")))?;
+    let relay = api
+        .ctx
+        .relays
+        .add(&r, crate::relay::Origin::Api)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    info!(relay = relay.id, mode = relay.mode.as_str(), url = %relay.url, "relay added through the API");
+    let body = Json(json!({"success": true, "data": relay.json(), "message": "ok"}));
+    Ok((StatusCode::CREATED, body).into_response())
+}
+
+/// `DELETE /relays/{id}`: stops and removes a relay.
+async fn delete_relay(
+    _: Authed,
+    State(api): State<Arc<Api>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::NotFound("relay not found".into());
+    let id: u64 = id.parse().map_err(|_| not_found())?;
+    if !api.ctx.relays.remove(id) {
+        return Err(not_found());
+    }
     Ok(ok(json!({"id": id})))
 }
 

@@ -41,6 +41,52 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// The fleet: other server pods this one plays streams from and refuses duplicates with.
     pub cluster: ClusterConfig,
+    /// Static relays, started at boot: pulls of one stream from another server, pushes of one
+    /// stream to another server. Read at start (the API adds and removes relays at run time).
+    pub relays: Vec<RelayConfig>,
+}
+
+/// Whether a relay fetches a stream from elsewhere or forwards one of ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    #[default]
+    Pull,
+    Push,
+}
+
+/// One static relay (`relays: [{mode: pull, source: URL, stream: app/name}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    pub mode: RelayMode,
+    /// Pull: where the stream comes from: `rtmp://`, `rtmps://`, `http(s)://...flv` or `rtsp://`.
+    pub source: String,
+    /// Push: where the stream goes: `rtmp://` or `rtmps://`; `{key}` is replaced by the
+    /// content of `key_file`.
+    pub target: String,
+    /// The stream here, `app/name`: published by a pull, read by a push.
+    pub stream: String,
+    /// Push: file holding the far end's stream key (a mounted Secret), for `{key}` in `target`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM file of an extra CA trusted for `rtmps://` / `https://` (besides the system roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Verify the far end's TLS certificate; turn off only for a self-signed test target.
+    pub tls_verify: bool,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            mode: RelayMode::Pull,
+            source: String::new(),
+            target: String::new(),
+            stream: String::new(),
+            key_file: None,
+            ca_file: None,
+            tls_verify: true,
+        }
+    }
 }
 
 /// Several server processes acting as one: a play of a stream published on another pod is
@@ -83,6 +129,54 @@ impl ClusterConfig {
     /// Whether this server is part of a fleet.
     pub fn enabled(&self) -> bool {
         !self.peers.is_empty() || self.dns.is_some()
+    }
+}
+
+/// Pull on demand (edge): a play of a stream not published here pulls `{source}/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// URL prefix of the origin's app, e.g. `rtmp://origin:1935/live` or
+    /// `http://origin:8000/live` (HTTP-FLV: `.flv` is appended to the name).
+    pub source: String,
+    /// The pull stops this long after its last player left.
+    pub idle_close_secs: u64,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub tls_verify: bool,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig {
+            source: String::new(),
+            idle_close_secs: 10,
+            ca_file: None,
+            tls_verify: true,
+        }
+    }
+}
+
+/// Push of every stream of an app to one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// `rtmp(s)://host/app`: streams go to `{target}/{name}`; or a URL with a `{name}` and/or
+    /// `{key}` placeholder (for services whose key sits elsewhere), used as is.
+    pub target: String,
+    /// File holding the far end's stream key (a mounted Secret), for `{key}` in `target`.
+    pub key_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub tls_verify: bool,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            target: String::new(),
+            key_file: None,
+            ca_file: None,
+            tls_verify: true,
+        }
     }
 }
 
@@ -373,6 +467,10 @@ pub struct AppConfig {
     pub allow: Vec<String>,
     /// Client addresses (CIDR) refused, checked after `allow`.
     pub deny: Vec<String>,
+    /// Pull streams not published here from another server when a player asks (edge).
+    pub pull: Option<PullConfig>,
+    /// Forward every stream published on this app to these targets.
+    pub push: Vec<PushConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,6 +568,7 @@ impl Default for Config {
             proxy_protocol: ProxyProtocolConfig::default(),
             apps: vec![AppConfig::default()],
             cluster: ClusterConfig::default(),
+            relays: Vec::new(),
         }
     }
 }
@@ -546,6 +645,8 @@ impl Default for AppConfig {
             play: PolicyConfig::default(),
             allow: Vec::new(),
             deny: Vec::new(),
+            pull: None,
+            push: Vec::new(),
         }
     }
 }
@@ -800,6 +901,15 @@ impl Config {
                     ));
                 }
             }
+            if let Some(pull) = &app.pull {
+                crate::relay::check_pull_config(pull).map_err(|(k, m)| bad(&format!("apps[{i}].pull.{k}"), &m))?;
+            }
+            for (j, push) in app.push.iter().enumerate() {
+                crate::relay::check_push_config(push).map_err(|(k, m)| bad(&format!("apps[{i}].push[{j}].{k}"), &m))?;
+            }
+        }
+        for (i, r) in self.relays.iter().enumerate() {
+            crate::relay::check_relay_config(r, &self.apps).map_err(|(k, m)| bad(&format!("relays[{i}].{k}"), &m))?;
         }
         Ok(())
     }

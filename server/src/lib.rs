@@ -7,7 +7,10 @@
 //! - [`config`]: the YAML configuration types (shared with the operator).
 //! - [`codec`]: pure, synchronous wire formats: AMF0, RTMP handshake and chunk stream,
 //!   typed RTMP messages, FLV tags, H.264/AAC sequence headers. No tokio.
-//! - [`rtmp`]: the sans-IO RTMP [`rtmp::session`] and its socket driver [`rtmp::conn`].
+//! - [`rtmp`]: the sans-IO RTMP [`rtmp::session`] and its socket driver [`rtmp::conn`], and
+//!   the sans-IO [`rtmp::client`] relays use.
+//! - [`relay`]: pulls from and pushes to other servers (RTMP(S), HTTP(S)-FLV, RTSP), static
+//!   and on demand, supervised; loop detection; the relay API's state.
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
 pub mod redact;
+pub mod relay;
 pub mod rtmp;
 pub mod server;
 pub mod session;

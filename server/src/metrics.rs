@@ -22,6 +22,11 @@ pub const STREAM_RING_BYTES: &str = "ferrocast_stream_ring_bytes";
 pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
 pub const WEBHOOK_CALLS: &str = "ferrocast_webhook_calls_total";
 pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
+pub const RELAY_COUNT: &str = "ferrocast_relay_count";
+pub const RELAY_RECONNECTS: &str = "ferrocast_relay_reconnects_total";
+pub const RELAY_BYTES_IN: &str = "ferrocast_relay_bytes_in_total";
+pub const RELAY_BYTES_OUT: &str = "ferrocast_relay_bytes_out_total";
+pub const RELAY_LOOPS_REFUSED: &str = "ferrocast_relay_loops_refused_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +47,13 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub webhook_calls: IntCounterVec,
     pub webhook_dropped: IntCounter,
+    /// Relays by mode (pull, push) and state; kept in step by the relay module.
+    pub relay_count: IntGaugeVec,
+    pub relay_reconnects: IntCounterVec,
+    pub relay_bytes_in: IntCounterVec,
+    pub relay_bytes_out: IntCounterVec,
+    /// Relay connections refused here because their hop path showed a loop.
+    pub relay_loops_refused: IntCounter,
 }
 
 impl Default for Metrics {
@@ -140,6 +152,31 @@ impl Metrics {
             ),
             webhook_dropped,
             scrape: std::sync::Mutex::new(()),
+            relay_count: gauge(&r, RELAY_COUNT, "Relays by mode and state", &["mode", "state"]),
+            relay_reconnects: counter(
+                &r,
+                RELAY_RECONNECTS,
+                "Relay reconnect attempts after a failure",
+                &["mode"],
+            ),
+            relay_bytes_in: counter(
+                &r,
+                RELAY_BYTES_IN,
+                "Bytes relays received from sources and targets",
+                &["mode"],
+            ),
+            relay_bytes_out: counter(
+                &r,
+                RELAY_BYTES_OUT,
+                "Bytes relays sent to targets and sources",
+                &["mode"],
+            ),
+            relay_loops_refused: {
+                let c = IntCounter::new(RELAY_LOOPS_REFUSED, "Relay connections refused because they would loop")
+                    .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             registry: r,
         }
     }

@@ -42,6 +42,8 @@ pub struct Context {
     pub tls: Option<Arc<Certificates>>,
     /// The fleet this server is part of; `None` for a single server.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Relays (pulls and pushes); also the hub's on-demand and publish hooks.
+    pub relays: Arc<crate::relay::Relays>,
     /// Places of RTMP and RTMPS connections (`rtmp.max_connections*`).
     pub rtmp_limits: Arc<ConnLimits>,
     /// Places of HTTP and HTTPS connections, WebSockets and HTTP/2 FLV streams
@@ -423,6 +425,7 @@ impl Server {
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
         let rtmp_limits = ConnLimits::new(config.rtmp.max_connections, config.rtmp.max_connections_per_ip);
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
+        let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -433,6 +436,7 @@ impl Server {
             webhooks,
             tls: tls_certs,
             cluster,
+            relays,
             rtmp_limits,
             http_limits,
             access,
@@ -472,6 +476,7 @@ impl Server {
         let addrs = self.addrs();
         let ctx = self.ctx.clone();
         let c = &ctx.config;
+        ctx.relays.start_static(c);
         let admin_limits = ConnLimits::new(64, 64);
         log_urls(&addrs, c);
         let proxy = proxy_policies(c);

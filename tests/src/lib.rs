@@ -19,6 +19,7 @@
 //! - [`tls`]: a throwaway CA (rcgen), Kubernetes-style certificate files, and HTTPS (HTTP/1.1,
 //!   HTTP/2) and WSS clients trusting the CA.
 //! - [`modern`]: FFmpeg 9 from imageio-ffmpeg (HEVC, AV1, VP9, Opus) and `ffmpeg -f null` checks.
+//! - [`peers`]: other servers relays talk to: nginx with the RTMP module, GStreamer's RTSP server.
 
 pub mod env;
 pub mod fixtures;
@@ -26,6 +27,7 @@ pub mod flv;
 pub mod http;
 pub mod kube_mount;
 pub mod modern;
+pub mod peers;
 pub mod player;
 pub mod process;
 pub mod publisher;

@@ -66,6 +66,11 @@ impl TestCa {
         }
     }
 
+    /// The CA certificate, PEM (what a client given an extra CA file trusts).
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).expect("CA certificate");

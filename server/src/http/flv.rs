@@ -161,6 +161,23 @@ pub async fn play(
         Ok(a) => a,
         Err(why) => return (StatusCode::FORBIDDEN, format!("{why}\n")).into_response(),
     };
+    let via = req
+        .headers()
+        .get(crate::relay::hop::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let via = match crate::relay::hop::check_incoming(via, ctx.relays.server_id()) {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.relays.loop_refused();
+            warn!(app = %key.app, "relay request refused: {e}");
+            return (StatusCode::LOOP_DETECTED, format!("{e}\n")).into_response();
+        }
+    };
+    let query = req.uri().query().unwrap_or("").to_string();
+    if !crate::relay::admit_player(&ctx.hub, &key, &query, via).await {
+        return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
+    }
     let client = peer(&req).map(|p| p.ip());
     let sub = match ctx.hub.subscribe_from(&key, SubscribeOptions::default(), client) {
         Ok(s) => s,

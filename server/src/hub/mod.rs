@@ -6,6 +6,7 @@
 
 mod frame;
 mod gop;
+mod hooks;
 mod ring;
 mod stream;
 mod waiting;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use frame::{FrameKind, MediaFrame, SHARED_PLAY_STREAM_ID};
 pub use gop::{GopCache, GopLimits};
+pub use hooks::{Demand, DemandOutcome, DemandWait, HubHooks};
 pub use ring::RingLimits;
 use stream::ClaimError;
 pub use stream::{Publisher, PublisherInfo, ReaderEnd, ReaderLimits, Stream, StreamInfo, SubscribeOptions, Subscriber};
@@ -125,6 +127,8 @@ pub(crate) struct HubInner {
     /// locked (registry lock first).
     waiting: Mutex<waiting::WaitingStreams>,
     shutting_down: AtomicBool,
+    /// Set once by the relay module; weak so the hub never keeps its owner alive.
+    hooks: std::sync::OnceLock<std::sync::Weak<dyn HubHooks>>,
 }
 
 impl HubInner {
@@ -152,6 +156,7 @@ impl Hub {
                 settings,
                 streams: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                hooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -236,6 +241,9 @@ impl Hub {
                 if registry.get(key).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
                     self.inner.waiting().remove(key);
                 }
+            }
+            if let Some(hooks) = self.hooks() {
+                hooks.published(key);
             }
             return Ok(Publisher {
                 stream,

@@ -140,6 +140,10 @@ pub struct Stream {
     state: Mutex<StreamState>,
     /// Frames on their way to readers; written under the stream lock, read without it.
     ring: Ring,
+    /// Server ids the current publisher's stream passed through before reaching us (the
+    /// relay hop marker, origin first): what a relay of this stream must carry on, so a loop
+    /// through relays is refused. Empty for a stream published here by an encoder.
+    relay_path: Mutex<Vec<String>>,
 }
 
 /// Why a publisher could not claim a stream.
@@ -215,7 +219,13 @@ impl Stream {
                 rebase: Rebase::default(),
             }),
             ring: Ring::new(ring),
+            relay_path: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The relay hop path of the current publisher (see the field's doc).
+    pub fn relay_path(&self) -> Vec<String> {
+        self.relay_path.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, StreamState> {
@@ -397,6 +407,11 @@ impl Publisher {
         &self.stream
     }
 
+    /// Records the relay hop path this publisher's stream came through (relay ingest only).
+    pub fn set_relay_path(&self, path: Vec<String>) {
+        *self.stream.relay_path.lock().unwrap_or_else(|e| e.into_inner()) = path;
+    }
+
     fn count_in(&self, len: usize) {
         self.stream.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         self.stream.stats.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
@@ -511,6 +526,7 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         if let Some(generation) = self.stream.release(self.generation) {
+            self.stream.relay_path.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let grace = self.hub.settings.publisher_grace;
             super::schedule_reap(&self.hub, self.stream.key.clone(), generation, grace);
         }

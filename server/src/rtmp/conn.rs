@@ -237,6 +237,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         while let Some(event) = self.session().poll_event()? {
             match event {
                 SessionEvent::ConnectRequested(info) => {
+                    if let Err(e) = crate::relay::hop::check_incoming(&info.via, self.ctx.relays.server_id()) {
+                        self.ctx.relays.loop_refused();
+                        warn!(app = %info.app, "relay connection refused: {e}");
+                        self.session().reject_connect(&e.to_string());
+                        self.flush().await?;
+                        return Err(ConnError::Refused(e.to_string()));
+                    }
                     if self.ctx.hub.apps().iter().any(|a| a.name == info.app) {
                         debug!(app = %info.app, "connect");
                         let ev = self.event("preConnect", "connect", &info.app, "", &info.query, false);
@@ -360,6 +367,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.active = Some((role, key.clone(), query.to_string()));
     }
 
+    /// The relay hop path of a relay client (checked at connect), empty for others.
+    fn relay_path(&self) -> Vec<String> {
+        let via = self
+            .session
+            .as_ref()
+            .and_then(|s| s.connect_info())
+            .map(|c| c.via.as_str());
+        crate::relay::hop::parse(via.unwrap_or("")).unwrap_or_default()
+    }
+
     fn app(&self) -> String {
         self.session
             .as_ref()
@@ -401,6 +418,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         };
         match self.ctx.publish(&key, info).await {
             Ok(p) => {
+                p.set_relay_path(self.relay_path());
                 info!(stream = %key, "publish started");
                 self.guard.set_activity(Some((Role::Publisher, key.clone())));
                 self.session().accept_publish(req.stream_id);
@@ -461,6 +479,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     .reject_play(req.stream_id, "NetStream.Play.Unauthorized", &why);
                 self.flush().await?;
                 return Err(ConnError::Refused(format!("play: {why}")));
+            }
+        }
+        if let Ok(k) = &key {
+            if !crate::relay::admit_player(&self.ctx.hub, k, &req.query, self.relay_path()).await {
+                self.session()
+                    .reject_play(req.stream_id, "NetStream.Play.StreamNotFound", "No such stream");
+                self.flush().await?;
+                return Err(ConnError::Refused(format!("play {}: no such stream", k.app)));
             }
         }
         let client = Some(self.peer.ip());

@@ -82,6 +82,8 @@ pub struct ConnectInfo {
     pub enhanced: bool,
     /// The client's enhanced-RTMP v2 extended capabilities (`capsEx`).
     pub caps_ex: u32,
+    /// Relay hop path a relay client sent (`ferrocastVia`; see `relay::hop`), empty otherwise.
+    pub via: String,
 }
 
 /// Enhanced-RTMP v2 `capsEx` bit: the peer handles multitrack packets.
@@ -382,6 +384,7 @@ impl Session {
                         .iter()
                         .any(|k| obj.get(k).is_some()),
                     caps_ex: obj.get("capsEx").and_then(|v| v.as_f64()).map_or(0, |v| v as u32),
+                    via: s(crate::rtmp::client::VIA_PROPERTY),
                 };
                 self.connect_txid = c.transaction_id;
                 self.connect = Some(info.clone());
