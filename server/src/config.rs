@@ -37,6 +37,22 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Applications (the first path segment of every stream URL). Streams on other apps are refused.
     pub apps: Vec<AppConfig>,
+    /// Which revision of a generated config this is (the operator stamps it).
+    pub revision: RevisionConfig,
+}
+
+/// The revision label of a generated config. The server reports it (admin `/config-status`,
+/// `ferrocast_config_info`), so whoever wrote the config can tell when it is in service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevisionConfig {
+    /// An opaque label of this config.
+    pub id: Option<String>,
+    /// A file (in the mounted Secret) holding the revision its secret files belong to: the
+    /// config applies only once the file holds `id`, so a config that arrives before its
+    /// secret files waits for them (and is retried when they change) instead of running on
+    /// the previous ones.
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +340,11 @@ pub struct PolicyConfig {
     /// of `keys_dir`. This is how one flat mounted Secret carries several apps' keys.
     pub keys_file: Option<std::path::PathBuf>,
     pub token: TokenConfig,
+    /// Client addresses (CIDR) allowed for this action, on top of the app's `allow`/`deny`
+    /// (so a studio-only publish list can sit next to public play); empty allows all.
+    pub allow: Vec<String>,
+    /// Client addresses (CIDR) refused for this action, checked after `allow`.
+    pub deny: Vec<String>,
 }
 
 impl Default for Config {
@@ -338,6 +359,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            revision: RevisionConfig::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -528,6 +550,16 @@ impl Config {
                 }
             }
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
+                for (list, cidrs) in [("allow", &p.allow), ("deny", &p.deny)] {
+                    for (j, c) in cidrs.iter().enumerate() {
+                        if crate::auth::Cidr::parse(c).is_none() {
+                            return Err(bad(
+                                &format!("apps[{i}].{what}.{list}[{j}]"),
+                                "not a CIDR such as 10.0.0.0/8 or ::1/128",
+                            ));
+                        }
+                    }
+                }
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
                     return Err(bad(
                         &format!("apps[{i}].{what}.sign_secret_files"),

@@ -14,6 +14,7 @@
 //! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
+//! - [`reload`]: what a reload may change; the revision and status of the config in service.
 
 pub mod api;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod net;
+pub mod reload;
 pub mod rtmp;
 pub mod server;
 pub mod session;

@@ -20,6 +20,12 @@ pub const STREAM_GOP_CACHE_BYTES: &str = "ferrocast_stream_gop_cache_bytes";
 pub const AUTH_FAILURES: &str = "ferrocast_auth_failures_total";
 pub const WEBHOOK_CALLS: &str = "ferrocast_webhook_calls_total";
 pub const WEBHOOK_DROPPED: &str = "ferrocast_webhook_deliveries_dropped_total";
+/// 1, labelled with the `revision` and `hash` of the config in service.
+pub const CONFIG_INFO: &str = "ferrocast_config_info";
+/// 1 while a newer config on disk is not in service (waiting for its files, or refused).
+pub const CONFIG_PENDING: &str = "ferrocast_config_pending";
+/// Config reloads by result (`applied`, `refused`).
+pub const CONFIG_RELOADS: &str = "ferrocast_config_reloads_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +41,9 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub webhook_calls: IntCounterVec,
     pub webhook_dropped: IntCounter,
+    config_info: IntGaugeVec,
+    config_pending: prometheus::IntGauge,
+    config_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -126,8 +135,41 @@ impl Metrics {
                 &["event", "result"],
             ),
             webhook_dropped,
+            config_info: gauge(
+                &r,
+                CONFIG_INFO,
+                "The config in service: 1, labelled with its revision and hash",
+                &["revision", "hash"],
+            ),
+            config_pending: {
+                let g = prometheus::IntGauge::new(
+                    CONFIG_PENDING,
+                    "1 while a newer config on disk is not in service (see /config-status)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            config_reloads: counter(&r, CONFIG_RELOADS, "Config reloads by result", &["result"]),
             registry: r,
         }
+    }
+
+    /// Publishes the config status: the one series of the config in service, and whether a
+    /// newer one waits.
+    pub fn config_status(&self, status: &crate::reload::ConfigStatus) {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[&status.revision, &status.hash])
+            .set(1);
+        self.config_pending.set(i64::from(status.pending.is_some()));
+    }
+
+    /// Counts a reload that applied (`true`) or was refused.
+    pub fn config_reload(&self, applied: bool) {
+        self.config_reloads
+            .with_label_values(&[if applied { "applied" } else { "refused" }])
+            .inc();
     }
 
     pub fn session_started(&self, app: &str, protocol: Protocol, role: Role) {

@@ -36,6 +36,7 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/config-status", get(config_status))
         .route("/metrics", get(metrics))
         .with_state(ctx)
 }
@@ -45,6 +46,11 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoRe
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         ctx.metrics.render(&ctx.hub),
     )
+}
+
+/// The config in service (revision, hash) and a newer one that is not, with why.
+async fn config_status(State(ctx): State<Arc<Context>>) -> axum::Json<crate::reload::ConfigStatus> {
+    axum::Json(ctx.config_status())
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
