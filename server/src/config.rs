@@ -230,11 +230,14 @@ pub const EVENTS: &[&str] = &[
     "donePlay",
 ];
 
-/// The REST API under `/api/v1` on the HTTP port.
+/// The REST API under `/api/v1`, on the HTTP port or the admin port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     pub enabled: bool,
+    /// Where `/api/v1` is served: `public` (the HTTP and HTTPS ports, as Node-Media-Server
+    /// does) or `admin` (the admin port only, which is never on a public load balancer).
+    pub listener: ApiListener,
     /// Directory with one file per API user: file name = user name, content = an argon2 or
     /// scrypt PHC password hash (the layout of a mounted Kubernetes Secret). No users: only
     /// the unauthenticated routes answer.
@@ -251,10 +254,20 @@ pub struct ApiConfig {
     pub login_window_secs: u64,
 }
 
+/// The listener of the REST API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiListener {
+    #[default]
+    Public,
+    Admin,
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             enabled: true,
+            listener: ApiListener::Public,
             users_dir: None,
             users_file: None,
             jwt_secret_file: None,

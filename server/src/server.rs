@@ -163,6 +163,16 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf, start: Option
                 continue;
             }
         };
+        if config == current {
+            if let Err(why) = crate::reload::revision_ready(&config) {
+                // The Secret of the next revision came before its ConfigMap: the running
+                // config is still the one on disk, so keep it until the new one arrives.
+                debug!("{why}; the running config stays until its successor arrives");
+                refused = None;
+                last = fingerprint(&path, &[&current]);
+                continue;
+            }
+        }
         let applied = crate::reload::revision_ready(&config)
             .and_then(|()| load_policies(&config).map_err(|e| e.to_string()))
             .and_then(|p| {

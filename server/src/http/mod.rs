@@ -20,25 +20,32 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
+use crate::config::ApiListener;
 use crate::net::{FirstReadDeadline, StallGuard};
 use crate::server::Context;
 
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route("/{app}/{file}", get(flv::play).post(flv::push).options(flv::preflight))
-        .nest("/api/v1", crate::api::router(ctx.clone()))
-        .with_state(ctx)
+    let router = Router::new().route("/{app}/{file}", get(flv::play).post(flv::push).options(flv::preflight));
+    let router = match ctx.config.api.listener {
+        ApiListener::Public => router.nest("/api/v1", crate::api::router(ctx.clone())),
+        ApiListener::Admin => router,
+    };
+    router.with_state(ctx)
 }
 
 /// The admin router: probes (and metrics) kept off the public port.
 pub fn admin_router(ctx: Arc<Context>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/config-status", get(config_status))
-        .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .route("/metrics", get(metrics));
+    let router = match ctx.config.api.listener {
+        ApiListener::Admin => router.nest("/api/v1", crate::api::router(ctx.clone())),
+        ApiListener::Public => router,
+    };
+    router.with_state(ctx)
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoResponse {
