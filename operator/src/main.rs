@@ -84,6 +84,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let fleet = Fleet {
+        name: o.fleet.clone(),
+        serves_unlabelled: o.serve_unlabelled,
         namespace: o.namespace.clone(),
         config_map: o.config_map.clone(),
         secret: o.secret.clone(),
@@ -103,7 +105,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             ready: ready.clone(),
         },
     ));
-    info!(namespace = %o.namespace, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
+    info!(namespace = %o.namespace, fleet = %o.fleet, serve_unlabelled = o.serve_unlabelled, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
 
     let client = kube::Client::try_default()
         .await

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ferrocast"
 RELEASE = "ferrocast"
 NAMESPACE = "streaming"
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion, ">=1.N.0-0") and the newest
 # kubernetes-validate knows: every object must be valid on both.
-KUBE_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
+MIN_KUBE_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"].removeprefix(">=").removesuffix("-0")
+KUBE_VERSIONS = [MIN_KUBE_VERSION, kubernetes_validate.utils.latest_version()]
 
 # Named value sets: each is rendered, linted, validated and its base config checked.
 VALUE_SETS: dict[str, dict] = {

@@ -40,6 +40,8 @@ fn examples() -> Manifests {
 /// The fleet as the chart deploys it, its Secret mounted at `secrets_dir`.
 fn fleet(base: Config, secrets_dir: std::path::PathBuf) -> Fleet {
     Fleet {
+        name: "ferrocast".into(),
+        serves_unlabelled: true,
         namespace: NS.into(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),

@@ -24,6 +24,8 @@ pub fn workspace() -> PathBuf {
 
 pub fn fleet() -> Fleet {
     Fleet {
+        name: "ferrocast".into(),
+        serves_unlabelled: true,
         namespace: NS.into(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),
