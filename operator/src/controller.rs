@@ -415,8 +415,12 @@ fn ready(conditions: &[crate::crd::Condition]) -> Option<&crate::crd::Condition>
 /// Reconciles one MediaApp: the fleet, its Service, its status.
 pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.fleet.serves(&ma.metadata) {
-        // Labelled for another fleet: that fleet's operator reconciles it.
-        return Ok(Action::await_change());
+        // Labelled for another fleet: that fleet's operator reconciles it. The fleet that
+        // serves unlabelled resources says so when no such fleet runs here.
+        if ctx.fleet.serves_unlabelled {
+            report_outside_any_fleet(&ctx, &ma).await?;
+        }
+        return Ok(Action::requeue(RESYNC));
     }
     let _timer = ctx.metrics.time("MediaApp").start_timer();
     let name = ma.name_any();
@@ -459,6 +463,12 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     if shown.as_ref() != Some(&status) {
         patch_status::<MediaApp, _>(&ctx, &name, &status, &ctx.fleet.field_manager()).await?;
     }
+    match outcome.tls_not_after.filter(|_| outcome.tls_served) {
+        Some(t) => ctx.metrics.certificate_expiry.with_label_values(&[&name]).set(t),
+        None => {
+            let _ = ctx.metrics.certificate_expiry.remove_label_values(&[&name]);
+        }
+    }
     let reason = not_ready_reason(&status);
     ctx.metrics
         .mediaapp_ready
@@ -473,6 +483,52 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
         .and_then(crate::tls::renew_at)
         .map(|t| Duration::from_secs((t - inputs.now).max(60) as u64));
     Ok(Action::requeue(renew_in.map_or(RESYNC, |r| r.min(RESYNC))))
+}
+
+/// The fleets running in the namespace: the `ferrocast.io/fleet` labels of the operators'
+/// leader Leases.
+async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ctx.api();
+    let list = leases.list(&ListParams::default().labels(FLEET_LABEL)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|l| l.labels().get(FLEET_LABEL).cloned())
+        .collect())
+}
+
+/// A MediaApp labelled for a fleet that does not run in this namespace is served by nobody:
+/// say so in its status (`Ready: False`, reason `NoFleet`) and an event.
+async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Error> {
+    let Some(wanted) = ma.labels().get(FLEET_LABEL).cloned() else {
+        return Ok(());
+    };
+    let fleets = fleets_here(ctx).await?;
+    if fleets.contains(&wanted) {
+        return Ok(());
+    }
+    let message = format!(
+        "no Ferrocast fleet {wanted:?} runs in namespace {} (fleets here: {}); fix the {FLEET_LABEL} label",
+        ctx.fleet.namespace,
+        fleets.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let ready = render::condition(
+        previous,
+        "Ready",
+        "False",
+        "NoFleet",
+        message,
+        ma.metadata.generation,
+        (ctx.clock)(),
+    );
+    let before = ma.status.as_ref().and_then(|s| self::ready(&s.conditions));
+    if before.is_some_and(|b| b.reason == ready.reason && b.message == ready.message) {
+        return Ok(());
+    }
+    ctx.ready_event(ma, before, &ready).await;
+    let status = json!({"observedGeneration": ma.metadata.generation, "conditions": [ready]});
+    patch_status::<MediaApp, _>(ctx, &ma.name_any(), &status, &ctx.fleet.field_manager()).await
 }
 
 /// Reconciles one StreamAuth: the fleet (API users are fleet-wide) and its status.

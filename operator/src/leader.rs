@@ -29,6 +29,8 @@ pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    /// Labels of the Lease (its fleet), so the fleets of a namespace can be listed.
+    labels: std::collections::BTreeMap<String, String>,
     /// The Lease record last seen (holder, renewTime, resourceVersion) and when, by this
     /// replica's monotonic clock.
     observed: std::sync::Mutex<Option<(String, Instant)>>,
@@ -64,8 +66,16 @@ impl Elector {
             api,
             name: name.to_string(),
             identity: identity.to_string(),
+            labels: Default::default(),
             observed: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Labels the Lease with `fleet` (`ferrocast.io/fleet`), so other fleets see this one.
+    pub fn for_fleet(mut self, fleet: &str) -> Elector {
+        self.labels
+            .insert(crate::render::FLEET_LABEL.to_string(), fleet.to_string());
+        self
     }
 
     /// One round: create, renew or take over the Lease if we may. `now` is written into the
@@ -77,6 +87,7 @@ impl Elector {
                 let lease = Lease {
                     metadata: ObjectMeta {
                         name: Some(self.name.clone()),
+                        labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
@@ -125,6 +136,12 @@ impl Elector {
             return Ok(Round::Following(holder));
         }
         next.spec = Some(s);
+        if !self.labels.is_empty() {
+            next.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(self.labels.clone());
+        }
         match self.api.replace(&self.name, &PostParams::default(), &next).await {
             Ok(_) => Ok(Round::Leading),
             Err(e) if is_conflict(&e) => Ok(Round::Following("another candidate".into())),

@@ -135,11 +135,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
     }
     ready.store(true, Ordering::Relaxed);
 
-    let elector = Arc::new(Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &o.namespace),
-        &o.lease_name,
-        &o.identity,
-    ));
+    let elector = Arc::new(
+        Elector::new(
+            Api::<Lease>::namespaced(client.clone(), &o.namespace),
+            &o.lease_name,
+            &o.identity,
+        )
+        .for_fleet(&o.fleet),
+    );
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
     let campaign = {
         let (elector, gauge) = (elector.clone(), metrics.leader.clone());

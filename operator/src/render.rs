@@ -172,6 +172,8 @@ pub struct AppOutcome {
     pub served: bool,
     /// Its certificate is in the rendered config.
     pub tls_served: bool,
+    /// When its served certificate expires (Unix seconds), for the expiry metric and alert.
+    pub tls_not_after: Option<i64>,
     pub tls_hosts: Vec<String>,
     pub problems: Vec<Problem>,
     /// The Service the operator manages for it, if any.
@@ -598,13 +600,15 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         let tls_spec = spec.tls.as_ref().filter(|t| t.enabled);
         let mut tls_served = false;
         let mut tls_problems = Vec::new();
+        let mut tls_not_after = None;
         if let Some(t) = tls_spec {
             if t.secret_name.is_none() {
                 generated_certs.insert(name.clone(), t.hosts.clone());
             }
             if served {
                 match tls_files(&name, t.secret_name.as_deref(), &t.hosts, &src) {
-                    Ok((crt, key)) => {
+                    Ok((crt, key, expires)) => {
+                        tls_not_after = expires;
                         config.tls.certificates.push(CertificateConfig {
                             cert_file: fleet.secrets_dir.join(&crt.0),
                             key_file: fleet.secrets_dir.join(&key.0),
@@ -647,6 +651,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 app,
                 served,
                 tls_served,
+                tls_not_after,
                 tls_hosts: tls_spec.map(|t| t.hosts.clone()).unwrap_or_default(),
                 problems,
                 service_name: (wants_service && is_dns_label(&svc_name)).then_some(svc_name),
@@ -851,7 +856,7 @@ fn tls_files(
     secret_name: Option<&str>,
     hosts: &[String],
     src: &SecretSource,
-) -> Result<(File, File), Problem> {
+) -> Result<(File, File, Option<i64>), Problem> {
     let secret = match secret_name {
         Some(s) => s.to_string(),
         None => generated_cert_secret(media_app),
@@ -872,11 +877,12 @@ fn tls_files(
             .ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")))
     };
     let (crt, key) = (get("tls.crt")?, get("tls.key")?);
-    crate::tls::check_pair(&crt, &key, hosts)
+    let expires = crate::tls::check_pair(&crt, &key, hosts)
         .map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
     Ok((
         (flat_key(&["mediaapp", media_app, "tls.crt"])?, crt),
         (flat_key(&["mediaapp", media_app, "tls.key"])?, key),
+        expires,
     ))
 }
 

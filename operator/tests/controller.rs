@@ -897,6 +897,68 @@ async fn live_counts_are_written_alone_under_their_own_field_manager() {
     .expect("live counts written");
 }
 
+#[tokio::test]
+async fn a_mediaapp_labelled_for_a_fleet_that_runs_nowhere_is_told_so() {
+    let ma = media_app(
+        "metadata: {name: lost, labels: {ferrocast.io/fleet: ghost}}\nspec: {}",
+        10,
+    );
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let scenario = vec![
+        expect(
+            "GET",
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+            |_| {
+                (
+                    200,
+                    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
+                        {"metadata": {"name": "ferrocast-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "ferrocast"}}},
+                        {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                    ]}),
+                )
+            },
+        ),
+        event("NoFleet", "lost"),
+        status_patch("lost", |s| {
+            let ready = condition(s, "Ready");
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NoFleet"));
+            assert!(
+                ready.message.contains("\"ghost\"") && ready.message.contains("ferrocast, studio-b"),
+                "{}",
+                ready.message
+            );
+        }),
+    ];
+    // Nothing of the fleet is written for it: it is not this fleet's.
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
+#[tokio::test]
+async fn a_mediaapp_of_another_running_fleet_is_left_to_it() {
+    let ma = media_app(
+        "metadata: {name: theirs, labels: {ferrocast.io/fleet: studio-b}}\nspec: {}",
+        10,
+    );
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let scenario = vec![expect(
+        "GET",
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+        |_| {
+            (
+                200,
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
+                    {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                ]}),
+            )
+        },
+    )];
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
 mod leader {
     use super::*;
     use ferrocast_operator::leader::{Elector, Round};
@@ -914,7 +976,10 @@ mod leader {
     fn elector() -> (Elector, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api: Api<Lease> = Api::namespaced(Client::new(service, NS), NS);
-        (Elector::new(api, "ferrocast-operator", "operator-0"), handle)
+        (
+            Elector::new(api, "ferrocast-operator", "operator-0").for_fleet("ferrocast"),
+            handle,
+        )
     }
 
     fn now() -> k8s_openapi::jiff::Timestamp {
@@ -939,6 +1004,10 @@ mod leader {
                 expect("POST", format!("{LEASES}?"), |body| {
                     assert_eq!(body["spec"]["holderIdentity"], "operator-0");
                     assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+                    assert_eq!(
+                        body["metadata"]["labels"]["ferrocast.io/fleet"], "ferrocast",
+                        "other fleets find this one by its Lease"
+                    );
                     (201, body)
                 }),
             ],

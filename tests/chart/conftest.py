@@ -48,6 +48,10 @@ VALUE_SETS: dict[str, dict] = {
     "hpa": {"server": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                                        "targetMemoryUtilizationPercentage": 80}}},
     "crds-off": {"crds": {"enabled": False}},
+    "networkpolicy": {"networkPolicy": {"enabled": True, "metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
+    "second-release": {"fullnameOverride": "studio-b", "crds": {"enabled": False},
+                       "operator": {"serveUnlabelled": False}},
     "crds-not-kept": {"crds": {"keep": False}},
     "nodeport": {"server": {"service": {"type": "NodePort",
                                         "nodePorts": {"rtmp": 31935, "http": 30080}}}},
