@@ -76,7 +76,11 @@ VALUE_SETS: dict[str, dict] = {
         "commonLabels": {"team": "video"},
         "image": {"repository": "registry.example.com/ferrocast", "tag": "1.2.3"},
         "imagePullSecrets": [{"name": "regcred"}],
-        "operator": {"replicas": 2, "logJson": False, "extraEnv": [{"name": "RUST_LOG", "value": "debug"}]},
+        "operator": {"replicas": 2, "logJson": False, "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+                     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                    "whenUnsatisfiable": "ScheduleAnyway"}],
+                     "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+                     "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True}]},
         "server": {
             "replicas": 3,
             "ports": {"rtmp": 11935, "http": 18000, "admin": 19090, "rtmps": 11936, "https": 18443},

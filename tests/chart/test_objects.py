@@ -249,6 +249,11 @@ def test_tuned_values_reach_the_pods():
     assert env(c)["FERROCAST_CONFIG_MAP"] == "media-server-config"
     assert env(c)["FERROCAST_SERVER_ADMIN_PORT"] == "19090"
     assert env(c)["FERROCAST_FLEET"] == "media"
+    op_spec = op["spec"]["template"]["spec"]
+    (spread,) = op_spec["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in op_spec["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True} in c["volumeMounts"]
     server = one(objs, "Deployment", "media-server")
     assert server["spec"]["replicas"] == 3
     spec = server["spec"]["template"]["spec"]
