@@ -279,7 +279,7 @@ def test_operator_rbac_is_least_privilege():
         (("",), ("secrets",)): ["delete", "list", "patch", "watch"],
         (("",), ("services",)): ["delete", "get", "list", "patch", "watch"],
         (("",), ("pods",)): ["list"],
-        (("events.k8s.io",), ("events",)): ["create"],
+        (("events.k8s.io",), ("events",)): ["create", "patch"],
         (("coordination.k8s.io",), ("leases",)): ["create", "get", "list", "update"],
     }
     binding = one(objs, "RoleBinding", "ferrocast-operator")
