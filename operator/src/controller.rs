@@ -167,9 +167,8 @@ impl Context {
         names.extend(stream_auths.iter().flat_map(StreamAuth::secret_names));
         names.extend(media_apps.iter().flat_map(MediaApp::secret_names));
         let wants_api_key = stream_auths.iter().any(|s| s.spec.api_users.is_some());
-        if wants_api_key {
-            names.insert(self.fleet.secret.clone());
-        }
+        // The fleet Secret holds what is made once and kept: the revision salt, the API key.
+        names.insert(self.fleet.secret.clone());
         let mut secrets = BTreeMap::new();
         for name in names {
             let key = ObjectRef::new(&name).within(&self.fleet.namespace);
@@ -177,24 +176,26 @@ impl Context {
                 secrets.insert(name, (*s).clone());
             }
         }
-        // The API token key lives in the fleet Secret; made once, then kept.
-        let api_token_key = wants_api_key.then(|| {
+        let kept = |key: &str| {
             secrets
                 .get(&self.fleet.secret)
                 .and_then(|s| {
                     s.data
                         .as_ref()?
-                        .get(render::API_TOKEN_KEY)
+                        .get(key)
                         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
                 })
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect())
-        });
+        };
+        let api_token_key = wants_api_key.then(|| kept(render::API_TOKEN_KEY));
+        let revision_salt = Some(kept(render::REVISION_SALT_KEY));
         Ok(Inputs {
             media_apps,
             stream_auths,
             secrets,
             api_token_key,
+            revision_salt,
             now: (self.clock)(),
         })
     }

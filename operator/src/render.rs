@@ -35,6 +35,9 @@ pub const FLEET_LABEL: &str = "ferrocast.io/fleet";
 /// Fleet Secret key holding the revision of the rendered config (`revision.file`), so a
 /// server applies a config only once the secret files of the same revision have arrived.
 pub const REVISION_KEY: &str = "config.revision";
+/// Fleet Secret key of a random salt mixed into the revision, so the revision (in the
+/// ConfigMap, statuses and metrics) reveals nothing about the secret files it digests.
+pub const REVISION_SALT_KEY: &str = "config.revision-salt";
 /// Label on per-MediaApp objects (Service, generated certificate Secret): the MediaApp's name.
 pub const MEDIAAPP_LABEL: &str = "ferrocast.io/mediaapp";
 /// Label on generated certificate Secrets.
@@ -107,6 +110,8 @@ pub struct Inputs {
     pub secrets: BTreeMap<String, Secret>,
     /// The API token signing key to keep (from the current fleet Secret, or newly made).
     pub api_token_key: Option<String>,
+    /// The revision salt to keep (from the current fleet Secret, or newly made).
+    pub revision_salt: Option<String>,
     /// Unix seconds, for condition transition times.
     pub now: i64,
 }
@@ -675,6 +680,9 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
     }
 
+    if let Some(salt) = &inputs.revision_salt {
+        files.insert(REVISION_SALT_KEY.to_string(), salt.clone().into_bytes());
+    }
     let revision = revision_of(&config, &files);
     config.revision = RevisionConfig {
         id: Some(revision.clone()),

@@ -146,6 +146,12 @@ fn context_with(
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
     let metrics = Metrics::new();
+    // The fleet Secret as a previous sync left it: the revision salt is kept from there.
+    let mut secrets = secrets;
+    secrets.push(common::secret(
+        "ferrocast-server-secrets",
+        &[("config.revision-salt", common::REVISION_SALT)],
+    ));
     let mut ctx = Context::new(
         client,
         fleet(),
@@ -368,10 +374,11 @@ async fn create_applies_config_secret_service_then_reports_ready() {
         applied_secret(move |data| {
             assert_eq!(
                 data.keys().collect::<Vec<_>>(),
-                ["config.revision", "streamauth.studio.keys.yaml"]
+                ["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
             );
             assert_eq!(data["streamauth.studio.keys.yaml"], "cam1: k-cam1-SECRET\n");
             assert_eq!(data["config.revision"], want_revision);
+            assert_eq!(data["config.revision-salt"], common::REVISION_SALT, "the salt is kept");
         }),
         applied_configmap(move |c| {
             assert_eq!(c.apps.len(), 1);
@@ -483,7 +490,12 @@ async fn missing_secret_fails_closed_and_reports_why() {
     let ma = media_app(LIVE, 10);
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
     let mut scenario = vec![
-        applied_secret(|data| assert_eq!(data.keys().collect::<Vec<_>>(), ["config.revision"])),
+        applied_secret(|data| {
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                ["config.revision", "config.revision-salt"]
+            )
+        }),
         applied_configmap(|c| assert!(c.apps.is_empty(), "an app without its keys is not served")),
     ];
     scenario.extend(pruning(vec![], vec![]));
@@ -558,7 +570,7 @@ async fn deletion_rerenders_the_fleet_and_prunes_what_the_mediaapp_owned() {
         applied_secret(|data| {
             assert_eq!(
                 data.keys().collect::<Vec<_>>(),
-                ["config.revision"],
+                ["config.revision", "config.revision-salt"],
                 "the deleted app's files are gone"
             )
         }),

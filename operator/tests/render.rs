@@ -163,7 +163,10 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
         "the shared ConfigMap outlives any one MediaApp"
     );
     // Secret: the keys file, as the server parses it, and the revision it belongs to.
-    assert_eq!(o.secret_keys(), vec!["config.revision", "streamauth.studio.keys.yaml"]);
+    assert_eq!(
+        o.secret_keys(),
+        vec!["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
+    );
     assert_eq!(o.secret("config.revision"), c.revision.id.clone());
     let keys = ferrocast_server::auth::parse_keys_file(&o.secret("streamauth.studio.keys.yaml").unwrap()).unwrap();
     assert_eq!(
@@ -521,7 +524,10 @@ fn two_mediaapps_share_one_streamauth() {
         c.apps[0].publish.keys_file, c.apps[1].publish.keys_file,
         "one keys file for both"
     );
-    assert_eq!(o.secret_keys(), vec!["config.revision", "streamauth.studio.keys.yaml"]);
+    assert_eq!(
+        o.secret_keys(),
+        vec!["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
+    );
     assert_eq!(
         (o.reason("live"), o.reason("backup")),
         ("Ready", "Ready"),
@@ -724,7 +730,11 @@ fn an_empty_fleet_gets_a_config_that_serves_nothing() {
     let o = reconcile(&inputs(vec![], vec![], vec![]), None, &APPLIED);
     assert!(o.config().apps.is_empty(), "apps: [] refuses every stream");
     assert!(o.yaml().contains("apps: []"));
-    assert_eq!(o.secret_keys(), ["config.revision"], "only the revision");
+    assert_eq!(
+        o.secret_keys(),
+        ["config.revision", "config.revision-salt"],
+        "only the revision and its salt"
+    );
     assert!(o.desired.services.is_empty());
 }
 
@@ -1013,6 +1023,13 @@ fn the_revision_follows_config_and_secret_files_and_nothing_else() {
     assert_ne!(r(&base), r(&respecced), "a new config is");
     let o = reconcile(&base, None, &APPLIED);
     assert_eq!(o.config().revision.id, Some(o.desired.revision.clone()));
+    let mut resalted = base.clone();
+    resalted.revision_salt = Some("another fleet's salt".into());
+    assert_ne!(
+        r(&base),
+        r(&resalted),
+        "keyed by the fleet's secret salt: the revision tells nothing about secret files"
+    );
 }
 
 #[test]

@@ -61,6 +61,7 @@ fn inputs(m: &Manifests) -> Inputs {
             .map(|s| (s.metadata.name.clone().unwrap(), s.clone()))
             .collect(),
         api_token_key: Some("contract-test-api-token-key".into()),
+        revision_salt: Some("contract-test-revision-salt".into()),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
