@@ -15,6 +15,12 @@ USAGE:
 OPTIONS (each also read from the environment variable shown):
     --namespace NS            FERROCAST_NAMESPACE         namespace of the fleet and its resources
                                                           (default: $POD_NAMESPACE, else `default`)
+    --fleet NAME              FERROCAST_FLEET             the fleet's name: per-app Services are
+                                                          NAME-<mediaapp>, the field manager
+                                                          NAME-operator (default: ferrocast)
+    --serve-unlabelled BOOL   FERROCAST_SERVE_UNLABELLED  also serve MediaApps and StreamAuths
+                                                          without a ferrocast.io/fleet label
+                                                          (default: true; one fleet per namespace)
     --server-selector SEL     FERROCAST_SERVER_SELECTOR   labels of the server pods, k=v,k=v
                               (default: app.kubernetes.io/name=ferrocast,app.kubernetes.io/component=server)
     --config-map NAME         FERROCAST_CONFIG_MAP        (default: ferrocast-server-config)
@@ -33,6 +39,8 @@ OPTIONS (each also read from the environment variable shown):
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub namespace: String,
+    pub fleet: String,
+    pub serve_unlabelled: bool,
     pub server_selector: BTreeMap<String, String>,
     pub config_map: String,
     pub secret: String,
@@ -88,6 +96,8 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
     let mut args = args.into_iter();
     const VALUED: &[&str] = &[
         "--namespace",
+        "--fleet",
+        "--serve-unlabelled",
         "--server-selector",
         "--config-map",
         "--secret",
@@ -139,12 +149,36 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
     let log_json = log_json.unwrap_or_else(|| {
         env("FERROCAST_LOG_JSON").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
     });
+    let fleet = get("--fleet", "FERROCAST_FLEET").unwrap_or_else(|| "ferrocast".into());
+    // A DNS label of at most 40 characters, so `<fleet>-<mediaapp>` Service names fit.
+    if fleet.is_empty()
+        || fleet.len() > 40
+        || !fleet.starts_with(|c: char| c.is_ascii_lowercase())
+        || fleet.ends_with('-')
+        || !fleet
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "--fleet: {fleet:?} must be 1-40 lowercase letters, digits and -, starting with a letter"
+        ));
+    }
+    let serve_unlabelled = match get("--serve-unlabelled", "FERROCAST_SERVE_UNLABELLED") {
+        None => true,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => return Err(format!("--serve-unlabelled: {v:?} is not true or false")),
+        },
+    };
     let identity = env("POD_NAME")
         .filter(|v| !v.is_empty())
         .or_else(|| env("HOSTNAME").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| format!("ferrocast-operator-{}", std::process::id()));
     Ok(Command::Run(Box::new(Options {
         namespace,
+        fleet,
+        serve_unlabelled,
         server_selector,
         config_map: get("--config-map", "FERROCAST_CONFIG_MAP").unwrap_or_else(|| "ferrocast-server-config".into()),
         secret: get("--secret", "FERROCAST_SECRET").unwrap_or_else(|| "ferrocast-server-secrets".into()),
@@ -173,6 +207,7 @@ mod tests {
     fn defaults() {
         let o = run(&[], &[("POD_NAME", "op-0")]).unwrap();
         assert_eq!(o.namespace, "default");
+        assert_eq!((o.fleet.as_str(), o.serve_unlabelled), ("ferrocast", true));
         assert_eq!(
             selector_string(&o.server_selector),
             "app.kubernetes.io/component=server,app.kubernetes.io/name=ferrocast"
@@ -235,6 +270,8 @@ mod tests {
             (vec!["--server-selector", "app in (a,b)"], "key=value"),
             (vec!["--server-selector", "app!=x"], "equality"),
             (vec!["--server-selector", ","], "empty"),
+            (vec!["--fleet", "Media_1"], "lowercase"),
+            (vec!["--serve-unlabelled", "maybe"], "true or false"),
         ] {
             let err = run(&args, &[]).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

@@ -3,32 +3,36 @@
 //! apply, write statuses and events, and count it all in metrics.
 //!
 //! Every reconcile renders the whole fleet (one ConfigMap and one Secret are shared by all
-//! apps), so the fleet part is serialized behind one lock and always uses fresh inputs. A
-//! deleted MediaApp has nothing left to reconcile, so a small loop also re-renders the fleet
-//! on deletions and periodically; it prunes Services and generated certificates whose
-//! MediaApp is gone (owner references make Kubernetes do the same).
+//! apps), so the fleet part is serialized behind one lock; it writes only when the render
+//! changed. Reconciles follow spec changes only (the generation), never status writes, and
+//! read Secrets from a watch cache, so a status write costs no fleet sync. Secrets are applied
+//! before the ConfigMap that names them. A deleted MediaApp has nothing left to reconcile, so
+//! a small loop also re-renders the fleet on deletions and periodically; it prunes Services
+//! and generated certificates whose MediaApp is gone (owner references make Kubernetes do the
+//! same). The live loop polls the server pods: counts go to metrics and, at a bounded rate,
+//! to status under their own field manager; a change in whether the pods run the current
+//! config re-reconciles the MediaApps (`ConfigApplied`, `Ready`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::crd::{MediaApp, MediaAppStatus, StreamAuth, StreamAuthStatus};
-use crate::fleet::Live;
+use crate::crd::{MediaApp, MediaAppStatus, StreamAuth};
+use crate::fleet::{Live, Rollout};
 use crate::metrics::Metrics;
 use crate::render::{
-    self, Desired, Fleet, Inputs, FIELD_MANAGER, GENERATED_CERT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEDIAAPP_LABEL,
+    self, Desired, Fleet, Inputs, FLEET_LABEL, GENERATED_CERT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEDIAAPP_LABEL,
 };
 use crate::status::{media_app_status, not_ready_reason};
 use crate::Error;
@@ -37,9 +41,13 @@ use crate::Error;
 const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a failed reconcile.
 const RETRY: Duration = Duration::from_secs(15);
-/// How often the server pods' live counts are read.
+/// How often the server pods are read while they run the current config.
 pub const LIVE_POLL: Duration = Duration::from_secs(15);
-/// Per-pod timeout for reading live counts.
+/// How often they are read while a new config rolls out (so `Ready` follows within seconds).
+pub const ROLLOUT_POLL: Duration = Duration::from_secs(2);
+/// At most one live-count status write per MediaApp in this time.
+pub const LIVE_STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// Per-pod timeout for reading a pod's metrics.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every reconcile shares.
@@ -48,11 +56,20 @@ pub struct Context {
     pub fleet: Fleet,
     pub media_apps: Store<MediaApp>,
     pub stream_auths: Store<StreamAuth>,
+    /// The namespace's Secrets, from a watch (Helm release records left out).
+    pub secrets: Store<Secret>,
     pub metrics: Metrics,
     pub recorder: Recorder,
-    /// The last live counts; `None` until the first poll.
+    /// The last poll of the server pods; `None` until the first poll after the current
+    /// config was written.
     pub live: RwLock<Option<Live>>,
-    fleet_lock: tokio::sync::Mutex<()>,
+    /// The fleet lock; holds what was last applied (the render's revision and the objects
+    /// it wants), so an unchanged render writes nothing.
+    applied: tokio::sync::Mutex<Option<String>>,
+    /// The revision of the config last written.
+    revision: RwLock<String>,
+    /// Wakes the live loop when a new revision was written.
+    poll_now: tokio::sync::Notify,
     /// Unix seconds; a function so tests can fix the clock.
     pub clock: fn() -> i64,
 }
@@ -69,11 +86,12 @@ impl Context {
         fleet: Fleet,
         media_apps: Store<MediaApp>,
         stream_auths: Store<StreamAuth>,
+        secrets: Store<Secret>,
         metrics: Metrics,
         identity: &str,
     ) -> Context {
         let reporter = Reporter {
-            controller: FIELD_MANAGER.into(),
+            controller: fleet.field_manager(),
             instance: Some(identity.to_string()),
         };
         Context {
@@ -82,11 +100,29 @@ impl Context {
             fleet,
             media_apps,
             stream_auths,
+            secrets,
             metrics,
             live: RwLock::new(None),
-            fleet_lock: tokio::sync::Mutex::new(()),
+            applied: tokio::sync::Mutex::new(None),
+            revision: RwLock::new(String::new()),
+            poll_now: tokio::sync::Notify::new(),
             clock: system_now,
         }
+    }
+
+    /// The revision of the config last written (empty before the first sync).
+    pub fn revision(&self) -> String {
+        self.revision.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the server pods run the current config, from the last poll.
+    pub fn rollout(&self) -> Rollout {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        crate::fleet::rollout(&self.revision(), live.as_ref())
+    }
+
+    fn apply_params(&self) -> PatchParams {
+        PatchParams::apply(&self.fleet.field_manager()).force()
     }
 
     fn api<K>(&self) -> Api<K>
@@ -99,45 +135,67 @@ impl Context {
         Api::namespaced(self.client.clone(), &self.fleet.namespace)
     }
 
-    /// Reads the render's inputs: resources from the caches, referenced Secrets from the API
-    /// (in name order; a missing one is simply absent).
+    /// Reads the render's inputs, all from the watch caches: this fleet's resources and the
+    /// Secrets they reference (a missing one is simply absent). Waits until the caches have
+    /// listed once, so a starting operator never renders from empty caches.
     pub async fn gather(&self) -> Result<Inputs, Error> {
-        let mut media_apps: Vec<MediaApp> = self.media_apps.state().iter().map(|a| (**a).clone()).collect();
+        let ready = async {
+            let _ = tokio::join!(
+                self.media_apps.wait_until_ready(),
+                self.stream_auths.wait_until_ready(),
+                self.secrets.wait_until_ready()
+            );
+        };
+        ready.await;
+        let mut media_apps: Vec<MediaApp> = self
+            .media_apps
+            .state()
+            .iter()
+            .filter(|a| self.fleet.serves(&a.metadata))
+            .map(|a| (**a).clone())
+            .collect();
         media_apps.sort_by_key(|a| a.metadata.name.clone());
-        let mut stream_auths: Vec<StreamAuth> = self.stream_auths.state().iter().map(|a| (**a).clone()).collect();
+        let mut stream_auths: Vec<StreamAuth> = self
+            .stream_auths
+            .state()
+            .iter()
+            .filter(|a| self.fleet.serves(&a.metadata))
+            .map(|a| (**a).clone())
+            .collect();
         stream_auths.sort_by_key(|a| a.metadata.name.clone());
         let mut names: BTreeSet<String> = BTreeSet::new();
         names.extend(stream_auths.iter().flat_map(StreamAuth::secret_names));
         names.extend(media_apps.iter().flat_map(MediaApp::secret_names));
         let wants_api_key = stream_auths.iter().any(|s| s.spec.api_users.is_some());
-        if wants_api_key {
-            names.insert(self.fleet.secret.clone());
-        }
-        let api: Api<Secret> = self.api();
+        // The fleet Secret holds what is made once and kept: the revision salt, the API key.
+        names.insert(self.fleet.secret.clone());
         let mut secrets = BTreeMap::new();
         for name in names {
-            if let Some(s) = api.get_opt(&name).await? {
-                secrets.insert(name, s);
+            let key = ObjectRef::new(&name).within(&self.fleet.namespace);
+            if let Some(s) = self.secrets.get(&key) {
+                secrets.insert(name, (*s).clone());
             }
         }
-        // The API token key lives in the fleet Secret; made once, then kept.
-        let api_token_key = wants_api_key.then(|| {
+        let kept = |key: &str| {
             secrets
                 .get(&self.fleet.secret)
                 .and_then(|s| {
                     s.data
                         .as_ref()?
-                        .get(render::API_TOKEN_KEY)
+                        .get(key)
                         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
                 })
                 .filter(|k| !k.is_empty())
                 .unwrap_or_else(|| rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect())
-        });
+        };
+        let api_token_key = wants_api_key.then(|| kept(render::API_TOKEN_KEY));
+        let revision_salt = Some(kept(render::REVISION_SALT_KEY));
         Ok(Inputs {
             media_apps,
             stream_auths,
             secrets,
             api_token_key,
+            revision_salt,
             now: (self.clock)(),
         })
     }
@@ -180,11 +238,14 @@ impl Context {
             secret.metadata.annotations = Some(annotations);
             secret.metadata.labels = Some(BTreeMap::from([
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (FLEET_LABEL.to_string(), self.fleet.name.clone()),
                 (MEDIAAPP_LABEL.to_string(), name.clone()),
                 (GENERATED_CERT_LABEL.to_string(), "true".to_string()),
             ]));
             secret.metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
-            let applied = api.patch(&secret_name, &apply_params(), &Patch::Apply(&secret)).await?;
+            let applied = api
+                .patch(&secret_name, &self.apply_params(), &Patch::Apply(&secret))
+                .await?;
             info!(mediaapp = %name, reason = why, "self-signed certificate generated");
             self.event(
                 ma,
@@ -202,24 +263,44 @@ impl Context {
         Ok(())
     }
 
-    /// Renders the fleet and applies its ConfigMap and Secret; prunes what no MediaApp wants.
-    pub async fn sync_fleet(&self) -> Result<(Inputs, Desired), Error> {
-        let _one_at_a_time = self.fleet_lock.lock().await;
+    /// Renders the fleet; when the render changed since the last write (or `force`), applies
+    /// its Secret, then the ConfigMap that names the Secret's files, and prunes what no
+    /// MediaApp wants.
+    pub async fn sync_fleet(&self, force: bool) -> Result<(Inputs, Desired), Error> {
+        let mut applied = self.applied.lock().await;
         let mut inputs = self.gather().await?;
         self.ensure_certificates(&mut inputs).await?;
         let desired = render::render(&self.fleet, &inputs)?;
-        let cms: Api<ConfigMap> = self.api();
-        cms.patch(
-            &self.fleet.config_map,
-            &apply_params(),
-            &Patch::Apply(&desired.config_map),
-        )
-        .await?;
-        let secrets: Api<Secret> = self.api();
-        secrets
-            .patch(&self.fleet.secret, &apply_params(), &Patch::Apply(&desired.secret))
+        let key = format!(
+            "{} {:?} {:?}",
+            desired.revision,
+            desired.services.keys().collect::<Vec<_>>(),
+            desired.generated_certs.keys().collect::<Vec<_>>()
+        );
+        if force || applied.as_deref() != Some(key.as_str()) {
+            // The Secret first: a server that sees the new config finds its files (and the
+            // config's revision file makes it wait for them if the kubelet is slower).
+            let secrets: Api<Secret> = self.api();
+            secrets
+                .patch(&self.fleet.secret, &self.apply_params(), &Patch::Apply(&desired.secret))
+                .await?;
+            let cms: Api<ConfigMap> = self.api();
+            cms.patch(
+                &self.fleet.config_map,
+                &self.apply_params(),
+                &Patch::Apply(&desired.config_map),
+            )
             .await?;
-        self.prune(&desired).await?;
+            self.prune(&desired).await?;
+            let mut revision = self.revision.write().unwrap_or_else(|e| e.into_inner());
+            if *revision != desired.revision {
+                info!(revision = %desired.revision, "server config written");
+                // Poll the pods soon, so Ready follows the rollout within seconds.
+                self.poll_now.notify_one();
+            }
+            *revision = desired.revision.clone();
+            *applied = Some(key);
+        }
         self.metrics.managed_objects.with_label_values(&["ConfigMap"]).set(1);
         self.metrics
             .managed_objects
@@ -235,7 +316,8 @@ impl Context {
     /// Deletes managed Services and generated certificates that the render no longer wants.
     async fn prune(&self, desired: &Desired) -> Result<(), Error> {
         let services: Api<Service> = self.api();
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{MEDIAAPP_LABEL}");
+        let fleet = &self.fleet.name;
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={fleet},{MEDIAAPP_LABEL}");
         for svc in services.list(&ListParams::default().labels(&selector)).await? {
             let owner = svc.labels().get(MEDIAAPP_LABEL).cloned().unwrap_or_default();
             let wanted = desired
@@ -249,7 +331,7 @@ impl Context {
             }
         }
         let secrets: Api<Secret> = self.api();
-        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{GENERATED_CERT_LABEL}");
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={fleet},{GENERATED_CERT_LABEL}");
         for s in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
             let owner = s.labels().get(MEDIAAPP_LABEL).cloned().unwrap_or_default();
             if !desired.generated_certs.contains_key(&owner) {
@@ -290,7 +372,8 @@ impl Context {
         after: &crate::crd::Condition,
     ) {
         let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
-        if !changed {
+        // A rollout in progress is routine: the status says it, an event would be noise.
+        if !changed || after.reason == "ConfigPending" {
             return;
         }
         if after.status == "True" {
@@ -315,10 +398,6 @@ impl Context {
     }
 }
 
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
-}
-
 async fn delete_ignoring_absent<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -336,9 +415,17 @@ fn ready(conditions: &[crate::crd::Condition]) -> Option<&crate::crd::Condition>
 
 /// Reconciles one MediaApp: the fleet, its Service, its status.
 pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.fleet.serves(&ma.metadata) {
+        // Labelled for another fleet: that fleet's operator reconciles it. The fleet that
+        // serves unlabelled resources says so when no such fleet runs here.
+        if ctx.fleet.serves_unlabelled {
+            report_outside_any_fleet(&ctx, &ma).await?;
+        }
+        return Ok(Action::requeue(RESYNC));
+    }
     let _timer = ctx.metrics.time("MediaApp").start_timer();
     let name = ma.name_any();
-    let (inputs, desired) = ctx.sync_fleet().await?;
+    let (inputs, desired) = ctx.sync_fleet(false).await?;
     let Some(outcome) = desired.apps.get(&name) else {
         // Not in the cache yet (or just deleted): the next event brings it.
         return Ok(Action::requeue(RETRY));
@@ -346,23 +433,42 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     let observed = match desired.services.get(&name) {
         Some(svc) => {
             let api: Api<Service> = ctx.api();
-            let svc_name = render::service_name(&name);
+            let svc_name = ctx.fleet.service_name(&name);
             match api.get_opt(&svc_name).await? {
                 // Someone else's Service with our name: never take it over (status says so).
                 Some(existing) if !crate::status::is_managed_service(&existing, &name) => Some(existing),
-                _ => Some(api.patch(&svc_name, &apply_params(), &Patch::Apply(svc)).await?),
+                _ => Some(api.patch(&svc_name, &ctx.apply_params(), &Patch::Apply(svc)).await?),
             }
         }
         None => None,
     };
-    let live = ctx.live.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let status = media_app_status(&ctx.fleet, &ma, outcome, observed.as_ref(), live.as_ref(), inputs.now);
+    let status = media_app_status(
+        &ctx.fleet,
+        &ma,
+        outcome,
+        observed.as_ref(),
+        &ctx.rollout(),
+        &desired.revision,
+        inputs.now,
+    );
     let before = ma.status.as_ref().and_then(|s| ready(&s.conditions));
     if let Some(after) = ready(&status.conditions) {
         ctx.ready_event(ma.as_ref(), before, after).await;
     }
-    if ma.status.as_ref() != Some(&status) {
-        patch_status::<MediaApp, MediaAppStatus>(&ctx, &name, &status).await?;
+    // Live counts are the live loop's; only the rest is compared and written here.
+    let shown = ma.status.clone().map(|s| MediaAppStatus {
+        live_streams: None,
+        sessions: None,
+        ..s
+    });
+    if shown.as_ref() != Some(&status) {
+        patch_status::<MediaApp, _>(&ctx, &name, &status, &ctx.fleet.field_manager()).await?;
+    }
+    match outcome.tls_not_after.filter(|_| outcome.tls_served) {
+        Some(t) => ctx.metrics.certificate_expiry.with_label_values(&[&name]).set(t),
+        None => {
+            let _ = ctx.metrics.certificate_expiry.remove_label_values(&[&name]);
+        }
     }
     let reason = not_ready_reason(&status);
     ctx.metrics
@@ -380,11 +486,60 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(renew_in.map_or(RESYNC, |r| r.min(RESYNC))))
 }
 
+/// The fleets running in the namespace: the `ferrocast.io/fleet` labels of the operators'
+/// leader Leases.
+async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ctx.api();
+    let list = leases.list(&ListParams::default().labels(FLEET_LABEL)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|l| l.labels().get(FLEET_LABEL).cloned())
+        .collect())
+}
+
+/// A MediaApp labelled for a fleet that does not run in this namespace is served by nobody:
+/// say so in its status (`Ready: False`, reason `NoFleet`) and an event.
+async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Error> {
+    let Some(wanted) = ma.labels().get(FLEET_LABEL).cloned() else {
+        return Ok(());
+    };
+    let fleets = fleets_here(ctx).await?;
+    if fleets.contains(&wanted) {
+        return Ok(());
+    }
+    let message = format!(
+        "no Ferrocast fleet {wanted:?} runs in namespace {} (fleets here: {}); fix the {FLEET_LABEL} label",
+        ctx.fleet.namespace,
+        fleets.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
+    let ready = render::condition(
+        previous,
+        "Ready",
+        "False",
+        "NoFleet",
+        message,
+        ma.metadata.generation,
+        (ctx.clock)(),
+    );
+    let before = ma.status.as_ref().and_then(|s| self::ready(&s.conditions));
+    if before.is_some_and(|b| b.reason == ready.reason && b.message == ready.message) {
+        return Ok(());
+    }
+    ctx.ready_event(ma, before, &ready).await;
+    let status = json!({"observedGeneration": ma.metadata.generation, "conditions": [ready]});
+    patch_status::<MediaApp, _>(ctx, &ma.name_any(), &status, &ctx.fleet.field_manager()).await
+}
+
 /// Reconciles one StreamAuth: the fleet (API users are fleet-wide) and its status.
 pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.fleet.serves(&sa.metadata) {
+        return Ok(Action::await_change());
+    }
     let _timer = ctx.metrics.time("StreamAuth").start_timer();
     let name = sa.name_any();
-    let (_, desired) = ctx.sync_fleet().await?;
+    let (_, desired) = ctx.sync_fleet(false).await?;
     let Some(status) = desired.stream_auths.get(&name) else {
         return Ok(Action::requeue(RETRY));
     };
@@ -393,7 +548,7 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
         ctx.ready_event(sa.as_ref(), before, after).await;
     }
     if sa.status.as_ref() != Some(status) {
-        patch_status::<StreamAuth, StreamAuthStatus>(&ctx, &name, status).await?;
+        patch_status::<StreamAuth, _>(&ctx, &name, status, &ctx.fleet.field_manager()).await?;
     }
     let reason = status
         .conditions
@@ -404,7 +559,7 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
     Ok(Action::requeue(RESYNC))
 }
 
-async fn patch_status<K, S>(ctx: &Context, name: &str, status: &S) -> Result<(), Error>
+async fn patch_status<K, S>(ctx: &Context, name: &str, status: &S, field_manager: &str) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -418,8 +573,44 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &apply_params(), &Patch::Apply(&body)).await?;
+    api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&body))
+        .await?;
     Ok(())
+}
+
+/// Writes a MediaApp's live counts into its status under the live field manager (the
+/// reconcile's fields are left alone, and no reconcile follows: reconciles follow the
+/// generation).
+pub async fn write_live_counts(ctx: &Context, ma: &MediaApp, live: &Live) -> Result<(), Error> {
+    let (streams, sessions) = crate::status::live_counts(live, &ma.app_name());
+    let status = json!({"liveStreams": streams, "sessions": sessions});
+    patch_status::<MediaApp, _>(ctx, &ma.name_any(), &status, &ctx.fleet.live_field_manager()).await
+}
+
+/// MediaApp and StreamAuth events that can change what the operator renders: creation, spec
+/// changes (a new `metadata.generation`), label changes (which fleet serves it) and deletion
+/// marks. Status writes, the operator's own included, pass no event, so they never cause a
+/// reconcile or a fleet sync.
+pub fn spec_changes<K, S>(stream: S) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Clone + Send + 'static,
+    S: futures::Stream<Item = Result<K, watcher::Error>> + Send,
+{
+    stream.predicate_filter(
+        |o: &K| {
+            use std::hash::{Hash, Hasher};
+            let meta = o.meta();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                meta.generation,
+                meta.labels.as_ref().and_then(|l| l.get(FLEET_LABEL)),
+                meta.deletion_timestamp.is_some(),
+            )
+                .hash(&mut h);
+            Some(h.finish())
+        },
+        PredicateConfig::default(),
+    )
 }
 
 pub fn error_policy_media_app(ma: Arc<MediaApp>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -474,8 +665,28 @@ pub fn stream_auths_for_media_app(ma: &MediaApp, stream_auths: &[Arc<StreamAuth>
         .collect()
 }
 
-/// Reads live counts from the server pods, publishes them as metrics and triggers a
-/// reconcile of every MediaApp whose counts in status are out of date.
+/// The server pods to poll: running and ready (a pod that is not ready serves no client and
+/// is not waited for), with their admin address.
+pub fn ready_pods(pods: &[Pod], admin_port: u16) -> Vec<(String, std::net::SocketAddr)> {
+    pods.iter()
+        .filter(|p| {
+            let status = p.status.as_ref();
+            status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse::<std::net::IpAddr>().ok()?;
+            Some((p.name_any(), std::net::SocketAddr::new(ip, admin_port)))
+        })
+        .collect()
+}
+
+/// Polls the ready server pods: live counts go to metrics and, when changed and at most once
+/// per [`LIVE_STATUS_INTERVAL`] per MediaApp, to status; when whether the pods run the
+/// current config changes, every MediaApp is reconciled (for `ConfigApplied` and `Ready`).
+/// Polls every [`LIVE_POLL`], or every [`ROLLOUT_POLL`] while a config rolls out.
 pub async fn live_loop(
     ctx: Arc<Context>,
     server_admin_port: u16,
@@ -484,18 +695,14 @@ pub async fn live_loop(
     let pods: Api<Pod> = ctx.api();
     let selector = crate::cli::selector_string(&ctx.fleet.selector);
     let mut trigger = trigger;
+    let mut last_rollout: Option<Rollout> = None;
+    let mut written: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
         match pods.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => {
-                let addrs: Vec<std::net::SocketAddr> = list
-                    .items
-                    .iter()
-                    .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-                    .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse::<std::net::IpAddr>().ok())
-                    .map(|ip| std::net::SocketAddr::new(ip, server_admin_port))
-                    .collect();
-                let live = crate::fleet::poll(&addrs, LIVE_TIMEOUT).await;
-                for ma in ctx.media_apps.state() {
+                let live = crate::fleet::poll(&ready_pods(&list.items, server_admin_port), LIVE_TIMEOUT).await;
+                *ctx.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+                for ma in ctx.media_apps.state().iter().filter(|m| ctx.fleet.serves(&m.metadata)) {
                     let name = ma.name_any();
                     let counts = live.app(&ma.app_name());
                     ctx.metrics
@@ -511,27 +718,39 @@ pub async fn live_loop(
                         .with_label_values(&[&name, "player"])
                         .set(counts.players);
                     let shown = ma.status.as_ref().map(|s| (s.live_streams, s.sessions.clone()));
-                    let now = (
-                        Some(counts.streams),
-                        Some(crate::crd::SessionCounts {
-                            publishers: counts.publishers,
-                            players: counts.players,
-                        }),
-                    );
-                    if shown.as_ref() != Some(&now) {
-                        let _ = trigger.try_send(ObjectRef::from_obj(ma.as_ref()));
+                    let (streams, sessions) = crate::status::live_counts(&live, &ma.app_name());
+                    let due = written.get(&name).is_none_or(|t| t.elapsed() >= LIVE_STATUS_INTERVAL);
+                    if due && shown != Some((Some(streams), Some(sessions))) {
+                        written.insert(name.clone(), Instant::now());
+                        if let Err(e) = write_live_counts(&ctx, ma, &live).await {
+                            warn!(mediaapp = %name, "cannot write live counts: {e}");
+                        }
                     }
                 }
-                *ctx.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                let rollout = ctx.rollout();
+                if last_rollout.as_ref() != Some(&rollout) {
+                    for ma in ctx.media_apps.state().iter().filter(|m| ctx.fleet.serves(&m.metadata)) {
+                        let _ = trigger.try_send(ObjectRef::from_obj(ma.as_ref()));
+                    }
+                    last_rollout = Some(rollout);
+                }
             }
-            Err(e) => warn!("cannot list the server pods for live counts: {e}"),
+            Err(e) => warn!("cannot list the server pods: {e}"),
         }
-        tokio::time::sleep(LIVE_POLL).await;
+        let pause = match last_rollout {
+            Some(Rollout::Applied { .. }) => LIVE_POLL,
+            _ => ROLLOUT_POLL,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = ctx.poll_now.notified() => {}
+        }
     }
 }
 
 /// Re-renders the fleet at start, whenever a MediaApp or StreamAuth is deleted, and
-/// periodically, so the shared ConfigMap and Secret never keep a deleted app.
+/// periodically (forced: drift repair), so the shared ConfigMap and Secret never keep a
+/// deleted app.
 pub async fn fleet_loop(ctx: Arc<Context>) {
     let notify = Arc::new(tokio::sync::Notify::new());
     let deletions = |api_stream: futures::stream::BoxStream<'static, Option<String>>,
@@ -561,19 +780,23 @@ pub async fn fleet_loop(ctx: Arc<Context>) {
         .boxed();
     tokio::spawn(deletions(ma_events, notify.clone(), ctx.metrics.clone()));
     tokio::spawn(deletions(sa_events, notify.clone(), ctx.metrics.clone()));
+    let mut force = true;
     loop {
-        if let Err(e) = ctx.sync_fleet().await {
+        if let Err(e) = ctx.sync_fleet(force).await {
             // MediaApp and StreamAuth reconciles hit the same error and count it.
             warn!("fleet sync failed: {e}");
             tokio::time::sleep(RETRY).await;
             continue;
         }
         tokio::select! {
-            _ = notify.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = notify.notified() => force = false,
+            _ = tokio::time::sleep(RESYNC) => force = true,
         }
     }
 }
+
+/// Helm keeps release records as Secrets of this type; the operator never needs them.
+const NOT_HELM_RELEASES: &str = "type!=helm.sh/release.v1";
 
 /// Runs both controllers and the fleet and live loops until `shutdown` resolves.
 pub async fn run(
@@ -587,54 +810,78 @@ pub async fn run(
     let ns = fleet.namespace.clone();
     let media_apps: Api<MediaApp> = Api::namespaced(client.clone(), &ns);
     let stream_auths: Api<StreamAuth> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
 
-    let sa_controller = Controller::new(stream_auths.clone(), watcher::Config::default());
-    let sa_store = sa_controller.store();
-    let ma_controller = Controller::new(media_apps.clone(), watcher::Config::default());
-    let ma_store = ma_controller.store();
-
-    let (trigger_tx, trigger_rx) = futures::channel::mpsc::channel(256);
-    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
-    // Secrets are watched by metadata only: names are all the mapping needs, and secret
-    // values then never travel to the operator just for a trigger.
-    let secret_events = |api: Api<PartialObjectMeta<Secret>>| {
-        watcher(api, watcher::Config::default())
+    let (ma_store, ma_writer) = reflector::store::<MediaApp>();
+    let (sa_store, sa_writer) = reflector::store::<StreamAuth>();
+    let (secret_store, secret_writer) = reflector::store::<Secret>();
+    let ma_stream = spec_changes(
+        watcher(media_apps.clone(), watcher::Config::default())
             .default_backoff()
-            .touched_objects()
-    };
+            .reflect(ma_writer)
+            .applied_objects(),
+    );
+    let sa_stream = spec_changes(
+        watcher(stream_auths.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(sa_writer)
+            .applied_objects(),
+    );
+    // One Secret watch fills the cache the render reads and triggers the resources that
+    // reference a changed Secret.
+    let (ma_trigger_tx, ma_trigger_rx) = futures::channel::mpsc::channel(256);
+    let (sa_trigger_tx, sa_trigger_rx) = futures::channel::mpsc::channel(256);
+    let secret_events = watcher(secrets, watcher::Config::default().fields(NOT_HELM_RELEASES))
+        .default_backoff()
+        .reflect(secret_writer)
+        .touched_objects();
+    {
+        let (mas, sas) = (ma_store.clone(), sa_store.clone());
+        let (mut ma_tx, mut sa_tx) = (ma_trigger_tx.clone(), sa_trigger_tx);
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(secret_events);
+            while let Some(e) = events.next().await {
+                let Ok(secret) = e else { continue };
+                let name = secret.name_any();
+                for r in media_apps_for_secret(&name, &mas.state(), &sas.state()) {
+                    let _ = ma_tx.try_send(r);
+                }
+                for a in sas.state().iter().filter(|a| a.secret_names().contains(&name)) {
+                    let _ = sa_tx.try_send(ObjectRef::from_obj(a.as_ref()));
+                }
+            }
+        });
+    }
 
+    let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={}", fleet.name);
     let (mas, sas) = (ma_store.clone(), sa_store.clone());
-    let (mas2, sas2) = (ma_store.clone(), sa_store.clone());
-    let ma_controller = ma_controller
+    let sa_changes = spec_changes(
+        watcher(stream_auths.clone(), watcher::Config::default())
+            .default_backoff()
+            .touched_objects(),
+    );
+    let ma_controller = Controller::for_stream(ma_stream, ma_store.clone())
         .owns(services, watcher::Config::default().labels(&managed))
-        .watches(stream_auths.clone(), watcher::Config::default(), move |sa| {
+        .watches_stream(sa_changes, move |sa| {
             media_apps_for_stream_auth(&sa.name_any(), &mas.state())
         })
-        .watches_stream(secret_events(secrets.clone()), move |s| {
-            media_apps_for_secret(&s.name_any(), &mas2.state(), &sas.state())
-        })
-        .reconcile_on(trigger_rx);
-    let sas3 = sa_store.clone();
-    let sa_controller = sa_controller
-        .watches(media_apps.clone(), watcher::Config::default(), move |ma| {
-            stream_auths_for_media_app(&ma, &sas2.state())
-        })
-        .watches_stream(secret_events(secrets), move |s| {
-            let name = s.name_any();
-            sas3.state()
-                .iter()
-                .filter(|a| a.secret_names().contains(&name))
-                .map(|a| ObjectRef::from_obj(a.as_ref()))
-                .collect::<Vec<_>>()
-        });
+        .reconcile_on(ma_trigger_rx);
+    let ma_changes = spec_changes(
+        watcher(media_apps.clone(), watcher::Config::default())
+            .default_backoff()
+            .touched_objects(),
+    );
+    let sa_controller = Controller::for_stream(sa_stream, sa_store.clone())
+        .watches_stream(ma_changes, move |ma| stream_auths_for_media_app(&ma, &sas.state()))
+        .reconcile_on(sa_trigger_rx);
 
     let ctx = Arc::new(Context::new(
         client,
         fleet,
         ma_store.clone(),
         sa_store.clone(),
+        secret_store.clone(),
         metrics,
         identity,
     ));
@@ -661,9 +908,16 @@ pub async fn run(
     let loops = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let _ = tokio::join!(ma_store.wait_until_ready(), sa_store.wait_until_ready());
+            let _ = tokio::join!(
+                ma_store.wait_until_ready(),
+                sa_store.wait_until_ready(),
+                secret_store.wait_until_ready()
+            );
             info!("caches synced; reconciling");
-            tokio::join!(fleet_loop(ctx.clone()), live_loop(ctx, server_admin_port, trigger_tx));
+            tokio::join!(
+                fleet_loop(ctx.clone()),
+                live_loop(ctx, server_admin_port, ma_trigger_tx)
+            );
         })
     };
     tokio::spawn(async move {

@@ -19,6 +19,27 @@ use serde_json::Value;
 pub const GROUP: &str = "ferrocast.io";
 pub const VERSION: &str = "v1alpha1";
 
+/// The oldest Kubernetes (major, minor) the CRDs, the operator and the chart support: the one
+/// source for it. CEL's IP/CIDR library (`isCIDR`, `isIP`) may be used in CRD rules from 1.31
+/// on. Chart.yaml's `kubeVersion` and every "Kubernetes 1.x" claim in the docs follow this
+/// (tests/crds.rs checks both, and that every CEL function in [`CEL_RULES`] exists there).
+pub const MIN_KUBERNETES: (u32, u32) = (1, 31);
+
+/// CEL library functions the apiserver accepts in CRD rules only from a given minor version
+/// on (the Kubernetes CEL libraries; the standard CEL macros and `matches` are older than any
+/// supported version).
+pub const CEL_FUNCTIONS_SINCE: &[(&str, u32)] = &[
+    ("isCIDR", 31),
+    ("cidr", 31),
+    ("isIP", 31),
+    ("ip", 31),
+    ("isQuantity", 29),
+    ("quantity", 29),
+    ("isSemver", 33),
+    ("semver", 33),
+    ("format", 32),
+];
+
 /// A live-streaming application served by the Ferrocast fleet: its RTMP app path, who may
 /// publish and play, TLS, lifecycle webhooks, and the Service that exposes it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -82,14 +103,6 @@ pub struct MediaAppSpec {
     /// Keep the latest GOP so new players start at once.
     #[serde(default = "default_true")]
     pub gop_cache: bool,
-    /// Client CIDRs (or single addresses) allowed to publish and play; empty allows all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
-    pub allow: Vec<String>,
-    /// Client CIDRs refused, checked after `allow`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
-    pub deny: Vec<String>,
     /// RTMPS and HTTPS/WSS for this app's host names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
@@ -115,11 +128,28 @@ pub struct AccessPolicy {
     /// `token` (JWT in `?token=`).
     #[serde(default)]
     pub auth: AuthMode,
-    /// Name of the StreamAuth (same namespace) holding the credentials; required unless
-    /// `auth` is `none`.
+    /// The StreamAuth (same namespace) holding the credentials; required unless `auth` is
+    /// `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
-    pub auth_ref: Option<String>,
+    pub auth_ref: Option<AuthRef>,
+    /// Client CIDRs (or single addresses) allowed for this action; empty allows all. Lists
+    /// are per action, so a studio-only publish list can sit next to public play.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
+    pub allow: Vec<String>,
+    /// Client CIDRs refused for this action, checked after `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 64)), transform = cel_cidr_list)]
+    pub deny: Vec<String>,
+}
+
+/// A reference to a StreamAuth in the MediaApp's namespace (shaped like a
+/// `LocalObjectReference`, so a `kind` or `namespace` can be added later without a break).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct AuthRef {
+    /// The StreamAuth's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -168,9 +198,14 @@ pub struct TlsSpec {
 pub struct ServiceSpec {
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
-    /// Annotations for the Service (cloud load balancer settings).
+    /// Annotations for the Service (cloud load balancer settings: AWS NLB, MetalLB pools...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The load balancer implementation (`spec.loadBalancerClass`, e.g. `service.k8s.aws/nlb`);
+    /// type LoadBalancer only. Kubernetes does not let it change once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_class: Option<String>,
     /// Client CIDRs the cloud load balancer admits (type LoadBalancer only).
     #[serde(default)]
     #[schemars(length(max = 64), inner(length(max = 64)))]
@@ -184,14 +219,13 @@ pub struct ServiceSpec {
     pub ports: ServicePorts,
 }
 
+/// The per-app Service's type. No per-app Service at all is an absent `service`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ServiceType {
     #[default]
     LoadBalancer,
     NodePort,
     ClusterIP,
-    /// No per-app Service.
-    None,
 }
 
 impl ServiceType {
@@ -200,7 +234,6 @@ impl ServiceType {
             ServiceType::LoadBalancer => "LoadBalancer",
             ServiceType::NodePort => "NodePort",
             ServiceType::ClusterIP => "ClusterIP",
-            ServiceType::None => "None",
         }
     }
 }
@@ -321,8 +354,10 @@ pub struct MediaAppStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, with the reason it is not when it is not (see docs/crds.md).
+    /// `Ready` and `ConfigApplied`, with the reason each is not when it is not (see
+    /// docs/crds.md). A list-map keyed by `type`.
     #[serde(default)]
+    #[schemars(transform = conditions_list_map)]
     pub conditions: Vec<Condition>,
     /// The RTMP app path served (spec.app or the MediaApp's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,22 +397,43 @@ pub struct Endpoints {
     pub https_flv: Option<String>,
 }
 
-/// A status condition, shaped like `metav1.Condition`.
+/// A status condition in the standard `metav1.Condition` shape (same fields, required set,
+/// lengths and status enum), so generic tooling (`kubectl wait --for=condition=Ready`,
+/// kstatus, Argo CD health) reads it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// The condition's type, CamelCase (`Ready`, `ConfigApplied`).
     #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 316))]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(transform = condition_status_enum)]
     pub status: String,
-    /// PascalCase reason (see docs/crds.md for every value).
+    /// CamelCase reason (see docs/crds.md for every value).
+    #[schemars(length(min = 1, max = 1024))]
     pub reason: String,
-    #[serde(default)]
+    /// Human-readable details; names objects and keys, never secret values.
+    #[schemars(length(max = 32768))]
     pub message: String,
     /// RFC 3339 time the status last changed.
+    #[schemars(transform = date_time_format)]
     pub last_transition_time: String,
+    /// The `metadata.generation` the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
+}
+
+fn conditions_list_map(s: &mut schemars::Schema) {
+    s.insert("x-kubernetes-list-type".into(), Value::String("map".into()));
+    s.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+}
+fn condition_status_enum(s: &mut schemars::Schema) {
+    s.insert("enum".into(), serde_json::json!(["True", "False", "Unknown"]));
+}
+fn date_time_format(s: &mut schemars::Schema) {
+    s.insert("format".into(), Value::String("date-time".into()));
 }
 
 /// Credentials for MediaApps' `authRef`: references to Secrets, never the secrets themselves.
@@ -490,7 +546,9 @@ impl TokenAlgorithm {
 pub struct StreamAuthStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready`; a list-map keyed by `type`.
     #[serde(default)]
+    #[schemars(transform = conditions_list_map)]
     pub conditions: Vec<Condition>,
     /// MediaApps whose `authRef` names this StreamAuth.
     #[serde(default)]
@@ -525,12 +583,12 @@ pub const CEL_RULES: &[CelRule] = &[
     },
     CelRule {
         on: "MediaApp.spec.publish, MediaApp.spec.play",
-        rule: "self.auth == 'none' || (has(self.authRef) && size(self.authRef) > 0)",
-        message: "authRef (a StreamAuth name) is required unless auth is none",
-        check: |v| str_at(v, "auth").unwrap_or("none") == "none" || str_at(v, "authRef").is_some_and(|s| !s.is_empty()),
+        rule: "self.auth == 'none' || has(self.authRef)",
+        message: "authRef (a StreamAuth) is required unless auth is none",
+        check: |v| str_at(v, "auth").unwrap_or("none") == "none" || v.get("authRef").is_some(),
     },
     CelRule {
-        on: "MediaApp.spec.allow, MediaApp.spec.deny",
+        on: "MediaApp.spec.publish.allow, MediaApp.spec.publish.deny",
         rule: "self.all(c, isCIDR(c) || isIP(c))",
         message: "entries must be CIDRs such as 10.0.0.0/8 or single addresses",
         check: |v| v.as_array().is_some_and(|l| l.iter().all(|c| c.as_str().and_then(ferrocast_server::auth::Cidr::parse).is_some())),
@@ -552,6 +610,12 @@ pub const CEL_RULES: &[CelRule] = &[
         rule: "self.type == 'LoadBalancer' || size(self.loadBalancerSourceRanges) == 0",
         message: "loadBalancerSourceRanges only apply to type LoadBalancer",
         check: |v| str_at(v, "type").unwrap_or("LoadBalancer") == "LoadBalancer" || list_at(v, "loadBalancerSourceRanges").is_empty(),
+    },
+    CelRule {
+        on: "MediaApp.spec.service",
+        rule: "!has(self.loadBalancerClass) || self.type == 'LoadBalancer'",
+        message: "loadBalancerClass only applies to type LoadBalancer",
+        check: |v| v.get("loadBalancerClass").is_none() || str_at(v, "type").unwrap_or("LoadBalancer") == "LoadBalancer",
     },
     CelRule {
         on: "MediaApp.spec.service",
@@ -600,7 +664,7 @@ fn cel_access_policy(s: &mut schemars::Schema) {
     add_rules(s, "MediaApp.spec.publish");
 }
 fn cel_cidr_list(s: &mut schemars::Schema) {
-    add_rules(s, "MediaApp.spec.allow");
+    add_rules(s, "MediaApp.spec.publish.allow");
 }
 fn cel_tls(s: &mut schemars::Schema) {
     add_rules(s, "MediaApp.spec.tls");
@@ -690,7 +754,7 @@ impl MediaApp {
         let mut refs: Vec<String> = [&self.spec.publish, &self.spec.play]
             .into_iter()
             .filter(|p| p.auth != AuthMode::None)
-            .filter_map(|p| p.auth_ref.clone())
+            .filter_map(|p| p.auth_ref.as_ref().map(|r| r.name.clone()))
             .collect();
         refs.sort();
         refs.dedup();

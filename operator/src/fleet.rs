@@ -1,7 +1,10 @@
-//! Live stream and session counts of the server fleet, read from each server pod's admin
-//! port (`/metrics`: `ferrocast_streams_active{app}`, `ferrocast_sessions_active{app,protocol,role}`)
-//! and summed per app. Polled on a timer with a short per-pod timeout, so a slow or failed
-//! pod never holds up a reconcile; reconciles read the last totals.
+//! What the server fleet runs, read from each ready server pod's admin port (`/metrics`):
+//! live stream and session counts (`ferrocast_streams_active{app}`,
+//! `ferrocast_sessions_active{app,protocol,role}`) summed per app, and the config revision each
+//! pod has in service (`ferrocast_config_info{revision}`, `ferrocast_config_pending`), from
+//! which [`rollout`] tells whether every ready pod runs the current config. Polled on a timer
+//! with a short per-pod timeout, so a slow or failed pod never holds up a reconcile;
+//! reconciles read the last poll.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +29,55 @@ pub struct Live {
     pub pods_read: usize,
     /// Pods that did not answer in time or answered garbage.
     pub pods_failed: usize,
+    /// Every ready pod polled, by name, with the config it runs (`None`: it did not answer).
+    pub pods: BTreeMap<String, Option<PodConfig>>,
+}
+
+/// The config one server pod has in service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodConfig {
+    /// `revision.id` of the config in service (empty: none).
+    pub revision: String,
+    /// A newer config on its disk is not in service (waiting for its files, or refused).
+    pub pending: bool,
+}
+
+/// Whether the fleet runs a given config revision, from the last poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// No poll since the revision was written (or at all).
+    Unknown,
+    /// No server pod is ready.
+    NoPods,
+    /// Every ready pod runs the revision.
+    Applied { pods: usize },
+    /// Some ready pods do not (yet): by name, what each runs (`None`: no answer).
+    Pending {
+        pods: usize,
+        behind: BTreeMap<String, Option<PodConfig>>,
+    },
+}
+
+/// The rollout of `revision` over the ready pods of `live`.
+pub fn rollout(revision: &str, live: Option<&Live>) -> Rollout {
+    let Some(live) = live else { return Rollout::Unknown };
+    if live.pods.is_empty() {
+        return Rollout::NoPods;
+    }
+    let behind: BTreeMap<String, Option<PodConfig>> = live
+        .pods
+        .iter()
+        .filter(|(_, c)| c.as_ref().is_none_or(|c| c.revision != revision))
+        .map(|(n, c)| (n.clone(), c.clone()))
+        .collect();
+    if behind.is_empty() {
+        Rollout::Applied { pods: live.pods.len() }
+    } else {
+        Rollout::Pending {
+            pods: live.pods.len(),
+            behind,
+        }
+    }
 }
 
 impl Live {
@@ -34,9 +86,17 @@ impl Live {
         self.apps.get(app).copied().unwrap_or_default()
     }
 
-    /// Adds one pod's `/metrics` text.
-    pub fn add_exposition(&mut self, text: &str) {
+    /// Adds one pod's `/metrics` text; returns the config it reports.
+    pub fn add_exposition(&mut self, text: &str) -> PodConfig {
+        let mut config = PodConfig::default();
         for sample in text.lines().filter_map(parse_sample) {
+            match sample.name {
+                ferrocast_server::metrics::CONFIG_INFO if sample.value == 1.0 => {
+                    config.revision = sample.label("revision").unwrap_or_default().to_string();
+                }
+                ferrocast_server::metrics::CONFIG_PENDING => config.pending = sample.value == 1.0,
+                _ => {}
+            }
             let Some(app) = sample.label("app") else { continue };
             let value = sample.value.round() as i64;
             match sample.name {
@@ -54,6 +114,7 @@ impl Live {
                 _ => {}
             }
         }
+        config
     }
 }
 
@@ -155,18 +216,20 @@ pub async fn read_pod(addr: SocketAddr, timeout: Duration) -> Result<String, Str
     .map_err(|_| "timed out".to_string())?
 }
 
-/// Polls every address concurrently and sums what answered.
-pub async fn poll(addrs: &[SocketAddr], timeout: Duration) -> Live {
-    let reads = futures::future::join_all(addrs.iter().map(|a| read_pod(*a, timeout))).await;
+/// Polls every pod (name, admin address) concurrently and sums what answered.
+pub async fn poll(pods: &[(String, SocketAddr)], timeout: Duration) -> Live {
+    let reads = futures::future::join_all(pods.iter().map(|(_, a)| read_pod(*a, timeout))).await;
     let mut live = Live::default();
-    for (addr, r) in addrs.iter().zip(reads) {
+    for ((name, addr), r) in pods.iter().zip(reads) {
         match r {
             Ok(text) => {
-                live.add_exposition(&text);
+                let config = live.add_exposition(&text);
+                live.pods.insert(name.clone(), Some(config));
                 live.pods_read += 1;
             }
             Err(e) => {
-                tracing::debug!(%addr, "server pod metrics unavailable: {e}");
+                tracing::debug!(pod = %name, %addr, "server pod metrics unavailable: {e}");
+                live.pods.insert(name.clone(), None);
                 live.pods_failed += 1;
             }
         }
@@ -248,8 +311,69 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let live = poll(&[good, closed], Duration::from_secs(2)).await;
+        let live = poll(
+            &[("good".into(), good), ("closed".into(), closed)],
+            Duration::from_secs(2),
+        )
+        .await;
         assert_eq!((live.pods_read, live.pods_failed), (1, 1));
         assert_eq!(live.app("live").streams, 1);
+        assert_eq!(live.pods["closed"], None, "a pod that did not answer is known as such");
+    }
+
+    fn pod(revision: &str, pending: bool) -> Option<PodConfig> {
+        Some(PodConfig {
+            revision: revision.into(),
+            pending,
+        })
+    }
+
+    #[test]
+    fn config_info_and_pending_are_read_from_the_exposition() {
+        let mut live = Live::default();
+        let text = "# TYPE ferrocast_config_info gauge\nferrocast_config_info{hash=\"ab\",revision=\"r2\"} 1\nferrocast_config_pending 1\n";
+        assert_eq!(live.add_exposition(text), pod("r2", true).unwrap());
+        assert_eq!(
+            live.add_exposition("ferrocast_streams_active{app=\"live\"} 1\n"),
+            PodConfig::default()
+        );
+    }
+
+    #[test]
+    fn rollout_is_applied_only_when_every_ready_pod_runs_the_revision() {
+        let live = |pods: Vec<(&str, Option<PodConfig>)>| Live {
+            pods: pods.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+            ..Live::default()
+        };
+        assert_eq!(rollout("r2", None), Rollout::Unknown, "never polled");
+        assert_eq!(
+            rollout("r2", Some(&live(vec![]))),
+            Rollout::NoPods,
+            "zero pods is not serving"
+        );
+        assert_eq!(
+            rollout(
+                "r2",
+                Some(&live(vec![("a", pod("r2", false)), ("b", pod("r2", false))]))
+            ),
+            Rollout::Applied { pods: 2 }
+        );
+        let pending = rollout(
+            "r2",
+            Some(&live(vec![
+                ("a", pod("r2", false)),
+                ("b", pod("r1", true)),
+                ("c", None),
+            ])),
+        );
+        let Rollout::Pending { pods, behind } = pending else {
+            panic!("{pending:?}")
+        };
+        assert_eq!(pods, 3);
+        assert_eq!(
+            behind.keys().collect::<Vec<_>>(),
+            ["b", "c"],
+            "the stale pod and the silent one"
+        );
     }
 }

@@ -84,6 +84,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
         None => Config::default(),
     };
     let fleet = Fleet {
+        name: o.fleet.clone(),
+        serves_unlabelled: o.serve_unlabelled,
         namespace: o.namespace.clone(),
         config_map: o.config_map.clone(),
         secret: o.secret.clone(),
@@ -103,7 +105,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             ready: ready.clone(),
         },
     ));
-    info!(namespace = %o.namespace, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
+    info!(namespace = %o.namespace, fleet = %o.fleet, serve_unlabelled = o.serve_unlabelled, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
 
     let client = kube::Client::try_default()
         .await
@@ -133,11 +135,14 @@ async fn run(o: Options) -> anyhow::Result<()> {
     }
     ready.store(true, Ordering::Relaxed);
 
-    let elector = Arc::new(Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &o.namespace),
-        &o.lease_name,
-        &o.identity,
-    ));
+    let elector = Arc::new(
+        Elector::new(
+            Api::<Lease>::namespaced(client.clone(), &o.namespace),
+            &o.lease_name,
+            &o.identity,
+        )
+        .for_fleet(&o.fleet),
+    );
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
     let campaign = {
         let (elector, gauge) = (elector.clone(), metrics.leader.clone());

@@ -13,6 +13,7 @@ pub const MEDIAAPP_READY: &str = "ferrocast_operator_mediaapp_ready";
 pub const MEDIAAPP_LIVE_STREAMS: &str = "ferrocast_operator_mediaapp_live_streams";
 pub const MEDIAAPP_SESSIONS: &str = "ferrocast_operator_mediaapp_sessions";
 pub const LEADER: &str = "ferrocast_operator_leader";
+pub const CERTIFICATE_EXPIRY: &str = "ferrocast_operator_certificate_expiry_timestamp_seconds";
 
 /// Every metric family name, including labelled ones that have no series yet (those do not
 /// appear in a registry's `gather()`).
@@ -25,6 +26,7 @@ pub const NAMES: &[&str] = &[
     MEDIAAPP_LIVE_STREAMS,
     MEDIAAPP_SESSIONS,
     LEADER,
+    CERTIFICATE_EXPIRY,
 ];
 
 /// The operator's metrics, registered in their own registry.
@@ -46,6 +48,8 @@ pub struct Metrics {
     /// {mediaapp, role: publisher|player}
     pub mediaapp_sessions: IntGaugeVec,
     pub leader: IntGauge,
+    /// {mediaapp}: notAfter of the certificate the fleet serves for it.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -104,6 +108,11 @@ impl Metrics {
                 "Sessions across the fleet, by role",
                 &["mediaapp", "role"],
             ),
+            certificate_expiry: gauge(
+                CERTIFICATE_EXPIRY,
+                "When the TLS certificate served for the MediaApp expires, Unix seconds",
+                &["mediaapp"],
+            ),
             leader: register(
                 &r,
                 IntGauge::new(LEADER, "1 while this replica holds the leader Lease").expect("valid metric"),
@@ -139,6 +148,7 @@ impl Metrics {
     pub fn forget_mediaapp(&self, name: &str) {
         let _ = self.mediaapp_ready.remove_label_values(&[name]);
         let _ = self.mediaapp_live_streams.remove_label_values(&[name]);
+        let _ = self.certificate_expiry.remove_label_values(&[name]);
         for role in ["publisher", "player"] {
             let _ = self.mediaapp_sessions.remove_label_values(&[name, role]);
         }
@@ -167,6 +177,7 @@ mod tests {
         m.mediaapp_live_streams.with_label_values(&["live"]).set(2);
         m.mediaapp_sessions.with_label_values(&["live", "player"]).set(3);
         m.leader.set(1);
+        m.certificate_expiry.with_label_values(&["live"]).set(1_800_000_000);
         let mut gathered: Vec<String> = m.registry().gather().iter().map(|f| f.name().to_string()).collect();
         gathered.sort();
         let mut names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();

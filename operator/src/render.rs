@@ -14,22 +14,30 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use ferrocast_server::config::{
-    self as server, AppConfig, CertificateConfig, Config, PolicyConfig, TokenConfig, WebhookConfig,
+    self as server, AppConfig, CertificateConfig, Config, PolicyConfig, RevisionConfig, TokenConfig, WebhookConfig,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec as K8sServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::Resource;
+use sha2::{Digest, Sha256};
 
 use crate::crd::{
     AccessPolicy, AuthMode, Condition, MediaApp, ServicePorts, ServiceType, StreamAuth, StreamAuthStatus,
 };
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "ferrocast-operator";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "ferrocast-operator";
+/// Label naming the fleet: on the objects the operator makes (so two fleets in one namespace
+/// never prune each other's), and on MediaApps and StreamAuths to pick the fleet serving them.
+pub const FLEET_LABEL: &str = "ferrocast.io/fleet";
+/// Fleet Secret key holding the revision of the rendered config (`revision.file`), so a
+/// server applies a config only once the secret files of the same revision have arrived.
+pub const REVISION_KEY: &str = "config.revision";
+/// Fleet Secret key of a random salt mixed into the revision, so the revision (in the
+/// ConfigMap, statuses and metrics) reveals nothing about the secret files it digests.
+pub const REVISION_SALT_KEY: &str = "config.revision-salt";
 /// Label on per-MediaApp objects (Service, generated certificate Secret): the MediaApp's name.
 pub const MEDIAAPP_LABEL: &str = "ferrocast.io/mediaapp";
 /// Label on generated certificate Secrets.
@@ -48,6 +56,12 @@ const MAX_SECRET_KEY_LEN: usize = 253;
 /// The operator's settings that shape what it renders.
 #[derive(Debug, Clone)]
 pub struct Fleet {
+    /// The fleet's name (the Helm release's full name): prefix of per-app Service names, the
+    /// field manager and the [`FLEET_LABEL`] value, so several fleets can share a namespace.
+    pub name: String,
+    /// Also serve MediaApps and StreamAuths without a [`FLEET_LABEL`] (one fleet per
+    /// namespace should).
+    pub serves_unlabelled: bool,
     pub namespace: String,
     pub config_map: String,
     pub secret: String,
@@ -60,6 +74,33 @@ pub struct Fleet {
     pub secrets_dir: PathBuf,
 }
 
+impl Fleet {
+    /// Field manager of every server-side apply this fleet's operator makes.
+    pub fn field_manager(&self) -> String {
+        format!("{}-operator", self.name)
+    }
+
+    /// Field manager of the live counts in MediaApp statuses (written apart from the rest,
+    /// at a bounded rate).
+    pub fn live_field_manager(&self) -> String {
+        format!("{}-operator-live", self.name)
+    }
+
+    /// Whether this fleet serves a resource with these labels: labelled with its name, or
+    /// unlabelled when it serves those.
+    pub fn serves(&self, meta: &ObjectMeta) -> bool {
+        match meta.labels.as_ref().and_then(|l| l.get(FLEET_LABEL)) {
+            Some(fleet) => *fleet == self.name,
+            None => self.serves_unlabelled,
+        }
+    }
+
+    /// Name of a MediaApp's Service.
+    pub fn service_name(&self, media_app: &str) -> String {
+        format!("{}-{media_app}", self.name)
+    }
+}
+
 /// Everything the render reads.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -69,6 +110,8 @@ pub struct Inputs {
     pub secrets: BTreeMap<String, Secret>,
     /// The API token signing key to keep (from the current fleet Secret, or newly made).
     pub api_token_key: Option<String>,
+    /// The revision salt to keep (from the current fleet Secret, or newly made).
+    pub revision_salt: Option<String>,
     /// Unix seconds, for condition transition times.
     pub now: i64,
 }
@@ -134,11 +177,14 @@ pub struct AppOutcome {
     pub served: bool,
     /// Its certificate is in the rendered config.
     pub tls_served: bool,
+    /// When its served certificate expires (Unix seconds), for the expiry metric and alert.
+    pub tls_not_after: Option<i64>,
     pub tls_hosts: Vec<String>,
     pub problems: Vec<Problem>,
     /// The Service the operator manages for it, if any.
     pub service_name: Option<String>,
-    pub service_type: ServiceType,
+    /// `None`: the MediaApp asks for no Service.
+    pub service_type: Option<ServiceType>,
     pub ports: ServicePorts,
 }
 
@@ -157,6 +203,8 @@ pub struct Desired {
     pub generated_certs: BTreeMap<String, Vec<String>>,
     /// The rendered config (also in the ConfigMap).
     pub config: Config,
+    /// The config's `revision.id`: a digest of the config and its secret files.
+    pub revision: String,
 }
 
 /// The render failed as a whole (a bug or a bad base config, never a user's resource).
@@ -179,11 +227,6 @@ pub fn is_generated_cert(secret: Option<&Secret>, media_app: &str) -> bool {
     })
 }
 
-/// Name of a MediaApp's Service.
-pub fn service_name(media_app: &str) -> String {
-    format!("ferrocast-{media_app}")
-}
-
 /// A DNS-1035 label (what a Service name must be).
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
@@ -194,10 +237,12 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+/// Labels of an object the operator makes for `fleet`.
+pub fn labels(fleet: &Fleet, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         ("app.kubernetes.io/name".to_string(), "ferrocast".to_string()),
+        (FLEET_LABEL.to_string(), fleet.name.clone()),
     ]);
     for (k, v) in extra {
         l.insert(k.to_string(), v.to_string());
@@ -393,7 +438,11 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     let src = SecretSource {
         secrets: &inputs.secrets,
     };
-    let mut stream_auths: Vec<&StreamAuth> = inputs.stream_auths.iter().collect();
+    let mut stream_auths: Vec<&StreamAuth> = inputs
+        .stream_auths
+        .iter()
+        .filter(|s| fleet.serves(&s.metadata))
+        .collect();
     stream_auths.sort_by_key(|s| s.metadata.name.clone());
     let resolved: BTreeMap<String, ResolvedAuth> = stream_auths
         .iter()
@@ -426,7 +475,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     }
 
     // Older MediaApps win an app-path conflict, so a new one cannot take over a live app.
-    let mut media_apps: Vec<&MediaApp> = inputs.media_apps.iter().collect();
+    let mut media_apps: Vec<&MediaApp> = inputs.media_apps.iter().filter(|m| fleet.serves(&m.metadata)).collect();
     media_apps.sort_by_key(|m| {
         (
             m.metadata.creation_timestamp.clone().map(|t| t.0),
@@ -451,7 +500,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         let mut problems = Vec::new();
         for p in [&spec.publish, &spec.play] {
             if let (AuthMode::Sign | AuthMode::Key | AuthMode::Token, Some(r)) = (p.auth, &p.auth_ref) {
-                used_by.entry(r.clone()).or_default().insert(name.clone());
+                used_by.entry(r.name.clone()).or_default().insert(name.clone());
             }
         }
 
@@ -462,7 +511,12 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 format!("app {app:?} is not a valid app name"),
             ));
         }
-        for (list, cidrs) in [("allow", &spec.allow), ("deny", &spec.deny)] {
+        for (list, cidrs) in [
+            ("publish.allow", &spec.publish.allow),
+            ("publish.deny", &spec.publish.deny),
+            ("play.allow", &spec.play.allow),
+            ("play.deny", &spec.play.deny),
+        ] {
             if cidrs.iter().any(|c| ferrocast_server::auth::Cidr::parse(c).is_none()) {
                 problems.push(problem(
                     Reason::InvalidSpec,
@@ -489,7 +543,11 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             match auth_policy(which, p, &resolved, fleet) {
                 Ok((policy, f)) => {
                     app_files.extend(f);
-                    policy
+                    PolicyConfig {
+                        allow: p.allow.clone(),
+                        deny: p.deny.clone(),
+                        ..policy
+                    }
                 }
                 Err(e) => {
                     problems.push(e);
@@ -535,10 +593,10 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             });
         }
 
-        let service_type = spec.service.as_ref().map_or(ServiceType::None, |s| s.type_);
+        let service_type = spec.service.as_ref().map(|s| s.type_);
         let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
-        let svc_name = service_name(&name);
-        let wants_service = service_type != ServiceType::None;
+        let svc_name = fleet.service_name(&name);
+        let wants_service = service_type.is_some();
         if wants_service && !is_dns_label(&svc_name) {
             problems.push(problem(Reason::InvalidSpec, format!("Service name {svc_name:?} would not be a valid DNS label; use a MediaApp name of at most 53 lowercase letters, digits and -")));
         }
@@ -547,13 +605,15 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         let tls_spec = spec.tls.as_ref().filter(|t| t.enabled);
         let mut tls_served = false;
         let mut tls_problems = Vec::new();
+        let mut tls_not_after = None;
         if let Some(t) = tls_spec {
             if t.secret_name.is_none() {
                 generated_certs.insert(name.clone(), t.hosts.clone());
             }
             if served {
                 match tls_files(&name, t.secret_name.as_deref(), &t.hosts, &src) {
-                    Ok((crt, key)) => {
+                    Ok((crt, key, expires)) => {
+                        tls_not_after = expires;
                         config.tls.certificates.push(CertificateConfig {
                             cert_file: fleet.secrets_dir.join(&crt.0),
                             key_file: fleet.secrets_dir.join(&key.0),
@@ -574,8 +634,6 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 gop_cache: spec.gop_cache,
                 publish,
                 play,
-                allow: spec.allow.clone(),
-                deny: spec.deny.clone(),
                 ..AppConfig::default()
             });
             config.webhooks.hooks.extend(hooks);
@@ -598,6 +656,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 app,
                 served,
                 tls_served,
+                tls_not_after,
                 tls_hosts: tls_spec.map(|t| t.hosts.clone()).unwrap_or_default(),
                 problems,
                 service_name: (wants_service && is_dns_label(&svc_name)).then_some(svc_name),
@@ -621,6 +680,15 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
     }
 
+    if let Some(salt) = &inputs.revision_salt {
+        files.insert(REVISION_SALT_KEY.to_string(), salt.clone().into_bytes());
+    }
+    let revision = revision_of(&config, &files);
+    config.revision = RevisionConfig {
+        id: Some(revision.clone()),
+        file: Some(fleet.secrets_dir.join(REVISION_KEY)),
+    };
+    files.insert(REVISION_KEY.to_string(), revision.clone().into_bytes());
     let yaml = config.to_yaml();
     Config::from_yaml(&yaml, "rendered config").map_err(|e| RenderError::InvalidConfig(e.to_string()))?;
 
@@ -649,7 +717,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             metadata: meta(
                 fleet,
                 &fleet.config_map,
-                labels(&[("app.kubernetes.io/component", "server-config")]),
+                labels(fleet, &[("app.kubernetes.io/component", "server-config")]),
             ),
             data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
             ..Default::default()
@@ -658,7 +726,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             metadata: meta(
                 fleet,
                 &fleet.secret,
-                labels(&[("app.kubernetes.io/component", "server-secrets")]),
+                labels(fleet, &[("app.kubernetes.io/component", "server-secrets")]),
             ),
             type_: Some("Opaque".into()),
             data: Some(files.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
@@ -669,7 +737,22 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         stream_auths: stream_auth_statuses,
         generated_certs,
         config,
+        revision,
     })
+}
+
+/// A digest of a config (before its revision is set) and the secret files it names: any
+/// change to either is a new revision.
+fn revision_of(config: &Config, files: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut h = Sha256::new();
+    h.update(config.to_yaml().as_bytes());
+    for (key, bytes) in files {
+        h.update((key.len() as u64).to_be_bytes());
+        h.update(key.as_bytes());
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn meta(fleet: &Fleet, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -700,7 +783,7 @@ fn auth_policy(
     if p.auth == AuthMode::None {
         return Ok((PolicyConfig::default(), Files::new()));
     }
-    let Some(sa_name) = p.auth_ref.as_deref().filter(|s| !s.is_empty()) else {
+    let Some(sa_name) = p.auth_ref.as_ref().map(|r| r.name.as_str()).filter(|s| !s.is_empty()) else {
         return Err(problem(
             Reason::InvalidSpec,
             format!("{which}.authRef is required for auth {}", p.auth.as_str()),
@@ -781,7 +864,7 @@ fn tls_files(
     secret_name: Option<&str>,
     hosts: &[String],
     src: &SecretSource,
-) -> Result<(File, File), Problem> {
+) -> Result<(File, File, Option<i64>), Problem> {
     let secret = match secret_name {
         Some(s) => s.to_string(),
         None => generated_cert_secret(media_app),
@@ -802,11 +885,12 @@ fn tls_files(
             .ok_or_else(|| problem(Reason::InvalidTLS, format!("TLS Secret {secret} has no {k}")))
     };
     let (crt, key) = (get("tls.crt")?, get("tls.key")?);
-    crate::tls::check_pair(&crt, &key, hosts)
+    let expires = crate::tls::check_pair(&crt, &key, hosts)
         .map_err(|e| problem(Reason::InvalidTLS, format!("TLS Secret {secret}: {e}")))?;
     Ok((
         (flat_key(&["mediaapp", media_app, "tls.crt"])?, crt),
         (flat_key(&["mediaapp", media_app, "tls.key"])?, key),
+        expires,
     ))
 }
 
@@ -834,7 +918,10 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
     let mut metadata = meta(
         fleet,
         name,
-        labels(&[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)]),
+        labels(
+            fleet,
+            &[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)],
+        ),
     );
     metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
     metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
@@ -846,6 +933,7 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
             ports: Some(ports),
             load_balancer_source_ranges: (!spec.load_balancer_source_ranges.is_empty())
                 .then(|| spec.load_balancer_source_ranges.clone()),
+            load_balancer_class: spec.load_balancer_class.clone(),
             external_traffic_policy: spec.external_traffic_policy.map(|p| format!("{p:?}")),
             ..Default::default()
         }),
@@ -853,28 +941,47 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
     }
 }
 
-/// The `Ready` condition: `not_ready` is the first problem's reason and all messages. The
-/// transition time moves only when the status flips, so an unchanged status patches to the
-/// same object and causes no new watch event.
+/// The `Ready` condition: `not_ready` is the first problem's reason and all messages.
 pub fn ready_condition(
     previous: &[Condition],
     not_ready: Option<(Reason, String)>,
     generation: Option<i64>,
     now: i64,
 ) -> Condition {
-    let (status, reason, message) = match not_ready {
-        None => ("True", Reason::Reconciled, String::new()),
-        Some((r, m)) => ("False", r, m),
-    };
+    match not_ready {
+        None => condition(
+            previous,
+            "Ready",
+            "True",
+            Reason::Reconciled.as_str(),
+            String::new(),
+            generation,
+            now,
+        ),
+        Some((r, m)) => condition(previous, "Ready", "False", r.as_str(), m, generation, now),
+    }
+}
+
+/// A condition of type `type_`. The transition time moves only when its status flips, so an
+/// unchanged status patches to the same object and causes no new watch event.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: i64,
+) -> Condition {
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == "Ready" && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| rfc3339(now));
     Condition {
-        type_: "Ready".into(),
+        type_: type_.into(),
         status: status.into(),
-        reason: reason.as_str().into(),
+        reason: reason.into(),
         message,
         last_transition_time,
         observed_generation: generation,

@@ -1,11 +1,12 @@
 //! A MediaApp's status from what the render decided, the Service Kubernetes reports (its
-//! load balancer address) and the fleet's live counts. Pure, like the render.
+//! load balancer address) and whether the server pods run the rendered config; and the live
+//! counts written apart. Pure, like the render.
 
 use k8s_openapi::api::core::v1::Service;
 
 use crate::crd::{Endpoints, MediaApp, MediaAppStatus, ServiceType, SessionCounts};
-use crate::fleet::Live;
-use crate::render::{joined, ready_condition, AppOutcome, Fleet, Problem, Reason, MEDIAAPP_LABEL};
+use crate::fleet::{Live, Rollout};
+use crate::render::{condition, joined, AppOutcome, Fleet, Problem, Reason, MEDIAAPP_LABEL};
 
 /// Whether `svc` is the Service the operator manages for MediaApp `media_app` (and not
 /// someone else's object that happens to have its name).
@@ -23,13 +24,12 @@ pub fn is_managed_service(svc: &Service, media_app: &str) -> bool {
 pub fn service_address(fleet: &Fleet, outcome: &AppOutcome, observed: Option<&Service>) -> Option<String> {
     let name = outcome.service_name.as_ref()?;
     let observed = observed?;
-    match outcome.service_type {
+    match outcome.service_type? {
         ServiceType::LoadBalancer => {
             let ingress = observed.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref()?;
             ingress.iter().find_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
         }
         ServiceType::ClusterIP | ServiceType::NodePort => Some(format!("{name}.{}.svc", fleet.namespace)),
-        ServiceType::None => None,
     }
 }
 
@@ -65,15 +65,65 @@ pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
     }
 }
 
-/// The full status of a MediaApp. `live` is `None` until the fleet has been polled once.
+/// The `ConfigApplied` condition: whether every ready server pod runs the config revision
+/// that serves this app, as the last poll of the pods found.
+pub fn config_applied(rollout: &Rollout, revision: &str) -> (&'static str, &'static str, String) {
+    match rollout {
+        Rollout::Unknown => (
+            "Unknown",
+            "ConfigPending",
+            format!("revision {revision} written; the server pods have not been polled since"),
+        ),
+        Rollout::NoPods => ("False", "NoServerPods", "no server pod is ready".into()),
+        Rollout::Applied { pods } => (
+            "True",
+            "ConfigApplied",
+            format!("all {pods} ready server pods run revision {revision}"),
+        ),
+        Rollout::Pending { pods, behind } => {
+            let refused = behind.values().any(|c| c.as_ref().is_some_and(|c| c.pending));
+            let list: Vec<String> = behind
+                .iter()
+                .map(|(pod, c)| match c {
+                    None => format!("{pod} (no answer)"),
+                    Some(c) if c.pending => format!(
+                        "{pod} (runs {}, a newer config waits or was refused: see its /config-status)",
+                        or_none(&c.revision)
+                    ),
+                    Some(c) => format!("{pod} (runs {})", or_none(&c.revision)),
+                })
+                .collect();
+            (
+                "False",
+                if refused { "ConfigRefused" } else { "ConfigPending" },
+                format!(
+                    "{} of {pods} ready server pods run revision {revision}; waiting for {}",
+                    pods - behind.len(),
+                    list.join(", ")
+                ),
+            )
+        }
+    }
+}
+
+fn or_none(revision: &str) -> &str {
+    if revision.is_empty() {
+        "no revision"
+    } else {
+        revision
+    }
+}
+
+/// The status of a MediaApp as the reconcile writes it (live counts are written apart).
 /// `observed` is the Service of that name as Kubernetes has it: the operator's (after apply)
-/// or a foreign one it refused to take over.
+/// or a foreign one it refused to take over. `rollout` is whether the fleet runs `revision`.
 pub fn media_app_status(
     fleet: &Fleet,
     ma: &MediaApp,
     outcome: &AppOutcome,
     observed: Option<&Service>,
-    live: Option<&Live>,
+    rollout: &Rollout,
+    revision: &str,
     now: i64,
 ) -> MediaAppStatus {
     let name = ma.metadata.name.clone().unwrap_or_default();
@@ -103,20 +153,66 @@ pub fn media_app_status(
         });
     }
     let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
-    let not_ready = problems.first().map(|p| (p.reason, joined(&problems)));
-    let counts = live.map(|l| l.app(&outcome.app));
+    let generation = ma.metadata.generation;
+    let (applied_status, applied_reason, applied_message) = config_applied(rollout, revision);
+    let applied = applied_status == "True";
+    let (ready_status, ready_reason, ready_message) = match problems.first() {
+        Some(p) => ("False", p.reason.as_str(), joined(&problems)),
+        None if !applied => ("False", applied_reason, applied_message.clone()),
+        None => ("True", Reason::Reconciled.as_str(), String::new()),
+    };
+    // Endpoints are those the fleet serves: the current ones once every ready pod runs this
+    // config; while a new revision rolls out, the ones already shown for this generation.
+    let endpoints = match (applied, address.filter(|_| outcome.served)) {
+        (true, Some(a)) => Some(endpoints(outcome, &a)),
+        (false, Some(_)) => ma
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation == generation)
+            .and_then(|s| s.endpoints.clone()),
+        (_, None) => None,
+    };
     MediaAppStatus {
-        observed_generation: ma.metadata.generation,
-        conditions: vec![ready_condition(previous, not_ready, ma.metadata.generation, now)],
+        observed_generation: generation,
+        conditions: vec![
+            condition(
+                previous,
+                "Ready",
+                ready_status,
+                ready_reason,
+                ready_message,
+                generation,
+                now,
+            ),
+            condition(
+                previous,
+                "ConfigApplied",
+                applied_status,
+                applied_reason,
+                applied_message,
+                generation,
+                now,
+            ),
+        ],
         app: Some(outcome.app.clone()),
         service: outcome.service_name.clone(),
-        endpoints: address.filter(|_| outcome.served).map(|a| endpoints(outcome, &a)),
-        live_streams: counts.map(|c| c.streams),
-        sessions: counts.map(|c| SessionCounts {
+        endpoints,
+        live_streams: None,
+        sessions: None,
+    }
+}
+
+/// The live counts of a MediaApp's status (written by the live loop under its own field
+/// manager, at a bounded rate).
+pub fn live_counts(live: &Live, app: &str) -> (i64, SessionCounts) {
+    let c = live.app(app);
+    (
+        c.streams,
+        SessionCounts {
             publishers: c.publishers,
             players: c.players,
-        }),
-    }
+        },
+    )
 }
 
 /// The `Ready` condition's reason when it is not ready.

@@ -110,10 +110,85 @@ pub fn secret_contents(g: &Generated, hosts: &[String]) -> (BTreeMap<String, Byt
     (data, annotations)
 }
 
+/// One DER item: (tag, content, what follows). Lengths are bounded by the input.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (
+            rest[..n].iter().fold(0usize, |l, b| (l << 8) | usize::from(*b)),
+            &rest[n..],
+        )
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A DER UTCTime (0x17) or GeneralizedTime (0x18) `...Z` as Unix seconds.
+fn der_time(tag: u8, content: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(content).ok()?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = s.get(0..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
+        }
+        0x18 => (s.get(0..4)?.parse().ok()?, s.get(4..)?),
+        _ => return None,
+    };
+    if rest.len() != 11 || !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (mo, d, h, mi, se) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, mo, d) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// The notAfter of a DER certificate, Unix seconds (`None` when it cannot be read).
+pub fn not_after(cert_der: &[u8]) -> Option<i64> {
+    let (0x30, cert, _) = der_item(cert_der)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der_item(cert)? else { return None };
+    let mut rest = tbs;
+    let (tag, _, after_version) = der_item(rest)?;
+    if tag == 0xa0 {
+        rest = after_version;
+    }
+    // serialNumber, signature, issuer
+    for _ in 0..3 {
+        rest = der_item(rest)?.2;
+    }
+    let (0x30, validity, _) = der_item(rest)? else {
+        return None;
+    };
+    let (_, _, after_not_before) = der_item(validity)?;
+    let (tag, time, _) = der_item(after_not_before)?;
+    der_time(tag, time)
+}
+
 /// Checks that `cert_pem` holds a certificate chain and `key_pem` its private key, in a form
-/// the server's rustls accepts, and that the leaf covers each of `hosts`. The error says what
-/// is wrong without quoting the material.
-pub fn check_pair(cert_pem: &[u8], key_pem: &[u8], hosts: &[String]) -> Result<(), String> {
+/// the server's rustls accepts, and that the leaf covers each of `hosts`; returns the leaf's
+/// notAfter (Unix seconds) when it can be read. The error says what is wrong without quoting
+/// the material.
+pub fn check_pair(cert_pem: &[u8], key_pem: &[u8], hosts: &[String]) -> Result<Option<i64>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|_| "tls.crt is not PEM".to_string())?;
@@ -141,12 +216,35 @@ pub fn check_pair(cert_pem: &[u8], key_pem: &[u8], hosts: &[String]) -> Result<(
             return Err(format!("the certificate does not cover host {host}"));
         }
     }
-    Ok(())
+    Ok(not_after(&certs[0]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_after_is_read_from_the_certificate() {
+        let g = generate(&["live.example.com".to_string()], 1_800_000_000).unwrap();
+        let der = CertificateDer::from_pem_slice(g.cert_pem.as_bytes()).unwrap();
+        assert_eq!(not_after(&der), Some(g.not_after));
+        assert_eq!(
+            check_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), &[]),
+            Ok(Some(g.not_after))
+        );
+        assert_eq!(
+            der_time(0x17, b"491231235959Z"),
+            Some(2_524_607_999),
+            "UTCTime 49 is 2049"
+        );
+        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(
+            not_after(&der[..der.len() / 2]),
+            None,
+            "truncated input is refused, not panicked on"
+        );
+        assert_eq!(not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    }
 
     fn hosts(h: &[&str]) -> Vec<String> {
         h.iter().map(|s| s.to_string()).collect()

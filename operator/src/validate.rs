@@ -54,6 +54,8 @@ const KNOWN: &[&str] = &[
     "title",
     "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
 ];
 
 fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>) {
@@ -92,6 +94,22 @@ fn check(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<String>
             if let Some(item_schema) = s.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
                     check(item_schema, item, &format!("{path}[{i}]"), errors);
+                }
+            }
+            // A list-map holds at most one item per key (as server-side apply merges it).
+            if s.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+                let keys: Vec<&str> = s["x-kubernetes-list-map-keys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let mut seen = std::collections::HashSet::new();
+                for item in items.iter() {
+                    let key: Vec<String> = keys.iter().map(|k| item[*k].to_string()).collect();
+                    if !seen.insert(key.clone()) {
+                        errors.push(format!("{}: duplicate entry with key {}", at(path), key.join(",")));
+                    }
                 }
             }
         }

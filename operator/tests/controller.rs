@@ -122,22 +122,56 @@ async fn run<T>(handle: Handle, scenario: Vec<Expect>, f: impl std::future::Futu
     out
 }
 
-/// A Context on a mocked client, with the caches holding `media_apps` and `stream_auths`.
-fn context(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>) -> (Arc<Context>, Handle, Metrics) {
+/// A watch cache holding `objects`, listed once (as after the watcher's initial list).
+fn cache<K>(objects: Vec<K>) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// A Context on a mocked client, with the caches holding `media_apps`, `stream_auths` and
+/// `secrets` (Secrets are read from the cache, never fetched one by one).
+fn context_with(
+    media_apps: Vec<MediaApp>,
+    stream_auths: Vec<StreamAuth>,
+    secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+) -> (Arc<Context>, Handle, Metrics) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
-    let (ma_store, mut ma_writer) = reflector::store::<MediaApp>();
-    for m in media_apps {
-        ma_writer.apply_watcher_event(&watcher::Event::Apply(m));
-    }
-    let (sa_store, mut sa_writer) = reflector::store::<StreamAuth>();
-    for s in stream_auths {
-        sa_writer.apply_watcher_event(&watcher::Event::Apply(s));
-    }
     let metrics = Metrics::new();
-    let mut ctx = Context::new(client, fleet(), ma_store, sa_store, metrics.clone(), "operator-0");
+    // The fleet Secret as a previous sync left it: the revision salt is kept from there.
+    let mut secrets = secrets;
+    secrets.push(common::secret(
+        "ferrocast-server-secrets",
+        &[("config.revision-salt", common::REVISION_SALT)],
+    ));
+    let mut ctx = Context::new(
+        client,
+        fleet(),
+        cache(media_apps),
+        cache(stream_auths),
+        cache(secrets),
+        metrics.clone(),
+        "operator-0",
+    );
     ctx.clock = || NOW;
     (Arc::new(ctx), handle, metrics)
+}
+
+fn context(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>) -> (Arc<Context>, Handle, Metrics) {
+    context_with(media_apps, stream_auths, vec![])
+}
+
+/// The stream keys Secret of STUDIO, as the cache holds it.
+fn keys_secret() -> k8s_openapi::api::core::v1::Secret {
+    serde_json::from_value(keys_secret_json()).unwrap()
 }
 
 const APPLY: &str = "?&force=true&fieldManager=ferrocast-operator";
@@ -213,12 +247,12 @@ fn pruning(services: Vec<Value>, generated: Vec<Value>) -> Vec<Expect> {
     vec![
         expect(
             "GET",
-            format!("/api/v1/namespaces/{NS}/services?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Fmediaapp"),
+            format!("/api/v1/namespaces/{NS}/services?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Ffleet%3Dferrocast%2Cferrocast.io%2Fmediaapp"),
             move |_| (200, json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": services})),
         ),
         expect(
             "GET",
-            format!("/api/v1/namespaces/{NS}/secrets?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Fgenerated-certificate"),
+            format!("/api/v1/namespaces/{NS}/secrets?&labelSelector=app.kubernetes.io%2Fmanaged-by%3Dferrocast-operator%2Cferrocast.io%2Ffleet%3Dferrocast%2Cferrocast.io%2Fgenerated-certificate"),
             move |_| (200, json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": generated})),
         ),
     ]
@@ -286,29 +320,78 @@ fn status_patch(name: &str, check: impl FnOnce(&MediaAppStatus) + Send + 'static
     )
 }
 
+/// The revision the render gives these inputs (what the pods must run for Ready).
+fn revision_of(
+    media_apps: Vec<MediaApp>,
+    stream_auths: Vec<StreamAuth>,
+    secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+) -> String {
+    let mut i = common::inputs(media_apps, stream_auths, secrets);
+    i.api_token_key = None;
+    ferrocast_operator::render::render(&fleet(), &i).unwrap().revision
+}
+
+/// The last poll found these ready server pods running these revisions.
+fn pods_run(ctx: &Context, pods: &[(&str, &str)]) {
+    let live = ferrocast_operator::fleet::Live {
+        pods: pods
+            .iter()
+            .map(|(pod, revision)| {
+                (
+                    pod.to_string(),
+                    Some(ferrocast_operator::fleet::PodConfig {
+                        revision: revision.to_string(),
+                        pending: false,
+                    }),
+                )
+            })
+            .collect(),
+        ..Default::default()
+    };
+    *ctx.live.write().unwrap() = Some(live);
+}
+
+fn condition<'a>(s: &'a MediaAppStatus, type_: &str) -> &'a ferrocast_operator::crd::Condition {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {s:?}"))
+}
+
 const LIVE: &str =
-    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
+    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: {name: studio}}, service: {type: LoadBalancer}}";
 const STUDIO: &str = "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}}";
 
 #[tokio::test]
 async fn create_applies_config_secret_service_then_reports_ready() {
     let ma = media_app(LIVE, 10);
-    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
+    let (ctx, handle, metrics) = context_with(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    let revision = revision_of(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    pods_run(&ctx, &[("server-0", &revision), ("server-1", &revision)]);
+    let want_revision = revision.clone();
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
-            (200, keys_secret_json())
+        // The Secret before the ConfigMap that names its files.
+        applied_secret(move |data| {
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                ["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
+            );
+            assert_eq!(data["streamauth.studio.keys.yaml"], "cam1: k-cam1-SECRET\n");
+            assert_eq!(data["config.revision"], want_revision);
+            assert_eq!(data["config.revision-salt"], common::REVISION_SALT, "the salt is kept");
         }),
-        applied_configmap(|c| {
+        applied_configmap(move |c| {
             assert_eq!(c.apps.len(), 1);
             assert_eq!(c.apps[0].name, "live");
             assert_eq!(
                 c.apps[0].publish.keys_file.as_ref().unwrap().to_str(),
                 Some("/etc/ferrocast/secrets/streamauth.studio.keys.yaml")
             );
-        }),
-        applied_secret(|data| {
-            assert_eq!(data.keys().collect::<Vec<_>>(), ["streamauth.studio.keys.yaml"]);
-            assert_eq!(data["streamauth.studio.keys.yaml"], "cam1: k-cam1-SECRET\n");
+            assert_eq!(c.revision.id.as_deref(), Some(revision.as_str()));
+            assert_eq!(
+                c.revision.file.as_ref().unwrap().to_str(),
+                Some("/etc/ferrocast/secrets/config.revision")
+            );
         }),
     ];
     scenario.extend(pruning(vec![], vec![]));
@@ -322,12 +405,22 @@ async fn create_applies_config_secret_service_then_reports_ready() {
     }));
     scenario.push(event("Ready", "live"));
     scenario.push(status_patch("live", |s| {
-        assert_eq!(
-            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
-            ("True", "Reconciled")
+        let ready = condition(s, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Reconciled"));
+        let applied = condition(s, "ConfigApplied");
+        assert_eq!(applied.status, "True");
+        assert!(
+            applied.message.contains("all 2 ready server pods"),
+            "{}",
+            applied.message
         );
         assert_eq!(s.endpoints.as_ref().unwrap().rtmp, "rtmp://203.0.113.7:1935/live");
         assert_eq!(s.service.as_deref(), Some("ferrocast-live"));
+        assert_eq!(
+            (s.live_streams, s.sessions.as_ref()),
+            (None, None),
+            "live counts are not the reconcile's"
+        );
     }));
     let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
         .await
@@ -353,7 +446,7 @@ async fn create_applies_config_secret_service_then_reports_ready() {
 
 #[tokio::test]
 async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event() {
-    let mut ma = media_app("metadata: {name: live, generation: 2}\nspec: {gopCache: false, publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}", 10);
+    let mut ma = media_app("metadata: {name: live, generation: 2}\nspec: {gopCache: false, publish: {auth: key, authRef: {name: studio}}, service: {type: LoadBalancer}}", 10);
     // Status as written for generation 1, Ready: an update keeps Ready, so no new event.
     ma.status = Some(MediaAppStatus {
         observed_generation: Some(1),
@@ -369,13 +462,12 @@ async fn update_reapplies_with_the_new_spec_and_patches_status_without_an_event(
         service: Some("ferrocast-live".into()),
         ..Default::default()
     });
-    let (ctx, handle, _) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
+    let (ctx, handle, _) = context_with(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    let revision = revision_of(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    pods_run(&ctx, &[("server-0", &revision)]);
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
-            (200, keys_secret_json())
-        }),
-        applied_configmap(|c| assert!(!c.apps[0].gop_cache, "the updated spec")),
         applied_secret(|_| {}),
+        applied_configmap(|c| assert!(!c.apps[0].gop_cache, "the updated spec")),
     ];
     scenario.extend(pruning(vec![], vec![]));
     scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"ferrocast.io/mediaapp": "live"}}}))));
@@ -398,11 +490,13 @@ async fn missing_secret_fails_closed_and_reports_why() {
     let ma = media_app(LIVE, 10);
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![stream_auth(STUDIO)]);
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
-            not_found("secrets \"studio-keys\"")
+        applied_secret(|data| {
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                ["config.revision", "config.revision-salt"]
+            )
         }),
         applied_configmap(|c| assert!(c.apps.is_empty(), "an app without its keys is not served")),
-        applied_secret(|data| assert!(data.is_empty())),
     ];
     scenario.extend(pruning(vec![], vec![]));
     // The Service stays: a credentials problem must not give up the load balancer address.
@@ -421,8 +515,9 @@ async fn missing_secret_fails_closed_and_reports_why() {
         },
     ));
     scenario.push(status_patch("live", |s| {
+        let ready = condition(s, "Ready");
         assert_eq!(
-            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
+            (ready.status.as_str(), ready.reason.as_str()),
             ("False", "SecretNotFound")
         );
         assert_eq!(s.endpoints, None, "not served: no endpoints advertised");
@@ -440,8 +535,8 @@ async fn a_foreign_service_with_the_same_name_is_never_taken_over() {
     let ma = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
     let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
     let mut scenario = vec![
-        applied_configmap(|c| assert_eq!(c.apps.len(), 1)),
         applied_secret(|_| {}),
+        applied_configmap(|c| assert_eq!(c.apps.len(), 1)),
     ];
     scenario.extend(pruning(vec![], vec![]));
     // Someone else's Service (no ferrocast.io/mediaapp label): looked at, not applied.
@@ -458,7 +553,7 @@ async fn a_foreign_service_with_the_same_name_is_never_taken_over() {
         },
     ));
     scenario.push(status_patch("live", |s| {
-        assert_eq!(s.conditions[0].reason, "ServiceConflict");
+        assert_eq!(condition(s, "Ready").reason, "ServiceConflict");
         assert_eq!(s.endpoints, None);
     }));
     run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
@@ -472,8 +567,14 @@ async fn deletion_rerenders_the_fleet_and_prunes_what_the_mediaapp_owned() {
     let vod = media_app("metadata: {name: vod}\nspec: {}", 10);
     let (ctx, handle, _) = context(vec![vod], vec![]);
     let mut scenario = vec![
+        applied_secret(|data| {
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                ["config.revision", "config.revision-salt"],
+                "the deleted app's files are gone"
+            )
+        }),
         applied_configmap(|c| assert_eq!(c.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["vod"])),
-        applied_secret(|data| assert!(data.is_empty(), "the deleted app's files are gone")),
     ];
     let orphan_service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/mediaapp": "live"}}});
     let orphan_cert = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "live-tls-generated", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/mediaapp": "live", "ferrocast.io/generated-certificate": "true"}}});
@@ -493,7 +594,7 @@ async fn deletion_rerenders_the_fleet_and_prunes_what_the_mediaapp_owned() {
         format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated?"),
         |_| not_found("already gone"),
     ));
-    run(handle, scenario, ctx.sync_fleet()).await.expect("fleet sync");
+    run(handle, scenario, ctx.sync_fleet(true)).await.expect("fleet sync");
 }
 
 #[tokio::test]
@@ -503,11 +604,6 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
     let issued = Arc::new(std::sync::Mutex::new(None::<Value>));
     let keep = issued.clone();
     let mut scenario = vec![
-        expect(
-            "GET",
-            format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated"),
-            |_| not_found("secrets \"live-tls-generated\""),
-        ),
         expect(
             "PATCH",
             format!("/api/v1/namespaces/{NS}/secrets/live-tls-generated{APPLY}"),
@@ -527,10 +623,6 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
             },
         ),
         event("CertificateIssued", "live"),
-        applied_configmap(|c| {
-            assert_eq!(c.tls.certificates.len(), 1);
-            assert_eq!(c.tls.certificates[0].hosts, ["live.example.com"]);
-        }),
     ];
     let issued_check = issued.clone();
     scenario.push(applied_secret(move |data| {
@@ -547,10 +639,21 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
         );
         assert!(data["mediaapp.live.tls.key"].contains("PRIVATE KEY"));
     }));
+    scenario.push(applied_configmap(|c| {
+        assert_eq!(c.tls.certificates.len(), 1);
+        assert_eq!(c.tls.certificates[0].hosts, ["live.example.com"]);
+    }));
     scenario.extend(pruning(vec![], vec![]));
-    scenario.push(event("Ready", "live"));
+    // No server pod has been polled since: not Ready, and no rtmps:// endpoint is claimed.
+    // (Waiting for a rollout is not worth a Warning event.)
     scenario.push(status_patch("live", |s| {
-        assert_eq!(s.conditions[0].reason, "Reconciled")
+        let ready = condition(s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ConfigPending")
+        );
+        assert_eq!(condition(s, "ConfigApplied").status, "Unknown");
+        assert_eq!(s.endpoints, None);
     }));
     let action = run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
         .await
@@ -565,22 +668,20 @@ async fn self_signed_tls_is_generated_stored_and_copied() {
 #[tokio::test]
 async fn stream_auth_status_lists_its_users() {
     let sa = stream_auth(STUDIO);
-    let (ctx, handle, _) = context(
+    let (ctx, handle, _) = context_with(
         vec![
             media_app(LIVE, 10),
             media_app(
-                "metadata: {name: backup}\nspec: {play: {auth: key, authRef: studio}}",
+                "metadata: {name: backup}\nspec: {play: {auth: key, authRef: {name: studio}}}",
                 5,
             ),
         ],
         vec![sa.clone()],
+        vec![keys_secret()],
     );
     let mut scenario = vec![
-        expect("GET", format!("/api/v1/namespaces/{NS}/secrets/studio-keys"), |_| {
-            (200, keys_secret_json())
-        }),
-        applied_configmap(|c| assert_eq!(c.apps.len(), 2)),
         applied_secret(|_| {}),
+        applied_configmap(|c| assert_eq!(c.apps.len(), 2)),
     ];
     scenario.extend(pruning(vec![], vec![]));
     scenario.push(event("Ready", "studio"));
@@ -601,7 +702,7 @@ async fn api_errors_fail_the_reconcile_and_are_counted_by_the_error_policy() {
     let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
     let scenario = vec![expect(
         "PATCH",
-        format!("/api/v1/namespaces/{NS}/configmaps/ferrocast-server-config{APPLY}"),
+        format!("/api/v1/namespaces/{NS}/secrets/ferrocast-server-secrets{APPLY}"),
         |_| {
             (
                 500,
@@ -666,6 +767,210 @@ fn related_changes_map_to_the_right_resources() {
     assert_eq!(refs, ["studio", "old"]);
 }
 
+#[tokio::test]
+async fn a_status_write_causes_no_second_fleet_sync() {
+    use ferrocast_operator::controller::spec_changes;
+    use futures::StreamExt;
+    let ma = media_app(LIVE, 10);
+    let (ctx, handle, _) = context_with(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    let revision = revision_of(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    pods_run(&ctx, &[("server-0", &revision)]);
+    let written = Arc::new(std::sync::Mutex::new(None::<MediaAppStatus>));
+    let keep = written.clone();
+    // The first reconcile writes the fleet, the Service and the status...
+    let mut scenario = vec![applied_secret(|_| {}), applied_configmap(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", None));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
+    scenario.push(event("Ready", "live"));
+    scenario.push(status_patch("live", move |s| *keep.lock().unwrap() = Some(s.clone())));
+    // ...a second one (a resync) with an unchanged render writes nothing fleet-wide: no
+    // Secret, ConfigMap or prune requests, and no status patch.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"ferrocast.io/mediaapp": "live"}}});
+    scenario.push(service_lookup("ferrocast-live", Some(svc)));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
+    let with_status = run(handle, scenario, async {
+        reconcile_media_app(Arc::new(ma.clone()), ctx.clone())
+            .await
+            .expect("first reconcile");
+        let mut with_status = ma.clone();
+        with_status.metadata.resource_version = Some("2".into());
+        with_status.status = written.lock().unwrap().clone();
+        reconcile_media_app(Arc::new(with_status.clone()), ctx.clone())
+            .await
+            .expect("second reconcile");
+        with_status
+    })
+    .await;
+
+    // And the watch event of that status write (same generation, new resourceVersion) is
+    // dropped before it can trigger anything; a spec change passes.
+    let mut respecced = with_status.clone();
+    respecced.metadata.generation = Some(2);
+    let events = futures::stream::iter([Ok(ma.clone()), Ok(with_status), Ok(respecced)]);
+    let passed: Vec<Option<i64>> = spec_changes(events)
+        .map(|e: Result<MediaApp, watcher::Error>| e.unwrap().metadata.generation)
+        .collect()
+        .await;
+    assert_eq!(passed, [Some(1), Some(2)], "only creation and the spec change trigger");
+}
+
+#[tokio::test]
+async fn ready_waits_until_every_ready_pod_runs_the_new_config() {
+    let ma = media_app(LIVE, 10);
+    let (ctx, handle, metrics) = context_with(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    let revision = revision_of(vec![ma.clone()], vec![stream_auth(STUDIO)], vec![keys_secret()]);
+    pods_run(&ctx, &[("server-0", &revision), ("server-1", "0123456789abcdef")]);
+    let mut scenario = vec![applied_secret(|_| {}), applied_configmap(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(service_lookup("ferrocast-live", None));
+    scenario.push(applied_service("ferrocast-live", Some("203.0.113.7"), |_| {}));
+    // Rolling out is no Warning: no event, just the status.
+    scenario.push(status_patch("live", |s| {
+        let ready = condition(s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ConfigPending")
+        );
+        let applied = condition(s, "ConfigApplied");
+        assert_eq!(
+            (applied.status.as_str(), applied.reason.as_str()),
+            ("False", "ConfigPending")
+        );
+        assert!(
+            applied.message.contains("1 of 2 ready server pods")
+                && applied.message.contains("server-1 (runs 0123456789abcdef)"),
+            "{}",
+            applied.message
+        );
+        assert_eq!(s.endpoints, None, "nothing is claimed before the fleet serves it");
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+    assert!(metrics
+        .render()
+        .contains(r#"ferrocast_operator_mediaapp_ready{mediaapp="live"} 0"#));
+}
+
+#[tokio::test]
+async fn zero_server_pods_is_not_ready_and_says_so() {
+    let ma = media_app("metadata: {name: vod}\nspec: {}", 10);
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    pods_run(&ctx, &[]);
+    let mut scenario = vec![applied_secret(|_| {}), applied_configmap(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    scenario.push(event("NoServerPods", "vod"));
+    scenario.push(status_patch("vod", |s| {
+        let ready = condition(s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NoServerPods")
+        );
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
+#[tokio::test]
+async fn live_counts_are_written_alone_under_their_own_field_manager() {
+    let ma = media_app(LIVE, 10);
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let live = ferrocast_operator::fleet::Live {
+        apps: std::collections::BTreeMap::from([(
+            "live".to_string(),
+            ferrocast_operator::fleet::AppLive {
+                streams: 2,
+                publishers: 2,
+                players: 9,
+            },
+        )]),
+        ..Default::default()
+    };
+    let scenario = vec![expect(
+        "PATCH",
+        format!("/apis/ferrocast.io/v1alpha1/namespaces/{NS}/mediaapps/live/status?&force=true&fieldManager=ferrocast-operator-live"),
+        |body| {
+            assert_eq!(
+                body["status"],
+                json!({"liveStreams": 2, "sessions": {"publishers": 2, "players": 9}}),
+                "only the live counts: the reconcile's fields stay its own"
+            );
+            (200, json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "MediaApp", "metadata": {"name": "live", "namespace": NS}, "spec": {}, "status": body["status"]}))
+        },
+    )];
+    run(
+        handle,
+        scenario,
+        ferrocast_operator::controller::write_live_counts(&ctx, &ma, &live),
+    )
+    .await
+    .expect("live counts written");
+}
+
+#[tokio::test]
+async fn a_mediaapp_labelled_for_a_fleet_that_runs_nowhere_is_told_so() {
+    let ma = media_app(
+        "metadata: {name: lost, labels: {ferrocast.io/fleet: ghost}}\nspec: {}",
+        10,
+    );
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let scenario = vec![
+        expect(
+            "GET",
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+            |_| {
+                (
+                    200,
+                    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
+                        {"metadata": {"name": "ferrocast-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "ferrocast"}}},
+                        {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                    ]}),
+                )
+            },
+        ),
+        event("NoFleet", "lost"),
+        status_patch("lost", |s| {
+            let ready = condition(s, "Ready");
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NoFleet"));
+            assert!(
+                ready.message.contains("\"ghost\"") && ready.message.contains("ferrocast, studio-b"),
+                "{}",
+                ready.message
+            );
+        }),
+    ];
+    // Nothing of the fleet is written for it: it is not this fleet's.
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
+#[tokio::test]
+async fn a_mediaapp_of_another_running_fleet_is_left_to_it() {
+    let ma = media_app(
+        "metadata: {name: theirs, labels: {ferrocast.io/fleet: studio-b}}\nspec: {}",
+        10,
+    );
+    let (ctx, handle, _) = context(vec![ma.clone()], vec![]);
+    let scenario = vec![expect(
+        "GET",
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+        |_| {
+            (
+                200,
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
+                    {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                ]}),
+            )
+        },
+    )];
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
 mod leader {
     use super::*;
     use ferrocast_operator::leader::{Elector, Round};
@@ -683,11 +988,20 @@ mod leader {
     fn elector() -> (Elector, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api: Api<Lease> = Api::namespaced(Client::new(service, NS), NS);
-        (Elector::new(api, "ferrocast-operator", "operator-0"), handle)
+        (
+            Elector::new(api, "ferrocast-operator", "operator-0").for_fleet("ferrocast"),
+            handle,
+        )
     }
 
     fn now() -> k8s_openapi::jiff::Timestamp {
         k8s_openapi::jiff::Timestamp::from_second(NOW).unwrap()
+    }
+
+    /// This replica's monotonic clock at the first round.
+    fn t0() -> std::time::Instant {
+        static T0: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(std::time::Instant::now)
     }
 
     #[tokio::test]
@@ -702,10 +1016,14 @@ mod leader {
                 expect("POST", format!("{LEASES}?"), |body| {
                     assert_eq!(body["spec"]["holderIdentity"], "operator-0");
                     assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+                    assert_eq!(
+                        body["metadata"]["labels"]["ferrocast.io/fleet"], "ferrocast",
+                        "other fleets find this one by its Lease"
+                    );
                     (201, body)
                 }),
             ],
-            e.round(now()),
+            e.round(now(), t0()),
         )
         .await;
         assert_eq!(round.unwrap(), Round::Leading);
@@ -719,21 +1037,25 @@ mod leader {
             vec![expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
                 (200, lease("operator-1", NOW - 5, 3))
             })],
-            e.round(now()),
+            e.round(now(), t0()),
         )
         .await;
         assert_eq!(round.unwrap(), Round::Following("operator-1".into()));
     }
 
     #[tokio::test]
-    async fn an_expired_lease_is_taken_over_with_its_resource_version() {
+    async fn a_lease_is_taken_over_only_a_whole_lease_after_it_was_last_seen_renewed() {
+        use std::time::Duration;
         let (e, handle) = elector();
-        let round = run(
+        // The holder's renewTime is an hour behind our wall clock (skew, or a stopped
+        // holder): that alone proves nothing. Expiry runs from when we saw this renewal.
+        let stale = || (200, lease("operator-1", NOW - 3600, 3));
+        let rounds = run(
             handle,
             vec![
-                expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
-                    (200, lease("operator-1", NOW - 60, 3))
-                }),
+                expect("GET", format!("{LEASES}/ferrocast-operator"), move |_| stale()),
+                expect("GET", format!("{LEASES}/ferrocast-operator"), move |_| stale()),
+                expect("GET", format!("{LEASES}/ferrocast-operator"), move |_| stale()),
                 expect("PUT", format!("{LEASES}/ferrocast-operator?"), |body| {
                     assert_eq!(body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
                     assert_eq!(body["spec"]["holderIdentity"], "operator-0");
@@ -741,10 +1063,50 @@ mod leader {
                     (200, body)
                 }),
             ],
-            e.round(now()),
+            async {
+                let first = e.round(now(), t0()).await.unwrap();
+                let within = e.round(now(), t0() + Duration::from_secs(14)).await.unwrap();
+                let after = e.round(now(), t0() + Duration::from_secs(15)).await.unwrap();
+                (first, within, after)
+            },
         )
         .await;
-        assert_eq!(round.unwrap(), Round::Leading);
+        assert_eq!(
+            rounds,
+            (
+                Round::Following("operator-1".into()),
+                Round::Following("operator-1".into()),
+                Round::Leading
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_renewal_seen_restarts_the_wait() {
+        use std::time::Duration;
+        let (e, handle) = elector();
+        let rounds = run(
+            handle,
+            vec![
+                expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
+                    (200, lease("operator-1", NOW - 3600, 3))
+                }),
+                // Renewed meanwhile (new renewTime and resourceVersion): not expired, even
+                // 20 s after we first looked.
+                expect("GET", format!("{LEASES}/ferrocast-operator"), |_| {
+                    let mut l = lease("operator-1", NOW - 3590, 3);
+                    l["metadata"]["resourceVersion"] = json!("8");
+                    (200, l)
+                }),
+            ],
+            async {
+                let first = e.round(now(), t0()).await.unwrap();
+                let later = e.round(now(), t0() + Duration::from_secs(20)).await.unwrap();
+                (first, later)
+            },
+        )
+        .await;
+        assert_eq!(rounds.1, Round::Following("operator-1".into()));
     }
 
     #[tokio::test]
@@ -757,7 +1119,7 @@ mod leader {
                 assert_eq!(body["spec"]["leaseTransitions"], 1, "a renewal is no transition");
                 (409, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "modified"}))
             }),
-        ], e.round(now())).await;
+        ], e.round(now(), t0())).await;
         assert_eq!(round.unwrap(), Round::Following("another candidate".into()));
     }
 }

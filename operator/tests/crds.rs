@@ -84,8 +84,9 @@ fn every_cel_rule_in_the_crds_has_a_rust_twin_and_every_twin_is_used() {
 
 /// (case, manifest, a fragment of the expected error)
 const REFUSED: &[(&str, &str, &str)] = &[
-    ("key auth without authRef", "kind: MediaApp\nmetadata: {name: a}\nspec: {publish: {auth: key}}", "authRef (a StreamAuth name) is required"),
-    ("empty authRef", "kind: MediaApp\nmetadata: {name: a}\nspec: {play: {auth: sign, authRef: ''}}", "authRef (a StreamAuth name) is required"),
+    ("key auth without authRef", "kind: MediaApp\nmetadata: {name: a}\nspec: {publish: {auth: key}}", "authRef (a StreamAuth) is required"),
+    ("empty authRef name", "kind: MediaApp\nmetadata: {name: a}\nspec: {play: {auth: sign, authRef: {name: ''}}}", "shorter than 1"),
+    ("authRef as a bare name", "kind: MediaApp\nmetadata: {name: a}\nspec: {play: {auth: sign, authRef: studio}}", "expected object"),
     ("app name charset", "kind: MediaApp\nmetadata: {name: a}\nspec: {app: 'live/x'}", "app must be 1-128 characters"),
     ("app name ..", "kind: MediaApp\nmetadata: {name: a}\nspec: {app: '..'}", "app must be 1-128 characters"),
     ("app name too long", "kind: MediaApp\nmetadata: {name: a}\nspec: {app: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'}", "longer than 128"),
@@ -94,6 +95,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ("port zero", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {ports: {http: 0}}}", "below the minimum"),
     ("ports clash", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {ports: {rtmp: 8000}}}", "ports must all differ"),
     ("source ranges on ClusterIP", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {type: ClusterIP, loadBalancerSourceRanges: [10.0.0.0/8]}}", "only apply to type LoadBalancer"),
+    ("load balancer class on NodePort", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {type: NodePort, loadBalancerClass: service.k8s.aws/nlb}}", "loadBalancerClass only applies"),
     ("traffic policy on ClusterIP", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {type: ClusterIP, externalTrafficPolicy: Local}}", "externalTrafficPolicy only applies"),
     ("unknown service type", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {type: ExternalName}}", "is not one of"),
     ("generated certificate without hosts", "kind: MediaApp\nmetadata: {name: a}\nspec: {tls: {enabled: true}}", "needs at least one host"),
@@ -101,7 +103,10 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ("wildcard in the middle", "kind: MediaApp\nmetadata: {name: a}\nspec: {tls: {hosts: ['a.*.example.com']}}", "hosts must be DNS names"),
     ("https webhook", "kind: MediaApp\nmetadata: {name: a}\nspec: {webhooks: [{url: 'https://hooks.example.com/x'}]}", "webhook URLs must be http://"),
     ("unknown webhook event", "kind: MediaApp\nmetadata: {name: a}\nspec: {webhooks: [{url: 'http://h/x', events: [onPublish]}]}", "is not one of"),
-    ("bad CIDR", "kind: MediaApp\nmetadata: {name: a}\nspec: {allow: [10.0.0.0/33]}", "entries must be CIDRs"),
+    ("bad CIDR", "kind: MediaApp\nmetadata: {name: a}\nspec: {publish: {allow: [10.0.0.0/33]}}", "entries must be CIDRs"),
+    ("bad play deny entry", "kind: MediaApp\nmetadata: {name: a}\nspec: {play: {deny: [everyone]}}", "entries must be CIDRs"),
+    ("app-wide allow (moved under publish and play)", "kind: MediaApp\nmetadata: {name: a}\nspec: {allow: [10.0.0.0/8]}", ".spec.allow: unknown field"),
+    ("service type None (an absent service means none)", "kind: MediaApp\nmetadata: {name: a}\nspec: {service: {type: None}}", "is not one of"),
     ("unknown field", "kind: MediaApp\nmetadata: {name: a}\nspec: {gop: true}", ".spec.gop: unknown field"),
     ("wrong type", "kind: MediaApp\nmetadata: {name: a}\nspec: {gopCache: 'yes'}", "expected boolean"),
     ("empty StreamAuth", "kind: StreamAuth\nmetadata: {name: s}\nspec: {}", "configure at least one of"),
@@ -126,12 +131,84 @@ fn minimal_resources_are_valid_with_defaults() {
     for yaml in [
         "kind: MediaApp\nmetadata: {name: live}\nspec: {}",
         "kind: MediaApp\nmetadata: {name: live}\nspec: {service: {}, tls: {secretName: t}}",
-        "kind: MediaApp\nmetadata: {name: live}\nspec: {tls: {enabled: false}, allow: ['10.0.0.0/8', '192.0.2.1', '2001:db8::/32']}",
+        "kind: MediaApp\nmetadata: {name: live}\nspec: {tls: {enabled: false}, publish: {allow: ['10.0.0.0/8', '192.0.2.1', '2001:db8::/32']}}",
+        "kind: MediaApp\nmetadata: {name: live}\nspec: {publish: {auth: key, authRef: {name: studio}, allow: [198.51.100.0/24]}, play: {auth: none}}",
         "kind: StreamAuth\nmetadata: {name: s}\nspec: {keys: {secretRef: {name: k}}}",
     ] {
         let mut doc: Value = serde_yaml::from_str(yaml).unwrap();
         doc["apiVersion"] = "ferrocast.io/v1alpha1".into();
         let kind = doc["kind"].as_str().unwrap().to_string();
         assert_eq!(validate(&crd_json(&kind), &doc), Ok(()), "{yaml}");
+    }
+}
+
+/// The names of the functions a CEL expression calls (`name(` and `.name(`).
+fn cel_calls(rule: &str) -> Vec<String> {
+    let mut calls = Vec::new();
+    let mut word = String::new();
+    for c in rule.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if c == '(' && !word.is_empty() {
+            calls.push(word.clone());
+        }
+        word.clear();
+    }
+    calls
+}
+
+#[test]
+fn cel_rules_only_call_functions_of_the_minimum_kubernetes() {
+    use ferrocast_operator::crd::{CEL_FUNCTIONS_SINCE, MIN_KUBERNETES};
+    for r in CEL_RULES {
+        for call in cel_calls(r.rule) {
+            if let Some((_, since)) = CEL_FUNCTIONS_SINCE.iter().find(|(f, _)| *f == call) {
+                assert!(
+                    *since <= MIN_KUBERNETES.1,
+                    "{}: {call}() needs Kubernetes 1.{since}, the minimum is 1.{}",
+                    r.on,
+                    MIN_KUBERNETES.1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn chart_and_docs_claim_the_minimum_kubernetes_the_crds_need() {
+    use ferrocast_operator::crd::MIN_KUBERNETES;
+    let (major, minor) = MIN_KUBERNETES;
+    let root = common::workspace();
+    let chart = std::fs::read_to_string(root.join("charts/ferrocast/Chart.yaml")).unwrap();
+    let kube_version = chart
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeVersion:"))
+        .expect("Chart.yaml kubeVersion")
+        .trim()
+        .trim_matches('"');
+    assert_eq!(kube_version, format!(">={major}.{minor}.0-0"), "Chart.yaml kubeVersion");
+    // Every "Kubernetes 1.NN" claim in the user-facing docs names the minimum.
+    for doc in [
+        "README.md",
+        "docs/kubernetes.md",
+        "docs/crds.md",
+        "docs/operator.md",
+        "charts/ferrocast/README.md",
+    ] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let mut claims = 0;
+        for (i, _) in text.match_indices("Kubernetes 1.") {
+            let digits: String = text[i + "Kubernetes 1.".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            claims += 1;
+            assert_eq!(digits, minor.to_string(), "{doc}: claims Kubernetes 1.{digits}");
+        }
+        if doc == "docs/kubernetes.md" || doc == "charts/ferrocast/README.md" {
+            assert!(claims > 0, "{doc} states the minimum Kubernetes version");
+        }
     }
 }

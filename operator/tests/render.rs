@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::{fleet, inputs, media_app, secret, stream_auth, NOW};
 use ferrocast_operator::crd::{MediaApp, MediaAppStatus};
-use ferrocast_operator::fleet::{AppLive, Live};
+use ferrocast_operator::fleet::{AppLive, Live, Rollout};
 use ferrocast_operator::render::{render, Desired, Inputs};
 use ferrocast_operator::status::{media_app_status, not_ready_reason};
 use ferrocast_server::config::{AuthMode, Config};
@@ -37,7 +37,10 @@ fn observed(desired: &Service, lb_ip: Option<&str>) -> Service {
     s
 }
 
-fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, live: Option<&Live>) -> Outcome {
+/// Every ready server pod runs the rendered config.
+const APPLIED: Rollout = Rollout::Applied { pods: 2 };
+
+fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, rollout: &Rollout) -> Outcome {
     let fleet = fleet();
     let desired = render(&fleet, inputs).expect("render");
     let statuses = inputs
@@ -48,7 +51,15 @@ fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, live: Option<&Live>) -> Outco
             let svc = desired.services.get(&name).map(|s| observed(s, lb_ip));
             (
                 name.clone(),
-                media_app_status(&fleet, ma, &desired.apps[&name], svc.as_ref(), live, NOW),
+                media_app_status(
+                    &fleet,
+                    ma,
+                    &desired.apps[&name],
+                    svc.as_ref(),
+                    rollout,
+                    &desired.revision,
+                    NOW,
+                ),
             )
         })
         .collect();
@@ -94,7 +105,7 @@ fn keys_auth() -> Vec<k8s_openapi::api::core::v1::Secret> {
 }
 
 const LIVE_KEY: &str =
-    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, service: {type: LoadBalancer}}";
+    "metadata: {name: live}\nspec: {publish: {auth: key, authRef: {name: studio}}, service: {type: LoadBalancer}}";
 const STUDIO_KEYS: &str = "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}}";
 
 /// A TLS pair for `host`, made once per call.
@@ -110,7 +121,7 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
         vec![stream_auth(STUDIO_KEYS)],
         keys_auth(),
     );
-    let pending = reconcile(&i, None, None);
+    let pending = reconcile(&i, None, &APPLIED);
     assert_eq!(pending.reason("live"), "ServicePending", "no load balancer address yet");
     assert_eq!(pending.statuses["live"].endpoints, None);
 
@@ -123,10 +134,9 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
                 players: 7,
             },
         )]),
-        pods_read: 2,
-        pods_failed: 0,
+        ..Live::default()
     };
-    let o = reconcile(&i, Some("203.0.113.7"), Some(&live));
+    let o = reconcile(&i, Some("203.0.113.7"), &APPLIED);
     // ConfigMap: the app, key auth through a keys file in the mounted Secret.
     let c = o.config();
     assert_eq!(o.served(), vec!["live"]);
@@ -152,8 +162,12 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
         cm.metadata.owner_references.is_none(),
         "the shared ConfigMap outlives any one MediaApp"
     );
-    // Secret: the keys file, as the server parses it.
-    assert_eq!(o.secret_keys(), vec!["streamauth.studio.keys.yaml"]);
+    // Secret: the keys file, as the server parses it, and the revision it belongs to.
+    assert_eq!(
+        o.secret_keys(),
+        vec!["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
+    );
+    assert_eq!(o.secret("config.revision"), c.revision.id.clone());
     let keys = ferrocast_server::auth::parse_keys_file(&o.secret("streamauth.studio.keys.yaml").unwrap()).unwrap();
     assert_eq!(
         keys,
@@ -202,8 +216,13 @@ fn key_auth_with_a_load_balancer_renders_config_secret_service_and_status() {
     assert_eq!(e.http_flv, "http://203.0.113.7:8000/live/{stream}.flv");
     assert_eq!(e.ws_flv, "ws://203.0.113.7:8000/live/{stream}.flv");
     assert_eq!((e.rtmps.as_deref(), e.https_flv.as_deref()), (None, None));
-    assert_eq!(s.live_streams, Some(2));
-    assert_eq!(s.sessions.as_ref().map(|c| (c.publishers, c.players)), Some((2, 7)));
+    assert_eq!(
+        (s.live_streams, s.sessions.as_ref()),
+        (None, None),
+        "live counts are written apart, by the live loop"
+    );
+    let (streams, sessions) = ferrocast_operator::status::live_counts(&live, "live");
+    assert_eq!((streams, sessions.publishers, sessions.players), (2, 2, 7));
 }
 
 /// Every not-ready reason: (case, MediaApps, StreamAuths, Secrets, MediaApp checked, reason, message fragment).
@@ -233,7 +252,7 @@ fn every_not_ready_reason() {
         ("keys Secret missing", vec![live()], vec![STUDIO_KEYS], vec![], "live", "SecretNotFound", "Secret studio-keys not found"),
         (
             "sign Secret lacks the key",
-            vec![media_app("metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}}", 10)],
+            vec![media_app("metadata: {name: live}\nspec: {publish: {auth: sign, authRef: {name: studio}}}", 10)],
             vec!["metadata: {name: studio}\nspec: {sign: {secretRefs: [{name: s, key: current}]}}"],
             vec![secret("s", &[("old", "v")])],
             "live",
@@ -242,7 +261,7 @@ fn every_not_ready_reason() {
         ),
         (
             "sign secret empty",
-            vec![media_app("metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}}", 10)],
+            vec![media_app("metadata: {name: live}\nspec: {publish: {auth: sign, authRef: {name: studio}}}", 10)],
             vec!["metadata: {name: studio}\nspec: {sign: {secretRefs: [{name: s, key: k}]}}"],
             vec![secret("s", &[("k", " \n")])],
             "live",
@@ -260,7 +279,7 @@ fn every_not_ready_reason() {
         ),
         (
             "token key is not a PEM public key",
-            vec![media_app("metadata: {name: live}\nspec: {play: {auth: token, authRef: studio}}", 10)],
+            vec![media_app("metadata: {name: live}\nspec: {play: {auth: token, authRef: {name: studio}}}", 10)],
             vec!["metadata: {name: studio}\nspec: {tokens: {algorithm: RS256, keySecretRefs: [{name: jwt, key: pub}]}}"],
             vec![secret("jwt", &[("pub", "not a key")])],
             "live",
@@ -329,12 +348,12 @@ fn every_not_ready_reason() {
         ),
         (
             "CIDR the CEL rule would refuse",
-            vec![media_app("metadata: {name: live}\nspec: {allow: ['10.0.0.0/33']}", 10)],
+            vec![media_app("metadata: {name: live}\nspec: {publish: {allow: ['10.0.0.0/33']}}", 10)],
             vec![],
             vec![],
             "live",
             "InvalidSpec",
-            "allow has an entry that is not a CIDR",
+            "publish.allow has an entry that is not a CIDR",
         ),
         (
             "name too long for a Service",
@@ -358,7 +377,7 @@ fn every_not_ready_reason() {
     ];
     for (case, media_apps, auths, secrets, target, reason, message) in cases {
         let i = inputs(media_apps, auths.into_iter().map(stream_auth).collect(), secrets);
-        let o = reconcile(&i, None, None);
+        let o = reconcile(&i, None, &APPLIED);
         assert_eq!(o.reason(target), reason, "{case}: {}", o.message(target));
         assert!(o.message(target).contains(message), "{case}: {:?}", o.message(target));
         let c = &o.statuses[target].conditions[0];
@@ -392,7 +411,7 @@ fn app_conflict_keeps_the_older_mediaapp() {
             vec![],
         ),
         None,
-        None,
+        &APPLIED,
     );
     assert_eq!(o.served(), vec!["live"]);
     assert!(o.config().apps[0].gop_cache, "the older MediaApp's settings");
@@ -403,7 +422,7 @@ fn app_conflict_keeps_the_older_mediaapp() {
         &inputs(
             vec![
                 media_app(
-                    "metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: gone}}",
+                    "metadata: {name: first}\nspec: {app: live, publish: {auth: key, authRef: {name: gone}}}",
                     100,
                 ),
                 media_app("metadata: {name: second}\nspec: {app: live}", 10),
@@ -412,7 +431,7 @@ fn app_conflict_keeps_the_older_mediaapp() {
             vec![],
         ),
         None,
-        None,
+        &APPLIED,
     );
     assert!(o.served().is_empty());
     assert_eq!(
@@ -424,7 +443,7 @@ fn app_conflict_keeps_the_older_mediaapp() {
 #[test]
 fn sign_secret_rotation_changes_only_the_secret() {
     let ma = media_app(
-        "metadata: {name: live}\nspec: {publish: {auth: sign, authRef: studio}, play: {auth: sign, authRef: viewers}}",
+        "metadata: {name: live}\nspec: {publish: {auth: sign, authRef: {name: studio}}, play: {auth: sign, authRef: {name: viewers}}}",
         10,
     );
     let sa = "metadata: {name: studio}\nspec: {sign: {secretRefs: [{name: studio-sign, key: current}, {name: studio-sign, key: previous}]}}";
@@ -440,7 +459,7 @@ fn sign_secret_rotation_changes_only_the_secret() {
             ],
         ),
         None,
-        None,
+        &APPLIED,
     );
     let c = before.config();
     let files = &c.apps[0].publish.sign_secret_files;
@@ -473,13 +492,23 @@ fn sign_secret_rotation_changes_only_the_secret() {
             ],
         ),
         None,
-        None,
+        &APPLIED,
     );
+    let unrevised = |o: &Outcome| {
+        let mut c = o.config();
+        c.revision.id = None;
+        c
+    };
     assert_eq!(
-        after.yaml(),
-        before.yaml(),
-        "the ConfigMap is unchanged: only file contents rotate"
+        unrevised(&after),
+        unrevised(&before),
+        "the config is unchanged but for its revision: only file contents rotate"
     );
+    assert_ne!(
+        after.desired.revision, before.desired.revision,
+        "a rotated secret is a new revision, so Ready waits until the pods load it"
+    );
+    assert_eq!(after.secret("config.revision"), Some(after.desired.revision.clone()));
     assert_eq!(
         (
             after.secret("streamauth.studio.sign.0").as_deref(),
@@ -492,14 +521,14 @@ fn sign_secret_rotation_changes_only_the_secret() {
 #[test]
 fn two_mediaapps_share_one_streamauth() {
     let a = media_app(
-        "metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}}",
+        "metadata: {name: live}\nspec: {publish: {auth: key, authRef: {name: studio}}}",
         20,
     );
-    let b = media_app("metadata: {name: backup}\nspec: {app: live-backup, publish: {auth: key, authRef: studio}, play: {auth: key, authRef: studio}}", 10);
+    let b = media_app("metadata: {name: backup}\nspec: {app: live-backup, publish: {auth: key, authRef: {name: studio}}, play: {auth: key, authRef: {name: studio}}}", 10);
     let o = reconcile(
         &inputs(vec![a, b], vec![stream_auth(STUDIO_KEYS)], keys_auth()),
         None,
-        None,
+        &APPLIED,
     );
     assert_eq!(o.served(), vec!["live", "live-backup"]);
     let c = o.config();
@@ -507,7 +536,10 @@ fn two_mediaapps_share_one_streamauth() {
         c.apps[0].publish.keys_file, c.apps[1].publish.keys_file,
         "one keys file for both"
     );
-    assert_eq!(o.secret_keys(), vec!["streamauth.studio.keys.yaml"]);
+    assert_eq!(
+        o.secret_keys(),
+        vec!["config.revision", "config.revision-salt", "streamauth.studio.keys.yaml"]
+    );
     assert_eq!(
         (o.reason("live"), o.reason("backup")),
         ("Ready", "Ready"),
@@ -535,7 +567,7 @@ fn stream_auth_status_reports_its_own_problems() {
         secret("admins-b", &[("ops", phc)]),
         secret("plain", &[("root", "hunter2")]),
     ];
-    let o = reconcile(&inputs(vec![], sas, secrets), None, None);
+    let o = reconcile(&inputs(vec![], sas, secrets), None, &APPLIED);
     let reason = |n: &str| o.desired.stream_auths[n].conditions[0].reason.clone();
     assert_eq!(
         (
@@ -589,7 +621,7 @@ fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret
     let o = reconcile(
         &inputs(vec![named, generated], vec![], secrets.clone()),
         Some("198.51.100.4"),
-        None,
+        &APPLIED,
     );
     let c = o.config();
     assert_eq!(c.tls.certificates.len(), 2);
@@ -670,7 +702,7 @@ fn tls_from_a_secret_and_generated_certificates_are_copied_into_the_fleet_secret
             foreign,
         ),
         None,
-        None,
+        &APPLIED,
     );
     assert_eq!(o.reason("studio"), "InvalidTLS");
     assert!(
@@ -686,7 +718,7 @@ fn webhooks_are_scoped_to_their_app_with_the_hmac_key_in_the_secret() {
     let o = reconcile(
         &inputs(vec![ma], vec![], vec![secret("hooks", &[("hmac", "H-SECRET")])]),
         None,
-        None,
+        &APPLIED,
     );
     let c = o.config();
     let h = &c.webhooks.hooks[0];
@@ -707,10 +739,14 @@ fn webhooks_are_scoped_to_their_app_with_the_hmac_key_in_the_secret() {
 
 #[test]
 fn an_empty_fleet_gets_a_config_that_serves_nothing() {
-    let o = reconcile(&inputs(vec![], vec![], vec![]), None, None);
+    let o = reconcile(&inputs(vec![], vec![], vec![]), None, &APPLIED);
     assert!(o.config().apps.is_empty(), "apps: [] refuses every stream");
     assert!(o.yaml().contains("apps: []"));
-    assert!(o.secret_keys().is_empty());
+    assert_eq!(
+        o.secret_keys(),
+        ["config.revision", "config.revision-salt"],
+        "only the revision and its salt"
+    );
     assert!(o.desired.services.is_empty());
 }
 
@@ -750,7 +786,7 @@ fn service_options_reach_the_service() {
         "metadata: {name: live}\nspec: {service: {type: LoadBalancer, annotations: {a.example.com/x: 'y'}, loadBalancerSourceRanges: [10.0.0.0/8], externalTrafficPolicy: Local, ports: {rtmp: 1940, http: 80}}}",
         10,
     );
-    let o = reconcile(&inputs(vec![ma], vec![], vec![]), Some("2001:db8::7"), None);
+    let o = reconcile(&inputs(vec![ma], vec![], vec![]), Some("2001:db8::7"), &APPLIED);
     let svc = &o.desired.services["live"];
     assert_eq!(svc.metadata.annotations.as_ref().unwrap()["a.example.com/x"], "y");
     let spec = svc.spec.as_ref().unwrap();
@@ -772,15 +808,11 @@ fn service_options_reach_the_service() {
         o.statuses["live"].endpoints.as_ref().unwrap().rtmp,
         "rtmp://[2001:db8::7]:1940/live"
     );
-    // type None: no Service at all.
+    // No `service`: no Service at all.
     let none = reconcile(
-        &inputs(
-            vec![media_app("metadata: {name: live}\nspec: {service: {type: None}}", 10)],
-            vec![],
-            vec![],
-        ),
+        &inputs(vec![media_app("metadata: {name: live}\nspec: {}", 10)], vec![], vec![]),
         None,
-        None,
+        &APPLIED,
     );
     assert!(none.desired.services.is_empty());
     assert_eq!(
@@ -793,7 +825,7 @@ fn service_options_reach_the_service() {
 fn transition_time_moves_only_when_ready_flips() {
     let ma = media_app(LIVE_KEY, 10);
     let i = inputs(vec![ma.clone()], vec![stream_auth(STUDIO_KEYS)], keys_auth());
-    let first = reconcile(&i, Some("203.0.113.7"), None).statuses["live"].clone();
+    let first = reconcile(&i, Some("203.0.113.7"), &APPLIED).statuses["live"].clone();
     // The same facts an hour later, with the status already written: nothing changes.
     let mut again = ma.clone();
     again.status = Some(first.clone());
@@ -802,13 +834,29 @@ fn transition_time_moves_only_when_ready_flips() {
     let fleet = fleet();
     let d = render(&fleet, &later).unwrap();
     let svc = observed(&d.services["live"], Some("203.0.113.7"));
-    let second = media_app_status(&fleet, &again, &d.apps["live"], Some(&svc), None, later.now);
+    let second = media_app_status(
+        &fleet,
+        &again,
+        &d.apps["live"],
+        Some(&svc),
+        &APPLIED,
+        &d.revision,
+        later.now,
+    );
     assert_eq!(second, first, "an unchanged status patches to the same object");
     // Now the Secret disappears: Ready flips, the time moves.
     let mut broken = inputs(vec![again.clone()], vec![stream_auth(STUDIO_KEYS)], vec![]);
     broken.now = NOW + 7200;
     let d = render(&fleet, &broken).unwrap();
-    let third = media_app_status(&fleet, &again, &d.apps["live"], Some(&svc), None, broken.now);
+    let third = media_app_status(
+        &fleet,
+        &again,
+        &d.apps["live"],
+        Some(&svc),
+        &APPLIED,
+        &d.revision,
+        broken.now,
+    );
     assert_eq!(third.conditions[0].status, "False");
     assert_ne!(
         third.conditions[0].last_transition_time,
@@ -842,13 +890,13 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
         "metadata: {name: studio}\nspec: {keys: {secretRef: {name: studio-keys}}, sign: {secretRefs: [{name: studio-sign, key: current}, {name: studio-sign, key: previous}]}, tokens: {algorithm: HS256, keySecretRefs: [{name: jwt, key: k}]}, apiUsers: {secretRef: {name: admins}}}",
     );
     let apps = vec![
-        media_app("metadata: {name: live}\nspec: {publish: {auth: key, authRef: studio}, play: {auth: token, authRef: studio}, tls: {secretName: live-tls, hosts: [live.example.com]}, service: {}, webhooks: [{url: 'http://h/x', secretRef: {name: hooks, key: hmac}}]}", 20),
-        media_app("metadata: {name: vod}\nspec: {publish: {auth: sign, authRef: studio}}", 10),
+        media_app("metadata: {name: live}\nspec: {publish: {auth: key, authRef: {name: studio}}, play: {auth: token, authRef: {name: studio}}, tls: {secretName: live-tls, hosts: [live.example.com]}, service: {}, webhooks: [{url: 'http://h/x', secretRef: {name: hooks, key: hmac}}]}", 20),
+        media_app("metadata: {name: vod}\nspec: {publish: {auth: sign, authRef: {name: studio}}}", 10),
         // A broken one too: problem messages must not quote values either.
-        media_app("metadata: {name: broken}\nspec: {publish: {auth: sign, authRef: missing}}", 5),
+        media_app("metadata: {name: broken}\nspec: {publish: {auth: sign, authRef: {name: missing}}}", 5),
         media_app("metadata: {name: badtls}\nspec: {tls: {secretName: live-tls, hosts: [other.example.org]}}", 4),
     ];
-    let o = reconcile(&inputs(apps, vec![sa], secrets.clone()), Some("203.0.113.7"), None);
+    let o = reconcile(&inputs(apps, vec![sa], secrets.clone()), Some("203.0.113.7"), &APPLIED);
     assert_eq!(o.served(), vec!["live", "vod", "badtls"]);
     assert_eq!(
         (o.reason("broken"), o.reason("badtls")),
@@ -887,7 +935,7 @@ fn secret_values_never_reach_the_configmap_or_a_status() {
 fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     let m = common::examples();
     let i = inputs(m.media_apps.clone(), m.stream_auths.clone(), m.secrets.clone());
-    let o = reconcile(&i, Some("203.0.113.7"), None);
+    let o = reconcile(&i, Some("203.0.113.7"), &APPLIED);
     let mut served = o.served();
     served.sort();
     assert_eq!(served, ["events", "live"]);
@@ -930,7 +978,7 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
         o.statuses["events"].endpoints.as_ref().unwrap().rtmps.as_deref(),
         Some("rtmps://live.example.com:1936/events")
     );
-    let before = reconcile(&i, None, None);
+    let before = reconcile(&i, None, &APPLIED);
     assert_eq!(
         (before.reason("live"), before.reason("events")),
         ("ServicePending", "ServicePending")
@@ -948,8 +996,164 @@ fn a_foreign_service_of_the_same_name_is_a_conflict() {
     let d = render(&fleet, &i).unwrap();
     let mut foreign = observed(&d.services["live"], Some("203.0.113.7"));
     foreign.metadata.labels = Some(BTreeMap::from([("app".to_string(), "someone-else".to_string())]));
-    let s = media_app_status(&fleet, &i.media_apps[0], &d.apps["live"], Some(&foreign), None, NOW);
+    let s = media_app_status(
+        &fleet,
+        &i.media_apps[0],
+        &d.apps["live"],
+        Some(&foreign),
+        &APPLIED,
+        &d.revision,
+        NOW,
+    );
     assert_eq!(not_ready_reason(&s), Some("ServiceConflict"));
     assert_eq!(s.endpoints, None, "never advertise someone else's address");
     assert!(d.apps["live"].served, "the app itself is still served");
+}
+
+#[test]
+fn allow_and_deny_lists_are_per_action() {
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {publish: {allow: [198.51.100.0/24], deny: [198.51.100.9]}, play: {deny: [203.0.113.0/24]}}",
+        10,
+    );
+    let o = reconcile(&inputs(vec![ma], vec![], vec![]), None, &APPLIED);
+    let app = &o.config().apps[0];
+    assert_eq!(
+        (app.publish.allow.clone(), app.publish.deny.clone()),
+        (vec!["198.51.100.0/24".to_string()], vec!["198.51.100.9".to_string()])
+    );
+    assert_eq!(
+        (app.play.allow.clone(), app.play.deny.clone()),
+        (vec![], vec!["203.0.113.0/24".to_string()])
+    );
+    assert!(app.allow.is_empty() && app.deny.is_empty(), "no app-wide lists");
+}
+
+#[test]
+fn the_revision_follows_config_and_secret_files_and_nothing_else() {
+    let ma = media_app(LIVE_KEY, 10);
+    let base = inputs(vec![ma.clone()], vec![stream_auth(STUDIO_KEYS)], keys_auth());
+    let r = |i: &Inputs| render(&fleet(), i).unwrap().revision;
+    let mut later = base.clone();
+    later.now += 3600;
+    assert_eq!(r(&base), r(&later), "time alone is no new revision");
+    let rotated = inputs(
+        vec![ma.clone()],
+        vec![stream_auth(STUDIO_KEYS)],
+        vec![secret("studio-keys", &[("cam1", "k-cam1-NEW")])],
+    );
+    assert_ne!(r(&base), r(&rotated), "a new key is");
+    let respecced = inputs(
+        vec![media_app(
+            "metadata: {name: live}\nspec: {gopCache: false, publish: {auth: key, authRef: {name: studio}}}",
+            10,
+        )],
+        vec![stream_auth(STUDIO_KEYS)],
+        keys_auth(),
+    );
+    assert_ne!(r(&base), r(&respecced), "a new config is");
+    let o = reconcile(&base, None, &APPLIED);
+    assert_eq!(o.config().revision.id, Some(o.desired.revision.clone()));
+    let mut resalted = base.clone();
+    resalted.revision_salt = Some("another fleet's salt".into());
+    assert_ne!(
+        r(&base),
+        r(&resalted),
+        "keyed by the fleet's secret salt: the revision tells nothing about secret files"
+    );
+}
+
+#[test]
+fn a_fleet_serves_its_labelled_resources_and_unlabelled_ones_only_when_it_is_the_default() {
+    let ours = media_app(
+        "metadata: {name: ours, labels: {ferrocast.io/fleet: ferrocast}}\nspec: {}",
+        10,
+    );
+    let theirs = media_app(
+        "metadata: {name: theirs, labels: {ferrocast.io/fleet: studio-b}}\nspec: {}",
+        10,
+    );
+    let plain = media_app("metadata: {name: plain}\nspec: {}", 10);
+    let i = inputs(vec![ours, theirs, plain], vec![], vec![]);
+    let served = |fleet: &ferrocast_operator::render::Fleet| -> Vec<String> {
+        render(fleet, &i)
+            .unwrap()
+            .config
+            .apps
+            .iter()
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    assert_eq!(served(&fleet()), ["ours", "plain"]);
+    let mut second = fleet();
+    second.name = "studio-b".into();
+    second.serves_unlabelled = false;
+    assert_eq!(served(&second), ["theirs"]);
+    // Per-release names, labels and field managers: two fleets never touch each other's objects.
+    let d = render(
+        &second,
+        &inputs(
+            vec![media_app(
+                "metadata: {name: theirs, labels: {ferrocast.io/fleet: studio-b}}\nspec: {service: {}}",
+                10,
+            )],
+            vec![],
+            vec![],
+        ),
+    )
+    .unwrap();
+    let svc = &d.services["theirs"];
+    assert_eq!(svc.metadata.name.as_deref(), Some("studio-b-theirs"));
+    assert_eq!(svc.metadata.labels.as_ref().unwrap()["ferrocast.io/fleet"], "studio-b");
+    assert_eq!(
+        d.config_map.metadata.labels.as_ref().unwrap()["ferrocast.io/fleet"],
+        "studio-b"
+    );
+    assert_eq!(second.field_manager(), "studio-b-operator");
+}
+
+#[test]
+fn per_app_service_takes_a_load_balancer_class() {
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {service: {loadBalancerClass: service.k8s.aws/nlb, annotations: {metallb.universe.tf/address-pool: public}}}",
+        10,
+    );
+    let o = reconcile(&inputs(vec![ma], vec![], vec![]), None, &APPLIED);
+    let svc = &o.desired.services["live"];
+    assert_eq!(
+        svc.spec.as_ref().unwrap().load_balancer_class.as_deref(),
+        Some("service.k8s.aws/nlb")
+    );
+    assert_eq!(
+        svc.metadata.annotations.as_ref().unwrap()["metallb.universe.tf/address-pool"],
+        "public"
+    );
+}
+
+#[test]
+fn tls_endpoints_are_listed_only_once_the_pods_run_the_config() {
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {tls: {hosts: [live.example.com]}, service: {}}",
+        10,
+    );
+    let mut i = inputs(
+        vec![ma],
+        vec![],
+        vec![tls_secret("live-tls-generated", "live.example.com")],
+    );
+    let s = i.secrets.get_mut("live-tls-generated").unwrap();
+    s.metadata.labels = Some(BTreeMap::from([
+        ("ferrocast.io/mediaapp".to_string(), "live".to_string()),
+        ("ferrocast.io/generated-certificate".to_string(), "true".to_string()),
+    ]));
+    let pending = reconcile(&i, Some("203.0.113.7"), &Rollout::Unknown);
+    assert_eq!(pending.reason("live"), "ConfigPending");
+    assert_eq!(
+        pending.statuses["live"].endpoints, None,
+        "no rtmps:// before the pods serve it"
+    );
+    let served = reconcile(&i, Some("203.0.113.7"), &APPLIED);
+    assert_eq!(served.reason("live"), "Ready");
+    let e = served.statuses["live"].endpoints.clone().unwrap();
+    assert_eq!(e.rtmps.as_deref(), Some("rtmps://live.example.com:1936/live"));
 }

@@ -663,8 +663,8 @@ async fn info(_: Authed, State(api): State<Arc<Api>>) -> Response {
             "http": c.http.port,
             "admin": c.admin.port,
             // The TLS listeners run only when certificates are configured.
-            "rtmps": api.ctx.tls.as_ref().map(|_| c.tls.rtmps_port),
-            "https": api.ctx.tls.as_ref().map(|_| c.tls.https_port),
+            "rtmps": api.ctx.tls_serving().then_some(c.tls.rtmps_port),
+            "https": api.ctx.tls_serving().then_some(c.tls.https_port),
         },
         "apps": apps,
     }))
@@ -1059,7 +1059,7 @@ fn urls_json(
             "httpFlv": format!("http://{host}:{http}/{a}/{n}.flv{q}"),
             "wsFlv": format!("ws://{host}:{http}/{a}/{n}.flv{q}"),
         });
-        if api.ctx.tls.is_some() {
+        if api.ctx.tls_serving() {
             let (rtmps, https) = (c.tls.rtmps_port, c.tls.https_port);
             u["rtmps"] = json!(format!("rtmps://{host}:{rtmps}/{a}/{n}{q}"));
             u["httpsFlv"] = json!(format!("https://{host}:{https}/{a}/{n}.flv{q}"));

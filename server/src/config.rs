@@ -44,6 +44,8 @@ pub struct Config {
     /// Static relays, started at boot: pulls of one stream from another server, pushes of one
     /// stream to another server. Read at start (the API adds and removes relays at run time).
     pub relays: Vec<RelayConfig>,
+    /// Which revision of a generated config this is (the operator stamps it).
+    pub revision: RevisionConfig,
 }
 
 /// Whether a relay fetches a stream from elsewhere or forwards one of ours.
@@ -178,6 +180,20 @@ impl Default for PushConfig {
             tls_verify: true,
         }
     }
+}
+
+/// The revision label of a generated config. The server reports it (admin `/config-status`,
+/// `ferrocast_config_info`), so whoever wrote the config can tell when it is in service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevisionConfig {
+    /// An opaque label of this config.
+    pub id: Option<String>,
+    /// A file (in the mounted Secret) holding the revision its secret files belong to: the
+    /// config applies only once the file holds `id`, so a config that arrives before its
+    /// secret files waits for them (and is retried when they change) instead of running on
+    /// the previous ones.
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,11 +421,14 @@ pub const EVENTS: &[&str] = &[
     "donePlay",
 ];
 
-/// The REST API under `/api/v1` on the HTTP port.
+/// The REST API under `/api/v1`, on the HTTP port or the admin port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     pub enabled: bool,
+    /// Where `/api/v1` is served: `public` (the HTTP and HTTPS ports, as Node-Media-Server
+    /// does) or `admin` (the admin port only, which is never on a public load balancer).
+    pub listener: ApiListener,
     /// Directory with one file per API user: file name = user name, content = an argon2 or
     /// scrypt PHC password hash (the layout of a mounted Kubernetes Secret). No users: only
     /// the unauthenticated routes answer.
@@ -433,10 +452,20 @@ pub struct ApiConfig {
     pub login_max_concurrent: usize,
 }
 
+/// The listener of the REST API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiListener {
+    #[default]
+    Public,
+    Admin,
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             enabled: true,
+            listener: ApiListener::Public,
             users_dir: None,
             users_file: None,
             jwt_secret_file: None,
@@ -537,6 +566,11 @@ pub struct PolicyConfig {
     /// of `keys_dir`. This is how one flat mounted Secret carries several apps' keys.
     pub keys_file: Option<std::path::PathBuf>,
     pub token: TokenConfig,
+    /// Client addresses (CIDR) allowed for this action, on top of the app's `allow`/`deny`
+    /// (so a studio-only publish list can sit next to public play); empty allows all.
+    pub allow: Vec<String>,
+    /// Client addresses (CIDR) refused for this action, checked after `allow`.
+    pub deny: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -549,6 +583,8 @@ impl Default for PolicyConfig {
             keys_dir: None,
             keys_file: None,
             token: TokenConfig::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -566,6 +602,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             proxy_protocol: ProxyProtocolConfig::default(),
+            revision: RevisionConfig::default(),
             apps: vec![AppConfig::default()],
             cluster: ClusterConfig::default(),
             relays: Vec::new(),
@@ -855,6 +892,16 @@ impl Config {
                 }
             }
             for (what, p) in [("publish", &app.publish), ("play", &app.play)] {
+                for (list, cidrs) in [("allow", &p.allow), ("deny", &p.deny)] {
+                    for (j, c) in cidrs.iter().enumerate() {
+                        if crate::auth::Cidr::parse(c).is_none() {
+                            return Err(bad(
+                                &format!("apps[{i}].{what}.{list}[{j}]"),
+                                "not a CIDR such as 10.0.0.0/8 or ::1/128",
+                            ));
+                        }
+                    }
+                }
                 if p.auth == AuthMode::Sign && p.sign_secret_files.is_empty() {
                     return Err(bad(
                         &format!("apps[{i}].{what}.sign_secret_files"),

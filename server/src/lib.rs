@@ -23,6 +23,7 @@
 //! - [`metrics`]: every Prometheus metric the server exports.
 //! - `fuzzing` (hidden): the fuzz entry points shared by `fuzz/` and the corpus replay test.
 //! - [`redact`]: credentials (keys, tokens, signatures) kept out of logs, webhooks and events.
+//! - [`reload`]: what a reload may change; the revision and status of the config in service.
 
 pub mod api;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod net;
 pub mod proxy_protocol;
 pub mod redact;
 pub mod relay;
+pub mod reload;
 pub mod rtmp;
 pub mod server;
 pub mod session;

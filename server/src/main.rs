@@ -12,12 +12,15 @@ const USAGE: &str = "\
 ferrocast: live-streaming media server (RTMP/RTMPS, HTTP-FLV, WS-FLV over HTTP/HTTPS)
 
 USAGE:
-    ferrocast [--config FILE] [--log-json]
+    ferrocast [--config FILE] [--base-config FILE] [--log-json]
     ferrocast --print-config [--config FILE]
     ferrocast --check-config FILE
 
 OPTIONS:
     --config FILE        YAML configuration; every key is optional (defaults are embedded)
+    --base-config FILE   take the settings read only at start (bind, log, rtmp, http, admin,
+                         hub, tls ports) from FILE instead of --config, at start and on every
+                         reload (Kubernetes: the chart's base config that comes with the pod)
     --print-config       print the effective configuration as YAML and exit
     --check-config FILE  validate FILE and the TLS certificates it names; exit non-zero
                          with a message naming the bad key
@@ -27,21 +30,31 @@ OPTIONS:
 ";
 
 enum Command {
-    Run { config: Option<PathBuf>, log_json: bool },
-    Print { config: Option<PathBuf> },
-    Check { file: PathBuf },
+    Run {
+        config: Option<PathBuf>,
+        base: Option<PathBuf>,
+        log_json: bool,
+    },
+    Print {
+        config: Option<PathBuf>,
+    },
+    Check {
+        file: PathBuf,
+    },
     Help,
     Version,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = None;
+    let mut base = None;
     let mut print = false;
     let mut check = None;
     let mut log_json = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" | "-c" => config = Some(PathBuf::from(args.next().ok_or("--config needs a FILE")?)),
+            "--base-config" => base = Some(PathBuf::from(args.next().ok_or("--base-config needs a FILE")?)),
             "--print-config" => print = true,
             "--check-config" => check = Some(PathBuf::from(args.next().ok_or("--check-config needs a FILE")?)),
             "--log-json" => log_json = true,
@@ -59,7 +72,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
     Ok(match (check, print) {
         (Some(file), _) => Command::Check { file },
         (None, true) => Command::Print { config },
-        (None, false) => Command::Run { config, log_json },
+        (None, false) => Command::Run { config, base, log_json },
     })
 }
 
@@ -107,7 +120,12 @@ async fn shutdown_signal() {
     }
 }
 
-fn run(config: Config, path: Option<PathBuf>, log_json: bool) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    path: Option<PathBuf>,
+    start: Option<ferrocast_server::reload::StartSettings>,
+    log_json: bool,
+) -> anyhow::Result<()> {
     init_logging(&config, log_json);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,7 +134,7 @@ fn run(config: Config, path: Option<PathBuf>, log_json: bool) -> anyhow::Result<
     rt.block_on(async {
         let server = Server::bind(config).await?;
         if let Some(path) = path {
-            server.watch(path);
+            server.watch_with_start_settings(path, start);
         }
         server.run(shutdown_signal()).await;
         Ok::<_, anyhow::Error>(())
@@ -145,7 +163,19 @@ fn main() -> ExitCode {
         }
         Command::Print { config } => load(&config).map(|c| print!("{}", c.to_yaml())),
         Command::Check { file } => check(&file),
-        Command::Run { config, log_json } => load(&config).and_then(|c| run(c, config, log_json)),
+        Command::Run { config, base, log_json } => load(&config).and_then(|c| {
+            let start = match &base {
+                Some(b) => Some(ferrocast_server::reload::StartSettings::new(
+                    Config::load(b).context("--base-config")?,
+                )),
+                None => None,
+            };
+            let c = match &start {
+                Some(s) => s.apply(c),
+                None => c,
+            };
+            run(c, config, start, log_json)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,12 @@ pub const RELAY_RECONNECTS: &str = "ferrocast_relay_reconnects_total";
 pub const RELAY_BYTES_IN: &str = "ferrocast_relay_bytes_in_total";
 pub const RELAY_BYTES_OUT: &str = "ferrocast_relay_bytes_out_total";
 pub const RELAY_LOOPS_REFUSED: &str = "ferrocast_relay_loops_refused_total";
+/// 1, labelled with the `revision` and `hash` of the config in service.
+pub const CONFIG_INFO: &str = "ferrocast_config_info";
+/// 1 while a newer config on disk is not in service (waiting for its files, or refused).
+pub const CONFIG_PENDING: &str = "ferrocast_config_pending";
+/// Config reloads by result (`applied`, `refused`).
+pub const CONFIG_RELOADS: &str = "ferrocast_config_reloads_total";
 
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +60,9 @@ pub struct Metrics {
     pub relay_bytes_out: IntCounterVec,
     /// Relay connections refused here because their hop path showed a loop.
     pub relay_loops_refused: IntCounter,
+    config_info: IntGaugeVec,
+    config_pending: prometheus::IntGauge,
+    config_reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -177,8 +186,41 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            config_info: gauge(
+                &r,
+                CONFIG_INFO,
+                "The config in service: 1, labelled with its revision and hash",
+                &["revision", "hash"],
+            ),
+            config_pending: {
+                let g = prometheus::IntGauge::new(
+                    CONFIG_PENDING,
+                    "1 while a newer config on disk is not in service (see /config-status)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            config_reloads: counter(&r, CONFIG_RELOADS, "Config reloads by result", &["result"]),
             registry: r,
         }
+    }
+
+    /// Publishes the config status: the one series of the config in service, and whether a
+    /// newer one waits.
+    pub fn config_status(&self, status: &crate::reload::ConfigStatus) {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[&status.revision, &status.hash])
+            .set(1);
+        self.config_pending.set(i64::from(status.pending.is_some()));
+    }
+
+    /// Counts a reload that applied (`true`) or was refused.
+    pub fn config_reload(&self, applied: bool) {
+        self.config_reloads
+            .with_label_values(&[if applied { "applied" } else { "refused" }])
+            .inc();
     }
 
     pub fn session_started(&self, app: &str, protocol: Protocol, role: Role) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -38,8 +38,15 @@ pub struct Context {
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Arc<Webhooks>,
-    /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
-    pub tls: Option<Arc<Certificates>>,
+    /// Certificates of the RTMPS and HTTPS listeners (empty while TLS is off).
+    pub tls: Arc<Certificates>,
+    /// The TLS ports wanted open: `Some` while at least one certificate is configured. The
+    /// TLS listener task follows it.
+    tls_wanted: watch::Sender<Option<TlsPorts>>,
+    /// Where the RTMPS and HTTPS listeners are bound now; `None` while closed.
+    tls_addrs: RwLock<Option<(SocketAddr, SocketAddr)>>,
+    /// The config in service and a newer one that is not (`/config-status`).
+    config_status: RwLock<crate::reload::ConfigStatus>,
     /// The fleet this server is part of; `None` for a single server.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Relays (pulls and pushes); also the hub's on-demand and publish hooks.
@@ -67,6 +74,9 @@ pub struct AppPolicies {
     pub publish: Policy,
     pub play: Policy,
     pub filter: IpFilter,
+    /// The address lists of each action, checked after the app's.
+    pub publish_filter: IpFilter,
+    pub play_filter: IpFilter,
 }
 
 impl Access {
@@ -78,6 +88,8 @@ impl Access {
                 publish: Policy::load(&app.publish)?,
                 play: Policy::load(&app.play)?,
                 filter: IpFilter::new(&app.allow, &app.deny),
+                publish_filter: IpFilter::new(&app.publish.allow, &app.publish.deny),
+                play_filter: IpFilter::new(&app.play.allow, &app.play.deny),
             };
             if p.publish.accepts_signatures_of(&p.play) {
                 // Node-Media-Server signatures do not name the action: a viewer's play URL
@@ -105,10 +117,26 @@ impl Access {
 /// Everything a config's policies read from disk, to notice when any of it changes
 /// (Kubernetes updates mounted Secrets by swapping a `..data` symlink, so contents are
 /// compared, not modification times).
-fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
+fn fingerprint(config_path: &std::path::Path, configs: &[&Config]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::fs::read(config_path).ok().hash(&mut h);
+    for config in configs {
+        fingerprint_files(config, &mut h);
+    }
+    h.finish()
+}
+
+fn fingerprint_files(config: &Config, h: &mut std::collections::hash_map::DefaultHasher) {
+    use std::hash::Hash;
+    let mut h = h;
+    if let Some(f) = &config.revision.file {
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    for c in &config.tls.certificates {
+        std::fs::read(&c.cert_file).ok().hash(&mut h);
+        std::fs::read(&c.key_file).ok().hash(&mut h);
+    }
     // Users are read at each login; hashing the file still makes a change visible in the log.
     if let Some(f) = &config.api.users_file {
         std::fs::read(f).ok().hash(&mut h);
@@ -139,37 +167,56 @@ fn fingerprint(config_path: &std::path::Path, config: &Config) -> u64 {
             }
         }
     }
-    h.finish()
 }
 
-/// Polls the config file and the secret files it names; on a change, loads and validates
-/// the new config and swaps the access policies in. A bad new config or secret is refused
-/// with a logged reason and the old policies stay. Live sessions are never touched.
-async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
+/// Polls the config file and the files it names; on a change, loads and validates the new
+/// config and swaps the access policies, webhooks and certificates in (opening or closing the
+/// TLS listeners as certificates come and go). A bad new config, or one whose secret files
+/// have not arrived, is refused with a logged reason, shown on `/config-status` and in
+/// `ferrocast_config_pending`, and retried whenever any file it or the running config names
+/// changes. The old settings stay meanwhile; live sessions are never touched.
+async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf, start: Option<crate::reload::StartSettings>) {
     let mut current = ctx.config.clone();
-    let mut last = fingerprint(&path, &current);
+    let mut refused: Option<Config> = None;
+    let mut last = fingerprint(&path, &[&current]);
     let mut shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
-        let now = fingerprint(&path, &current);
+        let watched: Vec<&Config> = std::iter::once(&current).chain(refused.as_ref()).collect();
+        let now = fingerprint(&path, &watched);
         if now == last {
             continue;
         }
         last = now;
-        let config = match Config::load(&path) {
+        let loaded = Config::load(&path).map(|c| match &start {
+            Some(s) => s.apply(c),
+            None => c,
+        });
+        let config = match loaded {
             Ok(c) => c,
             Err(e) => {
-                warn!("config change refused, keeping the running one: {e}");
+                ctx.config_refused(String::new(), e.to_string());
+                refused = None;
                 continue;
             }
         };
-        let applied = Access::load(config.clone())
-            .map_err(|e| e.to_string())
+        if config == current {
+            if let Err(why) = crate::reload::revision_ready(&config) {
+                // The Secret of the next revision came before its ConfigMap: the running
+                // config is still the one on disk, so keep it until the new one arrives.
+                debug!("{why}; the running config stays until its successor arrives");
+                refused = None;
+                last = fingerprint(&path, &[&current]);
+                continue;
+            }
+        }
+        let applied = crate::reload::revision_ready(&config)
+            .and_then(|()| Access::load(config.clone()).map_err(|e| e.to_string()))
             .and_then(|p| {
-                new_certificates(&ctx, &current, &config)
+                tls_certificates(&ctx, &config)
                     .map(|c| (p, c))
                     .map_err(|e| e.to_string())
             })
@@ -180,55 +227,89 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
                     .map_err(|e| e.to_string())
             });
         match applied {
-            Ok((access, certificates)) => {
+            Ok((p, certificates)) => {
                 // Apps and policies change together in one snapshot; the hub's copy (stream
                 // settings) follows, and a request between the two is refused, never let in
                 // unchecked: `authorize` serves only apps of the snapshot.
-                *ctx.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
+                *ctx.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
                 ctx.hub.set_apps(config.apps.clone());
-                if let (Some(tls), Some(new)) = (&ctx.tls, certificates) {
-                    tls.install(new);
+                if let Some(new) = certificates {
+                    ctx.tls.install(new);
                 }
-                info!("configuration reloaded: apps, access policies, secrets, webhooks and TLS certificates updated");
-                last = fingerprint(&path, &config);
+                ctx.want_tls(&config);
+                ctx.config_applied(&config);
+                info!(
+                    revision = config.revision.id.as_deref().unwrap_or(""),
+                    "configuration reloaded: apps, access policies, secrets, webhooks and TLS certificates updated"
+                );
+                refused = None;
+                last = fingerprint(&path, &[&config]);
                 current = config;
             }
-            Err(e) => warn!("config change refused, keeping the running one: {e}"),
+            Err(e) => {
+                ctx.config_refused(config.revision.id.clone().unwrap_or_default(), e);
+                last = fingerprint(&path, &[&current, &config]);
+                refused = Some(config);
+            }
         }
     }
 }
 
-/// The TLS certificate list of a reloaded config, loaded and ready to install, or `None`
-/// when it is unchanged or cannot apply without a restart (which is logged).
-fn new_certificates(
-    ctx: &Context,
-    current: &Config,
-    config: &Config,
-) -> Result<Option<crate::tls::NewCertificates>, TlsError> {
-    let (was, now) = (&current.tls, &config.tls);
-    if (was.rtmps_port, was.https_port) != (now.rtmps_port, now.https_port) {
-        warn!("tls.rtmps_port and tls.https_port take effect at the next start");
-    }
-    match &ctx.tls {
-        Some(_) if now.certificates.is_empty() => {
-            if !was.certificates.is_empty() {
-                warn!(
-                    "turning TLS off takes effect at the next start; RTMPS and HTTPS keep their current certificates"
-                );
-            }
-            Ok(None)
-        }
-        Some(tls) => tls.prepare(&now.certificates),
-        None => {
-            if !now.certificates.is_empty() && was.certificates.is_empty() {
-                warn!("the RTMPS and HTTPS listeners open at the next start: TLS was off when the server started");
-            }
-            Ok(None)
-        }
-    }
+/// The certificate list of a reloaded config, loaded and ready to install (an empty list
+/// closes the TLS listeners), or `None` when it is the one in use.
+fn tls_certificates(ctx: &Context, config: &Config) -> Result<Option<crate::tls::NewCertificates>, TlsError> {
+    ctx.tls.prepare(&config.tls.certificates)
+}
+
+/// The TLS ports a config wants open: while it has certificates.
+fn tls_ports(config: &Config) -> Option<TlsPorts> {
+    (!config.tls.certificates.is_empty()).then_some(TlsPorts {
+        rtmps: config.tls.rtmps_port,
+        https: config.tls.https_port,
+    })
+}
+
+/// The RTMPS and HTTPS ports to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TlsPorts {
+    rtmps: u16,
+    https: u16,
 }
 
 impl Context {
+    /// Whether the RTMPS and HTTPS listeners are open now.
+    pub fn tls_serving(&self) -> bool {
+        self.tls_addrs.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// The config in service and any newer one that is not.
+    pub fn config_status(&self) -> crate::reload::ConfigStatus {
+        self.config_status.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn want_tls(&self, config: &Config) {
+        self.tls_wanted.send_replace(tls_ports(config));
+    }
+
+    fn config_applied(&self, config: &Config) {
+        let status = crate::reload::ConfigStatus::running(config);
+        self.metrics.config_status(&status);
+        self.metrics.config_reload(true);
+        *self.config_status.write().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    /// Records (and logs once per change) that the config on disk is not in service.
+    fn config_refused(&self, revision: String, reason: String) {
+        warn!(
+            revision = %revision,
+            "config change refused, keeping the running one (retried when any file it names changes): {reason}"
+        );
+        let mut status = self.config_status.write().unwrap_or_else(|e| e.into_inner());
+        status.pending = Some(crate::reload::Pending { revision, reason });
+        self.metrics.config_status(&status);
+        self.metrics.config_reload(false);
+    }
+
     /// Decides a publish or play request; a refusal is counted and logged without secrets.
     /// `Ok(Some(key))`: the request named a stream key and stands for the public stream `key`.
     pub fn authorize(
@@ -243,9 +324,17 @@ impl Context {
         // An app the current snapshot does not serve has no policy to pass: refused.
         let app = access.app(&key.app).map(|(_, p)| p).ok_or(Denied::UnknownApp);
         let checked = app.and_then(|p| {
-            let policy = if role == Role::Publisher { &p.publish } else { &p.play };
+            let (policy, action_filter) = if role == Role::Publisher {
+                (&p.publish, &p.publish_filter)
+            } else {
+                (&p.play, &p.play_filter)
+            };
             match peer {
-                Some(ip) => p.filter.check(ip).map(|()| policy),
+                Some(ip) => p
+                    .filter
+                    .check(ip)
+                    .and_then(|()| action_filter.check(ip))
+                    .map(|()| policy),
                 None => Ok(policy),
             }
         });
@@ -361,13 +450,26 @@ pub struct Server {
     tls: Option<TlsListeners>,
 }
 
-/// The RTMPS and HTTPS listeners, bound only when a certificate is configured.
+/// The RTMPS and HTTPS listeners, open while a certificate is configured.
 struct TlsListeners {
     rtmps: TcpListener,
     https: TcpListener,
-    rtmps_tls: tokio_rustls::TlsAcceptor,
-    /// Offers ALPN `h2` and `http/1.1`.
-    https_tls: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListeners {
+    async fn bind(ip: IpAddr, ports: TlsPorts) -> Result<TlsListeners, ServerError> {
+        Ok(TlsListeners {
+            rtmps: bind("rtmps", ip, ports.rtmps).await?,
+            https: bind("https", ip, ports.https).await?,
+        })
+    }
+
+    fn addrs(&self) -> (SocketAddr, SocketAddr) {
+        (
+            self.rtmps.local_addr().expect("bound"),
+            self.https.local_addr().expect("bound"),
+        )
+    }
 }
 
 /// Addresses the listeners actually bound (useful with port 0).
@@ -391,22 +493,18 @@ async fn bind(what: &'static str, ip: IpAddr, port: u16) -> Result<TcpListener, 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let access = RwLock::new(Arc::new(Access::load(config.clone())?));
-        let tls_certs = match config.tls.certificates.is_empty() {
-            true => None,
-            false => Some(Certificates::load(&config.tls.certificates)?),
-        };
+        let tls_certs = Certificates::load(&config.tls.certificates)?;
         let rtmp = bind("rtmp", config.bind, config.rtmp.port).await?;
         let http = bind("http", config.bind, config.http.port).await?;
         let admin = bind("admin", config.admin.bind.unwrap_or(config.bind), config.admin.port).await?;
-        let tls = match &tls_certs {
-            Some(certs) => Some(TlsListeners {
-                rtmps: bind("rtmps", config.bind, config.tls.rtmps_port).await?,
-                https: bind("https", config.bind, config.tls.https_port).await?,
-                rtmps_tls: certs.server_config(&[])?.into(),
-                https_tls: certs.server_config(crate::tls::HTTPS_ALPN)?.into(),
-            }),
+        // At start a TLS port that cannot be bound is fatal, like the others; on reload it is
+        // logged and retried.
+        let tls = match tls_ports(&config) {
+            Some(ports) => Some(TlsListeners::bind(config.bind, ports).await?),
             None => None,
         };
+        let (tls_wanted, _) = watch::channel(tls_ports(&config));
+        let config_status = RwLock::new(crate::reload::ConfigStatus::running(&config));
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (draining_tx, draining) = watch::channel(false);
         let hub = Hub::new(HubSettings::from_config(&config));
@@ -435,12 +533,16 @@ impl Server {
             metrics,
             webhooks,
             tls: tls_certs,
+            tls_wanted,
+            tls_addrs: RwLock::new(tls.as_ref().map(TlsListeners::addrs)),
+            config_status,
             cluster,
             relays,
             rtmp_limits,
             http_limits,
             access,
         });
+        ctx.metrics.config_status(&ctx.config_status());
         Ok(Server {
             ctx,
             shutdown_tx,
@@ -461,15 +563,21 @@ impl Server {
             rtmp: self.rtmp.local_addr().expect("bound"),
             http: self.http.local_addr().expect("bound"),
             admin: self.admin.local_addr().expect("bound"),
-            rtmps: self.tls.as_ref().map(|t| t.rtmps.local_addr().expect("bound")),
-            https: self.tls.as_ref().map(|t| t.https.local_addr().expect("bound")),
+            rtmps: self.tls.as_ref().map(|t| t.addrs().0),
+            https: self.tls.as_ref().map(|t| t.addrs().1),
         }
     }
 
     /// Serves until `signal` completes, then drains within the grace period.
     /// Watches `path` (the file the config came from) and applies access-policy changes live.
     pub fn watch(&self, path: std::path::PathBuf) {
-        tokio::spawn(watch_config(self.ctx.clone(), path));
+        self.watch_with_start_settings(path, None);
+    }
+
+    /// Like [`Server::watch`], with the start-only settings of every reloaded config replaced
+    /// by `start`'s (`--base-config`), as they were at start.
+    pub fn watch_with_start_settings(&self, path: std::path::PathBuf, start: Option<crate::reload::StartSettings>) {
+        tokio::spawn(watch_config(self.ctx.clone(), path, start));
     }
 
     pub async fn run(self, signal: impl Future<Output = ()>) {
@@ -528,16 +636,8 @@ impl Server {
                 }
             },
         ));
-        let tls = match (self.tls, &ctx.tls) {
-            (Some(listeners), Some(certs)) => Some(tls_accept_loops(listeners, certs, &ctx, &proxy, https_router)),
-            _ => None,
-        };
+        let tls = tls_listeners(self.tls, ctx.clone(), proxy, https_router);
         let accepting = tokio::spawn(async move {
-            let tls = async {
-                if let Some(tls) = tls {
-                    tls.await
-                }
-            };
             tokio::join!(rtmp, http, tls);
         });
 
@@ -584,21 +684,71 @@ impl Server {
     }
 }
 
-/// Accepts RTMPS and HTTPS connections: each completes its TLS handshake within the
+/// Keeps the RTMPS and HTTPS listeners open while a certificate is configured: opens them
+/// when a reload brings the first certificate (or new TLS ports), closes them when the last
+/// one goes. Closing stops accepting; connections already open carry on. The certificate
+/// files are watched throughout.
+async fn tls_listeners(
+    initial: Option<TlsListeners>,
+    ctx: Arc<Context>,
+    proxy: impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
+    router: axum::Router,
+) {
+    tokio::spawn(ctx.tls.clone().watch(ctx.shutdown.clone()));
+    let mut wanted = ctx.tls_wanted.subscribe();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut open: Option<(TlsPorts, tokio::task::JoinHandle<()>)> = None;
+    let mut initial = initial;
+    loop {
+        let want = *wanted.borrow_and_update();
+        if open.as_ref().map(|(p, _)| *p) != want {
+            if let Some((_, accepting)) = open.take() {
+                accepting.abort();
+                *ctx.tls_addrs.write().unwrap_or_else(|e| e.into_inner()) = None;
+                info!("RTMPS and HTTPS listeners closed");
+            }
+            if let Some(ports) = want {
+                let listeners = match initial.take() {
+                    Some(l) => Ok(l),
+                    None => TlsListeners::bind(ctx.config.bind, ports).await,
+                };
+                match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone())) {
+                    Ok((addrs, accepting)) => {
+                        *ctx.tls_addrs.write().unwrap_or_else(|e| e.into_inner()) = Some(addrs);
+                        info!(rtmps = %addrs.0, https = %addrs.1, "RTMPS and HTTPS listeners open");
+                        open = Some((ports, accepting));
+                    }
+                    // Retried on the next reload, and said so until then.
+                    Err(e) => error!("RTMPS and HTTPS stay closed: {e}"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            changed = wanted.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some((_, accepting)) = open {
+        accepting.abort();
+    }
+}
+
+/// Starts accepting RTMPS and HTTPS connections: each completes its TLS handshake within the
 /// protocol's handshake or request timeout, then is served like its plain counterpart. They
-/// count against the RTMP and HTTP connection limits, and the certificate files are watched.
-/// A PROXY protocol header, where enabled, comes before the TLS handshake.
+/// count against the RTMP and HTTP connection limits. A PROXY protocol header, where enabled,
+/// comes before the TLS handshake.
 fn tls_accept_loops(
     listeners: TlsListeners,
-    certs: &Arc<Certificates>,
     ctx: &Arc<Context>,
     proxy: &impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
     router: axum::Router,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> Result<((SocketAddr, SocketAddr), tokio::task::JoinHandle<()>), ServerError> {
     let c = &ctx.config;
-    tokio::spawn(certs.clone().watch(ctx.shutdown.clone()));
+    let addrs = listeners.addrs();
+    let rtmps_tls: tokio_rustls::TlsAcceptor = ctx.tls.server_config(&[])?.into();
+    let https_tls: tokio_rustls::TlsAcceptor = ctx.tls.server_config(crate::tls::HTTPS_ALPN)?.into();
 
-    let acceptor = listeners.rtmps_tls;
+    let acceptor = rtmps_tls;
     let limit = Duration::from_secs(c.rtmp.handshake_timeout_secs);
     let rtmps_ctx = ctx.clone();
     let rtmps = accept_loop(
@@ -618,7 +768,7 @@ fn tls_accept_loops(
         },
     );
 
-    let acceptor = listeners.https_tls;
+    let acceptor = https_tls;
     let limit = Duration::from_secs(c.http.request_timeout_secs);
     let https_ctx = ctx.clone();
     let https = accept_loop(
@@ -636,9 +786,10 @@ fn tls_accept_loops(
             }
         },
     );
-    async move {
+    let accepting = tokio::spawn(async move {
         tokio::join!(rtmps, https);
-    }
+    });
+    Ok((addrs, accepting))
 }
 
 fn log_urls(a: &BoundAddrs, c: &Config) {
@@ -792,9 +943,9 @@ mod tests {
             "apps: []\nwebhooks: {{hooks: [{{url: 'http://127.0.0.1:9/h', secret_file: {:?}}}]}}",
             dir.join("hmac")
         ));
-        let before = fingerprint(&dir.join("c.yaml"), &c);
+        let before = fingerprint(&dir.join("c.yaml"), &[&c]);
         std::fs::write(dir.join("hmac"), "two").unwrap();
-        assert_ne!(fingerprint(&dir.join("c.yaml"), &c), before);
+        assert_ne!(fingerprint(&dir.join("c.yaml"), &[&c]), before);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "ferrocast"
 RELEASE = "ferrocast"
 NAMESPACE = "streaming"
-# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion, ">=1.N.0-0") and the newest
 # kubernetes-validate knows: every object must be valid on both.
-KUBE_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
+MIN_KUBE_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"].removeprefix(">=").removesuffix("-0")
+KUBE_VERSIONS = [MIN_KUBE_VERSION, kubernetes_validate.utils.latest_version()]
 
 # Named value sets: each is rendered, linted, validated and its base config checked.
 VALUE_SETS: dict[str, dict] = {
@@ -47,6 +48,10 @@ VALUE_SETS: dict[str, dict] = {
     "hpa": {"server": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12,
                                        "targetMemoryUtilizationPercentage": 80}}},
     "crds-off": {"crds": {"enabled": False}},
+    "networkpolicy": {"networkPolicy": {"enabled": True, "metricsFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}},
+    "second-release": {"fullnameOverride": "studio-b", "crds": {"enabled": False},
+                       "operator": {"serveUnlabelled": False}},
     "crds-not-kept": {"crds": {"keep": False}},
     "nodeport": {"server": {"service": {"type": "NodePort",
                                         "nodePorts": {"rtmp": 31935, "http": 30080}}}},
@@ -74,7 +79,11 @@ VALUE_SETS: dict[str, dict] = {
         "commonLabels": {"team": "video"},
         "image": {"repository": "registry.example.com/ferrocast", "tag": "1.2.3"},
         "imagePullSecrets": [{"name": "regcred"}],
-        "operator": {"replicas": 2, "logJson": False, "extraEnv": [{"name": "RUST_LOG", "value": "debug"}]},
+        "operator": {"replicas": 2, "logJson": False, "extraEnv": [{"name": "RUST_LOG", "value": "debug"}],
+                     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                                    "whenUnsatisfiable": "ScheduleAnyway"}],
+                     "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+                     "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True}]},
         "server": {
             "replicas": 3,
             "ports": {"rtmp": 11935, "http": 18000, "admin": 19090, "rtmps": 11936, "https": 18443},

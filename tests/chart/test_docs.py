@@ -50,7 +50,7 @@ def test_readme_lists_every_alert():
     text = README.read_text()
     rule = (CHART / "templates" / "prometheusrule.yaml").read_text()
     alerts = set(re.findall(r'"name" "(Ferrocast\w+)"', rule))
-    assert len(alerts) == 8
+    assert len(alerts) == 11
     for a in alerts:
         assert f"| `{a}` |" in text, f"{a} is not in the README's alert table"
 

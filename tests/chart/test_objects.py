@@ -35,7 +35,8 @@ def test_server_pods_run_the_server_on_the_operator_config():
     c = container(pod, "server")
     assert c["image"] == "ferrocast:0.1.0"
     assert "command" not in c, "the image's entrypoint is the server"
-    assert c["args"] == ["--config", "/etc/ferrocast/config/ferrocast.yaml"]
+    assert c["args"] == ["--config", "/etc/ferrocast/config/ferrocast.yaml",
+                         "--base-config", "/etc/ferrocast/base/ferrocast.yaml"]
     for k, v in SERVER_SELECTOR.items():
         assert pod["metadata"]["labels"][k] == v
     # Probes on the admin port, never on a public one.
@@ -54,6 +55,10 @@ def test_server_pods_mount_the_operator_configmap_and_secret_non_optional():
     mounts = {m["name"]: m for m in container(pod, "server")["volumeMounts"]}
     assert mounts["config"] == {"name": "config", "mountPath": "/etc/ferrocast/config", "readOnly": True}
     assert mounts["secrets"] == {"name": "secrets", "mountPath": "/etc/ferrocast/secrets", "readOnly": True}
+    # The start-only settings come with the pod (--base-config), from the chart's base
+    # config, so listeners and probes agree even while the operator's config lags.
+    assert mounts["base-config"] == {"name": "base-config", "mountPath": "/etc/ferrocast/base", "readOnly": True}
+    assert volumes["base-config"]["configMap"] == {"name": "ferrocast-server-base"}
     # The chart never writes them: the operator creates and owns both.
     names = {(o["kind"], o["metadata"]["name"]) for o in objects({})}
     assert ("ConfigMap", "ferrocast-server-config") not in names
@@ -192,6 +197,9 @@ def test_operator_gets_every_setting_of_the_contract():
     assert c["command"] == ["/usr/local/bin/ferrocast-operator"]
     e = env(c)
     assert e["FERROCAST_NAMESPACE"] == NAMESPACE
+    # Per-release names and field manager, so two releases in one namespace never collide.
+    assert e["FERROCAST_FLEET"] == "ferrocast"
+    assert e["FERROCAST_SERVE_UNLABELLED"] == "true"
     assert e["FERROCAST_CONFIG_MAP"] == "ferrocast-server-config"
     assert e["FERROCAST_SECRET"] == "ferrocast-server-secrets"
     assert e["FERROCAST_SERVER_ADMIN_PORT"] == "9090"
@@ -240,6 +248,12 @@ def test_tuned_values_reach_the_pods():
     assert env(c)["RUST_LOG"] == "debug" and env(c)["FERROCAST_LOG_JSON"] == "false"
     assert env(c)["FERROCAST_CONFIG_MAP"] == "media-server-config"
     assert env(c)["FERROCAST_SERVER_ADMIN_PORT"] == "19090"
+    assert env(c)["FERROCAST_FLEET"] == "media"
+    op_spec = op["spec"]["template"]["spec"]
+    (spread,) = op_spec["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert {"name": "ca", "configMap": {"name": "corp-ca"}} in op_spec["volumes"]
+    assert {"name": "ca", "mountPath": "/etc/ssl/corp", "readOnly": True} in c["volumeMounts"]
     server = one(objs, "Deployment", "media-server")
     assert server["spec"]["replicas"] == 3
     spec = server["spec"]["template"]["spec"]
@@ -256,13 +270,17 @@ def test_operator_rbac_is_least_privilege():
     assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
     role = one(objs, "Role", "ferrocast-operator")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
+    # Exactly what the operator calls (the tower-test scenarios in operator/tests/controller.rs
+    # show each request): watches are list+watch; every write is a server-side apply (patch).
     assert rules == {
-        (("ferrocast.io",), ("mediaapps", "streamauths")): ["get", "list", "watch"],
-        (("ferrocast.io",), ("mediaapps/status", "streamauths/status")): ["get", "patch", "update"],
-        (("",), ("configmaps", "secrets", "services")): sorted(["get", "list", "watch", "create", "update", "patch", "delete"]),
-        (("",), ("pods",)): ["get", "list", "watch"],
+        (("ferrocast.io",), ("mediaapps", "streamauths")): ["list", "watch"],
+        (("ferrocast.io",), ("mediaapps/status", "streamauths/status")): ["patch"],
+        (("",), ("configmaps",)): ["patch"],
+        (("",), ("secrets",)): ["delete", "list", "patch", "watch"],
+        (("",), ("services",)): ["delete", "get", "list", "patch", "watch"],
+        (("",), ("pods",)): ["list"],
         (("events.k8s.io",), ("events",)): ["create", "patch"],
-        (("coordination.k8s.io",), ("leases",)): ["create", "get", "update"],
+        (("coordination.k8s.io",), ("leases",)): ["create", "get", "list", "update"],
     }
     binding = one(objs, "RoleBinding", "ferrocast-operator")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferrocast-operator"}
@@ -318,7 +336,8 @@ def test_prometheus_rule_alerts():
     assert set(alerts) == {
         "FerrocastPublisherGone", "FerrocastSlowReaderDrops", "FerrocastAuthFailureSpike",
         "FerrocastWebhookFailures", "FerrocastWebhookDeliveriesDropped",
-        "FerrocastOperatorReconcileErrors", "FerrocastMediaAppNotReady", "FerrocastOperatorNoLeader"}
+        "FerrocastOperatorReconcileErrors", "FerrocastMediaAppNotReady", "FerrocastOperatorNoLeader",
+        "FerrocastServerTargetMissing", "FerrocastOperatorTargetMissing", "FerrocastCertificateExpiringSoon"}
     for name, r in alerts.items():
         assert r["labels"]["severity"] in {"warning", "critical"}, name
         assert r["annotations"]["summary"] and r["annotations"]["description"], name
@@ -327,6 +346,12 @@ def test_prometheus_rule_alerts():
     # Prometheus templating reaches Prometheus untouched by Helm.
     assert "{{ $labels.stream }}" in alerts["FerrocastPublisherGone"]["annotations"]["summary"]
     assert alerts["FerrocastAuthFailureSpike"]["expr"].strip().endswith("> 1")
+    # A target that vanishes is an alert, not silence: series every server and operator
+    # always exports, absent in the release namespace.
+    assert alerts["FerrocastServerTargetMissing"]["expr"].strip() == f'absent_over_time(ferrocast_config_info{{namespace="{NAMESPACE}"}}[10m])'
+    assert alerts["FerrocastOperatorTargetMissing"]["expr"].strip() == f'absent_over_time(ferrocast_operator_leader{{namespace="{NAMESPACE}"}}[10m])'
+    assert "ferrocast_operator_certificate_expiry_timestamp_seconds" in alerts["FerrocastCertificateExpiringSoon"]["expr"]
+    assert alerts["FerrocastCertificateExpiringSoon"]["expr"].strip().endswith("< 14 * 86400")
 
     tuned = {"metrics": {"prometheusRule": {
         "enabled": True, "disabled": ["FerrocastAuthFailureSpike"], "additionalRuleLabels": {"team": "video"},
@@ -351,3 +376,32 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar():
     assert "grafana_dashboard" not in cm["metadata"]["labels"]
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Streaming"}
     assert not find(objects({"grafana": {"dashboards": {"enabled": False}}}), "ConfigMap", "ferrocast-dashboard")
+
+
+def test_the_rest_api_stays_off_the_public_service_by_default():
+    import yaml as _yaml
+    cm = one(objects({}), "ConfigMap", "ferrocast-server-base")
+    assert _yaml.safe_load(cm["data"]["ferrocast.yaml"])["api"]["listener"] == "admin"
+    # The public Service carries the media ports only; the admin port is on the headless one.
+    svc = one(objects({}), "Service", "ferrocast-server")
+    assert {p["name"] for p in svc["spec"]["ports"]} == {"rtmp", "http"}
+    cm = one(objects({"server": {"config": {"api": {"listener": "public"}}}}), "ConfigMap", "ferrocast-server-base")
+    assert _yaml.safe_load(cm["data"]["ferrocast.yaml"])["api"]["listener"] == "public"
+
+
+def test_network_policies_guard_the_admin_ports():
+    assert not find(objects({}), "NetworkPolicy"), "off by default"
+    objs = objects(VALUE_SETS["networkpolicy"])
+    server = one(objs, "NetworkPolicy", "ferrocast-server")
+    assert server["spec"]["podSelector"]["matchLabels"] == SERVER_SELECTOR
+    public, admin = server["spec"]["ingress"]
+    assert "from" not in public, "the media ports are public"
+    assert {p["port"] for p in public["ports"]} == {1935, 1936, 8000, 8443}
+    assert admin["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    peers = admin["from"]
+    assert {"podSelector": {"matchLabels": {**SERVER_SELECTOR, "app.kubernetes.io/component": "operator"}}} in peers
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+    operator = one(objs, "NetworkPolicy", "ferrocast-operator")
+    assert operator["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = {(p["port"], p["protocol"]) for rule in operator["spec"]["egress"] for p in rule["ports"]}
+    assert {(53, "UDP"), (9090, "TCP"), (443, "TCP"), (6443, "TCP")} <= egress_ports

@@ -211,7 +211,7 @@ def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
 SETTINGS_NOT_IN_VALUES = {
     "rtmp.port", "http.port", "admin.port", "admin.bind", "hub.shutdown_grace_secs",
     "tls.rtmps_port", "tls.https_port", "tls.certificates", "apps",
-    "api.users_dir", "api.users_file", "api.jwt_secret_file",
+    "api.users_dir", "api.users_file", "api.jwt_secret_file", "revision.id", "revision.file",
     # From server.proxyProtocol.
     "proxy_protocol.listeners", "proxy_protocol.trusted_cidrs", "proxy_protocol.header_timeout_secs",
 }

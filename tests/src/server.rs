@@ -240,15 +240,27 @@ impl TestServerBuilder {
         self,
         write_config: impl Fn(&TempDir, [u16; 5]) -> Result<std::path::PathBuf>,
     ) -> Result<TestServer> {
+        self.start_with_args(|dir, ports| {
+            let config = write_config(dir, ports)?;
+            Ok(vec!["--config".to_string(), config.display().to_string()])
+        })
+        .await
+    }
+
+    /// Like [`TestServerBuilder::start_with`], with the server's whole command line made by
+    /// `write`; the server must listen on the given admin port.
+    pub async fn start_with_args(
+        self,
+        write: impl Fn(&TempDir, [u16; 5]) -> Result<Vec<String>>,
+    ) -> Result<TestServer> {
         let bin = server_bin();
         let mut last_err = None;
         for _attempt in 0..3 {
             let dir = TempDir::new("ferrocast-test")?;
             let [rtmp, http, free_admin, rtmps, https] = free_ports::<5>()?;
             let admin = self.admin_port.unwrap_or(free_admin);
-            let config = write_config(&dir, [rtmp, http, admin, rtmps, https])?;
+            let args = write(&dir, [rtmp, http, admin, rtmps, https])?;
             let tls = !self.tls.is_empty();
-            let args = vec!["--config".to_string(), config.display().to_string()];
             let proc = Proc::spawn(
                 "ferrocast",
                 &bin.display().to_string(),

@@ -720,3 +720,34 @@ async fn events_stream_lifecycle_events_as_server_sent_events() {
     assert_eq!(seen, wanted, "{text}");
     assert!(text.contains(&format!("\"name\":\"{name}\"")), "{text}");
 }
+
+#[tokio::test]
+async fn an_api_on_the_admin_listener_is_off_the_public_port() {
+    let users = users_dir();
+    let server = TestServer::builder()
+        .yaml(&format!("api:\n  listener: admin\n  users_dir: {:?}", users.path()))
+        .start()
+        .await
+        .unwrap();
+    let body = serde_json::json!({"username": USER, "password": PASSWORD}).to_string();
+    let headers = [("Content-Type", "application/json")];
+    let public = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
+    let resp = request(
+        "POST",
+        &public,
+        &headers,
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 404, "no password login on the public port");
+    let admin = server.admin_url("/api/v1/login");
+    let mut resp = request("POST", &admin, &headers, Some(body.as_bytes()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(json["data"]["token"].as_str().is_some(), "{json}");
+}

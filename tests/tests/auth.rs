@@ -275,6 +275,40 @@ async fn denied_addresses_can_neither_publish_nor_play() {
 }
 
 #[tokio::test]
+async fn address_lists_apply_per_action() {
+    // Play is closed to this address, publishing is not.
+    let server = TestServer::builder()
+        .app_yaml("play: {deny: [\"127.0.0.0/8\"]}")
+        .start()
+        .await
+        .expect("server starts");
+    let name = unique_name("per_action");
+    assert!(
+        publish_accepted(&server.rtmp_url(&name)).await,
+        "publish is not covered by play's list\n{}",
+        server.logs()
+    );
+    assert_eq!(
+        get(&server.flv_url(&name), &[], Duration::from_secs(5))
+            .await
+            .unwrap()
+            .status,
+        403,
+        "play from a denied address"
+    );
+    // A studio-only publish list: this address is not in it.
+    let studio = TestServer::builder()
+        .app_yaml("publish: {allow: [\"198.51.100.0/24\"]}")
+        .start()
+        .await
+        .expect("server starts");
+    assert!(
+        !publish_accepted(&studio.rtmp_url(&name)).await,
+        "publish from outside the studio list"
+    );
+}
+
+#[tokio::test]
 async fn changed_secret_applies_live_without_interrupting_streams() {
     let dir = TempDir::new("reload").unwrap();
     std::fs::write(dir.join("sign"), "first-secret\n").unwrap();

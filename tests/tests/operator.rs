@@ -40,6 +40,8 @@ fn examples() -> Manifests {
 /// The fleet as the chart deploys it, its Secret mounted at `secrets_dir`.
 fn fleet(base: Config, secrets_dir: std::path::PathBuf) -> Fleet {
     Fleet {
+        name: "ferrocast".into(),
+        serves_unlabelled: true,
         namespace: NS.into(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),
@@ -59,6 +61,7 @@ fn inputs(m: &Manifests) -> Inputs {
             .map(|s| (s.metadata.name.clone().unwrap(), s.clone()))
             .collect(),
         api_token_key: Some("contract-test-api-token-key".into()),
+        revision_salt: Some("contract-test-revision-salt".into()),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -100,6 +103,38 @@ async fn login(server: &TestServer, user: &str, password: &str) -> u16 {
     .await
     .expect("login answers");
     resp.status
+}
+
+/// `GET /config-status` of the admin port.
+async fn config_status(server: &TestServer) -> serde_json::Value {
+    let (_, body) = ferrocast_tests::http::get_text(&server.admin_url("/config-status"), Duration::from_secs(5))
+        .await
+        .expect("/config-status answers");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+async fn metrics(server: &TestServer) -> String {
+    ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+        .await
+        .expect("/metrics answers")
+        .1
+}
+
+/// Polls `/config-status` until `done` holds (bounded: the server polls its files every 2 s).
+async fn wait_config_status(server: &TestServer, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = config_status(server).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "config status stays {status}; log:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The rendered fleet and its two mounted volumes.
@@ -193,23 +228,52 @@ async fn the_server_runs_on_the_rendered_examples_and_a_rotated_key_applies_live
         .insert("cam1".into(), ByteString(b"FAKE-cam1-key-0001-rotated".to_vec()));
     let before = render(&mounted.fleet, &inputs(&examples())).unwrap();
     let after = render(&mounted.fleet, &inputs(&manifests)).unwrap();
+    let unrevised = |d: &Desired| {
+        let mut c = d.config.clone();
+        c.revision.id = None;
+        c
+    };
     assert_eq!(
-        after.config_map.data, before.config_map.data,
-        "a key rotation changes only the Secret"
+        unrevised(&after),
+        unrevised(&before),
+        "a key rotation changes the Secret and the revision only"
     );
-    assert_ne!(secret_files(&after), secret_files(&before));
-    mounted.config.update(&config_files(&after)).unwrap();
-    mounted.secrets.update(&secret_files(&after)).unwrap();
+    assert_ne!(after.revision, before.revision);
+    assert_eq!(config_status(&server).await["revision"], before.revision.as_str());
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.logs().contains("configuration reloaded") {
-        assert!(
-            Instant::now() < deadline,
-            "no reload after the symlink swap:\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The kubelet may deliver the new ConfigMap before the new Secret: the server waits for
+    // the files of its revision, says so, and keeps serving the running config.
+    mounted.config.update(&config_files(&after)).unwrap();
+    let status = wait_config_status(&server, |s| s.get("pending").is_some()).await;
+    assert_eq!(status["revision"], before.revision.as_str(), "still the running config");
+    assert_eq!(status["pending"]["revision"], after.revision.as_str());
+    assert!(
+        status["pending"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the secret files"),
+        "{status}"
+    );
+    assert!(metrics(&server).await.contains("ferrocast_config_pending 1"));
+    assert!(
+        publish_accepted(&right).await,
+        "the running config still serves its keys\n{}",
+        server.logs()
+    );
+    // The Secret arrives: the waiting config is retried and applies, without a restart.
+    mounted.secrets.update(&secret_files(&after)).unwrap();
+    let status = wait_config_status(&server, |s| s["revision"] == after.revision.as_str()).await;
+    assert!(status.get("pending").is_none(), "{status}");
+    let text = metrics(&server).await;
+    assert!(
+        text.contains(&format!(
+            "ferrocast_config_info{{hash=\"{}\",revision=\"{}\"}} 1",
+            status["hash"].as_str().unwrap(),
+            after.revision
+        )),
+        "{text}"
+    );
+    assert!(text.contains("ferrocast_config_pending 0"), "{text}");
     assert!(
         publish_accepted(&server.rtmp_url("cam1?key=FAKE-cam1-key-0001-rotated")).await,
         "the new key publishes\n{}",
@@ -245,4 +309,66 @@ async fn an_empty_fleet_renders_a_config_the_server_runs_and_that_refuses_every_
         !publish_accepted(&server.rtmp_url("cam")).await,
         "no MediaApp: the default `live` app is not served"
     );
+}
+
+#[tokio::test]
+async fn a_pod_listens_where_its_base_config_says_while_the_operators_config_lags() {
+    require_tool("ffmpeg");
+    let manifests = {
+        let mut m = Manifests::default();
+        m.add(
+            "apiVersion: ferrocast.io/v1alpha1\nkind: MediaApp\nmetadata: {name: open}\nspec: {}\n",
+            NS,
+        )
+        .unwrap();
+        m.media_apps[0].metadata.uid = Some("uid-open".into());
+        m
+    };
+    let rendered: Mutex<Option<(Fleet, KubeMount, KubeMount)>> = Mutex::new(None);
+    let server = TestServer::builder()
+        .start_with_args(|dir, [rtmp, http, admin, _, _]| {
+            // The operator still renders from the previous release's base config (other
+            // ports); the pod comes with the new one, as the chart mounts it.
+            let [old_rtmp, old_http, old_admin] = free_ports::<3>()?;
+            let old = Config::from_yaml(
+                &format!("bind: 127.0.0.1\nrtmp: {{port: {old_rtmp}}}\nhttp: {{port: {old_http}}}\nadmin: {{port: {old_admin}}}\n"),
+                "old base",
+            )?;
+            let new = format!("bind: 127.0.0.1\nrtmp: {{port: {rtmp}}}\nhttp: {{port: {http}}}\nadmin: {{port: {admin}}}\n");
+            std::fs::write(dir.join("base.yaml"), &new)?;
+            let fleet = fleet(old, dir.join("secrets"));
+            let desired = render(&fleet, &inputs(&manifests))?;
+            let config = KubeMount::create(&dir.join("config"), &config_files(&desired))?;
+            let secrets = KubeMount::create(&dir.join("secrets"), &secret_files(&desired))?;
+            let path = config.path().join(CONFIG_KEY);
+            *rendered.lock().unwrap() = Some((fleet, config, secrets));
+            Ok(vec![
+                "--config".into(),
+                path.display().to_string(),
+                "--base-config".into(),
+                dir.join("base.yaml").display().to_string(),
+            ])
+        })
+        .await
+        .expect("the server starts on the pod's listeners (its probes reach the admin port)");
+    assert!(
+        publish_accepted(&format!("rtmp://127.0.0.1:{}/open/cam", server.rtmp_port)).await,
+        "the app from the operator's config is served on the pod's RTMP port\n{}",
+        server.logs()
+    );
+    // The operator catches up (re-renders from the new base): a reload, not a restart, and
+    // the listeners stay where they are.
+    let (mut fleet, mut config, mut secrets) = rendered.into_inner().unwrap().unwrap();
+    fleet.base = Config::load(&server.dir().join("base.yaml")).unwrap();
+    let desired = render(&fleet, &inputs(&manifests)).unwrap();
+    secrets.update(&secret_files(&desired)).unwrap();
+    config.update(&config_files(&desired)).unwrap();
+    let status = wait_config_status(&server, |s| s["revision"] == desired.revision.as_str()).await;
+    assert!(status.get("pending").is_none(), "{status}");
+    assert!(
+        publish_accepted(&format!("rtmp://127.0.0.1:{}/open/cam2", server.rtmp_port)).await,
+        "{}",
+        server.logs()
+    );
+    assert_eq!(server.logs().matches("ferrocast listening").count(), 1, "no restart");
 }

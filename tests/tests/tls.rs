@@ -764,3 +764,69 @@ async fn an_http2_player_whose_window_stays_closed_is_disconnected_and_others_pl
     assert!(publisher.is_running(), "publisher still live: {}", publisher.log());
     drop((stalled_body, stalled_conn));
 }
+
+/// Whether anything accepts TCP connections on `port` now.
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+#[tokio::test]
+async fn tls_listeners_open_when_a_reload_brings_a_certificate_and_close_when_it_goes() {
+    let certs = Certs::new();
+    let builder = TestServer::builder();
+    let server = builder.clone().start().await.unwrap();
+    let [rtmps, https] = free_ports::<2>().unwrap();
+    assert!(!listening(https).await && !listening(rtmps).await, "no TLS at start");
+
+    let config = server.dir().join("ferrocast.yaml");
+    let write = |entries: Vec<TlsCertificate>| {
+        let yaml = builder.clone().tls(entries).config_yaml(
+            server.rtmp_port,
+            server.http_port,
+            server.admin_port,
+            (rtmps, https),
+        );
+        std::fs::write(&config, yaml).unwrap();
+    };
+    write(vec![certs.default_entry()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = connect(https, "127.0.0.1", Trust::Ca(&certs.ca), &[]).await {
+            assert_eq!(presented(&s), certs.default.der());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS did not open on reload; log:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rtmps_tls = connect(rtmps, "127.0.0.1", Trust::Ca(&certs.ca), &[]).await.unwrap();
+    assert_eq!(presented(&rtmps_tls), certs.default.der(), "RTMPS opened too");
+    let status: Value = serde_json::from_str(
+        &http::get_text(&server.admin_url("/config-status"), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert!(status.get("pending").is_none(), "{status}");
+
+    write(vec![]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while listening(https).await || listening(rtmps).await {
+        assert!(
+            Instant::now() < deadline,
+            "TLS listeners stayed open after the last certificate went; log:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(listening(server.rtmp_port).await, "plain RTMP keeps serving");
+    assert!(
+        server.logs().contains("RTMPS and HTTPS listeners closed"),
+        "{}",
+        server.logs()
+    );
+}

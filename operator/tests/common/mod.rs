@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
 
 pub const NS: &str = "streaming";
+/// The revision salt the fleet Secret holds in the tests.
+pub const REVISION_SALT: &str = "fixed-revision-salt-for-tests";
 /// 2027-01-15T08:00:00Z
 pub const NOW: i64 = 1_800_000_000;
 
@@ -24,6 +26,8 @@ pub fn workspace() -> PathBuf {
 
 pub fn fleet() -> Fleet {
     Fleet {
+        name: "ferrocast".into(),
+        serves_unlabelled: true,
         namespace: NS.into(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),
@@ -83,6 +87,7 @@ pub fn inputs(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>, secrets:
             .map(|s| (s.metadata.name.clone().unwrap(), s))
             .collect::<BTreeMap<_, _>>(),
         api_token_key: Some("fixed-api-token-key-for-tests".into()),
+        revision_salt: Some(REVISION_SALT.into()),
         now: NOW,
     }
 }

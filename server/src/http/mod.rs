@@ -20,19 +20,22 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
+use crate::config::ApiListener;
 use crate::limits::Slot;
 use crate::net::{FirstReadDeadline, StallGuard};
 use crate::server::Context;
 
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
-        .route(
-            "/{app}/{file}",
-            get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
-        )
-        .nest("/api/v1", crate::api::router(ctx.clone()))
-        .with_state(ctx)
+    let router = Router::new().route(
+        "/{app}/{file}",
+        get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
+    );
+    let router = match ctx.config.api.listener {
+        ApiListener::Public => router.nest("/api/v1", crate::api::router(ctx.clone())),
+        ApiListener::Admin => router,
+    };
+    router.with_state(ctx)
 }
 
 /// The admin router: probes (and metrics) kept off the public port.
@@ -40,8 +43,13 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(ctx.clone());
+        .route("/config-status", get(config_status))
+        .route("/metrics", get(metrics));
+    let router = match ctx.config.api.listener {
+        ApiListener::Admin => router.nest("/api/v1", crate::api::router(ctx.clone())),
+        ApiListener::Public => router,
+    };
+    let router = router.with_state(ctx.clone());
     match crate::cluster::routes::router(ctx) {
         Some(cluster) => router.merge(cluster),
         None => router,
@@ -53,6 +61,11 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl axum::response::IntoRe
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         ctx.metrics.render(&ctx.hub),
     )
+}
+
+/// The config in service (revision, hash) and a newer one that is not, with why.
+async fn config_status(State(ctx): State<Arc<Context>>) -> axum::Json<crate::reload::ConfigStatus> {
+    axum::Json(ctx.config_status())
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {

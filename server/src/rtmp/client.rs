@@ -578,7 +578,10 @@ mod tests {
         );
         client.close();
         server.handle_input(&client.take_output()).unwrap();
-        assert!(matches!(server.poll_event().unwrap(), Some(SessionEvent::Unpublished { .. })));
+        assert!(matches!(
+            server.poll_event().unwrap(),
+            Some(SessionEvent::Unpublished { .. })
+        ));
     }
 
     #[test]
