@@ -190,12 +190,14 @@ impl Context {
         };
         let api_token_key = wants_api_key.then(|| kept(render::API_TOKEN_KEY));
         let revision_salt = Some(kept(render::REVISION_SALT_KEY));
+        let cluster_secret = Some(kept(render::CLUSTER_SECRET_KEY));
         Ok(Inputs {
             media_apps,
             stream_auths,
             secrets,
             api_token_key,
             revision_salt,
+            cluster_secret,
             now: (self.clock)(),
         })
     }

@@ -38,6 +38,9 @@ pub const REVISION_KEY: &str = "config.revision";
 /// Fleet Secret key of a random salt mixed into the revision, so the revision (in the
 /// ConfigMap, statuses and metrics) reveals nothing about the secret files it digests.
 pub const REVISION_SALT_KEY: &str = "config.revision-salt";
+/// Fleet Secret key of the shared secret of pod-to-pod requests (`cluster.secret_file`),
+/// made once and kept, when the base config makes the server pods a fleet.
+pub const CLUSTER_SECRET_KEY: &str = "cluster.secret";
 /// Label on per-MediaApp objects (Service, generated certificate Secret): the MediaApp's name.
 pub const MEDIAAPP_LABEL: &str = "ferrocast.io/mediaapp";
 /// Label on generated certificate Secrets.
@@ -112,6 +115,8 @@ pub struct Inputs {
     pub api_token_key: Option<String>,
     /// The revision salt to keep (from the current fleet Secret, or newly made).
     pub revision_salt: Option<String>,
+    /// The fleet's pod-to-pod secret to keep (from the current fleet Secret, or newly made).
+    pub cluster_secret: Option<String>,
     /// Unix seconds, for condition transition times.
     pub now: i64,
 }
@@ -682,6 +687,14 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 
     if let Some(salt) = &inputs.revision_salt {
         files.insert(REVISION_SALT_KEY.to_string(), salt.clone().into_bytes());
+    }
+    // The server pods are a fleet (the chart's base config names their headless Service): they
+    // share one secret for pod-to-pod requests, kept in the fleet Secret, never in the ConfigMap.
+    if config.cluster.enabled() {
+        if let Some(secret) = &inputs.cluster_secret {
+            files.insert(CLUSTER_SECRET_KEY.to_string(), secret.clone().into_bytes());
+            config.cluster.secret_file = Some(fleet.secrets_dir.join(CLUSTER_SECRET_KEY));
+        }
     }
     let revision = revision_of(&config, &files);
     config.revision = RevisionConfig {

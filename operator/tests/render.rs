@@ -781,6 +781,46 @@ fn the_base_config_keeps_fleet_settings_and_its_apps_are_replaced() {
 }
 
 #[test]
+fn a_fleet_base_config_gets_its_pod_to_pod_secret_in_the_fleet_secret_only() {
+    let mut f = fleet();
+    f.base = Config::from_yaml(
+        "cluster: {dns: 'ferrocast-server-headless.media.svc.cluster.local:9090', secret_file: /etc/ferrocast/secrets/cluster.secret}\n",
+        "base",
+    )
+    .unwrap();
+    let i = inputs(vec![media_app("metadata: {name: live}\nspec: {}", 10)], vec![], vec![]);
+    let d = render(&f, &i).unwrap();
+    let yaml = &d.config_map.data.as_ref().unwrap()["ferrocast.yaml"];
+    let c = Config::from_yaml(yaml, "r").unwrap();
+    assert_eq!(
+        c.cluster.dns.as_deref(),
+        Some("ferrocast-server-headless.media.svc.cluster.local:9090")
+    );
+    assert_eq!(
+        c.cluster.secret_file,
+        Some(f.secrets_dir.join(ferrocast_operator::render::CLUSTER_SECRET_KEY))
+    );
+    let secret = d.secret.data.as_ref().unwrap();
+    assert_eq!(
+        secret[ferrocast_operator::render::CLUSTER_SECRET_KEY].0,
+        b"fixed-cluster-secret-for-tests".to_vec(),
+        "the kept secret, in the fleet Secret"
+    );
+    assert!(
+        !yaml.contains("fixed-cluster-secret-for-tests"),
+        "never in the ConfigMap"
+    );
+    // A single server (no cluster in the base config) gets no such key.
+    let single = render(&fleet(), &i).unwrap();
+    assert!(!single
+        .secret
+        .data
+        .as_ref()
+        .unwrap()
+        .contains_key(ferrocast_operator::render::CLUSTER_SECRET_KEY));
+}
+
+#[test]
 fn service_options_reach_the_service() {
     let ma = media_app(
         "metadata: {name: live}\nspec: {service: {type: LoadBalancer, annotations: {a.example.com/x: 'y'}, loadBalancerSourceRanges: [10.0.0.0/8], externalTrafficPolicy: Local, ports: {rtmp: 1940, http: 80}}}",

@@ -92,9 +92,10 @@ def test_rollouts_let_live_streams_end_cleanly():
         pod = deploy["spec"]["template"]["spec"]
         c = container(deploy["spec"]["template"], "server")
         assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
-        assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + 5
+        assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + 10
         base = one(objs, "ConfigMap", f"{fullname}-server-base")["data"]["ferrocast.yaml"]
-        assert f"shutdown_grace_secs: {drain}" in base
+        assert f"drain_secs: {drain}" in base
+        assert "shutdown_grace_secs: 5" in base
         # A new pod is ready before an old one starts draining.
         assert deploy["spec"]["strategy"] == {"type": "RollingUpdate",
                                               "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -104,7 +105,7 @@ def test_no_pre_stop_hook_without_a_sleep():
     deploy = one(objects({"server": {"shutdown": {"preStopSleepSeconds": 0, "drainSeconds": 30}}}),
                  "Deployment", "ferrocast-server")
     assert "lifecycle" not in container(deploy["spec"]["template"], "server")
-    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
 
 
 def test_pod_disruption_budget_covers_the_server_pods():
@@ -187,7 +188,7 @@ def test_hpa_replaces_the_replica_count():
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert "replicas" not in one(objs, "Deployment", "ferrocast-server")["spec"]
     assert not find(objects({}), "HorizontalPodAutoscaler")
-    assert one(objects({}), "Deployment", "ferrocast-server")["spec"]["replicas"] == 1
+    assert one(objects({}), "Deployment", "ferrocast-server")["spec"]["replicas"] == 3, "a fleet by default"
 
 
 def test_operator_gets_every_setting_of_the_contract():

@@ -89,7 +89,13 @@ def test_base_config_matches_the_pods(value_set):
     assert config["admin"]["port"] == s["ports"]["admin"]
     assert "bind" not in config["admin"], "probes need the admin listener on the pod address"
     assert config["tls"] == {"rtmps_port": s["ports"]["rtmps"], "https_port": s["ports"]["https"]}
-    assert config["hub"]["shutdown_grace_secs"] == s["shutdown"]["drainSeconds"]
+    assert config["hub"]["drain_secs"] == s["shutdown"]["drainSeconds"]
+    assert config["hub"]["shutdown_grace_secs"] == 5
+    # The pods are one fleet: peers from the headless Service, the secret from the fleet Secret.
+    fullname = v.get("fullnameOverride") or RELEASE
+    assert config["cluster"]["dns"].startswith(f"{fullname}-server-headless.")
+    assert config["cluster"]["dns"].endswith(f".svc.cluster.local:{s['ports']['admin']}")
+    assert config["cluster"]["secret_file"] == "/etc/ferrocast/secrets/cluster.secret"
     assert "apps" not in config, "apps come from MediaApps, written by the operator"
     for key, value in (s["config"].get("hub") or {}).items():
         assert config["hub"][key] == value, f"{name}: server.config.hub.{key} lost"
@@ -181,12 +187,12 @@ def test_notes_tell_how_to_reach_rtmp_and_publish():
                          "rtmp://$FERROCAST_HOST:$RTMP_PORT/live/first", "RTMP_PORT=1935", "ffplay"]),
         ("nodeport", VALUE_SETS["nodeport"], ['{.spec.ports[?(@.name=="rtmp")].nodePort}', "/live/first"]),
         ("clusterip", VALUE_SETS["clusterip"], ["port-forward svc/ferrocast-server 1935:1935"]),
-        ("tuned", VALUE_SETS["tuned"], ["More than one server pod", "label my_dashboards=yes"]),
+        ("tuned", VALUE_SETS["tuned"], ["The server fleet", "label my_dashboards=yes"]),
     ]:
         notes = render(values)["ferrocast/templates/NOTES.txt"]
         for text in must:
             assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
-    assert "More than one server pod" not in render({})["ferrocast/templates/NOTES.txt"]
+    assert "The server fleet" not in render({"server": {"replicas": 1}})["ferrocast/templates/NOTES.txt"]
 
 
 def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
@@ -209,7 +215,10 @@ def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
 # server.shutdown and server.proxyProtocol, and the operator from MediaApps and StreamAuths (it replaces apps and TLS
 # certificates and points the API at the users and token key of a StreamAuth).
 SETTINGS_NOT_IN_VALUES = {
-    "rtmp.port", "http.port", "admin.port", "admin.bind", "hub.shutdown_grace_secs",
+    "rtmp.port", "http.port", "admin.port", "admin.bind", "hub.shutdown_grace_secs", "hub.drain_secs",
+    # The fleet: from the headless Service and the operator's fleet Secret.
+    "cluster.peers", "cluster.dns", "cluster.dns_refresh_secs", "cluster.secret_file", "cluster.pod_name",
+    "cluster.lookup_timeout_ms", "cluster.lookup_cache_ms",
     "tls.rtmps_port", "tls.https_port", "tls.certificates", "apps",
     "api.users_dir", "api.users_file", "api.jwt_secret_file", "revision.id", "revision.file",
     # From server.proxyProtocol.

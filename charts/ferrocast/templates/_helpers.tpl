@@ -120,8 +120,11 @@ time, PROXY protocol, and (while client addresses are hidden) the per-address li
   "rtmp" (dict "port" $s.ports.rtmp)
   "http" (dict "port" $s.ports.http)
   "admin" (dict "port" $s.ports.admin)
-  "hub" (dict "shutdown_grace_secs" $s.shutdown.drainSeconds)
+  "hub" (dict "drain_secs" $s.shutdown.drainSeconds "shutdown_grace_secs" 5)
   "tls" (dict "rtmps_port" $s.ports.rtmps "https_port" $s.ports.https)
+  "cluster" (dict
+    "dns" (printf "%s.%s.svc.cluster.local:%v" (include "ferrocast.server.headlessServiceName" .) .Release.Namespace $s.ports.admin)
+    "secret_file" "/etc/ferrocast/secrets/cluster.secret")
 }}
 {{- $pp := $s.proxyProtocol }}
 {{- if $pp.enabled }}
@@ -139,7 +142,7 @@ time, PROXY protocol, and (while client addresses are hidden) the per-address li
 {{- end }}
 
 {{- define "ferrocast.server.terminationGracePeriodSeconds" -}}
-{{- add .Values.server.shutdown.preStopSleepSeconds .Values.server.shutdown.drainSeconds 5 }}
+{{- add .Values.server.shutdown.preStopSleepSeconds .Values.server.shutdown.drainSeconds 10 }}
 {{- end }}
 
 {{/* `prometheus.io/*` pod annotations for annotation-based discovery. */}}

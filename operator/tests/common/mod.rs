@@ -88,6 +88,7 @@ pub fn inputs(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>, secrets:
             .collect::<BTreeMap<_, _>>(),
         api_token_key: Some("fixed-api-token-key-for-tests".into()),
         revision_salt: Some(REVISION_SALT.into()),
+        cluster_secret: Some("fixed-cluster-secret-for-tests".into()),
         now: NOW,
     }
 }
