@@ -135,6 +135,9 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf) {
             });
         match applied {
             Ok((p, certificates)) => {
+                if config.relays != current.relays {
+                    warn!("`relays` changes take effect at the next start (the relay API adds and removes relays now)");
+                }
                 *ctx.policies.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
                 ctx.hub.set_apps(config.apps.clone());
                 if let (Some(tls), Some(new)) = (&ctx.tls, certificates) {

@@ -766,10 +766,12 @@ fn check_target(target: &str, has_key_file: bool) -> Result<(), (String, String)
     Ok(())
 }
 
-/// Checks one static relay.
-pub fn check_relay_config(r: &RelayConfig, apps: &[AppConfig]) -> Result<(), (String, String)> {
+/// Checks one static relay. With `apps`, its stream's app must be one of them (the API
+/// checks against the apps served now; a config file's relay may name an app a later reload
+/// or the operator adds, and retries until it exists).
+pub fn check_relay_config(r: &RelayConfig, apps: Option<&[AppConfig]>) -> Result<(), (String, String)> {
     let key = parse_stream(&r.stream).map_err(|m| ("stream".to_string(), m))?;
-    if !apps.iter().any(|a| a.name == key.app) {
+    if apps.is_some_and(|apps| !apps.iter().any(|a| a.name == key.app)) {
         return Err(("stream".into(), format!("no app named {:?}", key.app)));
     }
     match r.mode {
@@ -805,8 +807,8 @@ mod tests {
             stream: "live/cam".into(),
             ..RelayConfig::default()
         };
-        assert_eq!(check_relay_config(&ok, &apps), Ok(()));
-        let bad = |r: RelayConfig| check_relay_config(&r, &apps).unwrap_err().0;
+        assert_eq!(check_relay_config(&ok, Some(&apps)), Ok(()));
+        let bad = |r: RelayConfig| check_relay_config(&r, Some(&apps)).unwrap_err().0;
         assert_eq!(
             bad(RelayConfig {
                 stream: "other/cam".into(),
@@ -832,7 +834,16 @@ mod tests {
             key_file: Some("/k".into()),
             ..push.clone()
         };
-        assert_eq!(check_relay_config(&with_key, &apps), Ok(()));
+        assert_eq!(check_relay_config(&with_key, Some(&apps)), Ok(()));
+        let elsewhere = RelayConfig {
+            stream: "other/cam".into(),
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_relay_config(&elsewhere, None),
+            Ok(()),
+            "a config file may name a later app"
+        );
         assert_eq!(
             bad(RelayConfig {
                 target: "http://t/app".into(),
