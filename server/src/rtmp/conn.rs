@@ -415,9 +415,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             remote: self.peer.to_string(),
             started: SystemTime::now(),
         };
-        match self.ctx.hub.publish(&key, info) {
+        match self.ctx.hub.publish_via(&key, info, self.relay_path()) {
             Ok(p) => {
-                p.set_relay_path(self.relay_path());
                 info!(stream = %key, "publish started");
                 self.guard.set_activity(Some((Role::Publisher, key.clone())));
                 self.session().accept_publish(req.stream_id);
