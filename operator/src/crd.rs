@@ -113,6 +113,60 @@ pub struct MediaAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub webhooks: Vec<WebhookSpec>,
+    /// Pull on demand (edge): a play of a stream this app does not have pulls
+    /// `{source}/{name}` from another server, shared by every player of the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullSpec>,
+    /// Forward every stream published on this app to these targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub push: Vec<PushSpec>,
+}
+
+/// Where an edge app pulls its streams from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_pull)]
+pub struct PullSpec {
+    /// URL prefix of the origin's app: `rtmp://`, `rtmps://`, or `http(s)://` for HTTP-FLV
+    /// (`.flv` is appended to the stream name). The player's query string is passed on.
+    #[schemars(length(max = 2048))]
+    pub source: String,
+    /// The pull stops this long after its last player left.
+    #[serde(default = "default_idle_close_secs")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub idle_close_secs: u64,
+    /// Verify the source's TLS certificate (system roots plus `caSecretRef`).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// Secret key holding an extra CA certificate (PEM) trusted for `rtmps://` / `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_idle_close_secs() -> u64 {
+    10
+}
+
+/// One target every stream of the app is pushed to.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = cel_push)]
+pub struct PushSpec {
+    /// `rtmp://` or `rtmps://` URL. Streams go to `{target}/{name}`, or the URL is used as is
+    /// with `{name}` replaced by the stream name and `{key}` by the key from `keySecretRef`.
+    /// Never put a stream key here: it would land in the fleet's ConfigMap.
+    #[schemars(length(max = 2048))]
+    pub target: String,
+    /// Secret key holding the far end's stream key, for `{key}` in `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_secret_ref: Option<SecretKeyRef>,
+    /// Verify the target's TLS certificate (system roots plus `caSecretRef`).
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    /// Secret key holding an extra CA certificate (PEM) trusted for `rtmps://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 fn default_true() -> bool {
@@ -639,6 +693,32 @@ pub const CEL_RULES: &[CelRule] = &[
         check: |v| str_at(v, "url").is_some_and(|u| u.starts_with("http://") && u.len() > 7),
     },
     CelRule {
+        on: "MediaApp.spec.pull",
+        rule: "self.source.matches('^(rtmps?|https?)://[^/]+')",
+        message: "pull sources are rtmp://, rtmps://, http:// or https:// URL prefixes",
+        check: |v| str_at(v, "source").is_some_and(|u| {
+            ["rtmp://", "rtmps://", "http://", "https://"]
+                .iter()
+                .any(|p| u.strip_prefix(p).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/')))
+        }),
+    },
+    CelRule {
+        on: "MediaApp.spec.push[]",
+        rule: "self.target.matches('^rtmps?://[^/]+/')",
+        message: "push targets are rtmp:// or rtmps:// URLs with an app path",
+        check: |v| str_at(v, "target").is_some_and(|u| {
+            ["rtmp://", "rtmps://"]
+                .iter()
+                .any(|p| u.strip_prefix(p).and_then(|rest| rest.split_once('/')).is_some_and(|(host, _)| !host.is_empty()))
+        }),
+    },
+    CelRule {
+        on: "MediaApp.spec.push[]",
+        rule: "!has(self.keySecretRef) || self.target.contains('{key}')",
+        message: "keySecretRef needs a {key} placeholder in target",
+        check: |v| v.get("keySecretRef").is_none() || str_at(v, "target").is_some_and(|t| t.contains("{key}")),
+    },
+    CelRule {
         on: "StreamAuth.spec",
         rule: "has(self.sign) || has(self.keys) || has(self.tokens) || has(self.apiUsers)",
         message: "configure at least one of sign, keys, tokens, apiUsers",
@@ -677,6 +757,12 @@ fn cel_ports(s: &mut schemars::Schema) {
 }
 fn cel_webhook(s: &mut schemars::Schema) {
     add_rules(s, "MediaApp.spec.webhooks[]");
+}
+fn cel_pull(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.pull");
+}
+fn cel_push(s: &mut schemars::Schema) {
+    add_rules(s, "MediaApp.spec.push[]");
 }
 fn cel_stream_auth_spec(s: &mut schemars::Schema) {
     add_rules(s, "StreamAuth.spec");
@@ -727,7 +813,8 @@ impl StreamAuth {
 }
 
 impl MediaApp {
-    /// Names of the Secrets this MediaApp reads itself (TLS, webhook keys), not through a StreamAuth.
+    /// Names of the Secrets this MediaApp reads itself (TLS, webhook keys, relay keys and CAs),
+    /// not through a StreamAuth.
     pub fn secret_names(&self) -> Vec<String> {
         let name = self.metadata.name.clone().unwrap_or_default();
         let mut names: Vec<String> = Vec::new();
@@ -744,6 +831,20 @@ impl MediaApp {
                 .iter()
                 .filter_map(|w| w.secret_ref.as_ref().map(|r| r.name.clone())),
         );
+        names.extend(
+            self.spec
+                .pull
+                .iter()
+                .filter_map(|p| p.ca_secret_ref.as_ref().map(|r| r.name.clone())),
+        );
+        for p in &self.spec.push {
+            names.extend(
+                [&p.key_secret_ref, &p.ca_secret_ref]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.name.clone()),
+            );
+        }
         names.sort();
         names.dedup();
         names

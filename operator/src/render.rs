@@ -598,6 +598,61 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             });
         }
 
+        // Relay keys and CAs go to the fleet Secret like webhook keys; the config names files.
+        let mut relay_file = |parts: &[&str], r: &crate::crd::SecretKeyRef, problems: &mut Vec<Problem>| {
+            let mut key = vec!["mediaapp", name.as_str()];
+            key.extend_from_slice(parts);
+            match flat_key(&key).and_then(|k| Ok((k, src.value(&r.name, &r.key)?))) {
+                Ok((k, v)) => {
+                    let path = fleet.secrets_dir.join(&k);
+                    app_files.push((k, v));
+                    Some(path)
+                }
+                Err(e) => {
+                    problems.push(Problem {
+                        message: format!("{}: {}", parts.join(" "), e.message),
+                        ..e
+                    });
+                    None
+                }
+            }
+        };
+        let pull = spec.pull.as_ref().map(|p| {
+            let pull = server::PullConfig {
+                source: p.source.clone(),
+                idle_close_secs: p.idle_close_secs,
+                ca_file: p
+                    .ca_secret_ref
+                    .as_ref()
+                    .and_then(|r| relay_file(&["pull", "ca"], r, &mut problems)),
+                tls_verify: p.tls_verify,
+            };
+            if let Err((key, message)) = ferrocast_server::relay::check_pull_config(&pull) {
+                problems.push(problem(Reason::InvalidSpec, format!("pull.{key}: {message}")));
+            }
+            pull
+        });
+        let mut push = Vec::new();
+        for (i, p) in spec.push.iter().enumerate() {
+            let i = i.to_string();
+            let target = server::PushConfig {
+                target: p.target.clone(),
+                key_file: p
+                    .key_secret_ref
+                    .as_ref()
+                    .and_then(|r| relay_file(&["push", &i, "key"], r, &mut problems)),
+                ca_file: p
+                    .ca_secret_ref
+                    .as_ref()
+                    .and_then(|r| relay_file(&["push", &i, "ca"], r, &mut problems)),
+                tls_verify: p.tls_verify,
+            };
+            if let Err((key, message)) = ferrocast_server::relay::check_push_config(&target) {
+                problems.push(problem(Reason::InvalidSpec, format!("push[{i}].{key}: {message}")));
+            }
+            push.push(target);
+        }
+
         let service_type = spec.service.as_ref().map(|s| s.type_);
         let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
         let svc_name = fleet.service_name(&name);
@@ -639,6 +694,8 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 gop_cache: spec.gop_cache,
                 publish,
                 play,
+                pull,
+                push,
                 ..AppConfig::default()
             });
             config.webhooks.hooks.extend(hooks);

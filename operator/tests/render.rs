@@ -373,6 +373,24 @@ fn every_not_ready_reason() {
             "SecretKeyMissing",
             "webhook 0: Secret hooks has no key \"hmac\"",
         ),
+        (
+            "push key missing",
+            vec![media_app("metadata: {name: live}\nspec: {push: [{target: 'rtmp://yt/live2/{key}', keySecretRef: {name: yt, key: key}}]}", 10)],
+            vec![],
+            vec![],
+            "live",
+            "SecretNotFound",
+            "push 0 key: Secret yt not found",
+        ),
+        (
+            "push target the server refuses",
+            vec![media_app("metadata: {name: live}\nspec: {push: [{target: 'http://not-rtmp/app'}]}", 10)],
+            vec![],
+            vec![],
+            "live",
+            "InvalidSpec",
+            "push[0].target",
+        ),
         ("load balancer without an address", vec![live()], vec![STUDIO_KEYS], keys_auth(), "live", "ServicePending", "waiting for the load balancer"),
     ];
     for (case, media_apps, auths, secrets, target, reason, message) in cases {
@@ -738,6 +756,53 @@ fn webhooks_are_scoped_to_their_app_with_the_hmac_key_in_the_secret() {
 }
 
 #[test]
+fn relays_render_with_push_keys_and_cas_in_the_secret_never_the_config_map() {
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {pull: {source: 'rtmp://origin.example:1935/live', idleCloseSecs: 30}, \
+         push: [{target: 'rtmp://a.rtmp.youtube.com/live2/{key}', keySecretRef: {name: yt, key: streamKey}}, \
+         {target: 'rtmps://backup.example/live', tlsVerify: true, caSecretRef: {name: backup-ca, key: ca.crt}}]}",
+        10,
+    );
+    let o = reconcile(
+        &inputs(
+            vec![ma],
+            vec![],
+            vec![
+                secret("yt", &[("streamKey", "abcd-efgh-ijkl-mnop")]),
+                secret("backup-ca", &[("ca.crt", "-----BEGIN CERTIFICATE-----")]),
+            ],
+        ),
+        None,
+        &APPLIED,
+    );
+    assert_eq!(o.reason("live"), "Ready", "{}", o.message("live"));
+    let c = o.config();
+    let pull = c.apps[0].pull.as_ref().expect("pull rendered");
+    assert_eq!(
+        (pull.source.as_str(), pull.idle_close_secs, pull.tls_verify),
+        ("rtmp://origin.example:1935/live", 30, true)
+    );
+    let push = &c.apps[0].push;
+    assert_eq!(push[0].target, "rtmp://a.rtmp.youtube.com/live2/{key}");
+    assert_eq!(
+        push[0].key_file.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/ferrocast/secrets/mediaapp.live.push.0.key")
+    );
+    assert_eq!(
+        o.secret("mediaapp.live.push.0.key").as_deref(),
+        Some("abcd-efgh-ijkl-mnop")
+    );
+    assert_eq!(
+        push[1].ca_file.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/ferrocast/secrets/mediaapp.live.push.1.ca")
+    );
+    assert!(
+        !o.yaml().contains("abcd-efgh-ijkl-mnop"),
+        "a push key reached the ConfigMap"
+    );
+}
+
+#[test]
 fn an_empty_fleet_gets_a_config_that_serves_nothing() {
     let o = reconcile(&inputs(vec![], vec![], vec![]), None, &APPLIED);
     assert!(o.config().apps.is_empty(), "apps: [] refuses every stream");
@@ -978,7 +1043,7 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     let o = reconcile(&i, Some("203.0.113.7"), &APPLIED);
     let mut served = o.served();
     served.sort();
-    assert_eq!(served, ["events", "live"]);
+    assert_eq!(served, ["edge", "events", "live"]);
     for (name, status) in &o.statuses {
         assert_eq!(
             not_ready_reason(status),
@@ -1020,8 +1085,14 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     );
     let before = reconcile(&i, None, &APPLIED);
     assert_eq!(
-        (before.reason("live"), before.reason("events")),
-        ("ServicePending", "ServicePending")
+        (before.reason("live"), before.reason("events"), before.reason("edge")),
+        ("ServicePending", "ServicePending", "ServicePending")
+    );
+    let edge = o.config().apps.into_iter().find(|a| a.name == "edge").unwrap();
+    assert!(edge.pull.is_some() && edge.push[0].key_file.is_some(), "{edge:?}");
+    assert!(
+        !o.yaml().contains("FAKE-abcd"),
+        "the example's push key stays in the Secret"
     );
 }
 

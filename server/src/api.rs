@@ -958,7 +958,7 @@ async fn add_relay(_: Authed, State(api): State<Arc<Api>>, body: Bytes) -> Resul
             "`key_file` is for the config file only; put the far end's key in `target`".into(),
         ));
     }
-    crate::relay::check_relay_config(&r, &api.ctx.hub.apps())
+    crate::relay::check_relay_config(&r, Some(&api.ctx.hub.apps()))
         .map_err(|(k, m)| ApiError::BadRequest(format!("`{k}`: {m}")))?;
     let relay = api
         .ctx

@@ -956,7 +956,7 @@ impl Config {
             }
         }
         for (i, r) in self.relays.iter().enumerate() {
-            crate::relay::check_relay_config(r, &self.apps).map_err(|(k, m)| bad(&format!("relays[{i}].{k}"), &m))?;
+            crate::relay::check_relay_config(r, None).map_err(|(k, m)| bad(&format!("relays[{i}].{k}"), &m))?;
         }
         Ok(())
     }
@@ -1162,6 +1162,31 @@ mod tests {
             "t",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn relays_and_app_pull_and_push_parse_and_bad_ones_name_their_key() {
+        let c = Config::from_yaml(
+            "relays: [{mode: pull, source: 'rtsp://cam/1', stream: live/door}, \
+             {mode: push, target: 'rtmp://t/app/{key}', key_file: /k, stream: live/door}]\n\
+             apps: [{name: live, pull: {source: 'rtmp://origin/live'}, push: [{target: 'rtmps://b/live'}]}]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.relays.len(), 2);
+        assert!(c.relays[0].tls_verify, "TLS verification is on unless turned off");
+        let pull = c.apps[0].pull.as_ref().unwrap();
+        assert_eq!((pull.idle_close_secs, pull.tls_verify), (10, true));
+        assert_eq!(c.apps[0].push[0].target, "rtmps://b/live");
+        let err = |y: &str| Config::from_yaml(y, "f").unwrap_err().to_string();
+        assert!(err("relays: [{source: 'ftp://x/y', stream: live/a}]").contains("`relays[0].source`"));
+        assert!(err("relays: [{source: 'rtmp://x/a/b', stream: nope}]").contains("`relays[0].stream`"));
+        assert!(
+            err("apps: [{name: a, pull: {source: 'rtmp://o/a', idle_close_secs: 0}}]")
+                .contains("`apps[0].pull.idle_close_secs`")
+        );
+        assert!(err("apps: [{name: a, push: [{target: 'rtmp://t/a', key_file: /k}]}]")
+            .contains("`apps[0].push[0].key_file`"));
     }
 
     #[test]

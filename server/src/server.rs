@@ -228,6 +228,9 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf, start: Option
             });
         match applied {
             Ok((p, certificates)) => {
+                if config.relays != current.relays {
+                    warn!("`relays` changes take effect at the next start (the relay API adds and removes relays now)");
+                }
                 // Apps and policies change together in one snapshot; the hub's copy (stream
                 // settings) follows, and a request between the two is refused, never let in
                 // unchecked: `authorize` serves only apps of the snapshot.
@@ -390,15 +393,21 @@ impl Context {
 
     /// Claims `key` for a publisher connected here: in a fleet, only when no other pod
     /// publishes (or first claimed) it; a pull of it from a peer gives way.
-    pub async fn publish(&self, key: &StreamKey, info: PublisherInfo) -> Result<Publisher, HubError> {
+    /// `relay_path`: the servers the stream came through (relays), origin first.
+    pub async fn publish(
+        &self,
+        key: &StreamKey,
+        info: PublisherInfo,
+        relay_path: Vec<String>,
+    ) -> Result<Publisher, HubError> {
         let Some(cluster) = &self.cluster else {
-            return self.hub.publish(key, info);
+            return self.hub.publish_via(key, info, relay_path);
         };
         let stamp = match cluster.claim(key).await {
             crate::cluster::ClaimOutcome::Granted(stamp) => stamp,
             crate::cluster::ClaimOutcome::Refused { pod } => return Err(HubError::PublishedElsewhere(pod)),
         };
-        let mut result = self.hub.publish(key, info.clone());
+        let mut result = self.hub.publish_via(key, info.clone(), relay_path.clone());
         // The stream may be held by a pull from the pod the publisher just left: stop it and
         // take the stream over (its players continue within the publisher grace).
         for _ in 0..100 {
@@ -408,7 +417,7 @@ impl Context {
             }
             cluster.stop_pull(key);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            result = self.hub.publish(key, info.clone());
+            result = self.hub.publish_via(key, info.clone(), relay_path.clone());
         }
         cluster.finish_claim(key, stamp);
         if result.is_ok() {

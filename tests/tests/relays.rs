@@ -448,10 +448,11 @@ async fn rtmps_push_verifies_the_target_with_the_configured_ca() {
     std::fs::write(&ca_file, ca.cert_pem()).unwrap();
     let port = target.rtmps_port.unwrap();
     let users = users();
-    // The same target twice: trusting the test CA, and with the system roots only.
+    // The same target three times: trusting the test CA, with the system roots only, and
+    // without verification.
     let source = with_api(TestServer::builder(), &users)
         .app_yaml(&format!(
-            "push:\n      - {{target: \"rtmps://localhost:{port}/live/{{name}}\", ca_file: {ca_file:?}}}\n      - {{target: \"rtmps://localhost:{port}/live/{{name}}_untrusted\"}}"
+            "push:\n      - {{target: \"rtmps://localhost:{port}/live/{{name}}\", ca_file: {ca_file:?}}}\n      - {{target: \"rtmps://localhost:{port}/live/{{name}}_untrusted\"}}\n      - {{target: \"rtmps://localhost:{port}/live/{{name}}_unverified\", tls_verify: false}}"
         ))
         .start()
         .await
@@ -476,8 +477,13 @@ async fn rtmps_push_verifies_the_target_with_the_configured_ca() {
         !target
             .logs()
             .contains(&format!("publish started stream=/live/{name}_untrusted")),
-        "a push to an unverified target went through"
+        "a push to an untrusted target went through"
     );
+    // `tls_verify: false` is the way to a self-signed target.
+    target
+        .wait_live(&format!("{name}_unverified"), LIVE_TIMEOUT)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,4 +673,60 @@ async fn api_starts_and_deletes_a_static_pull() {
     let (status, _) = call(&server, "DELETE", &format!("/relays/{id}"), Some(&token), None).await;
     assert_eq!(status, 404);
     assert!(!server.logs().contains("abc123def"), "the signature reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_through_another_server_is_refused_where_it_closes() {
+    // a --push live/{name}_b--> b --push live/{name}_b_a--> a: the stream would go round for ever.
+    let [a_rtmp, b_rtmp] = ferrocast_tests::server::free_ports::<2>().unwrap();
+    let users = users();
+    let config = |own: u16, peer: u16, suffix: &'static str| {
+        let users_path = users.path().to_path_buf();
+        move |dir: &TempDir, ports: [u16; 5]| {
+            let path = dir.join("loop.yaml");
+            std::fs::write(
+                &path,
+                format!(
+                    "bind: 127.0.0.1\nrtmp: {{port: {own}}}\nhttp: {{port: {}}}\nadmin: {{port: {}}}\n\
+                     api: {{users_dir: {users_path:?}}}\n\
+                     apps:\n  - name: live\n    push: [{{target: \"rtmp://127.0.0.1:{peer}/live/{{name}}_{suffix}\"}}]\n",
+                    ports[1], ports[2]
+                ),
+            )?;
+            Ok(path)
+        }
+    };
+    let a = TestServer::builder()
+        .start_with(config(a_rtmp, b_rtmp, "b"))
+        .await
+        .unwrap();
+    let b = TestServer::builder()
+        .start_with(config(b_rtmp, a_rtmp, "a"))
+        .await
+        .unwrap();
+    let name = unique_name("round");
+    let _publisher = Publisher::start(&format!("rtmp://127.0.0.1:{a_rtmp}/live/{name}")).unwrap();
+    // The first hop is fine: b carries the stream.
+    b.wait_live(&format!("{name}_b"), LIVE_TIMEOUT).await.unwrap();
+    let token_b = token(&b).await;
+    let back = eventually(Duration::from_secs(15), "b's push back to a to be refused", || async {
+        relay_of(&b, &token_b, &format!("live/{name}_b"))
+            .await
+            .filter(|r| r["state"] == "failed")
+    })
+    .await;
+    assert!(back["last_error"].as_str().unwrap().contains("relay loop"), "{back}");
+    assert!(
+        a.logs().contains("relay connection refused: relay loop"),
+        "a logs the refusal"
+    );
+    let token_a = token(&a).await;
+    let (_, streams) = call(&a, "GET", "/streams", Some(&token_a), None).await;
+    let names: Vec<&str> = streams["data"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, vec![name.as_str()], "nothing came back round to a");
 }

@@ -82,6 +82,7 @@ pub(super) async fn claim(
             remote: peer.map(|p| p.to_string()).unwrap_or_default(),
             started: SystemTime::now(),
         },
+        Vec::new(),
     )
     .await
 }

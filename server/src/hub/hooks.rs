@@ -66,3 +66,95 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::hub::PublisherInfo;
+
+    /// Answers every demand with `answer` after `delay`, recording what it was asked.
+    struct Source {
+        answer: bool,
+        delay: Duration,
+        asked: Mutex<Vec<(StreamKey, Demand)>>,
+        published: Mutex<Vec<StreamKey>>,
+    }
+
+    impl HubHooks for Source {
+        fn demand(&self, key: &StreamKey, demand: &Demand) -> Option<DemandWait> {
+            self.asked.lock().unwrap().push((key.clone(), demand.clone()));
+            let (answer, delay) = (self.answer, self.delay);
+            Some(Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                answer
+            }))
+        }
+        fn published(&self, key: &StreamKey) {
+            self.published.lock().unwrap().push(key.clone());
+        }
+    }
+
+    fn hub() -> Hub {
+        Hub::new(super::super::tests::settings())
+    }
+
+    fn source(answer: bool, delay: Duration) -> Arc<Source> {
+        Arc::new(Source {
+            answer,
+            delay,
+            asked: Mutex::new(Vec::new()),
+            published: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_hooks_players_wait_as_before() {
+        let hub = hub();
+        let key = hub.key("live", "cam").unwrap();
+        assert_eq!(hub.demand(&key, Demand::default()).await, DemandOutcome::Wait);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_without_the_stream_is_not_found_and_one_past_the_play_wait_too() {
+        let hub = hub();
+        let key = hub.key("live", "cam").unwrap();
+        let none = source(false, Duration::from_millis(50));
+        let hooks: Arc<dyn HubHooks> = none.clone();
+        hub.set_hooks(Arc::downgrade(&hooks));
+        let demand = Demand {
+            query: "sign=1".into(),
+            via: vec!["a".into()],
+        };
+        assert_eq!(hub.demand(&key, demand.clone()).await, DemandOutcome::NotFound);
+        assert_eq!(none.asked.lock().unwrap()[0], (key.clone(), demand));
+
+        let hub = self::hub();
+        let slow = source(true, Duration::from_secs(31));
+        let hooks: Arc<dyn HubHooks> = slow.clone();
+        hub.set_hooks(Arc::downgrade(&hooks));
+        assert_eq!(hub.demand(&key, Demand::default()).await, DemandOutcome::NotFound);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn published_streams_skip_the_source_and_publishing_is_announced() {
+        let hub = hub();
+        let key = hub.key("live", "cam").unwrap();
+        let src = source(true, Duration::ZERO);
+        let hooks: Arc<dyn HubHooks> = src.clone();
+        hub.set_hooks(Arc::downgrade(&hooks));
+        assert_eq!(hub.demand(&key, Demand::default()).await, DemandOutcome::Published);
+        let info = PublisherInfo {
+            session_id: 1,
+            protocol: "rtmp",
+            remote: "127.0.0.1:1".into(),
+            started: SystemTime::now(),
+        };
+        let _p = hub.publish(&key, info).unwrap();
+        assert_eq!(*src.published.lock().unwrap(), vec![key.clone()]);
+        assert_eq!(hub.demand(&key, Demand::default()).await, DemandOutcome::Published);
+        assert_eq!(src.asked.lock().unwrap().len(), 1, "a published stream asks no source");
+    }
+}

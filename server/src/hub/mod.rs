@@ -225,6 +225,18 @@ impl Hub {
     /// Claims `key` for a publisher. A stream already published is refused; a stream whose
     /// publisher dropped within the grace period is continued.
     pub fn publish(&self, key: &StreamKey, publisher: PublisherInfo) -> Result<Publisher, HubError> {
+        self.publish_via(key, publisher, Vec::new())
+    }
+
+    /// [`Hub::publish`] for a stream that came through relays: `relay_path` (server ids, origin
+    /// first) is recorded before anyone is told of the publish, so a push started by it
+    /// carries the path on.
+    pub fn publish_via(
+        &self,
+        key: &StreamKey,
+        publisher: PublisherInfo,
+        relay_path: Vec<String>,
+    ) -> Result<Publisher, HubError> {
         loop {
             let (stream, _) = self.get_or_create(key, None)?;
             let generation = match stream.claim(publisher.clone()) {
@@ -242,14 +254,18 @@ impl Hub {
                     self.inner.waiting().remove(key);
                 }
             }
-            if let Some(hooks) = self.hooks() {
-                hooks.published(key);
-            }
-            return Ok(Publisher {
+            let publisher = Publisher {
                 stream,
                 hub: self.inner.clone(),
                 generation,
-            });
+            };
+            if !relay_path.is_empty() {
+                publisher.set_relay_path(relay_path);
+            }
+            if let Some(hooks) = self.hooks() {
+                hooks.published(key);
+            }
+            return Ok(publisher);
         }
     }
 

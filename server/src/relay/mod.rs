@@ -239,8 +239,9 @@ pub struct Relay {
     counters: Counters,
     last_error: Mutex<Option<String>>,
     stop: watch::Sender<bool>,
-    /// Strings that must not reach logs or the API (query values, keys, user info).
-    secrets: Vec<String>,
+    /// Strings that must not reach logs or the API (query values, keys, user info); a push
+    /// adds its key file's content when it reads it.
+    secrets: Mutex<Vec<String>>,
 }
 
 impl Relay {
@@ -265,10 +266,19 @@ impl Relay {
         *self.stop.borrow()
     }
 
+    /// Adds strings to keep out of logs and the API (longest first, so a secret that
+    /// contains another is replaced whole).
+    fn add_secrets(&self, more: impl IntoIterator<Item = String>) {
+        let mut s = Self::lock(&self.secrets);
+        s.extend(more.into_iter().filter(|x| x.len() >= 3));
+        s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        s.dedup();
+    }
+
     /// `text` with every secret of this relay replaced by `***`.
     fn scrub(&self, text: &str) -> String {
         let mut t = text.to_string();
-        for s in &self.secrets {
+        for s in Self::lock(&self.secrets).iter() {
             t = t.replace(s.as_str(), "***");
         }
         t
@@ -458,8 +468,9 @@ impl Relays {
             },
             last_error: Mutex::new(None),
             stop: watch::channel(false).0,
-            secrets: secrets.into_iter().filter(|s| s.len() >= 3).collect(),
+            secrets: Mutex::new(Vec::new()),
         });
+        relay.add_secrets(secrets);
         self.metrics
             .relay_count
             .with_label_values(&[mode.as_str(), RelayState::Connecting.as_str()])
@@ -593,19 +604,13 @@ impl Relays {
 
     /// Starts a push of one stream.
     pub fn start_push(&self, spec: PushSpec, origin: Origin) -> Arc<Relay> {
-        let key = read_key(spec.key_file.as_deref()).ok().flatten();
-        let (shown, secrets) = match url::push_url(&spec.target, &spec.stream.name, key.as_deref()) {
-            Ok((u, masked)) => {
-                let mut secrets = url_secrets(&u);
-                if masked {
-                    secrets.extend(u.path.rsplit('/').next().map(str::to_string));
-                }
-                (u.redacted(masked), secrets)
-            }
+        // The key file is read by the push task at each connect (never here, on the publish
+        // path); a placeholder shows where it goes, and that part is masked.
+        let placeholder = spec.key_file.as_ref().map(|_| "{key}");
+        let (shown, secrets) = match url::push_url(&spec.target, &spec.stream.name, placeholder) {
+            Ok((u, masked)) => (u.redacted(masked), url_secrets(&u)),
             Err(_) => (redact(&spec.target, true), Vec::new()),
         };
-        let mut secrets = secrets;
-        secrets.extend(key);
         let relay = self.register(Mode::Push, origin, spec.stream.clone(), shown, secrets);
         info!(relay = relay.id, stream = %spec.stream, target = %relay.url, "relay push starting");
         tokio::spawn(push::run(self.arc(), relay.clone(), spec));
@@ -766,10 +771,12 @@ fn check_target(target: &str, has_key_file: bool) -> Result<(), (String, String)
     Ok(())
 }
 
-/// Checks one static relay.
-pub fn check_relay_config(r: &RelayConfig, apps: &[AppConfig]) -> Result<(), (String, String)> {
+/// Checks one static relay. With `apps`, its stream's app must be one of them (the API
+/// checks against the apps served now; a config file's relay may name an app a later reload
+/// or the operator adds, and retries until it exists).
+pub fn check_relay_config(r: &RelayConfig, apps: Option<&[AppConfig]>) -> Result<(), (String, String)> {
     let key = parse_stream(&r.stream).map_err(|m| ("stream".to_string(), m))?;
-    if !apps.iter().any(|a| a.name == key.app) {
+    if apps.is_some_and(|apps| !apps.iter().any(|a| a.name == key.app)) {
         return Err(("stream".into(), format!("no app named {:?}", key.app)));
     }
     match r.mode {
@@ -805,8 +812,8 @@ mod tests {
             stream: "live/cam".into(),
             ..RelayConfig::default()
         };
-        assert_eq!(check_relay_config(&ok, &apps), Ok(()));
-        let bad = |r: RelayConfig| check_relay_config(&r, &apps).unwrap_err().0;
+        assert_eq!(check_relay_config(&ok, Some(&apps)), Ok(()));
+        let bad = |r: RelayConfig| check_relay_config(&r, Some(&apps)).unwrap_err().0;
         assert_eq!(
             bad(RelayConfig {
                 stream: "other/cam".into(),
@@ -832,7 +839,16 @@ mod tests {
             key_file: Some("/k".into()),
             ..push.clone()
         };
-        assert_eq!(check_relay_config(&with_key, &apps), Ok(()));
+        assert_eq!(check_relay_config(&with_key, Some(&apps)), Ok(()));
+        let elsewhere = RelayConfig {
+            stream: "other/cam".into(),
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_relay_config(&elsewhere, None),
+            Ok(()),
+            "a config file may name a later app"
+        );
         assert_eq!(
             bad(RelayConfig {
                 target: "http://t/app".into(),

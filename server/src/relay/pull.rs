@@ -121,7 +121,7 @@ async fn attempt(relays: &Relays, relay: &Relay, spec: &PullSpec, went_live: &mu
     let first = timeout(relays.settings.play_wait, source.next())
         .await
         .map_err(|_| RelayError::NotFound)??;
-    let publisher = relays.hub.publish(
+    let publisher = relays.hub.publish_via(
         &spec.stream,
         PublisherInfo {
             session_id: 0,
@@ -129,8 +129,8 @@ async fn attempt(relays: &Relays, relay: &Relay, spec: &PullSpec, went_live: &mu
             remote: spec.source.authority(),
             started: SystemTime::now(),
         },
+        spec.via.clone(),
     )?;
-    publisher.set_relay_path(spec.via.clone());
     relays.set_state(relay, RelayState::Live, None);
     *went_live = true;
     info!(source = %relay.url, "relay pull live");

@@ -114,7 +114,11 @@ async fn supervise(relays: &Relays, relay: &Arc<Relay>, spec: &PushSpec) {
 /// One connection: `Ok` when the stream ended here, `Err` when the far end failed.
 async fn attempt(relays: &Relays, relay: &Relay, spec: &PushSpec, went_live: &mut bool) -> Result<(), RelayError> {
     let key = read_key(spec.key_file.as_deref())?;
-    let (target, _) = url::push_url(&spec.target, &spec.stream.name, key.as_deref())?;
+    let (target, masked) = url::push_url(&spec.target, &spec.stream.name, key.as_deref())?;
+    relay.add_secrets(
+        key.into_iter()
+            .chain(masked.then(|| target.path.rsplit('/').next().unwrap_or("").to_string())),
+    );
     let Some(stream) = relays.hub.stream(&spec.stream).filter(|s| s.is_published()) else {
         return Ok(());
     };

@@ -633,4 +633,26 @@ mod tests {
         let raw = decoder.decode(&mut BytesMut::from(&out[..])).unwrap().unwrap();
         assert_eq!(raw.type_id, message::TYPE_ACK);
     }
+
+    proptest::proptest! {
+        /// Whatever a hostile server sends after the handshake, the client returns an error
+        /// or events; it never panics, and refusal texts stay short.
+        #[test]
+        fn arbitrary_server_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), 1..8)) {
+            let mut client = Client::new(config(ClientMode::Play));
+            let mut server = Session::new(SERVER);
+            server.handle_input(&client.take_output()).unwrap();
+            let _ = client.handle_input(&server.take_output());
+            for c in chunks {
+                if client.handle_input(&c).is_err() {
+                    break;
+                }
+                while let Some(e) = client.next_event() {
+                    if let ClientEvent::Refused { description, .. } = e {
+                        proptest::prop_assert!(description.chars().count() <= 256);
+                    }
+                }
+            }
+        }
+    }
 }

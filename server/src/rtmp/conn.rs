@@ -416,9 +416,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             remote: self.peer.to_string(),
             started: SystemTime::now(),
         };
-        match self.ctx.publish(&key, info).await {
+        match self.ctx.publish(&key, info, self.relay_path()).await {
             Ok(p) => {
-                p.set_relay_path(self.relay_path());
                 info!(stream = %key, "publish started");
                 self.guard.set_activity(Some((Role::Publisher, key.clone())));
                 self.session().accept_publish(req.stream_id);
