@@ -62,6 +62,7 @@ fn inputs(m: &Manifests) -> Inputs {
             .collect(),
         api_token_key: Some("contract-test-api-token-key".into()),
         revision_salt: Some("contract-test-revision-salt".into()),
+        cluster_secret: Some("contract-test-cluster-secret".into()),
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
