@@ -91,9 +91,9 @@ async fn unfinished_messages(port: u16, connect_first: bool) {
         }
     }
     feed(&mut s, &wire).await;
-    wait_closed(&mut s, CLOSED_WITHIN).await.unwrap_or_else(|e| {
-        panic!("64 unfinished 16 MiB messages (connect first: {connect_first}): {e:#}")
-    });
+    wait_closed(&mut s, CLOSED_WITHIN)
+        .await
+        .unwrap_or_else(|e| panic!("64 unfinished 16 MiB messages (connect first: {connect_first}): {e:#}"));
 }
 
 /// Messages each under the command cap, started on many chunk streams and never finished:

@@ -69,17 +69,37 @@ async fn media_written_together_with_publish_reaches_players() {
     let mut s = rtmp_raw::connect(server.rtmp_port).await.unwrap();
     client_handshake(&mut s).await.unwrap();
 
-    let keyframe = Bytes::from([&b"\x17\x01\x00\x00\x00\x00\x00\x00\x05\x65\x88\x84\x00"[..], &[0x55; 4000]].concat());
+    let keyframe = Bytes::from(
+        [
+            &b"\x17\x01\x00\x00\x00\x00\x00\x00\x05\x65\x88\x84\x00"[..],
+            &[0x55; 4000],
+        ]
+        .concat(),
+    );
     let mut wire = BytesMut::new();
     Message::SetChunkSize(4096).encode(&mut wire, 0, 0, DEFAULT_CHUNK_SIZE);
     let tc_url = format!("rtmp://127.0.0.1:{}/live", server.rtmp_port);
     let object = Amf0Value::object([("app", Amf0Value::from("live")), ("tcUrl", tc_url.as_str().into())]);
     for (m, stream_id) in [
         (command("connect", 1.0, object, vec![]), 0),
-        (command("releaseStream", 2.0, Amf0Value::Null, vec![name.as_str().into()]), 0),
-        (command("FCPublish", 3.0, Amf0Value::Null, vec![name.as_str().into()]), 0),
+        (
+            command("releaseStream", 2.0, Amf0Value::Null, vec![name.as_str().into()]),
+            0,
+        ),
+        (
+            command("FCPublish", 3.0, Amf0Value::Null, vec![name.as_str().into()]),
+            0,
+        ),
         (command("createStream", 4.0, Amf0Value::Null, vec![]), 0),
-        (command("publish", 5.0, Amf0Value::Null, vec![name.as_str().into(), "live".into()]), 1),
+        (
+            command(
+                "publish",
+                5.0,
+                Amf0Value::Null,
+                vec![name.as_str().into(), "live".into()],
+            ),
+            1,
+        ),
         (
             Message::Data(vec![
                 "@setDataFrame".into(),
@@ -115,7 +135,10 @@ async fn media_written_together_with_publish_reaches_players() {
         .unwrap_or_else(|e| panic!("player: {e:#}; server log:\n{}", server.logs()));
     let described: Vec<String> = tags.iter().map(|t| t.describe()).collect();
     eprintln!("player got {described:?}");
-    let script = tags.iter().find(|t| t.is_script()).expect("onMetaData reached the player");
+    let script = tags
+        .iter()
+        .find(|t| t.is_script())
+        .expect("onMetaData reached the player");
     assert_eq!(script.script_name().as_deref(), Some("onMetaData"), "{described:?}");
     let video_header = tags.iter().find(|t| t.is_video_seq_header()).expect("AVC header");
     assert_eq!(&video_header.data[..], AVC_HEADER);
