@@ -5,7 +5,11 @@
 //! what the suite checks, without the fuzzing toolchain. Each entry must return normally for
 //! any input; a panic (including an arithmetic overflow, which the fuzz build checks) is a
 //! bug. Where a parser has an encoder, the entry also checks that what decodes re-encodes
-//! to something that decodes the same way.
+//! to something that decodes the same way. Results nobody looks at go through
+//! [`black_box`]: the parsers are pure, and an optimizer that sees a result unused removes
+//! the call, and with it everything the fuzzer was meant to explore.
+
+use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 
@@ -104,12 +108,12 @@ pub fn handshake(data: &[u8]) {
     let mut input = BytesMut::from(&rest[..cut]);
     if server.process(&mut input, &mut out).is_ok() {
         input.extend_from_slice(&rest[cut..]);
-        let _ = server.process(&mut input, &mut out);
+        let _ = black_box(server.process(&mut input, &mut out));
     }
     let mut client = ClientHandshake::new(split & 1 == 1);
     let mut c0c1 = BytesMut::new();
     client.start(&mut c0c1);
-    let _ = client.process(&mut BytesMut::from(rest), &mut BytesMut::new());
+    let _ = black_box(client.process(&mut BytesMut::from(rest), &mut BytesMut::new()));
 }
 
 /// Chunk reassembly at a chunk size the control byte picks. Every message decoded must come
@@ -175,7 +179,7 @@ pub fn rtmp_message(data: &[u8]) {
         assert!(Message::decode(&back).is_ok(), "re-encoded {m:?} does not decode");
     }
     for part in split_aggregate(&raw.payload, 1000) {
-        let _ = media::parse_video_header(&part.payload);
+        let _ = black_box(media::parse_video_header(&part.payload));
     }
 }
 
@@ -210,7 +214,7 @@ pub fn rtmp_session(data: &[u8]) {
                 Err(_) => return,
             }
         }
-        let _ = session.take_output();
+        let _ = black_box(session.take_output());
     }
 }
 
@@ -225,9 +229,9 @@ pub fn flv_tags(data: &[u8]) {
         loop {
             match reader.next_tag(&mut buf) {
                 Ok(Some(tag)) => match tag.tag_type {
-                    8 => drop(media::parse_audio_header(&tag.body)),
-                    9 => drop(media::parse_video_header(&tag.body)),
-                    _ => drop(amf0::decode_all(&tag.body)),
+                    8 => drop(black_box(media::parse_audio_header(&tag.body))),
+                    9 => drop(black_box(media::parse_video_header(&tag.body))),
+                    _ => drop(black_box(amf0::decode_all(&tag.body))),
                 },
                 Ok(None) => break,
                 Err(_) => return,
@@ -257,8 +261,8 @@ pub fn flv_push(data: &[u8]) {
     }
     let mut reader = hub.subscribe(&key).expect("the stream exists");
     while let Ok(Some(frame)) = reader.try_recv() {
-        let _ = frame.rtmp_chunks(1, 128);
-        let _ = frame.flv_tag();
+        let _ = black_box(frame.rtmp_chunks(1, 128));
+        let _ = black_box(frame.flv_tag());
     }
 }
 
@@ -282,31 +286,31 @@ pub fn media_header(data: &[u8]) {
     ];
     for enhanced in [false, true] {
         for codec in video {
-            let _ = info::video_info(codec, enhanced, data);
+            let _ = black_box(info::video_info(codec, enhanced, data));
         }
         for codec in audio {
-            let _ = info::audio_info(codec, enhanced, data);
+            let _ = black_box(info::audio_info(codec, enhanced, data));
         }
     }
-    let _ = info::vp9_frame_size(data);
+    let _ = black_box(info::vp9_frame_size(data));
 }
 
 /// AVCDecoderConfigurationRecord and a bare SPS.
 pub fn avc(data: &[u8]) {
-    let _ = avc::parse_decoder_config(data);
-    let _ = avc::parse_sps(data);
+    let _ = black_box(avc::parse_decoder_config(data));
+    let _ = black_box(avc::parse_sps(data));
 }
 
 /// HEVCDecoderConfigurationRecord and a bare SPS.
 pub fn hevc(data: &[u8]) {
-    let _ = hevc::parse_decoder_config(data);
-    let _ = hevc::parse_sps(data);
+    let _ = black_box(hevc::parse_decoder_config(data));
+    let _ = black_box(hevc::parse_sps(data));
 }
 
 /// AV1CodecConfigurationRecord, OBU framing and a bare sequence header.
 pub fn av1(data: &[u8]) {
-    let _ = av1::parse_decoder_config(data);
-    let _ = av1::parse_sequence_header(data);
+    let _ = black_box(av1::parse_decoder_config(data));
+    let _ = black_box(av1::parse_sequence_header(data));
     let mut rest = data;
     while let Ok((_, _, tail)) = av1::split_obu(rest) {
         if tail.len() >= rest.len() {
@@ -318,18 +322,18 @@ pub fn av1(data: &[u8]) {
 
 /// VPCodecConfigurationRecord and a keyframe's uncompressed header.
 pub fn vp9(data: &[u8]) {
-    let _ = vp9::parse_decoder_config(data);
-    let _ = vp9::parse_keyframe(data);
+    let _ = black_box(vp9::parse_decoder_config(data));
+    let _ = black_box(vp9::parse_keyframe(data));
 }
 
 /// AudioSpecificConfig.
 pub fn aac(data: &[u8]) {
-    let _ = aac::parse_audio_specific_config(data);
+    let _ = black_box(aac::parse_audio_specific_config(data));
 }
 
 /// OpusHead (enhanced-RTMP Opus sequence start).
 pub fn opus(data: &[u8]) {
-    let _ = opus::parse_header(data);
+    let _ = black_box(opus::parse_header(data));
 }
 
 /// The audio configs read inline: FLAC STREAMINFO, AC-3 / E-AC-3 sync frames and MPEG
@@ -347,12 +351,12 @@ pub fn audio_config(data: &[u8]) {
             let mut body = vec![0x90 | packet_type];
             body.extend_from_slice(&codec.0);
             body.extend_from_slice(data);
-            let _ = info::audio_info(codec, true, &body);
+            let _ = black_box(info::audio_info(codec, true, &body));
         }
     }
     let mut legacy = vec![0x2f];
     legacy.extend_from_slice(data);
-    let _ = info::audio_info(FourCc::MP3, false, &legacy);
+    let _ = black_box(info::audio_info(FourCc::MP3, false, &legacy));
 }
 
 /// WebSocket frames from a client (FLV push), with the payload cap the push uses.

@@ -297,7 +297,7 @@ mod tests {
             ),
             (
                 "bit depth near 2^32",
-                high_sps(u64::from(u32::MAX) - 9, &[], 79, None),
+                high_sps(u64::from(u32::MAX) - 1, &[], 79, None),
                 "bit_depth_luma_minus8",
             ),
             (
