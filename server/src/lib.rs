@@ -8,7 +8,8 @@
 //!   typed RTMP messages, FLV tags, H.264/AAC sequence headers. No tokio.
 //! - [`rtmp`]: the sans-IO RTMP [`rtmp::session`] and its socket driver [`rtmp::conn`].
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
-//! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
+//! - [`hls`]: HLS, LL-HLS and DASH from an in-memory CMAF segmenter per stream.
+//! - [`http`]: the public axum router (HTTP-FLV, WS-FLV, HLS/DASH) and the admin router.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
 //! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -35,6 +35,8 @@ pub struct Context {
     pub webhooks: Arc<Webhooks>,
     /// Certificates of the RTMPS and HTTPS listeners; `None` when TLS is off.
     pub tls: Option<Arc<Certificates>>,
+    /// HLS / LL-HLS / DASH segmenters.
+    pub hls: Arc<crate::hls::Hls>,
     /// Publish and play policies per app, secrets loaded; swapped whole on reload so a
     /// request sees either the old or the new set, never a mix.
     policies: RwLock<Arc<Policies>>,
@@ -222,6 +224,18 @@ impl Context {
             })
     }
 
+    /// Applies only the app's address lists (requests that already proved their right to
+    /// play, such as HLS segments with a session token); a refusal is counted.
+    pub fn check_address(&self, app: &str, peer: Option<IpAddr>) -> Result<(), Denied> {
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (Some((_, _, filter)), Some(ip)) = (policies.get(app), peer) else {
+            return Ok(());
+        };
+        filter.check(ip).inspect_err(|d| {
+            self.metrics.auth_failures.with_label_values(&[app, d.reason()]).inc();
+        })
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -233,6 +247,8 @@ pub enum ServerError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Hls(#[from] crate::hls::KeyError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -302,6 +318,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let sessions = Arc::new(Sessions::new(metrics.clone()));
         let webhooks = Webhooks::start(&config.webhooks, metrics.clone())?;
+        let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -310,6 +327,7 @@ impl Server {
             metrics,
             webhooks,
             tls: tls_certs,
+            hls,
             policies,
         });
         Ok(Server {
@@ -350,6 +368,7 @@ impl Server {
         let http_slots = Arc::new(Semaphore::new(c.http.max_connections));
         let admin_slots = Arc::new(Semaphore::new(64));
         log_urls(&addrs, c);
+        tokio::spawn(ctx.hls.clone().run_always());
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop("rtmp", self.rtmp, rtmp_slots.clone(), ctx.clone(), move |s, peer| {
