@@ -130,6 +130,8 @@ pub struct TsWriter {
     video: Option<TsVideo>,
     audio: Option<TsAudio>,
     continuity: [u8; 3],
+    /// PIDs that have had their first packet in this segment.
+    started: [bool; 3],
     out: Vec<u8>,
 }
 
@@ -140,6 +142,7 @@ impl TsWriter {
             video,
             audio,
             continuity: [0; 3],
+            started: [false; 3],
             out: Vec::with_capacity(256 * 1024),
         };
         w.write_tables();
@@ -213,12 +216,16 @@ impl TsWriter {
         self.write_section(PID_PMT, &pmt);
     }
 
-    fn counter(&mut self, pid: u16) -> u8 {
-        let i = match pid {
+    fn slot(pid: u16) -> usize {
+        match pid {
             PID_VIDEO => 1,
             PID_AUDIO => 2,
             _ => 0,
-        };
+        }
+    }
+
+    fn counter(&mut self, pid: u16) -> u8 {
+        let i = Self::slot(pid);
         // PAT and PMT share a slot: each segment writes them once, before any media.
         let c = if pid == 0 || pid == PID_PMT {
             0
@@ -243,7 +250,18 @@ impl TsWriter {
             let cc = self.counter(pid);
             let mut header = 4;
             let pcr_here = if first { pcr } else { None };
-            let adaptation_min = if pcr_here.is_some() { 8 } else { 0 };
+            // Segments are made independently, so each one's continuity counters start
+            // afresh: the first packet of each PID says so with discontinuity_indicator.
+            let slot = Self::slot(pid);
+            let discontinuity = !self.started[slot] && pid != 0 && pid != PID_PMT;
+            self.started[slot] = true;
+            let adaptation_min = if pcr_here.is_some() {
+                8
+            } else if discontinuity {
+                2
+            } else {
+                0
+            };
             let room = PACKET_LEN - header - adaptation_min;
             let take = rest.len().min(room);
             let stuffing = room - take;
@@ -255,18 +273,20 @@ impl TsWriter {
                     pkt[4] = 0;
                 } else {
                     pkt[4] = (af_len - 1) as u8;
-                    pkt[5] = if let Some(pcr) = pcr_here {
-                        let base = pcr & ((1 << 33) - 1);
-                        pkt[6] = (base >> 25) as u8;
-                        pkt[7] = (base >> 17) as u8;
-                        pkt[8] = (base >> 9) as u8;
-                        pkt[9] = (base >> 1) as u8;
-                        pkt[10] = ((base & 1) << 7) as u8 | 0x7e;
-                        pkt[11] = 0;
-                        0x10
-                    } else {
-                        0
-                    };
+                    let flags = if discontinuity { 0x80 } else { 0 };
+                    pkt[5] = flags
+                        | if let Some(pcr) = pcr_here {
+                            let base = pcr & ((1 << 33) - 1);
+                            pkt[6] = (base >> 25) as u8;
+                            pkt[7] = (base >> 17) as u8;
+                            pkt[8] = (base >> 9) as u8;
+                            pkt[9] = (base >> 1) as u8;
+                            pkt[10] = ((base & 1) << 7) as u8 | 0x7e;
+                            pkt[11] = 0;
+                            0x10
+                        } else {
+                            0
+                        };
                 }
                 header += af_len;
             } else {

@@ -271,9 +271,11 @@ impl Segmenter {
             .sum()
     }
 
-    /// Has at least one complete segment on the main track.
+    /// Every configured track has a complete segment (players open all of them at once;
+    /// some, like FFmpeg, fail on a rendition without segments).
     pub fn ready(&self) -> bool {
         self.main_track().complete_segments().next().is_some()
+            && self.tracks().all(|t| t.complete_segments().next().is_some())
     }
 
     /// The wall-clock time of a timeline millisecond (program date time).
