@@ -25,6 +25,8 @@ pub struct PlayerStats {
     video_frames: AtomicU64,
     /// Microseconds from connect start to the first video keyframe, plus one (0 = none yet).
     first_keyframe_us: AtomicU64,
+    /// HLS: times the simulated playback buffer ran dry.
+    stalls: AtomicU64,
 }
 
 /// One reading of a player's counters.
@@ -34,6 +36,7 @@ pub struct Snapshot {
     pub bytes: u64,
     pub media_ts: Option<u32>,
     pub video_frames: u64,
+    pub stalls: u64,
 }
 
 impl PlayerStats {
@@ -56,6 +59,10 @@ impl PlayerStats {
         if !self.has_media.load(Relaxed) {
             self.has_media.store(true, Relaxed);
         }
+    }
+
+    pub fn stall(&self) {
+        self.stalls.store(self.stalls.load(Relaxed) + 1, Relaxed);
     }
 
     pub fn video_frame(&self) {
@@ -88,6 +95,7 @@ impl PlayerStats {
             bytes: self.bytes.load(Relaxed),
             media_ts: self.has_media.load(Relaxed).then(|| self.media_ts.load(Relaxed)),
             video_frames: self.video_frames.load(Relaxed),
+            stalls: self.stalls.load(Relaxed),
         }
     }
 }
