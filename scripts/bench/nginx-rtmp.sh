@@ -5,8 +5,8 @@
 # nginx.conf, pid file and logs live in RUN_DIR (default .tools/bench/nginx). SIGTERM stops
 # it (SIGQUIT for a graceful stop). nginx-rtmp has no HTTP-FLV, so this is RTMP only, unless
 # HLS_HTTP_PORT is set: then the module also writes HLS (MPEG-TS, 2 s fragments, a 14 s
-# playlist: the same window as Ferrocast's defaults) into HLS_DIR (default a directory in
-# /dev/shm, a tmpfs) and nginx serves it at http://127.0.0.1:HLS_HTTP_PORT/hls/{stream}.m3u8.
+# playlist: the same window as Ferrocast's defaults) into HLS_DIR (default
+# /dev/shm/ferrocast-bench-hls, a tmpfs, emptied at start) and nginx serves it at http://127.0.0.1:HLS_HTTP_PORT/hls/{stream}.m3u8.
 #
 # Usage: [HLS_HTTP_PORT=P [HLS_DIR=D]] scripts/bench/nginx-rtmp.sh [RTMP_PORT [RUN_DIR]]
 set -euo pipefail
@@ -23,7 +23,9 @@ mkdir -p "$RUN_DIR/logs"
 HLS_RTMP=""
 HLS_HTTP=""
 if [[ -n "${HLS_HTTP_PORT:-}" ]]; then
-    HLS_DIR="${HLS_DIR:-/dev/shm/ferrocast-bench-hls-$$}"
+    HLS_DIR="${HLS_DIR:-/dev/shm/ferrocast-bench-hls}"
+    # One fixed directory, emptied at each start, so runs leave no tmpfs memory behind.
+    rm -rf "$HLS_DIR"
     mkdir -p "$HLS_DIR"
     HLS_RTMP="hls on; hls_path $HLS_DIR; hls_fragment 2s; hls_playlist_length 14s;"
     HLS_HTTP="http {
