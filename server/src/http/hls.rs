@@ -171,8 +171,13 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
         };
         refuse(ctx, status, &d.to_string())
     };
-    if let Some(token) = query_param(query, "hs") {
-        if let Some(id) = sessions.verify(&key, &token, now) {
+    let open = ctx
+        .hls
+        .app(&key.app)
+        .is_some_and(|a| a.play.auth == AuthMode::None && a.allow.is_empty() && a.deny.is_empty());
+    let token = query_param(query, "hs");
+    if let Some(token) = &token {
+        if let Some(id) = sessions.verify(&key, token, now) {
             ctx.check_address(&key.app, peer).map_err(denied)?;
             return Ok(Access {
                 key,
@@ -181,20 +186,27 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
                 prefix: String::new(),
             });
         }
-        if !asset.is_manifest() {
-            ctx.metrics
-                .auth_failures
-                .with_label_values(&[&key.app, "bad_session"])
-                .inc();
-            return Err(refuse(ctx, StatusCode::FORBIDDEN, "invalid HLS session"));
-        }
     }
-    let open = ctx
-        .hls
-        .app(&key.app)
-        .is_some_and(|a| a.play.auth == AuthMode::None && a.allow.is_empty() && a.deny.is_empty());
-    if !asset.is_manifest() && !open {
-        return Err(refuse(ctx, StatusCode::UNAUTHORIZED, "missing HLS session"));
+    if !asset.is_manifest() {
+        if open {
+            // Nothing to protect: serve it, uncounted (a token from another replica, or expired).
+            return Ok(Access {
+                key,
+                session: None,
+                query: String::new(),
+                prefix: String::new(),
+            });
+        }
+        return Err(match token {
+            Some(_) => {
+                ctx.metrics
+                    .auth_failures
+                    .with_label_values(&[&key.app, "bad_session"])
+                    .inc();
+                refuse(ctx, StatusCode::FORBIDDEN, "invalid HLS session")
+            }
+            None => refuse(ctx, StatusCode::UNAUTHORIZED, "missing HLS session"),
+        });
     }
     let public = ctx
         .authorize(&key, Role::Player, query, peer, 0)
