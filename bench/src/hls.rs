@@ -288,14 +288,19 @@ async fn follow(
             bail!("playlist answered {status}");
         }
         let pl = parse_media(&String::from_utf8_lossy(&body));
-        let items: Vec<(String, f64)> = if ll {
+        let mut items: Vec<(String, f64)> = if ll {
             next = Some((pl.sequence + pl.segments.len() as u64, pl.open_parts));
             pl.parts.clone()
         } else {
-            // A player starts three segments from the live edge.
-            let skip = if first { pl.segments.len().saturating_sub(3) } else { 0 };
-            pl.segments[skip..].to_vec()
+            pl.segments.clone()
         };
+        if first {
+            // A standard player starts three segments from the live edge, an LL-HLS player at
+            // the edge: what lies before is history, never fetched.
+            let keep = if ll { 0 } else { 3 };
+            let history = items.len().saturating_sub(keep);
+            seen.extend(items.drain(..history).map(|(uri, _)| uri));
+        }
         let mut new = 0;
         for (uri, secs) in items {
             if seen.contains(&uri) {
@@ -304,9 +309,6 @@ async fn follow(
             seen.push_back(uri.clone());
             if seen.len() > 256 {
                 seen.pop_front();
-            }
-            if first && ll {
-                continue; // LL-HLS starts at the live edge: parts already listed are history.
             }
             let (status, _) = conn.get(&resolve(url, &uri), stats).await?;
             if status != 200 {

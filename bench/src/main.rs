@@ -264,7 +264,11 @@ async fn run(args: Args, target: Target) -> Result<()> {
     // Standard HLS players load media a segment at a time, so over the window their media
     // advances in steps of a target duration (2 s with the usual settings): one step is
     // allowed for. Parts (LL-HLS) and FLV frames are fine-grained enough as they are.
-    let granularity_ms = if target.protocol == target::Protocol::Hls { 2000.0 } else { 0.0 };
+    let granularity_ms = if target.protocol == target::Protocol::Hls {
+        2000.0
+    } else {
+        0.0
+    };
     let (keep_up, keep_up_fraction) = keep_up_fraction(&a, &b, window * 1000.0 - granularity_ms, n);
     let bytes: u64 = a.iter().zip(&b).map(|(x, y)| y.bytes - x.bytes).sum();
     let mbps = bytes as f64 * 8.0 / window / 1e6;
