@@ -179,7 +179,9 @@ run_with_retries() { # run_with_retries SERVER PROTOCOL PLAYERS
             return 0
         fi
         log "$name: other processes used $other cores during the window (> $OTHER_MAX)"
-        [[ "$attempt" -lt "$RETRIES" ]] && log "$name: repeating the run"
+        if [[ "$attempt" -lt "$RETRIES" ]]; then
+            log "$name: repeating the run"
+        fi
     done
 }
 
