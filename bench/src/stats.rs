@@ -174,6 +174,7 @@ mod tests {
             bytes: 0,
             media_ts: ts,
             video_frames: 0,
+            stalls: 0,
         }
     }
 
@@ -264,6 +265,7 @@ mod tests {
             bytes: 0,
             media_ts: None,
             video_frames: frames,
+            stalls: 0,
         };
         let start = vec![s(CONNECTED, 10), s(CONNECTED, 0), s(CONNECTING, 0), s(CONNECTED, 5)];
         let end = vec![s(CONNECTED, 310), s(CONNECTED, 150), s(CONNECTED, 300), s(FAILED, 50)];
@@ -279,13 +281,15 @@ mod tests {
                 state: CONNECTING,
                 bytes: 0,
                 media_ts: None,
-                video_frames: 0
+                video_frames: 0,
+                stalls: 0
             }
         );
         p.add_bytes(10);
         p.add_bytes(5);
         p.media(40);
         p.video_frame();
+        p.stall();
         p.set_state(CONNECTED);
         assert_eq!(
             p.snapshot(),
@@ -293,7 +297,8 @@ mod tests {
                 state: CONNECTED,
                 bytes: 15,
                 media_ts: Some(40),
-                video_frames: 1
+                video_frames: 1,
+                stalls: 1
             }
         );
         assert_eq!(p.first_keyframe_ms(), None);
