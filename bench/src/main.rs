@@ -1,5 +1,5 @@
-//! `ferrocast-bench`: opens N concurrent players (RTMP, HTTP-FLV or WS-FLV, picked by the URL
-//! scheme) against any live-streaming server on this machine, ramps them up, then reports over
+//! `ferrocast-bench`: opens N concurrent players (RTMP, HTTP-FLV, WS-FLV or HLS / LL-HLS, picked
+//! by the URL) against any live-streaming server on this machine, ramps them up, then reports over
 //! a measured window: players connected and failed, aggregate Mbps, the share of players
 //! keeping up with real time, time to first keyframe, and the server's CPU and memory.
 //!
@@ -7,6 +7,7 @@
 //! default, tag headers parsed in place and payloads skipped. See docs/benchmarks.md.
 
 mod flv;
+mod hls;
 mod http;
 mod player;
 mod procfs;
@@ -29,7 +30,10 @@ const USAGE: &str = "\
 usage: ferrocast-bench --url URL --players N [options]
 
   --url URL              rtmp://HOST[:PORT]/APP/STREAM, http://HOST[:PORT]/APP/STREAM.flv (HTTP-FLV)
-                         or ws://HOST[:PORT]/APP/STREAM.flv (WS-FLV); HOST must be loopback
+                         ws://HOST[:PORT]/APP/STREAM.flv (WS-FLV), or http://.../x.m3u8 (HLS: the
+                         players follow the live playlist and fetch every segment in real time);
+                         HOST must be loopback
+  --ll-hls               with an .m3u8 URL: LL-HLS players (blocking reload, every part fetched)
   --players N            concurrent players
   --ramp-secs R          start the players evenly over R seconds (default 10)
   --warmup-secs W        wait W seconds after the ramp before measuring (default 5)
@@ -52,6 +56,7 @@ struct Args {
     connect_timeout: f64,
     threads: usize,
     json: bool,
+    ll_hls: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -65,6 +70,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         connect_timeout: 10.0,
         threads: 1,
         json: false,
+        ll_hls: false,
     };
     fn secs(v: String, name: &str) -> Result<f64> {
         let s: f64 = v.parse().with_context(|| format!("{name} takes a number of seconds"))?;
@@ -85,6 +91,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--connect-timeout-secs" => a.connect_timeout = secs(value()?, "--connect-timeout-secs")?,
             "--threads" => a.threads = value()?.parse().context("--threads takes a count")?,
             "--json" => a.json = true,
+            "--ll-hls" => a.ll_hls = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -137,6 +144,14 @@ fn main() {
         }
     };
     let target = match Target::parse(&args.url) {
+        Ok(mut t) if args.ll_hls && t.protocol == target::Protocol::Hls => {
+            t.protocol = target::Protocol::LlHls;
+            t
+        }
+        Ok(_) if args.ll_hls => {
+            eprintln!("ferrocast-bench: --ll-hls needs an http://.../x.m3u8 URL");
+            std::process::exit(2);
+        }
         Ok(t) => t,
         Err(e) => {
             eprintln!("ferrocast-bench: {e:#}");
@@ -246,7 +261,15 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let connected = b.iter().filter(|s| s.state == CONNECTED).count();
     let failed = b.iter().filter(|s| s.state == FAILED).count();
     let pending = b.iter().filter(|s| s.state == CONNECTING).count();
-    let (keep_up, keep_up_fraction) = keep_up_fraction(&a, &b, window * 1000.0, n);
+    // Standard HLS players load media a segment at a time, so over the window their media
+    // advances in steps of a target duration (2 s with the usual settings): one step is
+    // allowed for. Parts (LL-HLS) and FLV frames are fine-grained enough as they are.
+    let granularity_ms = if target.protocol == target::Protocol::Hls {
+        2000.0
+    } else {
+        0.0
+    };
+    let (keep_up, keep_up_fraction) = keep_up_fraction(&a, &b, window * 1000.0 - granularity_ms, n);
     let bytes: u64 = a.iter().zip(&b).map(|(x, y)| y.bytes - x.bytes).sum();
     let mbps = bytes as f64 * 8.0 / window / 1e6;
     let mut ttfk: Vec<f64> = players.iter().filter_map(PlayerStats::first_keyframe_ms).collect();
@@ -254,6 +277,8 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let p50 = percentile(&ttfk, 50.0);
     let p99 = percentile(&ttfk, 99.0);
     let fps = video_fps(&a, &b, window);
+    let stalls: u64 = a.iter().zip(&b).map(|(x, y)| y.stalls - x.stalls).sum();
+    let stalled_players = a.iter().zip(&b).filter(|(x, y)| y.stalls > x.stalls).count();
     let fps_p1 = percentile(&fps, 1.0);
     let fps_p50 = percentile(&fps, 50.0);
     let bench_cores = b_self.saturating_sub(a_self) as f64 / tps / window;
@@ -302,6 +327,12 @@ async fn run(args: Args, target: Target) -> Result<()> {
         fmt_fps(fps_p50),
         fmt_fps(fps_p1)
     );
+    if matches!(target.protocol, target::Protocol::Hls | target::Protocol::LlHls) {
+        let _ = writeln!(
+            text,
+            "  stalls          {stalls} in the window, {stalled_players} players stalled (simulated playback buffer ran dry)"
+        );
+    }
     let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
     let _ = writeln!(
         text,
@@ -354,6 +385,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
             "mbps": mbps,
             "first_keyframe_ms": { "p50": p50, "p99": p99, "count": ttfk.len() },
             "video_fps": { "p50": fps_p50, "p1": fps_p1 },
+            "stalls": { "total": stalls, "players": stalled_players },
             "server": args.server_pid.map(|pid| json!({
                 "pid": pid,
                 "processes": server.map(|(_, s)| s.processes),

@@ -1,4 +1,5 @@
-//! One simulated player per task: HTTP-FLV and WS-FLV here, RTMP in [`crate::rtmp`].
+//! One simulated player per task: HTTP-FLV and WS-FLV here, RTMP in [`crate::rtmp`], HLS in
+//! [`crate::hls`].
 //!
 //! Players parse only what the report needs (tag headers, timestamps, keyframe flags) and
 //! skip payloads in place. A player never returns `Ok`: the stream runs until the benchmark
@@ -24,6 +25,15 @@ pub const READ_BUF: usize = 32 * 1024;
 /// Runs one player until it fails. `deadline`: by when the server must have accepted it.
 pub async fn run(target: &Target, stats: &PlayerStats, index: usize, deadline: tokio::time::Instant) -> Result<()> {
     let start = Instant::now();
+    if matches!(target.protocol, Protocol::Hls | Protocol::LlHls) {
+        let ll = target.protocol == Protocol::LlHls;
+        return timeout_at(
+            deadline + std::time::Duration::from_secs(86_400),
+            crate::hls::play(target, stats, start, ll),
+        )
+        .await
+        .context("HLS player")?;
+    }
     let sock = timeout_at(deadline, TcpStream::connect(target.addr))
         .await
         .context("connect timed out")?
@@ -33,6 +43,7 @@ pub async fn run(target: &Target, stats: &PlayerStats, index: usize, deadline: t
         Protocol::Rtmp => crate::rtmp::play(sock, target, stats, start, deadline).await,
         Protocol::HttpFlv => http_flv(sock, target, stats, start, deadline).await,
         Protocol::WsFlv => ws_flv(sock, target, stats, start, deadline, index).await,
+        Protocol::Hls | Protocol::LlHls => unreachable!("handled above"),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct PlayerStats {
     video_frames: AtomicU64,
     /// Microseconds from connect start to the first video keyframe, plus one (0 = none yet).
     first_keyframe_us: AtomicU64,
+    /// HLS: times the simulated playback buffer ran dry.
+    stalls: AtomicU64,
 }
 
 /// One reading of a player's counters.
@@ -34,6 +36,7 @@ pub struct Snapshot {
     pub bytes: u64,
     pub media_ts: Option<u32>,
     pub video_frames: u64,
+    pub stalls: u64,
 }
 
 impl PlayerStats {
@@ -56,6 +59,10 @@ impl PlayerStats {
         if !self.has_media.load(Relaxed) {
             self.has_media.store(true, Relaxed);
         }
+    }
+
+    pub fn stall(&self) {
+        self.stalls.store(self.stalls.load(Relaxed) + 1, Relaxed);
     }
 
     pub fn video_frame(&self) {
@@ -88,6 +95,7 @@ impl PlayerStats {
             bytes: self.bytes.load(Relaxed),
             media_ts: self.has_media.load(Relaxed).then(|| self.media_ts.load(Relaxed)),
             video_frames: self.video_frames.load(Relaxed),
+            stalls: self.stalls.load(Relaxed),
         }
     }
 }
@@ -166,6 +174,7 @@ mod tests {
             bytes: 0,
             media_ts: ts,
             video_frames: 0,
+            stalls: 0,
         }
     }
 
@@ -256,6 +265,7 @@ mod tests {
             bytes: 0,
             media_ts: None,
             video_frames: frames,
+            stalls: 0,
         };
         let start = vec![s(CONNECTED, 10), s(CONNECTED, 0), s(CONNECTING, 0), s(CONNECTED, 5)];
         let end = vec![s(CONNECTED, 310), s(CONNECTED, 150), s(CONNECTED, 300), s(FAILED, 50)];
@@ -271,13 +281,15 @@ mod tests {
                 state: CONNECTING,
                 bytes: 0,
                 media_ts: None,
-                video_frames: 0
+                video_frames: 0,
+                stalls: 0
             }
         );
         p.add_bytes(10);
         p.add_bytes(5);
         p.media(40);
         p.video_frame();
+        p.stall();
         p.set_state(CONNECTED);
         assert_eq!(
             p.snapshot(),
@@ -285,7 +297,8 @@ mod tests {
                 state: CONNECTED,
                 bytes: 15,
                 media_ts: Some(40),
-                video_frames: 1
+                video_frames: 1,
+                stalls: 1
             }
         );
         assert_eq!(p.first_keyframe_ms(), None);

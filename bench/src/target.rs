@@ -9,6 +9,10 @@ pub enum Protocol {
     Rtmp,
     HttpFlv,
     WsFlv,
+    /// An `http://` URL of an `.m3u8` playlist: standard HLS (segments).
+    Hls,
+    /// The same with `--ll-hls`: LL-HLS parts and blocking playlist reload.
+    LlHls,
 }
 
 impl Protocol {
@@ -17,6 +21,8 @@ impl Protocol {
             Protocol::Rtmp => "rtmp",
             Protocol::HttpFlv => "http-flv",
             Protocol::WsFlv => "ws-flv",
+            Protocol::Hls => "hls",
+            Protocol::LlHls => "ll-hls",
         }
     }
 }
@@ -75,6 +81,11 @@ impl Target {
         if protocol == Protocol::Rtmp && (app.is_empty() || stream.is_empty()) {
             bail!("RTMP URL needs /app/stream, got {path:?}");
         }
+        let protocol = if protocol == Protocol::HttpFlv && path_only.ends_with(".m3u8") {
+            Protocol::Hls
+        } else {
+            protocol
+        };
         if protocol != Protocol::Rtmp && path_only.len() <= 1 {
             bail!("URL needs a path such as /live/stream.flv");
         }
@@ -112,6 +123,8 @@ mod tests {
         );
         let t = Target::parse("ws://127.0.0.1:8000/live/bench.flv").unwrap();
         assert_eq!(t.protocol, Protocol::WsFlv);
+        let t = Target::parse("http://127.0.0.1:8000/live/bench/index.m3u8").unwrap();
+        assert_eq!((t.protocol, t.path.as_str()), (Protocol::Hls, "/live/bench/index.m3u8"));
         for bad in [
             "127.0.0.1/live/x",
             "rtmps://127.0.0.1/live/x",

@@ -121,6 +121,10 @@ pub struct MediaAppSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub push: Vec<PushSpec>,
+    /// HLS, LL-HLS and DASH of this app's streams (`/{app}/{stream}/index.m3u8`,
+    /// `/{app}/{stream}/index.mpd`); on demand by default.
+    #[serde(default)]
+    pub hls: HlsSpec,
 }
 
 /// Where an edge app pulls its streams from.
@@ -167,6 +171,37 @@ pub struct PushSpec {
     /// Secret key holding an extra CA certificate (PEM) trusted for `rtmps://`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// HLS / LL-HLS / DASH settings of a MediaApp (docs/hls.md); unset values keep the server's
+/// defaults.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HlsSpec {
+    /// `off`, `on_demand` (segment a stream from its first request until idle) or `always`.
+    #[serde(default)]
+    pub mode: HlsMode,
+    /// Target segment duration in seconds (segments are cut at keyframes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub segment_secs: Option<u64>,
+    /// LL-HLS part duration in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 50, max = 5000))]
+    pub part_ms: Option<u64>,
+    /// Segments kept in memory and listed in playlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 3, max = 100))]
+    pub window_segments: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HlsMode {
+    Off,
+    #[default]
+    OnDemand,
+    Always,
 }
 
 fn default_true() -> bool {
@@ -449,6 +484,12 @@ pub struct Endpoints {
     pub ws_flv: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_flv: Option<String>,
+    /// HLS / LL-HLS playlist (absent when the app's HLS is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<String>,
+    /// DASH manifest (absent when the app's HLS is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dash: Option<String>,
 }
 
 /// A status condition in the standard `metav1.Condition` shape (same fields, required set,

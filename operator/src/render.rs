@@ -191,6 +191,8 @@ pub struct AppOutcome {
     /// `None`: the MediaApp asks for no Service.
     pub service_type: Option<ServiceType>,
     pub ports: ServicePorts,
+    /// HLS and DASH are served for the app.
+    pub hls: bool,
 }
 
 /// The render's output.
@@ -696,6 +698,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 play,
                 pull,
                 push,
+                hls: hls_config(&spec.hls),
                 ..AppConfig::default()
             });
             config.webhooks.hooks.extend(hooks);
@@ -724,6 +727,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 service_name: (wants_service && is_dns_label(&svc_name)).then_some(svc_name),
                 service_type,
                 ports,
+                hls: spec.hls.mode != crate::crd::HlsMode::Off,
             },
         );
     }
@@ -1062,4 +1066,21 @@ pub fn rfc3339(unix_secs: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(unix_secs)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// The server's HLS settings of a MediaApp; unset values keep the server defaults.
+fn hls_config(spec: &crate::crd::HlsSpec) -> server::HlsConfig {
+    use crate::crd::HlsMode;
+    let d = server::HlsConfig::default();
+    server::HlsConfig {
+        mode: match spec.mode {
+            HlsMode::Off => server::HlsMode::Off,
+            HlsMode::OnDemand => server::HlsMode::OnDemand,
+            HlsMode::Always => server::HlsMode::Always,
+        },
+        segment_secs: spec.segment_secs.unwrap_or(d.segment_secs),
+        part_ms: spec.part_ms.unwrap_or(d.part_ms),
+        window_segments: spec.window_segments.map_or(d.window_segments, |w| w as usize),
+        ..d
+    }
 }

@@ -62,6 +62,12 @@ pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
         https_flv: outcome
             .tls_served
             .then(|| format!("https://{tls_host}:{}/{app}/{{stream}}.flv", p.https)),
+        hls: outcome
+            .hls
+            .then(|| format!("http://{plain}:{}/{app}/{{stream}}/index.m3u8", p.http)),
+        dash: outcome
+            .hls
+            .then(|| format!("http://{plain}:{}/{app}/{{stream}}/index.mpd", p.http)),
     }
 }
 

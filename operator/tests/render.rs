@@ -1268,3 +1268,46 @@ fn tls_endpoints_are_listed_only_once_the_pods_run_the_config() {
     let e = served.statuses["live"].endpoints.clone().unwrap();
     assert_eq!(e.rtmps.as_deref(), Some("rtmps://live.example.com:1936/live"));
 }
+
+#[test]
+fn hls_settings_reach_the_server_config_and_the_endpoints() {
+    use ferrocast_server::config::HlsMode;
+    let i = inputs(
+        vec![
+            media_app(
+                "metadata: {name: tv}\nspec: {hls: {mode: always, segmentSecs: 4, partMs: 300}, service: {}}",
+                10,
+            ),
+            media_app("metadata: {name: radio}\nspec: {hls: {mode: \"off\"}, service: {}}", 20),
+            media_app("metadata: {name: plain}\nspec: {service: {}}", 30),
+        ],
+        vec![],
+        vec![],
+    );
+    let o = reconcile(&i, Some("203.0.113.9"), &APPLIED);
+    let c = o.config();
+    let app = |n: &str| c.apps.iter().find(|a| a.name == n).unwrap().hls.clone();
+    assert_eq!(
+        (
+            app("tv").mode,
+            app("tv").segment_secs,
+            app("tv").part_ms,
+            app("tv").window_segments
+        ),
+        (HlsMode::Always, 4, 300, 7),
+        "unset values keep the server defaults"
+    );
+    assert_eq!(app("radio").mode, HlsMode::Off);
+    assert_eq!(app("plain").mode, HlsMode::OnDemand, "on demand when unset");
+    let tv = o.statuses["tv"].endpoints.clone().unwrap();
+    assert_eq!(
+        tv.hls.as_deref(),
+        Some("http://203.0.113.9:8000/tv/{stream}/index.m3u8")
+    );
+    assert_eq!(
+        tv.dash.as_deref(),
+        Some("http://203.0.113.9:8000/tv/{stream}/index.mpd")
+    );
+    let radio = o.statuses["radio"].endpoints.clone().unwrap();
+    assert_eq!((radio.hls, radio.dash), (None, None), "no HLS endpoint when it is off");
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the comparison benchmark of docs/benchmarks.md: for each server (Ferrocast release
-# build, Node-Media-Server, nginx-rtmp), protocol (RTMP, HTTP-FLV, WS-FLV; nginx-rtmp is RTMP
-# only, NMS and Ferrocast do all three) and player count, it starts the server fresh,
+# build, Node-Media-Server, nginx-rtmp), protocol (RTMP, HTTP-FLV, WS-FLV, HLS, LL-HLS;
+# nginx-rtmp does RTMP and HLS (written to a tmpfs, served by nginx), NMS RTMP and the FLVs,
+# Ferrocast all of them) and player count, it starts the server fresh,
 # publishes the clip in a loop with `ffmpeg -re -stream_loop -1 -c copy`, waits 3 s, runs
 # ferrocast-bench with the server's PID, and stops everything. Every process is bounded with
 # `timeout -k` and stopped by its own PID. Results (one JSON and one log per run, plus a
@@ -14,7 +15,7 @@
 # records how busy the machine was.
 #
 # Usage: scripts/bench/run-matrix.sh [options]
-#   --servers "ferrocast nms nginx"     --protocols "rtmp http-flv ws-flv"
+#   --servers "ferrocast nms nginx"     --protocols "rtmp http-flv ws-flv" (or hls, ll-hls)
 #   --players "100 500 1000 2000 4000"  --out DIR
 # Binaries are copied from target/release to OUT/bin first.
 # Environment: RAMP (default 10 s up to 1000 players, 20 s above), WARMUP (5), MEASURE (15),
@@ -153,11 +154,13 @@ wait_port() { # wait_port PORT PID
     return 1
 }
 
-url_for() {
-    case "$1" in
-        rtmp) echo "rtmp://127.0.0.1:$RTMP_PORT/live/bench" ;;
-        http-flv) echo "http://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
-        ws-flv) echo "ws://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
+url_for() { # url_for SERVER PROTOCOL
+    case "$1/$2" in
+        */rtmp) echo "rtmp://127.0.0.1:$RTMP_PORT/live/bench" ;;
+        */http-flv) echo "http://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
+        */ws-flv) echo "ws://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
+        nginx/hls) echo "http://127.0.0.1:$HTTP_PORT/hls/bench.m3u8" ;;
+        */hls | */ll-hls) echo "http://127.0.0.1:$HTTP_PORT/live/bench/index.m3u8" ;;
     esac
 }
 
@@ -177,7 +180,9 @@ run_with_retries() { # run_with_retries SERVER PROTOCOL PLAYERS
             return 0
         fi
         log "$name: other processes used $other cores during the window (> $OTHER_MAX)"
-        [[ "$attempt" -lt "$RETRIES" ]] && log "$name: repeating the run"
+        if [[ "$attempt" -lt "$RETRIES" ]]; then
+            log "$name: repeating the run"
+        fi
     done
 }
 
@@ -194,7 +199,8 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
     case "$server" in
         ferrocast) start_bg "$limit" "$OUT/$name.server.log" "$FERROCAST" --config "$OUT/ferrocast.yaml" ;;
         nms) start_bg "$limit" "$OUT/$name.server.log" node "$ROOT/scripts/bench/nms.js" "$RTMP_PORT" "$HTTP_PORT" "$OUT/nms-data" ;;
-        nginx) start_bg "$limit" "$OUT/$name.server.log" "$ROOT/scripts/bench/nginx-rtmp.sh" "$RTMP_PORT" "$OUT/nginx" ;;
+        nginx) HLS_HTTP_PORT="$([[ $proto == hls ]] && echo "$HTTP_PORT")" \
+            start_bg "$limit" "$OUT/$name.server.log" "$ROOT/scripts/bench/nginx-rtmp.sh" "$RTMP_PORT" "$OUT/nginx" ;;
     esac
     srv="$BG_PID"
     if ! wait_port "$RTMP_PORT" "$srv"; then
@@ -207,6 +213,13 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
     start_bg "$limit" "$OUT/$name.publisher.log" ffmpeg -hide_banner -loglevel error -nostdin \
         -stream_loop -1 -re -i "$CLIP" -c copy -f flv "rtmp://127.0.0.1:$RTMP_PORT/live/bench"
     pub="$BG_PID"
+    # HLS players start from a full window of segments, as in production (nginx-rtmp writes
+    # HLS from the publish on; Ferrocast's on-demand segmenter is started by one request).
+    if [[ $proto == hls || $proto == ll-hls ]]; then
+        sleep 1
+        [[ $server == ferrocast ]] && curl -s -o /dev/null --max-time 15 "$(url_for "$server" "$proto")"
+        sleep 12
+    fi
     sleep 3
     if ! kill -0 "$pub" 2>/dev/null; then
         log "$name: publisher exited; see $OUT/$name.publisher.log"
@@ -215,7 +228,9 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
     fi
 
     log "$name: bench (ramp ${ramp}s, warmup ${WARMUP}s, measure ${MEASURE}s, server pid $spid)"
-    if timeout -k 5 "$limit" "$BENCH" --url "$(url_for "$proto")" --players "$n" --ramp-secs "$ramp" \
+    local ll=()
+    [[ $proto == ll-hls ]] && ll=(--ll-hls)
+    if timeout -k 5 "$limit" "$BENCH" --url "$(url_for "$server" "$proto")" "${ll[@]}" --players "$n" --ramp-secs "$ramp" \
         --warmup-secs "$WARMUP" --measure-secs "$MEASURE" --server-pid "$spid" --threads "$BENCH_THREADS" \
         --json > "$OUT/$name.json" 2> "$OUT/$name.log"; then
         # Add the run's conditions to its result.
@@ -237,7 +252,8 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
 log "results in $OUT"
 for server in $SERVERS; do
     for proto in $PROTOCOLS; do
-        [[ "$server" == nginx && "$proto" != rtmp ]] && continue
+        [[ "$server" == nginx && "$proto" != rtmp && "$proto" != hls ]] && continue
+        [[ "$server" == nms && ( "$proto" == hls || "$proto" == ll-hls ) ]] && continue
         for n in $PLAYERS; do
             run_with_retries "$server" "$proto" "$n"
         done

@@ -9,7 +9,7 @@ import sys
 
 SERVER_ORDER = {"ferrocast": 0, "nms": 1, "nginx": 2}
 SERVER_NAME = {"ferrocast": "Ferrocast", "nms": "NMS 4.4.3", "nginx": "nginx-rtmp"}
-PROTO_ORDER = {"rtmp": 0, "http-flv": 1, "ws-flv": 2}
+PROTO_ORDER = {"rtmp": 0, "http-flv": 1, "ws-flv": 2, "hls": 3, "ll-hls": 4}
 
 
 def fmt(v, spec, dash="-"):
@@ -42,9 +42,12 @@ def main():
         bench = r["bench"]["cpu_cores"]
         other = None if machine is None or cpu is None else max(0.0, machine - cpu - bench - (softirq or 0.0))
         rss = s.get("rss_kb")
+        # HLS runs: stalls of the simulated playback buffer in the window (stalled players).
+        st = r.get("stalls")
+        stalls = f" ({st['total']} stalls, {st['players']} players)" if st and r["protocol"] in ("hls", "ll-hls") else ""
         print(
             f"| {SERVER_NAME.get(r['server_name'], r['server_name'])} | {r['protocol']} | {r['players']} "
-            f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}% | {r['mbps']:.0f} "
+            f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}%{stalls} | {r['mbps']:.0f} "
             f"| {fmt(fps.get('p50'), '.1f')} / {fmt(fps.get('p1'), '.1f')} "
             f"| {fmt(ttfk['p50'], '.1f')} / {fmt(ttfk['p99'], '.0f')} "
             f"| {fmt(cpu, '.2f')} | {fmt(None if rss is None else rss / 1024, '.0f')} "

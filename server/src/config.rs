@@ -500,6 +500,91 @@ pub struct AppConfig {
     pub pull: Option<PullConfig>,
     /// Forward every stream published on this app to these targets.
     pub push: Vec<PushConfig>,
+    /// HLS, LL-HLS and DASH of this app's streams (docs/hls.md). `hls: off` (or `on_demand`,
+    /// `always`) is short for `hls: {mode: off}`.
+    #[serde(deserialize_with = "HlsConfig::deserialize_short")]
+    pub hls: HlsConfig,
+}
+
+/// When an app's streams are segmented for HLS and DASH.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HlsMode {
+    /// No HLS or DASH.
+    Off,
+    /// A stream is segmented from the first HLS/DASH request until nobody asked for
+    /// `idle_timeout_secs`.
+    #[default]
+    OnDemand,
+    /// Every published stream is segmented, so the first request finds a full window.
+    Always,
+}
+
+/// HLS / LL-HLS / DASH settings of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    pub mode: HlsMode,
+    /// Target segment duration; segments are cut at the first keyframe after it (a longer
+    /// GOP makes a longer segment).
+    pub segment_secs: u64,
+    /// LL-HLS part duration (PART-TARGET).
+    pub part_ms: u64,
+    /// Complete segments kept in memory and listed in playlists.
+    pub window_segments: usize,
+    /// Bytes one stream's segments may hold; the oldest go first.
+    pub max_bytes: usize,
+    /// An on-demand segmenter stops after this long without a request.
+    pub idle_timeout_secs: u64,
+    /// File holding the key that signs the session id (`hs`) added to HLS/DASH URLs. Without
+    /// it a random key is made at start (sessions then do not survive a restart or move to
+    /// another replica: give every replica the same file).
+    pub session_secret_file: Option<std::path::PathBuf>,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            mode: HlsMode::OnDemand,
+            segment_secs: 2,
+            part_ms: 200,
+            window_segments: 7,
+            max_bytes: 64 << 20,
+            idle_timeout_secs: 30,
+            session_secret_file: None,
+        }
+    }
+}
+
+impl HlsConfig {
+    /// Reads `hls: on_demand` as well as `hls: {mode: on_demand, ...}`.
+    fn deserialize_short<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HlsConfig, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HlsConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("off, on_demand, always, or a map of HLS settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HlsConfig, E> {
+                let mode = HlsMode::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(HlsConfig {
+                    mode,
+                    ..HlsConfig::default()
+                })
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<HlsConfig, E> {
+                // YAML 1.1 reads a bare `off` as false.
+                Ok(HlsConfig {
+                    mode: if v { HlsMode::OnDemand } else { HlsMode::Off },
+                    ..HlsConfig::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<HlsConfig, A::Error> {
+                HlsConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -684,6 +769,7 @@ impl Default for AppConfig {
             deny: Vec::new(),
             pull: None,
             push: Vec::new(),
+            hls: HlsConfig::default(),
         }
     }
 }
@@ -948,6 +1034,31 @@ impl Config {
                     ));
                 }
             }
+            let h = &app.hls;
+            if !(1..=60).contains(&h.segment_secs) {
+                return Err(bad(&format!("apps[{i}].hls.segment_secs"), "must be between 1 and 60"));
+            }
+            if !(50..=5000).contains(&h.part_ms) || h.part_ms > h.segment_secs * 1000 {
+                return Err(bad(
+                    &format!("apps[{i}].hls.part_ms"),
+                    "must be between 50 and 5000 and at most segment_secs",
+                ));
+            }
+            if !(3..=100).contains(&h.window_segments) {
+                return Err(bad(
+                    &format!("apps[{i}].hls.window_segments"),
+                    "must be between 3 and 100",
+                ));
+            }
+            if h.max_bytes < 1 << 20 {
+                return Err(bad(
+                    &format!("apps[{i}].hls.max_bytes"),
+                    "must be at least 1048576 (1 MiB)",
+                ));
+            }
+            if h.idle_timeout_secs == 0 {
+                return Err(bad(&format!("apps[{i}].hls.idle_timeout_secs"), "must be at least 1"));
+            }
             if let Some(pull) = &app.pull {
                 crate::relay::check_pull_config(pull).map_err(|(k, m)| bad(&format!("apps[{i}].pull.{k}"), &m))?;
             }
@@ -1187,6 +1298,24 @@ mod tests {
         );
         assert!(err("apps: [{name: a, push: [{target: 'rtmp://t/a', key_file: /k}]}]")
             .contains("`apps[0].push[0].key_file`"));
+    }
+
+    #[test]
+    fn hls_mode_alone_or_full_settings() {
+        let c = Config::from_yaml("apps: [{name: a, hls: off}, {name: b, hls: always}, {name: c}]\n", "t").unwrap();
+        assert_eq!(c.apps[0].hls.mode, HlsMode::Off);
+        assert_eq!(c.apps[1].hls.mode, HlsMode::Always);
+        assert_eq!(c.apps[2].hls.mode, HlsMode::OnDemand, "on demand by default");
+        let c = Config::from_yaml("apps: [{name: a, hls: {mode: always, part_ms: 300}}]\n", "t").unwrap();
+        assert_eq!(
+            (c.apps[0].hls.mode, c.apps[0].hls.part_ms, c.apps[0].hls.segment_secs),
+            (HlsMode::Always, 300, 2)
+        );
+        let err = Config::from_yaml("apps: [{name: a, hls: {part_ms: 10}}]\n", "f").unwrap_err();
+        assert!(err.to_string().contains("apps[0].hls.part_ms"), "{err}");
+        let err = Config::from_yaml("apps: [{name: a, hls: {segmnt_secs: 1}}]\n", "f").unwrap_err();
+        assert!(err.to_string().contains("segmnt_secs"), "{err}");
+        assert!(Config::from_yaml("apps: [{name: a, hls: sometimes}]\n", "f").is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - [`relay`]: pulls from and pushes to other servers (RTMP(S), HTTP(S)-FLV, RTSP), static
 //!   and on demand, supervised; loop detection; the relay API's state.
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
-//! - [`http`]: the public axum router (HTTP-FLV, WS-FLV) and the admin router.
+//! - [`hls`]: HLS, LL-HLS and DASH from an in-memory CMAF segmenter per stream.
+//! - [`http`]: the public axum router (HTTP-FLV, WS-FLV, HLS/DASH) and the admin router.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
 //! - [`limits`]: connection places per listener family, in total and per client address.
 //! - [`net`]: socket wrappers (write stalls, first-read deadline) and the PROXY protocol step.
@@ -32,6 +33,7 @@ pub mod codec;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -33,6 +33,11 @@ pub const CONFIG_INFO: &str = "ferrocast_config_info";
 pub const CONFIG_PENDING: &str = "ferrocast_config_pending";
 /// Config reloads by result (`applied`, `refused`).
 pub const CONFIG_RELOADS: &str = "ferrocast_config_reloads_total";
+pub const HLS_REQUESTS: &str = "ferrocast_hls_requests_total";
+pub const HLS_BYTES: &str = "ferrocast_hls_bytes_total";
+pub const HLS_SEGMENTS: &str = "ferrocast_hls_segments_total";
+pub const STREAM_HLS_BYTES: &str = "ferrocast_stream_hls_bytes";
+pub const STREAM_HLS_VIEWERS: &str = "ferrocast_stream_hls_viewers";
 
 pub struct Metrics {
     registry: Registry,
@@ -63,6 +68,16 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     config_pending: prometheus::IntGauge,
     config_reloads: IntCounterVec,
+    /// HLS and DASH requests answered, by app and kind (playlist, mpd, init, segment, part, ts).
+    pub hls_requests: IntCounterVec,
+    /// HLS and DASH response bytes, by app.
+    pub hls_bytes: IntCounterVec,
+    /// Segments the HLS segmenters completed, by app.
+    pub hls_segments: IntCounterVec,
+    /// Bytes a stream's HLS segmenter holds (set by the segmenters, removed when they stop).
+    pub stream_hls_bytes: IntGaugeVec,
+    /// Distinct HLS/DASH sessions that requested something of the stream lately.
+    pub stream_hls_viewers: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -202,6 +217,26 @@ impl Metrics {
                 g
             },
             config_reloads: counter(&r, CONFIG_RELOADS, "Config reloads by result", &["result"]),
+            hls_requests: counter(
+                &r,
+                HLS_REQUESTS,
+                "HLS and DASH requests answered, by kind",
+                &["app", "kind"],
+            ),
+            hls_bytes: counter(&r, HLS_BYTES, "HLS and DASH response bytes", &["app"]),
+            hls_segments: counter(&r, HLS_SEGMENTS, "HLS segments completed by the segmenters", &["app"]),
+            stream_hls_bytes: gauge(
+                &r,
+                STREAM_HLS_BYTES,
+                "Bytes held by the stream's HLS segmenter (segments, parts, init segments)",
+                &["app", "stream"],
+            ),
+            stream_hls_viewers: gauge(
+                &r,
+                STREAM_HLS_VIEWERS,
+                "HLS and DASH sessions that requested the stream in the last 30 seconds",
+                &["app", "stream"],
+            ),
             registry: r,
         }
     }

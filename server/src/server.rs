@@ -59,6 +59,8 @@ pub struct Context {
     /// The live configuration with every app's publish and play policies (secrets loaded),
     /// swapped whole on reload so a request sees either the old or the new set, never a mix.
     access: RwLock<Arc<Access>>,
+    /// HLS / LL-HLS / DASH segmenters.
+    pub hls: Arc<crate::hls::Hls>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -374,6 +376,21 @@ impl Context {
             })
     }
 
+    /// Applies only the app's address lists (requests that already proved their right to
+    /// play, such as HLS segments with a session token); a refusal is counted.
+    pub fn check_address(&self, app: &str, peer: Option<IpAddr>) -> Result<(), Denied> {
+        let access = self.access();
+        let (Some((_, p)), Some(ip)) = (access.app(app), peer) else {
+            return Ok(());
+        };
+        p.filter
+            .check(ip)
+            .and_then(|()| p.play_filter.check(ip))
+            .inspect_err(|d| {
+                self.metrics.auth_failures.with_label_values(&[app, d.reason()]).inc();
+            })
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -440,6 +457,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Hls(#[from] crate::hls::KeyError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -533,6 +552,7 @@ impl Server {
         let rtmp_limits = ConnLimits::new(config.rtmp.max_connections, config.rtmp.max_connections_per_ip);
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
+        let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -547,6 +567,7 @@ impl Server {
             config_status,
             cluster,
             relays,
+            hls,
             rtmp_limits,
             http_limits,
             access,
@@ -597,6 +618,7 @@ impl Server {
         let admin_limits = ConnLimits::new(64, 64);
         log_urls(&addrs, c);
         let proxy = proxy_policies(c);
+        tokio::spawn(ctx.hls.clone().run_always());
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(

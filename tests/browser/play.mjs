@@ -1,11 +1,15 @@
 #!/usr/bin/env node
-// Plays a live FLV URL (http://.../x.flv or ws://.../x.flv) with mpegts.js in headless Chromium
-// and prints one JSON line: {ok, currentTime, totalVideoFrames, errors, ...}. Exit 0 when the
-// video played (currentTime past --min-time and decoded frames > 0) within --timeout-ms.
+// Plays a live stream in headless Chromium and prints one JSON line: {ok, currentTime,
+// totalVideoFrames, errors, ...}. Exit 0 when the video played (currentTime past --min-time and
+// decoded frames > 0, no fatal player error) within --timeout-ms. Players (--player):
+//   flv     mpegts.js on an FLV URL (http://.../x.flv or ws://.../x.flv), the default
+//   hls     hls.js on an .m3u8 URL
+//   hls-ll  hls.js in low-latency mode (LL-HLS parts, blocking reload)
+//   dash    dash.js on an .mpd URL
 //
-// Usage: node play.mjs --url URL [--timeout-ms 20000] [--min-time 1.5]
+// Usage: node play.mjs --url URL [--player flv] [--timeout-ms 20000] [--min-time 1.5]
 // Env:   FERROCAST_NODE_TOOLS (default $FERROCAST_TOOLS_DIR/node, else <repo>/.tools/node:
-//                              where playwright-core and mpegts.js are installed)
+//                              where playwright-core, mpegts.js, hls.js and dashjs are installed)
 //        CHROMIUM_PATH        (default /usr/bin/chromium)
 //
 // The page is served from a throwaway HTTP server on 127.0.0.1 (an http:// origin, so the
@@ -26,6 +30,7 @@ function arg(name, dflt) {
 const url = arg('--url');
 const timeoutMs = Number(arg('--timeout-ms', '20000'));
 const minTime = Number(arg('--min-time', '1.5'));
+const playerKind = arg('--player', 'flv');
 if (!url) {
   console.error('usage: play.mjs --url URL [--timeout-ms N] [--min-time S]');
   process.exit(2);
@@ -38,7 +43,17 @@ const toolsDir =
   path.resolve(here, '../../.tools/node');
 const require = createRequire(path.join(toolsDir, 'package.json'));
 const { chromium } = require('playwright-core');
-const mpegtsJs = fs.readFileSync(path.join(toolsDir, 'node_modules', 'mpegts.js', 'dist', 'mpegts.js'));
+const libraries = {
+  flv: ['mpegts.js', 'dist', 'mpegts.js'],
+  hls: ['hls.js', 'dist', 'hls.min.js'],
+  'hls-ll': ['hls.js', 'dist', 'hls.min.js'],
+  dash: ['dashjs', 'dist', 'modern', 'umd', 'dash.all.min.js'],
+};
+if (!libraries[playerKind]) {
+  console.error(`unknown --player ${playerKind}`);
+  process.exit(2);
+}
+const playerJs = fs.readFileSync(path.join(toolsDir, 'node_modules', ...libraries[playerKind]));
 
 // Whatever happens, never outlive the caller's bound.
 const hardStop = setTimeout(() => {
@@ -51,7 +66,7 @@ const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>ferrocast play test</title></head>
 <body>
 <video id="v" muted autoplay playsinline width="640" height="360"></video>
-<script src="/mpegts.js"></script>
+<script src="/player.js"></script>
 <script>
   const result = (window.result = { errors: [], mediaInfo: null });
   const url = new URLSearchParams(location.search).get('url');
@@ -61,31 +76,72 @@ const PAGE = `<!doctype html>
   result.aac = result.mse && MediaSource.isTypeSupported('audio/mp4; codecs="mp4a.40.2"');
   v.addEventListener('error', () =>
     result.errors.push('video element error ' + (v.error ? v.error.code + ' ' + v.error.message : '')));
-  if (!window.mpegts) {
-    result.errors.push('mpegts.js did not load');
-  } else if (!mpegts.getFeatureList().mseLivePlayback) {
-    result.errors.push('mpegts.js: MSE live playback not supported');
-  } else {
-    const player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, { enableWorker: false });
-    player.on(mpegts.Events.ERROR, (type, detail, info) =>
-      result.errors.push('mpegts.js ' + type + ' ' + detail + ' ' + JSON.stringify(info)));
-    player.on(mpegts.Events.MEDIA_INFO, (mi) => {
-      result.mediaInfo = { mimeType: mi.mimeType, width: mi.width, height: mi.height,
-                           videoCodec: mi.videoCodec, audioCodec: mi.audioCodec };
-    });
-    player.attachMediaElement(v);
-    player.load();
-    const p = v.play();
-    if (p) p.catch((e) => result.errors.push('video.play(): ' + e));
-    window.player = player;
+  const kind = new URLSearchParams(location.search).get('player');
+  result.player = kind;
+  if (kind === 'flv') {
+    if (!window.mpegts) {
+      result.errors.push('mpegts.js did not load');
+    } else if (!mpegts.getFeatureList().mseLivePlayback) {
+      result.errors.push('mpegts.js: MSE live playback not supported');
+    } else {
+      const player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, { enableWorker: false });
+      player.on(mpegts.Events.ERROR, (type, detail, info) =>
+        result.errors.push('mpegts.js ' + type + ' ' + detail + ' ' + JSON.stringify(info)));
+      player.on(mpegts.Events.MEDIA_INFO, (mi) => {
+        result.mediaInfo = { mimeType: mi.mimeType, width: mi.width, height: mi.height,
+                             videoCodec: mi.videoCodec, audioCodec: mi.audioCodec };
+      });
+      player.attachMediaElement(v);
+      player.load();
+      const p = v.play();
+      if (p) p.catch((e) => result.errors.push('video.play(): ' + e));
+      window.player = player;
+    }
+  } else if (kind === 'hls' || kind === 'hls-ll') {
+    if (!window.Hls || !Hls.isSupported()) {
+      result.errors.push('hls.js did not load or MSE is missing');
+    } else {
+      const hls = new Hls({ lowLatencyMode: kind === 'hls-ll', enableWorker: false });
+      result.warnings = [];
+      hls.on(Hls.Events.ERROR, (_, d) => {
+        const what = 'hls.js ' + d.type + ' ' + d.details + (d.response ? ' ' + d.response.code : '');
+        if (d.fatal) result.errors.push(what);
+        else if (result.warnings.length < 20) result.warnings.push(what);
+      });
+      hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
+        result.live = d.details.live;
+        result.partTarget = d.details.partTarget;
+        result.canBlockReload = d.details.canBlockReload;
+      });
+      hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+        result.fragments = (result.fragments || 0) + 1;
+        if (d.part) result.parts = (result.parts || 0) + 1;
+      });
+      hls.loadSource(url);
+      hls.attachMedia(v);
+      const p = v.play();
+      if (p) p.catch(() => {});
+      window.hls = hls;
+      setInterval(() => { result.latency = hls.latency; }, 250);
+    }
+  } else if (kind === 'dash') {
+    if (!window.dashjs) {
+      result.errors.push('dash.js did not load');
+    } else {
+      const player = dashjs.MediaPlayer().create();
+      player.on(dashjs.MediaPlayer.events.ERROR, (e) =>
+        result.errors.push('dash.js ' + JSON.stringify(e.error || e).slice(0, 300)));
+      player.initialize(v, url, true);
+      window.player = player;
+    }
   }
 </script>
 </body></html>`;
 
 const server = http.createServer((req, res) => {
-  if (req.url.startsWith('/mpegts.js')) {
+  if (req.url.startsWith('/player.js')) {
     res.writeHead(200, { 'content-type': 'text/javascript' });
-    res.end(mpegtsJs);
+    res.end(playerJs);
   } else if (req.url === '/' || req.url.startsWith('/?')) {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(PAGE);
@@ -123,7 +179,9 @@ try {
     if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.type() + ': ' + m.text());
   });
   page.on('pageerror', (e) => out.console.push('pageerror: ' + e.message));
-  await page.goto(`http://127.0.0.1:${pagePort}/?url=${encodeURIComponent(url)}`, { timeout: 15000 });
+  await page.goto(`http://127.0.0.1:${pagePort}/?player=${playerKind}&url=${encodeURIComponent(url)}`, {
+    timeout: 15000,
+  });
   const deadline = Date.now() + timeoutMs;
   let state;
   for (;;) {
@@ -141,6 +199,10 @@ try {
         ...window.result,
       };
     });
+    // hls.js and dash.js report only fatal errors here: stop at the first.
+    if (playerKind !== 'flv' && state.errors && state.errors.length > 0) {
+      break;
+    }
     if (state.currentTime > minTime && state.totalVideoFrames > 0) {
       out.ok = true;
       break;

@@ -1,5 +1,6 @@
-//! Headless Chromium plays the live stream with mpegts.js over HTTP-FLV and WS-FLV
-//! (tests/browser/play.mjs drives it with playwright-core from .tools/node).
+//! Headless Chromium plays the live stream with mpegts.js over HTTP-FLV and WS-FLV, with
+//! hls.js over HLS and LL-HLS, and with dash.js over DASH (tests/browser/play.mjs drives it
+//! with playwright-core from .tools/node).
 
 use ferrocast_tests::env::require_node_package;
 use ferrocast_tests::process::{describe_output, run_bounded};
@@ -7,13 +8,24 @@ use ferrocast_tests::{require_tool, workspace_root, Live};
 use serde_json::Value;
 
 async fn browser_plays(url: &str) {
+    browser_plays_with(url, "flv").await;
+}
+
+/// Plays `url` with `player` (flv, hls, hls-ll, dash) and returns play.mjs's result.
+async fn browser_plays_with(url: &str, player: &str) -> Value {
     require_tool("node");
     require_tool("chromium");
     require_node_package("playwright-core");
-    require_node_package("mpegts.js");
+    require_node_package(match player {
+        "flv" => "mpegts.js",
+        "hls" | "hls-ll" => "hls.js",
+        _ => "dashjs",
+    });
     let script = workspace_root().join("tests/browser/play.mjs");
     let args: Vec<String> = vec![
         script.display().to_string(),
+        "--player".into(),
+        player.into(),
         "--url".into(),
         url.into(),
         "--timeout-ms".into(),
@@ -44,6 +56,35 @@ async fn browser_plays(url: &str) {
     assert!(r["totalVideoFrames"].as_u64().unwrap_or(0) > 0, "{pretty}");
     assert_eq!(r["videoWidth"], 1280, "{pretty}");
     assert_eq!(r["videoHeight"], 720, "{pretty}");
+    r
+}
+
+fn hls_url(live: &Live, file: &str) -> String {
+    format!("http://127.0.0.1:{}/live/{}/{file}", live.server.http_port, live.name)
+}
+
+#[tokio::test]
+async fn chromium_with_hls_js_plays_hls() {
+    let live = Live::start("browser_hls").await.unwrap();
+    browser_plays_with(&hls_url(&live, "index.m3u8"), "hls").await;
+}
+
+#[tokio::test]
+async fn chromium_with_hls_js_plays_low_latency_hls_from_parts() {
+    let live = Live::start("browser_llhls").await.unwrap();
+    let r = browser_plays_with(&hls_url(&live, "index.m3u8"), "hls-ll").await;
+    let pretty = serde_json::to_string_pretty(&r).unwrap();
+    assert_eq!(r["canBlockReload"], true, "{pretty}");
+    assert!(
+        r["parts"].as_u64().unwrap_or(0) > 0,
+        "hls.js loaded LL-HLS parts: {pretty}"
+    );
+}
+
+#[tokio::test]
+async fn chromium_with_dash_js_plays_dash() {
+    let live = Live::start("browser_dash").await.unwrap();
+    browser_plays_with(&hls_url(&live, "index.mpd"), "dash").await;
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
-//! HTTP: the public router (HTTP-FLV and WS-FLV playback) and the admin router (probes),
+//! HTTP: the public router (HTTP-FLV and WS-FLV playback, HLS/LL-HLS/DASH) and the admin router (probes),
 //! each served by [`serve_connection`] (HTTP/1.1) or, on the HTTPS port,
 //! [`serve_tls_connection`] (HTTP/1.1 or HTTP/2 by ALPN), with limits against misbehaving peers.
 
 pub mod flv;
+pub mod hls;
 pub mod push;
 pub mod ws;
 
@@ -27,10 +28,12 @@ use crate::server::Context;
 
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
-    let router = Router::new().route(
-        "/{app}/{file}",
-        get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
-    );
+    let router = Router::new()
+        .route(
+            "/{app}/{file}",
+            get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
+        )
+        .route("/{app}/{name}/{file}", get(hls::serve).options(flv::preflight));
     let router = match ctx.config.api.listener {
         ApiListener::Public => router.nest("/api/v1", crate::api::router(ctx.clone())),
         ApiListener::Admin => router,

@@ -1,0 +1,328 @@
+//! Playlists and manifests rendered from a segmenter's window: the HLS multivariant
+//! playlist, LL-HLS media playlists (RFC 8216bis: parts, preload hints, server control,
+//! rendition reports), the MPEG-TS media playlist, and the DASH MPD over the same segments.
+//!
+//! Every URI is relative to `/{app}/{name}/` and ends with `query` (the session token), so
+//! a credential given once on the playlist carries to everything it lists.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::segmenter::{Segment, Segmenter, Track, TrackName};
+
+/// Segments (the newest complete ones) whose parts are listed, besides the one in progress.
+const SEGMENTS_WITH_PARTS: usize = 2;
+
+/// The URL names of a stream's files.
+pub fn segment_name(track: TrackName, epoch: u64, msn: u64) -> String {
+    format!("{}-{epoch}-{msn}.m4s", track.as_str())
+}
+
+pub fn part_name(track: TrackName, epoch: u64, msn: u64, part: usize) -> String {
+    format!("{}-{epoch}-{msn}.{part}.m4s", track.as_str())
+}
+
+pub fn ts_name(epoch: u64, msn: u64) -> String {
+    format!("ts-{epoch}-{msn}.ts")
+}
+
+/// Seconds as EXTINF / part durations print them.
+fn secs(v: f64) -> String {
+    format!("{v:.5}")
+}
+
+/// EXT-X-TARGETDURATION: whole seconds, at least every segment's duration rounded.
+pub fn target_duration(seg: &Segmenter) -> u64 {
+    let configured = (seg.settings.target_ms as f64 / 1000.0).ceil();
+    configured.max(seg.longest.round()).max(1.0) as u64
+}
+
+/// Bits per second of a track over its window (0 when unknown).
+fn bandwidth(track: &Track) -> u64 {
+    let (bytes, secs) = track
+        .complete_segments()
+        .fold((0usize, 0f64), |(b, s), seg| (b + seg.bytes(), s + seg.duration));
+    if secs > 0.0 {
+        (bytes as f64 * 8.0 / secs) as u64
+    } else {
+        0
+    }
+}
+
+/// The multivariant playlist: one variant (video, or audio alone) and, with both, the audio
+/// as an alternative rendition group.
+pub fn multivariant(seg: &Segmenter, prefix: &str, query: &str) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let video = seg.video.init.as_ref();
+    let audio = seg.audio.init.as_ref();
+    let mut codecs = Vec::new();
+    let mut bw = 0;
+    if let Some(a) = audio {
+        codecs.push(a.codec.clone());
+        bw += bandwidth(&seg.audio);
+    }
+    match video {
+        Some(v) => {
+            codecs.insert(0, v.codec.clone());
+            bw += bandwidth(&seg.video);
+            if audio.is_some() {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{prefix}audio.m3u8{query}\""
+                );
+            }
+            let _ = write!(
+                out,
+                "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
+                bw.max(1),
+                codecs.join(",")
+            );
+            if let ferrocast_media::fmp4::TrackKind::Video { width, height } = v.setup.kind {
+                if width > 0 && height > 0 {
+                    let _ = write!(out, ",RESOLUTION={width}x{height}");
+                }
+            }
+            if audio.is_some() {
+                out.push_str(",AUDIO=\"audio\"");
+            }
+            let _ = writeln!(out, "\n{prefix}video.m3u8{query}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"\n{prefix}audio.m3u8{query}",
+                bw.max(1),
+                codecs.join(",")
+            );
+        }
+    }
+    out
+}
+
+/// An LL-HLS media playlist of one track. Players without LL-HLS support ignore the part
+/// tags and read it as a standard live playlist.
+pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str) -> String {
+    let track = seg.track(name);
+    let part_target = seg.settings.part_target_ms as f64 / 1000.0;
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{}\n\
+         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n#EXT-X-PART-INF:PART-TARGET={}\n",
+        target_duration(seg),
+        secs(part_target * 3.0),
+        secs(part_target),
+    );
+    let Some(first) = track.segments.front() else {
+        return out;
+    };
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.msn);
+    let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", track.discontinuity_sequence);
+    let newest = track.segments.back().map_or(0, |s| s.msn);
+    let mut map: Option<&str> = None;
+    for (i, s) in track.segments.iter().enumerate() {
+        if s.discontinuity && i > 0 {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if map != Some(s.init.name.as_str()) {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{prefix}{}{query}\"", s.init.name);
+            map = Some(s.init.name.as_str());
+        }
+        if let Some(t) = seg.wall_clock(s.start_ms) {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", iso8601(t));
+        }
+        if s.msn + SEGMENTS_WITH_PARTS as u64 >= newest {
+            for (p, part) in s.parts.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "#EXT-X-PART:DURATION={},URI=\"{prefix}{}{query}\"",
+                    secs(part.duration),
+                    part_name(name, seg.epoch, s.msn, p)
+                );
+                out.push_str(if part.independent { ",INDEPENDENT=YES\n" } else { "\n" });
+            }
+        }
+        if s.complete {
+            let _ = writeln!(
+                out,
+                "#EXTINF:{},\n{prefix}{}{query}",
+                secs(s.duration),
+                segment_name(name, seg.epoch, s.msn)
+            );
+        }
+    }
+    if let Some((msn, parts)) = next_part(track) {
+        let _ = writeln!(
+            out,
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{prefix}{}{query}\"",
+            part_name(name, seg.epoch, msn, parts)
+        );
+    }
+    for other in seg.tracks().filter(|t| t.name != name) {
+        if let Some(last) = other.segments.back() {
+            let (msn, part) = match last.parts.len() {
+                0 => (
+                    last.msn.saturating_sub(1),
+                    other.segment(last.msn.saturating_sub(1)).map_or(0, |s| s.parts.len()),
+                ),
+                n => (last.msn, n),
+            };
+            let _ = writeln!(
+                out,
+                "#EXT-X-RENDITION-REPORT:URI=\"{prefix}{}.m3u8{query}\",LAST-MSN={msn},LAST-PART={}",
+                other.name.as_str(),
+                part.saturating_sub(1)
+            );
+        }
+    }
+    out
+}
+
+/// The part a player will ask for next: (segment, part index).
+pub fn next_part(track: &Track) -> Option<(u64, usize)> {
+    let last = track.segments.back()?;
+    Some(if last.complete {
+        (last.msn + 1, 0)
+    } else {
+        (last.msn, last.parts.len())
+    })
+}
+
+/// The MPEG-TS media playlist (complete segments only), for players without fMP4 support.
+pub fn ts_media(seg: &Segmenter, prefix: &str, query: &str) -> String {
+    let track = seg.main_track();
+    let complete: Vec<&Segment> = track.complete_segments().collect();
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n",
+        target_duration(seg)
+    );
+    if let Some(first) = complete.first() {
+        let _ = write!(
+            out,
+            "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+            first.msn, track.discontinuity_sequence
+        );
+    }
+    for (i, s) in complete.iter().enumerate() {
+        if s.discontinuity && i > 0 {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        let _ = writeln!(
+            out,
+            "#EXTINF:{},\n{prefix}{}{query}",
+            secs(s.duration),
+            ts_name(seg.epoch, s.msn)
+        );
+    }
+    out
+}
+
+/// The DASH MPD (ISO/IEC 23009-1 live profile): one adaptation set per track, a
+/// SegmentTimeline of the complete segments, the same fMP4 files as HLS.
+pub fn mpd(seg: &Segmenter, prefix: &str, query: &str, now: SystemTime) -> Option<String> {
+    let ast = seg.wall_clock(0)?;
+    let target = seg.settings.target_ms as f64 / 1000.0;
+    let depth = target * seg.settings.window as f64;
+    let mut out = String::with_capacity(4096);
+    let _ = write!(
+        out,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" \
+         type=\"dynamic\" availabilityStartTime=\"{}\" publishTime=\"{}\" minimumUpdatePeriod=\"PT{target:.3}S\" \
+         minBufferTime=\"PT{target:.3}S\" timeShiftBufferDepth=\"PT{depth:.3}S\" \
+         suggestedPresentationDelay=\"PT{:.3}S\">\n",
+        iso8601(ast),
+        iso8601(now),
+        target * 3.0,
+    );
+    if !prefix.is_empty() {
+        let _ = writeln!(out, "  <BaseURL>{prefix}</BaseURL>");
+    }
+    out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
+    for track in seg.tracks() {
+        let Some(init) = &track.init else { continue };
+        let complete: Vec<&Segment> = track
+            .complete_segments()
+            .filter(|s| std::sync::Arc::ptr_eq(&s.init, init))
+            .collect();
+        let Some(first) = complete.first() else { continue };
+        let (content, mime, extra) = match init.setup.kind {
+            ferrocast_media::fmp4::TrackKind::Video { width, height } => {
+                ("video", "video/mp4", format!(" width=\"{width}\" height=\"{height}\""))
+            }
+            ferrocast_media::fmp4::TrackKind::Audio { sample_rate, .. } => {
+                ("audio", "audio/mp4", format!(" audioSamplingRate=\"{sample_rate}\""))
+            }
+        };
+        let name = track.name.as_str();
+        let _ = write!(
+            out,
+            "    <AdaptationSet contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">\n\
+             \x20     <Representation id=\"{name}\" codecs=\"{}\" bandwidth=\"{}\"{extra}>\n\
+             \x20       <SegmentTemplate timescale=\"{}\" initialization=\"{}{query}\" media=\"{name}-{}-$Number$.m4s{query}\" startNumber=\"{}\">\n\
+             \x20         <SegmentTimeline>\n",
+            init.codec,
+            bandwidth(track).max(1),
+            track.timescale,
+            init.name,
+            seg.epoch,
+            first.msn,
+        );
+        for s in &complete {
+            let _ = writeln!(
+                out,
+                "            <S t=\"{}\" d=\"{}\"/>",
+                s.start.max(0),
+                s.ticks(track.timescale)
+            );
+        }
+        out.push_str(
+            "          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n    </AdaptationSet>\n",
+        );
+    }
+    let _ = write!(
+        out,
+        "  </Period>\n  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>\n</MPD>\n",
+        iso8601(now)
+    );
+    Some(out)
+}
+
+/// `2026-01-02T03:04:05.678Z`.
+pub fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn iso8601_formats_utc() {
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_772_409_845_123);
+        assert_eq!(iso8601(t), "2026-03-02T00:04:05.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(iso8601(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,250 @@
+use super::*;
+use crate::codec::media::FourCc;
+
+/// FFmpeg's AVC sequence header for 1280x720 baseline (see codec::info tests).
+const AVC_HEADER: &str = "17000000000142c01fffe100196742c01fd9005005bb0110000003001000000303c0f183248001000568cb83cb20";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn settings() -> Settings {
+    Settings {
+        target_ms: 2000,
+        part_target_ms: 200,
+        window: 7,
+        max_bytes: 64 << 20,
+    }
+}
+
+fn video_header() -> Arc<MediaFrame> {
+    Arc::new(MediaFrame::new(
+        FrameKind::Video,
+        FourCc::AVC,
+        0,
+        0,
+        false,
+        PacketKind::SequenceHeader,
+        Bytes::from(hex(AVC_HEADER)),
+    ))
+}
+
+fn video(ts: u32, key: bool) -> Arc<MediaFrame> {
+    let mut p = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 100];
+    p.extend(std::iter::repeat_n(if key { 0x65 } else { 0x41 }, 100));
+    Arc::new(MediaFrame::new(
+        FrameKind::Video,
+        FourCc::AVC,
+        ts,
+        0,
+        key,
+        PacketKind::Frame,
+        Bytes::from(p),
+    ))
+}
+
+fn audio_header() -> Arc<MediaFrame> {
+    Arc::new(MediaFrame::new(
+        FrameKind::Audio,
+        FourCc::AAC,
+        0,
+        0,
+        false,
+        PacketKind::SequenceHeader,
+        Bytes::from_static(&[0xaf, 0, 0x11, 0x90]),
+    ))
+}
+
+fn audio(ts: u32) -> Arc<MediaFrame> {
+    Arc::new(MediaFrame::new(
+        FrameKind::Audio,
+        FourCc::AAC,
+        ts,
+        0,
+        false,
+        PacketKind::Frame,
+        Bytes::from_static(&[0xaf, 1, 0x21, 0x10, 0x04, 0x60]),
+    ))
+}
+
+/// Feeds `secs` of 30 fps video with a keyframe every `gop_ms`, and AAC audio, from `start_ms`.
+fn feed(s: &mut Segmenter, start_ms: u32, secs: u32, gop_ms: u32, with_audio: bool) {
+    let mut a = start_ms as f64;
+    for i in 0..secs * 30 {
+        let ts = start_ms + i * 1000 / 30;
+        while with_audio && a <= ts as f64 {
+            s.push(&audio(a as u32));
+            a += 1024.0 * 1000.0 / 48_000.0;
+        }
+        s.push(&video(ts, (ts - start_ms) % gop_ms < 1000 / 30));
+    }
+}
+
+fn segmenter_av() -> Segmenter {
+    let mut s = Segmenter::new(settings(), 1, true);
+    s.push(&video_header());
+    s.push(&audio_header());
+    s
+}
+
+#[test]
+fn segments_start_at_keyframes_and_last_about_the_target() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 20, 1000, true);
+    let complete: Vec<&Segment> = s.video.complete_segments().collect();
+    assert_eq!(complete.len(), 7, "the window keeps 7 segments");
+    for seg in &complete {
+        assert!(seg.parts[0].independent, "segment {} starts with a keyframe", seg.msn);
+        assert!(
+            (seg.duration - 2.0).abs() < 0.05,
+            "segment {} lasts {}",
+            seg.msn,
+            seg.duration
+        );
+        for p in &seg.parts {
+            assert!(p.duration <= 0.2 + 1e-9, "part of {} s", p.duration);
+        }
+    }
+    let msns: Vec<u64> = complete.iter().map(|g| g.msn).collect();
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "{msns:?}");
+    // The media sequence number is the timeline slot of the segment's start.
+    for seg in &complete {
+        assert_eq!(seg.msn as i64, (seg.start_ms + 1000) / 2000);
+    }
+}
+
+#[test]
+fn a_longer_gop_makes_a_longer_segment_never_one_without_a_keyframe() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 30, 5000, false);
+    let complete: Vec<&Segment> = s.video.complete_segments().collect();
+    assert!(complete.len() >= 4);
+    for seg in &complete {
+        assert!(seg.parts[0].independent);
+        assert!((seg.duration - 5.0).abs() < 0.05, "{}", seg.duration);
+    }
+    let msns: Vec<u64> = complete.iter().map(|g| g.msn).collect();
+    assert!(msns.windows(2).all(|w| w[1] == w[0] + 1), "still contiguous: {msns:?}");
+    assert!(s.longest >= 5.0);
+}
+
+#[test]
+fn audio_follows_the_video_cuts() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 12, 2000, true);
+    let v: Vec<(u64, i64)> = s.video.complete_segments().map(|g| (g.msn, g.start_ms)).collect();
+    let a: Vec<(u64, i64)> = s.audio.complete_segments().map(|g| (g.msn, g.start_ms)).collect();
+    assert!(!a.is_empty());
+    for (msn, start) in &a {
+        let (_, vstart) = v.iter().find(|(m, _)| m == msn).expect("same numbers as video");
+        assert!(
+            *start >= *vstart && *start - *vstart < 25,
+            "audio {start} after video {vstart}"
+        );
+    }
+}
+
+#[test]
+fn two_segmenters_joining_at_different_keyframes_agree_on_numbers() {
+    let mut a = segmenter_av();
+    let mut b = segmenter_av();
+    feed(&mut a, 10_000, 20, 2000, false);
+    feed(&mut b, 14_000, 16, 2000, false);
+    let na: Vec<(u64, i64)> = a.video.complete_segments().map(|g| (g.msn, g.start_ms)).collect();
+    let nb: Vec<(u64, i64)> = b.video.complete_segments().map(|g| (g.msn, g.start_ms)).collect();
+    for seg in &nb {
+        if let Some(x) = na.iter().find(|x| x.0 == seg.0) {
+            assert_eq!(x, seg, "same number, same start");
+        }
+    }
+    assert!(nb.iter().any(|s| na.contains(s)));
+    assert_eq!(a.epoch, b.epoch);
+}
+
+#[test]
+fn timestamps_continue_over_the_32_bit_wrap() {
+    let mut s = segmenter_av();
+    let start = u32::MAX - 5_000;
+    for i in 0..300u32 {
+        let ts = start.wrapping_add(i * 1000 / 30);
+        s.push(&video(ts, i % 60 == 0));
+    }
+    let starts: Vec<i64> = s.video.segments.iter().map(|g| g.start).collect();
+    assert!(starts.windows(2).all(|w| w[1] > w[0]), "{starts:?}");
+    assert!(s.video.segments.back().unwrap().start_ms > i64::from(u32::MAX));
+}
+
+#[test]
+fn a_new_configuration_starts_a_discontinuity_with_a_new_init() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 6, 2000, false);
+    let first_init = s.video.init.as_ref().unwrap().name.clone();
+    // A publisher reconnects with another picture size.
+    let other = "17000000000164001fffe1001a6764001facd94050045b0110000003001000000303c0f1831960010006 68ebe3cb22c0"
+        .replace(' ', "");
+    s.push(&Arc::new(MediaFrame::new(
+        FrameKind::Video,
+        FourCc::AVC,
+        6000,
+        0,
+        false,
+        PacketKind::SequenceHeader,
+        Bytes::from(hex(&other)),
+    )));
+    feed(&mut s, 6000, 6, 2000, false);
+    let changed = s
+        .video
+        .segments
+        .iter()
+        .find(|g| g.init.name != first_init)
+        .expect("new init");
+    assert!(changed.discontinuity);
+    assert!(changed.parts[0].independent);
+}
+
+#[test]
+fn memory_stays_within_max_bytes() {
+    let mut s = Segmenter::new(
+        Settings {
+            max_bytes: 4 << 20,
+            window: 100,
+            ..settings()
+        },
+        1,
+        true,
+    );
+    s.push(&video_header());
+    let big = |ts: u32, key: bool| {
+        let mut p = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0x4e, 0x20];
+        p.extend(std::iter::repeat_n(0x41, 20_000));
+        Arc::new(MediaFrame::new(
+            FrameKind::Video,
+            FourCc::AVC,
+            ts,
+            0,
+            key,
+            PacketKind::Frame,
+            Bytes::from(p),
+        ))
+    };
+    for i in 0..3000u32 {
+        s.push(&big(i * 33, i % 30 == 0));
+        assert!(s.held_bytes() <= 4 << 20, "{} bytes at frame {i}", s.held_bytes());
+    }
+    assert!(s.video.complete_segments().count() >= 2);
+}
+
+#[test]
+fn ts_rendering_of_a_segment_is_made_once() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 8, 2000, true);
+    let msn = s.video.complete_segments().next().unwrap().msn;
+    let a = s.ts_segment(msn).expect("h264 + aac fit TS");
+    let b = s.ts_segment(msn).unwrap();
+    assert_eq!(a.as_ptr(), b.as_ptr());
+    assert_eq!(a.len() % 188, 0);
+    assert_eq!(a[0], 0x47);
+}

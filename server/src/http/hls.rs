@@ -1,0 +1,487 @@
+//! HLS, LL-HLS and DASH over HTTP under `/{app}/{name}/` (Node-Media-Server v2's layout):
+//! `index.m3u8` (multivariant), `video.m3u8` / `audio.m3u8` (LL-HLS media playlists with
+//! blocking reload), `{track}-init-{hash}.mp4`, `{track}-{epoch}-{msn}.m4s` (segments),
+//! `{track}-{epoch}-{msn}.{part}.m4s` (parts), `index.mpd` (DASH), `ts.m3u8` and
+//! `ts-{epoch}-{msn}.ts` (MPEG-TS for old players).
+//!
+//! The playlist request is authorized by the app's play policy and given a session token
+//! (`hs`) that every URL it lists carries; segments and parts need that token when the app
+//! restricts playing. Responses share the segmenter's bytes (no copy per client).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::auth::{query_param, Denied};
+use crate::config::{AuthMode, HlsMode};
+use crate::hls::segmenter::{Segmenter, TrackName};
+use crate::hls::{playlist, HlsError, StreamHls};
+use crate::hub::{HubError, StreamKey};
+use crate::server::Context;
+use crate::session::Role;
+
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const CACHE_IMMUTABLE: &str = "public, max-age=86400, immutable";
+const CACHE_PLAYLIST: &str = "max-age=1";
+const CACHE_NEVER: &str = "no-store";
+
+/// What a file name under `/{app}/{name}/` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asset {
+    Multivariant,
+    Media(TrackName),
+    Init(TrackName, String),
+    Segment(TrackName, u64, u64),
+    Part(TrackName, u64, u64, usize),
+    Mpd,
+    TsPlaylist,
+    TsSegment(u64, u64),
+}
+
+impl Asset {
+    fn parse(file: &str) -> Option<Asset> {
+        match file {
+            "index.m3u8" => return Some(Asset::Multivariant),
+            "index.mpd" => return Some(Asset::Mpd),
+            "ts.m3u8" => return Some(Asset::TsPlaylist),
+            _ => {}
+        }
+        if let Some(track) = file.strip_suffix(".m3u8") {
+            return TrackName::parse(track).map(Asset::Media);
+        }
+        if let Some(rest) = file.strip_prefix("ts-").and_then(|f| f.strip_suffix(".ts")) {
+            let (epoch, msn) = rest.split_once('-')?;
+            return Some(Asset::TsSegment(epoch.parse().ok()?, msn.parse().ok()?));
+        }
+        let (track, rest) = file.split_once('-')?;
+        let track = TrackName::parse(track)?;
+        if rest.starts_with("init-") && rest.ends_with(".mp4") {
+            return Some(Asset::Init(track, file.to_string()));
+        }
+        let rest = rest.strip_suffix(".m4s")?;
+        let (epoch, rest) = rest.split_once('-')?;
+        let epoch = epoch.parse().ok()?;
+        match rest.split_once('.') {
+            Some((msn, part)) => Some(Asset::Part(track, epoch, msn.parse().ok()?, part.parse().ok()?)),
+            None => Some(Asset::Segment(track, epoch, rest.parse().ok()?)),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Asset::Multivariant | Asset::Media(_) | Asset::TsPlaylist => "playlist",
+            Asset::Mpd => "mpd",
+            Asset::Init(..) => "init",
+            Asset::Segment(..) => "segment",
+            Asset::Part(..) => "part",
+            Asset::TsSegment(..) => "ts",
+        }
+    }
+
+    fn is_manifest(&self) -> bool {
+        matches!(
+            self,
+            Asset::Multivariant | Asset::Media(_) | Asset::TsPlaylist | Asset::Mpd
+        )
+    }
+}
+
+/// A response body of shared buffers with an exact length (so Content-Length is sent).
+struct Chunks(VecDeque<Bytes>, u64);
+
+impl Chunks {
+    fn new(parts: Vec<Bytes>) -> Chunks {
+        let len = parts.iter().map(|b| b.len() as u64).sum();
+        Chunks(parts.into(), len)
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.0.pop_front();
+        if let Some(b) = &next {
+            self.1 -= b.len() as u64;
+        }
+        Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.1)
+    }
+}
+
+fn cors(ctx: &Context, h: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+}
+
+fn refuse(ctx: &Context, status: StatusCode, why: &str) -> Response {
+    let mut resp = (status, format!("{why}\n")).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NEVER));
+    cors(ctx, h);
+    resp
+}
+
+/// Where the request stands after access control.
+struct Access {
+    /// The public stream (differs from the path when the path named a stream key).
+    key: StreamKey,
+    session: Option<u64>,
+    /// `?hs=...` for every URI handed out.
+    query: String,
+    /// `../{public}/` when the path held a stream key, so no URI repeats it.
+    prefix: String,
+}
+
+/// Applies the app's play policy. Manifests accept the policy's credential and get a new
+/// session; every request may show a session token instead, which is bound to the stream.
+#[allow(clippy::result_large_err)]
+fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result<Access, Response> {
+    let query = req.uri().query().unwrap_or("");
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let sessions = ctx.hls.session_key(&key.app);
+    let now = SystemTime::now();
+    let denied = |d: Denied| {
+        let status = if d == Denied::Missing {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        refuse(ctx, status, &d.to_string())
+    };
+    let open = ctx
+        .hls
+        .app(&key.app)
+        .is_some_and(|a| a.play.auth == AuthMode::None && a.allow.is_empty() && a.deny.is_empty());
+    let token = query_param(query, "hs");
+    if let Some(token) = &token {
+        if let Some(id) = sessions.verify(&key, token, now) {
+            ctx.check_address(&key.app, peer).map_err(denied)?;
+            return Ok(Access {
+                key,
+                session: Some(id),
+                query: format!("?hs={token}"),
+                prefix: String::new(),
+            });
+        }
+    }
+    if !asset.is_manifest() {
+        if open {
+            // Nothing to protect: serve it, uncounted (a token from another replica, or expired).
+            return Ok(Access {
+                key,
+                session: None,
+                query: String::new(),
+                prefix: String::new(),
+            });
+        }
+        return Err(match token {
+            Some(_) => {
+                ctx.metrics
+                    .auth_failures
+                    .with_label_values(&[&key.app, "bad_session"])
+                    .inc();
+                refuse(ctx, StatusCode::FORBIDDEN, "invalid HLS session")
+            }
+            None => refuse(ctx, StatusCode::UNAUTHORIZED, "missing HLS session"),
+        });
+    }
+    let public = ctx
+        .authorize(&key, Role::Player, query, peer, 0)
+        .map_err(denied)?
+        .unwrap_or_else(|| key.clone());
+    let prefix = if public.name != key.name {
+        format!("../{}/", public.name)
+    } else {
+        String::new()
+    };
+    let (id, token) = sessions.issue(&public, now);
+    Ok(Access {
+        key: public,
+        session: Some(id),
+        query: format!("?hs={token}"),
+        prefix,
+    })
+}
+
+/// `GET`/`HEAD /{app}/{name}/{file}`.
+pub async fn serve(
+    State(ctx): State<Arc<Context>>,
+    Path((app, name, file)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let Some(asset) = Asset::parse(&file) else {
+        return refuse(&ctx, StatusCode::NOT_FOUND, "not found");
+    };
+    let key = match ctx.hub.key(&app, &name) {
+        Ok(k) => k,
+        Err(HubError::UnknownApp) => return refuse(&ctx, StatusCode::NOT_FOUND, "unknown app"),
+        Err(e) => return refuse(&ctx, StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    if ctx.hls.app(&app).is_some_and(|a| a.hls.mode == HlsMode::Off) {
+        return refuse(&ctx, StatusCode::NOT_FOUND, "HLS is off for this app");
+    }
+    let access = match access(&ctx, key, &asset, &req) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let stream = match ctx.hls.get_or_start(&access.key) {
+        Ok(s) => s,
+        Err(HlsError::ShuttingDown) => return refuse(&ctx, StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Err(e) => return refuse(&ctx, StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    stream.touch(access.session);
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut resp = answer(&ctx, &stream, &asset, &access, &query).await;
+    let h = resp.headers_mut();
+    cors(&ctx, h);
+    if resp.status() == StatusCode::OK {
+        let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        ctx.metrics
+            .hls_requests
+            .with_label_values(&[&access.key.app, asset.kind()])
+            .inc();
+        ctx.metrics
+            .hls_bytes
+            .with_label_values(&[&access.key.app])
+            .inc_by(bytes);
+    }
+    resp
+}
+
+fn respond(body: Body, content_type: &'static str, cache: &'static str) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+fn text(s: String, content_type: &'static str, cache: &'static str) -> Response {
+    respond(Body::from(s), content_type, cache)
+}
+
+/// How long the first playlist may wait for the first complete segment.
+fn startup_wait(seg: &Segmenter) -> Duration {
+    Duration::from_millis((seg.settings.target_ms as u64 * 3).max(10_000))
+}
+
+/// How long a blocking request may be held (RFC 8216bis: three target durations).
+fn block_wait(seg: &Segmenter) -> Duration {
+    Duration::from_secs(playlist::target_duration(seg) * 3)
+}
+
+/// Whether a track has reached `msn` (complete) or, with `part`, that part of it.
+fn reached(seg: &Segmenter, track: TrackName, msn: u64, part: Option<usize>) -> bool {
+    let t = seg.track(track);
+    let Some(last) = t.segments.back() else { return false };
+    match part {
+        _ if last.msn > msn => true,
+        Some(p) => last.msn == msn && last.parts.len() > p,
+        None => last.msn == msn && last.complete,
+    }
+}
+
+async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &Access, query: &str) -> Response {
+    let q = access.query.as_str();
+    let prefix = access.prefix.as_str();
+    let not_found = || refuse(ctx, StatusCode::NOT_FOUND, "not found");
+    if asset.is_manifest() {
+        let wait = stream.with(startup_wait);
+        if !stream.wait_for(wait, Segmenter::ready).await {
+            return refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet");
+        }
+    }
+    match asset {
+        Asset::Multivariant => text(
+            stream.with(|s| playlist::multivariant(s, prefix, q)),
+            PLAYLIST,
+            CACHE_PLAYLIST,
+        ),
+        Asset::Media(track) => {
+            if stream.with(|s| s.track(*track).init.is_none()) {
+                return not_found();
+            }
+            let msn = query_param(query, "_HLS_msn").and_then(|v| v.parse::<u64>().ok());
+            let part = query_param(query, "_HLS_part").and_then(|v| v.parse::<usize>().ok());
+            let Some(msn) = msn else {
+                if query_param(query, "_HLS_part").is_some() {
+                    return refuse(ctx, StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+                }
+                return text(
+                    stream.with(|s| playlist::media(s, *track, prefix, q)),
+                    PLAYLIST,
+                    CACHE_PLAYLIST,
+                );
+            };
+            // RFC 8216bis 6.2.5.2: more than two segments ahead of the last one is refused.
+            let last = stream.with(|s| s.track(*track).last_msn()).unwrap_or(0);
+            if msn > last + 2 {
+                return refuse(ctx, StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead");
+            }
+            let wait = stream.with(block_wait);
+            if !stream.wait_for(wait, |s| reached(s, *track, msn, part)).await {
+                return refuse(
+                    ctx,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the requested part did not appear in time",
+                );
+            }
+            text(
+                stream.with(|s| playlist::media(s, *track, prefix, q)),
+                PLAYLIST,
+                CACHE_NEVER,
+            )
+        }
+        Asset::Mpd => match stream.with(|s| playlist::mpd(s, prefix, q, SystemTime::now())) {
+            Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),
+            None => refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet"),
+        },
+        Asset::TsPlaylist => {
+            let fits = stream.with(|s| {
+                s.tracks().all(|t| {
+                    let setup = &t.init.as_ref().expect("tracks() lists configured tracks").setup;
+                    match t.name {
+                        TrackName::Video => setup.ts_video().is_some(),
+                        TrackName::Audio => setup.ts_audio().is_some(),
+                    }
+                })
+            });
+            if !fits {
+                return refuse(
+                    ctx,
+                    StatusCode::NOT_FOUND,
+                    "the MPEG-TS variant needs H.264 or H.265 video and AAC or MP3 audio",
+                );
+            }
+            text(
+                stream.with(|s| playlist::ts_media(s, prefix, q)),
+                PLAYLIST,
+                CACHE_PLAYLIST,
+            )
+        }
+        Asset::Init(track, name) => {
+            let init = stream.with(|s| {
+                let t = s.track(*track);
+                t.init
+                    .iter()
+                    .chain(t.segments.iter().map(|g| &g.init))
+                    .find(|i| i.name == *name)
+                    .map(|i| (i.bytes.clone(), i.setup.kind))
+            });
+            match init {
+                Some((bytes, kind)) => {
+                    let ct = match kind {
+                        ferrocast_media::fmp4::TrackKind::Video { .. } => "video/mp4",
+                        ferrocast_media::fmp4::TrackKind::Audio { .. } => "audio/mp4",
+                    };
+                    respond(Body::new(Chunks::new(vec![bytes])), ct, CACHE_IMMUTABLE)
+                }
+                None => not_found(),
+            }
+        }
+        Asset::Segment(track, epoch, msn) => {
+            if *epoch != stream.with(|s| s.epoch) {
+                return not_found();
+            }
+            let current = stream.with(|s| s.track(*track).last_msn());
+            // The segment in progress is answered once complete.
+            if current == Some(*msn) {
+                let wait = stream.with(block_wait);
+                stream.wait_for(wait, |s| reached(s, *track, *msn, None)).await;
+            }
+            let parts = stream.with(|s| {
+                s.track(*track)
+                    .segment(*msn)
+                    .filter(|g| g.complete)
+                    .map(|g| g.parts.iter().map(|p| p.bytes.clone()).collect::<Vec<_>>())
+            });
+            match parts {
+                Some(parts) => respond(Body::new(Chunks::new(parts)), "video/iso.segment", CACHE_IMMUTABLE),
+                None => not_found(),
+            }
+        }
+        Asset::Part(track, epoch, msn, part) => {
+            if *epoch != stream.with(|s| s.epoch) {
+                return not_found();
+            }
+            // The next part (the preload hint) is held until it exists.
+            let next = stream.with(|s| playlist::next_part(s.track(*track)));
+            if next == Some((*msn, *part)) {
+                let wait = stream.with(block_wait);
+                stream.wait_for(wait, |s| reached(s, *track, *msn, Some(*part))).await;
+            }
+            let bytes = stream.with(|s| {
+                s.track(*track)
+                    .segment(*msn)
+                    .and_then(|g| g.parts.get(*part))
+                    .map(|p| p.bytes.clone())
+            });
+            match bytes {
+                Some(b) => respond(Body::new(Chunks::new(vec![b])), "video/iso.segment", CACHE_IMMUTABLE),
+                None => not_found(),
+            }
+        }
+        Asset::TsSegment(epoch, msn) => {
+            if *epoch != stream.with(|s| s.epoch) {
+                return not_found();
+            }
+            match stream.with(|s| s.ts_segment(*msn)) {
+                Some(b) => respond(Body::new(Chunks::new(vec![b])), "video/mp2t", CACHE_IMMUTABLE),
+                None => not_found(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_map_to_assets() {
+        use Asset::*;
+        use TrackName::*;
+        let cases: &[(&str, Option<Asset>)] = &[
+            ("index.m3u8", Some(Multivariant)),
+            ("video.m3u8", Some(Media(Video))),
+            ("audio.m3u8", Some(Media(Audio))),
+            ("index.mpd", Some(Mpd)),
+            ("ts.m3u8", Some(TsPlaylist)),
+            ("ts-17-4.ts", Some(TsSegment(17, 4))),
+            ("video-init-00ff.mp4", Some(Init(Video, "video-init-00ff.mp4".into()))),
+            ("audio-17-4.m4s", Some(Segment(Audio, 17, 4))),
+            ("video-17-4.2.m4s", Some(Part(Video, 17, 4, 2))),
+            ("other.m3u8", None),
+            ("video-x-4.m4s", None),
+            ("video-17-4.m4s.m4s", None),
+            ("../etc/passwd", None),
+            ("index.flv", None),
+        ];
+        for (file, want) in cases {
+            assert_eq!(&Asset::parse(file), want, "{file}");
+        }
+    }
+}
