@@ -301,3 +301,57 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
     let _ = remote.read_for(SECS(1)).await.unwrap();
     assert!(remote.end.is_none(), "the remote player was cut: {:?}", remote.end);
 }
+
+/// Media playlist of `name` on `pod`: the segment file names it lists (query strings cut).
+async fn hls_segments(pod: &TestServer, name: &str) -> Vec<String> {
+    let base = format!("http://127.0.0.1:{}/live/{name}", pod.http_port);
+    let (status, index) = ferrocast_tests::http::get_text(&format!("{base}/index.m3u8"), SECS(10))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "index.m3u8: {index}");
+    let media = index
+        .lines()
+        .find(|l| l.starts_with("video.m3u8"))
+        .or_else(|| {
+            index
+                .lines()
+                .filter_map(|l| l.split("URI=\"").nth(1))
+                .map(|u| u.trim_end_matches('"'))
+                .find(|u| u.starts_with("video"))
+        })
+        .unwrap_or_else(|| panic!("no video playlist in {index}"))
+        .to_string();
+    let (status, playlist) = ferrocast_tests::http::get_text(&format!("{base}/{media}"), SECS(10))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{media}: {playlist}");
+    playlist
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('?').next().unwrap().to_string())
+        .filter(|l| l.ends_with(".m4s"))
+        .collect()
+}
+
+#[tokio::test]
+async fn hls_plays_on_every_pod_with_the_same_segment_names() {
+    let fleet = Fleet::start(|b| b).await;
+    let [a, b] = [&fleet.pods[0], &fleet.pods[1]];
+    let name = unique_name("fleethls");
+    let _publisher = Publisher::start(&a.rtmp_url(&name)).unwrap();
+    a.wait_live(&name, SECS(20)).await.unwrap();
+    // Let both segmenters cut a few segments (GOP 1 s, segments 2 s).
+    let deadline = Instant::now() + SECS(30);
+    loop {
+        let (on_a, on_b) = (hls_segments(a, &name).await, hls_segments(b, &name).await);
+        let shared = on_b.iter().filter(|s| on_a.contains(s)).count();
+        if on_b.len() >= 2 && shared >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod B's playlist does not match the origin's: A {on_a:?}, B {on_b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -31,6 +31,8 @@ pub const PROTOCOL: &str = "cluster";
 const IDLE_CLOSE: Duration = Duration::from_secs(3);
 /// How often a waiting follower asks the peers again, besides being woken by announcements.
 const RETRY: Duration = Duration::from_secs(2);
+/// How long an HLS request waits for a pull from a peer to start.
+const AWAIT_PUBLISHED: Duration = Duration::from_secs(3);
 
 /// Makes sure `key` has a follower if it has local readers and no publisher here: called when
 /// a player starts and when a peer announces a new publish.
@@ -64,6 +66,24 @@ pub struct Follower {
     wake: Notify,
     /// A publisher here takes the stream over: let go of it.
     pub(super) stop: Notify,
+}
+
+/// Makes a stream published on another pod available here for a reader that cannot wait
+/// as a subscriber (an HLS request): holds a waiting reader while the follower pulls it, up
+/// to a few seconds. `Err(())` when no pod publishes it.
+pub async fn await_published(ctx: &Arc<Context>, key: &StreamKey) -> Result<(), ()> {
+    let Ok(_waiting) = ctx.hub.subscribe(key) else {
+        return Err(());
+    };
+    wake(ctx, key);
+    let deadline = Instant::now() + AWAIT_PUBLISHED;
+    while Instant::now() < deadline {
+        if ctx.hub.stream(key).is_some_and(|s| s.is_published()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(())
 }
 
 async fn follow(ctx: &Arc<Context>, cluster: &Arc<Cluster>, key: &StreamKey, follower: &Follower) {
@@ -113,6 +133,12 @@ async fn pull(
     if !resp.status().is_success() {
         return Err(format!("peer answered {}", resp.status()));
     }
+    // The origin's publish time: HLS segment names carry it, so every pod names them alike.
+    let started = resp
+        .headers()
+        .get(super::routes::STARTED_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map_or_else(SystemTime::now, |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     let publisher = ctx
         .hub
         .publish(
@@ -121,7 +147,7 @@ async fn pull(
                 session_id: 0,
                 protocol: PROTOCOL,
                 remote: owner.pod.clone(),
-                started: SystemTime::now(),
+                started,
             },
         )
         .map_err(|e| e.to_string())?;

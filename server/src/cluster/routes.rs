@@ -28,6 +28,9 @@ use crate::codec::flv;
 use crate::hub::{ReaderEnd, StreamKey};
 use crate::server::Context;
 
+/// Header of the FLV pull: when the origin's publisher started (Unix milliseconds).
+pub const STARTED_HEADER: &str = "x-ferrocast-publisher-started";
+
 /// The routes, or `None` when this server is not part of a fleet.
 pub fn router(ctx: Arc<Context>) -> Option<Router> {
     ctx.cluster.as_ref()?;
@@ -143,6 +146,14 @@ async fn flv_stream(State(ctx): State<Arc<Context>>, Path((app, name)): Path<(St
     let mut resp = Response::new(Body::from_stream(body));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
+    let started = ctx
+        .hub
+        .stream(&k)
+        .and_then(|s| s.info().publisher)
+        .and_then(|p| p.started.duration_since(std::time::SystemTime::UNIX_EPOCH).ok());
+    if let Some(ms) = started.and_then(|d| HeaderValue::from_str(&d.as_millis().to_string()).ok()) {
+        resp.headers_mut().insert(STARTED_HEADER, ms);
+    }
     resp
 }
 

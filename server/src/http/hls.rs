@@ -247,7 +247,15 @@ pub async fn serve(
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let stream = match ctx.hls.get_or_start(&access.key) {
+    let mut started = ctx.hls.get_or_start(&access.key);
+    if matches!(started, Err(HlsError::NotPublished)) && ctx.cluster.is_some() {
+        // Published on another pod of the fleet: pull it here (once, for every local reader)
+        // and segment it like a local stream.
+        started = crate::cluster::pull::await_published(&ctx, &access.key)
+            .await
+            .map_or(started, |()| ctx.hls.get_or_start(&access.key));
+    }
+    let stream = match started {
         Ok(s) => s,
         Err(HlsError::ShuttingDown) => return refuse(&ctx, StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
         Err(e) => return refuse(&ctx, StatusCode::NOT_FOUND, &e.to_string()),
