@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -125,17 +125,19 @@ pub struct Api {
 
 /// The `/api/v1` router (an empty one answering 404 when `api.enabled` is false).
 pub fn router<S: Clone + Send + Sync + 'static>(ctx: Arc<Context>) -> Router<S> {
+    // Every other path under the prefix is the API's (an explicit catch-all: without it the
+    // public router's `/{app}/{name}/{file}` HLS route would answer for `/api/v1/x`).
     if !ctx.config.api.enabled {
-        return Router::new().fallback(|| async { ApiError::NotFound("the API is disabled".into()) });
+        let disabled = || async { ApiError::NotFound("the API is disabled".into()) };
+        return Router::new().route("/{*rest}", any(disabled)).fallback(disabled);
     }
     let api = Arc::new(Api::new(ctx));
     let mut router = Router::new();
     for (method, path) in ROUTES {
         router = router.route(path, handler(method, path));
     }
-    router
-        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
-        .with_state(api)
+    let unknown = || async { ApiError::NotFound("no such API route".into()) };
+    router.route("/{*rest}", any(unknown)).fallback(unknown).with_state(api)
 }
 
 fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {

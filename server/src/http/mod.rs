@@ -33,7 +33,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
             "/{app}/{file}",
             get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
         )
-        .route("/{app}/{name}/{file}", get(hls::serve).options(flv::preflight));
+        .route(
+            "/{app}/{name}/{file}",
+            get(hls::serve)
+                .options(flv::preflight)
+                .fallback(|| async { StatusCode::NOT_FOUND }),
+        );
     let router = match ctx.config.api.listener {
         ApiListener::Public => router.nest("/api/v1", crate::api::router(ctx.clone())),
         ApiListener::Admin => router,
