@@ -355,3 +355,39 @@ async fn hls_plays_on_every_pod_with_the_same_segment_names() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test]
+async fn a_player_waiting_on_one_pod_starts_when_the_stream_is_published_on_another() {
+    let fleet = Fleet::start(|b| b).await;
+    let name = unique_name("waits");
+    let mut player = FlvPlayer::http(&fleet.pods[1].flv_url(&name), SECS(30)).await;
+    // The player's request is in; now the stream appears on another pod.
+    let _publisher = Publisher::start(&fleet.pods[2].rtmp_url(&name)).unwrap();
+    let player = player.as_mut().unwrap();
+    first_frame_is_keyframe(player).await;
+}
+
+#[tokio::test]
+async fn two_publishers_racing_on_two_pods_end_with_exactly_one_accepted() {
+    let fleet = Fleet::start(|b| b).await;
+    for round in 0..3 {
+        let name = unique_name(&format!("race{round}"));
+        let mut a = Publisher::builder(&fleet.pods[0].rtmp_url(&name))
+            .duration_secs(30)
+            .start()
+            .unwrap();
+        let mut b = Publisher::builder(&fleet.pods[1].rtmp_url(&name))
+            .duration_secs(30)
+            .start()
+            .unwrap();
+        tokio::time::sleep(SECS(6)).await;
+        let running = [a.is_running(), b.is_running()];
+        assert_eq!(
+            running.iter().filter(|r| **r).count(),
+            1,
+            "round {round}: publishers still running {running:?}\nA: {}\nB: {}",
+            a.log(),
+            b.log()
+        );
+    }
+}
