@@ -38,7 +38,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::codec::chunk::ChunkError;
 use crate::codec::flv::FlvError;
@@ -370,7 +370,7 @@ impl Relays {
         for (i, r) in config.relays.iter().enumerate() {
             if let Err(e) = self.add(r, Origin::Config) {
                 // Validated at load; only a file that vanished since can fail here.
-                tracing::warn!("relays[{i}] not started: {e}");
+                warn!("relays[{i}] not started: {e}");
             }
         }
     }
@@ -495,6 +495,22 @@ impl Relays {
         }
         drop(od);
         lock(&self.app_pushes).retain(|_, r| r.id != relay.id);
+    }
+
+    /// Records a failed attempt that will be retried after `delay`: logged (URLs scrubbed),
+    /// counted as a reconnect, and the relay shown in backoff.
+    fn retry_later(&self, relay: &Relay, reason: &str, delay: std::time::Duration) {
+        warn!(
+            "{} failed, retrying in {delay:?}: {}",
+            relay.mode.as_str(),
+            relay.scrub(reason)
+        );
+        relay.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .relay_reconnects
+            .with_label_values(&[relay.mode.as_str()])
+            .inc();
+        self.set_state(relay, RelayState::Backoff, Some(reason));
     }
 
     /// Moves a relay to `state`, keeping the gauge, uptime, last error and events in step.

@@ -79,14 +79,7 @@ async fn supervise(relays: &Relays, relay: &Arc<Relay>, spec: &PullSpec) {
             return;
         }
         let delay = backoff.next_delay();
-        warn!("pull failed, retrying in {delay:?}: {}", relay.scrub(&reason));
-        relay.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        relays
-            .metrics
-            .relay_reconnects
-            .with_label_values(&[relay.mode.as_str()])
-            .inc();
-        relays.set_state(relay, RelayState::Backoff, Some(&reason));
+        relays.retry_later(relay, &reason, delay);
         let wait = async {
             tokio::time::sleep(delay).await;
             false

@@ -95,14 +95,7 @@ async fn supervise(relays: &Relays, relay: &Arc<Relay>, spec: &PushSpec) {
             return;
         }
         let delay = backoff.next_delay();
-        warn!("push failed, retrying in {delay:?}: {}", relay.scrub(&reason));
-        relay.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        relays
-            .metrics
-            .relay_reconnects
-            .with_label_values(&[relay.mode.as_str()])
-            .inc();
-        relays.set_state(relay, RelayState::Backoff, Some(&reason));
+        relays.retry_later(relay, &reason, delay);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopping.changed() => return,
