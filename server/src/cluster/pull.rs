@@ -7,6 +7,7 @@
 //! follower, woken by the new owner's announcement, pulls from the new pod into the same hub
 //! stream: local players keep their connections and timestamps keep increasing.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,7 @@ use tracing::{debug, info};
 
 use super::{Cluster, Owner, SECRET_HEADER};
 use crate::http::push::FlvIngest;
-use crate::hub::{PublisherInfo, StreamKey};
+use crate::hub::{PublisherInfo, StreamKey, SubscribeOptions};
 use crate::server::Context;
 
 /// The protocol recorded for a stream pulled from a peer: such a stream is not "published
@@ -70,9 +71,12 @@ pub struct Follower {
 
 /// Makes a stream published on another pod available here for a reader that cannot wait
 /// as a subscriber (an HLS request): holds a waiting reader while the follower pulls it, up
-/// to a few seconds. `Err(())` when no pod publishes it.
-pub async fn await_published(ctx: &Arc<Context>, key: &StreamKey) -> Result<(), ()> {
-    let Ok(_waiting) = ctx.hub.subscribe(key) else {
+/// to a few seconds. `Err(())` at once when no pod publishes it, so a request for a made-up
+/// name makes no waiting stream; the waiting reader counts against `client`'s waiting caps.
+pub async fn await_published(ctx: &Arc<Context>, key: &StreamKey, client: Option<IpAddr>) -> Result<(), ()> {
+    let cluster = ctx.cluster.as_ref().ok_or(())?;
+    cluster.owner(key).await.ok_or(())?;
+    let Ok(_waiting) = ctx.hub.subscribe_from(key, SubscribeOptions::default(), client) else {
         return Err(());
     };
     wake(ctx, key);

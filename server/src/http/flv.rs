@@ -73,6 +73,13 @@ fn subscribe_refusal(e: HubError) -> Response {
     (status, format!("{e}\n")).into_response()
 }
 
+/// The public stream `/{app}/{file}` names, once `role` is allowed on it, or the refusal.
+#[allow(clippy::result_large_err)]
+fn authorized_key(ctx: &Context, app: &str, file: &str, role: Role, req: &Request) -> Result<StreamKey, Response> {
+    let key = stream_key(ctx, app, file)?;
+    Ok(authorize(ctx, &key, role, req)?.unwrap_or(key))
+}
+
 /// `HEAD /{app}/{name}.flv`: 200 while the stream is published, else 404, at once. Unlike a
 /// GET it never waits for a publisher, so it creates no stream and no session.
 pub async fn head(
@@ -80,12 +87,8 @@ pub async fn head(
     Path((app, file)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let key = match stream_key(&ctx, &app, &file) {
+    let key = match authorized_key(&ctx, &app, &file, Role::Player, &req) {
         Ok(k) => k,
-        Err(resp) => return resp,
-    };
-    let key = match authorize(&ctx, &key, Role::Player, &req) {
-        Ok(public) => public.unwrap_or(key),
         Err(resp) => return resp,
     };
     let mut resp = if ctx.hub.stream(&key).is_some_and(|s| s.is_published()) {
@@ -220,12 +223,8 @@ pub async fn push(
     Path((app, file)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let key = match stream_key(&ctx, &app, &file) {
+    let key = match authorized_key(&ctx, &app, &file, Role::Publisher, &req) {
         Ok(k) => k,
-        Err(resp) => return resp,
-    };
-    let key = match authorize(&ctx, &key, Role::Publisher, &req) {
-        Ok(public) => public.unwrap_or(key),
         Err(resp) => return resp,
     };
     let slot = match http2_slot(&ctx, &req) {

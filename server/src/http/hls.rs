@@ -251,7 +251,8 @@ pub async fn serve(
     if matches!(started, Err(HlsError::NotPublished)) && ctx.cluster.is_some() {
         // Published on another pod of the fleet: pull it here (once, for every local reader)
         // and segment it like a local stream.
-        started = crate::cluster::pull::await_published(&ctx, &access.key)
+        let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        started = crate::cluster::pull::await_published(&ctx, &access.key, client)
             .await
             .map_or(started, |()| ctx.hls.get_or_start(&access.key));
     }

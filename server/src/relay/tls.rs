@@ -81,9 +81,10 @@ pub async fn connect(
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// `tls_verify: false`: accepts any certificate, still checking the handshake signatures.
+/// `tls_verify: false`: accepts any certificate, still checking the handshake signatures
+/// (also what the tests' clients use against self-signed test servers).
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub struct NoVerification(pub Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
