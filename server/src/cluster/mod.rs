@@ -283,11 +283,6 @@ impl Cluster {
         });
     }
 
-    /// The peers' admin addresses known now (this pod excluded once recognised).
-    pub fn peer_addrs(&self) -> Vec<SocketAddr> {
-        self.peers.list()
-    }
-
     /// The secret, for the pull of a stream from a peer.
     pub fn secret(&self) -> &str {
         &self.secret
