@@ -79,7 +79,7 @@ pub struct Cluster {
     peers: Peers,
     claims: Mutex<Claims>,
     /// Recent answers to "who publishes this", so a burst of players asks once.
-    owners: Mutex<HashMap<StreamKey, (Instant, Option<Owner>)>>,
+    owners: Mutex<HashMap<StreamKey, (Instant, Owner)>>,
     /// The streams this pod follows from a peer ([`pull`]), with their wake-up.
     followers: Mutex<HashMap<StreamKey, Arc<pull::Follower>>>,
     timeout: Duration,
@@ -242,12 +242,12 @@ impl Cluster {
         }
     }
 
-    /// The peer publishing `key`, if any answers so within the lookup timeout. Answers are
-    /// reused for `lookup_cache_ms`, except "nobody", which waiting players ask again.
+    /// The peer publishing `key`, if any answers so within the lookup timeout. A found owner is
+    /// reused for `lookup_cache_ms`; "nobody" is not kept (waiting players ask again).
     pub async fn owner(&self, key: &StreamKey) -> Option<Owner> {
         if let Some((at, owner)) = self.owners.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
-            if at.elapsed() < self.cache && owner.is_some() {
-                return owner.clone();
+            if at.elapsed() < self.cache {
+                return Some(owner.clone());
             }
         }
         let stamp = Stamp {
@@ -260,7 +260,9 @@ impl Cluster {
         });
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         owners.retain(|_, (at, _)| at.elapsed() < self.cache);
-        owners.insert(key.clone(), (Instant::now(), owner.clone()));
+        if let Some(o) = &owner {
+            owners.insert(key.clone(), (Instant::now(), o.clone()));
+        }
         owner
     }
 

@@ -113,6 +113,11 @@ impl Ring {
         self.notify.notify_waiters();
     }
 
+    /// Whether the stream ended.
+    pub fn is_closed(&self) -> bool {
+        self.read().closed
+    }
+
     /// The position a new reader starts at: after every frame already in the ring.
     pub fn tail(&self) -> u64 {
         self.read().end_seq()

@@ -172,8 +172,6 @@ struct StreamState {
     /// change is given the current ones again.
     headers_version: u64,
     gop: GopCache,
-    /// Set once when the stream ends (reaped or shut down); it is never published again.
-    ended: bool,
     rebase: Rebase,
 }
 
@@ -215,7 +213,6 @@ impl Stream {
                 rate: RateMeter::default(),
                 headers_version: 0,
                 gop: GopCache::new(limits),
-                ended: false,
                 rebase: Rebase::default(),
             }),
             ring: Ring::new(ring),
@@ -261,7 +258,8 @@ impl Stream {
     /// since it was looked up (the reaper may remove it at any moment before the claim).
     pub(super) fn claim(&self, publisher: PublisherInfo) -> Result<u64, ClaimError> {
         let mut s = self.lock();
-        if s.ended {
+        // The ring is closed once, under this lock, when the stream ends (reaped or shut down).
+        if self.ring.is_closed() {
             return Err(ClaimError::Ended);
         }
         if let Some(p) = &s.info.publisher {
@@ -287,19 +285,17 @@ impl Stream {
 
     /// Ends the stream for every reader; it can no longer be claimed.
     pub(super) fn end(&self) {
-        let mut s = self.lock();
-        s.ended = true;
+        let _s = self.lock();
         self.ring.close();
     }
 
     /// Ends the stream if nobody publishes it and its publisher slot is still at `generation`;
     /// checked and ended under one lock, so no claim can slip in between.
     pub(super) fn end_if_idle(&self, generation: u64) -> bool {
-        let mut s = self.lock();
+        let s = self.lock();
         if s.generation != generation || s.info.publisher.is_some() {
             return false;
         }
-        s.ended = true;
         self.ring.close();
         true
     }
@@ -358,7 +354,7 @@ impl Stream {
     /// one lock so the reader sees no gap and no duplicate.
     pub(super) fn subscribe(self: &Arc<Self>, limits: ReaderLimits, options: SubscribeOptions) -> Option<Subscriber> {
         let s = self.lock();
-        if s.ended {
+        if self.ring.is_closed() {
             return None;
         }
         let next = self.ring.tail();
