@@ -345,9 +345,9 @@ async fn missing_stream_is_not_found_at_once_through_the_edge() {
     assert_eq!(resp.status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtsp_h264_aac_source_decodes_over_http_flv() {
-    let rtsp = RtspServer::start("h264").await.unwrap();
+/// GStreamer's RTSP server serving `codec`, and a server relaying it to `live/cam`, live.
+async fn rtsp_relay_live(codec: &str) -> (RtspServer, TestServer) {
+    let rtsp = RtspServer::start(codec).await.unwrap();
     let server = TestServer::builder()
         .yaml(&format!(
             "relays:\n  - {{mode: pull, source: {:?}, stream: live/cam}}",
@@ -360,6 +360,12 @@ async fn rtsp_h264_aac_source_decodes_over_http_flv() {
         .wait_live("cam", LIVE_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e:#}\nrtsp log:\n{}", rtsp.log()));
+    (rtsp, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_h264_aac_source_decodes_over_http_flv() {
+    let (_rtsp, server) = rtsp_relay_live("h264").await;
     let probe = ferrocast_tests::fixtures::ffprobe(&server.flv_url("cam"), &["-read_intervals", "%+2"], 30)
         .await
         .unwrap();
@@ -377,19 +383,7 @@ async fn rtsp_h264_aac_source_decodes_over_http_flv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtsp_h265_source_keeps_its_codec_over_http_flv() {
-    let rtsp = RtspServer::start("h265").await.unwrap();
-    let server = TestServer::builder()
-        .yaml(&format!(
-            "relays:\n  - {{mode: pull, source: {:?}, stream: live/cam}}",
-            rtsp.url()
-        ))
-        .start()
-        .await
-        .unwrap();
-    server
-        .wait_live("cam", LIVE_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\nrtsp log:\n{}", rtsp.log()));
+    let (_rtsp, server) = rtsp_relay_live("h265").await;
     // Debian's FFmpeg 5.1 reads no HEVC in FLV; FFmpeg 9 reads enhanced RTMP.
     let report = modern::decode(&modern::modern_ffmpeg(), &server.flv_url("cam"), Some(3), 60)
         .await
