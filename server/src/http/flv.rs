@@ -178,10 +178,10 @@ pub async fn play(
         }
     };
     let query = req.uri().query().unwrap_or("").to_string();
-    if !crate::relay::admit_player(&ctx.hub, &key, &query, via).await {
+    let client = peer(&req).map(|p| p.ip());
+    if !crate::relay::admit_player(&ctx.hub, &key, &query, via, client).await {
         return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
     }
-    let client = peer(&req).map(|p| p.ip());
     let sub = match ctx.hub.subscribe_from(&key, SubscribeOptions::default(), client) {
         Ok(s) => s,
         Err(e) => {
