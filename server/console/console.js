@@ -199,7 +199,11 @@
       live.textContent = 'reconnecting';
       live.className = 'badge warn';
     };
-    const onLifecycle = () => queueRefresh();
+    const onLifecycle = (ev) => {
+      queueRefresh();
+      // A new publisher's codecs and frame rate are known a moment after it starts.
+      if (ev && ev.type === 'postPublish') setTimeout(refreshLists, 1500);
+    };
     for (const name of ['postPublish', 'donePublish', 'postPlay', 'donePlay', 'doneConnect']) {
       es.addEventListener(name, onLifecycle);
     }
@@ -370,8 +374,15 @@
 
   function renderUrls() {
     const u = state.urls;
+    // In the order of URL_LABELS (RTMP first), then anything newer servers add.
+    const order = Object.keys(URL_LABELS);
+    const rank = (k) => (order.includes(k) ? order.indexOf(k) : order.length);
     const list = (target, urls) =>
-      $(target).replaceChildren(...Object.keys(urls).map((k) => urlItem(URL_LABELS[k] || k, urls[k])));
+      $(target).replaceChildren(
+        ...Object.keys(urls)
+          .sort((a, b) => rank(a) - rank(b))
+          .map((k) => urlItem(URL_LABELS[k] || k, urls[k]))
+      );
     list('publish-urls', u.publish);
     list('play-urls', u.play);
     const notes = [];
