@@ -9,10 +9,11 @@
 //            logs in by keyboard, starts the publisher (ffmpeg, the JSON array is its command
 //            line), measures when the stream's row appears after the stream is live, previews
 //            it, saves screenshots (desktop and phone width), kicks the publisher's session.
-//   page     --url PAGE_URL [--publish JSON]
+//   page     --url PAGE_URL [--publish JSON] [--user-agent UA]
 //            embeds the player page in an iframe of another origin; reports the page's HTTP
 //            status and message; with --publish waits for the offline message, starts the
-//            publisher and waits until the video plays.
+//            publisher and waits until the video plays. --user-agent poses as another browser
+//            (an iPhone's, to see the page pick HLS).
 //
 // Env: FERROCAST_NODE_TOOLS / FERROCAST_TOOLS_DIR (where playwright-core is), CHROMIUM_PATH.
 
@@ -95,6 +96,7 @@ async function launch() {
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
     headless: true,
     viewport: { width: 1280, height: 900 },
+    userAgent: arg('--user-agent'),
     args: [
       '--no-sandbox',
       '--disable-gpu',

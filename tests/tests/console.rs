@@ -281,6 +281,35 @@ async fn console_assets_are_served_with_types_cache_headers_and_a_strict_policy(
     .await
     .unwrap();
     assert_eq!(missing.status, 404);
+    // With the API on the admin port the console is served there too, and logs in there.
+    let admin = TestServer::builder()
+        .yaml("api:\n  listener: admin")
+        .start()
+        .await
+        .unwrap();
+    let password = generated_password(&admin);
+    assert!(
+        admin
+            .logs()
+            .contains(&format!("http://127.0.0.1:{}/admin/", admin.admin_port)),
+        "the log names the admin port's console"
+    );
+    let resp = request("GET", &admin.admin_url("/admin/"), &[], None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    let body = serde_json::json!({"username": "admin", "password": password}).to_string();
+    let resp = request(
+        "POST",
+        &admin.admin_url("/api/v1/login"),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+
     // `api.console: false` turns it off.
     let off = TestServer::builder()
         .yaml("api:\n  console: false")
@@ -369,6 +398,31 @@ async fn player_page_shows_offline_then_plays_over_ws_flv_once_published() {
     assert!(r["playing"]["currentTime"].as_f64().unwrap() > 1.5, "{pretty}");
     assert_eq!(r["playing"]["width"], 1280, "{pretty}");
     assert_eq!(r["cspViolations"], serde_json::json!([]), "{pretty}");
+}
+
+#[tokio::test]
+async fn player_page_picks_hls_for_ios_safari() {
+    let server = TestServer::start().await.unwrap();
+    let name = unique_name("iospage");
+    let url = format!("http://127.0.0.1:{}/live/{name}", server.http_port);
+    let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
+                  (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+    let r = browser(&[
+        s("--scenario"),
+        s("page"),
+        s("--url"),
+        url,
+        s("--user-agent"),
+        s(iphone),
+        s("--publish"),
+        publish_command(&server.rtmp_url(&name)),
+    ])
+    .await;
+    let pretty = serde_json::to_string_pretty(&r).unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{pretty}");
+    assert_eq!(r["offline"]["state"], "offline", "{pretty}");
+    assert_eq!(r["playing"]["protocol"], "hls", "{pretty}");
+    assert!(r["playing"]["currentTime"].as_f64().unwrap() > 1.5, "{pretty}");
 }
 
 #[tokio::test]
