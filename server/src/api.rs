@@ -1246,6 +1246,26 @@ mod tests {
     }
 
     #[test]
+    fn generated_password_is_random_matches_only_admin_and_never_shows_in_debug() {
+        let a = GeneratedPassword::generate();
+        let b = GeneratedPassword::generate();
+        assert_ne!(a.0, b.0);
+        assert_eq!(a.0.len(), 32);
+        assert!(a.matches("admin", &a.0.clone()));
+        assert!(!a.matches("admin", &b.0));
+        assert!(!a.matches("root", &a.0.clone()));
+        assert!(!a.matches("admin", &a.0[..31]));
+        assert!(!format!("{a:?}").contains(&a.0));
+        let mut api = crate::config::ApiConfig::default();
+        assert!(GeneratedPassword::wanted(&api));
+        api.users_file = Some("/u.yaml".into());
+        assert!(!GeneratedPassword::wanted(&api), "configured users replace it");
+        api.users_file = None;
+        api.enabled = false;
+        assert!(!GeneratedPassword::wanted(&api));
+    }
+
+    #[test]
     fn token_is_taken_from_header_or_query() {
         let mut h = HeaderMap::new();
         assert_eq!(request_token(&h, Some("a=1&token=T1")), Some("T1"));
