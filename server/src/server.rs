@@ -61,6 +61,10 @@ pub struct Context {
     access: RwLock<Arc<Access>>,
     /// HLS / LL-HLS / DASH segmenters.
     pub hls: Arc<crate::hls::Hls>,
+    /// The `admin` password made at start when no API users are configured.
+    pub admin_password: Option<crate::api::GeneratedPassword>,
+    /// Recent server load samples (`GET /api/v1/load`, the console's charts).
+    pub load: Arc<crate::load::LoadHistory>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -553,6 +557,7 @@ impl Server {
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
+        let config_api = config.api.clone();
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -571,6 +576,9 @@ impl Server {
             rtmp_limits,
             http_limits,
             access,
+            admin_password: crate::api::GeneratedPassword::wanted(&config_api)
+                .then(crate::api::GeneratedPassword::generate),
+            load: crate::load::LoadHistory::new(),
         });
         ctx.metrics.config_status(&ctx.config_status());
         Ok(Server {
@@ -617,6 +625,10 @@ impl Server {
         ctx.relays.start_static(c);
         let admin_limits = ConnLimits::new(64, 64);
         log_urls(&addrs, c);
+        if let Some(password) = &ctx.admin_password {
+            password.announce(&console_url(&addrs, c));
+        }
+        tokio::spawn(ctx.load.clone().run(ctx.sessions.clone(), ctx.shutdown.clone()));
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
 
@@ -849,6 +861,21 @@ fn log_urls(a: &BoundAddrs, c: &Config) {
         info!("play:    https://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
         info!("play:    wss://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
     }
+}
+
+/// Where the web console is: the HTTP port when the API is served there, else the admin port.
+fn console_url(a: &BoundAddrs, c: &Config) -> String {
+    let addr = match c.api.listener {
+        crate::config::ApiListener::Public => a.http,
+        crate::config::ApiListener::Admin => a.admin,
+    };
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("http://{host}:{}/admin/", addr.port())
 }
 
 /// The PROXY protocol policy of each listener: `Some` where `proxy_protocol.listeners`

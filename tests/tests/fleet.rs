@@ -95,6 +95,16 @@ async fn a_stream_published_on_one_pod_plays_on_the_others_and_publishes_once() 
     let mut publisher = Publisher::start(&a.rtmp_url(&name)).unwrap();
     a.wait_live(&name, SECS(20)).await.unwrap();
 
+    // HEAD (what the player page polls) knows the stream is live on the fleet.
+    for pod in [b, c] {
+        let head = request("HEAD", &pod.flv_url(&name), &[], None, SECS(5)).await.unwrap();
+        assert_eq!(head.status, 200, "HEAD on a pod without the publisher");
+    }
+    let gone = request("HEAD", &b.flv_url("nobody_publishes_this"), &[], None, SECS(5))
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 404);
+
     let mut ws = FlvPlayer::ws(&c.ws_url(&name), SECS(10)).await.unwrap();
     first_frame_is_keyframe(&mut ws).await;
     let mut http = b.http_player(&name).await.unwrap();
