@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use common::{fleet, media_app, stream_auth, NOW, NS};
+use common::{fleet, media_app, stream_auth, NOW, NS, TEAM};
 use ferrocast_operator::controller::{error_policy_media_app, reconcile_media_app, reconcile_stream_auth, Context};
 use ferrocast_operator::crd::{MediaApp, MediaAppStatus, StreamAuth};
 use ferrocast_operator::metrics::Metrics;
@@ -356,6 +356,11 @@ fn condition<'a>(s: &'a MediaAppStatus, type_: &str) -> &'a ferrocast_operator::
         .iter()
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("no {type_} condition in {s:?}"))
+}
+
+/// A resource's YAML (`metadata: {name: ...` first) placed in namespace [`TEAM`].
+fn in_team(yaml: &str) -> String {
+    yaml.replacen("metadata: {", "metadata: {namespace: team-a, ", 1)
 }
 
 const LIVE: &str =
@@ -739,20 +744,55 @@ fn related_changes_map_to_the_right_resources() {
         "metadata: {name: gen}\nspec: {tls: {hosts: [a.example.com]}}",
         10,
     ));
-    let apps = vec![live.clone(), tls.clone(), gen.clone()];
-    let sas = vec![Arc::new(stream_auth(STUDIO))];
-    let names =
-        |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    // The same names in a watched namespace: a change there never triggers the fleet
+    // namespace's resources, nor the other way round.
+    let team_live = Arc::new(media_app(&in_team(LIVE), 10));
+    let team_gen = Arc::new(media_app(
+        "metadata: {name: gen, namespace: team-a}\nspec: {tls: {hosts: [a.example.com]}}",
+        10,
+    ));
+    let team_studio = Arc::new(stream_auth(&in_team(STUDIO)));
+    let apps = vec![live.clone(), tls.clone(), gen.clone(), team_live, team_gen];
+    let sas = vec![Arc::new(stream_auth(STUDIO)), team_studio.clone()];
+    let f = common::fleet_watching(&[TEAM]);
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| {
+        refs.into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap(), r.name))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        names(media_apps_for_secret("studio-keys", &apps, &sas)),
-        ["live"],
+        names(media_apps_for_secret(&f, NS, "studio-keys", &apps, &sas)),
+        ["streaming/live"],
         "through the StreamAuth"
     );
-    assert_eq!(names(media_apps_for_secret("events-tls", &apps, &sas)), ["events"]);
-    assert_eq!(names(media_apps_for_secret("hooks", &apps, &sas)), ["events"]);
-    assert_eq!(names(media_apps_for_secret("gen-tls-generated", &apps, &sas)), ["gen"]);
-    assert!(media_apps_for_secret("unrelated", &apps, &sas).is_empty());
-    assert_eq!(names(media_apps_for_stream_auth("studio", &apps)), ["live"]);
+    assert_eq!(
+        names(media_apps_for_secret(&f, TEAM, "studio-keys", &apps, &sas)),
+        ["team-a/live"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "events-tls", &apps, &sas)),
+        ["streaming/events"]
+    );
+    assert!(media_apps_for_secret(&f, TEAM, "events-tls", &apps, &sas).is_empty());
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "hooks", &apps, &sas)),
+        ["streaming/events"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "gen-tls-generated", &apps, &sas)),
+        ["streaming/gen"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "team-a.gen-tls-generated", &apps, &sas)),
+        ["team-a/gen"],
+        "a watched namespace's generated certificate is in the fleet namespace"
+    );
+    assert!(media_apps_for_secret(&f, NS, "unrelated", &apps, &sas).is_empty());
+    assert_eq!(
+        names(media_apps_for_stream_auth(&stream_auth(STUDIO), &apps)),
+        ["streaming/live"]
+    );
+    assert_eq!(names(media_apps_for_stream_auth(&team_studio, &apps)), ["team-a/live"]);
     // A MediaApp that stopped using a StreamAuth still triggers it (to drop itself from usedBy).
     let mut was_user = stream_auth("metadata: {name: old}\nspec: {keys: {secretRef: {name: k}}}");
     was_user.status = Some(ferrocast_operator::crd::StreamAuthStatus {
