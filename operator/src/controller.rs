@@ -926,7 +926,15 @@ pub async fn run(
         tokio::spawn(async move {
             let mut events = std::pin::pin!(secret_events);
             while let Some(e) = events.next().await {
-                let Ok(secret) = e else { continue };
+                let secret = match e {
+                    Ok(s) => s,
+                    // A namespace whose Secrets cannot be watched keeps the cache from being
+                    // ready: say why (the watch retries with backoff).
+                    Err(e) => {
+                        warn!("Secret watch: {e}");
+                        continue;
+                    }
+                };
                 let (ns, name) = (fleet.namespace_of(&secret.metadata).to_string(), secret.name_any());
                 for r in media_apps_for_secret(&fleet, &ns, &name, &mas.state(), &sas.state()) {
                     let _ = ma_tx.try_send(r);

@@ -14,6 +14,7 @@ use ferrocast_operator::render::{Fleet, SECRETS_DIR};
 use ferrocast_operator::{admin, controller};
 use ferrocast_server::config::Config;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use tracing::{error, info};
 
@@ -126,6 +127,13 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 "StreamAuth",
                 Api::<StreamAuth>::namespaced(client.clone(), &ns)
                     .list(&ListParams::default().limit(1))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Secret",
+                Api::<Secret>::namespaced(client.clone(), &ns)
+                    .list_metadata(&ListParams::default().limit(1))
                     .await
                     .map(drop),
             ),
