@@ -1,6 +1,6 @@
 //! The controllers: watch MediaApps and StreamAuths of every namespace the fleet serves (and
-//! the Secrets, StreamAuths and Services related to them), gather the render's inputs, apply its outputs with server-side
-//! apply, write statuses and events, and count it all in metrics.
+//! the Secrets, StreamAuths and Services related to them), gather the render's inputs, apply
+//! its outputs with server-side apply, write statuses and events, and count it all in metrics.
 //!
 //! Every reconcile renders the whole fleet (one ConfigMap and one Secret are shared by all
 //! apps), so the fleet part is serialized behind one lock; it writes only when the render
@@ -10,9 +10,10 @@
 //! a small loop also re-renders the fleet on deletions and periodically; it prunes Services
 //! and generated certificates whose MediaApp is gone, by their labels (owner references make
 //! Kubernetes do the same for MediaApps of the fleet namespace; they cannot cross namespaces).
-//! Statuses and events go to each resource in its own namespace. The live loop polls the server pods: counts go to metrics and, at a bounded rate,
-//! to status under their own field manager; a change in whether the pods run the current
-//! config re-reconciles the MediaApps (`ConfigApplied`, `Ready`).
+//! Statuses and events go to each resource in its own namespace. The live loop polls the
+//! server pods: counts go to metrics and, at a bounded rate, to status under their own field
+//! manager; a change in whether the pods run the current config re-reconciles the MediaApps
+//! (`ConfigApplied`, `Ready`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
