@@ -24,17 +24,8 @@ fn generated_password(server: &TestServer) -> String {
 
 /// `METHOD /api/v1{path}` on the HTTP port: (status, body as text).
 async fn api(server: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
-    (resp.status, String::from_utf8_lossy(&bytes).into_owned())
+    let (status, bytes) = server.api(method, path, token, body).await;
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn login(server: &TestServer, user: &str, password: &str) -> (u16, String) {

@@ -57,18 +57,7 @@ async fn token(pod: &TestServer) -> String {
 }
 
 async fn api(pod: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", pod.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), SECS(10))
-        .await
-        .unwrap();
-    let (bytes, _) = resp.read_to_end(SECS(10)).await.unwrap();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (resp.status, json)
+    pod.api_json(method, path, token, body).await
 }
 
 /// The first video frame a player gets after the headers is a keyframe.

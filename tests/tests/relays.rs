@@ -32,19 +32,7 @@ fn with_api(builder: TestServerBuilder, users: &TempDir) -> TestServerBuilder {
 
 /// `METHOD /api/v1{path}` with a bearer token: (status, JSON body).
 async fn call(server: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (resp.status, json)
+    server.api_json(method, path, token, body).await
 }
 
 async fn token(server: &TestServer) -> String {
