@@ -13,6 +13,7 @@
 //!   and on demand, supervised; loop detection; the relay API's state.
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`hls`]: HLS, LL-HLS and DASH from an in-memory CMAF segmenter per stream.
+//! - [`record`]: recordings (FLV, MP4, fMP4) to the scratch disk, uploads to object storage.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV, HLS/DASH) and the admin router.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
 //! - [`limits`]: connection places per listener family, in total and per client address.
@@ -40,6 +41,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
+pub mod record;
 pub mod redact;
 pub mod relay;
 pub mod reload;

@@ -61,6 +61,8 @@ pub struct Context {
     access: RwLock<Arc<Access>>,
     /// HLS / LL-HLS / DASH segmenters.
     pub hls: Arc<crate::hls::Hls>,
+    /// Recorders and their upload queues.
+    pub records: Arc<crate::record::Recorders>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -553,6 +555,7 @@ impl Server {
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
+        let records = crate::record::Recorders::new(hub.clone(), metrics.clone(), webhooks.clone(), shutdown.clone());
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -568,6 +571,7 @@ impl Server {
             cluster,
             relays,
             hls,
+            records,
             rtmp_limits,
             http_limits,
             access,
@@ -619,6 +623,7 @@ impl Server {
         log_urls(&addrs, c);
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
+        tokio::spawn(ctx.records.clone().run());
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(
@@ -701,6 +706,11 @@ impl Server {
         .await;
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
+        }
+        // Streams ended above: every recorder closes and finalizes its file.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.records.finished()).await.is_err() {
+            warn!("grace period over with recordings still being finalized");
         }
         // Sessions that ended in the drain queued their done* events: deliver them within
         // what is left of the grace period.
