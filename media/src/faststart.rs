@@ -287,9 +287,12 @@ impl Index {
                     media_rate: FixedPoint::new(1, 0),
                 });
             }
+            // Presentation starts at the first sample's composition time (B-frames put it
+            // after 0): players look for a keyframe at that time.
+            let first_pts = t.samples.first().map_or(0, |s| s.cts.max(0) as u64);
             entries.push(ElstEntry {
                 segment_duration: to_movie(duration),
-                media_time: Some(0),
+                media_time: Some(first_pts),
                 media_rate: FixedPoint::new(1, 0),
             });
             trak.edts = Some(Edts {
