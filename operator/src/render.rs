@@ -658,7 +658,13 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         let record = spec
             .record
             .as_ref()
-            .map(|r| record_config(r, &mut |part, r, problems| relay_file(&["record", part], r, problems), &mut problems))
+            .map(|r| {
+                record_config(
+                    r,
+                    &mut |part, r, problems| relay_file(&["record", part], r, problems),
+                    &mut problems,
+                )
+            })
             .unwrap_or_default();
 
         let service_type = spec.service.as_ref().map(|s| s.type_);
@@ -1089,7 +1095,10 @@ fn record_config(
         None => server::UploadConfig::default(),
         Some(u) => {
             let du = server::UploadConfig::default();
-            let id = u.access_key_id_secret_ref.as_ref().and_then(|r| file("access-key-id", r, problems));
+            let id = u
+                .access_key_id_secret_ref
+                .as_ref()
+                .and_then(|r| file("access-key-id", r, problems));
             let secret = u
                 .secret_access_key_secret_ref
                 .as_ref()
