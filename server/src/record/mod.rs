@@ -187,7 +187,16 @@ impl Recorders {
                 if !always || !stream.is_published() || lock(&self.active).contains_key(&stream.key) {
                     continue;
                 }
-                let started = stream.info().publisher.map(|p| p.started);
+                let publisher = stream.info().publisher;
+                // In a fleet, the pod with the publisher records; pods that pull the stream
+                // from it for their players do not record it again.
+                if publisher
+                    .as_ref()
+                    .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
+                {
+                    continue;
+                }
+                let started = publisher.map(|p| p.started);
                 {
                     let mut stopped = lock(&self.stopped);
                     match (stopped.get(&stream.key), started) {
@@ -434,6 +443,9 @@ impl Recorder {
         let mut file: Option<OpenFile> = None;
         let mut retry_at: Option<Instant> = None;
         let mut dropped = sub.dropped();
+        // Whether the stream has video (files then start at keyframes); refreshed each tick
+        // rather than read under the stream's lock for every frame.
+        let mut has_video = sub.stream().info().has_video;
         let mut tick = tokio::time::interval(TICK);
         let why = loop {
             let f = tokio::select! {
@@ -444,11 +456,12 @@ impl Recorder {
                 _ = stop.changed() => break "stopped".to_string(),
                 _ = tick.tick() => {
                     if sub.stream().is_published() {
+                        has_video = sub.stream().info().has_video;
                         continue;
                     }
                     // The publish ended: write what is left in the ring, then close.
                     while let Ok(Some(f)) = sub.try_recv() {
-                        self.frame(&f, &mut headers, &mut file, &mut retry_at).await;
+                        self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
                     }
                     break "publish ended".to_string();
                 }
@@ -461,7 +474,7 @@ impl Recorder {
                     self.close(open, None).await;
                 }
             }
-            self.frame(&f, &mut headers, &mut file, &mut retry_at).await;
+            self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
         };
         if let Some(open) = file.take() {
             self.close(open, None).await;
@@ -472,6 +485,7 @@ impl Recorder {
     async fn frame(
         &self,
         f: &Arc<MediaFrame>,
+        stream_has_video: bool,
         headers: &mut Headers,
         file: &mut Option<OpenFile>,
         retry_at: &mut Option<Instant>,
@@ -485,7 +499,7 @@ impl Recorder {
         if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame || f.kind == FrameKind::Data {
             return;
         }
-        let has_video = headers.video.is_some() || sub_has_video(&self.records.hub, &self.key);
+        let has_video = headers.video.is_some() || stream_has_video;
         let starts = if has_video {
             f.kind == FrameKind::Video && f.keyframe && headers.video.is_some()
         } else {
@@ -683,8 +697,4 @@ impl Recorder {
         };
         self.records.closed(&self.app, open.id, open.path, done);
     }
-}
-
-fn sub_has_video(hub: &Hub, key: &StreamKey) -> bool {
-    hub.stream(key).is_some_and(|s| s.info().has_video)
 }
