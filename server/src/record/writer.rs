@@ -410,3 +410,114 @@ impl std::fmt::Debug for Writer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::media::FourCc;
+    use ferrocast_media::faststart::{box_header, Index};
+
+    /// An avcC for 1280x720 High@3.1 as x264 writes it.
+    const AVCC: &[u8] = &[
+        0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb,
+        0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x01, 0x00,
+        0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
+    ];
+
+    fn video(ts: u32, keyframe: bool, packet: PacketKind, body: &[u8]) -> Arc<MediaFrame> {
+        let b0 = if keyframe { 0x17 } else { 0x27 };
+        let kind = u8::from(packet == PacketKind::Frame);
+        let mut p = vec![b0, kind, 0, 0, 0];
+        p.extend_from_slice(body);
+        Arc::new(MediaFrame::new(
+            FrameKind::Video,
+            FourCc::AVC,
+            ts,
+            0,
+            keyframe,
+            packet,
+            Bytes::from(p),
+        ))
+    }
+
+    fn headers() -> Headers {
+        let mut h = Headers::default();
+        h.update(&video(0, true, PacketKind::SequenceHeader, AVCC));
+        h
+    }
+
+    /// 90 frames at 30 fps from `start` ms, a keyframe every 30.
+    fn frames(start: u32) -> Vec<Arc<MediaFrame>> {
+        (0..90u32)
+            .map(|i| {
+                video(
+                    start + i * 100 / 3,
+                    i % 30 == 0,
+                    PacketKind::Frame,
+                    &[0, 0, 0, 2, 0x65, i as u8],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fmp4_files_are_whole_boxes_at_every_flush_and_index_back() {
+        let mut out = Vec::new();
+        let mut w = Writer::start(RecordFormat::Fmp4, &headers(), 5000, 1000, &mut out).unwrap();
+        let mut flushes = Vec::new();
+        for f in frames(5000) {
+            w.push(&f, &mut out).unwrap();
+            flushes.push(out.len());
+        }
+        w.finish(None, &mut out).unwrap();
+        // Every flush point ends on a box boundary: what is on disk after a crash parses.
+        let mut boundaries = vec![0usize];
+        let mut at = 0usize;
+        let mut index = Index::new();
+        while let Some(h) = box_header(&out[at..]).unwrap() {
+            let size = h.size.unwrap() as usize;
+            match &h.kind {
+                b"moov" => index.push_moov(&out[at..at + size]).unwrap(),
+                b"moof" => index.push_moof(at as u64, &out[at..at + size]).unwrap(),
+                b"mdat" => index.push_mdat((at + 8) as u64, (size - 8) as u64),
+                _ => {}
+            }
+            at += size;
+            boundaries.push(at);
+        }
+        assert_eq!(at, out.len());
+        for f in flushes {
+            assert!(boundaries.contains(&f), "a flush at {f} cut a box");
+        }
+        assert_eq!(index.sample_count(), 90);
+        let plan = index.finish().unwrap();
+        assert!((plan.duration_secs - 3.0).abs() < 0.01, "{}", plan.duration_secs);
+        assert!((w.duration_secs() - 3.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn flv_files_count_time_from_their_first_keyframe() {
+        let mut out = Vec::new();
+        let mut w = Writer::start(RecordFormat::Flv, &headers(), 5000, 1000, &mut out).unwrap();
+        assert_eq!(&out[..3], b"FLV");
+        let early = video(4990, false, PacketKind::Frame, &[1]);
+        w.push(&early, &mut out).unwrap();
+        for f in frames(5000) {
+            w.push(&f, &mut out).unwrap();
+        }
+        w.finish(None, &mut out).unwrap();
+        let mut parser = crate::codec::flv::FlvReader::new(1 << 20);
+        let mut buf = bytes::BytesMut::from(&out[..]);
+        let mut stamps = Vec::new();
+        while let Ok(Some(tag)) = parser.next_tag(&mut buf) {
+            stamps.push(tag.timestamp);
+        }
+        assert_eq!(
+            stamps.len(),
+            1 + 90,
+            "the sequence header, then every frame from the keyframe on"
+        );
+        assert_eq!((stamps[0], stamps[1]), (0, 0));
+        assert_eq!(*stamps.last().unwrap(), 89 * 100 / 3);
+    }
+}
