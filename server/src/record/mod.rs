@@ -496,7 +496,18 @@ impl Recorder {
                 self.close(open, None).await;
             }
         }
-        if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame || f.kind == FrameKind::Data {
+        if f.kind == FrameKind::Data {
+            // FLV keeps metadata updates as published; MP4 has no place for them.
+            if let Some(open) = file.as_mut().filter(|o| matches!(o.writer, Writer::Flv(_))) {
+                let mut out = Vec::new();
+                let _ = open.writer.push(f, &mut out);
+                if !out.is_empty() && !self.write(open, out).await {
+                    *retry_at = Some(Instant::now() + RETRY_AFTER);
+                }
+            }
+            return;
+        }
+        if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame {
             return;
         }
         let has_video = headers.video.is_some() || stream_has_video;
@@ -552,7 +563,7 @@ impl Recorder {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         let (app, name) = (self.key.app.clone(), self.key.name.clone());
         let created = SystemTime::now();
-        let (id, mut file, writing, path) = tokio::task::spawn_blocking(move || {
+        let (id, file, writing, path) = tokio::task::spawn_blocking(move || {
             let (ext, suffix) = match cfg.format {
                 RecordFormat::Flv => ("flv", ""),
                 RecordFormat::Fmp4 => ("mp4", ""),
@@ -570,7 +581,6 @@ impl Recorder {
         .await
         .map_err(std::io::Error::other)??;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = &mut file;
         self.records
             .metrics
             .recordings_active
