@@ -1461,6 +1461,41 @@ mod tests {
     }
 
     #[test]
+    fn record_settings_are_checked_by_key() {
+        let c = Config::from_yaml(
+            "apps: [{name: a, record: {mode: api, format: fmp4, segment_secs: 600, upload: {bucket: b}}}]\n",
+            "t",
+        )
+        .unwrap();
+        let r = &c.apps[0].record;
+        assert_eq!(
+            (r.mode, r.format, r.segment_secs, r.fragment_ms),
+            (RecordMode::Api, RecordFormat::Fmp4, 600, 1000)
+        );
+        assert!(r.upload.enabled() && r.upload.path_style && !r.upload.remove_local);
+        for (yaml, key) in [
+            ("{fragment_ms: 10}", "apps[0].record.fragment_ms"),
+            ("{mode: always, path: relative/dir}", "apps[0].record.path"),
+            (
+                "{upload: {bucket: b, endpoint: 'ftp://x'}}",
+                "apps[0].record.upload.endpoint",
+            ),
+            (
+                "{upload: {bucket: b, access_key_id_file: /k}}",
+                "apps[0].record.upload.access_key_id_file",
+            ),
+            (
+                "{upload: {bucket: b, max_backoff_secs: 0}}",
+                "apps[0].record.upload.max_backoff_secs",
+            ),
+        ] {
+            let err = Config::from_yaml(&format!("apps: [{{name: a, record: {yaml}}}]\n"), "f").unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml}: {err}");
+        }
+        assert!(Config::from_yaml("apps: [{name: a, record: {format: avi}}]\n", "f").is_err());
+    }
+
+    #[test]
     fn hls_mode_alone_or_full_settings() {
         let c = Config::from_yaml("apps: [{name: a, hls: off}, {name: b, hls: always}, {name: c}]\n", "t").unwrap();
         assert_eq!(c.apps[0].hls.mode, HlsMode::Off);
