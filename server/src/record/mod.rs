@@ -174,42 +174,62 @@ impl Recorders {
         }
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(TICK);
+        // A publish is seen at once through its postPublish event (so the recording starts
+        // with the publish's first frame, not from the GOP cache a tick later); the tick
+        // catches streams that have no such event (relay pulls) and missed events.
+        let mut events = self.webhooks.subscribe();
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let apps = self.hub.apps();
-            for stream in self.hub.streams() {
-                let always = apps
-                    .iter()
-                    .any(|a| a.name == stream.key.app && a.record.mode == RecordMode::Always);
-                if !always || !stream.is_published() || lock(&self.active).contains_key(&stream.key) {
-                    continue;
-                }
-                let publisher = stream.info().publisher;
-                // In a fleet, the pod with the publisher records; pods that pull the stream
-                // from it for their players do not record it again.
-                if publisher
-                    .as_ref()
-                    .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
-                {
-                    continue;
-                }
-                let started = publisher.map(|p| p.started);
-                {
-                    let mut stopped = lock(&self.stopped);
-                    match (stopped.get(&stream.key), started) {
-                        (Some(at), Some(s)) if *at == s => continue,
-                        (Some(_), _) => {
-                            stopped.remove(&stream.key);
-                        }
-                        _ => {}
+                _ = tick.tick() => {
+                    for stream in self.hub.streams() {
+                        self.consider(&stream);
                     }
                 }
-                let _ = self.start(&stream.key);
+                e = events.recv() => {
+                    let Ok(e) = e else { continue };
+                    if e.event != "postPublish" {
+                        continue;
+                    }
+                    if let Some(stream) = StreamKey::new(&e.app, &e.name).ok().and_then(|k| self.hub.stream(&k)) {
+                        self.consider(&stream);
+                    }
+                }
+                _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// Starts recording `stream` if its app records always and nothing records it yet.
+    fn consider(self: &Arc<Self>, stream: &crate::hub::Stream) {
+        let always = self
+            .hub
+            .apps()
+            .iter()
+            .any(|a| a.name == stream.key.app && a.record.mode == RecordMode::Always);
+        if !always || !stream.is_published() || lock(&self.active).contains_key(&stream.key) {
+            return;
+        }
+        let publisher = stream.info().publisher;
+        // In a fleet, the pod with the publisher records; pods that pull the stream from it for
+        // their players do not record it again.
+        if publisher
+            .as_ref()
+            .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
+        {
+            return;
+        }
+        let started = publisher.map(|p| p.started);
+        {
+            let mut stopped = lock(&self.stopped);
+            match (stopped.get(&stream.key), started) {
+                (Some(at), Some(s)) if *at == s => return,
+                (Some(_), _) => {
+                    stopped.remove(&stream.key);
+                }
+                _ => {}
+            }
+        }
+        let _ = self.start(&stream.key);
     }
 
     async fn recover(self: &Arc<Self>, app: &AppConfig) {
