@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferrocast_tests::env::tools_dir;
 use ferrocast_tests::fixtures::ffprobe;
-use ferrocast_tests::http::{get_text, request};
+use ferrocast_tests::http::{get_text, request, BodyEvent};
 use ferrocast_tests::modern::{decode, encoder_slot, modern_ffmpeg, start_publisher};
 use ferrocast_tests::process::run_bounded;
 use ferrocast_tests::server::free_ports;
@@ -703,6 +703,19 @@ async fn api_starts_stops_lists_downloads_ranges_and_deletes_with_events() {
     let (status, _) = api(&server, "POST", &format!("/streams/live/{name}/record"), t, None).await;
     assert_eq!(status, 404, "an unpublished stream cannot be recorded");
 
+    // The SSE feed carries the recording events too.
+    let sse_url = format!("http://127.0.0.1:{}/api/v1/events", server.http_port);
+    let sse_auth = format!("Bearer {token}");
+    let mut sse = request(
+        "GET",
+        &sse_url,
+        &[("Authorization", &sse_auth)],
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sse.status, 200);
     let mut p = start_publisher(&rtmp(&server, "live", &name), "h264", "aac", 20, &logs).unwrap();
     server.wait_live(&name, Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -814,6 +827,17 @@ async fn api_starts_stops_lists_downloads_ranges_and_deletes_with_events() {
         "doneRecord says {duration} s, ffprobe {probed} s"
     );
     assert!(duration > 4.0, "{duration}");
+
+    let mut feed = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(feed.contains("event: postRecord") && feed.contains("event: doneRecord")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "SSE feed without the recording events: {feed}");
+        if let Ok(BodyEvent::Data(d)) = tokio::time::timeout(left, sse.next_event()).await {
+            feed.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+    assert!(feed.contains(&format!("\"id\":\"{id}\"")), "{feed}");
 
     // Delete.
     let (status, _) = api(&server, "DELETE", &format!("/records/{id}"), t, None).await;
