@@ -728,3 +728,106 @@ impl Recorder {
         self.records.closed(&self.app, open.id, open.path, done);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::{HubSettings, PublisherInfo};
+    use bytes::Bytes;
+
+    /// The avcC of writer's tests, as an FLV sequence header body.
+    fn avc_header() -> Bytes {
+        let avcc: &[u8] = &[
+            0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb,
+            0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x01, 0x00,
+            0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
+        ];
+        let mut p = vec![0x17, 0, 0, 0, 0];
+        p.extend_from_slice(avcc);
+        Bytes::from(p)
+    }
+
+    fn frame(key: bool) -> Bytes {
+        Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0])
+    }
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}");
+    }
+
+    /// On a single-threaded runtime the recorder runs only when the test yields, so frames
+    /// pushed without yielding overrun its place in the ring: it must cut its file and carry
+    /// on from the next keyframe, while the publisher never waited.
+    #[tokio::test]
+    async fn a_recorder_that_falls_behind_cuts_its_file_and_continues_at_a_keyframe() {
+        let root = std::env::temp_dir().join(format!("ferrocast-behind-{}", rand::random::<u64>()));
+        let yaml = format!(
+            "hub: {{reader_queue_frames: 16, slow_reader_max_skips: 100}}\n\
+             apps: [{{name: live, record: {{mode: api, format: fmp4, fsync: false, path: {root:?}}}}}]\n"
+        );
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        let key = hub.key("live", "cam").unwrap();
+        let p = hub
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "rtmp",
+                    remote: "127.0.0.1:1".into(),
+                    started: SystemTime::now(),
+                },
+            )
+            .unwrap();
+        records.start(&key).unwrap();
+        p.push_video(0, avc_header()).unwrap();
+        let mut ts = 0;
+        let mut push = |n: u32| {
+            for i in 0..n {
+                p.push_video(ts, frame(i % 30 == 0)).unwrap();
+                ts += 33;
+            }
+        };
+        push(5);
+        let dir = root.join("live").join("cam");
+        until("the first file opens", || {
+            dir.exists() && records.active_files().len() == 1
+        })
+        .await;
+        let first = records.active_files()[0].0.clone();
+        // 200 frames without letting the recorder run: it falls 16 frames behind at most.
+        push(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next keyframe (each push starts with one), then a few frames after it.
+        push(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        push(5);
+        until("a second file opens", || {
+            records.active_files().first().is_some_and(|(id, _)| *id != first)
+        })
+        .await;
+        assert_eq!(
+            metrics.record_failures.with_label_values(&["live", "behind"]).get(),
+            1,
+            "the cut is counted"
+        );
+        records.stop(&key).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), records.finished())
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
