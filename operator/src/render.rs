@@ -808,6 +808,18 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             push.push(target);
         }
 
+        let record = spec
+            .record
+            .as_ref()
+            .map(|r| {
+                record_config(
+                    r,
+                    &mut |part, r, problems| relay_file(&["record", part], r, problems),
+                    &mut problems,
+                )
+            })
+            .unwrap_or_default();
+
         let service_type = spec.service.as_ref().map(|s| s.type_);
         let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
         let svc_name = fleet.service_name(&ma.metadata);
@@ -852,6 +864,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 pull,
                 push,
                 hls: hls_config(&spec.hls),
+                record,
                 ..AppConfig::default()
             });
             config.webhooks.hooks.extend(hooks);
@@ -1238,6 +1251,65 @@ pub fn rfc3339(unix_secs: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(unix_secs)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// The server's recording settings of a MediaApp: files on the pods' scratch volume (the
+/// chart mounts it at the server's default `record.path`), credentials through `file` (which
+/// copies a Secret key into the fleet Secret and names its file).
+fn record_config(
+    spec: &crate::crd::RecordSpec,
+    file: &mut dyn FnMut(&str, &crate::crd::SecretKeyRef, &mut Vec<Problem>) -> Option<std::path::PathBuf>,
+    problems: &mut Vec<Problem>,
+) -> server::RecordConfig {
+    use crate::crd::{RecordFormat, RecordMode};
+    let d = server::RecordConfig::default();
+    let upload = match &spec.upload {
+        None => server::UploadConfig::default(),
+        Some(u) => {
+            let du = server::UploadConfig::default();
+            let id = u
+                .access_key_id_secret_ref
+                .as_ref()
+                .and_then(|r| file("access-key-id", r, problems));
+            let secret = u
+                .secret_access_key_secret_ref
+                .as_ref()
+                .and_then(|r| file("secret-access-key", r, problems));
+            if u.access_key_id_secret_ref.is_some() != u.secret_access_key_secret_ref.is_some() {
+                problems.push(problem(
+                    Reason::InvalidSpec,
+                    "record.upload: accessKeyIdSecretRef and secretAccessKeySecretRef go together",
+                ));
+            }
+            server::UploadConfig {
+                endpoint: u.endpoint.clone(),
+                region: u.region.clone().unwrap_or(du.region.clone()),
+                bucket: u.bucket.clone(),
+                prefix: u.prefix.clone(),
+                access_key_id_file: id,
+                secret_access_key_file: secret,
+                path_style: u.path_style,
+                remove_local: u.remove_local,
+                ..du
+            }
+        }
+    };
+    server::RecordConfig {
+        mode: match spec.mode {
+            RecordMode::Off => server::RecordMode::Off,
+            RecordMode::Always => server::RecordMode::Always,
+            RecordMode::Api => server::RecordMode::Api,
+        },
+        format: match spec.format {
+            RecordFormat::Mp4 => server::RecordFormat::Mp4,
+            RecordFormat::Fmp4 => server::RecordFormat::Fmp4,
+            RecordFormat::Flv => server::RecordFormat::Flv,
+        },
+        segment_secs: spec.segment_secs.unwrap_or(d.segment_secs),
+        fragment_ms: spec.fragment_ms.unwrap_or(d.fragment_ms),
+        upload,
+        ..d
+    }
 }
 
 /// The server's HLS settings of a MediaApp; unset values keep the server defaults.

@@ -809,6 +809,68 @@ fn relays_render_with_push_keys_and_cas_in_the_secret_never_the_config_map() {
 }
 
 #[test]
+fn record_renders_with_storage_credentials_in_the_secret_never_the_config_map() {
+    let ma = media_app(
+        "metadata: {name: live}\nspec: {record: {mode: always, format: fmp4, segmentSecs: 600, \
+         upload: {endpoint: 'http://minio.storage:9000', bucket: recordings, prefix: ferrocast/, removeLocal: true, \
+         accessKeyIdSecretRef: {name: s3, key: id}, secretAccessKeySecretRef: {name: s3, key: secret}}}, \
+         webhooks: [{url: 'http://hooks/rec', events: [postRecord, doneRecord]}]}",
+        10,
+    );
+    let o = reconcile(
+        &inputs(
+            vec![ma],
+            vec![],
+            vec![secret("s3", &[("id", "AKIA-REC"), ("secret", "s3-secret-value")])],
+        ),
+        None,
+        &APPLIED,
+    );
+    assert_eq!(o.reason("live"), "Ready", "{}", o.message("live"));
+    let c = o.config();
+    let r = &c.apps[0].record;
+    use ferrocast_server::config::{RecordFormat, RecordMode};
+    assert_eq!(
+        (r.mode, r.format, r.segment_secs, r.path.to_str()),
+        (
+            RecordMode::Always,
+            RecordFormat::Fmp4,
+            600,
+            Some("/var/lib/ferrocast/records")
+        ),
+        "the chart mounts the scratch volume at the server's default path"
+    );
+    let u = &r.upload;
+    assert_eq!(
+        (
+            u.endpoint.as_str(),
+            u.bucket.as_str(),
+            u.prefix.as_str(),
+            u.remove_local
+        ),
+        ("http://minio.storage:9000", "recordings", "ferrocast/", true)
+    );
+    assert_eq!(
+        u.secret_access_key_file.as_deref().and_then(|p| p.to_str()),
+        Some("/etc/ferrocast/secrets/mediaapp.live.record.secret-access-key")
+    );
+    assert_eq!(
+        o.secret("mediaapp.live.record.secret-access-key").as_deref(),
+        Some("s3-secret-value")
+    );
+    assert_eq!(
+        o.secret("mediaapp.live.record.access-key-id").as_deref(),
+        Some("AKIA-REC")
+    );
+    assert_eq!(c.webhooks.hooks[0].events, ["postRecord", "doneRecord"]);
+    let yaml = o.yaml();
+    assert!(
+        !yaml.contains("s3-secret-value") && !yaml.contains("AKIA-REC"),
+        "storage credentials reached the ConfigMap"
+    );
+}
+
+#[test]
 fn an_empty_fleet_gets_a_config_that_serves_nothing() {
     let o = reconcile(&inputs(vec![], vec![], vec![]), None, &APPLIED);
     assert!(o.config().apps.is_empty(), "apps: [] refuses every stream");

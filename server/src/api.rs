@@ -36,6 +36,8 @@ use crate::hub::{HubError, Stream, StreamKey};
 use crate::server::Context;
 use crate::session::SessionEntry;
 
+mod records;
+
 /// Every route, as (method, path below `/api/v1`). The router is built from this list and
 /// the OpenAPI test checks it against `docs/api/openapi.yaml`.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -53,6 +55,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/relays"),
     ("DELETE", "/relays/{id}"),
     ("GET", "/load"),
+    ("GET", "/records"),
+    ("GET", "/records/{id}"),
+    ("DELETE", "/records/{id}"),
+    ("POST", "/streams/{app}/{name}/record"),
+    ("DELETE", "/streams/{app}/{name}/record"),
 ];
 
 /// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
@@ -160,6 +167,11 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
         ("POST", "/relays") => post(add_relay),
         ("DELETE", "/relays/{id}") => delete(delete_relay),
         ("GET", "/load") => get(load),
+        ("GET", "/records") => get(records::list),
+        ("GET", "/records/{id}") => get(records::download),
+        ("DELETE", "/records/{id}") => delete(records::remove),
+        ("POST", "/streams/{app}/{name}/record") => post(records::start),
+        ("DELETE", "/streams/{app}/{name}/record") => delete(records::stop),
         // ROUTES is a constant; the unit tests build the router, so this never runs.
         _ => unreachable!("route {method} {path} has no handler"),
     }
@@ -935,11 +947,13 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
     struct St {
         rx: tokio::sync::broadcast::Receiver<crate::webhooks::Event>,
         relays: tokio::sync::broadcast::Receiver<crate::relay::RelayEvent>,
+        others: tokio::sync::broadcast::Receiver<crate::webhooks::OtherEvent>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     }
     let st = St {
         rx: api.ctx.webhooks.subscribe(),
         relays: api.ctx.relays.subscribe(),
+        others: api.ctx.webhooks.subscribe_other(),
         shutdown: api.ctx.shutdown.clone(),
     };
     let body = futures_util::stream::unfold(st, |mut st| async move {
@@ -949,6 +963,11 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
                 _ = tokio::time::sleep(Duration::from_secs(15)) => Some(Bytes::from_static(b": keep-alive\n\n")),
                 e = st.relays.recv() => match e {
                     Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, serde_json::to_string(&e).unwrap_or_default()))),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                e = st.others.recv() => match e {
+                    Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, e.body))),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 },

@@ -421,6 +421,8 @@ pub const EVENTS: &[&str] = &[
     "prePlay",
     "postPlay",
     "donePlay",
+    "postRecord",
+    "doneRecord",
 ];
 
 /// The REST API under `/api/v1`, on the HTTP port or the admin port.
@@ -510,6 +512,124 @@ pub struct AppConfig {
     /// `always`) is short for `hls: {mode: off}`.
     #[serde(deserialize_with = "HlsConfig::deserialize_short")]
     pub hls: HlsConfig,
+    /// Recording of this app's streams to files, uploaded to object storage (docs/recording.md).
+    pub record: RecordConfig,
+}
+
+/// When an app's streams are recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordMode {
+    /// Nothing is recorded.
+    #[default]
+    Off,
+    /// Every published stream is recorded from its publish to its end.
+    Always,
+    /// Only streams started with `POST /api/v1/streams/{app}/{name}/record`.
+    Api,
+}
+
+/// The file format of recordings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// FLV tags exactly as published (Node-Media-Server's recordings).
+    Flv,
+    /// Fragmented MP4 while recording, rewritten with its `moov` first when it closes.
+    #[default]
+    Mp4,
+    /// Fragmented MP4 as written: every flushed fragment survives a crash.
+    Fmp4,
+}
+
+impl RecordFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Flv => "flv",
+            RecordFormat::Mp4 => "mp4",
+            RecordFormat::Fmp4 => "fmp4",
+        }
+    }
+}
+
+/// Recording settings of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    pub mode: RecordMode,
+    pub format: RecordFormat,
+    /// Scratch directory: files go to `{path}/{app}/{name}/{UTC start}.{ext}`.
+    pub path: std::path::PathBuf,
+    /// 0: one file per publish; otherwise a new file starts at the first keyframe after this.
+    pub segment_secs: u64,
+    /// fMP4 and MP4: a fragment is written (and flushed) about this often; a crash loses at
+    /// most the last one.
+    pub fragment_ms: u64,
+    /// fsync every fragment (FLV: every second), not only at close.
+    pub fsync: bool,
+    /// Upload finished files to S3-compatible storage; off while `bucket` is empty.
+    pub upload: UploadConfig,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            mode: RecordMode::Off,
+            format: RecordFormat::Mp4,
+            path: "/var/lib/ferrocast/records".into(),
+            segment_secs: 0,
+            fragment_ms: 1000,
+            fsync: true,
+            upload: UploadConfig::default(),
+        }
+    }
+}
+
+/// Where finished recordings go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadConfig {
+    /// `http(s)://host:port` of an S3-compatible service; empty: AWS S3 of `region`.
+    pub endpoint: String,
+    pub region: String,
+    /// Empty: no upload.
+    pub bucket: String,
+    /// Key prefix; objects are `{prefix}{app}/{name}/{file}`.
+    pub prefix: String,
+    /// File holding the access key id (a mounted Secret).
+    pub access_key_id_file: Option<std::path::PathBuf>,
+    /// File holding the secret access key (a mounted Secret).
+    pub secret_access_key_file: Option<std::path::PathBuf>,
+    /// Address buckets as `endpoint/bucket` (MinIO, most self-hosted services) rather than
+    /// `bucket.endpoint`.
+    pub path_style: bool,
+    /// Remove the local file once its upload succeeded.
+    pub remove_local: bool,
+    /// Longest pause between upload attempts: a failed upload is retried (never given up while
+    /// its file exists), the pause doubling from 1 s up to this.
+    pub max_backoff_secs: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            access_key_id_file: None,
+            secret_access_key_file: None,
+            path_style: true,
+            remove_local: false,
+            max_backoff_secs: 60,
+        }
+    }
+}
+
+impl UploadConfig {
+    pub fn enabled(&self) -> bool {
+        !self.bucket.is_empty()
+    }
 }
 
 /// When an app's streams are segmented for HLS and DASH.
@@ -777,6 +897,7 @@ impl Default for AppConfig {
             pull: None,
             push: Vec::new(),
             hls: HlsConfig::default(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -1066,6 +1187,45 @@ impl Config {
             if h.idle_timeout_secs == 0 {
                 return Err(bad(&format!("apps[{i}].hls.idle_timeout_secs"), "must be at least 1"));
             }
+            let r = &app.record;
+            if r.segment_secs > 24 * 3600 {
+                return Err(bad(&format!("apps[{i}].record.segment_secs"), "must be at most 86400"));
+            }
+            if !(100..=60_000).contains(&r.fragment_ms) {
+                return Err(bad(
+                    &format!("apps[{i}].record.fragment_ms"),
+                    "must be between 100 and 60000",
+                ));
+            }
+            if r.mode != RecordMode::Off && !r.path.is_absolute() {
+                return Err(bad(&format!("apps[{i}].record.path"), "must be an absolute path"));
+            }
+            let u = &r.upload;
+            if u.enabled() {
+                if !u.endpoint.is_empty()
+                    && url::Url::parse(&u.endpoint).map_or(true, |e| !matches!(e.scheme(), "http" | "https"))
+                {
+                    return Err(bad(
+                        &format!("apps[{i}].record.upload.endpoint"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+                if u.region.is_empty() {
+                    return Err(bad(&format!("apps[{i}].record.upload.region"), "must not be empty"));
+                }
+                if u.access_key_id_file.is_none() != u.secret_access_key_file.is_none() {
+                    return Err(bad(
+                        &format!("apps[{i}].record.upload.access_key_id_file"),
+                        "access_key_id_file and secret_access_key_file go together",
+                    ));
+                }
+                if !(1..=3600).contains(&u.max_backoff_secs) {
+                    return Err(bad(
+                        &format!("apps[{i}].record.upload.max_backoff_secs"),
+                        "must be between 1 and 3600",
+                    ));
+                }
+            }
             if let Some(pull) = &app.pull {
                 crate::relay::check_pull_config(pull).map_err(|(k, m)| bad(&format!("apps[{i}].pull.{k}"), &m))?;
             }
@@ -1305,6 +1465,41 @@ mod tests {
         );
         assert!(err("apps: [{name: a, push: [{target: 'rtmp://t/a', key_file: /k}]}]")
             .contains("`apps[0].push[0].key_file`"));
+    }
+
+    #[test]
+    fn record_settings_are_checked_by_key() {
+        let c = Config::from_yaml(
+            "apps: [{name: a, record: {mode: api, format: fmp4, segment_secs: 600, upload: {bucket: b}}}]\n",
+            "t",
+        )
+        .unwrap();
+        let r = &c.apps[0].record;
+        assert_eq!(
+            (r.mode, r.format, r.segment_secs, r.fragment_ms),
+            (RecordMode::Api, RecordFormat::Fmp4, 600, 1000)
+        );
+        assert!(r.upload.enabled() && r.upload.path_style && !r.upload.remove_local);
+        for (yaml, key) in [
+            ("{fragment_ms: 10}", "apps[0].record.fragment_ms"),
+            ("{mode: always, path: relative/dir}", "apps[0].record.path"),
+            (
+                "{upload: {bucket: b, endpoint: 'ftp://x'}}",
+                "apps[0].record.upload.endpoint",
+            ),
+            (
+                "{upload: {bucket: b, access_key_id_file: /k}}",
+                "apps[0].record.upload.access_key_id_file",
+            ),
+            (
+                "{upload: {bucket: b, max_backoff_secs: 0}}",
+                "apps[0].record.upload.max_backoff_secs",
+            ),
+        ] {
+            let err = Config::from_yaml(&format!("apps: [{{name: a, record: {yaml}}}]\n"), "f").unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml}: {err}");
+        }
+        assert!(Config::from_yaml("apps: [{name: a, record: {format: avi}}]\n", "f").is_err());
     }
 
     #[test]

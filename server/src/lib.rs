@@ -13,6 +13,7 @@
 //!   and on demand, supervised; loop detection; the relay API's state.
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`hls`]: HLS, LL-HLS and DASH from an in-memory CMAF segmenter per stream.
+//! - [`record`]: recordings (FLV, MP4, fMP4) to the scratch disk, uploads to object storage.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV, HLS/DASH) and the admin router.
 //! - [`console`]: the web console at `/admin/` and the embeddable player page (embedded assets).
 //! - [`load`]: the ring of recent server load samples behind the console's charts.
@@ -44,6 +45,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;
+pub mod record;
 pub mod redact;
 pub mod relay;
 pub mod reload;

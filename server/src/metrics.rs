@@ -38,6 +38,13 @@ pub const HLS_BYTES: &str = "ferrocast_hls_bytes_total";
 pub const HLS_SEGMENTS: &str = "ferrocast_hls_segments_total";
 pub const STREAM_HLS_BYTES: &str = "ferrocast_stream_hls_bytes";
 pub const STREAM_HLS_VIEWERS: &str = "ferrocast_stream_hls_viewers";
+pub const RECORDINGS_ACTIVE: &str = "ferrocast_recordings_active";
+pub const RECORD_BYTES: &str = "ferrocast_record_bytes_written_total";
+pub const RECORD_FILES: &str = "ferrocast_record_files_total";
+pub const RECORD_FAILURES: &str = "ferrocast_record_failures_total";
+pub const RECORD_UPLOADS: &str = "ferrocast_record_uploads_total";
+pub const RECORD_UPLOAD_BYTES: &str = "ferrocast_record_upload_bytes_total";
+pub const RECORD_UPLOADS_PENDING: &str = "ferrocast_record_uploads_pending";
 
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +85,19 @@ pub struct Metrics {
     pub stream_hls_bytes: IntGaugeVec,
     /// Distinct HLS/DASH sessions that requested something of the stream lately.
     pub stream_hls_viewers: IntGaugeVec,
+    /// Recordings being written, by app.
+    pub recordings_active: IntGaugeVec,
+    /// Bytes written to recording files, by app.
+    pub record_bytes: IntCounterVec,
+    /// Recording files closed, by app and format.
+    pub record_files: IntCounterVec,
+    /// Recording failures by app and reason (`io`, `behind`, `codec`, `finalize`).
+    pub record_failures: IntCounterVec,
+    /// Upload attempts by app and result (`ok`, `retry`, `failed`).
+    pub record_uploads: IntCounterVec,
+    pub record_upload_bytes: IntCounterVec,
+    /// Finished files waiting for their upload.
+    pub record_uploads_pending: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -237,6 +257,29 @@ impl Metrics {
                 "HLS and DASH sessions that requested the stream in the last 30 seconds",
                 &["app", "stream"],
             ),
+            recordings_active: gauge(&r, RECORDINGS_ACTIVE, "Recordings being written", &["app"]),
+            record_bytes: counter(&r, RECORD_BYTES, "Bytes written to recording files", &["app"]),
+            record_files: counter(&r, RECORD_FILES, "Recording files closed", &["app", "format"]),
+            record_failures: counter(
+                &r,
+                RECORD_FAILURES,
+                "Recording failures: io (disk full, unwritable path), behind (cut for falling behind), codec, finalize",
+                &["app", "reason"],
+            ),
+            record_uploads: counter(
+                &r,
+                RECORD_UPLOADS,
+                "Recording upload attempts by result (ok, retry, failed)",
+                &["app", "result"],
+            ),
+            record_upload_bytes: counter(&r, RECORD_UPLOAD_BYTES, "Bytes of recordings uploaded", &["app"]),
+            record_uploads_pending: {
+                let g =
+                    prometheus::IntGauge::new(RECORD_UPLOADS_PENDING, "Finished recordings waiting for their upload")
+                        .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }

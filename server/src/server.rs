@@ -65,6 +65,8 @@ pub struct Context {
     pub admin_password: Option<crate::api::GeneratedPassword>,
     /// Recent server load samples (`GET /api/v1/load`, the console's charts).
     pub load: Arc<crate::load::LoadHistory>,
+    /// Recorders and their upload queues.
+    pub records: Arc<crate::record::Recorders>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -558,6 +560,7 @@ impl Server {
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
         let config_api = config.api.clone();
+        let records = crate::record::Recorders::new(hub.clone(), metrics.clone(), webhooks.clone(), shutdown.clone());
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -573,6 +576,7 @@ impl Server {
             cluster,
             relays,
             hls,
+            records,
             rtmp_limits,
             http_limits,
             access,
@@ -631,6 +635,7 @@ impl Server {
         tokio::spawn(ctx.load.clone().run(ctx.sessions.clone(), ctx.shutdown.clone()));
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
+        tokio::spawn(ctx.records.clone().run());
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(
@@ -713,6 +718,11 @@ impl Server {
         .await;
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
+        }
+        // Streams ended above: every recorder closes and finalizes its file.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.records.finished()).await.is_err() {
+            warn!("grace period over with recordings still being finalized");
         }
         // Sessions that ended in the drain queued their done* events: deliver them within
         // what is left of the grace period.

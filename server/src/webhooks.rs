@@ -74,9 +74,22 @@ struct Hook {
 
 impl Hook {
     fn wants(&self, e: &Event) -> bool {
-        (self.events.is_empty() || self.events.iter().any(|x| x == e.event))
-            && (self.apps.is_empty() || self.apps.contains(&e.app))
+        self.wants_named(e.event, &e.app)
     }
+
+    fn wants_named(&self, event: &str, app: &str) -> bool {
+        (self.events.is_empty() || self.events.iter().any(|x| x == event))
+            && (self.apps.is_empty() || self.apps.iter().any(|a| a == app))
+    }
+}
+
+/// An event that is not a session's (`postRecord`, `doneRecord`): its name, app and JSON
+/// body, delivered like `post*`/`done*` events and shown on the SSE feed.
+#[derive(Debug, Clone)]
+pub struct OtherEvent {
+    pub event: &'static str,
+    pub app: String,
+    pub body: Arc<serde_json::Value>,
 }
 
 /// Receivers and delivery settings; swapped whole when the config is reloaded.
@@ -116,6 +129,8 @@ pub struct Webhooks {
     client: HttpClient,
     /// Every event, for the API's Server-Sent Events stream.
     events: broadcast::Sender<Event>,
+    /// Events that are not a session's (recordings), for the SSE stream.
+    others: broadcast::Sender<OtherEvent>,
     metrics: Arc<Metrics>,
     pending: Arc<Pending>,
 }
@@ -131,6 +146,7 @@ impl Webhooks {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             client,
             events,
+            others: broadcast::channel(256).0,
             metrics,
             pending,
         }))
@@ -253,6 +269,34 @@ impl Webhooks {
                 self.pending.done();
                 self.metrics.webhook_dropped.inc();
                 count(&self.metrics, event.event, "dropped");
+            }
+        }
+    }
+
+    /// Events that are not a session's, as they happen (lagging subscribers miss some).
+    pub fn subscribe_other(&self) -> broadcast::Receiver<OtherEvent> {
+        self.others.subscribe()
+    }
+
+    /// Queues an event that is not a session's for each receiver that wants it; never waits.
+    pub fn notify_other(&self, event: &'static str, app: &str, body: serde_json::Value) {
+        let body = Arc::new(body);
+        let _ = self.others.send(OtherEvent {
+            event,
+            app: app.to_string(),
+            body: body.clone(),
+        });
+        let settings = self.settings();
+        let mut bytes = None;
+        for hook in settings.hooks.iter().filter(|h| h.wants_named(event, app)) {
+            let bytes = bytes
+                .get_or_insert_with(|| Bytes::from(serde_json::to_vec(&*body).unwrap_or_default()))
+                .clone();
+            self.pending.count.fetch_add(1, Ordering::AcqRel);
+            if hook.queue.try_send((event, bytes)).is_err() {
+                self.pending.done();
+                self.metrics.webhook_dropped.inc();
+                count(&self.metrics, event, "dropped");
             }
         }
     }

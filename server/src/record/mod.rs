@@ -1,0 +1,833 @@
+//! Recording: every recorder is an ordinary hub subscriber writing one stream's files, in
+//! its own task, with the disk work in `spawn_blocking`; finished files go to the app's
+//! upload queue. A recorder that falls behind the ring skips like any reader: its file is
+//! closed there (counted) and a new one starts at the next keyframe, so a slow or failing
+//! disk never reaches the publisher or the players.
+//!
+//! # Layout
+//! - [`writer`]: frames to the bytes of one file (FLV, or fMP4 through the HLS writer), sans-IO.
+//! - [`files`]: names, record ids, listing, fragment writes, the faststart rebuild, crash leftovers.
+//! - [`upload`]: S3-compatible storage and the per-app upload queues.
+//!
+//! This module owns the recorders' lifecycle: started when a stream of an `always` app is
+//! published or by the API, ended with the publish (one file per publish, or one per
+//! `segment_secs`), by the API, or by shutdown (which finalizes every file before exit).
+
+pub mod files;
+pub mod upload;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{AppConfig, RecordConfig, RecordFormat, RecordMode};
+use crate::hub::{FrameKind, Hub, MediaFrame, StreamKey, Subscriber};
+use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
+use files::{RecordId, FRAG_SUFFIX};
+use writer::{Headers, Writer};
+
+/// How often `always` apps are checked for streams to record and recorders for an ended publish.
+const TICK: Duration = Duration::from_millis(250);
+/// After a file could not be created or written, the next try waits this long.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Why a recording could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("recording is off for this app")]
+    Off,
+    #[error("stream not found")]
+    NotPublished,
+    #[error("stream is already being recorded")]
+    AlreadyRecording,
+    #[error("stream is not being recorded")]
+    NotRecording,
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// What `doneRecord` reports of a closed file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Done {
+    pub id: String,
+    pub app: String,
+    pub name: String,
+    pub format: &'static str,
+    /// The local file; `None` once it was removed after its upload.
+    pub path: Option<String>,
+    pub bucket: Option<String>,
+    /// The object key, once uploaded.
+    pub key: Option<String>,
+    pub size: u64,
+    /// Media seconds.
+    pub duration: f64,
+    pub codecs: Vec<String>,
+    /// Milliseconds since the epoch.
+    pub createtime: u64,
+    pub endtime: u64,
+}
+
+/// A recorder running for a stream.
+struct Active {
+    stop: watch::Sender<bool>,
+    /// The file being written now, if any.
+    current: Mutex<Option<(RecordId, PathBuf)>>,
+}
+
+/// Every recorder and upload queue.
+pub struct Recorders {
+    hub: Hub,
+    pub metrics: Arc<Metrics>,
+    webhooks: Arc<Webhooks>,
+    shutdown: watch::Receiver<bool>,
+    active: Mutex<HashMap<StreamKey, Arc<Active>>>,
+    /// Streams whose recording the API stopped: not restarted by `always` until their
+    /// publisher changes (the value is that publish's start).
+    stopped: Mutex<HashMap<StreamKey, SystemTime>>,
+    queues: Mutex<HashMap<String, Arc<upload::Queue>>>,
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Recorders {
+    pub fn new(hub: Hub, metrics: Arc<Metrics>, webhooks: Arc<Webhooks>, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Recorders {
+            hub,
+            metrics,
+            webhooks,
+            shutdown,
+            active: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            running: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// The app's current configuration.
+    pub fn app(&self, app: &str) -> Option<AppConfig> {
+        self.hub.apps().iter().find(|a| a.name == app).cloned()
+    }
+
+    /// Apps with recording or uploads configured.
+    pub fn recording_apps(&self) -> Vec<AppConfig> {
+        self.hub
+            .apps()
+            .iter()
+            .filter(|a| a.record.mode != RecordMode::Off || a.record.upload.enabled())
+            .cloned()
+            .collect()
+    }
+
+    /// The upload queue of `app`, started on first use; `None` without uploads.
+    pub fn queue(self: &Arc<Self>, app: &AppConfig) -> Option<Arc<upload::Queue>> {
+        if !app.record.upload.enabled() {
+            return None;
+        }
+        let mut queues = lock(&self.queues);
+        if let Some(q) = queues.get(&app.name) {
+            return Some(q.clone());
+        }
+        let q = upload::Queue::new(upload::Storage::new(app.record.upload.clone()));
+        queues.insert(app.name.clone(), q.clone());
+        tokio::spawn(upload::run(
+            q.clone(),
+            app.name.clone(),
+            self.clone(),
+            Duration::from_secs(app.record.upload.max_backoff_secs),
+            self.shutdown.clone(),
+        ));
+        Some(q)
+    }
+
+    /// The storage of `app`, if it uploads.
+    pub fn storage(&self, app: &AppConfig) -> Option<upload::Storage> {
+        app.record
+            .upload
+            .enabled()
+            .then(|| upload::Storage::new(app.record.upload.clone()))
+    }
+
+    pub(crate) fn pending_changed(&self) {
+        let n: usize = lock(&self.queues).values().map(|q| q.len()).sum();
+        self.metrics.record_uploads_pending.set(n as i64);
+    }
+
+    /// Finishes what a previous run left (MP4s still in fMP4 form, fMP4s cut mid-fragment),
+    /// queues every finished file for upload, then records `always` apps' streams until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        for app in self.recording_apps() {
+            self.recover(&app).await;
+        }
+        let mut shutdown = self.shutdown.clone();
+        let mut tick = tokio::time::interval(TICK);
+        // A publish is seen at once through its postPublish event (so the recording starts
+        // with the publish's first frame, not from the GOP cache a tick later); the tick
+        // catches streams that have no such event (relay pulls) and missed events.
+        let mut events = self.webhooks.subscribe();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for stream in self.hub.streams() {
+                        self.consider(&stream);
+                    }
+                }
+                e = events.recv() => {
+                    let Ok(e) = e else { continue };
+                    if e.event != "postPublish" {
+                        continue;
+                    }
+                    if let Some(stream) = StreamKey::new(&e.app, &e.name).ok().and_then(|k| self.hub.stream(&k)) {
+                        self.consider(&stream);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Starts recording `stream` if its app records always and nothing records it yet.
+    fn consider(self: &Arc<Self>, stream: &crate::hub::Stream) {
+        let always = self
+            .hub
+            .apps()
+            .iter()
+            .any(|a| a.name == stream.key.app && a.record.mode == RecordMode::Always);
+        if !always || !stream.is_published() || lock(&self.active).contains_key(&stream.key) {
+            return;
+        }
+        let publisher = stream.info().publisher;
+        // In a fleet, the pod with the publisher records; pods that pull the stream from it for
+        // their players do not record it again.
+        if publisher
+            .as_ref()
+            .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
+        {
+            return;
+        }
+        let started = publisher.map(|p| p.started);
+        {
+            let mut stopped = lock(&self.stopped);
+            match (stopped.get(&stream.key), started) {
+                (Some(at), Some(s)) if *at == s => return,
+                (Some(_), _) => {
+                    stopped.remove(&stream.key);
+                }
+                _ => {}
+            }
+        }
+        let _ = self.start(&stream.key);
+    }
+
+    async fn recover(self: &Arc<Self>, app: &AppConfig) {
+        let root = app.record.path.clone();
+        let name = app.name.clone();
+        let metrics = self.metrics.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let (frags, tmps) = files::leftovers(&root, &name);
+            for tmp in tmps {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            for frag in frags {
+                let out = frag.with_extension("");
+                match files::finalize_mp4(&frag, &out) {
+                    Ok(secs) => {
+                        info!(path = %out.display(), duration = secs, "recording left by a previous run finalized")
+                    }
+                    Err(e) => {
+                        metrics.record_failures.with_label_values(&[&name, "finalize"]).inc();
+                        warn!(path = %frag.display(), "recording left by a previous run could not be finalized: {e}");
+                    }
+                }
+            }
+            let local = files::list_local(&root, &name);
+            for f in &local {
+                if f.id.format() == "mp4" {
+                    let _ = files::trim_fmp4(&f.path);
+                }
+            }
+            files::list_local(&root, &name)
+        })
+        .await
+        .unwrap_or_default();
+        if let Some(q) = self.queue(app) {
+            for f in found {
+                q.push(upload::Job {
+                    done: Done {
+                        id: f.id.id(),
+                        app: f.id.app.clone(),
+                        name: f.id.name.clone(),
+                        format: f.id.format(),
+                        path: Some(f.path.display().to_string()),
+                        bucket: None,
+                        key: None,
+                        size: f.size,
+                        duration: 0.0,
+                        codecs: Vec::new(),
+                        createtime: f.id.start_ms(),
+                        endtime: f.id.start_ms(),
+                    },
+                    id: f.id,
+                    path: f.path,
+                });
+            }
+            self.pending_changed();
+        }
+    }
+
+    pub fn is_recording(&self, key: &StreamKey) -> bool {
+        lock(&self.active).contains_key(key)
+    }
+
+    /// Files being written now.
+    pub fn active_files(&self) -> Vec<(RecordId, PathBuf)> {
+        lock(&self.active)
+            .values()
+            .filter_map(|a| lock(&a.current).clone())
+            .collect()
+    }
+
+    /// Starts recording `key` (published, on an app with recording configured).
+    pub fn start(self: &Arc<Self>, key: &StreamKey) -> Result<(), RecordError> {
+        if *self.shutdown.borrow() {
+            return Err(RecordError::ShuttingDown);
+        }
+        let app = self.app(&key.app).ok_or(RecordError::NotPublished)?;
+        if app.record.mode == RecordMode::Off {
+            return Err(RecordError::Off);
+        }
+        if !self.hub.stream(key).is_some_and(|s| s.is_published()) {
+            return Err(RecordError::NotPublished);
+        }
+        let mut active = lock(&self.active);
+        if active.contains_key(key) {
+            return Err(RecordError::AlreadyRecording);
+        }
+        let sub = self.hub.subscribe(key).map_err(|_| RecordError::NotPublished)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let a = Arc::new(Active {
+            stop,
+            current: Mutex::new(None),
+        });
+        active.insert(key.clone(), a.clone());
+        drop(active);
+        lock(&self.stopped).remove(key);
+        self.running.fetch_add(1, Ordering::AcqRel);
+        info!(stream = %key, format = app.record.format.as_str(), "recording started");
+        let me = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let recorder = Recorder {
+                key: key.clone(),
+                app,
+                records: me.clone(),
+                active: a.clone(),
+            };
+            recorder.run(sub, stop_rx).await;
+            {
+                let mut active = lock(&me.active);
+                if active.get(&key).is_some_and(|cur| Arc::ptr_eq(cur, &a)) {
+                    active.remove(&key);
+                }
+            }
+            if me.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                me.idle.notify_waiters();
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops recording `key` (its file is closed and finalized).
+    pub fn stop(&self, key: &StreamKey) -> Result<(), RecordError> {
+        let a = lock(&self.active).get(key).cloned().ok_or(RecordError::NotRecording)?;
+        if let Some(p) = self.hub.stream(key).and_then(|s| s.info().publisher) {
+            lock(&self.stopped).insert(key.clone(), p.started);
+        }
+        let _ = a.stop.send(true);
+        Ok(())
+    }
+
+    /// Completes once no recorder runs (every file closed and finalized).
+    pub async fn finished(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn post_record(&self, id: &RecordId, path: &std::path::Path, format: RecordFormat, created: SystemTime) {
+        let body = serde_json::json!({
+            "event": "postRecord",
+            "id": id.id(),
+            "app": id.app,
+            "name": id.name,
+            "format": format.as_str(),
+            "path": path.display().to_string(),
+            "createtime": crate::webhooks::millis(created),
+        });
+        self.webhooks.notify_other("postRecord", &id.app, body);
+    }
+
+    fn done_record(&self, done: &Done) {
+        let mut body = serde_json::to_value(done).unwrap_or_default();
+        body["event"] = "doneRecord".into();
+        self.webhooks.notify_other("doneRecord", &done.app, body);
+    }
+
+    /// A file is closed: upload it, or report it done.
+    fn closed(self: &Arc<Self>, app: &AppConfig, id: RecordId, path: PathBuf, done: Done) {
+        match self.queue(app) {
+            Some(q) => {
+                q.push(upload::Job { id, path, done });
+                self.pending_changed();
+            }
+            None => self.done_record(&done),
+        }
+    }
+
+    /// An upload finished: the local copy goes if configured, and doneRecord is sent.
+    pub(crate) async fn uploaded(&self, job: &upload::Job, size: u64, key: String) {
+        let app = self.app(&job.id.app);
+        let mut done = job.done.clone();
+        done.size = size;
+        done.key = Some(key);
+        done.bucket = app.as_ref().map(|a| a.record.upload.bucket.clone());
+        if app.is_some_and(|a| a.record.upload.remove_local) {
+            match tokio::fs::remove_file(&job.path).await {
+                Ok(()) => done.path = None,
+                Err(e) => warn!(path = %job.path.display(), "uploaded recording not removed: {e}"),
+            }
+        }
+        self.pending_changed();
+        self.done_record(&done);
+    }
+}
+
+/// The file a recorder writes now.
+struct OpenFile {
+    id: RecordId,
+    /// Where the bytes go (`.frag` for an MP4 until it closes).
+    writing: PathBuf,
+    /// The file's final path.
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    writer: Writer,
+    bytes: u64,
+    created: SystemTime,
+    codecs: Vec<String>,
+    /// A write failed: nothing more goes to this file.
+    failed: bool,
+}
+
+/// One stream's recorder.
+struct Recorder {
+    key: StreamKey,
+    app: AppConfig,
+    records: Arc<Recorders>,
+    active: Arc<Active>,
+}
+
+impl Recorder {
+    fn cfg(&self) -> &RecordConfig {
+        &self.app.record
+    }
+
+    fn count_failure(&self, reason: &str) {
+        self.records
+            .metrics
+            .record_failures
+            .with_label_values(&[&self.app.name, reason])
+            .inc();
+    }
+
+    async fn run(&self, mut sub: Subscriber, mut stop: watch::Receiver<bool>) {
+        let mut headers = Headers::default();
+        let mut file: Option<OpenFile> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut dropped = sub.dropped();
+        // Whether the stream has video (files then start at keyframes); refreshed each tick
+        // rather than read under the stream's lock for every frame.
+        let mut has_video = sub.stream().info().has_video;
+        let mut tick = tokio::time::interval(TICK);
+        let why = loop {
+            let f = tokio::select! {
+                r = sub.recv() => match r {
+                    Ok(f) => f,
+                    Err(e) => break e.to_string(),
+                },
+                _ = stop.changed() => break "stopped".to_string(),
+                _ = tick.tick() => {
+                    if sub.stream().is_published() {
+                        has_video = sub.stream().info().has_video;
+                        continue;
+                    }
+                    // The publish ended: write what is left in the ring, then close.
+                    while let Ok(Some(f)) = sub.try_recv() {
+                        self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
+                    }
+                    break "publish ended".to_string();
+                }
+            };
+            if sub.dropped() != dropped {
+                dropped = sub.dropped();
+                if let Some(open) = file.take() {
+                    warn!(stream = %self.key, "recorder fell behind the stream; file cut, the next starts at a keyframe");
+                    self.count_failure("behind");
+                    self.close(open, None).await;
+                }
+            }
+            self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
+        };
+        if let Some(open) = file.take() {
+            self.close(open, None).await;
+        }
+        info!(stream = %self.key, reason = why, "recording stopped");
+    }
+
+    async fn frame(
+        &self,
+        f: &Arc<MediaFrame>,
+        stream_has_video: bool,
+        headers: &mut Headers,
+        file: &mut Option<OpenFile>,
+        retry_at: &mut Option<Instant>,
+    ) {
+        if headers.update(f) {
+            // A new codec configuration: this file is done; the next starts at a keyframe.
+            if let Some(open) = file.take() {
+                self.close(open, None).await;
+            }
+        }
+        if f.kind == FrameKind::Data {
+            // FLV keeps metadata updates as published; MP4 has no place for them.
+            if let Some(open) = file.as_mut().filter(|o| matches!(o.writer, Writer::Flv(_))) {
+                let mut out = Vec::new();
+                let _ = open.writer.push(f, &mut out);
+                if !out.is_empty() && !self.write(open, out).await {
+                    *retry_at = Some(Instant::now() + RETRY_AFTER);
+                }
+            }
+            return;
+        }
+        if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame {
+            return;
+        }
+        let has_video = headers.video.is_some() || stream_has_video;
+        let starts = if has_video {
+            f.kind == FrameKind::Video && f.keyframe && headers.video.is_some()
+        } else {
+            f.kind == FrameKind::Audio && headers.audio_setup.is_some()
+        };
+        let segment_ms = self.cfg().segment_secs.saturating_mul(1000) as i64;
+        if starts
+            && segment_ms > 0
+            && file
+                .as_ref()
+                .is_some_and(|o| o.writer.elapsed_ms(f.timestamp) >= segment_ms)
+        {
+            if let Some(open) = file.take() {
+                self.close(open, Some(f.timestamp)).await;
+            }
+        }
+        if file.is_none() && starts && retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.open(headers, f.timestamp).await {
+                Ok(open) => {
+                    *retry_at = None;
+                    *file = Some(open);
+                }
+                Err(e) => {
+                    warn!(stream = %self.key, path = %self.cfg().path.display(), "recording file not created: {e}");
+                    self.count_failure("io");
+                    *retry_at = Some(Instant::now() + RETRY_AFTER);
+                    return;
+                }
+            }
+        }
+        let Some(open) = file.as_mut() else { return };
+        let mut out = Vec::new();
+        if let Err(e) = open.writer.push(f, &mut out) {
+            warn!(stream = %self.key, "recording frame not written: {e}");
+            self.count_failure("codec");
+            return;
+        }
+        if !out.is_empty() && !self.write(open, out).await {
+            *retry_at = Some(Instant::now() + RETRY_AFTER);
+            if let Some(open) = file.take() {
+                self.close(open, None).await;
+            }
+        }
+    }
+
+    async fn open(&self, headers: &Headers, first_ms: u32) -> std::io::Result<OpenFile> {
+        let cfg = self.cfg().clone();
+        let mut start = Vec::new();
+        let writer = Writer::start(cfg.format, headers, first_ms, cfg.fragment_ms, &mut start)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let (app, name) = (self.key.app.clone(), self.key.name.clone());
+        let created = SystemTime::now();
+        let (id, file, writing, path) = tokio::task::spawn_blocking(move || {
+            let (ext, suffix) = match cfg.format {
+                RecordFormat::Flv => ("flv", ""),
+                RecordFormat::Fmp4 => ("mp4", ""),
+                RecordFormat::Mp4 => ("mp4", FRAG_SUFFIX),
+            };
+            let (id, mut file) = files::create(&cfg.path, &app, &name, created, ext, suffix)?;
+            let path = id.local_path(&cfg.path);
+            let writing = files::with_suffix(&path, suffix);
+            if let Err(e) = files::append(&mut file, &start, cfg.fsync) {
+                let _ = std::fs::remove_file(&writing);
+                return Err(e);
+            }
+            Ok::<_, std::io::Error>((id, file, writing, path))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.records
+            .metrics
+            .recordings_active
+            .with_label_values(&[&self.app.name])
+            .inc();
+        self.records
+            .metrics
+            .record_bytes
+            .with_label_values(&[&self.app.name])
+            .inc_by(bytes);
+        *lock(&self.active.current) = Some((id.clone(), path.clone()));
+        info!(stream = %self.key, path = %path.display(), "recording file opened");
+        self.records.post_record(&id, &path, self.cfg().format, created);
+        Ok(OpenFile {
+            id,
+            writing,
+            path,
+            file: Some(file),
+            writer,
+            bytes,
+            created,
+            codecs: headers.codecs(),
+            failed: false,
+        })
+    }
+
+    /// Writes `out` to the file (fsynced when configured); false when the write failed.
+    async fn write(&self, open: &mut OpenFile, out: Vec<u8>) -> bool {
+        if open.failed {
+            return false;
+        }
+        let Some(mut file) = open.file.take() else { return false };
+        let sync = self.cfg().fsync;
+        let n = out.len() as u64;
+        let (file, res) = match tokio::task::spawn_blocking(move || {
+            let r = files::append(&mut file, &out, sync);
+            (file, r)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => return false,
+        };
+        open.file = Some(file);
+        match res {
+            Ok(()) => {
+                open.bytes += n;
+                self.records
+                    .metrics
+                    .record_bytes
+                    .with_label_values(&[&self.app.name])
+                    .inc_by(n);
+                true
+            }
+            Err(e) => {
+                warn!(stream = %self.key, path = %open.writing.display(), "recording write failed: {e}");
+                self.count_failure("io");
+                open.failed = true;
+                false
+            }
+        }
+    }
+
+    /// Ends a file: the rest is written, an MP4 is rebuilt with its moov first, and the file
+    /// goes to upload (or doneRecord is sent).
+    async fn close(&self, mut open: OpenFile, next_video_ms: Option<u32>) {
+        *lock(&self.active.current) = None;
+        self.records
+            .metrics
+            .recordings_active
+            .with_label_values(&[&self.app.name])
+            .dec();
+        let mut out = Vec::new();
+        if let Err(e) = open.writer.finish(next_video_ms, &mut out) {
+            warn!(stream = %self.key, "recording end not written: {e}");
+        }
+        if !out.is_empty() {
+            self.write(&mut open, out).await;
+        }
+        let mut duration = open.writer.duration_secs();
+        let format = self.cfg().format;
+        let file = open.file.take();
+        let (writing, path) = (open.writing.clone(), open.path.clone());
+        let finished = tokio::task::spawn_blocking(move || {
+            if let Some(f) = file {
+                f.sync_all()?;
+            }
+            match format {
+                RecordFormat::Mp4 => files::finalize_mp4(&writing, &path).map(Some),
+                _ => Ok(None),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match finished {
+            Ok(secs) => duration = secs.unwrap_or(duration),
+            Err(e) => {
+                warn!(stream = %self.key, path = %open.writing.display(), "recording not finalized: {e}");
+                self.count_failure("finalize");
+                return;
+            }
+        }
+        let size = std::fs::metadata(&open.path).map(|m| m.len()).unwrap_or(open.bytes);
+        self.records
+            .metrics
+            .record_files
+            .with_label_values(&[&self.app.name, format.as_str()])
+            .inc();
+        info!(stream = %self.key, path = %open.path.display(), bytes = size, duration, "recording file closed");
+        let done = Done {
+            id: open.id.id(),
+            app: open.id.app.clone(),
+            name: open.id.name.clone(),
+            format: format.as_str(),
+            path: Some(open.path.display().to_string()),
+            bucket: None,
+            key: None,
+            size,
+            duration: (duration * 1000.0).round() / 1000.0,
+            codecs: open.codecs.clone(),
+            createtime: crate::webhooks::millis(open.created),
+            endtime: crate::webhooks::millis(SystemTime::now()),
+        };
+        self.records.closed(&self.app, open.id, open.path, done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::{HubSettings, PublisherInfo};
+    use bytes::Bytes;
+
+    /// The avcC of writer's tests, as an FLV sequence header body.
+    fn avc_header() -> Bytes {
+        let avcc: &[u8] = &[
+            0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb,
+            0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x01, 0x00,
+            0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0,
+        ];
+        let mut p = vec![0x17, 0, 0, 0, 0];
+        p.extend_from_slice(avcc);
+        Bytes::from(p)
+    }
+
+    fn frame(key: bool) -> Bytes {
+        Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0])
+    }
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}");
+    }
+
+    /// On a single-threaded runtime the recorder runs only when the test yields, so frames
+    /// pushed without yielding overrun its place in the ring: it must cut its file and carry
+    /// on from the next keyframe, while the publisher never waited.
+    #[tokio::test]
+    async fn a_recorder_that_falls_behind_cuts_its_file_and_continues_at_a_keyframe() {
+        let root = std::env::temp_dir().join(format!("ferrocast-behind-{}", rand::random::<u64>()));
+        let yaml = format!(
+            "hub: {{reader_queue_frames: 16, slow_reader_max_skips: 100}}\n\
+             apps: [{{name: live, record: {{mode: api, format: fmp4, fsync: false, path: {root:?}}}}}]\n"
+        );
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        let key = hub.key("live", "cam").unwrap();
+        let p = hub
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "rtmp",
+                    remote: "127.0.0.1:1".into(),
+                    started: SystemTime::now(),
+                },
+            )
+            .unwrap();
+        records.start(&key).unwrap();
+        p.push_video(0, avc_header()).unwrap();
+        let mut ts = 0;
+        let mut push = |n: u32| {
+            for i in 0..n {
+                p.push_video(ts, frame(i % 30 == 0)).unwrap();
+                ts += 33;
+            }
+        };
+        push(5);
+        let dir = root.join("live").join("cam");
+        until("the first file opens", || {
+            dir.exists() && records.active_files().len() == 1
+        })
+        .await;
+        let first = records.active_files()[0].0.clone();
+        // 200 frames without letting the recorder run: it falls 16 frames behind at most.
+        push(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next keyframe (each push starts with one), then a few frames after it.
+        push(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        push(5);
+        until("a second file opens", || {
+            records.active_files().first().is_some_and(|(id, _)| *id != first)
+        })
+        .await;
+        assert_eq!(
+            metrics.record_failures.with_label_values(&["live", "behind"]).get(),
+            1,
+            "the cut is counted"
+        );
+        records.stop(&key).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), records.finished())
+            .await
+            .unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
