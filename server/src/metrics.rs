@@ -38,6 +38,13 @@ pub const HLS_BYTES: &str = "ferrocast_hls_bytes_total";
 pub const HLS_SEGMENTS: &str = "ferrocast_hls_segments_total";
 pub const STREAM_HLS_BYTES: &str = "ferrocast_stream_hls_bytes";
 pub const STREAM_HLS_VIEWERS: &str = "ferrocast_stream_hls_viewers";
+pub const TRANSCODES_RUNNING: &str = "ferrocast_transcodes_running";
+pub const TRANSCODE_RESTARTS: &str = "ferrocast_transcode_restarts_total";
+pub const TRANSCODES_REFUSED: &str = "ferrocast_transcodes_refused_total";
+pub const TRANSCODE_CPU_SECONDS: &str = "ferrocast_transcode_cpu_seconds_total";
+pub const TRANSCODE_FFMPEG_SPEED: &str = "ferrocast_transcode_ffmpeg_speed_ratio";
+pub const TRANSCODE_FPS: &str = "ferrocast_transcode_fps";
+pub const TRANSCODE_SPEED: &str = "ferrocast_transcode_speed_ratio";
 
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +85,20 @@ pub struct Metrics {
     pub stream_hls_bytes: IntGaugeVec,
     /// Distinct HLS/DASH sessions that requested something of the stream lately.
     pub stream_hls_viewers: IntGaugeVec,
+    /// ffmpeg processes running now, by app.
+    pub transcodes_running: IntGaugeVec,
+    /// ffmpeg restarts after it died, stalled or fell behind, by app.
+    pub transcode_restarts: IntCounterVec,
+    /// Sources not transcoded because `transcoding.max_processes` were running, by app.
+    pub transcodes_refused: IntCounterVec,
+    /// CPU seconds (user + system) of a source's ffmpeg processes, by app and stream.
+    pub transcode_cpu_seconds: prometheus::CounterVec,
+    /// ffmpeg's own `speed` (media time per wall time, every output), by app and stream.
+    pub transcode_ffmpeg_speed: prometheus::GaugeVec,
+    /// Frames per second a rendition comes out at, by app, stream and rendition.
+    pub transcode_fps: prometheus::GaugeVec,
+    /// Media time a rendition advances per wall time (below 1: the encoder falls behind).
+    pub transcode_speed: prometheus::GaugeVec,
 }
 
 impl Default for Metrics {
@@ -96,6 +117,18 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
+}
+
+/// Registers a float metric vector built by `make`.
+fn float_vec<T>(
+    r: &Registry,
+    make: impl FnOnce(Opts) -> prometheus::Result<(T, Box<dyn prometheus::core::Collector>)>,
+    name: &str,
+    help: &str,
+) -> T {
+    let (v, c) = make(Opts::new(name, help)).expect("valid metric");
+    r.register(c).expect("unique metric");
+    v
 }
 
 impl Metrics {
@@ -236,6 +269,47 @@ impl Metrics {
                 STREAM_HLS_VIEWERS,
                 "HLS and DASH sessions that requested the stream in the last 30 seconds",
                 &["app", "stream"],
+            ),
+            transcodes_running: gauge(&r, TRANSCODES_RUNNING, "ffmpeg transcode processes running", &["app"]),
+            transcode_restarts: counter(
+                &r,
+                TRANSCODE_RESTARTS,
+                "ffmpeg restarts after it died, stalled or fell behind",
+                &["app"],
+            ),
+            transcodes_refused: counter(
+                &r,
+                TRANSCODES_REFUSED,
+                "Sources not transcoded because transcoding.max_processes were running",
+                &["app"],
+            ),
+            transcode_cpu_seconds: float_vec(
+                &r,
+                |o| prometheus::CounterVec::new(o, &["app", "stream"]).map(|c| (c.clone(), Box::new(c) as _)),
+                TRANSCODE_CPU_SECONDS,
+                "CPU seconds used by the source's ffmpeg processes",
+            ),
+            transcode_ffmpeg_speed: float_vec(
+                &r,
+                |o| prometheus::GaugeVec::new(o, &["app", "stream"]).map(|c| (c.clone(), Box::new(c) as _)),
+                TRANSCODE_FFMPEG_SPEED,
+                "ffmpeg's speed: media time encoded per wall time",
+            ),
+            transcode_fps: float_vec(
+                &r,
+                |o| {
+                    prometheus::GaugeVec::new(o, &["app", "stream", "rendition"]).map(|c| (c.clone(), Box::new(c) as _))
+                },
+                TRANSCODE_FPS,
+                "Frames per second a rendition comes out at",
+            ),
+            transcode_speed: float_vec(
+                &r,
+                |o| {
+                    prometheus::GaugeVec::new(o, &["app", "stream", "rendition"]).map(|c| (c.clone(), Box::new(c) as _))
+                },
+                TRANSCODE_SPEED,
+                "Media time a rendition advances per wall time",
             ),
             registry: r,
         }

@@ -61,6 +61,8 @@ pub struct Context {
     access: RwLock<Arc<Access>>,
     /// HLS / LL-HLS / DASH segmenters.
     pub hls: Arc<crate::hls::Hls>,
+    /// ffmpeg renditions of the apps' `transcode` rules.
+    pub transcodes: Arc<crate::transcode::Transcodes>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -553,6 +555,7 @@ impl Server {
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
+        let transcodes = crate::transcode::Transcodes::new(&config, hub.clone(), metrics.clone());
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -568,6 +571,7 @@ impl Server {
             cluster,
             relays,
             hls,
+            transcodes,
             rtmp_limits,
             http_limits,
             access,
@@ -619,6 +623,7 @@ impl Server {
         log_urls(&addrs, c);
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
+        tokio::spawn(ctx.transcodes.clone().run(ctx.clone()));
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(
@@ -701,6 +706,11 @@ impl Server {
         .await;
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
+        }
+        // Every source ended with the hub: each transcode closes ffmpeg's input and reaps it.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.transcodes.stopped()).await.is_err() {
+            warn!("grace period over with ffmpeg still running; it is killed with the server");
         }
         // Sessions that ended in the drain queued their done* events: deliver them within
         // what is left of the grace period.
