@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ferrocast_tests::env::require_node_package;
-use ferrocast_tests::process::{describe_output, run_bounded};
 use ferrocast_tests::fixtures::ffprobe;
+use ferrocast_tests::process::{describe_output, run_bounded};
 use ferrocast_tests::{require_tool, workspace_root, Live, Publisher, StreamEnd, TestServer, TestServerBuilder};
 use serde_json::Value;
 
@@ -26,7 +26,9 @@ fn server() -> TestServerBuilder {
 
 /// The live source and its renditions, all live.
 async fn ladder(prefix: &str) -> Live {
-    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90)).await.unwrap();
+    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90))
+        .await
+        .unwrap();
     for r in ["480p", "360p"] {
         live.server
             .wait_live(&format!("{}_{r}", live.name), Duration::from_secs(30))
@@ -40,8 +42,12 @@ async fn ladder(prefix: &str) -> Live {
 fn ffmpeg_children(server_pid: u32) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let Some(close) = stat.rfind(')') else { continue };
         let comm = &stat[stat.find('(').unwrap_or(0) + 1..close];
         let mut fields = stat[close + 1..].split_whitespace();
@@ -57,7 +63,9 @@ fn ffmpeg_children(server_pid: u32) -> Vec<u32> {
 fn is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rfind(')').is_some_and(|c| stat[c + 1..].trim_start().starts_with('Z')),
+        Ok(stat) => stat
+            .rfind(')')
+            .is_some_and(|c| stat[c + 1..].trim_start().starts_with('Z')),
     }
 }
 
@@ -103,12 +111,20 @@ async fn renditions_have_the_ladder_sizes_codecs_bitrates_and_the_source_keyfram
         assert_eq!(video.len(), 1, "{r}: {probe}");
         assert_eq!(audio.len(), 1, "{r}: {probe}");
         assert_eq!(video[0]["codec_name"], "h264", "{r}");
-        assert_eq!((video[0]["width"].as_u64(), video[0]["height"].as_u64()), (Some(w), Some(h)), "{r}");
+        assert_eq!(
+            (video[0]["width"].as_u64(), video[0]["height"].as_u64()),
+            (Some(w), Some(h)),
+            "{r}"
+        );
         assert_eq!(audio[0]["codec_name"], "aac", "{r}");
     }
 
     // Ten seconds of the source and both renditions, read at the same time.
-    let names = [live.name.clone(), format!("{}_480p", live.name), format!("{}_360p", live.name)];
+    let names = [
+        live.name.clone(),
+        format!("{}_480p", live.name),
+        format!("{}_360p", live.name),
+    ];
     let mut players = Vec::new();
     for n in &names {
         players.push(live.server.http_player(n).await.unwrap());
@@ -135,7 +151,12 @@ async fn renditions_have_the_ladder_sizes_codecs_bitrates_and_the_source_keyfram
     let to = frames.iter().map(|f| f.last().unwrap().0).min().unwrap();
     let keys: Vec<BTreeSet<u32>> = frames
         .iter()
-        .map(|f| f.iter().filter(|x| x.1 && x.0 >= from && x.0 <= to).map(|x| x.0).collect())
+        .map(|f| {
+            f.iter()
+                .filter(|x| x.1 && x.0 >= from && x.0 <= to)
+                .map(|x| x.0)
+                .collect()
+        })
         .collect();
     assert!(keys[0].len() >= 5, "ten seconds of a 1 s GOP: {keys:?}");
     assert_eq!(keys[1], keys[0], "480p keyframes are the source's");
@@ -158,17 +179,35 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
         .collect();
     assert_eq!(sizes, [(1280, 720), (854, 480), (640, 360)], "{text}");
     for v in &m.variants {
-        assert!(v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth), "{text}");
+        assert!(
+            v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth),
+            "{text}"
+        );
         assert!(v.frame_rate.is_some_and(|f| (f - 30.0).abs() < 0.5), "{text}");
         let codecs = v.codecs.as_deref().unwrap_or("");
         assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{text}");
         assert!(v.audio.is_some(), "each variant names its audio group: {text}");
-        assert!(v.uri.contains("hs="), "the session token carries to every variant: {text}");
+        assert!(
+            v.uri.contains("hs="),
+            "the session token carries to every variant: {text}"
+        );
     }
-    assert!(m.variants[1].uri.starts_with(&format!("../{}_480p/video.m3u8?", live.name)), "{text}");
+    assert!(
+        m.variants[1]
+            .uri
+            .starts_with(&format!("../{}_480p/video.m3u8?", live.name)),
+        "{text}"
+    );
     assert_eq!(m.alternatives.len(), 3, "an audio rendition per variant: {text}");
-    // Renditions play from the URIs as given (relative to the playlist).
-    let rendition_playlist = format!("{base}/{}", m.variants[2].uri);
+    // The rendition URIs, resolved against the playlist's URL as players do, answer.
+    let rendition_playlist = format!(
+        "http://127.0.0.1:{}/live/{}",
+        live.server.http_port,
+        m.variants[2]
+            .uri
+            .strip_prefix("../")
+            .expect("relative to the source's directory")
+    );
     let (status, media) = ferrocast_tests::http::get_text(&rendition_playlist, Duration::from_secs(20))
         .await
         .unwrap();
@@ -242,9 +281,16 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
         .unwrap();
     live.publisher.kill().await;
     // The source ends after the publisher grace (2 s); ffmpeg gets its end of input.
-    wait_for("ffmpeg to exit", Duration::from_secs(20), || is_dead(ffmpeg).then_some(())).await;
+    wait_for("ffmpeg to exit", Duration::from_secs(20), || {
+        is_dead(ffmpeg).then_some(())
+    })
+    .await;
     let (end, _) = player.wait_end(Duration::from_secs(20)).await.unwrap();
-    assert_eq!(end, StreamEnd::HttpComplete, "the rendition's player sees its stream end");
+    assert_eq!(
+        end,
+        StreamEnd::HttpComplete,
+        "the rendition's player sees its stream end"
+    );
     let server_pid = live.server.server_pid().unwrap();
     assert!(ffmpeg_children(server_pid).is_empty(), "no ffmpeg left");
 }
@@ -269,9 +315,16 @@ async fn a_killed_ffmpeg_is_restarted_and_the_renditions_resume() {
     assert_ne!(second, first);
     // The same player carries on: frames from the new ffmpeg, later than the old ones, from a
     // keyframe on.
-    let last = before.iter().filter(|t| t.is_video_frame()).map(|t| t.timestamp).max().unwrap();
+    let last = before
+        .iter()
+        .filter(|t| t.is_video_frame())
+        .map(|t| t.timestamp)
+        .max()
+        .unwrap();
     let after = player
-        .read_until(Duration::from_secs(30), |t| t.is_video_frame() && t.timestamp > last + 3000)
+        .read_until(Duration::from_secs(30), |t| {
+            t.is_video_frame() && t.timestamp > last + 3000
+        })
         .await
         .unwrap();
     let frames: Vec<&ferrocast_tests::flv::Tag> = after.iter().filter(|t| t.is_video_frame()).collect();
@@ -318,7 +371,10 @@ async fn a_rendition_matching_the_rule_is_not_transcoded_again() {
         .await
         .unwrap()
         .1;
-    assert!(metrics.contains("ferrocast_transcodes_running{app=\"live\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("ferrocast_transcodes_running{app=\"live\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains(&format!("stream=\"{}_480p\"", live.name)), "{metrics}");
     assert!(!metrics.contains("_480p_"), "no rendition of a rendition: {metrics}");
     assert!(!metrics.contains("_360p_"), "no rendition of a rendition: {metrics}");
@@ -326,11 +382,9 @@ async fn a_rendition_matching_the_rule_is_not_transcoded_again() {
 
 #[tokio::test]
 async fn sources_beyond_the_cap_are_refused_and_counted() {
-    let live = Live::start_with(
-        "tc_cap",
-        server().yaml("transcoding: {max_processes: 1}"),
-        |p| p.duration_secs(60),
-    )
+    let live = Live::start_with("tc_cap", server().yaml("transcoding: {max_processes: 1}"), |p| {
+        p.duration_secs(60)
+    })
     .await
     .unwrap();
     the_ffmpeg(&live.server).await;
@@ -341,7 +395,10 @@ async fn sources_beyond_the_cap_are_refused_and_counted() {
         .unwrap();
     live.server.wait_live(&second, Duration::from_secs(20)).await.unwrap();
     let metrics = wait_for_metric(&live.server, "ferrocast_transcodes_refused_total{app=\"live\"} 1").await;
-    assert!(metrics.contains("ferrocast_transcodes_running{app=\"live\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("ferrocast_transcodes_running{app=\"live\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(ffmpeg_children(live.server.server_pid().unwrap()).len(), 1);
 }
 

@@ -512,7 +512,9 @@ async fn answer_ladder(
         fps: fps(&access.key),
     }];
     for r in renditions {
-        let Ok(hls) = ctx.hls.get_or_start(&r.stream) else { continue };
+        let Ok(hls) = ctx.hls.get_or_start(&r.stream) else {
+            continue;
+        };
         let (id, token) = sessions.issue(&r.stream, now);
         hls.touch(Some(id));
         rungs.push(LadderRung {
@@ -528,7 +530,12 @@ async fn answer_ladder(
     if !ready[0] {
         return refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet");
     }
-    let rungs: Vec<LadderRung> = rungs.into_iter().zip(ready).filter(|(_, ok)| *ok).map(|(r, _)| r).collect();
+    let rungs: Vec<LadderRung> = rungs
+        .into_iter()
+        .zip(ready)
+        .filter(|(_, ok)| *ok)
+        .map(|(r, _)| r)
+        .collect();
     let streams: Vec<Arc<StreamHls>> = rungs.iter().map(|r| r.hls.clone()).collect();
     StreamHls::with_all(&streams, |segs| {
         let variants: Vec<playlist::Variant> = rungs
