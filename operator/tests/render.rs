@@ -1311,3 +1311,58 @@ fn hls_settings_reach_the_server_config_and_the_endpoints() {
     let radio = o.statuses["radio"].endpoints.clone().unwrap();
     assert_eq!((radio.hls, radio.dash), (None, None), "no HLS endpoint when it is off");
 }
+
+#[test]
+fn transcode_rules_reach_the_server_config_and_a_bad_ladder_is_not_served() {
+    use ferrocast_server::config::{KeyframeMode, RenditionCodec, TranscodeEncoder};
+    let i = inputs(
+        vec![
+            media_app(
+                "metadata: {name: game}\nspec: {service: {}, transcode: [{rule: 'cup*', encoder: nvenc, \
+                 keyframes: interval, gopMs: 2000, renditions: [{name: 480p, height: 480, videoKbps: 800}, \
+                 {name: 360p, width: 640, height: 360, videoKbps: 400, maxKbps: 600, fps: 15, audioKbps: 64, \
+                 codec: h265, preset: p2}]}]}",
+                10,
+            ),
+            media_app(
+                "metadata: {name: twice}\nspec: {service: {}, transcode: [{renditions: [\
+                 {name: a, height: 480, videoKbps: 800}, {name: a, height: 360, videoKbps: 400}]}]}",
+                20,
+            ),
+        ],
+        vec![],
+        vec![],
+    );
+    let o = reconcile(&i, Some("203.0.113.9"), &APPLIED);
+    let c = o.config();
+    let game = &c.apps.iter().find(|a| a.name == "game").unwrap().transcode[0];
+    assert_eq!(
+        (game.rule.as_str(), game.encoder, game.keyframes, game.gop_ms),
+        ("cup*", TranscodeEncoder::Nvenc, KeyframeMode::Interval, 2000)
+    );
+    let (a, b) = (&game.renditions[0], &game.renditions[1]);
+    assert_eq!(
+        (
+            a.width,
+            a.height,
+            a.video_kbps,
+            a.max_kbps,
+            a.fps,
+            a.audio_kbps,
+            a.codec
+        ),
+        (0, 480, 800, 0, 0, 96, RenditionCodec::H264),
+        "unset values keep the server defaults"
+    );
+    assert_eq!(
+        (b.width, b.max_kbps, b.fps, b.audio_kbps, b.codec, b.preset.as_deref()),
+        (640, 600, 15, 64, RenditionCodec::H265, Some("p2"))
+    );
+    assert_eq!(o.served(), ["game"], "a ladder the server would refuse is not served");
+    assert_eq!(o.reason("twice"), "InvalidSpec");
+    assert!(
+        o.message("twice").contains("transcode[0].renditions[1].name"),
+        "{}",
+        o.message("twice")
+    );
+}
