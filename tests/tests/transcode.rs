@@ -415,3 +415,111 @@ async fn wait_for_metric(server: &TestServer, line: &str) -> String {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// `GET /api/v1{path}` with a bearer token: the envelope's `data`.
+async fn api_get(server: &TestServer, path: &str, token: &str) -> Value {
+    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
+    let auth = format!("Bearer {token}");
+    let mut resp =
+        ferrocast_tests::http::request("GET", &url, &[("Authorization", &auth)], None, Duration::from_secs(10))
+            .await
+            .unwrap();
+    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&bytes));
+    serde_json::from_slice::<Value>(&bytes).unwrap()["data"].take()
+}
+
+#[tokio::test]
+async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follows_the_transcode() {
+    let users = ferrocast_tests::TempDir::new("tc-users").unwrap();
+    std::fs::write(users.join("admin"), ferrocast_tests::argon2_phc("pw-for-tests")).unwrap();
+    let server = server()
+        .yaml(&format!("api:\n  users_dir: {:?}", users.path()))
+        .start()
+        .await
+        .unwrap();
+    let body = serde_json::json!({"username": "admin", "password": "pw-for-tests"}).to_string();
+    let login = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
+    let mut resp = ferrocast_tests::http::request(
+        "POST",
+        &login,
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
+    let token = serde_json::from_slice::<Value>(&bytes).unwrap()["data"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let events_url = format!("http://127.0.0.1:{}/api/v1/events?token={token}", server.http_port);
+    let mut events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let name = ferrocast_tests::unique_name("tc_api");
+    let mut publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    server
+        .wait_live(&format!("{name}_360p"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    server
+        .wait_live(&format!("{name}_480p"), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let streams = api_get(&server, "/streams", &token).await;
+    let list = streams["streams"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "renditions are not listed on their own: {streams}");
+    let source = &list[0];
+    assert_eq!(source["name"], name.as_str());
+    assert_eq!(source["transcode"]["state"], "running", "{source}");
+    assert!(source["transcode"]["pid"].as_u64().is_some(), "{source}");
+    let renditions: Vec<(String, String, u64)> = source["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["rendition"].as_str().unwrap().to_string(),
+                r["video"]["height"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        renditions,
+        [
+            (format!("{name}_480p"), "480p".to_string(), 480),
+            (format!("{name}_360p"), "360p".to_string(), 360)
+        ],
+        "{source}"
+    );
+    let one = api_get(&server, &format!("/streams/live/{name}_480p"), &token).await;
+    assert_eq!(
+        (one["source"].as_str(), one["rendition"].as_str()),
+        (Some(name.as_str()), Some("480p"))
+    );
+
+    publisher.kill().await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text.contains("\"state\":\"stopped\"") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
+            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    let states: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("data: {\"event\":\"transcodeState\""))
+        .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(states, ["starting", "running", "stopped"], "{text}");
+}
