@@ -1043,7 +1043,7 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     let o = reconcile(&i, Some("203.0.113.7"), &APPLIED);
     let mut served = o.served();
     served.sort();
-    assert_eq!(served, ["edge", "events", "live"]);
+    assert_eq!(served, ["edge", "events", "games", "live"]);
     for (name, status) in &o.statuses {
         assert_eq!(
             not_ready_reason(status),
@@ -1088,6 +1088,8 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
         (before.reason("live"), before.reason("events"), before.reason("edge")),
         ("ServicePending", "ServicePending", "ServicePending")
     );
+    let games = o.config().apps.into_iter().find(|a| a.name == "games").unwrap();
+    assert_eq!(games.transcode[0].renditions.len(), 3, "{games:?}");
     let edge = o.config().apps.into_iter().find(|a| a.name == "edge").unwrap();
     assert!(edge.pull.is_some() && edge.push[0].key_file.is_some(), "{edge:?}");
     assert!(
