@@ -523,3 +523,64 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
         .collect();
     assert_eq!(states, ["starting", "running", "stopped"], "{text}");
 }
+
+#[tokio::test]
+async fn in_a_fleet_another_pod_serves_the_origin_pods_renditions_in_its_multivariant_playlist() {
+    let dir = ferrocast_tests::TempDir::new("tc-fleet").unwrap();
+    let secret = dir.join("cluster-secret");
+    std::fs::write(&secret, "transcode-fleet-secret\n").unwrap();
+    let ports = ferrocast_tests::server::free_ports::<2>().unwrap();
+    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut pods = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let pod = server()
+            .admin_port(*port)
+            .yaml(&format!(
+                "cluster:\n  peers: {peers:?}\n  secret_file: {secret:?}\n  pod_name: pod-{i}\n  lookup_timeout_ms: 500"
+            ))
+            .start()
+            .await
+            .unwrap();
+        pods.push(pod);
+    }
+    let (a, b) = (&pods[0], &pods[1]);
+    let name = ferrocast_tests::unique_name("tc_fleet");
+    let _publisher = Publisher::builder(&a.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    a.wait_live(&format!("{name}_480p"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    a.wait_live(&format!("{name}_360p"), Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let url = format!("http://127.0.0.1:{}/live/{name}/index.m3u8", b.http_port);
+    let (status, text) = ferrocast_tests::http::get_text(&url, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let m = m3u8_rs::parse_master_playlist_res(text.as_bytes()).expect("multivariant playlist parses");
+    let sizes: Vec<(u64, u64)> = m
+        .variants
+        .iter()
+        .map(|v| v.resolution.map(|r| (r.width, r.height)).unwrap_or_default())
+        .collect();
+    assert_eq!(sizes, [(1280, 720), (854, 480), (640, 360)], "{text}");
+    assert!(
+        ffmpeg_children(b.server_pid().unwrap()).is_empty(),
+        "pod B transcodes nothing: the origin pod does"
+    );
+    assert_eq!(ffmpeg_children(a.server_pid().unwrap()).len(), 1);
+    let rendition = format!(
+        "http://127.0.0.1:{}/live/{}",
+        b.http_port,
+        m.variants[1].uri.strip_prefix("../").unwrap()
+    );
+    let (status, media) = ferrocast_tests::http::get_text(&rendition, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{rendition}: {media}");
+    assert!(media.contains(".m4s"), "{media}");
+}

@@ -264,7 +264,10 @@ pub async fn serve(
     stream.touch(access.session);
     let query = req.uri().query().unwrap_or("").to_string();
     let renditions = match asset {
-        Asset::Multivariant | Asset::Mpd => ctx.transcodes.live_renditions(&access.key),
+        Asset::Multivariant | Asset::Mpd => {
+            let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            renditions_of(&ctx, &access.key, client).await
+        }
         _ => Vec::new(),
     };
     let mut resp = if renditions.is_empty() {
@@ -479,6 +482,34 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             }
         }
     }
+}
+
+/// The live renditions of `key`: transcoded here, or, for a stream pulled from the pod that
+/// has its publisher (and transcodes it), the renditions the rules give it that are published
+/// on that pod, pulled here like the source.
+async fn renditions_of(
+    ctx: &Arc<Context>,
+    key: &StreamKey,
+    client: Option<std::net::IpAddr>,
+) -> Vec<crate::transcode::Rendition> {
+    let here = ctx.transcodes.live_renditions(key);
+    if !here.is_empty() || ctx.cluster.is_none() || ctx.publishes_origin(key) {
+        return here;
+    }
+    let ruled = ctx.transcodes.ruled_renditions(key);
+    let found = futures_util::future::join_all(ruled.iter().map(|r| async {
+        ctx.hub.stream(&r.stream).is_some_and(|s| s.is_published())
+            || crate::cluster::pull::await_published(ctx, &r.stream, client)
+                .await
+                .is_ok()
+    }))
+    .await;
+    ruled
+        .into_iter()
+        .zip(found)
+        .filter(|(_, ok)| *ok)
+        .map(|(r, _)| r)
+        .collect()
 }
 
 /// A rendition as a variant: its segmenter, its own session token (the playlist's

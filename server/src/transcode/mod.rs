@@ -185,6 +185,23 @@ impl Transcodes {
             .collect()
     }
 
+    /// The renditions the rules give `source` (before any is skipped for size): what another
+    /// pod of the fleet, which runs the same rules, publishes for a source it has.
+    pub fn ruled_renditions(&self, source: &StreamKey) -> Vec<Rendition> {
+        let Some(rule) = self.rule_for(&source.app, &source.name) else {
+            return Vec::new();
+        };
+        ladder::plan(&rule, source, 0, 0)
+            .0
+            .into_iter()
+            .map(|p| Rendition {
+                name: p.rendition.name.clone(),
+                stream: p.stream,
+                config: p.rendition,
+            })
+            .collect()
+    }
+
     /// The source and rendition name of a rendition stream.
     pub fn source_of(&self, key: &StreamKey) -> Option<(StreamKey, String)> {
         lock(&self.jobs).values().find_map(|j| {
@@ -209,6 +226,9 @@ impl Transcodes {
 
     /// The rule of `app` that transcodes `name`, if any.
     fn rule_for(&self, app: &str, name: &str) -> Option<TranscodeRule> {
+        if name.len() > crate::hub::MAX_NAME_LEN {
+            return None;
+        }
         let apps = self.hub.apps();
         let app = apps.iter().find(|a| a.name == app)?;
         app.transcode
@@ -225,6 +245,9 @@ impl Transcodes {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            if self.hub.apps().iter().all(|a| a.transcode.is_empty()) {
+                continue;
             }
             for stream in self.hub.streams() {
                 let info = stream.info();
