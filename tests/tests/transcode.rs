@@ -360,6 +360,21 @@ async fn a_sigkilled_server_leaves_no_ffmpeg_behind() {
 }
 
 #[tokio::test]
+async fn sigterm_stops_ffmpeg_before_the_server_exits() {
+    let mut live = ladder("tc_term").await;
+    let ffmpeg = the_ffmpeg(&live.server).await;
+    live.server.sigterm();
+    let status = live.server.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "clean exit: {status:?}");
+    assert!(is_dead(ffmpeg), "ffmpeg was stopped with the server");
+    assert!(
+        live.server.logs().contains("transcode stopped"),
+        "the transcode ended in order, not by the kernel:\n{}",
+        live.server.logs()
+    );
+}
+
+#[tokio::test]
 async fn a_rendition_matching_the_rule_is_not_transcoded_again() {
     let live = ladder("tc_loop").await;
     the_ffmpeg(&live.server).await;

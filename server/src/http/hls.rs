@@ -546,8 +546,9 @@ async fn answer_ladder(
         let Ok(hls) = ctx.hls.get_or_start(&r.stream) else {
             continue;
         };
-        let (id, token) = sessions.issue(&r.stream, now);
-        hls.touch(Some(id));
+        // Listed is not watched: the session counts once its player asks for the rendition.
+        let (_, token) = sessions.issue(&r.stream, now);
+        hls.touch(None);
         rungs.push(LadderRung {
             hls,
             prefix: format!("../{}/", r.stream.name),

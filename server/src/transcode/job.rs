@@ -318,23 +318,29 @@ async fn attempt(
     let end = {
         let feeding = async {
             let info = sub.stream().info();
-            feeder.write(&flv::header(info.has_audio, info.has_video)).await?;
+            let failed = |reason: String| (reason, false);
+            feeder
+                .write(&flv::header(info.has_audio, info.has_video))
+                .await
+                .map_err(failed)?;
             for h in headers.all() {
-                feeder.write(&h.flv_tag()).await?;
+                feeder.write(&h.flv_tag()).await.map_err(failed)?;
             }
             for f in &resume {
-                feeder.frame(f).await?;
+                feeder.frame(f).await.map_err(failed)?;
             }
             let mut batch = Vec::with_capacity(BATCH);
             loop {
                 match sub.recv_batch(&mut batch, BATCH).await {
                     Ok(()) => {}
-                    Err(ReaderEnd::StreamEnded) => return Ok(true),
-                    Err(e @ ReaderEnd::TooSlow(_)) => return Err(format!("ffmpeg fell behind the source: {e}")),
+                    Err(ReaderEnd::StreamEnded) => return Ok(()),
+                    Err(e @ ReaderEnd::TooSlow(_)) => {
+                        return Err((format!("ffmpeg fell behind the source: {e}"), true));
+                    }
                 }
                 for f in batch.drain(..) {
                     headers.note(&f);
-                    feeder.frame(&f).await?;
+                    feeder.frame(&f).await.map_err(failed)?;
                 }
             }
         };
@@ -343,8 +349,8 @@ async fn attempt(
         loop {
             tokio::select! {
                 r = &mut feeding => break match r {
-                    Ok(_) => End::SourceEnded,
-                    Err(reason) => End::Failed { resubscribe: reason.contains("fell behind"), reason },
+                    Ok(()) => End::SourceEnded,
+                    Err((reason, resubscribe)) => End::Failed { reason, resubscribe },
                 },
                 status = child.wait() => break End::Failed {
                     reason: match status {
