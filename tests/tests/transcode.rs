@@ -599,3 +599,25 @@ async fn in_a_fleet_another_pod_serves_the_origin_pods_renditions_in_its_multiva
     assert_eq!(status, 200, "{rendition}: {media}");
     assert!(media.contains(".m4s"), "{media}");
 }
+
+#[tokio::test]
+async fn a_source_smaller_than_every_rung_is_not_transcoded_nor_retried() {
+    let live = Live::start_with(
+        "tc_small",
+        TestServer::builder()
+            .app_yaml("transcode: [{rule: '*', renditions: [{name: 1080p, height: 1080, video_kbps: 4000}]}]"),
+        |p| p.duration_secs(30),
+    )
+    .await
+    .unwrap();
+    // Several watcher rounds: the decision holds for this publish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let logs = live.server.logs();
+    assert_eq!(
+        logs.matches("rendition skipped: larger than the source").count(),
+        1,
+        "{logs}"
+    );
+    assert_eq!(logs.matches("no rendition applies to this source").count(), 1, "{logs}");
+    assert!(ffmpeg_children(live.server.server_pid().unwrap()).is_empty());
+}

@@ -190,6 +190,43 @@ mod tests {
         assert!(child.wait().await.unwrap().success());
     }
 
+    /// Dead: gone, or a zombie waiting to be reaped.
+    fn is_dead(pid: u32) -> bool {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.is_empty() || s.contains("State:\tZ")
+    }
+
+    #[test]
+    fn the_kernel_kills_the_child_when_its_parent_goes_away() {
+        // PR_SET_PDEATHSIG follows the forking thread: a thread that spawns a child and exits
+        // stands for a server that dies, without killing the test process.
+        let pid = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let args = vec!["-c".to_string(), "exec sleep 30".to_string()];
+                let child = Child::spawn(Path::new("/bin/sh"), &args, 1).unwrap();
+                let pid = child.pid();
+                // No kill on drop: only the kernel can end it now.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let mut dead = false;
+        for _ in 0..250 {
+            if is_dead(pid) {
+                dead = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(dead, "the child outlived the thread that started it");
+    }
+
     #[tokio::test]
     async fn the_child_is_killed_when_its_handle_is_dropped() {
         let args = vec!["-c".to_string(), "sleep 30".to_string()];

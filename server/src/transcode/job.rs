@@ -78,9 +78,11 @@ enum End {
     Failed { reason: String, resubscribe: bool },
 }
 
-pub(super) async fn run(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
+/// Runs the job; `true` when it declined the source (no keyframe in time, or no rendition
+/// applies), which is not asked again until the stream is published anew.
+pub(super) async fn run(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> bool {
     let span = tracing::info_span!("transcode", stream = %job.source);
-    supervise(tc, ctx, job).instrument(span).await;
+    let declined = supervise(tc, ctx, job).instrument(span).await == Some(Declined);
     let (app, name) = (job.source.app.as_str(), job.source.name.as_str());
     let _ = tc.metrics.transcode_cpu_seconds.remove_label_values(&[app, name]);
     let _ = tc.metrics.transcode_ffmpeg_speed.remove_label_values(&[app, name]);
@@ -90,11 +92,16 @@ pub(super) async fn run(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
         let _ = tc.metrics.transcode_speed.remove_label_values(&labels);
     }
     info!(stream = %job.source, "transcode stopped");
+    declined
 }
 
-async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
+/// The job gave up on its source for good (for this publish).
+#[derive(Debug, PartialEq, Eq)]
+struct Declined;
+
+async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> Option<Declined> {
     let Ok(mut sub) = ctx.hub.subscribe(&job.source) else {
-        return;
+        return None;
     };
     let mut headers = Headers::default();
     // The picture size of the first keyframe's sequence header decides the ladder.
@@ -102,9 +109,9 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
         match timeout(FIRST_KEYFRAME_WAIT, sub.recv()).await {
             Err(_) => {
                 warn!("no video keyframe from the source within {FIRST_KEYFRAME_WAIT:?}; not transcoded");
-                return;
+                return Some(Declined);
             }
-            Ok(Err(_)) => return,
+            Ok(Err(_)) => return None,
             Ok(Ok(f)) => {
                 headers.note(&f);
                 if is_video_keyframe(&f) {
@@ -121,7 +128,7 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
     }
     if planned.is_empty() {
         info!("no rendition applies to this source; not transcoded");
-        return;
+        return Some(Declined);
     }
     *lock(&job.renditions) = planned
         .iter()
@@ -163,7 +170,7 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
         .await;
         resume = Vec::new();
         let (reason, resubscribe) = match end {
-            End::SourceEnded => return,
+            End::SourceEnded => return None,
             End::Failed { reason, resubscribe } => (reason, resubscribe),
         };
         if started.elapsed() >= HEALTHY_RUN {
@@ -179,11 +186,11 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
         tc.set_state(job, TranscodeState::Restarting, Some(reason));
         if resubscribe {
             if ctx.hub.stream(&job.source).is_none_or(|s| !s.is_published()) {
-                return;
+                return None;
             }
             match ctx.hub.subscribe(&job.source) {
                 Ok(s) => sub = s,
-                Err(_) => return,
+                Err(_) => return None,
             }
         }
         // Keep reading the source meanwhile: the subscription neither lags nor misses a
@@ -199,10 +206,10 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) {
         .await;
         match drained {
             Err(_) => {}
-            Ok(ReaderEnd::StreamEnded) => return,
+            Ok(ReaderEnd::StreamEnded) => return None,
             Ok(ReaderEnd::TooSlow(_)) => match ctx.hub.subscribe(&job.source) {
                 Ok(s) => sub = s,
-                Err(_) => return,
+                Err(_) => return None,
             },
         }
     }

@@ -138,6 +138,9 @@ pub struct Transcodes {
     jobs: Mutex<HashMap<StreamKey, Arc<Job>>>,
     /// Sources refused for want of a place, with their publish time: counted once per publish.
     refused: Mutex<HashMap<StreamKey, SystemTime>>,
+    /// Sources a job declined (no keyframe, no rendition applies), with their publish time:
+    /// not tried again until published anew.
+    declined: Mutex<HashMap<StreamKey, SystemTime>>,
     events: broadcast::Sender<TranscodeEvent>,
     /// Signalled whenever a job ends (shutdown waits for the last one).
     ended: tokio::sync::Notify,
@@ -152,6 +155,7 @@ impl Transcodes {
             slots: Arc::new(Semaphore::new(config.transcoding.max_processes)),
             jobs: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            declined: Mutex::new(HashMap::new()),
             events: broadcast::channel(256).0,
             ended: tokio::sync::Notify::new(),
         })
@@ -257,7 +261,10 @@ impl Transcodes {
                 if publisher.protocol == PROTOCOL || publisher.protocol == crate::cluster::pull::PROTOCOL {
                     continue;
                 }
-                if !info.has_video || lock(&self.jobs).contains_key(&stream.key) {
+                if !info.has_video
+                    || lock(&self.jobs).contains_key(&stream.key)
+                    || lock(&self.declined).get(&stream.key) == Some(&publisher.started)
+                {
                     continue;
                 }
                 let Some(rule) = self.rule_for(&stream.key.app, &stream.key.name) else {
@@ -281,14 +288,19 @@ impl Transcodes {
                 self.emit(&job, None);
                 let me = self.clone();
                 let ctx = ctx.clone();
+                let published = publisher.started;
                 tokio::spawn(async move {
-                    job::run(&me, &ctx, &job).await;
+                    if job::run(&me, &ctx, &job).await {
+                        lock(&me.declined).insert(job.source.clone(), published);
+                    }
                     me.finish(&job);
                     drop(slot);
                 });
             }
             // Forget refusals of streams no longer published.
-            lock(&self.refused).retain(|k, _| self.hub.stream(k).is_some_and(|s| s.is_published()));
+            let published = |k: &StreamKey| self.hub.stream(k).is_some_and(|s| s.is_published());
+            lock(&self.refused).retain(|k, _| published(k));
+            lock(&self.declined).retain(|k, _| published(k));
         }
     }
 
