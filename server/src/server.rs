@@ -235,6 +235,9 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf, start: Option
                 if config.relays != current.relays {
                     warn!("`relays` changes take effect at the next start (the relay API adds and removes relays now)");
                 }
+                if config.transcoding != current.transcoding {
+                    warn!("`transcoding` changes take effect at the next start (rules in `apps` apply to new publishes now)");
+                }
                 // Apps and policies change together in one snapshot; the hub's copy (stream
                 // settings) follows, and a request between the two is refused, never let in
                 // unchecked: `authorize` serves only apps of the snapshot.
