@@ -621,3 +621,44 @@ async fn a_source_smaller_than_every_rung_is_not_transcoded_nor_retried() {
     assert_eq!(logs.matches("no rendition applies to this source").count(), 1, "{logs}");
     assert!(ffmpeg_children(live.server.server_pid().unwrap()).is_empty());
 }
+
+#[tokio::test]
+async fn an_h265_rendition_comes_out_of_a_modern_ffmpeg_as_enhanced_rtmp_hevc() {
+    use ferrocast_tests::modern::{decode, encoder_slot, modern_ffmpeg};
+    let ffmpeg = modern_ffmpeg();
+    let _slot = encoder_slot().await;
+    let live = Live::start_with(
+        "tc_hevc",
+        TestServer::builder()
+            .grace_secs(2)
+            .app_yaml(
+                "transcode: [{rule: '*', renditions: [\
+                 {name: 360p, height: 360, video_kbps: 300, audio_kbps: 64, codec: h265, preset: ultrafast}]}]",
+            )
+            .yaml(&format!("transcoding: {{ffmpeg: {:?}}}", ffmpeg.display().to_string())),
+        |p| p.duration_secs(60),
+    )
+    .await
+    .unwrap();
+    let rendition = format!("{}_360p", live.name);
+    live.server
+        .wait_live(&rendition, Duration::from_secs(40))
+        .await
+        .unwrap();
+    let mut player = live.server.http_player(&rendition).await.unwrap();
+    let tags = player
+        .read_until(Duration::from_secs(20), |t| t.is_video_frame())
+        .await
+        .unwrap();
+    let video = tags.iter().find(|t| t.is_video_frame()).unwrap();
+    assert_eq!(
+        video.video_fourcc(),
+        Some(*b"hvc1"),
+        "enhanced RTMP HEVC: {}",
+        video.describe()
+    );
+    let report = decode(&ffmpeg, &live.server.flv_url(&rendition), Some(3), 40)
+        .await
+        .unwrap();
+    report.assert_decoded("the H.265 rendition", "hevc", Some((640, 360)), "aac", 30);
+}
