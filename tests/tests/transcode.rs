@@ -662,3 +662,69 @@ async fn an_h265_rendition_comes_out_of_a_modern_ffmpeg_as_enhanced_rtmp_hevc() 
         .unwrap();
     report.assert_decoded("the H.265 rendition", "hevc", Some((640, 360)), "aac", 30);
 }
+
+#[tokio::test]
+async fn the_playlists_authorization_carries_to_the_renditions_and_only_with_its_session() {
+    let dir = ferrocast_tests::TempDir::new("tc-auth").unwrap();
+    let name = ferrocast_tests::unique_name("tc_auth");
+    std::fs::write(dir.join("keys.yaml"), format!("{name}: play-k3y\n")).unwrap();
+    let server = server()
+        .app_yaml(&format!("play: {{auth: key, keys_file: {:?}}}", dir.join("keys.yaml")))
+        .start()
+        .await
+        .unwrap();
+    let _publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    let base = |n: &str| format!("http://127.0.0.1:{}/live/{n}", server.http_port);
+    // Renditions go live (seen in the metrics: FLV players would need keys of their own).
+    let start = Instant::now();
+    let metrics = loop {
+        let (_, m) = ferrocast_tests::http::get_text(&server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        if m.contains(&format!("stream=\"{name}_360p\"")) && m.contains(&format!("stream=\"{name}_480p\"")) {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "renditions not live:\n{m}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(metrics.contains("ferrocast_transcodes_running{app=\"live\"} 1"));
+    let get = |url: String| async move {
+        ferrocast_tests::http::get_text(&url, Duration::from_secs(30))
+            .await
+            .unwrap()
+    };
+    let (status, _) = get(format!("{}/index.m3u8", base(&format!("{name}_480p")))).await;
+    assert!(
+        status == 401 || status == 403,
+        "a rendition's playlist needs a credential: {status}"
+    );
+    let (status, index) = get(format!("{}/index.m3u8?key=play-k3y", base(&name))).await;
+    assert_eq!(status, 200, "{index}");
+    assert!(!index.contains("play-k3y"), "the key is never put in a URL:\n{index}");
+    let m = m3u8_rs::parse_master_playlist_res(index.as_bytes()).unwrap();
+    assert_eq!(m.variants.len(), 3, "{index}");
+    let uri = m.variants[1].uri.strip_prefix("../").unwrap().to_string();
+    let (status, media) = get(format!("http://127.0.0.1:{}/live/{uri}", server.http_port)).await;
+    assert_eq!(status, 200, "the rendition's session opens its playlist: {media}");
+    let segment = media
+        .lines()
+        .find(|l| l.starts_with("video-"))
+        .expect("a segment")
+        .to_string();
+    let rendition_dir = uri.split('/').next().unwrap().to_string();
+    let (status, _) = get(format!("{}/{segment}", base(&rendition_dir))).await;
+    assert_eq!(status, 200, "and its segments");
+    let bare = segment.split('?').next().unwrap();
+    let (status, _) = get(format!("{}/{bare}", base(&rendition_dir))).await;
+    assert_eq!(status, 401, "a rendition segment without the session");
+    // The session of one rendition does not open another stream.
+    let hs = segment.split_once('?').unwrap().1;
+    let (status, _) = get(format!("{}/video.m3u8?{hs}", base(&format!("{name}_360p")))).await;
+    assert!(
+        status == 401 || status == 403,
+        "replayed for another rendition: {status}"
+    );
+}
