@@ -168,8 +168,8 @@ fn default_rule() -> String {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RenditionSpec {
-    /// Suffix of the rendition's stream name (`480p`).
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    /// Suffix of the rendition's stream name (`480p`): 1-32 of `A-Z a-z 0-9 _ - .`.
+    #[schemars(length(min = 1, max = 32))]
     pub name: String,
     /// Picture width; unset keeps the source's aspect ratio (`height` is then the short side).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,9 +196,10 @@ pub struct RenditionSpec {
     /// `h264` (default) or `h265` (needs an ffmpeg of 6.1 or later).
     #[serde(default)]
     pub codec: RenditionCodec,
-    /// Encoder preset (`veryfast` for software and qsv, `p1`-`p7` for nvenc).
+    /// Encoder preset, letters and digits (`veryfast` for software and qsv, `p1`-`p7` for
+    /// nvenc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[A-Za-z0-9]+$"))]
+    #[schemars(length(min = 1, max = 32))]
     pub preset: Option<String>,
 }
 
@@ -506,6 +507,10 @@ pub enum WebhookEvent {
     PrePlay,
     PostPlay,
     DonePlay,
+    /// Transcoding started for a source (docs/transcoding.md).
+    PostTranscode,
+    /// A source's transcoding ended.
+    DoneTranscode,
 }
 
 impl WebhookEvent {
@@ -520,6 +525,8 @@ impl WebhookEvent {
             WebhookEvent::PrePlay => "prePlay",
             WebhookEvent::PostPlay => "postPlay",
             WebhookEvent::DonePlay => "donePlay",
+            WebhookEvent::PostTranscode => "postTranscode",
+            WebhookEvent::DoneTranscode => "doneTranscode",
         }
     }
 }

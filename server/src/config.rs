@@ -421,6 +421,9 @@ pub const EVENTS: &[&str] = &[
     "prePlay",
     "postPlay",
     "donePlay",
+    // Transcoding (docs/transcoding.md): ffmpeg started for a source, and its transcode ended.
+    "postTranscode",
+    "doneTranscode",
 ];
 
 /// The REST API under `/api/v1`, on the HTTP port or the admin port.

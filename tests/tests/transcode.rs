@@ -524,7 +524,9 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
     publisher.kill().await;
     let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !text.contains("\"state\":\"stopped\"") && Instant::now() < deadline {
+    while !(text.contains("\"state\":\"stopped\"") && text.contains("event: doneTranscode"))
+        && Instant::now() < deadline
+    {
         match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
             Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
             Ok(_) => break,
@@ -537,6 +539,19 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
         .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
         .collect();
     assert_eq!(states, ["starting", "running", "stopped"], "{text}");
+    // The webhook events of the transcode, in the lifecycle events' shape.
+    let hooks: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .filter(|e| e.ends_with("Transcode"))
+        .collect();
+    assert_eq!(hooks, ["postTranscode", "doneTranscode"], "{text}");
+    assert!(
+        text.contains(&format!(
+            "\"name\":\"{name}\",\"query\":\"\",\"protocol\":\"transcode\""
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]

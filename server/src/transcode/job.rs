@@ -83,6 +83,11 @@ enum End {
 pub(super) async fn run(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> bool {
     let span = tracing::info_span!("transcode", stream = %job.source);
     let declined = supervise(tc, ctx, job).instrument(span).await == Some(Declined);
+    // A ladder was planned, so `postTranscode` went out: close it.
+    if !job.renditions().is_empty() {
+        ctx.webhooks
+            .notify(webhook("doneTranscode", job, Some(SystemTime::now())));
+    }
     let (app, name) = (job.source.app.as_str(), job.source.name.as_str());
     let _ = tc.metrics.transcode_cpu_seconds.remove_label_values(&[app, name]);
     let _ = tc.metrics.transcode_ffmpeg_speed.remove_label_values(&[app, name]);
@@ -93,6 +98,25 @@ pub(super) async fn run(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> 
     }
     info!(stream = %job.source, "transcode stopped");
     declined
+}
+
+/// A transcode's webhook event, in the lifecycle events' shape (`protocol` and `action`
+/// `transcode`; `name` is the source; no client, so no id, address or query).
+fn webhook(event: &'static str, job: &Job, end: Option<SystemTime>) -> crate::webhooks::Event {
+    crate::webhooks::Event {
+        event,
+        id: 0,
+        ip: String::new(),
+        app: job.source.app.clone(),
+        name: job.source.name.clone(),
+        query: crate::redact::Query::new(""),
+        protocol: PROTOCOL,
+        createtime: crate::webhooks::millis(job.started),
+        endtime: end.map(crate::webhooks::millis),
+        inbytes: 0,
+        outbytes: 0,
+        action: "transcode",
+    }
 }
 
 /// The job gave up on its source for good (for this publish).
@@ -154,6 +178,7 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> Optio
         .collect();
     let mut backoff = Backoff::default();
     let mut resume = vec![first];
+    ctx.webhooks.notify(webhook("postTranscode", job, None));
     loop {
         let started = Instant::now();
         let end = attempt(
