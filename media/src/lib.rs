@@ -6,7 +6,8 @@
 //!   codec Ferrocast ingests. One writer for HLS, LL-HLS, DASH and (later) recording.
 //! - [`ts`]: MPEG-2 transport stream for old HLS players (H.264/H.265 with AAC/MP3).
 //! - [`ac3`]: the AC-3 / E-AC-3 syncframe fields their sample entries need.
-//! - [`bits`]: a bounded MSB-first bit reader.
+//! - [`bits`]: a bounded MSB-first bit reader with Exp-Golomb codes (the server's codec
+//!   parsers use it too).
 //!
 //! Inputs come from a publisher, so every parser here caps what it reads by the input's
 //! length and reports malformed input as [`MediaError`], never a panic.

@@ -15,6 +15,9 @@ USAGE:
 OPTIONS (each also read from the environment variable shown):
     --namespace NS            FERROCAST_NAMESPACE         namespace of the fleet and its resources
                                                           (default: $POD_NAMESPACE, else `default`)
+    --watch-namespaces A,B    FERROCAST_WATCH_NAMESPACES  further namespaces whose MediaApps and
+                                                          StreamAuths the fleet serves (default:
+                                                          none; the fleet stays in --namespace)
     --fleet NAME              FERROCAST_FLEET             the fleet's name: per-app Services are
                                                           NAME-<mediaapp>, the field manager
                                                           NAME-operator (default: ferrocast)
@@ -39,6 +42,8 @@ OPTIONS (each also read from the environment variable shown):
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub namespace: String,
+    /// Further namespaces served (never the fleet namespace itself; no duplicates).
+    pub watch_namespaces: Vec<String>,
     pub fleet: String,
     pub serve_unlabelled: bool,
     pub server_selector: BTreeMap<String, String>,
@@ -80,6 +85,33 @@ pub fn parse_selector(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(map)
 }
 
+/// Whether `s` is a namespace name (a DNS-1123 label).
+fn is_namespace_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Parses `a,b` into namespaces to watch besides `fleet_namespace` (which is left out when
+/// listed, as are duplicates).
+pub fn parse_namespaces(s: &str, fleet_namespace: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for ns in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !is_namespace_name(ns) {
+            return Err(format!(
+                "--watch-namespaces: {ns:?} is not a namespace name (1-63 lowercase letters, digits and -)"
+            ));
+        }
+        if ns != fleet_namespace && !out.iter().any(|o| o == ns) {
+            out.push(ns.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// The selector in the API's `labelSelector` query form.
 pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
     selector
@@ -96,6 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
     let mut args = args.into_iter();
     const VALUED: &[&str] = &[
         "--namespace",
+        "--watch-namespaces",
         "--fleet",
         "--serve-unlabelled",
         "--server-selector",
@@ -131,6 +164,10 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
     let namespace = get("--namespace", "FERROCAST_NAMESPACE")
         .or_else(|| env("POD_NAMESPACE").filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "default".into());
+    let watch_namespaces = parse_namespaces(
+        &get("--watch-namespaces", "FERROCAST_WATCH_NAMESPACES").unwrap_or_default(),
+        &namespace,
+    )?;
     let server_selector = parse_selector(
         &get("--server-selector", "FERROCAST_SERVER_SELECTOR").unwrap_or_else(|| DEFAULT_SELECTOR.into()),
     )?;
@@ -177,6 +214,7 @@ pub fn parse(args: impl IntoIterator<Item = String>, env: impl Fn(&str) -> Optio
         .unwrap_or_else(|| format!("ferrocast-operator-{}", std::process::id()));
     Ok(Command::Run(Box::new(Options {
         namespace,
+        watch_namespaces,
         fleet,
         serve_unlabelled,
         server_selector,
@@ -207,6 +245,7 @@ mod tests {
     fn defaults() {
         let o = run(&[], &[("POD_NAME", "op-0")]).unwrap();
         assert_eq!(o.namespace, "default");
+        assert!(o.watch_namespaces.is_empty(), "only the fleet namespace by default");
         assert_eq!((o.fleet.as_str(), o.serve_unlabelled), ("ferrocast", true));
         assert_eq!(
             selector_string(&o.server_selector),
@@ -257,6 +296,17 @@ mod tests {
         );
         let o = run(&["--namespace", "flag-ns", "--config-map=cm2", "--log-json"], &env).unwrap();
         assert_eq!((o.namespace.as_str(), o.config_map.as_str()), ("flag-ns", "cm2"));
+        // Watched namespaces: trimmed, deduplicated, without the fleet's own.
+        let env = [
+            ("FERROCAST_NAMESPACE", "streaming"),
+            ("FERROCAST_WATCH_NAMESPACES", " team-a, team-b,,team-a ,streaming"),
+        ];
+        assert_eq!(run(&[], &env).unwrap().watch_namespaces, ["team-a", "team-b"]);
+        assert_eq!(
+            run(&["--watch-namespaces", "studio"], &env).unwrap().watch_namespaces,
+            ["studio"],
+            "the flag wins"
+        );
         assert_eq!(run(&[], &[("POD_NAMESPACE", "pod-ns")]).unwrap().namespace, "pod-ns");
     }
 
@@ -272,6 +322,11 @@ mod tests {
             (vec!["--server-selector", ","], "empty"),
             (vec!["--fleet", "Media_1"], "lowercase"),
             (vec!["--serve-unlabelled", "maybe"], "true or false"),
+            (
+                vec!["--watch-namespaces", "team-a,Team_B"],
+                "\"Team_B\" is not a namespace name",
+            ),
+            (vec!["--watch-namespaces", "a/b"], "not a namespace name"),
         ] {
             let err = run(&args, &[]).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

@@ -1,6 +1,6 @@
-//! The controllers: watch MediaApps and StreamAuths (and the Secrets, StreamAuths and
-//! Services related to them), gather the render's inputs, apply its outputs with server-side
-//! apply, write statuses and events, and count it all in metrics.
+//! The controllers: watch MediaApps and StreamAuths of every namespace the fleet serves (and
+//! the Secrets, StreamAuths and Services related to them), gather the render's inputs, apply
+//! its outputs with server-side apply, write statuses and events, and count it all in metrics.
 //!
 //! Every reconcile renders the whole fleet (one ConfigMap and one Secret are shared by all
 //! apps), so the fleet part is serialized behind one lock; it writes only when the render
@@ -8,10 +8,12 @@
 //! read Secrets from a watch cache, so a status write costs no fleet sync. Secrets are applied
 //! before the ConfigMap that names them. A deleted MediaApp has nothing left to reconcile, so
 //! a small loop also re-renders the fleet on deletions and periodically; it prunes Services
-//! and generated certificates whose MediaApp is gone (owner references make Kubernetes do the
-//! same). The live loop polls the server pods: counts go to metrics and, at a bounded rate,
-//! to status under their own field manager; a change in whether the pods run the current
-//! config re-reconciles the MediaApps (`ConfigApplied`, `Ready`).
+//! and generated certificates whose MediaApp is gone, by their labels (owner references make
+//! Kubernetes do the same for MediaApps of the fleet namespace; they cannot cross namespaces).
+//! Statuses and events go to each resource in its own namespace. The live loop polls the
+//! server pods: counts go to metrics and, at a bounded rate, to status under their own field
+//! manager; a change in whether the pods run the current config re-reconciles the MediaApps
+//! (`ConfigApplied`, `Ready`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -34,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::render::{
     self, Desired, Fleet, Inputs, FLEET_LABEL, GENERATED_CERT_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MEDIAAPP_LABEL,
 };
+use crate::scope;
 use crate::status::{media_app_status, not_ready_reason};
 use crate::Error;
 
@@ -56,7 +59,7 @@ pub struct Context {
     pub fleet: Fleet,
     pub media_apps: Store<MediaApp>,
     pub stream_auths: Store<StreamAuth>,
-    /// The namespace's Secrets, from a watch (Helm release records left out).
+    /// The Secrets of the fleet's namespaces, from a watch (Helm release records left out).
     pub secrets: Store<Secret>,
     pub metrics: Metrics,
     pub recorder: Recorder,
@@ -135,8 +138,20 @@ impl Context {
         Api::namespaced(self.client.clone(), &self.fleet.namespace)
     }
 
+    /// The API of a resource's own namespace (for its status).
+    fn api_of<K>(&self, obj: &impl Resource) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), self.fleet.namespace_of(obj.meta()))
+    }
+
     /// Reads the render's inputs, all from the watch caches: this fleet's resources and the
-    /// Secrets they reference (a missing one is simply absent). Waits until the caches have
+    /// Secrets they reference, each from the resource's own namespace (a missing one is
+    /// simply absent); generated certificates from the fleet namespace. Waits until the caches have
     /// listed once, so a starting operator never renders from empty caches.
     pub async fn gather(&self) -> Result<Inputs, Error> {
         let ready = async {
@@ -154,7 +169,7 @@ impl Context {
             .filter(|a| self.fleet.serves(&a.metadata))
             .map(|a| (**a).clone())
             .collect();
-        media_apps.sort_by_key(|a| a.metadata.name.clone());
+        media_apps.sort_by_key(|a| self.fleet.key_of(&a.metadata));
         let mut stream_auths: Vec<StreamAuth> = self
             .stream_auths
             .state()
@@ -162,18 +177,26 @@ impl Context {
             .filter(|a| self.fleet.serves(&a.metadata))
             .map(|a| (**a).clone())
             .collect();
-        stream_auths.sort_by_key(|a| a.metadata.name.clone());
-        let mut names: BTreeSet<String> = BTreeSet::new();
-        names.extend(stream_auths.iter().flat_map(StreamAuth::secret_names));
-        names.extend(media_apps.iter().flat_map(MediaApp::secret_names));
+        stream_auths.sort_by_key(|a| self.fleet.key_of(&a.metadata));
+        // (namespace, name) of every Secret to read.
+        let fleet_ns = self.fleet.namespace.as_str();
+        let mut names: BTreeSet<(&str, String)> = BTreeSet::new();
+        for sa in &stream_auths {
+            let ns = self.fleet.namespace_of(&sa.metadata);
+            names.extend(sa.secret_names().into_iter().map(|n| (ns, n)));
+        }
+        for ma in &media_apps {
+            let ns = self.fleet.namespace_of(&ma.metadata);
+            names.extend(ma.secret_names().into_iter().map(|n| (ns, n)));
+            names.insert((fleet_ns, self.fleet.generated_cert_secret(&ma.metadata)));
+        }
         let wants_api_key = stream_auths.iter().any(|s| s.spec.api_users.is_some());
         // The fleet Secret holds what is made once and kept: the revision salt, the API key.
-        names.insert(self.fleet.secret.clone());
+        names.insert((fleet_ns, self.fleet.secret.clone()));
         let mut secrets = BTreeMap::new();
-        for name in names {
-            let key = ObjectRef::new(&name).within(&self.fleet.namespace);
-            if let Some(s) = self.secrets.get(&key) {
-                secrets.insert(name, (*s).clone());
+        for (ns, name) in names {
+            if let Some(s) = self.secrets.get(&ObjectRef::new(&name).within(ns)) {
+                secrets.insert(self.fleet.key(ns, &name), (*s).clone());
             }
         }
         let kept = |key: &str| {
@@ -215,10 +238,11 @@ impl Context {
             else {
                 continue;
             };
-            let name = ma.name_any();
-            let secret_name = render::generated_cert_secret(&name);
+            let name = self.fleet.key_of(&ma.metadata);
+            // In the fleet namespace, so its key in the inputs is its name.
+            let secret_name = self.fleet.generated_cert_secret(&ma.metadata);
             let existing = inputs.secrets.get(&secret_name);
-            if existing.is_some() && !render::is_generated_cert(existing, &name) {
+            if existing.is_some() && !render::is_generated_cert(&self.fleet, existing, &ma.metadata) {
                 // Someone else's Secret with our name: never overwrite it (the render reports it).
                 continue;
             }
@@ -238,13 +262,18 @@ impl Context {
             secret.metadata.name = Some(secret_name.clone());
             secret.metadata.namespace = Some(self.fleet.namespace.clone());
             secret.metadata.annotations = Some(annotations);
-            secret.metadata.labels = Some(BTreeMap::from([
+            let mut labels = BTreeMap::from([
                 (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
                 (FLEET_LABEL.to_string(), self.fleet.name.clone()),
-                (MEDIAAPP_LABEL.to_string(), name.clone()),
                 (GENERATED_CERT_LABEL.to_string(), "true".to_string()),
-            ]));
-            secret.metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
+            ]);
+            labels.extend(
+                self.fleet
+                    .media_app_labels(&ma.metadata)
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
+            secret.metadata.labels = Some(labels);
+            secret.metadata.owner_references = render::owner_reference(&self.fleet, ma);
             let applied = api
                 .patch(&secret_name, &self.apply_params(), &Patch::Apply(&secret))
                 .await?;
@@ -321,7 +350,7 @@ impl Context {
         let fleet = &self.fleet.name;
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={fleet},{MEDIAAPP_LABEL}");
         for svc in services.list(&ListParams::default().labels(&selector)).await? {
-            let owner = svc.labels().get(MEDIAAPP_LABEL).cloned().unwrap_or_default();
+            let owner = self.fleet.labelled_media_app(svc.labels()).unwrap_or_default();
             let wanted = desired
                 .services
                 .get(&owner)
@@ -335,7 +364,7 @@ impl Context {
         let secrets: Api<Secret> = self.api();
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={fleet},{GENERATED_CERT_LABEL}");
         for s in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
-            let owner = s.labels().get(MEDIAAPP_LABEL).cloned().unwrap_or_default();
+            let owner = self.fleet.labelled_media_app(s.labels()).unwrap_or_default();
             if !desired.generated_certs.contains_key(&owner) {
                 let name = s.name_any();
                 delete_ignoring_absent(&secrets, &name).await?;
@@ -426,7 +455,9 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
         return Ok(Action::requeue(RESYNC));
     }
     let _timer = ctx.metrics.time("MediaApp").start_timer();
-    let name = ma.name_any();
+    // Its key in the render (`<namespace>/<name>` outside the fleet namespace) names it in
+    // metrics too.
+    let name = ctx.fleet.key_of(&ma.metadata);
     let (inputs, desired) = ctx.sync_fleet(false).await?;
     let Some(outcome) = desired.apps.get(&name) else {
         // Not in the cache yet (or just deleted): the next event brings it.
@@ -435,10 +466,13 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     let observed = match desired.services.get(&name) {
         Some(svc) => {
             let api: Api<Service> = ctx.api();
-            let svc_name = ctx.fleet.service_name(&name);
+            let svc_name = ctx.fleet.service_name(&ma.metadata);
             match api.get_opt(&svc_name).await? {
-                // Someone else's Service with our name: never take it over (status says so).
-                Some(existing) if !crate::status::is_managed_service(&existing, &name) => Some(existing),
+                // Someone else's Service with our name (or another namespace's MediaApp's):
+                // never take it over (status says so).
+                Some(existing) if !crate::status::is_managed_service(&ctx.fleet, &existing, &ma.metadata) => {
+                    Some(existing)
+                }
                 _ => Some(api.patch(&svc_name, &ctx.apply_params(), &Patch::Apply(svc)).await?),
             }
         }
@@ -464,7 +498,7 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
         ..s
     });
     if shown.as_ref() != Some(&status) {
-        patch_status::<MediaApp, _>(&ctx, &name, &status, &ctx.fleet.field_manager()).await?;
+        patch_status(&ctx, ma.as_ref(), &status, &ctx.fleet.field_manager()).await?;
     }
     match outcome.tls_not_after.filter(|_| outcome.tls_served) {
         Some(t) => ctx.metrics.certificate_expiry.with_label_values(&[&name]).set(t),
@@ -481,15 +515,15 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     // Come back before a generated certificate is due for renewal.
     let renew_in = inputs
         .secrets
-        .get(&render::generated_cert_secret(&name))
+        .get(&ctx.fleet.generated_cert_secret(&ma.metadata))
         .filter(|_| desired.generated_certs.contains_key(&name))
         .and_then(crate::tls::renew_at)
         .map(|t| Duration::from_secs((t - inputs.now).max(60) as u64));
     Ok(Action::requeue(renew_in.map_or(RESYNC, |r| r.min(RESYNC))))
 }
 
-/// The fleets running in the namespace: the `ferrocast.io/fleet` labels of the operators'
-/// leader Leases.
+/// The fleets running in the fleet namespace: the `ferrocast.io/fleet` labels of the
+/// operators' leader Leases.
 async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ctx.api();
     let list = leases.list(&ListParams::default().labels(FLEET_LABEL)).await?;
@@ -500,8 +534,20 @@ async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
         .collect())
 }
 
-/// A MediaApp labelled for a fleet that does not run in this namespace is served by nobody:
-/// say so in its status (`Ready: False`, reason `NoFleet`) and an event.
+/// Whether fleet `fleet`'s operator has written this resource's status (its field manager
+/// owns status fields): then that fleet runs somewhere, if not in this namespace.
+pub fn status_written_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, fleet: &str) -> bool {
+    let manager = format!("{fleet}-operator");
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .any(|f| f.manager.as_deref() == Some(manager.as_str()) && f.subresource.as_deref() == Some("status"))
+}
+
+/// A MediaApp labelled for a fleet that runs nowhere is served by nobody: say so in its status
+/// (`Ready: False`, reason `NoFleet`) and an event. The fleets this operator can see are those
+/// of its own namespace (their Leases). A watched namespace may also be served by a fleet of a
+/// third namespace: a MediaApp whose status that fleet's operator has written is left to it.
 async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Error> {
     let Some(wanted) = ma.labels().get(FLEET_LABEL).cloned() else {
         return Ok(());
@@ -510,11 +556,19 @@ async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Er
     if fleets.contains(&wanted) {
         return Ok(());
     }
-    let message = format!(
-        "no Ferrocast fleet {wanted:?} runs in namespace {} (fleets here: {}); fix the {FLEET_LABEL} label",
-        ctx.fleet.namespace,
-        fleets.iter().cloned().collect::<Vec<_>>().join(", ")
-    );
+    let ns = ctx.fleet.namespace_of(&ma.metadata);
+    if ns != ctx.fleet.namespace && status_written_by(&ma.metadata, &wanted) {
+        return Ok(());
+    }
+    let running = fleets.iter().cloned().collect::<Vec<_>>().join(", ");
+    let message = if ns == ctx.fleet.namespace {
+        format!("no Ferrocast fleet {wanted:?} runs in namespace {ns} (fleets here: {running}); fix the {FLEET_LABEL} label")
+    } else {
+        format!(
+            "no Ferrocast fleet {wanted:?} serves namespace {ns}: none runs in namespace {} (fleets there: {running}) and none has served this MediaApp; fix the {FLEET_LABEL} label",
+            ctx.fleet.namespace
+        )
+    };
     let previous = ma.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
     let ready = render::condition(
         previous,
@@ -531,7 +585,7 @@ async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Er
     }
     ctx.ready_event(ma, before, &ready).await;
     let status = json!({"observedGeneration": ma.metadata.generation, "conditions": [ready]});
-    patch_status::<MediaApp, _>(ctx, &ma.name_any(), &status, &ctx.fleet.field_manager()).await
+    patch_status(ctx, ma, &status, &ctx.fleet.field_manager()).await
 }
 
 /// Reconciles one StreamAuth: the fleet (API users are fleet-wide) and its status.
@@ -540,7 +594,7 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.time("StreamAuth").start_timer();
-    let name = sa.name_any();
+    let name = ctx.fleet.key_of(&sa.metadata);
     let (_, desired) = ctx.sync_fleet(false).await?;
     let Some(status) = desired.stream_auths.get(&name) else {
         return Ok(Action::requeue(RETRY));
@@ -550,7 +604,7 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
         ctx.ready_event(sa.as_ref(), before, after).await;
     }
     if sa.status.as_ref() != Some(status) {
-        patch_status::<StreamAuth, _>(&ctx, &name, status, &ctx.fleet.field_manager()).await?;
+        patch_status(&ctx, sa.as_ref(), status, &ctx.fleet.field_manager()).await?;
     }
     let reason = status
         .conditions
@@ -561,7 +615,8 @@ pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Re
     Ok(Action::requeue(RESYNC))
 }
 
-async fn patch_status<K, S>(ctx: &Context, name: &str, status: &S, field_manager: &str) -> Result<(), Error>
+/// Applies `status` to `obj`'s status, in its own namespace.
+async fn patch_status<K, S>(ctx: &Context, obj: &K, status: &S, field_manager: &str) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -569,13 +624,14 @@ where
         + std::fmt::Debug,
     S: serde::Serialize,
 {
-    let api: Api<K> = ctx.api();
+    let name = obj.name_any();
+    let api: Api<K> = ctx.api_of(obj);
     let body = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&body))
+    api.patch_status(&name, &PatchParams::apply(field_manager).force(), &Patch::Apply(&body))
         .await?;
     Ok(())
 }
@@ -586,7 +642,7 @@ where
 pub async fn write_live_counts(ctx: &Context, ma: &MediaApp, live: &Live) -> Result<(), Error> {
     let (streams, sessions) = crate::status::live_counts(live, &ma.app_name());
     let status = json!({"liveStreams": streams, "sessions": sessions});
-    patch_status::<MediaApp, _>(ctx, &ma.name_any(), &status, &ctx.fleet.live_field_manager()).await
+    patch_status(ctx, ma, &status, &ctx.fleet.live_field_manager()).await
 }
 
 /// MediaApp and StreamAuth events that can change what the operator renders: creation, spec
@@ -627,44 +683,61 @@ pub fn error_policy_stream_auth(sa: Arc<StreamAuth>, error: &Error, ctx: Arc<Con
     Action::requeue(RETRY)
 }
 
-/// MediaApps affected by a change of Secret `secret`: directly (TLS, webhooks) or through a
-/// StreamAuth they use.
+/// MediaApps affected by a change of Secret `secret` of namespace `namespace`: directly (TLS,
+/// webhooks, relays: Secrets of their own namespace; their generated certificate in the fleet
+/// namespace) or through a StreamAuth of their namespace they use.
 pub fn media_apps_for_secret(
+    fleet: &Fleet,
+    namespace: &str,
     secret: &str,
     media_apps: &[Arc<MediaApp>],
     stream_auths: &[Arc<StreamAuth>],
 ) -> Vec<ObjectRef<MediaApp>> {
     let auths: BTreeSet<String> = stream_auths
         .iter()
-        .filter(|s| s.secret_names().iter().any(|n| n == secret))
+        .filter(|s| fleet.namespace_of(&s.metadata) == namespace && s.secret_names().iter().any(|n| n == secret))
         .map(|s| s.name_any())
         .collect();
     media_apps
         .iter()
-        .filter(|m| m.secret_names().iter().any(|n| n == secret) || m.auth_refs().iter().any(|r| auths.contains(r)))
+        .filter(|m| {
+            let own = fleet.namespace_of(&m.metadata) == namespace
+                && (m.secret_names().iter().any(|n| n == secret) || m.auth_refs().iter().any(|r| auths.contains(r)));
+            let generated = namespace == fleet.namespace && fleet.generated_cert_secret(&m.metadata) == secret;
+            own || generated
+        })
         .map(|m| ObjectRef::from_obj(m.as_ref()))
         .collect()
 }
 
-/// MediaApps whose `authRef` names StreamAuth `name`.
-pub fn media_apps_for_stream_auth(name: &str, media_apps: &[Arc<MediaApp>]) -> Vec<ObjectRef<MediaApp>> {
+/// MediaApps whose `authRef` names StreamAuth `sa` (of their own namespace).
+pub fn media_apps_for_stream_auth(sa: &StreamAuth, media_apps: &[Arc<MediaApp>]) -> Vec<ObjectRef<MediaApp>> {
+    let name = sa.name_any();
     media_apps
         .iter()
-        .filter(|m| m.auth_refs().iter().any(|r| r == name))
+        .filter(|m| m.metadata.namespace == sa.metadata.namespace && m.auth_refs().contains(&name))
         .map(|m| ObjectRef::from_obj(m.as_ref()))
         .collect()
 }
 
-/// StreamAuths to re-check when MediaApp `ma` changes: those it names now and those that
-/// still list it in `usedBy`.
+/// StreamAuths (of its namespace) to re-check when MediaApp `ma` changes: those it names now
+/// and those that still list it in `usedBy`.
 pub fn stream_auths_for_media_app(ma: &MediaApp, stream_auths: &[Arc<StreamAuth>]) -> Vec<ObjectRef<StreamAuth>> {
     let name = ma.name_any();
     let refs = ma.auth_refs();
     stream_auths
         .iter()
+        .filter(|s| s.metadata.namespace == ma.metadata.namespace)
         .filter(|s| refs.contains(&s.name_any()) || s.status.as_ref().is_some_and(|st| st.used_by.contains(&name)))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+/// The MediaApp a per-app object (Service) is labelled for.
+pub fn media_app_of(fleet: &Fleet, labels: &BTreeMap<String, String>) -> Option<ObjectRef<MediaApp>> {
+    let name = labels.get(MEDIAAPP_LABEL)?;
+    let ns = labels.get(render::MEDIAAPP_NAMESPACE_LABEL).unwrap_or(&fleet.namespace);
+    Some(ObjectRef::new(name).within(ns))
 }
 
 /// The server pods to poll: running and ready (a pod that is not ready serves no client and
@@ -705,7 +778,7 @@ pub async fn live_loop(
                 let live = crate::fleet::poll(&ready_pods(&list.items, server_admin_port), LIVE_TIMEOUT).await;
                 *ctx.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
                 for ma in ctx.media_apps.state().iter().filter(|m| ctx.fleet.serves(&m.metadata)) {
-                    let name = ma.name_any();
+                    let name = ctx.fleet.key_of(&ma.metadata);
                     let counts = live.app(&ma.app_name());
                     ctx.metrics
                         .mediaapp_live_streams
@@ -766,20 +839,28 @@ pub async fn fleet_loop(ctx: Arc<Context>) {
             }
         }
     };
-    let ma_events = watcher(ctx.api::<MediaApp>(), watcher::Config::default())
-        .default_backoff()
-        .map(|e| match e {
-            Ok(watcher::Event::Delete(ma)) => Some(ma.name_any()),
-            _ => None,
-        })
-        .boxed();
-    let sa_events = watcher(ctx.api::<StreamAuth>(), watcher::Config::default())
-        .default_backoff()
-        .map(|e| match e {
-            Ok(watcher::Event::Delete(_)) => Some(String::new()),
-            _ => None,
-        })
-        .boxed();
+    let namespaces = ctx.fleet.namespaces();
+    let fleet = ctx.fleet.clone();
+    let ma_events = futures::stream::select_all(scope::watches::<MediaApp>(
+        &ctx.client,
+        &namespaces,
+        &watcher::Config::default(),
+    ))
+    .map(move |e| match e {
+        Ok(watcher::Event::Delete(ma)) => Some(fleet.key_of(&ma.metadata)),
+        _ => None,
+    })
+    .boxed();
+    let sa_events = futures::stream::select_all(scope::watches::<StreamAuth>(
+        &ctx.client,
+        &namespaces,
+        &watcher::Config::default(),
+    ))
+    .map(|e| match e {
+        Ok(watcher::Event::Delete(_)) => Some(String::new()),
+        _ => None,
+    })
+    .boxed();
     tokio::spawn(deletions(ma_events, notify.clone(), ctx.metrics.clone()));
     tokio::spawn(deletions(sa_events, notify.clone(), ctx.metrics.clone()));
     let mut force = true;
@@ -809,24 +890,21 @@ pub async fn run(
     server_admin_port: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = fleet.namespace.clone();
-    let media_apps: Api<MediaApp> = Api::namespaced(client.clone(), &ns);
-    let stream_auths: Api<StreamAuth> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    // The fleet's own namespace and the watched ones: one watch per namespace, merged.
+    let namespaces = fleet.namespaces();
+    let services: Api<Service> = Api::namespaced(client.clone(), &fleet.namespace);
 
     let (ma_store, ma_writer) = reflector::store::<MediaApp>();
     let (sa_store, sa_writer) = reflector::store::<StreamAuth>();
     let (secret_store, secret_writer) = reflector::store::<Secret>();
+    let all = watcher::Config::default();
     let ma_stream = spec_changes(
-        watcher(media_apps.clone(), watcher::Config::default())
-            .default_backoff()
+        scope::merged(&client, &namespaces, &all, ma_store.clone())
             .reflect(ma_writer)
             .applied_objects(),
     );
     let sa_stream = spec_changes(
-        watcher(stream_auths.clone(), watcher::Config::default())
-            .default_backoff()
+        scope::merged(&client, &namespaces, &all, sa_store.clone())
             .reflect(sa_writer)
             .applied_objects(),
     );
@@ -834,22 +912,39 @@ pub async fn run(
     // reference a changed Secret.
     let (ma_trigger_tx, ma_trigger_rx) = futures::channel::mpsc::channel(256);
     let (sa_trigger_tx, sa_trigger_rx) = futures::channel::mpsc::channel(256);
-    let secret_events = watcher(secrets, watcher::Config::default().fields(NOT_HELM_RELEASES))
-        .default_backoff()
-        .reflect(secret_writer)
-        .touched_objects();
+    let secret_events = scope::merged(
+        &client,
+        &namespaces,
+        &watcher::Config::default().fields(NOT_HELM_RELEASES),
+        secret_store.clone(),
+    )
+    .reflect(secret_writer)
+    .touched_objects();
     {
         let (mas, sas) = (ma_store.clone(), sa_store.clone());
         let (mut ma_tx, mut sa_tx) = (ma_trigger_tx.clone(), sa_trigger_tx);
+        let fleet = fleet.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(secret_events);
             while let Some(e) = events.next().await {
-                let Ok(secret) = e else { continue };
-                let name = secret.name_any();
-                for r in media_apps_for_secret(&name, &mas.state(), &sas.state()) {
+                let secret = match e {
+                    Ok(s) => s,
+                    // A namespace whose Secrets cannot be watched keeps the cache from being
+                    // ready: say why (the watch retries with backoff).
+                    Err(e) => {
+                        warn!("Secret watch: {e}");
+                        continue;
+                    }
+                };
+                let (ns, name) = (fleet.namespace_of(&secret.metadata).to_string(), secret.name_any());
+                for r in media_apps_for_secret(&fleet, &ns, &name, &mas.state(), &sas.state()) {
                     let _ = ma_tx.try_send(r);
                 }
-                for a in sas.state().iter().filter(|a| a.secret_names().contains(&name)) {
+                for a in sas
+                    .state()
+                    .iter()
+                    .filter(|a| fleet.namespace_of(&a.metadata) == ns && a.secret_names().contains(&name))
+                {
                     let _ = sa_tx.try_send(ObjectRef::from_obj(a.as_ref()));
                 }
             }
@@ -858,22 +953,17 @@ pub async fn run(
 
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={}", fleet.name);
     let (mas, sas) = (ma_store.clone(), sa_store.clone());
-    let sa_changes = spec_changes(
-        watcher(stream_auths.clone(), watcher::Config::default())
-            .default_backoff()
-            .touched_objects(),
-    );
+    let sa_changes = spec_changes(scope::touched::<StreamAuth>(&client, &namespaces, &all));
+    // Services are found by their labels, not owner references: another namespace's MediaApp
+    // cannot own an object of the fleet namespace.
+    let service_fleet = fleet.clone();
     let ma_controller = Controller::for_stream(ma_stream, ma_store.clone())
-        .owns(services, watcher::Config::default().labels(&managed))
-        .watches_stream(sa_changes, move |sa| {
-            media_apps_for_stream_auth(&sa.name_any(), &mas.state())
+        .watches(services, watcher::Config::default().labels(&managed), move |svc| {
+            media_app_of(&service_fleet, svc.labels())
         })
+        .watches_stream(sa_changes, move |sa| media_apps_for_stream_auth(&sa, &mas.state()))
         .reconcile_on(ma_trigger_rx);
-    let ma_changes = spec_changes(
-        watcher(media_apps.clone(), watcher::Config::default())
-            .default_backoff()
-            .touched_objects(),
-    );
+    let ma_changes = spec_changes(scope::touched::<MediaApp>(&client, &namespaces, &all));
     let sa_controller = Controller::for_stream(sa_stream, sa_store.clone())
         .watches_stream(ma_changes, move |ma| stream_auths_for_media_app(&ma, &sas.state()))
         .reconcile_on(sa_trigger_rx);

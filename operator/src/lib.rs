@@ -4,6 +4,7 @@
 //!
 //! - [`crd`]: the custom resource types, printer columns and CEL rules.
 //! - [`render`]: the pure reconcile, inputs to desired objects.
+//! - [`scope`]: the namespaces served, and one watch over several namespaces.
 //! - [`status`]: a MediaApp's status from the render, its Service and live counts.
 //! - [`tls`]: self-signed certificates (rcgen) and certificate/key checks.
 //! - [`validate`]: checks a manifest against the generated CRD schema and CEL rules.
@@ -24,6 +25,7 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod render;
+pub mod scope;
 pub mod status;
 pub mod tls;
 pub mod validate;

@@ -14,6 +14,7 @@ use ferrocast_operator::render::{Fleet, SECRETS_DIR};
 use ferrocast_operator::{admin, controller};
 use ferrocast_server::config::Config;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use tracing::{error, info};
 
@@ -87,6 +88,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
         name: o.fleet.clone(),
         serves_unlabelled: o.serve_unlabelled,
         namespace: o.namespace.clone(),
+        watch_namespaces: o.watch_namespaces.clone(),
         config_map: o.config_map.clone(),
         secret: o.secret.clone(),
         selector: o.server_selector.clone(),
@@ -105,33 +107,41 @@ async fn run(o: Options) -> anyhow::Result<()> {
             ready: ready.clone(),
         },
     ));
-    info!(namespace = %o.namespace, fleet = %o.fleet, serve_unlabelled = o.serve_unlabelled, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
+    info!(namespace = %o.namespace, watch_namespaces = %o.watch_namespaces.join(","), fleet = %o.fleet, serve_unlabelled = o.serve_unlabelled, selector = %cli::selector_string(&o.server_selector), config_map = %o.config_map, secret = %o.secret, metrics = %o.metrics_addr, "ferrocast-operator starting");
 
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;
-    for (kind, probe) in [
-        (
-            "MediaApp",
-            Api::<MediaApp>::namespaced(client.clone(), &o.namespace)
-                .list(&ListParams::default().limit(1))
-                .await
-                .map(drop),
-        ),
-        (
-            "StreamAuth",
-            Api::<StreamAuth>::namespaced(client.clone(), &o.namespace)
-                .list(&ListParams::default().limit(1))
-                .await
-                .map(drop),
-        ),
-    ] {
-        probe.with_context(|| {
-            format!(
-                "cannot list {kind}s in {}; are the CRDs (crds/) installed and is RBAC granted?",
-                o.namespace
-            )
-        })?;
+    // Every namespace served must be readable: a watched namespace without the chart's Role
+    // is refused at start, naming it, rather than served silently by halves.
+    for ns in fleet.namespaces() {
+        for (kind, probe) in [
+            (
+                "MediaApp",
+                Api::<MediaApp>::namespaced(client.clone(), &ns)
+                    .list(&ListParams::default().limit(1))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "StreamAuth",
+                Api::<StreamAuth>::namespaced(client.clone(), &ns)
+                    .list(&ListParams::default().limit(1))
+                    .await
+                    .map(drop),
+            ),
+            (
+                "Secret",
+                Api::<Secret>::namespaced(client.clone(), &ns)
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .map(drop),
+            ),
+        ] {
+            probe.with_context(|| {
+                format!("cannot list {kind}s in {ns}; are the CRDs (crds/) installed and is RBAC granted there?")
+            })?;
+        }
     }
     ready.store(true, Ordering::Relaxed);
 

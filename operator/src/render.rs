@@ -1,5 +1,5 @@
-//! The pure reconcile: from every MediaApp and StreamAuth of the fleet's namespace and the
-//! Secrets they reference, to the objects the fleet needs: one ConfigMap holding the server
+//! The pure reconcile: from every MediaApp and StreamAuth the fleet serves (its namespace and
+//! the watched ones) and the Secrets they reference, to the objects the fleet needs: one ConfigMap holding the server
 //! config (`ferrocast_server::config::Config`, exactly what `ferrocast --config` reads), one
 //! Secret with the secret material the config names by path, a Service per MediaApp, and
 //! every resource's status. No I/O and no clock: the controller gathers the inputs and
@@ -43,6 +43,9 @@ pub const REVISION_SALT_KEY: &str = "config.revision-salt";
 pub const CLUSTER_SECRET_KEY: &str = "cluster.secret";
 /// Label on per-MediaApp objects (Service, generated certificate Secret): the MediaApp's name.
 pub const MEDIAAPP_LABEL: &str = "ferrocast.io/mediaapp";
+/// Label on per-MediaApp objects: the MediaApp's namespace (objects made before it existed
+/// lack it; absent means the fleet namespace).
+pub const MEDIAAPP_NAMESPACE_LABEL: &str = "ferrocast.io/mediaapp-namespace";
 /// Label on generated certificate Secrets.
 pub const GENERATED_CERT_LABEL: &str = "ferrocast.io/generated-certificate";
 /// Data key of the server config in the ConfigMap.
@@ -65,7 +68,10 @@ pub struct Fleet {
     /// Also serve MediaApps and StreamAuths without a [`FLEET_LABEL`] (one fleet per
     /// namespace should).
     pub serves_unlabelled: bool,
+    /// The fleet's namespace: its pods, ConfigMap, Secret, Services, Lease.
     pub namespace: String,
+    /// Further namespaces whose MediaApps and StreamAuths it serves (`--watch-namespaces`).
+    pub watch_namespaces: Vec<String>,
     pub config_map: String,
     pub secret: String,
     /// Labels of the server pods; Services select them.
@@ -89,18 +95,102 @@ impl Fleet {
         format!("{}-operator-live", self.name)
     }
 
-    /// Whether this fleet serves a resource with these labels: labelled with its name, or
-    /// unlabelled when it serves those.
+    /// Every namespace it serves: its own first, then the watched ones.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all = vec![self.namespace.clone()];
+        for ns in &self.watch_namespaces {
+            if !all.contains(ns) {
+                all.push(ns.clone());
+            }
+        }
+        all
+    }
+
+    /// The namespace of a resource (none: the fleet's, as in a manifest without one).
+    pub fn namespace_of<'a>(&'a self, meta: &'a ObjectMeta) -> &'a str {
+        meta.namespace.as_deref().unwrap_or(&self.namespace)
+    }
+
+    /// Whether this fleet serves a resource: in one of its namespaces, and labelled with its
+    /// name, or unlabelled when it serves those.
     pub fn serves(&self, meta: &ObjectMeta) -> bool {
+        let ns = self.namespace_of(meta);
+        if ns != self.namespace && !self.watch_namespaces.iter().any(|w| w == ns) {
+            return false;
+        }
         match meta.labels.as_ref().and_then(|l| l.get(FLEET_LABEL)) {
             Some(fleet) => *fleet == self.name,
             None => self.serves_unlabelled,
         }
     }
 
-    /// Name of a MediaApp's Service.
-    pub fn service_name(&self, media_app: &str) -> String {
-        format!("{}-{media_app}", self.name)
+    /// How the render keys a resource or Secret: its name in the fleet namespace, else
+    /// `<namespace>/<name>` (no name holds a `/`, so keys of two namespaces never meet).
+    pub fn key(&self, namespace: &str, name: &str) -> String {
+        if namespace == self.namespace {
+            name.to_string()
+        } else {
+            format!("{namespace}/{name}")
+        }
+    }
+
+    /// [`Fleet::key`] of a resource.
+    pub fn key_of(&self, meta: &ObjectMeta) -> String {
+        self.key(self.namespace_of(meta), meta.name.as_deref().unwrap_or_default())
+    }
+
+    /// A resource's part of its fleet Secret keys: its name in the fleet namespace, else
+    /// `<namespace>_<name>` (`_` is in no name, so two namespaces never share a key).
+    pub fn file_id(&self, meta: &ObjectMeta) -> String {
+        let (ns, name) = (self.namespace_of(meta), meta.name.as_deref().unwrap_or_default());
+        if ns == self.namespace {
+            name.to_string()
+        } else {
+            format!("{ns}_{name}")
+        }
+    }
+
+    /// Name of a MediaApp's Service (in the fleet namespace, where the pods are):
+    /// `<fleet>-<mediaapp>`, or `<fleet>-<namespace>-<mediaapp>` for another namespace's.
+    pub fn service_name(&self, media_app: &ObjectMeta) -> String {
+        let (ns, name) = (
+            self.namespace_of(media_app),
+            media_app.name.as_deref().unwrap_or_default(),
+        );
+        if ns == self.namespace {
+            format!("{}-{name}", self.name)
+        } else {
+            format!("{}-{ns}-{name}", self.name)
+        }
+    }
+
+    /// Name of the Secret (in the fleet namespace) holding a MediaApp's generated
+    /// certificate: `<mediaapp>-tls-generated`, or `<namespace>.<mediaapp>-tls-generated`.
+    pub fn generated_cert_secret(&self, media_app: &ObjectMeta) -> String {
+        let (ns, name) = (
+            self.namespace_of(media_app),
+            media_app.name.as_deref().unwrap_or_default(),
+        );
+        if ns == self.namespace {
+            generated_cert_secret(name)
+        } else {
+            generated_cert_secret(&format!("{ns}.{name}"))
+        }
+    }
+
+    /// The labels naming the MediaApp a per-app object (Service, generated certificate) is for.
+    pub fn media_app_labels(&self, media_app: &ObjectMeta) -> [(&'static str, String); 2] {
+        [
+            (MEDIAAPP_LABEL, media_app.name.clone().unwrap_or_default()),
+            (MEDIAAPP_NAMESPACE_LABEL, self.namespace_of(media_app).to_string()),
+        ]
+    }
+
+    /// The key of the MediaApp a per-app object's labels name (`None`: no MediaApp label).
+    pub fn labelled_media_app(&self, labels: &BTreeMap<String, String>) -> Option<String> {
+        let name = labels.get(MEDIAAPP_LABEL)?;
+        let ns = labels.get(MEDIAAPP_NAMESPACE_LABEL).unwrap_or(&self.namespace);
+        Some(self.key(ns, name))
     }
 }
 
@@ -109,7 +199,8 @@ impl Fleet {
 pub struct Inputs {
     pub media_apps: Vec<MediaApp>,
     pub stream_auths: Vec<StreamAuth>,
-    /// Secrets by name, as the apiserver returns them (`data`); absent ones do not exist.
+    /// Secrets by [`Fleet::key`] (their name in the fleet namespace), as the apiserver
+    /// returns them (`data`); absent ones do not exist.
     pub secrets: BTreeMap<String, Secret>,
     /// The API token signing key to keep (from the current fleet Secret, or newly made).
     pub api_token_key: Option<String>,
@@ -133,6 +224,7 @@ pub enum Reason {
     SecretKeyMissing,
     InvalidSecret,
     ApiUserConflict,
+    ApiUsersNotAllowed,
     InvalidTLS,
     CertificatePending,
     ServiceConflict,
@@ -151,6 +243,7 @@ impl Reason {
             Reason::SecretKeyMissing => "SecretKeyMissing",
             Reason::InvalidSecret => "InvalidSecret",
             Reason::ApiUserConflict => "ApiUserConflict",
+            Reason::ApiUsersNotAllowed => "ApiUsersNotAllowed",
             Reason::InvalidTLS => "InvalidTLS",
             Reason::CertificatePending => "CertificatePending",
             Reason::ServiceConflict => "ServiceConflict",
@@ -200,13 +293,13 @@ pub struct AppOutcome {
 pub struct Desired {
     pub config_map: ConfigMap,
     pub secret: Secret,
-    /// By MediaApp name.
+    /// By MediaApp [`Fleet::key`] (its name in the fleet namespace).
     pub services: BTreeMap<String, Service>,
-    /// By MediaApp name.
+    /// By MediaApp [`Fleet::key`].
     pub apps: BTreeMap<String, AppOutcome>,
-    /// By StreamAuth name.
+    /// By StreamAuth [`Fleet::key`].
     pub stream_auths: BTreeMap<String, StreamAuthStatus>,
-    /// MediaApps that need an operator-generated certificate, with its hosts.
+    /// MediaApps (by [`Fleet::key`]) that need an operator-generated certificate, with its hosts.
     pub generated_certs: BTreeMap<String, Vec<String>>,
     /// The rendered config (also in the ConfigMap).
     pub config: Config,
@@ -221,17 +314,33 @@ pub enum RenderError {
     InvalidConfig(String),
 }
 
-/// Name of the Secret holding a MediaApp's generated certificate.
+/// Name of the Secret holding the generated certificate of a MediaApp of the fleet
+/// namespace (see [`Fleet::generated_cert_secret`]).
 pub fn generated_cert_secret(media_app: &str) -> String {
     format!("{media_app}-tls-generated")
 }
 
 /// Whether `secret` is the operator's generated certificate for MediaApp `media_app`.
-pub fn is_generated_cert(secret: Option<&Secret>, media_app: &str) -> bool {
+pub fn is_generated_cert(fleet: &Fleet, secret: Option<&Secret>, media_app: &ObjectMeta) -> bool {
     let labels = secret.and_then(|s| s.metadata.labels.as_ref());
     labels.is_some_and(|l| {
-        l.get(MEDIAAPP_LABEL).map(String::as_str) == Some(media_app) && l.contains_key(GENERATED_CERT_LABEL)
+        fleet.labelled_media_app(l) == Some(fleet.key_of(media_app)) && l.contains_key(GENERATED_CERT_LABEL)
     })
+}
+
+/// A DNS-1123 subdomain (what a Secret name must be): a reference holding anything else (a
+/// `namespace/name`, say) names no Secret of the resource's namespace and is refused.
+fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// A DNS-1035 label (what a Service name must be).
@@ -277,15 +386,36 @@ type File = (String, Vec<u8>);
 /// Secret material to copy into the fleet Secret.
 type Files = Vec<File>;
 
-/// Looks up Secrets, turning absence into problems.
+/// Looks up the Secrets of one namespace (a resource reads only its own namespace's),
+/// turning absence into problems.
 struct SecretSource<'a> {
     secrets: &'a BTreeMap<String, Secret>,
+    fleet: &'a Fleet,
+    namespace: &'a str,
 }
 
-impl SecretSource<'_> {
+impl<'a> SecretSource<'a> {
+    /// The Secrets of the namespace of `meta`.
+    fn of(&self, meta: &'a ObjectMeta) -> SecretSource<'a> {
+        SecretSource {
+            secrets: self.secrets,
+            fleet: self.fleet,
+            namespace: self.fleet.namespace_of(meta),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Secret> {
+        self.secrets.get(&self.fleet.key(self.namespace, name))
+    }
+
     fn data(&self, name: &str) -> Result<BTreeMap<String, ByteString>, Problem> {
+        if !is_object_name(name) {
+            return Err(problem(
+                Reason::InvalidSpec,
+                format!("{name:?} is not a Secret name: a reference names a Secret of the resource's own namespace"),
+            ));
+        }
         let s = self
-            .secrets
             .get(name)
             .ok_or_else(|| problem(Reason::SecretNotFound, format!("Secret {name} not found")))?;
         Ok(s.data.clone().unwrap_or_default())
@@ -334,7 +464,9 @@ impl ResolvedAuth {
 }
 
 fn resolve_auth(sa: &StreamAuth, src: &SecretSource, fleet: &Fleet) -> ResolvedAuth {
-    let name = sa.metadata.name.as_deref().unwrap_or_default();
+    let src = &src.of(&sa.metadata);
+    let id = fleet.file_id(&sa.metadata);
+    let name = id.as_str();
     let path = |key: &str| fleet.secrets_dir.join(key);
     let sign = sa.spec.sign.as_ref().map(|s| {
         s.secret_refs
@@ -444,29 +576,43 @@ fn redact(message: &str) -> String {
 pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     let src = SecretSource {
         secrets: &inputs.secrets,
+        fleet,
+        namespace: &fleet.namespace,
     };
     let mut stream_auths: Vec<&StreamAuth> = inputs
         .stream_auths
         .iter()
         .filter(|s| fleet.serves(&s.metadata))
         .collect();
-    stream_auths.sort_by_key(|s| s.metadata.name.clone());
+    stream_auths.sort_by_key(|s| fleet.key_of(&s.metadata));
     let resolved: BTreeMap<String, ResolvedAuth> = stream_auths
         .iter()
-        .map(|sa| {
-            (
-                sa.metadata.name.clone().unwrap_or_default(),
-                resolve_auth(sa, &src, fleet),
-            )
-        })
+        .map(|sa| (fleet.key_of(&sa.metadata), resolve_auth(sa, &src, fleet)))
         .collect();
 
-    // API users are fleet-wide: merged from every StreamAuth, first by name wins a conflict.
+    // API users are fleet-wide: merged from every StreamAuth of the fleet namespace, first by
+    // name wins a conflict. A watched namespace's StreamAuth cannot give anyone the API of
+    // the whole fleet.
     let mut api_users: BTreeMap<String, String> = BTreeMap::new();
     let mut user_owner: BTreeMap<String, String> = BTreeMap::new();
     let mut auth_problems: BTreeMap<String, Vec<Problem>> =
         resolved.iter().map(|(n, r)| (n.clone(), r.problems())).collect();
+    let in_fleet_namespace: BTreeSet<String> = stream_auths
+        .iter()
+        .filter(|sa| fleet.namespace_of(&sa.metadata) == fleet.namespace)
+        .map(|sa| fleet.key_of(&sa.metadata))
+        .collect();
     for (sa, r) in &resolved {
+        if r.api_users.is_some() && !in_fleet_namespace.contains(sa) {
+            auth_problems.entry(sa.clone()).or_default().push(problem(
+                Reason::ApiUsersNotAllowed,
+                format!(
+                    "apiUsers are ignored: API users are fleet-wide and only StreamAuths in the fleet namespace {} may define them",
+                    fleet.namespace
+                ),
+            ));
+            continue;
+        }
         let Some(Ok(users)) = &r.api_users else { continue };
         for (user, hash) in users {
             if let Some(owner) = user_owner.get(user) {
@@ -481,11 +627,13 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         }
     }
 
-    // Older MediaApps win an app-path conflict, so a new one cannot take over a live app.
+    // Older MediaApps win an app-path conflict, so a new one cannot take over a live app
+    // (of the same namespace or another; equal ages are ordered by namespace and name).
     let mut media_apps: Vec<&MediaApp> = inputs.media_apps.iter().filter(|m| fleet.serves(&m.metadata)).collect();
     media_apps.sort_by_key(|m| {
         (
             m.metadata.creation_timestamp.clone().map(|t| t.0),
+            fleet.namespace_of(&m.metadata).to_string(),
             m.metadata.name.clone(),
         )
     });
@@ -501,13 +649,18 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     let mut claimed: BTreeMap<String, String> = BTreeMap::new();
 
     for ma in media_apps {
-        let name = ma.metadata.name.clone().unwrap_or_default();
+        // `name` is the MediaApp's part of fleet Secret keys; `key` its key in the outputs.
+        let name = fleet.file_id(&ma.metadata);
+        let key = fleet.key_of(&ma.metadata);
+        let ns = fleet.namespace_of(&ma.metadata);
+        let src = src.of(&ma.metadata);
         let spec = &ma.spec;
         let app = ma.app_name();
         let mut problems = Vec::new();
         for p in [&spec.publish, &spec.play] {
             if let (AuthMode::Sign | AuthMode::Key | AuthMode::Token, Some(r)) = (p.auth, &p.auth_ref) {
-                used_by.entry(r.name.clone()).or_default().insert(name.clone());
+                let plain = ma.metadata.name.clone().unwrap_or_default();
+                used_by.entry(fleet.key(ns, &r.name)).or_default().insert(plain);
             }
         }
 
@@ -540,14 +693,14 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                     format!("app {app:?} is already claimed by MediaApp {owner}"),
                 )),
                 None => {
-                    claimed.insert(app.clone(), name.clone());
+                    claimed.insert(app.clone(), key.clone());
                 }
             }
         }
 
         let mut app_files = Files::new();
         let mut policy = |which: &str, p: &AccessPolicy, problems: &mut Vec<Problem>| -> PolicyConfig {
-            match auth_policy(which, p, &resolved, fleet) {
+            match auth_policy(which, p, ns, &resolved, fleet) {
                 Ok((policy, f)) => {
                     app_files.extend(f);
                     PolicyConfig {
@@ -666,10 +819,10 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
 
         let service_type = spec.service.as_ref().map(|s| s.type_);
         let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
-        let svc_name = fleet.service_name(&name);
+        let svc_name = fleet.service_name(&ma.metadata);
         let wants_service = service_type.is_some();
         if wants_service && !is_dns_label(&svc_name) {
-            problems.push(problem(Reason::InvalidSpec, format!("Service name {svc_name:?} would not be a valid DNS label; use a MediaApp name of at most 53 lowercase letters, digits and -")));
+            problems.push(problem(Reason::InvalidSpec, format!("Service name {svc_name:?} would not be a valid DNS label (at most 63 lowercase letters, digits and -); use a shorter MediaApp name")));
         }
 
         let served = problems.is_empty();
@@ -679,10 +832,10 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
         let mut tls_not_after = None;
         if let Some(t) = tls_spec {
             if t.secret_name.is_none() {
-                generated_certs.insert(name.clone(), t.hosts.clone());
+                generated_certs.insert(key.clone(), t.hosts.clone());
             }
             if served {
-                match tls_files(&name, t.secret_name.as_deref(), &t.hosts, &src) {
+                match tls_files(ma, &name, t.secret_name.as_deref(), &t.hosts, &src) {
                     Ok((crt, key, expires)) => {
                         tls_not_after = expires;
                         config.tls.certificates.push(CertificateConfig {
@@ -719,14 +872,11 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
             .as_ref()
             .filter(|_| wants_service && is_dns_label(&svc_name))
         {
-            services.insert(
-                name.clone(),
-                service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()),
-            );
+            services.insert(key.clone(), service(fleet, ma, svc_spec, &svc_name, tls_spec.is_some()));
         }
         problems.extend(tls_problems);
         outcomes.insert(
-            name.clone(),
+            key.clone(),
             AppOutcome {
                 app,
                 served,
@@ -779,7 +929,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
     let stream_auth_statuses = stream_auths
         .iter()
         .map(|sa| {
-            let name = sa.metadata.name.clone().unwrap_or_default();
+            let name = fleet.key_of(&sa.metadata);
             let problems = auth_problems.remove(&name).unwrap_or_default();
             let previous = sa.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
             let status = StreamAuthStatus {
@@ -861,6 +1011,7 @@ pub fn joined(problems: &[Problem]) -> String {
 fn auth_policy(
     which: &str,
     p: &AccessPolicy,
+    namespace: &str,
     resolved: &BTreeMap<String, ResolvedAuth>,
     fleet: &Fleet,
 ) -> Result<(PolicyConfig, Files), Problem> {
@@ -873,7 +1024,8 @@ fn auth_policy(
             format!("{which}.authRef is required for auth {}", p.auth.as_str()),
         ));
     };
-    let r = resolved.get(sa_name).ok_or_else(|| {
+    // A StreamAuth of the MediaApp's own namespace.
+    let r = resolved.get(&fleet.key(namespace, sa_name)).ok_or_else(|| {
         problem(
             Reason::AuthRefNotFound,
             format!("{which}: StreamAuth {sa_name} not found"),
@@ -942,16 +1094,24 @@ fn server_mode(m: AuthMode) -> server::AuthMode {
     }
 }
 
-/// The certificate and key files of a MediaApp's TLS, from its Secret, checked.
+/// The certificate and key files of a MediaApp's TLS, from its Secret (`secret_name` in its
+/// own namespace, or the generated one in the fleet namespace), checked. `media_app` is its
+/// part of the fleet Secret keys.
 fn tls_files(
+    ma: &MediaApp,
     media_app: &str,
     secret_name: Option<&str>,
     hosts: &[String],
     src: &SecretSource,
 ) -> Result<(File, File, Option<i64>), Problem> {
-    let secret = match secret_name {
-        Some(s) => s.to_string(),
-        None => generated_cert_secret(media_app),
+    let fleet = src.fleet;
+    let generated = SecretSource {
+        namespace: &fleet.namespace,
+        ..*src
+    };
+    let (secret, src) = match secret_name {
+        Some(s) => (s.to_string(), src),
+        None => (fleet.generated_cert_secret(&ma.metadata), &generated),
     };
     let data = src.data(&secret).map_err(|e| match secret_name {
         Some(_) => problem(Reason::InvalidTLS, format!("TLS {}", e.message)),
@@ -960,8 +1120,8 @@ fn tls_files(
             "the self-signed certificate is not generated yet",
         ),
     })?;
-    if secret_name.is_none() && !is_generated_cert(src.secrets.get(&secret), media_app) {
-        return Err(problem(Reason::InvalidTLS, format!("Secret {secret} exists and was not made by the operator; it is left alone (rename it or set tls.secretName)")));
+    if secret_name.is_none() && !is_generated_cert(fleet, src.get(&secret), &ma.metadata) {
+        return Err(problem(Reason::InvalidTLS, format!("Secret {secret} exists and was not made by the operator for this MediaApp; it is left alone (rename it or set tls.secretName)")));
     }
     let get = |k: &str| {
         data.get(k)
@@ -976,6 +1136,18 @@ fn tls_files(
         (flat_key(&["mediaapp", media_app, "tls.key"])?, key),
         expires,
     ))
+}
+
+/// The owner reference of a MediaApp's per-app object in the fleet namespace. Owner references
+/// cannot cross namespaces (the garbage collector would delete the object at once), so another
+/// namespace's MediaApp gets none: the operator prunes its objects by label instead.
+pub fn owner_reference(
+    fleet: &Fleet,
+    ma: &MediaApp,
+) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>> {
+    (fleet.namespace_of(&ma.metadata) == fleet.namespace)
+        .then(|| ma.controller_owner_ref(&()).map(|r| vec![r]))
+        .flatten()
 }
 
 /// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
@@ -998,17 +1170,17 @@ fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &
         ports.push(port("rtmps", spec.ports.rtmps, base.tls.rtmps_port));
         ports.push(port("https", spec.ports.https, base.tls.https_port));
     }
-    let ma_name = ma.metadata.name.clone().unwrap_or_default();
+    let [(k1, v1), (k2, v2)] = fleet.media_app_labels(&ma.metadata);
     let mut metadata = meta(
         fleet,
         name,
         labels(
             fleet,
-            &[("app.kubernetes.io/component", "mediaapp"), (MEDIAAPP_LABEL, &ma_name)],
+            &[("app.kubernetes.io/component", "mediaapp"), (k1, &v1), (k2, &v2)],
         ),
     );
     metadata.annotations = (!spec.annotations.is_empty()).then(|| spec.annotations.clone());
-    metadata.owner_references = ma.controller_owner_ref(&()).map(|r| vec![r]);
+    metadata.owner_references = owner_reference(fleet, ma);
     Service {
         metadata,
         spec: Some(K8sServiceSpec {

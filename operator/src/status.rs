@@ -3,20 +3,17 @@
 //! counts written apart. Pure, like the render.
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{Endpoints, MediaApp, MediaAppStatus, ServiceType, SessionCounts};
 use crate::fleet::{Live, Rollout};
-use crate::render::{condition, joined, AppOutcome, Fleet, Problem, Reason, MEDIAAPP_LABEL};
+use crate::render::{condition, joined, AppOutcome, Fleet, Problem, Reason};
 
 /// Whether `svc` is the Service the operator manages for MediaApp `media_app` (and not
-/// someone else's object that happens to have its name).
-pub fn is_managed_service(svc: &Service, media_app: &str) -> bool {
-    svc.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MEDIAAPP_LABEL))
-        .map(String::as_str)
-        == Some(media_app)
+/// someone else's object that happens to have its name, nor the Service of a MediaApp of the
+/// same name in another namespace).
+pub fn is_managed_service(fleet: &Fleet, svc: &Service, media_app: &ObjectMeta) -> bool {
+    svc.metadata.labels.as_ref().and_then(|l| fleet.labelled_media_app(l)) == Some(fleet.key_of(media_app))
 }
 
 /// The address clients reach the Service at: the load balancer's IP or host name once
@@ -132,10 +129,9 @@ pub fn media_app_status(
     revision: &str,
     now: i64,
 ) -> MediaAppStatus {
-    let name = ma.metadata.name.clone().unwrap_or_default();
     let mut problems: Vec<Problem> = outcome.problems.clone();
     let observed = match observed {
-        Some(svc) if !is_managed_service(svc, &name) => {
+        Some(svc) if !is_managed_service(fleet, svc, &ma.metadata) => {
             problems.push(Problem {
                 reason: Reason::ServiceConflict,
                 message: format!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use common::{fleet, media_app, stream_auth, NOW, NS};
+use common::{fleet, media_app, stream_auth, NOW, NS, TEAM};
 use ferrocast_operator::controller::{error_policy_media_app, reconcile_media_app, reconcile_stream_auth, Context};
 use ferrocast_operator::crd::{MediaApp, MediaAppStatus, StreamAuth};
 use ferrocast_operator::metrics::Metrics;
@@ -143,6 +143,16 @@ fn context_with(
     stream_auths: Vec<StreamAuth>,
     secrets: Vec<k8s_openapi::api::core::v1::Secret>,
 ) -> (Arc<Context>, Handle, Metrics) {
+    context_for(fleet(), media_apps, stream_auths, secrets)
+}
+
+/// [`context_with`] for `fleet`.
+fn context_for(
+    fleet: ferrocast_operator::render::Fleet,
+    media_apps: Vec<MediaApp>,
+    stream_auths: Vec<StreamAuth>,
+    secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+) -> (Arc<Context>, Handle, Metrics) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
     let metrics = Metrics::new();
@@ -154,7 +164,7 @@ fn context_with(
     ));
     let mut ctx = Context::new(
         client,
-        fleet(),
+        fleet,
         cache(media_apps),
         cache(stream_auths),
         cache(secrets),
@@ -356,6 +366,11 @@ fn condition<'a>(s: &'a MediaAppStatus, type_: &str) -> &'a ferrocast_operator::
         .iter()
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("no {type_} condition in {s:?}"))
+}
+
+/// A resource's YAML (`metadata: {name: ...` first) placed in namespace [`TEAM`].
+fn in_team(yaml: &str) -> String {
+    yaml.replacen("metadata: {", "metadata: {namespace: team-a, ", 1)
 }
 
 const LIVE: &str =
@@ -739,20 +754,55 @@ fn related_changes_map_to_the_right_resources() {
         "metadata: {name: gen}\nspec: {tls: {hosts: [a.example.com]}}",
         10,
     ));
-    let apps = vec![live.clone(), tls.clone(), gen.clone()];
-    let sas = vec![Arc::new(stream_auth(STUDIO))];
-    let names =
-        |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    // The same names in a watched namespace: a change there never triggers the fleet
+    // namespace's resources, nor the other way round.
+    let team_live = Arc::new(media_app(&in_team(LIVE), 10));
+    let team_gen = Arc::new(media_app(
+        "metadata: {name: gen, namespace: team-a}\nspec: {tls: {hosts: [a.example.com]}}",
+        10,
+    ));
+    let team_studio = Arc::new(stream_auth(&in_team(STUDIO)));
+    let apps = vec![live.clone(), tls.clone(), gen.clone(), team_live, team_gen];
+    let sas = vec![Arc::new(stream_auth(STUDIO)), team_studio.clone()];
+    let f = common::fleet_watching(&[TEAM]);
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<MediaApp>>| {
+        refs.into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap(), r.name))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        names(media_apps_for_secret("studio-keys", &apps, &sas)),
-        ["live"],
+        names(media_apps_for_secret(&f, NS, "studio-keys", &apps, &sas)),
+        ["streaming/live"],
         "through the StreamAuth"
     );
-    assert_eq!(names(media_apps_for_secret("events-tls", &apps, &sas)), ["events"]);
-    assert_eq!(names(media_apps_for_secret("hooks", &apps, &sas)), ["events"]);
-    assert_eq!(names(media_apps_for_secret("gen-tls-generated", &apps, &sas)), ["gen"]);
-    assert!(media_apps_for_secret("unrelated", &apps, &sas).is_empty());
-    assert_eq!(names(media_apps_for_stream_auth("studio", &apps)), ["live"]);
+    assert_eq!(
+        names(media_apps_for_secret(&f, TEAM, "studio-keys", &apps, &sas)),
+        ["team-a/live"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "events-tls", &apps, &sas)),
+        ["streaming/events"]
+    );
+    assert!(media_apps_for_secret(&f, TEAM, "events-tls", &apps, &sas).is_empty());
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "hooks", &apps, &sas)),
+        ["streaming/events"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "gen-tls-generated", &apps, &sas)),
+        ["streaming/gen"]
+    );
+    assert_eq!(
+        names(media_apps_for_secret(&f, NS, "team-a.gen-tls-generated", &apps, &sas)),
+        ["team-a/gen"],
+        "a watched namespace's generated certificate is in the fleet namespace"
+    );
+    assert!(media_apps_for_secret(&f, NS, "unrelated", &apps, &sas).is_empty());
+    assert_eq!(
+        names(media_apps_for_stream_auth(&stream_auth(STUDIO), &apps)),
+        ["streaming/live"]
+    );
+    assert_eq!(names(media_apps_for_stream_auth(&team_studio, &apps)), ["team-a/live"]);
     // A MediaApp that stopped using a StreamAuth still triggers it (to drop itself from usedBy).
     let mut was_user = stream_auth("metadata: {name: old}\nspec: {keys: {secretRef: {name: k}}}");
     was_user.status = Some(ferrocast_operator::crd::StreamAuthStatus {
@@ -967,6 +1017,206 @@ async fn a_mediaapp_of_another_running_fleet_is_left_to_it() {
         },
     )];
     run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
+/// The MediaApp status apply of `name` in namespace `ns`.
+fn status_patch_in(ns: &'static str, name: &str, check: impl FnOnce(&MediaAppStatus) + Send + 'static) -> Expect {
+    let n = name.to_string();
+    expect(
+        "PATCH",
+        format!("/apis/ferrocast.io/v1alpha1/namespaces/{ns}/mediaapps/{name}/status{APPLY}"),
+        move |body| {
+            let status: MediaAppStatus = serde_json::from_value(body["status"].clone()).expect("a MediaApp status");
+            check(&status);
+            (
+                200,
+                json!({"apiVersion": "ferrocast.io/v1alpha1", "kind": "MediaApp", "metadata": {"name": n, "namespace": ns}, "spec": {}, "status": body["status"]}),
+            )
+        },
+    )
+}
+
+fn event_in(ns: &'static str, reason: &'static str, regarding: &'static str) -> Expect {
+    expect(
+        "POST",
+        format!("/apis/events.k8s.io/v1/namespaces/{ns}/events?"),
+        move |body| {
+            assert_eq!(body["reason"], reason, "event {body}");
+            assert_eq!(
+                (
+                    body["regarding"]["name"].as_str(),
+                    body["regarding"]["namespace"].as_str()
+                ),
+                (Some(regarding), Some(ns))
+            );
+            (201, body)
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_mediaapp_of_a_watched_namespace_is_served_by_the_fleet_and_told_so_in_its_namespace() {
+    let f = common::fleet_watching(&[TEAM]);
+    let ma = media_app(&in_team(LIVE), 10);
+    let sa = stream_auth(&in_team(STUDIO));
+    let team_keys = common::secret_in(TEAM, "studio-keys", &[("cam1", "k-team-SECRET")]);
+    let (ctx, handle, metrics) = context_for(f.clone(), vec![ma.clone()], vec![sa.clone()], vec![team_keys.clone()]);
+    let mut i = common::inputs(vec![ma.clone()], vec![sa], vec![team_keys]);
+    i.api_token_key = None;
+    let revision = ferrocast_operator::render::render(&f, &i).unwrap().revision;
+    pods_run(&ctx, &[("server-0", &revision)]);
+    // The fleet's Secret and ConfigMap in the fleet namespace, with team-a's keys under a
+    // key of its own.
+    let mut scenario = vec![
+        applied_secret(|data| {
+            assert_eq!(
+                data.keys().collect::<Vec<_>>(),
+                [
+                    "config.revision",
+                    "config.revision-salt",
+                    "streamauth.team-a_studio.keys.yaml"
+                ]
+            );
+            assert_eq!(data["streamauth.team-a_studio.keys.yaml"], "cam1: k-team-SECRET\n");
+        }),
+        applied_configmap(|c| {
+            assert_eq!(c.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["live"]);
+            assert_eq!(
+                c.apps[0].publish.keys_file.as_ref().unwrap().to_str(),
+                Some("/etc/ferrocast/secrets/streamauth.team-a_studio.keys.yaml")
+            );
+        }),
+    ];
+    // Pruning by label: team-a's own Service stays; a Service and a generated certificate of
+    // team-a MediaApps that are gone (no owner reference could have removed them), and the
+    // Service of a fleet-namespace MediaApp of the same name that is gone, are deleted.
+    let labels = |name: &str, ns: Option<&str>| {
+        let mut l = json!({"app.kubernetes.io/managed-by": "ferrocast-operator", "ferrocast.io/fleet": "ferrocast", "ferrocast.io/mediaapp": name});
+        if let Some(ns) = ns {
+            l["ferrocast.io/mediaapp-namespace"] = json!(ns);
+        }
+        l
+    };
+    let svc = |name: &str, l: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS, "labels": l}});
+    let kept = svc("ferrocast-team-a-live", labels("live", Some(TEAM)));
+    let gone = svc("ferrocast-team-a-old", labels("old", Some(TEAM)));
+    let same_name = svc("ferrocast-live", labels("live", None));
+    let mut cert_labels = labels("old", Some(TEAM));
+    cert_labels["ferrocast.io/generated-certificate"] = json!("true");
+    let old_cert = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "team-a.old-tls-generated", "namespace": NS, "labels": cert_labels}});
+    let mut prune = pruning(vec![kept.clone(), gone.clone(), same_name.clone()], vec![old_cert]);
+    scenario.push(prune.remove(0));
+    for name in ["ferrocast-team-a-old", "ferrocast-live"] {
+        scenario.push(expect(
+            "DELETE",
+            format!("/api/v1/namespaces/{NS}/services/{name}?"),
+            |_| not_found("already gone"),
+        ));
+    }
+    scenario.push(prune.remove(0));
+    scenario.push(expect(
+        "DELETE",
+        format!("/api/v1/namespaces/{NS}/secrets/team-a.old-tls-generated?"),
+        |_| not_found("already gone"),
+    ));
+    // Its Service in the fleet namespace (it selects the fleet's pods), without an owner.
+    scenario.push(service_lookup("ferrocast-team-a-live", Some(kept)));
+    scenario.push(applied_service("ferrocast-team-a-live", Some("203.0.113.8"), |svc| {
+        assert_eq!(svc["metadata"]["namespace"], NS);
+        assert_eq!(svc["metadata"]["labels"]["ferrocast.io/mediaapp"], "live");
+        assert_eq!(svc["metadata"]["labels"]["ferrocast.io/mediaapp-namespace"], TEAM);
+        assert!(svc["metadata"].get("ownerReferences").is_none(), "{svc}");
+    }));
+    // Event and status in the MediaApp's own namespace.
+    scenario.push(event_in(TEAM, "Ready", "live"));
+    scenario.push(status_patch_in(TEAM, "live", |s| {
+        let ready = condition(s, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Reconciled"));
+        assert_eq!(s.service.as_deref(), Some("ferrocast-team-a-live"));
+        assert_eq!(s.endpoints.as_ref().unwrap().rtmp, "rtmp://203.0.113.8:1935/live");
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+    assert!(
+        metrics
+            .render()
+            .contains(r#"ferrocast_operator_mediaapp_ready{mediaapp="team-a/live"} 1"#),
+        "{}",
+        metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn a_service_of_a_same_named_mediaapp_in_another_namespace_is_never_taken_over() {
+    let ma = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
+    let (ctx, handle, _) = context_for(common::fleet_watching(&[TEAM]), vec![ma.clone()], vec![], vec![]);
+    let mut scenario = vec![applied_secret(|_| {}), applied_configmap(|_| {})];
+    scenario.extend(pruning(vec![], vec![]));
+    // ferrocast-live exists, made for team-a's MediaApp "live" (an older operator's name).
+    scenario.push(service_lookup("ferrocast-live", Some(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ferrocast-live", "namespace": NS, "labels": {"ferrocast.io/mediaapp": "live", "ferrocast.io/mediaapp-namespace": TEAM}}}))));
+    scenario.push(event("ServiceConflict", "live"));
+    scenario.push(status_patch("live", |s| {
+        assert_eq!(condition(s, "Ready").reason, "ServiceConflict")
+    }));
+    run(handle, scenario, reconcile_media_app(Arc::new(ma), ctx))
+        .await
+        .expect("reconcile");
+}
+
+#[tokio::test]
+async fn a_watched_namespace_mediaapp_labelled_for_a_fleet_that_runs_nowhere_is_told_so_there() {
+    let lost = media_app(
+        "metadata: {name: lost, namespace: team-a, labels: {ferrocast.io/fleet: ghost}}\nspec: {}",
+        10,
+    );
+    let (ctx, handle, _) = context_for(common::fleet_watching(&[TEAM]), vec![lost.clone()], vec![], vec![]);
+    let leases = || {
+        expect(
+            "GET",
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+            |_| {
+                (
+                    200,
+                    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
+                        {"metadata": {"name": "ferrocast-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "ferrocast"}}}
+                    ]}),
+                )
+            },
+        )
+    };
+    let scenario = vec![
+        leases(),
+        event_in(TEAM, "NoFleet", "lost"),
+        status_patch_in(TEAM, "lost", |s| {
+            let ready = condition(s, "Ready");
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "NoFleet"));
+            assert!(
+                ready
+                    .message
+                    .contains("no Ferrocast fleet \"ghost\" serves namespace team-a"),
+                "{}",
+                ready.message
+            );
+        }),
+    ];
+    run(handle, scenario, reconcile_media_app(Arc::new(lost.clone()), ctx))
+        .await
+        .expect("reconcile");
+    // A fleet of a third namespace that serves it has written its status: left to that fleet.
+    let mut served = lost;
+    served.metadata.managed_fields = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+            manager: Some("ghost-operator".into()),
+            operation: Some("Apply".into()),
+            subresource: Some("status".into()),
+            ..Default::default()
+        },
+    ]);
+    let (ctx, handle, _) = context_for(common::fleet_watching(&[TEAM]), vec![served.clone()], vec![], vec![]);
+    run(handle, vec![leases()], reconcile_media_app(Arc::new(served), ctx))
         .await
         .expect("reconcile");
 }

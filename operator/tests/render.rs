@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::{fleet, inputs, media_app, secret, stream_auth, NOW};
 use ferrocast_operator::crd::{MediaApp, MediaAppStatus};
 use ferrocast_operator::fleet::{AppLive, Live, Rollout};
-use ferrocast_operator::render::{render, Desired, Inputs};
+use ferrocast_operator::render::{render, Desired, Fleet, Inputs};
 use ferrocast_operator::status::{media_app_status, not_ready_reason};
 use ferrocast_server::config::{AuthMode, Config};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Secret, Service, ServiceStatus};
@@ -41,18 +41,24 @@ fn observed(desired: &Service, lb_ip: Option<&str>) -> Service {
 const APPLIED: Rollout = Rollout::Applied { pods: 2 };
 
 fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, rollout: &Rollout) -> Outcome {
-    let fleet = fleet();
-    let desired = render(&fleet, inputs).expect("render");
+    reconcile_for(&fleet(), inputs, lb_ip, rollout)
+}
+
+/// [`reconcile`] for `fleet`; statuses keyed like the render's outputs (`<namespace>/<name>`
+/// outside the fleet namespace), for the MediaApps the fleet serves.
+fn reconcile_for(fleet: &Fleet, inputs: &Inputs, lb_ip: Option<&str>, rollout: &Rollout) -> Outcome {
+    let desired = render(fleet, inputs).expect("render");
     let statuses = inputs
         .media_apps
         .iter()
+        .filter(|ma| fleet.serves(&ma.metadata))
         .map(|ma| {
-            let name = ma.metadata.name.clone().unwrap();
+            let name = fleet.key_of(&ma.metadata);
             let svc = desired.services.get(&name).map(|s| observed(s, lb_ip));
             (
                 name.clone(),
                 media_app_status(
-                    &fleet,
+                    fleet,
                     ma,
                     &desired.apps[&name],
                     svc.as_ref(),
@@ -1366,5 +1372,279 @@ fn transcode_rules_reach_the_server_config_and_a_bad_ladder_is_not_served() {
         o.message("twice").contains("transcode[0].renditions[1].name"),
         "{}",
         o.message("twice")
+    );
+}
+
+/// A resource's YAML (`metadata: {name: ...` first) placed in namespace `ns`.
+fn in_ns(ns: &str, yaml: &str) -> String {
+    yaml.replacen("metadata: {", &format!("metadata: {{namespace: {ns}, "), 1)
+}
+
+#[test]
+fn a_watched_namespace_is_served_from_its_own_secrets_under_qualified_names() {
+    use common::{fleet_watching, secret_in, TEAM};
+    let f = fleet_watching(&[TEAM]);
+    // The same names in both namespaces: MediaApp live, StreamAuth studio, Secret studio-keys.
+    let team_live = "metadata: {name: live}\nspec: {app: team-live, publish: {auth: key, authRef: {name: studio}}, service: {type: LoadBalancer}, webhooks: [{url: 'http://hooks.team-a.svc/in', secretRef: {name: hooks, key: hmac}}]}";
+    let i = inputs(
+        vec![
+            media_app(LIVE_KEY, 20),
+            media_app(&in_ns(TEAM, team_live), 10),
+            // A namespace that is not watched is not served.
+            media_app("metadata: {name: other, namespace: team-b}\nspec: {}", 5),
+        ],
+        vec![stream_auth(STUDIO_KEYS), stream_auth(&in_ns(TEAM, STUDIO_KEYS))],
+        vec![
+            keys_auth().remove(0),
+            secret_in(TEAM, "studio-keys", &[("cam1", "k-team-SECRET")]),
+            secret_in(TEAM, "hooks", &[("hmac", "H-TEAM")]),
+        ],
+    );
+    let o = reconcile_for(&f, &i, Some("203.0.113.9"), &APPLIED);
+    assert_eq!(o.served(), ["live", "team-live"]);
+    // Each app's keys come from its own namespace, in its own fleet Secret key.
+    let c = o.config();
+    let keys_file = |app: &str| {
+        let a = c.apps.iter().find(|a| a.name == app).unwrap();
+        a.publish.keys_file.clone().unwrap().to_str().unwrap().to_string()
+    };
+    assert_eq!(keys_file("live"), "/etc/ferrocast/secrets/streamauth.studio.keys.yaml");
+    assert_eq!(
+        keys_file("team-live"),
+        "/etc/ferrocast/secrets/streamauth.team-a_studio.keys.yaml"
+    );
+    assert_eq!(
+        o.secret("streamauth.studio.keys.yaml").unwrap(),
+        "cam1: k-cam1-SECRET\nstudio: k-studio-SECRET\n"
+    );
+    assert_eq!(
+        o.secret("streamauth.team-a_studio.keys.yaml").unwrap(),
+        "cam1: k-team-SECRET\n"
+    );
+    assert_eq!(o.secret("mediaapp.team-a_live.webhook.0").as_deref(), Some("H-TEAM"));
+    assert!(
+        !o.yaml().contains("SECRET") && !o.yaml().contains("H-TEAM"),
+        "secret values only in the fleet Secret"
+    );
+    // Services in the fleet namespace (they select its pods), named per namespace, labelled
+    // for pruning; only the fleet namespace's MediaApp can own its Service.
+    let svc = &o.desired.services["team-a/live"];
+    assert_eq!(
+        (svc.metadata.name.as_deref(), svc.metadata.namespace.as_deref()),
+        (Some("ferrocast-team-a-live"), Some("streaming"))
+    );
+    let labels = svc.metadata.labels.as_ref().unwrap();
+    assert_eq!(
+        (
+            labels["ferrocast.io/mediaapp"].as_str(),
+            labels["ferrocast.io/mediaapp-namespace"].as_str(),
+            labels["ferrocast.io/fleet"].as_str()
+        ),
+        ("live", "team-a", "ferrocast")
+    );
+    assert_eq!(
+        svc.metadata.owner_references, None,
+        "owner references cannot cross namespaces"
+    );
+    assert_eq!(svc.spec.as_ref().unwrap().selector.as_ref(), Some(&f.selector));
+    let own = &o.desired.services["live"];
+    assert_eq!(own.metadata.name.as_deref(), Some("ferrocast-live"));
+    assert_eq!(own.metadata.owner_references.as_ref().unwrap()[0].uid, "uid-live");
+    // Statuses by namespace; the StreamAuths list their own namespace's users.
+    assert_eq!((o.reason("live"), o.reason("team-a/live")), ("Ready", "Ready"));
+    assert_eq!(
+        o.statuses["team-a/live"].endpoints.as_ref().unwrap().rtmp,
+        "rtmp://203.0.113.9:1935/team-live"
+    );
+    assert!(!o.statuses.contains_key("team-b/other"));
+    assert_eq!(o.desired.stream_auths["team-a/studio"].used_by, ["live"]);
+    assert_eq!(o.desired.stream_auths["studio"].used_by, ["live"]);
+    // Without the watch, the same inputs serve the fleet namespace alone.
+    assert_eq!(reconcile(&i, None, &APPLIED).served(), ["live"]);
+}
+
+#[test]
+fn a_mediaapp_reaches_no_secret_or_streamauth_of_another_namespace() {
+    use common::{fleet_watching, TEAM};
+    let f = fleet_watching(&[TEAM]);
+    // Everything referenced exists, but in the fleet namespace only.
+    let fleet_side = vec![
+        keys_auth().remove(0),
+        tls_secret("live-tls", "live.example.com"),
+        secret("hooks", &[("hmac", "H-FLEET")]),
+    ];
+    let cases = [
+        (
+            "authRef to a StreamAuth of the fleet namespace",
+            "metadata: {name: a}\nspec: {publish: {auth: key, authRef: {name: studio}}}",
+            vec![],
+            "AuthRefNotFound",
+            "StreamAuth studio not found",
+        ),
+        (
+            "its StreamAuth's Secret is in the fleet namespace",
+            "metadata: {name: a}\nspec: {publish: {auth: key, authRef: {name: own}}}",
+            vec![stream_auth(&in_ns(
+                TEAM,
+                "metadata: {name: own}\nspec: {keys: {secretRef: {name: studio-keys}}}",
+            ))],
+            "SecretNotFound",
+            "Secret studio-keys not found",
+        ),
+        (
+            "a namespace/name reference",
+            "metadata: {name: a}\nspec: {publish: {auth: key, authRef: {name: own}}}",
+            vec![stream_auth(&in_ns(
+                TEAM,
+                "metadata: {name: own}\nspec: {keys: {secretRef: {name: streaming/studio-keys}}}",
+            ))],
+            "InvalidSpec",
+            "\"streaming/studio-keys\" is not a Secret name",
+        ),
+        (
+            "TLS Secret",
+            "metadata: {name: a}\nspec: {tls: {secretName: live-tls, hosts: [live.example.com]}}",
+            vec![],
+            "InvalidTLS",
+            "Secret live-tls not found",
+        ),
+        (
+            "webhook key",
+            "metadata: {name: a}\nspec: {webhooks: [{url: 'http://h/x', secretRef: {name: hooks, key: hmac}}]}",
+            vec![],
+            "SecretNotFound",
+            "Secret hooks not found",
+        ),
+    ];
+    for (case, ma, sas, reason, message) in cases {
+        let i = inputs(vec![media_app(&in_ns(TEAM, ma), 10)], sas, fleet_side.clone());
+        let o = reconcile_for(&f, &i, None, &APPLIED);
+        assert_eq!(o.reason("team-a/a"), reason, "{case}: {}", o.message("team-a/a"));
+        assert!(
+            o.message("team-a/a").contains(message),
+            "{case}: {}",
+            o.message("team-a/a")
+        );
+        assert!(o.served().is_empty() || reason == "InvalidTLS", "{case}: fails closed");
+        let values: Vec<String> = o.secret_keys().iter().filter_map(|k| o.secret(k)).collect();
+        assert!(
+            !values
+                .iter()
+                .any(|v| v.contains("SECRET") || v.contains("H-FLEET") || v.contains("PRIVATE")),
+            "{case}: nothing of the fleet namespace's Secrets is copied"
+        );
+    }
+}
+
+#[test]
+fn app_conflict_across_namespaces_keeps_the_older_mediaapp_whatever_the_order() {
+    use common::{fleet_watching, TEAM};
+    let f = fleet_watching(&[TEAM]);
+    let ours = || media_app("metadata: {name: live}\nspec: {gopCache: false}", 10);
+    let theirs = || media_app(&in_ns(TEAM, "metadata: {name: live}\nspec: {}"), 100);
+    for apps in [vec![ours(), theirs()], vec![theirs(), ours()]] {
+        let o = reconcile_for(&f, &inputs(apps, vec![], vec![]), None, &APPLIED);
+        assert_eq!(o.served(), ["live"]);
+        assert!(o.config().apps[0].gop_cache, "the older MediaApp's settings (team-a's)");
+        assert_eq!((o.reason("team-a/live"), o.reason("live")), ("Ready", "AppConflict"));
+        let ready = &o.statuses["live"].conditions[0];
+        assert_eq!(ready.status, "False");
+        assert!(
+            ready
+                .message
+                .contains("app \"live\" is already claimed by MediaApp team-a/live"),
+            "{}",
+            ready.message
+        );
+    }
+    // Created in the same second: the namespace, then the name, decides.
+    let same = |ns: &str, name: &str| {
+        media_app(
+            &in_ns(ns, &format!("metadata: {{name: {name}}}\nspec: {{app: live}}")),
+            10,
+        )
+    };
+    for apps in [
+        vec![same(TEAM, "a"), same("streaming", "b")],
+        vec![same("streaming", "b"), same(TEAM, "a")],
+    ] {
+        let o = reconcile_for(&f, &inputs(apps, vec![], vec![]), None, &APPLIED);
+        assert_eq!((o.reason("b"), o.reason("team-a/a")), ("Ready", "AppConflict"));
+    }
+}
+
+#[test]
+fn api_users_come_from_the_fleet_namespace_only() {
+    use common::{fleet_watching, secret_in, TEAM};
+    let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+    let i = inputs(
+        vec![],
+        vec![
+            stream_auth("metadata: {name: admins}\nspec: {apiUsers: {secretRef: {name: admins}}}"),
+            stream_auth(&in_ns(
+                TEAM,
+                "metadata: {name: admins}\nspec: {apiUsers: {secretRef: {name: admins}}}",
+            )),
+        ],
+        vec![
+            secret("admins", &[("ops", phc)]),
+            secret_in(TEAM, "admins", &[("tenant", phc)]),
+        ],
+    );
+    let o = reconcile_for(&fleet_watching(&[TEAM]), &i, None, &APPLIED);
+    assert_eq!(o.secret("api.users.yaml").unwrap(), format!("ops: {phc}\n"));
+    let ready = &o.desired.stream_auths["team-a/admins"].conditions[0];
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApiUsersNotAllowed")
+    );
+    assert!(ready.message.contains("fleet namespace streaming"), "{}", ready.message);
+    assert_eq!(o.desired.stream_auths["admins"].conditions[0].reason, "Reconciled");
+}
+
+#[test]
+fn a_watched_namespace_gets_its_generated_certificate_in_the_fleet_namespace() {
+    use common::{fleet_watching, TEAM};
+    let f = fleet_watching(&[TEAM]);
+    let ma = media_app(
+        &in_ns(
+            TEAM,
+            "metadata: {name: live}\nspec: {tls: {hosts: [live.team.example]}}",
+        ),
+        10,
+    );
+    assert_eq!(f.generated_cert_secret(&ma.metadata), "team-a.live-tls-generated");
+    let labelled = |labels: &[(&str, &str)]| {
+        let mut s = tls_secret("team-a.live-tls-generated", "live.team.example");
+        s.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        s
+    };
+    let ours = labelled(&[
+        ("ferrocast.io/mediaapp", "live"),
+        ("ferrocast.io/mediaapp-namespace", "team-a"),
+        ("ferrocast.io/generated-certificate", "true"),
+    ]);
+    let o = reconcile_for(&f, &inputs(vec![ma.clone()], vec![], vec![ours]), None, &APPLIED);
+    assert_eq!(o.reason("team-a/live"), "Ready");
+    assert_eq!(
+        o.desired.generated_certs,
+        BTreeMap::from([("team-a/live".to_string(), vec!["live.team.example".to_string()])])
+    );
+    assert!(o
+        .secret("mediaapp.team-a_live.tls.key")
+        .unwrap()
+        .contains("PRIVATE KEY"));
+    // The generated certificate of a fleet-namespace MediaApp "live" is not this one's.
+    let not_ours = labelled(&[
+        ("ferrocast.io/mediaapp", "live"),
+        ("ferrocast.io/generated-certificate", "true"),
+    ]);
+    let o = reconcile_for(&f, &inputs(vec![ma], vec![], vec![not_ours]), None, &APPLIED);
+    assert_eq!(o.reason("team-a/live"), "InvalidTLS");
+    assert!(
+        o.message("team-a/live")
+            .contains("not made by the operator for this MediaApp"),
+        "{}",
+        o.message("team-a/live")
     );
 }

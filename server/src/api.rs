@@ -7,6 +7,9 @@
 //! errors included. Every route is listed in [`ROUTES`] and documented in
 //! `docs/api/openapi.yaml`; a unit test keeps the two in step.
 //! `GET /events` streams the lifecycle events the webhooks see, as Server-Sent Events.
+//!
+//! With no users configured, a [`GeneratedPassword`] for the user `admin` is made at start
+//! and logged once with the console's URL; configuring users replaces it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/relays"),
     ("POST", "/relays"),
     ("DELETE", "/relays/{id}"),
+    ("GET", "/load"),
 ];
 
 /// Longest `ttl` accepted for signed URLs (ten years): keeps `now + ttl` far from overflow.
@@ -155,6 +159,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Api>> {
         ("GET", "/relays") => get(relays),
         ("POST", "/relays") => post(add_relay),
         ("DELETE", "/relays/{id}") => delete(delete_relay),
+        ("GET", "/load") => get(load),
         // ROUTES is a constant; the unit tests build the router, so this never runs.
         _ => unreachable!("route {method} {path} has no handler"),
     }
@@ -281,6 +286,56 @@ impl FromRequestParts<Arc<Api>> for Authed {
             request_token(&parts.headers, parts.uri.query()).ok_or(ApiError::Unauthorized("missing bearer token"))?;
         let user = verify_token(token, api.key()?).ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         Ok(Authed(user))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Generated admin password
+
+/// The user name the generated password belongs to.
+pub const GENERATED_USER: &str = "admin";
+
+/// The password of `admin` made at start when no API users are configured, so a server run
+/// without any config can be used at once (as Node-Media-Server v4 does). It lives only in
+/// this process's memory: it is shown once by [`GeneratedPassword::announce`] and then
+/// scrubbed from every log line ([`crate::redact::scrub`]).
+pub struct GeneratedPassword(String);
+
+impl std::fmt::Debug for GeneratedPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GeneratedPassword(REDACTED)")
+    }
+}
+
+impl GeneratedPassword {
+    /// Whether `api` leaves the API without users (and enabled), so one is generated.
+    pub fn wanted(api: &crate::config::ApiConfig) -> bool {
+        api.enabled && api.users_dir.is_none() && api.users_file.is_none()
+    }
+
+    /// 192 random bits, URL-safe base64 (32 characters).
+    pub fn generate() -> GeneratedPassword {
+        use base64::Engine;
+        GeneratedPassword(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()))
+    }
+
+    /// Logs the password in one line with where to log in, then registers it for scrubbing,
+    /// so no later line can carry it. Called once, at start.
+    pub fn announce(&self, console_url: &str) {
+        info!(
+            "API and console login: user {GENERATED_USER}, password {} (generated because no api.users_dir or \
+             api.users_file is configured; shown only here) at {console_url}",
+            self.0
+        );
+        crate::redact::register_secret(&self.0);
+    }
+
+    /// Whether `user` and `password` are this login. Compared in constant time; no slow
+    /// hash is needed, as the password is random and never stored.
+    fn matches(&self, user: &str, password: &str) -> bool {
+        let user_ok = crate::auth::constant_time_eq(user.as_bytes(), GENERATED_USER.as_bytes());
+        let password_ok = crate::auth::constant_time_eq(password.as_bytes(), self.0.as_bytes());
+        user_ok & password_ok
     }
 }
 
@@ -595,7 +650,8 @@ async fn login_with(api: &Arc<Api>, ip: IpAddr, body: &Bytes) -> Result<Response
     let key = api.key()?.to_vec();
     let dir = api.ctx.config.api.users_dir.clone();
     let file = api.ctx.config.api.users_file.clone();
-    if dir.is_none() && file.is_none() {
+    let generated = api.ctx.admin_password.as_ref();
+    if dir.is_none() && file.is_none() && generated.is_none() {
         // Nobody can log in: no password work for anyone.
         return Err(ApiError::Unauthorized("invalid username or password"));
     }
@@ -607,11 +663,16 @@ async fn login_with(api: &Arc<Api>, ip: IpAddr, body: &Bytes) -> Result<Response
             return Err(ApiError::TooManyRequests { retry_after_secs });
         }
     };
-    let user = username.clone();
-    let checked = api
-        .passwords
-        .check(move || check_password(dir.as_deref(), file.as_deref(), &user, &password))
-        .await;
+    let checked = match generated {
+        // A constant-time comparison: no password work, nothing to queue.
+        Some(g) => Some(g.matches(&username, &password)),
+        None => {
+            let user = username.clone();
+            api.passwords
+                .check(move || check_password(dir.as_deref(), file.as_deref(), &user, &password))
+                .await
+        }
+    };
     match checked {
         None => {
             api.limiter.not_checked(attempt);
@@ -1025,15 +1086,33 @@ async fn delete_relay(
 }
 
 // ---------------------------------------------------------------------------------------
+// Load
+
+/// `GET /load`: the server's load over the last minutes, oldest sample first.
+async fn load(_: Authed, State(api): State<Arc<Api>>) -> Response {
+    ok(json!({
+        "intervalSecs": crate::load::INTERVAL.as_secs(),
+        "samples": api.ctx.load.samples(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
 // URLs
 
 #[derive(Deserialize)]
 struct UrlsQuery {
     ttl: Option<String>,
+    /// `omit`: key-mode URLs carry [`KEY_PLACEHOLDER`] instead of the stream key (the
+    /// console asks this way: it never shows stream keys).
+    #[serde(rename = "streamKeys")]
+    stream_keys: Option<String>,
 }
 
+/// What stands for the stream key in URLs asked for with `streamKeys=omit`.
+pub const KEY_PLACEHOLDER: &str = "STREAM_KEY";
+
 /// The host part of a Host header (no port), if it is a plausible host name or address.
-fn request_host(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_host(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?.trim();
     let valid = !host.is_empty()
         && host.len() <= 255
@@ -1057,6 +1136,7 @@ fn credentials(
     key: &StreamKey,
     expires: u64,
     action: &str,
+    omit_keys: bool,
 ) -> Result<(String, Option<u64>), ApiError> {
     match policy.mode() {
         // `token` policies verify JWTs minted by the operator's own service, whose claims
@@ -1068,6 +1148,7 @@ fn credentials(
                 .ok_or(ApiError::Internal("no sign secret configured"))?;
             Ok((format!("?sign={sign}"), Some(expires)))
         }
+        AuthMode::Key if omit_keys => Ok((format!("?key={KEY_PLACEHOLDER}"), None)),
         AuthMode::Key => {
             let stream_key = policy
                 .stream_key(&key.name)
@@ -1085,12 +1166,13 @@ fn urls_json(
     key: &StreamKey,
     host: &str,
     ttl: u64,
+    omit_keys: bool,
 ) -> Result<Value, ApiError> {
     // Ports are bound at start; a reload does not move them.
     let c = &api.ctx.config;
     let expires = unix_secs().saturating_add(ttl);
-    let (pq, pexp) = credentials(&policies.publish, key, expires, "publish")?;
-    let (q, exp) = credentials(&policies.play, key, expires, "play")?;
+    let (pq, pexp) = credentials(&policies.publish, key, expires, "publish", omit_keys)?;
+    let (q, exp) = credentials(&policies.play, key, expires, "play", omit_keys)?;
     let (rtmp, http) = (c.rtmp.port, c.http.port);
     let (a, n) = (&key.app, &key.name);
     let urls = |q: &str| {
@@ -1107,13 +1189,26 @@ fn urls_json(
         }
         u
     };
+    // Play only: HLS (served on demand for every app) and the player page.
+    let mut play = urls(&q);
+    play["hls"] = json!(format!("http://{host}:{http}/{a}/{n}/index.m3u8{q}"));
+    if c.http.player_page {
+        play["page"] = json!(format!("http://{host}:{http}/{a}/{n}{q}"));
+    }
+    if api.ctx.tls_serving() {
+        let https = c.tls.https_port;
+        play["hlsHttps"] = json!(format!("https://{host}:{https}/{a}/{n}/index.m3u8{q}"));
+        if c.http.player_page {
+            play["pageHttps"] = json!(format!("https://{host}:{https}/{a}/{n}{q}"));
+        }
+    }
     Ok(json!({
         "app": a,
         "name": n,
         "expires": pexp.or(exp),
         "auth": {"publish": policy_mode(&app.publish), "play": policy_mode(&app.play)},
         "publish": urls(&pq),
-        "play": urls(&q),
+        "play": play,
     }))
 }
 
@@ -1152,7 +1247,12 @@ async fn urls(
             bind.to_string()
         }
     });
-    Ok(ok(urls_json(&api, app_config, policies, &key, &host, ttl)?))
+    let omit_keys = match q.stream_keys.as_deref() {
+        None => false,
+        Some("omit") => true,
+        Some(_) => return Err(ApiError::BadRequest("streamKeys must be `omit` when given".into())),
+    };
+    Ok(ok(urls_json(&api, app_config, policies, &key, &host, ttl, omit_keys)?))
 }
 
 #[cfg(test)]
@@ -1181,6 +1281,26 @@ mod tests {
     fn b64(s: &str) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn generated_password_is_random_matches_only_admin_and_never_shows_in_debug() {
+        let a = GeneratedPassword::generate();
+        let b = GeneratedPassword::generate();
+        assert_ne!(a.0, b.0);
+        assert_eq!(a.0.len(), 32);
+        assert!(a.matches("admin", &a.0.clone()));
+        assert!(!a.matches("admin", &b.0));
+        assert!(!a.matches("root", &a.0.clone()));
+        assert!(!a.matches("admin", &a.0[..31]));
+        assert!(!format!("{a:?}").contains(&a.0));
+        let mut api = crate::config::ApiConfig::default();
+        assert!(GeneratedPassword::wanted(&api));
+        api.users_file = Some("/u.yaml".into());
+        assert!(!GeneratedPassword::wanted(&api), "configured users replace it");
+        api.users_file = None;
+        api.enabled = false;
+        assert!(!GeneratedPassword::wanted(&api));
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub struct HttpConfig {
     pub max_connections_per_ip: usize,
     /// A client must send its request headers within this time.
     pub request_timeout_secs: u64,
+    /// Serve the embeddable player page at `/{app}/{name}` (docs/console.md).
+    pub player_page: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,6 +457,9 @@ pub struct ApiConfig {
     /// Password checks (argon2, about 19 MiB and tens of ms each) run at once at most; a
     /// login beyond that is answered 503 with `Retry-After` at once.
     pub login_max_concurrent: usize,
+    /// Serve the web console at `/admin/` on the HTTP(S) ports (and on the admin port when
+    /// the API is there); see docs/console.md.
+    pub console: bool,
 }
 
 /// The listener of the REST API.
@@ -479,6 +484,7 @@ impl Default for ApiConfig {
             login_max_failures_per_ip: 20,
             login_window_secs: 300,
             login_max_concurrent: 2,
+            console: true,
         }
     }
 }
@@ -736,6 +742,7 @@ impl Default for HttpConfig {
             max_connections: 20000,
             max_connections_per_ip: 256,
             request_timeout_secs: 10,
+            player_page: true,
         }
     }
 }

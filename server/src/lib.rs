@@ -14,6 +14,8 @@
 //! - [`hub`]: streams, the GOP cache and zero-copy fan-out to readers.
 //! - [`hls`]: HLS, LL-HLS and DASH from an in-memory CMAF segmenter per stream.
 //! - [`http`]: the public axum router (HTTP-FLV, WS-FLV, HLS/DASH) and the admin router.
+//! - [`console`]: the web console at `/admin/` and the embeddable player page (embedded assets).
+//! - [`load`]: the ring of recent server load samples behind the console's charts.
 //! - [`server`]: listeners (plain and TLS), connection limits and graceful shutdown.
 //! - [`limits`]: connection places per listener family, in total and per client address.
 //! - [`net`]: socket wrappers (write stalls, first-read deadline) and the PROXY protocol step.
@@ -32,12 +34,14 @@ pub mod auth;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod console;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod proxy_protocol;

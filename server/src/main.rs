@@ -100,7 +100,9 @@ fn init_logging(config: &Config, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Secrets the server generated (the admin password) are scrubbed from every line
+        // after the one that announces them.
+        .with_writer(|| ferrocast_server::redact::ScrubbingWriter(std::io::stderr()))
         // Colour codes only on a terminal, not in files and log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json || config.log.format == LogFormat::Json {

@@ -6,8 +6,15 @@
 //! [`Query`], and the stream name an encoder asks for, which is its stream key in key mode
 //! (OBS puts the key in the name). A name is shown only once a policy has turned it into a
 //! public stream name; before that it is a [`RequestedName`], shown by its length only.
+//!
+//! A third kind is a secret the server made itself (the generated admin password): it is
+//! registered with [`register_secret`] once its single announcement is logged, and the log
+//! writer passes every later line through [`scrub`], so a client that sends it where a name
+//! is expected (a password typed into the user field) cannot make it reappear.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::RwLock;
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "REDACTED";
@@ -96,6 +103,59 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Secrets the server generated; [`scrub`] removes them from text.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Shortest secret accepted: a shorter one would scrub ordinary words out of log lines.
+const MIN_SECRET_LEN: usize = 16;
+
+/// From now on, [`scrub`] replaces `secret` with [`REDACTED`].
+pub fn register_secret(secret: &str) {
+    if secret.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_string());
+    }
+}
+
+/// `text` with every registered secret replaced by [`REDACTED`] (borrowed when none occurs,
+/// the common case: one substring search per secret).
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = Cow::Borrowed(text);
+    for s in secrets.iter() {
+        if out.contains(s.as_str()) {
+            out = Cow::Owned(out.replace(s.as_str(), REDACTED));
+        }
+    }
+    out
+}
+
+/// A log writer that scrubs registered secrets from every line it is given.
+pub struct ScrubbingWriter<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for ScrubbingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => match scrub(text) {
+                Cow::Borrowed(_) => self.0.write_all(buf)?,
+                Cow::Owned(clean) => self.0.write_all(clean.as_bytes())?,
+            },
+            // Log lines are UTF-8; anything else goes through as it is.
+            Err(_) => self.0.write_all(buf)?,
+        }
+        // The whole buffer was taken: a partial count would make the caller resend a tail
+        // of the original, not of the scrubbed text.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A stream name as a client asked for it, before any policy vouched for it: it may be a
 /// stream key, so only its length is shown.
 #[derive(Clone, Copy)]
@@ -150,6 +210,29 @@ mod tests {
         let shown = format!("{} {:?}", RequestedName("k-secret-key"), RequestedName("k-secret-key"));
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("12 bytes"), "{shown}");
+    }
+
+    #[test]
+    fn registered_secrets_are_scrubbed_from_text_and_log_writes() {
+        let secret = "Gen3rated-Secret-Value-0123456789";
+        assert_eq!(
+            scrub(&format!("user={secret}")),
+            format!("user={secret}"),
+            "not yet registered"
+        );
+        register_secret(secret);
+        register_secret("short");
+        assert_eq!(scrub(&format!("a {secret} b {secret}")), "a REDACTED b REDACTED");
+        assert_eq!(scrub("short words stay"), "short words stay");
+        assert!(matches!(scrub("nothing here"), Cow::Borrowed(_)));
+        let mut out = Vec::new();
+        let line = format!("WARN API login failed user=\"{secret}\"\n");
+        let n = std::io::Write::write(&mut ScrubbingWriter(&mut out), line.as_bytes()).unwrap();
+        assert_eq!(n, line.len());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN API login failed user=\"REDACTED\"\n"
+        );
     }
 
     #[test]

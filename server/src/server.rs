@@ -63,6 +63,10 @@ pub struct Context {
     pub hls: Arc<crate::hls::Hls>,
     /// ffmpeg renditions of the apps' `transcode` rules.
     pub transcodes: Arc<crate::transcode::Transcodes>,
+    /// The `admin` password made at start when no API users are configured.
+    pub admin_password: Option<crate::api::GeneratedPassword>,
+    /// Recent server load samples (`GET /api/v1/load`, the console's charts).
+    pub load: Arc<crate::load::LoadHistory>,
 }
 
 /// One consistent view of the apps served and who may use them: the configuration they came
@@ -559,6 +563,7 @@ impl Server {
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
         let transcodes = crate::transcode::Transcodes::new(&config, hub.clone(), metrics.clone());
+        let config_api = config.api.clone();
         let ctx = Arc::new(Context {
             config,
             hub,
@@ -578,6 +583,9 @@ impl Server {
             rtmp_limits,
             http_limits,
             access,
+            admin_password: crate::api::GeneratedPassword::wanted(&config_api)
+                .then(crate::api::GeneratedPassword::generate),
+            load: crate::load::LoadHistory::new(),
         });
         ctx.metrics.config_status(&ctx.config_status());
         Ok(Server {
@@ -624,6 +632,10 @@ impl Server {
         ctx.relays.start_static(c);
         let admin_limits = ConnLimits::new(64, 64);
         log_urls(&addrs, c);
+        if let Some(password) = &ctx.admin_password {
+            password.announce(&console_url(&addrs, c));
+        }
+        tokio::spawn(ctx.load.clone().run(ctx.sessions.clone(), ctx.shutdown.clone()));
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
         tokio::spawn(ctx.transcodes.clone().run(ctx.clone()));
@@ -862,6 +874,21 @@ fn log_urls(a: &BoundAddrs, c: &Config) {
         info!("play:    https://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
         info!("play:    wss://{tls_host}:{}/{app}/STREAM_NAME.flv", https.port());
     }
+}
+
+/// Where the web console is: the HTTP port when the API is served there, else the admin port.
+fn console_url(a: &BoundAddrs, c: &Config) -> String {
+    let addr = match c.api.listener {
+        crate::config::ApiListener::Public => a.http,
+        crate::config::ApiListener::Admin => a.admin,
+    };
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("http://{host}:{}/admin/", addr.port())
 }
 
 /// The PROXY protocol policy of each listener: `Some` where `proxy_protocol.listeners`

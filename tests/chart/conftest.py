@@ -53,6 +53,8 @@ VALUE_SETS: dict[str, dict] = {
     "second-release": {"fullnameOverride": "studio-b", "crds": {"enabled": False},
                        "operator": {"serveUnlabelled": False}},
     "crds-not-kept": {"crds": {"keep": False}},
+    # The release namespace in the list is left out (it has the fleet's own Role).
+    "watch-namespaces": {"operator": {"watchNamespaces": ["team-a", "team-b", NAMESPACE]}},
     "nodeport": {"server": {"service": {"type": "NodePort",
                                         "nodePorts": {"rtmp": 31935, "http": 30080}}}},
     "clusterip": {"server": {"service": {"type": "ClusterIP"}}},

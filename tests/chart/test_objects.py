@@ -201,6 +201,7 @@ def test_operator_gets_every_setting_of_the_contract():
     # Per-release names and field manager, so two releases in one namespace never collide.
     assert e["FERROCAST_FLEET"] == "ferrocast"
     assert e["FERROCAST_SERVE_UNLABELLED"] == "true"
+    assert e["FERROCAST_WATCH_NAMESPACES"] == "", "the release namespace only"
     assert e["FERROCAST_CONFIG_MAP"] == "ferrocast-server-config"
     assert e["FERROCAST_SECRET"] == "ferrocast-server-secrets"
     assert e["FERROCAST_SERVER_ADMIN_PORT"] == "9090"
@@ -287,6 +288,34 @@ def test_operator_rbac_is_least_privilege():
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ferrocast-operator"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferrocast-operator", "namespace": NAMESPACE}]
     assert one(objs, "ServiceAccount", "ferrocast-operator")
+
+
+def test_watched_namespaces_get_a_role_with_only_what_the_operator_calls_there():
+    assert not [o for o in objects({}) if o["kind"] == "Role" and o["metadata"]["namespace"] != NAMESPACE]
+    objs = objects(VALUE_SETS["watch-namespaces"])
+    e = env(container(one(objs, "Deployment", "ferrocast-operator")["spec"]["template"], "operator"))
+    assert e["FERROCAST_WATCH_NAMESPACES"] == "team-a,team-b", "the release namespace is not repeated"
+    assert e["FERROCAST_NAMESPACE"] == NAMESPACE, "the fleet stays in the release namespace"
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+    roles = {o["metadata"]["namespace"]: o for o in find(objs, "Role", "ferrocast-operator")}
+    bindings = {o["metadata"]["namespace"]: o for o in find(objs, "RoleBinding", "ferrocast-operator")}
+    assert sorted(roles) == sorted(bindings) == [NAMESPACE, "team-a", "team-b"]
+    for ns in ["team-a", "team-b"]:
+        rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in roles[ns]["rules"]}
+        # Read what it serves and the Secrets they reference; write their status and events.
+        # Nothing of the fleet (ConfigMaps, Services, pods, Leases) and no Secret writes there.
+        assert rules == {
+            (("ferrocast.io",), ("mediaapps", "streamauths")): ["list", "watch"],
+            (("ferrocast.io",), ("mediaapps/status", "streamauths/status")): ["patch"],
+            (("",), ("secrets",)): ["list", "watch"],
+            (("events.k8s.io",), ("events",)): ["create", "patch"],
+        }, ns
+        assert bindings[ns]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                           "name": "ferrocast-operator"}
+        assert bindings[ns]["subjects"] == [{"kind": "ServiceAccount", "name": "ferrocast-operator",
+                                             "namespace": NAMESPACE}]
+    # The release namespace keeps the fleet's Role unchanged.
+    assert roles[NAMESPACE]["rules"] == one(objects({}), "Role", "ferrocast-operator")["rules"]
 
 
 def test_service_monitors_scrape_the_server_admin_port_and_the_operator():

@@ -52,10 +52,14 @@ def test_every_object_is_valid_strictly(value_set):
 
 
 def test_every_object_is_namespaced_in_the_release_namespace(value_set):
+    """...but the operator's Role and RoleBinding in each watched namespace."""
     name, values = value_set
+    watched = set(merged_values(values)["operator"]["watchNamespaces"]) - {NAMESPACE}
     for o in objects(values):
         if o["kind"] == "CustomResourceDefinition":
             assert "namespace" not in o["metadata"], o["metadata"]
+        elif o["kind"] in ("Role", "RoleBinding") and o["metadata"]["namespace"] in watched:
+            continue
         else:
             assert o["metadata"].get("namespace") == NAMESPACE, f"{name}: {o['kind']} {o['metadata']['name']}"
 
@@ -154,6 +158,8 @@ def test_bad_values_are_refused_with_a_clear_message():
         ({"server": {"replica": 2}}, "/server", "'replica' not allowed"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "'Always', 'IfNotPresent', 'Never'"),
         ({"crds": {"enabled": "yes"}}, "/crds/enabled", "want boolean"),
+        ({"operator": {"watchNamespaces": ["Team_A"]}}, "/operator/watchNamespaces/0", "does not match"),
+        ({"operator": {"watchNamespaces": "team-a,team-b"}}, "/operator/watchNamespaces", "want array"),
         ({"metrics": {"serviceMonitor": {"interval": "half a minute"}}}, "/metrics/serviceMonitor/interval", "does not match"),
         ({"metrics": {"prometheusRule": {"disabled": ["NoSuchAlert"]}}}, "/metrics/prometheusRule/disabled/0", "must be one of"),
     ]

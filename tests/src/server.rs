@@ -472,6 +472,39 @@ impl TestServer {
     }
 
     /// The server's stdout and stderr so far.
+    /// `METHOD /api/v1{path}` on the HTTP port, with a bearer token when given and a JSON
+    /// body: (status, body bytes). Panics when the server does not answer.
+    pub async fn api(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Vec<u8>) {
+        let url = format!("http://127.0.0.1:{}/api/v1{path}", self.http_port);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        let mut resp = crate::http::request(method, &url, &headers, body.map(str::as_bytes), Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
+        let (bytes, _) = resp
+            .read_to_end(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
+        (resp.status, bytes)
+    }
+
+    /// [`TestServer::api`] with the answer parsed as JSON (panics, showing it, when it is not).
+    pub async fn api_json(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let (status, bytes) = self.api(method, path, token, body).await;
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        (status, json)
+    }
+
     pub fn logs(&self) -> String {
         self.proc.log_text()
     }

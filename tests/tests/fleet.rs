@@ -57,18 +57,7 @@ async fn token(pod: &TestServer) -> String {
 }
 
 async fn api(pod: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", pod.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), SECS(10))
-        .await
-        .unwrap();
-    let (bytes, _) = resp.read_to_end(SECS(10)).await.unwrap();
-    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (resp.status, json)
+    pod.api_json(method, path, token, body).await
 }
 
 /// The first video frame a player gets after the headers is a keyframe.
@@ -94,6 +83,16 @@ async fn a_stream_published_on_one_pod_plays_on_the_others_and_publishes_once() 
     let name = unique_name("anywhere");
     let mut publisher = Publisher::start(&a.rtmp_url(&name)).unwrap();
     a.wait_live(&name, SECS(20)).await.unwrap();
+
+    // HEAD (what the player page polls) knows the stream is live on the fleet.
+    for pod in [b, c] {
+        let head = request("HEAD", &pod.flv_url(&name), &[], None, SECS(5)).await.unwrap();
+        assert_eq!(head.status, 200, "HEAD on a pod without the publisher");
+    }
+    let gone = request("HEAD", &b.flv_url("nobody_publishes_this"), &[], None, SECS(5))
+        .await
+        .unwrap();
+    assert_eq!(gone.status, 404);
 
     let mut ws = FlvPlayer::ws(&c.ws_url(&name), SECS(10)).await.unwrap();
     first_frame_is_keyframe(&mut ws).await;

@@ -43,6 +43,7 @@ fn fleet(base: Config, secrets_dir: std::path::PathBuf) -> Fleet {
         name: "ferrocast".into(),
         serves_unlabelled: true,
         namespace: NS.into(),
+        watch_namespaces: Vec::new(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),
         selector: BTreeMap::from([("app.kubernetes.io/name".into(), "ferrocast".into())]),

@@ -32,19 +32,7 @@ fn with_api(builder: TestServerBuilder, users: &TempDir) -> TestServerBuilder {
 
 /// `METHOD /api/v1{path}` with a bearer token: (status, JSON body).
 async fn call(server: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), Duration::from_secs(10))
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    (resp.status, json)
+    server.api_json(method, path, token, body).await
 }
 
 async fn token(server: &TestServer) -> String {
@@ -343,6 +331,65 @@ async fn missing_stream_is_not_found_at_once_through_the_edge() {
     .await
     .unwrap();
     assert_eq!(resp.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_pulls_of_made_up_names_stay_within_the_waiting_caps() {
+    // A source that accepts connections and never answers: each on-demand pull hangs there
+    // until the play wait ends, so every pull the edge started is still counted here.
+    let source = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let source_port = source.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = source.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let edge = TestServer::builder()
+        .play_wait_secs(4)
+        .section_yaml("hub", "max_waiting_streams_per_ip: 2")
+        .app_yaml(&format!("pull: {{source: \"rtmp://127.0.0.1:{source_port}/live\"}}"))
+        .start()
+        .await
+        .unwrap();
+    let requests: Vec<_> = (0..6)
+        .map(|i| {
+            let url = edge.flv_url(&format!("made_up_{i}"));
+            tokio::spawn(async move {
+                request("GET", &url, &[], None, Duration::from_secs(15))
+                    .await
+                    .map(|r| r.status)
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap().unwrap());
+    }
+    let pulls = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        pulls <= 2,
+        "{pulls} pulls started for 6 made-up names with a cap of 2 waiting streams"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 404).count(), pulls, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s != 200), "{statuses:?}");
+    // The names found missing leave no waiting stream behind: the caps are free again.
+    let status = request(
+        "GET",
+        &edge.flv_url("made_up_again"),
+        &[],
+        None,
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap()
+    .status;
+    assert_eq!(status, 404, "edge log:\n{}", edge.logs());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), pulls + 1);
+    holder.abort();
 }
 
 /// GStreamer's RTSP server serving `codec`, and a server relaying it to `live/cam`, live.

@@ -116,6 +116,12 @@ app.kubernetes.io/component: operator
 {{- .Values.operator.leaseName | default (printf "%s-operator" (include "ferrocast.fullname" .)) }}
 {{- end }}
 
+{{- /* The watched namespaces besides the release namespace, comma-separated (the operator's
+--watch-namespaces; the release namespace is left out when listed). */ -}}
+{{- define "ferrocast.operator.watchNamespaces" -}}
+{{- without (uniq .Values.operator.watchNamespaces) .Release.Namespace | join "," -}}
+{{- end }}
+
 {{- define "ferrocast.server.headlessServiceName" -}}
 {{ include "ferrocast.fullname" . }}-server-headless
 {{- end }}

@@ -24,11 +24,23 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// A namespace the fleet of [`fleet_watching`] serves besides its own.
+pub const TEAM: &str = "team-a";
+
+/// The fleet of [`fleet`], also serving the MediaApps and StreamAuths of `namespaces`.
+pub fn fleet_watching(namespaces: &[&str]) -> Fleet {
+    Fleet {
+        watch_namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        ..fleet()
+    }
+}
+
 pub fn fleet() -> Fleet {
     Fleet {
         name: "ferrocast".into(),
         serves_unlabelled: true,
         namespace: NS.into(),
+        watch_namespaces: Vec::new(),
         config_map: "ferrocast-server-config".into(),
         secret: "ferrocast-server-secrets".into(),
         selector: ferrocast_operator::cli::parse_selector(ferrocast_operator::cli::DEFAULT_SELECTOR).unwrap(),
@@ -78,13 +90,23 @@ pub fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     s
 }
 
+/// A Secret of namespace `ns`.
+pub fn secret_in(ns: &str, name: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = secret(name, data);
+    s.metadata.namespace = Some(ns.into());
+    s
+}
+
+/// Inputs as the controller gathers them: Secrets keyed as the render looks them up (their
+/// name in the fleet namespace, `<namespace>/<name>` elsewhere).
 pub fn inputs(media_apps: Vec<MediaApp>, stream_auths: Vec<StreamAuth>, secrets: Vec<Secret>) -> Inputs {
+    let fleet = fleet();
     Inputs {
         media_apps,
         stream_auths,
         secrets: secrets
             .into_iter()
-            .map(|s| (s.metadata.name.clone().unwrap(), s))
+            .map(|s| (fleet.key_of(&s.metadata), s))
             .collect::<BTreeMap<_, _>>(),
         api_token_key: Some("fixed-api-token-key-for-tests".into()),
         revision_salt: Some(REVISION_SALT.into()),

@@ -125,6 +125,8 @@ async fn flv_stream(State(ctx): State<Arc<Context>>, Path((app, name)): Path<(St
     let Ok(sub) = ctx.hub.subscribe(&k) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
+    // The peer's own players coalesce their writes; a pause here would add to theirs.
+    let sub = sub.without_coalescing();
     info!(stream = %k, "a peer pulls this stream");
     // Each frame's shared FLV tag is sent as it is: nothing is copied for the peer.
     let pending = std::collections::VecDeque::from([Bytes::copy_from_slice(&flv::header(true, true))]);

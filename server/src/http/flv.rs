@@ -80,8 +80,9 @@ fn authorized_key(ctx: &Context, app: &str, file: &str, role: Role, req: &Reques
     Ok(authorize(ctx, &key, role, req)?.unwrap_or(key))
 }
 
-/// `HEAD /{app}/{name}.flv`: 200 while the stream is published, else 404, at once. Unlike a
-/// GET it never waits for a publisher, so it creates no stream and no session.
+/// `HEAD /{app}/{name}.flv`: 200 while the stream is published (here, or in a fleet on the
+/// pod that owns it), else 404. Unlike a GET it never waits for a publisher, so it creates no
+/// stream and no session; the player page polls it while a stream is offline.
 pub async fn head(
     State(ctx): State<Arc<Context>>,
     Path((app, file)): Path<(String, String)>,
@@ -91,7 +92,13 @@ pub async fn head(
         Ok(k) => k,
         Err(resp) => return resp,
     };
-    let mut resp = if ctx.hub.stream(&key).is_some_and(|s| s.is_published()) {
+    let mut live = ctx.hub.stream(&key).is_some_and(|s| s.is_published());
+    if !live {
+        if let Some(cluster) = &ctx.cluster {
+            live = cluster.owner(&key).await.is_some();
+        }
+    }
+    let mut resp = if live {
         let mut resp = StatusCode::OK.into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/x-flv"));
@@ -178,10 +185,10 @@ pub async fn play(
         }
     };
     let query = req.uri().query().unwrap_or("").to_string();
-    if !crate::relay::admit_player(&ctx.hub, &key, &query, via).await {
+    let client = peer(&req).map(|p| p.ip());
+    if !crate::relay::admit_player(&ctx.hub, &key, &query, via, client).await {
         return (StatusCode::NOT_FOUND, "no such stream\n").into_response();
     }
-    let client = peer(&req).map(|p| p.ip());
     let sub = match ctx.hub.subscribe_from(&key, SubscribeOptions::default(), client) {
         Ok(s) => s,
         Err(e) => {

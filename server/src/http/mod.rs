@@ -1,4 +1,5 @@
-//! HTTP: the public router (HTTP-FLV and WS-FLV playback, HLS/LL-HLS/DASH) and the admin router (probes),
+//! HTTP: the public router (HTTP-FLV and WS-FLV playback, HLS/LL-HLS/DASH, the console and
+//! player page) and the admin router (probes),
 //! each served by [`serve_connection`] (HTTP/1.1) or, on the HTTPS port,
 //! [`serve_tls_connection`] (HTTP/1.1 or HTTP/2 by ALPN), with limits against misbehaving peers.
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Extension;
@@ -31,7 +32,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let router = Router::new()
         .route(
             "/{app}/{file}",
-            get(flv::play).head(flv::head).post(flv::push).options(flv::preflight),
+            get(play_or_page)
+                .head(flv::head)
+                .post(flv::push)
+                .options(flv::preflight),
         )
         .route(
             "/{app}/{name}/{file}",
@@ -43,7 +47,24 @@ pub fn router(ctx: Arc<Context>) -> Router {
         ApiListener::Public => router.nest("/api/v1", crate::api::router(ctx.clone())),
         ApiListener::Admin => router,
     };
+    let router = match ctx.config.api.console {
+        true => router.merge(crate::console::router(ctx.clone())),
+        false => router,
+    };
     router.with_state(ctx)
+}
+
+/// `GET /{app}/{file}`: `{name}.flv` is HTTP-FLV or WS-FLV, any other name the player page
+/// (when `http.player_page` is on).
+async fn play_or_page(
+    State(ctx): State<Arc<Context>>,
+    Path((app, file)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    if ctx.config.http.player_page && !file.ends_with(".flv") {
+        return crate::console::player_page(ctx, &app, &file, req).await;
+    }
+    flv::play(State(ctx), Path((app, file)), req).await
 }
 
 /// The admin router: probes (and metrics) kept off the public port.
@@ -54,6 +75,10 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
         .route("/config-status", get(config_status))
         .route("/metrics", get(metrics));
     let router = match ctx.config.api.listener {
+        // The console follows the API, whose same-origin calls it makes.
+        ApiListener::Admin if ctx.config.api.console => router
+            .nest("/api/v1", crate::api::router(ctx.clone()))
+            .merge(crate::console::router(ctx.clone())),
         ApiListener::Admin => router.nest("/api/v1", crate::api::router(ctx.clone())),
         ApiListener::Public => router,
     };

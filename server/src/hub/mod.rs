@@ -305,6 +305,16 @@ impl Hub {
         }
     }
 
+    /// Ends `key` now if nobody publishes or reads it (a waiting stream whose last reader
+    /// learnt it does not exist), instead of after the play wait.
+    /// (A subscriber racing this finds the ring closed and subscribes again.)
+    pub fn reap_if_idle(&self, key: &StreamKey) {
+        let Some(stream) = self.stream(key) else { return };
+        if stream.stats.readers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            reap_if_idle(&self.inner, key, stream.generation());
+        }
+    }
+
     pub fn stream(&self, key: &StreamKey) -> Option<Arc<Stream>> {
         self.inner.registry().get(key).cloned()
     }

@@ -581,6 +581,13 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
+    /// Every batch is taken as soon as it is ready: for relaying hops (a peer pod's pull),
+    /// where a coalescing pause would add to every player's latency downstream.
+    pub fn without_coalescing(mut self) -> Self {
+        self.limits.coalesce = Duration::ZERO;
+        self
+    }
+
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
     }

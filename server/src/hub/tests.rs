@@ -426,6 +426,31 @@ async fn coalescing_reader_gets_first_batch_at_once_then_one_batch_per_interval(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reader_without_coalescing_takes_each_frame_when_it_is_published() {
+    let hub = Hub::new(coalescing(100));
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap().without_coalescing();
+    let mut got = Vec::new();
+    sub.recv_batch(&mut got, 64).await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        inter(&p, 20);
+    };
+    let mut batch = Vec::new();
+    let ((), res) = tokio::join!(publish, sub.recv_batch(&mut batch, 64));
+    res.unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_millis(20),
+        "taken when published, not after the pause"
+    );
+    assert_eq!(batch.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![20]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn coalescing_never_delays_a_backlog_that_fills_batches() {
     let hub = Hub::new(coalescing(100));
     let p = hub.publish(&key(), who(1)).unwrap();

@@ -698,8 +698,27 @@ impl HubHooks for Relays {
 /// that is not published here is fetched when the app pulls on demand; a relay request (one
 /// with a hop path) for a stream nothing can fetch is not-found at once instead of waiting,
 /// so the relay upstream of it can say so to its own players.
-pub async fn admit_player(hub: &Hub, key: &StreamKey, query: &str, via: Vec<String>) -> bool {
+///
+/// While the demand runs, the player holds a waiting reader of the stream, so an on-demand
+/// pull (an outbound connection) is started only within `client`'s waiting-stream caps: a
+/// client asking for many made-up names is refused by the caps, not served a pull each.
+/// Over the caps this answers `true` and the caller's own subscribe gives the refusal.
+pub async fn admit_player(
+    hub: &Hub,
+    key: &StreamKey,
+    query: &str,
+    via: Vec<String>,
+    client: Option<std::net::IpAddr>,
+) -> bool {
     let relay_request = !via.is_empty();
+    let waiting = if hub.stream(key).is_some_and(|s| s.is_published()) {
+        None
+    } else {
+        match hub.subscribe_from(key, crate::hub::SubscribeOptions::default(), client) {
+            Ok(sub) => Some(sub),
+            Err(_) => return true,
+        }
+    };
     match hub
         .demand(
             key,
@@ -711,8 +730,14 @@ pub async fn admit_player(hub: &Hub, key: &StreamKey, query: &str, via: Vec<Stri
         .await
     {
         DemandOutcome::Published => true,
-        DemandOutcome::Wait => !relay_request,
-        DemandOutcome::NotFound => false,
+        DemandOutcome::Wait if !relay_request => true,
+        DemandOutcome::Wait | DemandOutcome::NotFound => {
+            if waiting.is_some() {
+                drop(waiting);
+                hub.reap_if_idle(key);
+            }
+            false
+        }
     }
 }
 

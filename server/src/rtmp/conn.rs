@@ -481,7 +481,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         if let Ok(k) = &key {
-            if !crate::relay::admit_player(&self.ctx.hub, k, &req.query, self.relay_path()).await {
+            if !crate::relay::admit_player(&self.ctx.hub, k, &req.query, self.relay_path(), Some(self.peer.ip())).await
+            {
                 self.session()
                     .reject_play(req.stream_id, "NetStream.Play.StreamNotFound", "No such stream");
                 self.flush().await?;

@@ -1,0 +1,270 @@
+#!/usr/bin/env node
+// Drives the web console (/admin/) and the player page (/{app}/{name}) in headless Chromium
+// with playwright-core and prints one JSON line of what it saw. The Rust tests in
+// tests/tests/console.rs decide what passes; this script only acts and measures.
+//
+// Scenarios (--scenario):
+//   console  --base http://127.0.0.1:PORT --password P --stream live/NAME --publish JSON
+//            [--screenshot FILE]
+//            logs in by keyboard, starts the publisher (ffmpeg, the JSON array is its command
+//            line), measures when the stream's row appears after the stream is live, previews
+//            it, saves screenshots (desktop and phone width), kicks the publisher's session.
+//   page     --url PAGE_URL [--publish JSON] [--user-agent UA]
+//            embeds the player page in an iframe of another origin; reports the page's HTTP
+//            status and message; with --publish waits for the offline message, starts the
+//            publisher and waits until the video plays. --user-agent poses as another browser
+//            (an iPhone's, to see the page pick HLS).
+//
+// Env: FERROCAST_NODE_TOOLS / FERROCAST_TOOLS_DIR (where playwright-core is), CHROMIUM_PATH.
+
+import { createRequire } from 'node:module';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
+}
+
+const scenario = arg('--scenario');
+const here = path.dirname(fileURLToPath(import.meta.url));
+const toolsDir =
+  process.env.FERROCAST_NODE_TOOLS ||
+  (process.env.FERROCAST_TOOLS_DIR && path.join(process.env.FERROCAST_TOOLS_DIR, 'node')) ||
+  path.resolve(here, '../../.tools/node');
+const require = createRequire(path.join(toolsDir, 'package.json'));
+const { chromium } = require('playwright-core');
+
+const out = { ok: false, scenario, errors: [], console: [], cspViolations: [] };
+const hardStop = setTimeout(() => {
+  out.errors.push('console.mjs hard timeout');
+  finish(4);
+}, 150000);
+hardStop.unref();
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, ms, check, every = 100) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+// The publisher: ffmpeg with the command line the Rust test built.
+let publisher = null;
+function startPublisher(json) {
+  const [program, ...args] = JSON.parse(json);
+  publisher = { exited: false, code: null, stderr: '' };
+  const child = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  publisher.child = child;
+  child.stderr.on('data', (d) => (publisher.stderr = (publisher.stderr + d).slice(-2000)));
+  child.on('exit', (code, signal) => {
+    publisher.exited = true;
+    publisher.code = code === null ? signal : code;
+  });
+}
+
+let context;
+let userDataDir;
+let frameServer;
+async function finish(code) {
+  if (publisher && !publisher.exited) publisher.child.kill('SIGKILL');
+  if (publisher) out.publisherStderr = publisher.stderr.slice(-500);
+  out.console = out.console.slice(-30);
+  try {
+    if (context) await context.close();
+  } catch (e) {
+    out.errors.push('closing chromium: ' + e);
+  }
+  if (frameServer) frameServer.close();
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  console.log(JSON.stringify(out));
+  process.exit(code);
+}
+
+async function launch() {
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocast-console-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 900 },
+    userAgent: arg('--user-agent'),
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+      '--headless',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+    timeout: 30000,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (m) => {
+    const t = m.text();
+    if (/Content.Security.Policy/i.test(t)) out.cspViolations.push(t.slice(0, 300));
+    if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.type() + ': ' + t.slice(0, 300));
+  });
+  page.on('pageerror', (e) => out.errors.push('pageerror: ' + e.message));
+  return page;
+}
+
+async function consoleScenario(page) {
+  const base = arg('--base');
+  const password = arg('--password');
+  const stream = arg('--stream');
+  const screenshot = arg('--screenshot');
+  await page.goto(base + '/admin/', { timeout: 15000 });
+  await page.locator('#password').waitFor({ state: 'visible', timeout: 10000 });
+  // Keyboard only: the user field is filled in (admin); type the password, press Enter.
+  await page.locator('#password').focus();
+  await page.keyboard.type(password);
+  await page.keyboard.press('Enter');
+  await page.locator('#app-view').waitFor({ state: 'visible', timeout: 10000 });
+  out.loggedIn = true;
+  await page.evaluate(() => (window.__sameDocument = true));
+
+  // Publish, and time from "live on the server" to "row in the console".
+  startPublisher(arg('--publish'));
+  const flv = base + '/' + stream + '.flv';
+  const liveAt = await until('the stream to be live on the server', 30000, async () => {
+    const r = await fetch(flv, { method: 'HEAD' }).catch(() => null);
+    return r && r.status === 200 ? Date.now() : null;
+  });
+  const row = page.locator(`#streams-table tr[data-stream="${stream}"]`);
+  await row.waitFor({ state: 'visible', timeout: 20000 });
+  out.rowAfterLiveMs = Date.now() - liveAt;
+  out.sameDocument = await page.evaluate(() => window.__sameDocument === true);
+  // Codecs and frame rate follow a moment later (the publisher's first frames).
+  out.rowText = await until('codec details in the row', 10000, async () => {
+    const t = (await row.innerText()).replace(/\s+/g, ' ');
+    return t.includes('1280x720') ? t : null;
+  }).catch(async () => (await row.innerText()).replace(/\s+/g, ' '));
+
+  // Preview by keyboard: the row's button, then Enter.
+  await row.getByRole('button', { name: 'Preview' }).focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#play-urls input').first().waitFor({ timeout: 10000 });
+  out.publishUrls = await page.locator('#publish-urls input').evaluateAll((l) => l.map((i) => i.value));
+  out.playUrls = await page.locator('#play-urls input').evaluateAll((l) => l.map((i) => i.value));
+  out.copyButtons = await page.locator('.url-list button').count();
+  const played = await until('the console preview to play', 30000, () =>
+    page.evaluate(() => {
+      const v = document.getElementById('preview');
+      return v.currentTime > 1.5 ? { currentTime: v.currentTime, width: v.videoWidth, height: v.videoHeight } : null;
+    }), 250
+  ).catch((e) => {
+    out.errors.push(String(e.message));
+    return null;
+  });
+  out.preview = played;
+  out.previewState = await page.locator('#preview-state').innerText();
+  // Let a load sample or two arrive, so the charts show something.
+  await sleep(2500);
+  out.loadSamples = await page.evaluate(async () => {
+    const r = await fetch('/api/v1/load', { headers: { Authorization: 'Bearer ' + sessionStorage.getItem('ferrocast.token') } });
+    return (await r.json()).data.samples.length;
+  });
+  if (screenshot) {
+    fs.mkdirSync(path.dirname(screenshot), { recursive: true });
+    await page.screenshot({ path: screenshot, fullPage: true });
+    // A phone's width: nothing may need sideways scrolling.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await sleep(300);
+    out.phoneScrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '-phone.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  }
+
+  // Kick the publisher's session from the sessions table.
+  page.on('dialog', (d) => d.accept());
+  const [app, name] = stream.split('/');
+  const publisherRow = page
+    .locator('#sessions-table tbody tr')
+    .filter({ hasText: 'publisher' })
+    .filter({ hasText: `${app}/${name}` });
+  await publisherRow.first().waitFor({ timeout: 10000 });
+  out.kickedSession = await publisherRow.first().getAttribute('data-session');
+  await publisherRow.first().getByRole('button', { name: /Kick/ }).focus();
+  await page.keyboard.press('Enter');
+  await until('the publisher to be disconnected', 20000, () => publisher.exited).catch((e) =>
+    out.errors.push(String(e.message))
+  );
+  out.publisherExited = publisher.exited;
+  await row.waitFor({ state: 'detached', timeout: 20000 }).then(
+    () => (out.rowGone = true),
+    () => (out.rowGone = false)
+  );
+  out.ok = out.errors.length === 0;
+}
+
+async function pageScenario(page) {
+  const url = arg('--url');
+  const publish = arg('--publish');
+  // The player page inside an iframe of another origin, as a site would embed it.
+  frameServer = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(`<!doctype html><title>embed</title><iframe id="f" src="${url}" width="640" height="360" allow="autoplay; fullscreen"></iframe>`);
+  });
+  await new Promise((r) => frameServer.listen(0, '127.0.0.1', r));
+  const pageResponse = page.waitForResponse((r) => r.url() === url, { timeout: 15000 });
+  await page.goto(`http://127.0.0.1:${frameServer.address().port}/`, { timeout: 15000 });
+  const resp = await pageResponse;
+  out.status = resp.status();
+  out.csp = resp.headers()['content-security-policy'];
+  const frame = await until('the iframe', 10000, () => page.frames().find((f) => f.url() === url));
+  const read = () =>
+    frame.evaluate(() => {
+      const v = document.getElementById('video');
+      const m = document.querySelector('.message');
+      return {
+        state: document.body.dataset.state || null,
+        message: m ? m.textContent : null,
+        protocol: window.ferrocastPlayer ? window.ferrocastPlayer.protocol : null,
+        currentTime: v ? v.currentTime : null,
+        width: v ? v.videoWidth : null,
+      };
+    });
+  await frame.waitForLoadState('load');
+  if (out.status !== 200) {
+    out.message = await frame.evaluate(() => document.body.innerText);
+    out.ok = true;
+    return;
+  }
+  if (publish) {
+    const offline = await until('the offline message', 15000, async () => {
+      const s = await read();
+      return s.state === 'offline' ? s : null;
+    }, 200);
+    out.offline = offline;
+    startPublisher(publish);
+  }
+  const playing = await until('the player page to play', 40000, async () => {
+    const s = await read();
+    return s.state === 'playing' && s.currentTime > 1.5 ? s : null;
+  }, 250).catch((e) => {
+    out.errors.push(String(e.message));
+    return null;
+  });
+  out.playing = playing || (await read());
+  out.ok = out.errors.length === 0;
+}
+
+try {
+  const page = await launch();
+  if (scenario === 'console') await consoleScenario(page);
+  else if (scenario === 'page') await pageScenario(page);
+  else out.errors.push('unknown --scenario ' + scenario);
+} catch (e) {
+  out.errors.push(String(e && e.stack ? e.stack : e));
+}
+await finish(out.ok ? 0 : 1);
