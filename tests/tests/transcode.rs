@@ -433,15 +433,9 @@ async fn wait_for_metric(server: &TestServer, line: &str) -> String {
 
 /// `GET /api/v1{path}` with a bearer token: the envelope's `data`.
 async fn api_get(server: &TestServer, path: &str, token: &str) -> Value {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
-    let auth = format!("Bearer {token}");
-    let mut resp =
-        ferrocast_tests::http::request("GET", &url, &[("Authorization", &auth)], None, Duration::from_secs(10))
-            .await
-            .unwrap();
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&bytes));
-    serde_json::from_slice::<Value>(&bytes).unwrap()["data"].take()
+    let (status, mut json) = server.api_json("GET", path, Some(token), None).await;
+    assert_eq!(status, 200, "{json}");
+    json["data"].take()
 }
 
 #[tokio::test]
@@ -454,21 +448,9 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
         .await
         .unwrap();
     let body = serde_json::json!({"username": "admin", "password": "pw-for-tests"}).to_string();
-    let login = format!("http://127.0.0.1:{}/api/v1/login", server.http_port);
-    let mut resp = ferrocast_tests::http::request(
-        "POST",
-        &login,
-        &[("Content-Type", "application/json")],
-        Some(body.as_bytes()),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
-    let token = serde_json::from_slice::<Value>(&bytes).unwrap()["data"]["token"]
-        .as_str()
-        .expect("a token")
-        .to_string();
+    let (status, login) = server.api_json("POST", "/login", None, Some(&body)).await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["data"]["token"].as_str().expect("a token").to_string();
     let events_url = format!("http://127.0.0.1:{}/api/v1/events?token={token}", server.http_port);
     let mut events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
         .await
