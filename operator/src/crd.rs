@@ -129,6 +129,13 @@ pub struct MediaAppSpec {
     /// storage (docs/recording.md). Off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<RecordSpec>,
+    /// Renditions of this app's streams made by ffmpeg (fission), each published as
+    /// `/{app}/{stream}_{rendition}` and listed in the stream's HLS multivariant playlist and
+    /// DASH MPD. The first rule whose `rule` matches a stream applies. The server pods need
+    /// the image with ffmpeg (chart value `image.ffmpeg.enabled`); see docs/transcoding.md.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub transcode: Vec<TranscodeSpec>,
 }
 
 /// What a MediaApp records and where finished files go.
@@ -201,6 +208,101 @@ pub struct UploadSpec {
     /// Remove a pod's local copy once its upload succeeded.
     #[serde(default)]
     pub remove_local: bool,
+}
+
+/// One transcode rule: which streams, which ladder, which encoder.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscodeSpec {
+    /// Stream names this rule transcodes: exact, or a glob with `*`. Renditions are never
+    /// transcoded again.
+    #[serde(default = "default_rule")]
+    #[schemars(length(min = 1, max = 128))]
+    pub rule: String,
+    /// The ladder (1-8 renditions).
+    #[schemars(length(min = 1, max = 8))]
+    pub renditions: Vec<RenditionSpec>,
+    /// `software` (libx264 / libx265), `nvenc`, `vaapi` or `qsv` (hardware encoders need the
+    /// device in the server pods).
+    #[serde(default)]
+    pub encoder: TranscodeEncoder,
+    /// `source`: rendition keyframes where the source has them; `interval`: every `gopMs`
+    /// of the source timeline.
+    #[serde(default)]
+    pub keyframes: KeyframeMode,
+    /// Keyframe interval of `keyframes: interval`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 250, max = 60000))]
+    pub gop_ms: Option<u64>,
+}
+
+fn default_rule() -> String {
+    "*".into()
+}
+
+/// One rung of a transcode ladder.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RenditionSpec {
+    /// Suffix of the rendition's stream name (`480p`): 1-32 of `A-Z a-z 0-9 _ - .`.
+    #[schemars(length(min = 1, max = 32))]
+    pub name: String,
+    /// Picture width; unset keeps the source's aspect ratio (`height` is then the short side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 8192))]
+    pub width: Option<u32>,
+    /// Picture height (the short side without `width`).
+    #[schemars(range(min = 16, max = 8192))]
+    pub height: u32,
+    /// Target video bitrate, kbit/s.
+    #[schemars(range(min = 50, max = 100000))]
+    pub video_kbps: u32,
+    /// Peak video bitrate, kbit/s (unset: `videoKbps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 50, max = 200000))]
+    pub max_kbps: Option<u32>,
+    /// Frames per second (unset: the source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 240))]
+    pub fps: Option<u32>,
+    /// AAC audio bitrate, kbit/s (unset: 96).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16, max = 512))]
+    pub audio_kbps: Option<u32>,
+    /// `h264` (default) or `h265` (needs an ffmpeg of 6.1 or later).
+    #[serde(default)]
+    pub codec: RenditionCodec,
+    /// Encoder preset, letters and digits (`veryfast` for software and qsv, `p1`-`p7` for
+    /// nvenc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    pub preset: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscodeEncoder {
+    #[default]
+    Software,
+    Nvenc,
+    Vaapi,
+    Qsv,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyframeMode {
+    #[default]
+    Source,
+    Interval,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionCodec {
+    #[default]
+    H264,
+    H265,
 }
 
 /// Where an edge app pulls its streams from.
@@ -483,6 +585,10 @@ pub enum WebhookEvent {
     DonePlay,
     PostRecord,
     DoneRecord,
+    /// Transcoding started for a source (docs/transcoding.md).
+    PostTranscode,
+    /// A source's transcoding ended.
+    DoneTranscode,
 }
 
 impl WebhookEvent {
@@ -499,6 +605,8 @@ impl WebhookEvent {
             WebhookEvent::DonePlay => "donePlay",
             WebhookEvent::PostRecord => "postRecord",
             WebhookEvent::DoneRecord => "doneRecord",
+            WebhookEvent::PostTranscode => "postTranscode",
+            WebhookEvent::DoneTranscode => "doneTranscode",
         }
     }
 }

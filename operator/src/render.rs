@@ -819,6 +819,14 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 )
             })
             .unwrap_or_default();
+        let mut transcode = Vec::new();
+        for (i, t) in spec.transcode.iter().enumerate() {
+            let rule = transcode_rule(t);
+            if let Err((key, message)) = ferrocast_server::transcode::check_rule(&rule) {
+                problems.push(problem(Reason::InvalidSpec, format!("transcode[{i}].{key}: {message}")));
+            }
+            transcode.push(rule);
+        }
 
         let service_type = spec.service.as_ref().map(|s| s.type_);
         let ports = spec.service.as_ref().map(|s| s.ports).unwrap_or_default();
@@ -865,6 +873,7 @@ pub fn render(fleet: &Fleet, inputs: &Inputs) -> Result<Desired, RenderError> {
                 push,
                 hls: hls_config(&spec.hls),
                 record,
+                transcode,
                 ..AppConfig::default()
             });
             config.webhooks.hooks.extend(hooks);
@@ -1326,5 +1335,44 @@ fn hls_config(spec: &crate::crd::HlsSpec) -> server::HlsConfig {
         part_ms: spec.part_ms.unwrap_or(d.part_ms),
         window_segments: spec.window_segments.map_or(d.window_segments, |w| w as usize),
         ..d
+    }
+}
+
+/// The server's transcode rule of a MediaApp's; unset values keep the server defaults.
+fn transcode_rule(spec: &crate::crd::TranscodeSpec) -> server::TranscodeRule {
+    use crate::crd::{KeyframeMode, RenditionCodec, TranscodeEncoder};
+    let d = server::TranscodeRule::default();
+    let r = server::RenditionConfig::default();
+    server::TranscodeRule {
+        rule: spec.rule.clone(),
+        renditions: spec
+            .renditions
+            .iter()
+            .map(|x| server::RenditionConfig {
+                name: x.name.clone(),
+                width: x.width.unwrap_or(0),
+                height: x.height,
+                video_kbps: x.video_kbps,
+                max_kbps: x.max_kbps.unwrap_or(0),
+                fps: x.fps.unwrap_or(0),
+                audio_kbps: x.audio_kbps.unwrap_or(r.audio_kbps),
+                codec: match x.codec {
+                    RenditionCodec::H264 => server::RenditionCodec::H264,
+                    RenditionCodec::H265 => server::RenditionCodec::H265,
+                },
+                preset: x.preset.clone(),
+            })
+            .collect(),
+        encoder: match spec.encoder {
+            TranscodeEncoder::Software => server::TranscodeEncoder::Software,
+            TranscodeEncoder::Nvenc => server::TranscodeEncoder::Nvenc,
+            TranscodeEncoder::Vaapi => server::TranscodeEncoder::Vaapi,
+            TranscodeEncoder::Qsv => server::TranscodeEncoder::Qsv,
+        },
+        keyframes: match spec.keyframes {
+            KeyframeMode::Source => server::KeyframeMode::Source,
+            KeyframeMode::Interval => server::KeyframeMode::Interval,
+        },
+        gop_ms: spec.gop_ms.unwrap_or(d.gop_ms),
     }
 }

@@ -53,8 +53,8 @@ fn examples_validate_against_the_generated_schemas() {
         }
         checked += 1;
     }
-    assert_eq!((m.media_apps.len(), m.stream_auths.len()), (3, 3));
-    assert_eq!(checked, 6);
+    assert_eq!((m.media_apps.len(), m.stream_auths.len()), (4, 3));
+    assert_eq!(checked, 7);
 }
 
 fn rules_in(v: &Value, out: &mut Vec<String>) {

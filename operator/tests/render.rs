@@ -1111,7 +1111,7 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
     let o = reconcile(&i, Some("203.0.113.7"), &APPLIED);
     let mut served = o.served();
     served.sort();
-    assert_eq!(served, ["edge", "events", "live"]);
+    assert_eq!(served, ["edge", "events", "games", "live"]);
     for (name, status) in &o.statuses {
         assert_eq!(
             not_ready_reason(status),
@@ -1156,6 +1156,8 @@ fn the_examples_render_ready_once_their_load_balancers_have_addresses() {
         (before.reason("live"), before.reason("events"), before.reason("edge")),
         ("ServicePending", "ServicePending", "ServicePending")
     );
+    let games = o.config().apps.into_iter().find(|a| a.name == "games").unwrap();
+    assert_eq!(games.transcode[0].renditions.len(), 3, "{games:?}");
     let edge = o.config().apps.into_iter().find(|a| a.name == "edge").unwrap();
     assert!(edge.pull.is_some() && edge.push[0].key_file.is_some(), "{edge:?}");
     assert!(
@@ -1378,6 +1380,61 @@ fn hls_settings_reach_the_server_config_and_the_endpoints() {
     );
     let radio = o.statuses["radio"].endpoints.clone().unwrap();
     assert_eq!((radio.hls, radio.dash), (None, None), "no HLS endpoint when it is off");
+}
+
+#[test]
+fn transcode_rules_reach_the_server_config_and_a_bad_ladder_is_not_served() {
+    use ferrocast_server::config::{KeyframeMode, RenditionCodec, TranscodeEncoder};
+    let i = inputs(
+        vec![
+            media_app(
+                "metadata: {name: game}\nspec: {service: {}, transcode: [{rule: 'cup*', encoder: nvenc, \
+                 keyframes: interval, gopMs: 2000, renditions: [{name: 480p, height: 480, videoKbps: 800}, \
+                 {name: 360p, width: 640, height: 360, videoKbps: 400, maxKbps: 600, fps: 15, audioKbps: 64, \
+                 codec: h265, preset: p2}]}]}",
+                10,
+            ),
+            media_app(
+                "metadata: {name: twice}\nspec: {service: {}, transcode: [{renditions: [\
+                 {name: a, height: 480, videoKbps: 800}, {name: a, height: 360, videoKbps: 400}]}]}",
+                20,
+            ),
+        ],
+        vec![],
+        vec![],
+    );
+    let o = reconcile(&i, Some("203.0.113.9"), &APPLIED);
+    let c = o.config();
+    let game = &c.apps.iter().find(|a| a.name == "game").unwrap().transcode[0];
+    assert_eq!(
+        (game.rule.as_str(), game.encoder, game.keyframes, game.gop_ms),
+        ("cup*", TranscodeEncoder::Nvenc, KeyframeMode::Interval, 2000)
+    );
+    let (a, b) = (&game.renditions[0], &game.renditions[1]);
+    assert_eq!(
+        (
+            a.width,
+            a.height,
+            a.video_kbps,
+            a.max_kbps,
+            a.fps,
+            a.audio_kbps,
+            a.codec
+        ),
+        (0, 480, 800, 0, 0, 96, RenditionCodec::H264),
+        "unset values keep the server defaults"
+    );
+    assert_eq!(
+        (b.width, b.max_kbps, b.fps, b.audio_kbps, b.codec, b.preset.as_deref()),
+        (640, 600, 15, 64, RenditionCodec::H265, Some("p2"))
+    );
+    assert_eq!(o.served(), ["game"], "a ladder the server would refuse is not served");
+    assert_eq!(o.reason("twice"), "InvalidSpec");
+    assert!(
+        o.message("twice").contains("transcode[0].renditions[1].name"),
+        "{}",
+        o.message("twice")
+    );
 }
 
 /// A resource's YAML (`metadata: {name: ...` first) placed in namespace `ns`.

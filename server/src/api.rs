@@ -866,8 +866,34 @@ pub fn local_streams_json(ctx: &Context) -> Vec<Value> {
                 .publisher
                 .is_some_and(|p| p.protocol == crate::cluster::pull::PROTOCOL)
         })
-        .map(|s| with_pod(stream_json(&s), pod))
+        // A rendition is listed under its source (`renditions`), not on its own.
+        .filter(|s| ctx.transcodes.source_of(&s.key).is_none())
+        .map(|s| with_pod(with_transcode(ctx, stream_json(&s), &s.key), pod))
         .collect()
+}
+
+/// Adds a source's transcode (`transcode`: state, ffmpeg pid, restarts) and its live
+/// renditions (`renditions`: each stream's JSON with its `rendition` name).
+fn with_transcode(ctx: &Context, mut v: Value, key: &StreamKey) -> Value {
+    let Some(job) = ctx.transcodes.job(key) else {
+        return v;
+    };
+    let renditions: Vec<Value> = ctx
+        .transcodes
+        .live_renditions(key)
+        .into_iter()
+        .filter_map(|r| {
+            let s = ctx.hub.stream(&r.stream)?;
+            let mut j = stream_json(&s);
+            j.as_object_mut()?.insert("rendition".into(), json!(r.name));
+            Some(j)
+        })
+        .collect();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("transcode".into(), job.json());
+        o.insert("renditions".into(), json!(renditions));
+    }
+    v
 }
 
 /// This pod's sessions as the API shows them, each naming the pod.
@@ -937,7 +963,12 @@ async fn stream(
         .into_iter()
         .find(|s| s.key == key)
         .ok_or_else(|| ApiError::NotFound("stream not found".into()))?;
-    Ok(ok(stream_json(&s)))
+    let mut v = with_transcode(&api.ctx, stream_json(&s), &key);
+    if let (Some((source, rendition)), Some(o)) = (api.ctx.transcodes.source_of(&key), v.as_object_mut()) {
+        o.insert("source".into(), json!(source.name));
+        o.insert("rendition".into(), json!(rendition));
+    }
+    Ok(ok(v))
 }
 
 /// `GET /events`: lifecycle events as Server-Sent Events (`event:` name, `data:` the webhook
@@ -948,12 +979,14 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
         rx: tokio::sync::broadcast::Receiver<crate::webhooks::Event>,
         relays: tokio::sync::broadcast::Receiver<crate::relay::RelayEvent>,
         others: tokio::sync::broadcast::Receiver<crate::webhooks::OtherEvent>,
+        transcodes: tokio::sync::broadcast::Receiver<crate::transcode::TranscodeEvent>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     }
     let st = St {
         rx: api.ctx.webhooks.subscribe(),
         relays: api.ctx.relays.subscribe(),
         others: api.ctx.webhooks.subscribe_other(),
+        transcodes: api.ctx.transcodes.subscribe(),
         shutdown: api.ctx.shutdown.clone(),
     };
     let body = futures_util::stream::unfold(st, |mut st| async move {
@@ -968,6 +1001,11 @@ async fn events(_: Authed, State(api): State<Arc<Api>>) -> Response {
                 },
                 e = st.others.recv() => match e {
                     Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, e.body))),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                e = st.transcodes.recv() => match e {
+                    Ok(e) => Some(Bytes::from(format!("event: {}\ndata: {}\n\n", e.event, serde_json::to_string(&e).unwrap_or_default()))),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 },

@@ -44,6 +44,8 @@ pub struct Config {
     /// Static relays, started at boot: pulls of one stream from another server, pushes of one
     /// stream to another server. Read at start (the API adds and removes relays at run time).
     pub relays: Vec<RelayConfig>,
+    /// The ffmpeg processes of the apps' `transcode` rules (docs/transcoding.md).
+    pub transcoding: TranscodingConfig,
     /// Which revision of a generated config this is (the operator stamps it).
     pub revision: RevisionConfig,
 }
@@ -423,6 +425,9 @@ pub const EVENTS: &[&str] = &[
     "donePlay",
     "postRecord",
     "doneRecord",
+    // Transcoding (docs/transcoding.md): ffmpeg started for a source, and its transcode ended.
+    "postTranscode",
+    "doneTranscode",
 ];
 
 /// The REST API under `/api/v1`, on the HTTP port or the admin port.
@@ -514,6 +519,9 @@ pub struct AppConfig {
     pub hls: HlsConfig,
     /// Recording of this app's streams to files, uploaded to object storage (docs/recording.md).
     pub record: RecordConfig,
+    /// Renditions made of this app's streams by ffmpeg (fission): the first rule whose
+    /// `rule` glob matches a stream's name applies (docs/transcoding.md).
+    pub transcode: Vec<TranscodeRule>,
 }
 
 /// When an app's streams are recorded.
@@ -817,6 +825,7 @@ impl Default for Config {
             apps: vec![AppConfig::default()],
             cluster: ClusterConfig::default(),
             relays: Vec::new(),
+            transcoding: TranscodingConfig::default(),
         }
     }
 }
@@ -898,6 +907,7 @@ impl Default for AppConfig {
             push: Vec::new(),
             hls: HlsConfig::default(),
             record: RecordConfig::default(),
+            transcode: Vec::new(),
         }
     }
 }
@@ -1233,10 +1243,145 @@ impl Config {
                 crate::relay::check_push_config(push).map_err(|(k, m)| bad(&format!("apps[{i}].push[{j}].{k}"), &m))?;
             }
         }
+        for (i, app) in self.apps.iter().enumerate() {
+            for (j, rule) in app.transcode.iter().enumerate() {
+                crate::transcode::check_rule(rule)
+                    .map_err(|(k, m)| bad(&format!("apps[{i}].transcode[{j}].{k}"), &m))?;
+            }
+        }
+        crate::transcode::check_settings(&self.transcoding).map_err(|(k, m)| bad(&format!("transcoding.{k}"), &m))?;
         for (i, r) in self.relays.iter().enumerate() {
             crate::relay::check_relay_config(r, None).map_err(|(k, m)| bad(&format!("relays[{i}].{k}"), &m))?;
         }
         Ok(())
+    }
+}
+
+/// How this pod runs ffmpeg for the apps' `transcode` rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodingConfig {
+    /// The ffmpeg binary (a name looked up in `PATH`, or a path). H.265 renditions need an
+    /// ffmpeg that writes enhanced FLV (6.1 or later).
+    pub ffmpeg: std::path::PathBuf,
+    /// Transcodes (ffmpeg processes) this pod runs at once; a source beyond it is not
+    /// transcoded (logged, counted in `ferrocast_transcodes_refused_total`) until one ends.
+    pub max_processes: usize,
+    /// The DRM render node `encoder: vaapi` uses.
+    pub vaapi_device: std::path::PathBuf,
+    /// After the source ends, ffmpeg gets this long to flush and exit before it is killed.
+    pub stop_timeout_secs: u64,
+}
+
+impl Default for TranscodingConfig {
+    fn default() -> Self {
+        TranscodingConfig {
+            ffmpeg: "ffmpeg".into(),
+            max_processes: 4,
+            vaapi_device: "/dev/dri/renderD128".into(),
+            stop_timeout_secs: 5,
+        }
+    }
+}
+
+/// One transcode rule of an app: which streams, which ladder, which encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeRule {
+    /// Stream names this rule transcodes: exact, or a glob with `*` (Node-Media-Server
+    /// fission's `rule`, without the app). Renditions are never transcoded again.
+    pub rule: String,
+    /// The ladder; each rendition is published as `/{app}/{name}_{rendition}`.
+    pub renditions: Vec<RenditionConfig>,
+    /// `software` (libx264 / libx265), or a hardware encoder: `nvenc`, `vaapi`, `qsv`.
+    pub encoder: TranscodeEncoder,
+    /// Where renditions have keyframes: `source` (where the source has them, so the source
+    /// and every rendition switch cleanly) or `interval` (every `gop_ms` of the source
+    /// timeline, for sources with long or irregular GOPs).
+    pub keyframes: KeyframeMode,
+    /// The keyframe interval of `keyframes: interval`.
+    pub gop_ms: u64,
+}
+
+impl Default for TranscodeRule {
+    fn default() -> Self {
+        TranscodeRule {
+            rule: "*".into(),
+            renditions: Vec::new(),
+            encoder: TranscodeEncoder::Software,
+            keyframes: KeyframeMode::Source,
+            gop_ms: 2000,
+        }
+    }
+}
+
+/// The video encoder family of a transcode rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscodeEncoder {
+    #[default]
+    Software,
+    Nvenc,
+    Vaapi,
+    Qsv,
+}
+
+/// Where rendition keyframes go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyframeMode {
+    #[default]
+    Source,
+    Interval,
+}
+
+/// A rendition's video codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionCodec {
+    #[default]
+    H264,
+    H265,
+}
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenditionConfig {
+    /// Suffix of the rendition's stream name (`480p` makes `{name}_480p`).
+    pub name: String,
+    /// Picture width; 0 keeps the source's aspect ratio.
+    pub width: u32,
+    /// Picture height; with `width: 0` it is the short side, so a portrait source gets a
+    /// portrait rendition of the same class (480 wide). A rendition larger than its source
+    /// is skipped.
+    pub height: u32,
+    /// Target video bitrate, kbit/s.
+    pub video_kbps: u32,
+    /// Peak video bitrate, kbit/s (0: `video_kbps`); the encoder buffer is twice it.
+    pub max_kbps: u32,
+    /// Frames per second; 0 keeps the source's.
+    pub fps: u32,
+    /// AAC audio bitrate, kbit/s.
+    pub audio_kbps: u32,
+    pub codec: RenditionCodec,
+    /// Encoder preset (`veryfast` for x264/x265/qsv, `p1`-`p7` for nvenc; vaapi has none).
+    pub preset: Option<String>,
+}
+
+impl Default for RenditionConfig {
+    fn default() -> Self {
+        RenditionConfig {
+            name: String::new(),
+            width: 0,
+            height: 0,
+            video_kbps: 1000,
+            max_kbps: 0,
+            fps: 0,
+            audio_kbps: 96,
+            codec: RenditionCodec::H264,
+            preset: None,
+        }
     }
 }
 

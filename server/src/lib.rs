@@ -22,6 +22,7 @@
 //! - [`net`]: socket wrappers (write stalls, first-read deadline) and the PROXY protocol step.
 //! - [`proxy_protocol`]: the sans-IO PROXY protocol v1/v2 header parser.
 //! - [`session`]: the registry of live client sessions (listing, kicking, counting).
+//! - [`transcode`]: ffmpeg renditions of a source (fission), supervised, published to the hub.
 //! - [`tls`]: certificates for RTMPS and HTTPS: PEM loading, SNI selection, live reload.
 //! - [`webhooks`]: lifecycle webhooks (pre* decide, post*/done* queued) and the event feed.
 //! - [`metrics`]: every Prometheus metric the server exports.
@@ -53,4 +54,5 @@ pub mod rtmp;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod transcode;
 pub mod webhooks;

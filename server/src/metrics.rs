@@ -45,6 +45,13 @@ pub const RECORD_FAILURES: &str = "ferrocast_record_failures_total";
 pub const RECORD_UPLOADS: &str = "ferrocast_record_uploads_total";
 pub const RECORD_UPLOAD_BYTES: &str = "ferrocast_record_upload_bytes_total";
 pub const RECORD_UPLOADS_PENDING: &str = "ferrocast_record_uploads_pending";
+pub const TRANSCODES_RUNNING: &str = "ferrocast_transcodes_running";
+pub const TRANSCODE_RESTARTS: &str = "ferrocast_transcode_restarts_total";
+pub const TRANSCODES_REFUSED: &str = "ferrocast_transcodes_refused_total";
+pub const TRANSCODE_CPU_SECONDS: &str = "ferrocast_transcode_cpu_seconds_total";
+pub const TRANSCODE_FFMPEG_SPEED: &str = "ferrocast_transcode_ffmpeg_speed_ratio";
+pub const TRANSCODE_FPS: &str = "ferrocast_transcode_fps";
+pub const TRANSCODE_SPEED: &str = "ferrocast_transcode_speed_ratio";
 
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +105,20 @@ pub struct Metrics {
     pub record_upload_bytes: IntCounterVec,
     /// Finished files waiting for their upload.
     pub record_uploads_pending: prometheus::IntGauge,
+    /// ffmpeg processes running now, by app.
+    pub transcodes_running: IntGaugeVec,
+    /// ffmpeg restarts after it died, stalled or fell behind, by app.
+    pub transcode_restarts: IntCounterVec,
+    /// Sources not transcoded because `transcoding.max_processes` were running, by app.
+    pub transcodes_refused: IntCounterVec,
+    /// CPU seconds (user + system) of a source's ffmpeg processes, by app and stream.
+    pub transcode_cpu_seconds: prometheus::CounterVec,
+    /// ffmpeg's own `speed` (media time per wall time, every output), by app and stream.
+    pub transcode_ffmpeg_speed: prometheus::GaugeVec,
+    /// Frames per second a rendition comes out at, by app, stream and rendition.
+    pub transcode_fps: prometheus::GaugeVec,
+    /// Media time a rendition advances per wall time (below 1: the encoder falls behind).
+    pub transcode_speed: prometheus::GaugeVec,
 }
 
 impl Default for Metrics {
@@ -116,6 +137,18 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
+}
+
+/// Registers a float metric vector built by `make`.
+fn float_vec<T>(
+    r: &Registry,
+    make: impl FnOnce(Opts) -> prometheus::Result<(T, Box<dyn prometheus::core::Collector>)>,
+    name: &str,
+    help: &str,
+) -> T {
+    let (v, c) = make(Opts::new(name, help)).expect("valid metric");
+    r.register(c).expect("unique metric");
+    v
 }
 
 impl Metrics {
@@ -280,6 +313,47 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            transcodes_running: gauge(&r, TRANSCODES_RUNNING, "ffmpeg transcode processes running", &["app"]),
+            transcode_restarts: counter(
+                &r,
+                TRANSCODE_RESTARTS,
+                "ffmpeg restarts after it died, stalled or fell behind",
+                &["app"],
+            ),
+            transcodes_refused: counter(
+                &r,
+                TRANSCODES_REFUSED,
+                "Sources not transcoded because transcoding.max_processes were running",
+                &["app"],
+            ),
+            transcode_cpu_seconds: float_vec(
+                &r,
+                |o| prometheus::CounterVec::new(o, &["app", "stream"]).map(|c| (c.clone(), Box::new(c) as _)),
+                TRANSCODE_CPU_SECONDS,
+                "CPU seconds used by the source's ffmpeg processes",
+            ),
+            transcode_ffmpeg_speed: float_vec(
+                &r,
+                |o| prometheus::GaugeVec::new(o, &["app", "stream"]).map(|c| (c.clone(), Box::new(c) as _)),
+                TRANSCODE_FFMPEG_SPEED,
+                "ffmpeg's speed: media time encoded per wall time",
+            ),
+            transcode_fps: float_vec(
+                &r,
+                |o| {
+                    prometheus::GaugeVec::new(o, &["app", "stream", "rendition"]).map(|c| (c.clone(), Box::new(c) as _))
+                },
+                TRANSCODE_FPS,
+                "Frames per second a rendition comes out at",
+            ),
+            transcode_speed: float_vec(
+                &r,
+                |o| {
+                    prometheus::GaugeVec::new(o, &["app", "stream", "rendition"]).map(|c| (c.clone(), Box::new(c) as _))
+                },
+                TRANSCODE_SPEED,
+                "Media time a rendition advances per wall time",
+            ),
             registry: r,
         }
     }

@@ -61,6 +61,8 @@ pub struct Context {
     access: RwLock<Arc<Access>>,
     /// HLS / LL-HLS / DASH segmenters.
     pub hls: Arc<crate::hls::Hls>,
+    /// ffmpeg renditions of the apps' `transcode` rules.
+    pub transcodes: Arc<crate::transcode::Transcodes>,
     /// The `admin` password made at start when no API users are configured.
     pub admin_password: Option<crate::api::GeneratedPassword>,
     /// Recent server load samples (`GET /api/v1/load`, the console's charts).
@@ -238,6 +240,9 @@ async fn watch_config(ctx: Arc<Context>, path: std::path::PathBuf, start: Option
             Ok((p, certificates)) => {
                 if config.relays != current.relays {
                     warn!("`relays` changes take effect at the next start (the relay API adds and removes relays now)");
+                }
+                if config.transcoding != current.transcoding {
+                    warn!("`transcoding` changes take effect at the next start (rules in `apps` apply to new publishes now)");
                 }
                 // Apps and policies change together in one snapshot; the hub's copy (stream
                 // settings) follows, and a request between the two is refused, never let in
@@ -559,6 +564,7 @@ impl Server {
         let http_limits = ConnLimits::new(config.http.max_connections, config.http.max_connections_per_ip);
         let relays = crate::relay::Relays::new(&config, hub.clone(), metrics.clone(), shutdown.clone());
         let hls = crate::hls::Hls::new(&config, hub.clone(), metrics.clone(), shutdown.clone())?;
+        let transcodes = crate::transcode::Transcodes::new(&config, hub.clone(), metrics.clone());
         let config_api = config.api.clone();
         let records = crate::record::Recorders::new(hub.clone(), metrics.clone(), webhooks.clone(), shutdown.clone());
         let ctx = Arc::new(Context {
@@ -577,6 +583,7 @@ impl Server {
             relays,
             hls,
             records,
+            transcodes,
             rtmp_limits,
             http_limits,
             access,
@@ -636,6 +643,7 @@ impl Server {
         let proxy = proxy_policies(c);
         tokio::spawn(ctx.hls.clone().run_always());
         tokio::spawn(ctx.records.clone().run());
+        tokio::spawn(ctx.transcodes.clone().run(ctx.clone()));
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(
@@ -723,6 +731,11 @@ impl Server {
         let left = grace.saturating_sub(started.elapsed());
         if tokio::time::timeout(left, ctx.records.finished()).await.is_err() {
             warn!("grace period over with recordings still being finalized");
+        }
+        // Every source ended with the hub: each transcode closes ffmpeg's input and reaps it.
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.transcodes.stopped()).await.is_err() {
+            warn!("grace period over with ffmpeg still running; it is killed with the server");
         }
         // Sessions that ended in the drain queued their done* events: deliver them within
         // what is left of the grace period.

@@ -8,6 +8,8 @@
 //   dash    dash.js on an .mpd URL
 //
 // Usage: node play.mjs --url URL [--player flv] [--timeout-ms 20000] [--min-time 1.5]
+//                      [--cycle-levels]  (hls: once playing, switch to every level in turn and
+//                                         record whether its picture size reached the screen)
 // Env:   FERROCAST_NODE_TOOLS (default $FERROCAST_TOOLS_DIR/node, else <repo>/.tools/node:
 //                              where playwright-core, mpegts.js, hls.js and dashjs are installed)
 //        CHROMIUM_PATH        (default /usr/bin/chromium)
@@ -31,6 +33,7 @@ const url = arg('--url');
 const timeoutMs = Number(arg('--timeout-ms', '20000'));
 const minTime = Number(arg('--min-time', '1.5'));
 const playerKind = arg('--player', 'flv');
+const cycleLevels = process.argv.includes('--cycle-levels');
 if (!url) {
   console.error('usage: play.mjs --url URL [--timeout-ms N] [--min-time S]');
   process.exit(2);
@@ -107,6 +110,9 @@ const PAGE = `<!doctype html>
         const what = 'hls.js ' + d.type + ' ' + d.details + (d.response ? ' ' + d.response.code : '');
         if (d.fatal) result.errors.push(what);
         else if (result.warnings.length < 20) result.warnings.push(what);
+      });
+      hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+        result.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate }));
       });
       hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
         result.live = d.details.live;
@@ -212,6 +218,31 @@ try {
       break;
     }
     await new Promise((r) => setTimeout(r, 250));
+  }
+  if (out.ok && cycleLevels && playerKind.startsWith('hls')) {
+    // hls.js lists levels by bitrate; show each in turn (a switch flushes and loads that
+    // level's segments) and wait until its picture size is what the video element shows.
+    out.switches = [];
+    const n = await page.evaluate(() => window.hls.levels.length);
+    for (let i = 0; i < n; i++) {
+      const want = await page.evaluate((i) => {
+        window.hls.currentLevel = i;
+        return window.hls.levels[i].height;
+      }, i);
+      const until = Date.now() + 20000;
+      let shown = false;
+      while (Date.now() < until) {
+        const h = await page.evaluate(() => document.getElementById('v').videoHeight);
+        if (h === want) {
+          shown = true;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const t = await page.evaluate(() => document.getElementById('v').currentTime);
+      out.switches.push({ level: i, height: want, shown, currentTime: t });
+    }
+    Object.assign(state, await page.evaluate(() => ({ ...window.result })));
   }
   Object.assign(out, state, { errors: [...out.errors, ...(state.errors || [])] });
 } catch (e) {

@@ -71,6 +71,18 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The server pods' image: the transcoding variant (with ffmpeg) when image.ffmpeg.enabled. */}}
+{{- define "ferrocast.serverImage" -}}
+{{- $f := .Values.image.ffmpeg }}
+{{- if not $f.enabled }}
+{{- include "ferrocast.image" . }}
+{{- else if $f.digest }}
+{{- printf "%s@%s" .Values.image.repository $f.digest }}
+{{- else }}
+{{- printf "%s:%s%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) $f.tagSuffix }}
+{{- end }}
+{{- end }}
+
 {{/* Objects the operator creates and owns; the chart only references them. */}}
 {{- define "ferrocast.server.configMapName" -}}
 {{ include "ferrocast.fullname" . }}-server-config

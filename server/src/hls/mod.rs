@@ -79,6 +79,14 @@ impl StreamHls {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on several segmenters at once (a stream and its renditions), locked in the
+    /// order given; only this locks more than one, so the order cannot deadlock.
+    pub fn with_all<R>(streams: &[Arc<StreamHls>], f: impl FnOnce(&[&Segmenter]) -> R) -> R {
+        let guards: Vec<MutexGuard<'_, Segmenter>> = streams.iter().map(|s| s.lock()).collect();
+        let segs: Vec<&Segmenter> = guards.iter().map(|g| &**g).collect();
+        f(&segs)
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
     }

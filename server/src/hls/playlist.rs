@@ -49,52 +49,105 @@ fn bandwidth(track: &Track) -> u64 {
     }
 }
 
-/// The multivariant playlist: one variant (video, or audio alone) and, with both, the audio
-/// as an alternative rendition group.
+/// Peak bits per second of a track: its densest complete segment (0 when unknown).
+fn peak_bandwidth(track: &Track) -> u64 {
+    track
+        .complete_segments()
+        .filter(|s| s.duration > 0.0)
+        .map(|s| (s.bytes() as f64 * 8.0 / s.duration) as u64)
+        .max()
+        .unwrap_or(0)
+}
+
+/// One variant of a multivariant playlist or MPD: a stream's segmenter and where its files
+/// are. A stream's renditions are variants of it (docs/transcoding.md).
+pub struct Variant<'a> {
+    pub seg: &'a Segmenter,
+    /// Prefix of the variant's URIs, relative to the playlist (`""`, or `../{stream}/`).
+    pub prefix: &'a str,
+    /// Query of its URIs (its own session token).
+    pub query: &'a str,
+    /// Names its audio group and DASH representations (`source`, `480p`).
+    pub id: &'a str,
+    /// Frames per second, when known.
+    pub fps: Option<f64>,
+}
+
+/// The multivariant playlist of one stream: one variant (video, or audio alone) and, with
+/// both, the audio as an alternative rendition group.
 pub fn multivariant(seg: &Segmenter, prefix: &str, query: &str) -> String {
+    multivariant_of(&[Variant {
+        seg,
+        prefix,
+        query,
+        id: "source",
+        fps: None,
+    }])
+}
+
+/// The multivariant playlist of a stream and its renditions: a variant each (peak and
+/// average bandwidth, codecs, resolution, frame rate), each with its own audio group, since
+/// every rendition carries audio at its own bitrate.
+pub fn multivariant_of(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let video = seg.video.init.as_ref();
-    let audio = seg.audio.init.as_ref();
-    let mut codecs = Vec::new();
-    let mut bw = 0;
-    if let Some(a) = audio {
-        codecs.push(a.codec.clone());
-        bw += bandwidth(&seg.audio);
-    }
-    match video {
-        Some(v) => {
-            codecs.insert(0, v.codec.clone());
-            bw += bandwidth(&seg.video);
+    let single = variants.len() == 1;
+    for v in variants {
+        let seg = v.seg;
+        let (prefix, query) = (v.prefix, v.query);
+        let video = seg.video.init.as_ref();
+        let audio = seg.audio.init.as_ref();
+        let mut codecs = Vec::new();
+        let (mut peak, mut average) = (0, 0);
+        if let Some(a) = audio {
+            codecs.push(a.codec.clone());
+            peak += peak_bandwidth(&seg.audio);
+            average += bandwidth(&seg.audio);
+        }
+        let Some(video) = video else {
             if audio.is_some() {
                 let _ = writeln!(
                     out,
-                    "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{prefix}audio.m3u8{query}\""
+                    "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"\n{prefix}audio.m3u8{query}",
+                    peak.max(1),
+                    average.max(1),
+                    codecs.join(",")
                 );
             }
-            let _ = write!(
-                out,
-                "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
-                bw.max(1),
-                codecs.join(",")
-            );
-            if let ferrocast_media::fmp4::TrackKind::Video { width, height } = v.setup.kind {
-                if width > 0 && height > 0 {
-                    let _ = write!(out, ",RESOLUTION={width}x{height}");
-                }
-            }
-            if audio.is_some() {
-                out.push_str(",AUDIO=\"audio\"");
-            }
-            let _ = writeln!(out, "\n{prefix}video.m3u8{query}");
-        }
-        None => {
+            continue;
+        };
+        codecs.insert(0, video.codec.clone());
+        peak += peak_bandwidth(&seg.video);
+        average += bandwidth(&seg.video);
+        let group = if single {
+            "audio".to_string()
+        } else {
+            format!("audio-{}", v.id)
+        };
+        if audio.is_some() {
             let _ = writeln!(
                 out,
-                "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"\n{prefix}audio.m3u8{query}",
-                bw.max(1),
-                codecs.join(",")
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{group}\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{prefix}audio.m3u8{query}\""
             );
         }
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"",
+            peak.max(1),
+            average.max(1),
+            codecs.join(",")
+        );
+        if let ferrocast_media::fmp4::TrackKind::Video { width, height } = video.setup.kind {
+            if width > 0 && height > 0 {
+                let _ = write!(out, ",RESOLUTION={width}x{height}");
+            }
+        }
+        if let Some(fps) = v.fps.filter(|f| *f > 0.0) {
+            let _ = write!(out, ",FRAME-RATE={fps:.3}");
+        }
+        if audio.is_some() {
+            let _ = write!(out, ",AUDIO=\"{group}\"");
+        }
+        let _ = writeln!(out, "\n{prefix}video.m3u8{query}");
     }
     out
 }
@@ -220,6 +273,23 @@ pub fn ts_media(seg: &Segmenter, prefix: &str, query: &str) -> String {
 /// The DASH MPD (ISO/IEC 23009-1 live profile): one adaptation set per track, a
 /// SegmentTimeline of the complete segments, the same fMP4 files as HLS.
 pub fn mpd(seg: &Segmenter, prefix: &str, query: &str, now: SystemTime) -> Option<String> {
+    mpd_of(
+        &[Variant {
+            seg,
+            prefix,
+            query,
+            id: "source",
+            fps: None,
+        }],
+        now,
+    )
+}
+
+/// The MPD of a stream and its renditions: one video and one audio adaptation set, with a
+/// representation per variant. Renditions share the source's timeline, so their timelines
+/// (and segment numbers) line up and one availability start time serves them all.
+pub fn mpd_of(variants: &[Variant], now: SystemTime) -> Option<String> {
+    let seg = variants.first()?.seg;
     let ast = seg.wall_clock(0)?;
     let target = seg.settings.target_ms as f64 / 1000.0;
     let depth = target * seg.settings.window as f64;
@@ -235,50 +305,70 @@ pub fn mpd(seg: &Segmenter, prefix: &str, query: &str, now: SystemTime) -> Optio
         iso8601(now),
         target * 3.0,
     );
-    if !prefix.is_empty() {
-        let _ = writeln!(out, "  <BaseURL>{prefix}</BaseURL>");
-    }
     out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
-    for track in seg.tracks() {
-        let Some(init) = &track.init else { continue };
-        let complete: Vec<&Segment> = track
-            .complete_segments()
-            .filter(|s| std::sync::Arc::ptr_eq(&s.init, init))
-            .collect();
-        let Some(first) = complete.first() else { continue };
-        let (content, mime, extra) = match init.setup.kind {
-            ferrocast_media::fmp4::TrackKind::Video { width, height } => {
-                ("video", "video/mp4", format!(" width=\"{width}\" height=\"{height}\""))
-            }
-            ferrocast_media::fmp4::TrackKind::Audio { sample_rate, .. } => {
-                ("audio", "audio/mp4", format!(" audioSamplingRate=\"{sample_rate}\""))
-            }
-        };
-        let name = track.name.as_str();
-        let _ = write!(
-            out,
-            "    <AdaptationSet contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">\n\
-             \x20     <Representation id=\"{name}\" codecs=\"{}\" bandwidth=\"{}\"{extra}>\n\
-             \x20       <SegmentTemplate timescale=\"{}\" initialization=\"{}{query}\" media=\"{name}-{}-$Number$.m4s{query}\" startNumber=\"{}\">\n\
-             \x20         <SegmentTimeline>\n",
-            init.codec,
-            bandwidth(track).max(1),
-            track.timescale,
-            init.name,
-            seg.epoch,
-            first.msn,
-        );
-        for s in &complete {
-            let _ = writeln!(
-                out,
-                "            <S t=\"{}\" d=\"{}\"/>",
-                s.start.max(0),
-                s.ticks(track.timescale)
+    for name in [TrackName::Video, TrackName::Audio] {
+        let mut set = String::new();
+        for v in variants {
+            let track = v.seg.track(name);
+            let Some(init) = &track.init else { continue };
+            let complete: Vec<&Segment> = track
+                .complete_segments()
+                .filter(|s| std::sync::Arc::ptr_eq(&s.init, init))
+                .collect();
+            let Some(first) = complete.first() else { continue };
+            let extra = match init.setup.kind {
+                ferrocast_media::fmp4::TrackKind::Video { width, height } => {
+                    let mut e = format!(" width=\"{width}\" height=\"{height}\"");
+                    if let Some(fps) = v.fps.filter(|f| *f > 0.0) {
+                        let _ = write!(e, " frameRate=\"{}\"", (fps * 1000.0).round() / 1000.0);
+                    }
+                    e
+                }
+                ferrocast_media::fmp4::TrackKind::Audio { sample_rate, .. } => {
+                    format!(" audioSamplingRate=\"{sample_rate}\"")
+                }
+            };
+            let id = if variants.len() == 1 {
+                name.as_str().to_string()
+            } else {
+                format!("{}-{}", name.as_str(), v.id)
+            };
+            let (prefix, query, track_name) = (v.prefix, v.query, name.as_str());
+            let _ = write!(
+                set,
+                "      <Representation id=\"{id}\" codecs=\"{}\" bandwidth=\"{}\"{extra}>\n\
+                 \x20       <SegmentTemplate timescale=\"{}\" initialization=\"{prefix}{}{query}\" media=\"{prefix}{track_name}-{}-$Number$.m4s{query}\" startNumber=\"{}\">\n\
+                 \x20         <SegmentTimeline>\n",
+                init.codec,
+                bandwidth(track).max(1),
+                track.timescale,
+                init.name,
+                v.seg.epoch,
+                first.msn,
             );
+            for s in &complete {
+                let _ = writeln!(
+                    set,
+                    "            <S t=\"{}\" d=\"{}\"/>",
+                    s.start.max(0),
+                    s.ticks(track.timescale)
+                );
+            }
+            set.push_str("          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n");
         }
-        out.push_str(
-            "          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n    </AdaptationSet>\n",
+        if set.is_empty() {
+            continue;
+        }
+        let (content, mime) = match name {
+            TrackName::Video => ("video", "video/mp4"),
+            TrackName::Audio => ("audio", "audio/mp4"),
+        };
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet contentType=\"{content}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">"
         );
+        out.push_str(&set);
+        out.push_str("    </AdaptationSet>\n");
     }
     let _ = write!(
         out,

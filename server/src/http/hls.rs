@@ -263,7 +263,18 @@ pub async fn serve(
     };
     stream.touch(access.session);
     let query = req.uri().query().unwrap_or("").to_string();
-    let mut resp = answer(&ctx, &stream, &asset, &access, &query).await;
+    let renditions = match asset {
+        Asset::Multivariant | Asset::Mpd => {
+            let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+            renditions_of(&ctx, &access.key, client).await
+        }
+        _ => Vec::new(),
+    };
+    let mut resp = if renditions.is_empty() {
+        answer(&ctx, &stream, &asset, &access, &query).await
+    } else {
+        answer_ladder(&ctx, &stream, renditions, &asset, &access).await
+    };
     let h = resp.headers_mut();
     cors(&ctx, h);
     if resp.status() == StatusCode::OK {
@@ -324,11 +335,19 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
         }
     }
     match asset {
-        Asset::Multivariant => text(
-            stream.with(|s| playlist::multivariant(s, prefix, q)),
-            PLAYLIST,
-            CACHE_PLAYLIST,
-        ),
+        Asset::Multivariant => {
+            let fps = ctx.hub.stream(&access.key).and_then(|s| s.info().fps());
+            let playlist = stream.with(|seg| {
+                playlist::multivariant_of(&[playlist::Variant {
+                    seg,
+                    prefix,
+                    query: q,
+                    id: "source",
+                    fps,
+                }])
+            });
+            text(playlist, PLAYLIST, CACHE_PLAYLIST)
+        }
         Asset::Media(track) => {
             if stream.with(|s| s.track(*track).init.is_none()) {
                 return not_found();
@@ -463,6 +482,113 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             }
         }
     }
+}
+
+/// The live renditions of `key`: transcoded here, or, for a stream pulled from the pod that
+/// has its publisher (and transcodes it), the renditions the rules give it that are published
+/// on that pod, pulled here like the source.
+async fn renditions_of(
+    ctx: &Arc<Context>,
+    key: &StreamKey,
+    client: Option<std::net::IpAddr>,
+) -> Vec<crate::transcode::Rendition> {
+    let here = ctx.transcodes.live_renditions(key);
+    if !here.is_empty() || ctx.cluster.is_none() || ctx.publishes_origin(key) {
+        return here;
+    }
+    let ruled = ctx.transcodes.ruled_renditions(key);
+    let found = futures_util::future::join_all(ruled.iter().map(|r| async {
+        ctx.hub.stream(&r.stream).is_some_and(|s| s.is_published())
+            || crate::cluster::pull::await_published(ctx, &r.stream, client)
+                .await
+                .is_ok()
+    }))
+    .await;
+    ruled
+        .into_iter()
+        .zip(found)
+        .filter(|(_, ok)| *ok)
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// A rendition as a variant: its segmenter, its own session token (the playlist's
+/// authorization carries to the renditions of its stream) and its frame rate.
+struct LadderRung {
+    hls: Arc<StreamHls>,
+    id: String,
+    prefix: String,
+    query: String,
+    fps: Option<f64>,
+}
+
+/// The multivariant playlist or MPD of a stream with renditions: the source first, then
+/// every rendition whose segmenter has a segment within the startup wait.
+async fn answer_ladder(
+    ctx: &Context,
+    stream: &Arc<StreamHls>,
+    renditions: Vec<crate::transcode::Rendition>,
+    asset: &Asset,
+    access: &Access,
+) -> Response {
+    let wait = stream.with(startup_wait);
+    let fps = |key: &StreamKey| ctx.hub.stream(key).and_then(|s| s.info().fps());
+    let sessions = ctx.hls.session_key(&access.key.app);
+    let now = SystemTime::now();
+    let mut rungs = vec![LadderRung {
+        hls: stream.clone(),
+        id: "source".into(),
+        prefix: access.prefix.clone(),
+        query: access.query.clone(),
+        fps: fps(&access.key),
+    }];
+    for r in renditions {
+        let Ok(hls) = ctx.hls.get_or_start(&r.stream) else {
+            continue;
+        };
+        // Listed is not watched: the session counts once its player asks for the rendition.
+        let (_, token) = sessions.issue(&r.stream, now);
+        hls.touch(None);
+        rungs.push(LadderRung {
+            hls,
+            prefix: format!("../{}/", r.stream.name),
+            query: format!("?hs={token}"),
+            fps: fps(&r.stream),
+            id: r.name,
+        });
+    }
+    // Every segmenter gets the same startup wait, concurrently.
+    let ready = futures_util::future::join_all(rungs.iter().map(|r| r.hls.wait_for(wait, Segmenter::ready))).await;
+    if !ready[0] {
+        return refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet");
+    }
+    let rungs: Vec<LadderRung> = rungs
+        .into_iter()
+        .zip(ready)
+        .filter(|(_, ok)| *ok)
+        .map(|(r, _)| r)
+        .collect();
+    let streams: Vec<Arc<StreamHls>> = rungs.iter().map(|r| r.hls.clone()).collect();
+    StreamHls::with_all(&streams, |segs| {
+        let variants: Vec<playlist::Variant> = rungs
+            .iter()
+            .zip(segs)
+            .map(|(r, seg)| playlist::Variant {
+                seg,
+                prefix: &r.prefix,
+                query: &r.query,
+                id: &r.id,
+                fps: r.fps,
+            })
+            .collect();
+        match asset {
+            Asset::Mpd => match playlist::mpd_of(&variants, SystemTime::now()) {
+                Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),
+                None => refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet"),
+            },
+            _ => text(playlist::multivariant_of(&variants), PLAYLIST, CACHE_PLAYLIST),
+        }
+    })
 }
 
 #[cfg(test)]
