@@ -55,4 +55,5 @@ pub mod server;
 pub mod session;
 pub mod tls;
 pub mod transcode;
+pub mod utc;
 pub mod webhooks;

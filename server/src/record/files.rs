@@ -19,23 +19,10 @@ pub const TMP_SUFFIX: &str = ".tmp";
 
 /// `20261130T031500Z` for a time (UTC).
 pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let u = crate::utc::Utc::of(t);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 
@@ -123,17 +110,18 @@ impl RecordId {
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0)
         };
-        let (y, m, d) = (num(0..4), num(4..6), num(6..8));
-        let (hh, mm, ss) = (num(9..11), num(11..13), num(13..15));
-        // Days from civil (inverse of utc_stamp).
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (m + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + d - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        ((days * 86_400 + hh * 3600 + mm * 60 + ss).max(0) as u64) * 1000
+        let u = crate::utc::Utc {
+            year: num(0..4),
+            month: num(4..6),
+            day: num(6..8),
+            hour: num(9..11),
+            minute: num(11..13),
+            second: num(13..15),
+            millis: 0,
+        };
+        u.to_system_time()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 
