@@ -35,6 +35,7 @@ pub mod rtmp_client;
 pub mod rtmp_raw;
 pub mod server;
 pub mod tls;
+pub mod webhook;
 
 pub use env::{require_tool, server_bin, workspace_root, TempDir};
 pub use fixtures::Live;

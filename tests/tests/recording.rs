@@ -14,10 +14,9 @@ use ferrocast_tests::http::{get_text, request, BodyEvent};
 use ferrocast_tests::modern::{decode, encoder_slot, modern_ffmpeg, start_publisher};
 use ferrocast_tests::process::run_bounded;
 use ferrocast_tests::server::free_ports;
+use ferrocast_tests::webhook::{self, Hit};
 use ferrocast_tests::{argon2_phc, unique_name, FlvPlayer, Proc, TempDir, TestServer, TestServerBuilder};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// A config with one app per `(name, record settings)` entry and `extra` top-level YAML.
 fn config(ports: [u16; 5], apps: &[(&str, String)], extra: &str) -> String {
@@ -611,63 +610,16 @@ async fn uploads_reach_s3_and_survive_a_storage_outage() {
     moto.down().await;
 }
 
-/// A webhook receiver answering 200 to everything: the JSON bodies it got.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = got.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 8192];
-                loop {
-                    let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut tmp)).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap_or_default();
-                    store.lock().unwrap().push(body);
-                    let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
-                    buf.drain(..end + 4 + len);
-                }
-            });
-        }
-    });
-    (url, got)
+/// A webhook receiver answering 200 to everything.
+async fn receiver() -> (String, Arc<Mutex<Vec<Hit>>>) {
+    webhook::receiver(|_| Some(200), Duration::ZERO).await
 }
 
-/// `METHOD /api/v1{path}` with a token: (status, JSON).
+/// `METHOD /api/v1{path}` with a token: (status, JSON, or the text as a JSON string).
 async fn api(server: &TestServer, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
-    let url = format!("http://127.0.0.1:{}/api/v1{path}", server.http_port);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    let mut resp = request(method, &url, &headers, body.map(str::as_bytes), Duration::from_secs(10))
-        .await
-        .unwrap();
-    let (bytes, _) = resp.read_to_end(Duration::from_secs(10)).await.unwrap();
+    let (status, bytes) = server.api(method, path, token, body).await;
     let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (resp.status, json)
+    (status, json)
 }
 
 #[tokio::test]
@@ -803,7 +755,7 @@ async fn api_starts_stops_lists_downloads_ranges_and_deletes_with_events() {
     // Events.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (post, done) = loop {
-        let events = got.lock().unwrap().clone();
+        let events: Vec<Value> = got.lock().unwrap().iter().map(Hit::json).collect();
         let find = |e: &str| {
             events
                 .iter()

@@ -5,89 +5,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferrocast_tests::webhook::{self, Hit};
 use ferrocast_tests::{publish_accepted, unique_name, FlvPlayer, Publisher, TempDir, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-/// One received webhook: event name, body and signature header.
-#[derive(Debug, Clone)]
-struct Hit {
-    event: String,
-    body: Vec<u8>,
-    signature: String,
-}
-
-/// A tiny HTTP receiver on 127.0.0.1. `answer(event)` gives the status, or None to hang.
+/// A receiver on 127.0.0.1. `answer(event)` gives the status, or None to hang.
 async fn receiver(answer: fn(&str) -> Option<u16>) -> (String, Arc<Mutex<Vec<Hit>>>) {
-    slow_receiver(answer, Duration::ZERO).await
+    webhook::receiver(answer, Duration::ZERO).await
 }
 
 /// [`receiver`] that takes `delay` before each answer.
 async fn slow_receiver(answer: fn(&str) -> Option<u16>, delay: Duration) -> (String, Arc<Mutex<Vec<Hit>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let hits = Arc::new(Mutex::new(Vec::new()));
-    let store = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    let Ok(n) = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut tmp))
-                        .await
-                        .unwrap_or(Ok(0))
-                    else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + len {
-                        continue;
-                    }
-                    let body = buf[end + 4..end + 4 + len].to_vec();
-                    let signature = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("x-ferrocast-signature:"))
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
-                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                    let event = v["event"].as_str().unwrap_or("").to_string();
-                    store.lock().unwrap().push(Hit {
-                        event: event.clone(),
-                        body,
-                        signature,
-                    });
-                    match answer(&event) {
-                        Some(status) => {
-                            tokio::time::sleep(delay).await;
-                            let resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-                            let _ = sock.write_all(resp.as_bytes()).await;
-                        }
-                        None => tokio::time::sleep(Duration::from_secs(30)).await,
-                    }
-                    buf.drain(..end + 4 + len);
-                }
-            });
-        }
-    });
-    (url, hits)
+    webhook::receiver(answer, delay).await
 }
 
 fn hmac_hex(secret: &str, body: &[u8]) -> String {
