@@ -19,12 +19,9 @@
 //                         [--measure-ms 30000]
 // Prints one JSON object: per player, latency p50/p90/min/max in ms, and the samples count.
 
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+
+import { launch, nodeModuleFile } from '../../tests/browser/chromium.mjs';
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
@@ -39,11 +36,7 @@ if (!base) {
   process.exit(2);
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const toolsDir = process.env.FERROCAST_NODE_TOOLS || path.resolve(here, '../../.tools/node');
-const require = createRequire(path.join(toolsDir, 'package.json'));
-const { chromium } = require('playwright-core');
-const lib = (...p) => fs.readFileSync(path.join(toolsDir, 'node_modules', ...p));
+const lib = nodeModuleFile;
 const scripts = { '/hls.js': lib('hls.js', 'dist', 'hls.min.js'), '/mpegts.js': lib('mpegts.js', 'dist', 'mpegts.js') };
 
 const hardStop = setTimeout(() => {
@@ -124,18 +117,11 @@ const server = http.createServer((req, res) => {
 });
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocast-latency-'));
 const out = { ok: false, errors: [], fps };
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--no-first-run', '--autoplay-policy=no-user-gesture-required'],
-    timeout: 30000,
-  });
-  const page = context.pages()[0] || (await context.newPage());
+  browser = await launch('ferrocast-latency-');
+  const page = browser.page;
   await page.goto(`http://127.0.0.1:${server.address().port}/?base=${encodeURIComponent(base)}`, { timeout: 15000 });
   await new Promise((r) => setTimeout(r, warmupMs));
   const samples = [];
@@ -169,12 +155,11 @@ try {
   out.errors.push(String(e && e.stack ? e.stack : e));
 } finally {
   try {
-    if (context) await context.close();
+    if (browser) await browser.close();
   } catch (e) {
     out.errors.push('closing chromium: ' + e);
   }
   server.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(out));
 process.exit(out.ok ? 0 : 1);

@@ -17,13 +17,12 @@
 //
 // Env: FERROCAST_NODE_TOOLS / FERROCAST_TOOLS_DIR (where playwright-core is), CHROMIUM_PATH.
 
-import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+
+import { launch as launchChromium } from './chromium.mjs';
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
@@ -31,13 +30,6 @@ function arg(name, dflt) {
 }
 
 const scenario = arg('--scenario');
-const here = path.dirname(fileURLToPath(import.meta.url));
-const toolsDir =
-  process.env.FERROCAST_NODE_TOOLS ||
-  (process.env.FERROCAST_TOOLS_DIR && path.join(process.env.FERROCAST_TOOLS_DIR, 'node')) ||
-  path.resolve(here, '../../.tools/node');
-const require = createRequire(path.join(toolsDir, 'package.json'));
-const { chromium } = require('playwright-core');
 
 const out = { ok: false, scenario, errors: [], console: [], cspViolations: [] };
 const hardStop = setTimeout(() => {
@@ -72,43 +64,28 @@ function startPublisher(json) {
   });
 }
 
-let context;
-let userDataDir;
+let browser;
 let frameServer;
 async function finish(code) {
   if (publisher && !publisher.exited) publisher.child.kill('SIGKILL');
   if (publisher) out.publisherStderr = publisher.stderr.slice(-500);
   out.console = out.console.slice(-30);
   try {
-    if (context) await context.close();
+    if (browser) await browser.close();
   } catch (e) {
     out.errors.push('closing chromium: ' + e);
   }
   if (frameServer) frameServer.close();
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
   console.log(JSON.stringify(out));
   process.exit(code);
 }
 
 async function launch() {
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocast-console-'));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
+  browser = await launchChromium('ferrocast-console-', {
     viewport: { width: 1280, height: 900 },
     userAgent: arg('--user-agent'),
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--headless',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    timeout: 30000,
   });
-  const page = context.pages()[0] || (await context.newPage());
+  const page = browser.page;
   page.on('console', (m) => {
     const t = m.text();
     if (/Content.Security.Policy/i.test(t)) out.cspViolations.push(t.slice(0, 300));

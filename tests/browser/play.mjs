@@ -17,12 +17,8 @@
 // The page is served from a throwaway HTTP server on 127.0.0.1 (an http:// origin, so the
 // cross-origin fetch of the stream exercises the server's CORS header like a real site does).
 
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
+import { launch, nodeModuleFile } from './chromium.mjs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
@@ -39,13 +35,6 @@ if (!url) {
   process.exit(2);
 }
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const toolsDir =
-  process.env.FERROCAST_NODE_TOOLS ||
-  (process.env.FERROCAST_TOOLS_DIR && path.join(process.env.FERROCAST_TOOLS_DIR, 'node')) ||
-  path.resolve(here, '../../.tools/node');
-const require = createRequire(path.join(toolsDir, 'package.json'));
-const { chromium } = require('playwright-core');
 const libraries = {
   flv: ['mpegts.js', 'dist', 'mpegts.js'],
   hls: ['hls.js', 'dist', 'hls.min.js'],
@@ -56,7 +45,7 @@ if (!libraries[playerKind]) {
   console.error(`unknown --player ${playerKind}`);
   process.exit(2);
 }
-const playerJs = fs.readFileSync(path.join(toolsDir, 'node_modules', ...libraries[playerKind]));
+const playerJs = nodeModuleFile(...libraries[playerKind]);
 
 // Whatever happens, never outlive the caller's bound.
 const hardStop = setTimeout(() => {
@@ -162,25 +151,11 @@ const server = http.createServer((req, res) => {
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const pagePort = server.address().port;
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferrocast-chromium-'));
-let context;
+let browser;
 const out = { ok: false, url, errors: [], console: [] };
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-      '--headless',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-    timeout: 30000,
-  });
-  const page = context.pages()[0] || (await context.newPage());
+  browser = await launch('ferrocast-chromium-');
+  const page = browser.page;
   page.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') out.console.push(m.type() + ': ' + m.text());
   });
@@ -250,12 +225,11 @@ try {
 } finally {
   out.console = out.console.slice(-20);
   try {
-    if (context) await context.close();
+    if (browser) await browser.close();
   } catch (e) {
     out.errors.push('closing chromium: ' + e);
   }
   server.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(out));
 process.exit(out.ok ? 0 : 1);
