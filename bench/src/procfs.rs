@@ -163,7 +163,7 @@ pub fn parse_tcp_queues(text: &str, server: std::net::SocketAddrV4) -> HashMap<u
             u64::from_str_radix(tx, 16).unwrap_or(0),
             u64::from_str_radix(rx, 16).unwrap_or(0),
         );
-        if local == server {
+        if local == server && remote.port() != 0 {
             *queued.entry(remote.port()).or_default() += rx;
         } else if remote == server {
             *queued.entry(local.port()).or_default() += tx;

@@ -149,8 +149,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         tokio::pin!(kick_wait);
         let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
         let mut frames = Vec::with_capacity(MAX_BATCH_FRAMES);
+        // Read coalescing: a publisher whose socket was drained is read again once this much
+        // later, so each read takes several messages instead of one.
+        let coalesce = Duration::from_millis(self.ctx.config.rtmp.read_coalesce_ms);
+        let read_gate = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(read_gate);
+        let mut gated = false;
         loop {
             let playing = self.player.is_some();
+            let offered = {
+                let input = self.session.as_mut().expect("session exists").input_buffer();
+                input.capacity() - input.len()
+            };
             tokio::select! {
                 biased;
                 _ = &mut shutdown_wait => {
@@ -186,16 +196,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 // Players legitimately send nothing while they receive media.
                 _ = &mut idle_timer, if !playing => return Err(ConnError::Idle(idle)),
+                _ = &mut read_gate, if gated => gated = false,
                 // Straight into the session's buffer: no copy of what publishers send.
-                read = self.socket.read_buf(self.session.as_mut().expect("session exists").input_buffer()) => {
+                read = self.socket.read_buf(self.session.as_mut().expect("session exists").input_buffer()), if !gated => {
                     match read {
                         Ok(0) => return Ok(()),
                         Ok(n) => {
-                            idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                            let now = tokio::time::Instant::now();
+                            idle_timer.as_mut().reset(now + idle);
                             self.guard.entry().add_in(n);
                             self.session().process()?;
                             self.handle_events().await?;
                             self.flush().await?;
+                            // A read that filled what was offered may have left more waiting.
+                            if self.publisher.is_some() && !coalesce.is_zero() && n < offered {
+                                read_gate.as_mut().reset(now + coalesce);
+                                gated = true;
+                            }
                         }
                         Err(e) => return Err(e.into()),
                     }
