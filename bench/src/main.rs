@@ -2,15 +2,19 @@
 //! by the URL) against any live-streaming server on this machine, ramps them up, then reports over
 //! a measured window: players connected and failed, aggregate Mbps, the share of players
 //! keeping up with real time, time to first keyframe, and the server's CPU and memory.
+//! With `--publish` it opens N publishers of their own streams instead (see [`ingest`]).
 //!
 //! It shares the machine with the server it measures, so it is frugal: one runtime thread by
 //! default, tag headers parsed in place and payloads skipped. See docs/benchmarks.md.
 
+mod clip;
 mod flv;
 mod hls;
 mod http;
+mod ingest;
 mod player;
 mod procfs;
+mod publisher;
 mod rtmp;
 mod stats;
 mod target;
@@ -28,6 +32,7 @@ use crate::target::Target;
 
 const USAGE: &str = "\
 usage: ferrocast-bench --url URL --players N [options]
+       ferrocast-bench --publish --url URL --publishers N --clip FILE [options]
 
   --url URL              rtmp://HOST[:PORT]/APP/STREAM, http://HOST[:PORT]/APP/STREAM.flv (HTTP-FLV)
                          ws://HOST[:PORT]/APP/STREAM.flv (WS-FLV), or http://.../x.m3u8 (HLS: the
@@ -43,6 +48,17 @@ usage: ferrocast-bench --url URL --players N [options]
   --threads T            runtime threads: 1 = current-thread runtime (default), 2+ = workers
   --json                 print the report as one JSON object on stdout (human text to stderr)
   -h, --help             this help
+
+publish mode (--publish): N publishers, each on its own stream (the URL's stream name plus
+0..N-1: rtmp://127.0.0.1/live/pub gives pub0, pub1, ...; http://.../live/pub.flv pushes
+FLV by HTTP POST to pub0.flv, ...; ws://.../live/pub.flv by WebSocket), replaying the FLV
+clip in real time; --ramp-secs, --warmup-secs, --measure-secs as above.
+  --publishers N         concurrent publishers
+  --clip FILE            the FLV clip each publisher loops (read once, shared)
+  --players-per-stream M players of each stream, started 1 s after its publish (default 0)
+  --play-url URL         what players play (default: --url; the index is appended the same way)
+  --send-interval-ms I   write the messages due within I ms together (default 0: each message
+                         when its timestamp is due, as an encoder does)
 ";
 
 #[derive(Debug, Clone)]
@@ -57,6 +73,12 @@ struct Args {
     threads: usize,
     json: bool,
     ll_hls: bool,
+    publish: bool,
+    publishers: usize,
+    clip: Option<String>,
+    players_per_stream: usize,
+    play_url: Option<String>,
+    send_interval_ms: u64,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -71,6 +93,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         threads: 1,
         json: false,
         ll_hls: false,
+        publish: false,
+        publishers: 0,
+        clip: None,
+        players_per_stream: 0,
+        play_url: None,
+        send_interval_ms: 0,
     };
     fn secs(v: String, name: &str) -> Result<f64> {
         let s: f64 = v.parse().with_context(|| format!("{name} takes a number of seconds"))?;
@@ -92,6 +120,19 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--threads" => a.threads = value()?.parse().context("--threads takes a count")?,
             "--json" => a.json = true,
             "--ll-hls" => a.ll_hls = true,
+            "--publish" => a.publish = true,
+            "--publishers" => a.publishers = value()?.parse().context("--publishers takes a count")?,
+            "--clip" => a.clip = Some(value()?),
+            "--players-per-stream" => {
+                a.players_per_stream = value()?.parse().context("--players-per-stream takes a count")?
+            }
+            "--play-url" => a.play_url = Some(value()?),
+            "--send-interval-ms" => {
+                a.send_interval_ms = value()?.parse().context("--send-interval-ms takes milliseconds")?;
+                if a.send_interval_ms > 10_000 {
+                    bail!("--send-interval-ms out of range");
+                }
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -99,7 +140,14 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    if a.url.is_empty() || a.players == 0 {
+    if a.publish {
+        if a.url.is_empty() || a.publishers == 0 || a.clip.is_none() {
+            bail!("--publish needs --url, --publishers and --clip\n\n{USAGE}");
+        }
+        if a.players != 0 || a.ll_hls {
+            bail!("--publish takes --players-per-stream, not --players or --ll-hls");
+        }
+    } else if a.url.is_empty() || a.players == 0 {
         bail!("--url and --players are required\n\n{USAGE}");
     }
     if a.measure < 1.0 {
@@ -158,12 +206,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.publish && matches!(target.protocol, target::Protocol::Hls | target::Protocol::LlHls) {
+        eprintln!("ferrocast-bench: --publish needs an rtmp://, http://...flv or ws://...flv URL");
+        std::process::exit(2);
+    }
     let nofile = raise_nofile_limit();
-    if nofile != 0 && (nofile as usize) < args.players + 64 {
-        eprintln!(
-            "ferrocast-bench: warning: open-file limit {nofile} is below {} players",
-            args.players
-        );
+    let sockets = args.players + args.publishers * (1 + args.players_per_stream);
+    if nofile != 0 && (nofile as usize) < sockets + 64 {
+        eprintln!("ferrocast-bench: warning: open-file limit {nofile} is below {sockets} connections");
     }
 
     // The tool stops by itself: a watchdog ends it if the runtime ever fails to.
@@ -183,7 +233,12 @@ fn main() {
             .build()
     };
     let runtime = runtime.expect("tokio runtime");
-    let code = match runtime.block_on(run(args, target)) {
+    let result = if args.publish {
+        runtime.block_on(ingest::run(args))
+    } else {
+        runtime.block_on(run(args, target))
+    };
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ferrocast-bench: {e:#}");
@@ -440,6 +495,30 @@ mod tests {
             (a.players, a.ramp, a.warmup, a.measure, a.server_pid, a.json, a.threads),
             (100, 2.5, 5.0, 15.0, Some(42), true, 1)
         );
+        let p = args(&[
+            "--publish",
+            "--url",
+            "rtmp://127.0.0.1/live/pub",
+            "--publishers",
+            "2000",
+            "--clip",
+            "c.flv",
+            "--players-per-stream",
+            "2",
+            "--send-interval-ms",
+            "40",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                p.publish,
+                p.publishers,
+                p.clip.as_deref(),
+                p.players_per_stream,
+                p.send_interval_ms
+            ),
+            (true, 2000, Some("c.flv"), 2, 40)
+        );
         for bad in [
             &["--players", "10"][..],
             &["--url", "rtmp://127.0.0.1/live/x"],
@@ -454,6 +533,19 @@ mod tests {
             ],
             &["--url", "rtmp://127.0.0.1/live/x", "--players", "1", "--bogus"],
             &["--url"],
+            &["--publish", "--url", "rtmp://127.0.0.1/live/x", "--publishers", "5"],
+            &["--publish", "--url", "rtmp://127.0.0.1/live/x", "--clip", "c.flv"],
+            &[
+                "--publish",
+                "--url",
+                "rtmp://127.0.0.1/live/x",
+                "--publishers",
+                "5",
+                "--clip",
+                "c.flv",
+                "--players",
+                "3",
+            ],
         ] {
             assert!(args(bad).is_err(), "{bad:?}");
         }

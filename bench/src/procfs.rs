@@ -126,9 +126,69 @@ pub fn sample_tree(pid: u32) -> Option<TreeSample> {
     Some(sample)
 }
 
+/// Bytes queued on each loopback TCP connection to `server`, by the client's port: what the
+/// client's kernel has not sent yet plus what the server's kernel holds that the server has
+/// not read. Read from /proc/net/tcp, so it works for any server: a server that keeps up
+/// with its publishers keeps this near zero.
+pub fn queued_to(server: std::net::SocketAddrV4) -> HashMap<u16, u64> {
+    fs::read_to_string("/proc/net/tcp")
+        .map(|t| parse_tcp_queues(&t, server))
+        .unwrap_or_default()
+}
+
+/// `ip:port` of /proc/net/tcp: the address as the kernel's native-endian hex of the
+/// network-order bytes, the port as plain hex.
+fn parse_tcp_addr(s: &str) -> Option<std::net::SocketAddrV4> {
+    let (ip, port) = s.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(std::net::SocketAddrV4::new(ip.to_ne_bytes().into(), port))
+}
+
+pub fn parse_tcp_queues(text: &str, server: std::net::SocketAddrV4) -> HashMap<u16, u64> {
+    let mut queued: HashMap<u16, u64> = HashMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().take(5).collect();
+        let (Some(local), Some(remote), Some(queues)) = (
+            f.get(1).and_then(|s| parse_tcp_addr(s)),
+            f.get(2).and_then(|s| parse_tcp_addr(s)),
+            f.get(4),
+        ) else {
+            continue;
+        };
+        let Some((tx, rx)) = queues.split_once(':') else {
+            continue;
+        };
+        let (tx, rx) = (
+            u64::from_str_radix(tx, 16).unwrap_or(0),
+            u64::from_str_radix(rx, 16).unwrap_or(0),
+        );
+        if local == server && remote.port() != 0 {
+            *queued.entry(remote.port()).or_default() += rx;
+        } else if remote == server {
+            *queued.entry(local.port()).or_default() += tx;
+        }
+    }
+    queued
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_queues_of_connections_to_the_server() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:2E7B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:2E7B 0100007F:C350 01 00000000:00001000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 0100007F:C350 0100007F:2E7B 01 00000200:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+   3: 0100007F:C351 0100007F:1F90 01 00000300:00000000 00:00000000 00000000     0        0 4 1 0 20 4 30 10 -1
+";
+        let server = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0x2e7b);
+        let q = parse_tcp_queues(text, server);
+        assert_eq!(q.get(&0xc350), Some(&(0x1000 + 0x200)));
+        assert_eq!(q.len(), 1, "other servers' connections are not counted");
+    }
 
     #[test]
     fn parses_stat_with_odd_command_name() {

@@ -8,8 +8,6 @@
 //! a publisher send large frames), and the total length of the messages started but not
 //! finished across all chunk streams, which is what a peer can make us buffer at once.
 
-use std::collections::HashMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::message::{TYPE_AGGREGATE, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_DATA_AMF3, TYPE_VIDEO};
@@ -72,6 +70,10 @@ fn is_media_type(type_id: u8) -> bool {
     )
 }
 
+fn stream_mut(streams: &mut [(u32, ChunkStreamState)], csid: u32) -> Option<&mut ChunkStreamState> {
+    streams.iter_mut().find(|(id, _)| *id == csid).map(|(_, s)| s)
+}
+
 /// Reassembles messages from the peer's chunk stream.
 #[derive(Debug)]
 pub struct ChunkDecoder {
@@ -82,7 +84,9 @@ pub struct ChunkDecoder {
     /// Sum of the announced lengths of messages started but not finished. Counted by
     /// announced length because that is what the reassembly buffer reserves.
     unfinished: u64,
-    streams: HashMap<u32, ChunkStreamState>,
+    /// By chunk stream id. A peer uses a handful, so a linear search beats hashing on every
+    /// chunk.
+    streams: Vec<(u32, ChunkStreamState)>,
 }
 
 impl ChunkDecoder {
@@ -94,8 +98,12 @@ impl ChunkDecoder {
             max_media_message: max_message_size,
             max_command_message: max_message_size,
             unfinished: 0,
-            streams: HashMap::new(),
+            streams: Vec::new(),
         }
+    }
+
+    fn stream(&self, csid: u32) -> Option<&ChunkStreamState> {
+        self.streams.iter().find(|(id, _)| *id == csid).map(|(_, s)| s)
     }
 
     /// Caps media and data messages at `media` bytes and every other message at `command`
@@ -127,7 +135,7 @@ impl ChunkDecoder {
 
     /// Drops the partly received message on `csid` (the peer's Abort message).
     pub fn abort(&mut self, csid: u32) {
-        if let Some(s) = self.streams.get_mut(&csid) {
+        if let Some(s) = stream_mut(&mut self.streams, csid) {
             if !s.partial.is_empty() {
                 self.unfinished = self.unfinished.saturating_sub(u64::from(s.length));
             }
@@ -170,10 +178,11 @@ impl ChunkDecoder {
         };
         pos += header_len;
 
-        if !self.streams.contains_key(&csid) && self.streams.len() >= MAX_CHUNK_STREAMS {
+        let known = self.stream(csid);
+        if known.is_none() && self.streams.len() >= MAX_CHUNK_STREAMS {
             return Err(ChunkError::TooManyChunkStreams);
         }
-        let prev = self.streams.get(&csid).cloned_header();
+        let prev = known.cloned_header();
         if fmt != 0 && !prev.initialized {
             return Err(ChunkError::NoPreviousHeader(csid));
         }
@@ -261,7 +270,10 @@ impl ChunkDecoder {
         if let Some(v) = ext_value {
             next.extended_value = v;
         }
-        let state = self.streams.entry(csid).or_default();
+        if self.stream(csid).is_none() {
+            self.streams.push((csid, ChunkStreamState::default()));
+        }
+        let state = stream_mut(&mut self.streams, csid).expect("inserted above");
         state.initialized = true;
         state.timestamp = next.timestamp;
         state.delta = next.delta;
@@ -285,7 +297,10 @@ impl ChunkDecoder {
         if continuing {
             self.unfinished = self.unfinished.saturating_sub(u64::from(state.length));
         }
-        let payload = state.partial.split().freeze();
+        // Taken whole, not split: the payload becomes a plain vector-backed `Bytes` instead of
+        // a shared one, which saves an allocation per message (the next message allocates
+        // its own buffer either way).
+        let payload = std::mem::take(&mut state.partial).freeze();
         Ok(ChunkOutcome::Message(RawMessage {
             csid,
             timestamp: state.timestamp,

@@ -92,6 +92,15 @@ fn u32_at(p: &[u8], at: usize, type_id: u8) -> Result<u32, MessageError> {
 }
 
 impl Message {
+    /// [`Message::decode`] taking the message, so media bodies move instead of being cloned.
+    pub fn from_raw(raw: RawMessage) -> Result<Message, MessageError> {
+        Ok(match raw.type_id {
+            TYPE_AUDIO => Message::Audio(raw.payload),
+            TYPE_VIDEO => Message::Video(raw.payload),
+            _ => Message::decode(&raw)?,
+        })
+    }
+
     pub fn decode(raw: &RawMessage) -> Result<Message, MessageError> {
         let p = &raw.payload[..];
         let t = raw.type_id;

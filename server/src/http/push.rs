@@ -134,6 +134,10 @@ pub async fn http_post(
     let mut body = body.into_data_stream();
     let mut shutdown = ctx.shutdown.clone();
     let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs);
+    // One timer for the whole push, pushed back on each chunk: a fresh timeout per chunk
+    // would register and cancel a timer for every message the publisher sends.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         let chunk = tokio::select! {
             _ = shutdown.changed() => break,
@@ -141,16 +145,15 @@ pub async fn http_post(
                 info!(session = id, "http-flv push kicked by the API");
                 break;
             }
-            c = tokio::time::timeout(idle, body.next()) => match c {
-                Ok(c) => c,
-                Err(_) => {
-                    info!(session = id, stream = %key, "http-flv push closed: no data for {idle:?}");
-                    return (StatusCode::REQUEST_TIMEOUT, "no data from the publisher\n").into_response();
-                }
-            },
+            _ = &mut idle_timer => {
+                info!(session = id, stream = %key, "http-flv push closed: no data for {idle:?}");
+                return (StatusCode::REQUEST_TIMEOUT, "no data from the publisher\n").into_response();
+            }
+            c = body.next() => c,
         };
         match chunk {
             Some(Ok(data)) => {
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 guard.entry().add_in(data.len());
                 if let Err(e) = ingest.feed(&data) {
                     info!(session = id, "http-flv push closed: {e}");
@@ -187,6 +190,9 @@ where
     let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs);
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let close = |code: u16, reason: &'static str| vec![ws::close_frame(code, reason)];
+    // One timer for the whole push, pushed back on each read (not a timeout per read).
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
         let n = tokio::select! {
             _ = kicked.changed() => {
@@ -197,17 +203,16 @@ where
                 let _ = timed_write(&mut wr, &mut close(1001, "server shutting down"), write_timeout).await;
                 return Ok("server shutdown");
             }
-            n = tokio::time::timeout(idle, rd.read_buf(&mut rbuf)) => match n {
-                Ok(n) => n?,
-                Err(_) => {
-                    let _ = timed_write(&mut wr, &mut close(1008, "no data"), write_timeout).await;
-                    return Ok("no data from the publisher (idle timeout)");
-                }
-            },
+            _ = &mut idle_timer => {
+                let _ = timed_write(&mut wr, &mut close(1008, "no data"), write_timeout).await;
+                return Ok("no data from the publisher (idle timeout)");
+            }
+            n = rd.read_buf(&mut rbuf) => n?,
         };
         if n == 0 {
             return Ok("peer closed");
         }
+        idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
         guard.entry().add_in(n);
         loop {
             match ws::parse_client_frame(&mut rbuf, max) {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
@@ -117,10 +117,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             max_peer_chunk_size: cfg.max_peer_chunk_size,
             max_message_size: cfg.max_message_size,
         }));
-        let mut buf = BytesMut::with_capacity(16 * 1024);
         timeout(hs_timeout, async {
             while !self.session().handshake_done() {
-                self.read_some(&mut buf).await?;
+                self.read_some().await?;
                 self.flush().await?;
             }
             Ok::<_, ConnError>(())
@@ -150,8 +149,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         tokio::pin!(kick_wait);
         let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH_FRAMES);
         let mut frames = Vec::with_capacity(MAX_BATCH_FRAMES);
+        // Read coalescing: a publisher whose socket was drained is read again once this much
+        // later, so each read takes several messages instead of one.
+        let coalesce = Duration::from_millis(self.ctx.config.rtmp.read_coalesce_ms);
+        let read_gate = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(read_gate);
+        let mut gated = false;
         loop {
             let playing = self.player.is_some();
+            let offered = {
+                let input = self.session.as_mut().expect("session exists").input_buffer();
+                input.capacity() - input.len()
+            };
             tokio::select! {
                 biased;
                 _ = &mut shutdown_wait => {
@@ -187,16 +196,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 // Players legitimately send nothing while they receive media.
                 _ = &mut idle_timer, if !playing => return Err(ConnError::Idle(idle)),
-                read = self.socket.read_buf(&mut buf) => {
+                _ = &mut read_gate, if gated => gated = false,
+                // Straight into the session's buffer: no copy of what publishers send.
+                read = self.socket.read_buf(self.session.as_mut().expect("session exists").input_buffer()), if !gated => {
                     match read {
                         Ok(0) => return Ok(()),
                         Ok(n) => {
-                            idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                            let now = tokio::time::Instant::now();
+                            idle_timer.as_mut().reset(now + idle);
                             self.guard.entry().add_in(n);
-                            self.session().handle_input(&buf)?;
-                            buf.clear();
+                            self.session().process()?;
                             self.handle_events().await?;
                             self.flush().await?;
+                            // A read that filled what was offered may have left more waiting.
+                            if self.publisher.is_some() && !coalesce.is_zero() && n < offered {
+                                read_gate.as_mut().reset(now + coalesce);
+                                gated = true;
+                            }
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -205,14 +221,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    async fn read_some(&mut self, buf: &mut BytesMut) -> Result<(), ConnError> {
-        let n = self.socket.read_buf(buf).await?;
+    async fn read_some(&mut self) -> Result<(), ConnError> {
+        let session = self.session.as_mut().expect("session exists while running");
+        let n = self.socket.read_buf(session.input_buffer()).await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
         self.guard.entry().add_in(n);
-        self.session().handle_input(buf)?;
-        buf.clear();
+        self.session().process()?;
         Ok(())
     }
 

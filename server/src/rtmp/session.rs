@@ -38,6 +38,8 @@ pub const MAX_COMMAND_MESSAGE_SIZE: u32 = 64 * 1024;
 /// a first keyframe). The connection stops reading while it decides, so this only bounds
 /// a driver that keeps feeding.
 pub const MAX_PIPELINED_INPUT: usize = 4 << 20;
+/// How much the input buffer offers each socket read (see [`Session::input_buffer`]).
+pub const READ_SIZE: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -182,7 +184,7 @@ impl Session {
             phase: Phase::Handshake,
             handshake: ServerHandshake::new(),
             decoder: ChunkDecoder::new(config.max_peer_chunk_size, config.command_message_limit()),
-            input: BytesMut::with_capacity(8192),
+            input: BytesMut::with_capacity(READ_SIZE),
             output: BytesMut::with_capacity(8192),
             events: VecDeque::new(),
             connect: None,
@@ -238,8 +240,13 @@ impl Session {
         self.awaiting_answer
     }
 
-    /// The buffer to read socket bytes into; call [`Session::process`] after filling it.
+    /// The buffer to read socket bytes into, with room for a read of about [`READ_SIZE`];
+    /// call [`Session::process`] after filling it. Reading straight into it spares a copy of
+    /// every byte a publisher sends.
     pub fn input_buffer(&mut self) -> &mut BytesMut {
+        if self.input.capacity() - self.input.len() < READ_SIZE / 4 {
+            self.input.reserve(READ_SIZE);
+        }
         &mut self.input
     }
 
@@ -254,6 +261,9 @@ impl Session {
 
     /// Processes whatever is buffered in the input buffer.
     pub fn process(&mut self) -> Result<(), SessionError> {
+        if self.awaiting_answer && self.input.len() > MAX_PIPELINED_INPUT {
+            return Err(SessionError::TooMuchPipelined);
+        }
         if self.phase == Phase::Handshake {
             match self.handshake.process(&mut self.input, &mut self.output)? {
                 Progress::InProgress => return Ok(()),
@@ -269,7 +279,7 @@ impl Session {
                 Some(raw) => {
                     let timestamp = raw.timestamp;
                     let stream_id = raw.stream_id;
-                    match Message::decode(&raw) {
+                    match Message::from_raw(raw) {
                         Ok(m) => self.handle_message(m, timestamp, stream_id)?,
                         // A bad AMF body in a data message is the publisher's problem, not a
                         // reason to drop a live stream; commands must parse.
