@@ -273,13 +273,15 @@ def test_operator_rbac_is_least_privilege():
     role = one(objs, "Role", "ferrocast-operator")
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
     # Exactly what the operator calls (the tower-test scenarios in operator/tests/controller.rs
-    # show each request): watches are list+watch; every write is a server-side apply (patch).
+    # show each request): watches are list+watch; every write is a server-side apply (patch),
+    # and an apply that creates the object is authorized as create too (Kubernetes API
+    # concepts, "Patch and apply"), so what it creates by apply also needs create.
     assert rules == {
         (("ferrocast.io",), ("mediaapps", "streamauths")): ["list", "watch"],
         (("ferrocast.io",), ("mediaapps/status", "streamauths/status")): ["patch"],
-        (("",), ("configmaps",)): ["patch"],
-        (("",), ("secrets",)): ["delete", "list", "patch", "watch"],
-        (("",), ("services",)): ["delete", "get", "list", "patch", "watch"],
+        (("",), ("configmaps",)): ["create", "patch"],
+        (("",), ("secrets",)): ["create", "delete", "list", "patch", "watch"],
+        (("",), ("services",)): ["create", "delete", "get", "list", "patch", "watch"],
         (("",), ("pods",)): ["list"],
         (("events.k8s.io",), ("events",)): ["create", "patch"],
         (("coordination.k8s.io",), ("leases",)): ["create", "get", "list", "update"],
