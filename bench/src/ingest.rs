@@ -117,11 +117,7 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
 
-    let tps = procfs::ticks_per_second();
-    let a_time = std::time::Instant::now();
-    let a_server = args.server_pid.and_then(procfs::sample_tree);
-    let a_self = procfs::self_ticks();
-    let a_machine = procfs::machine_ticks();
+    let measured = crate::window::Window::open(args.server_pid);
     let a_queued = procfs::queued_to(server_addr);
     let a: Vec<(Snapshot, u16)> = pubs.iter().map(|p| (p.snapshot(), p.local_port())).collect();
     let a_play: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
@@ -131,10 +127,8 @@ pub async fn run(args: Args) -> Result<()> {
     let b_play: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
     let b: Vec<(Snapshot, u16)> = pubs.iter().map(|p| (p.snapshot(), p.local_port())).collect();
     let b_queued = procfs::queued_to(server_addr);
-    let window = a_time.elapsed().as_secs_f64();
-    let b_self = procfs::self_ticks();
-    let b_machine = procfs::machine_ticks();
-    let b_server = args.server_pid.and_then(procfs::sample_tree);
+    let figures = measured.close();
+    let window = figures.secs;
     let window_ms = window * 1000.0;
 
     let count = |s: u8| b.iter().filter(|(x, _)| x.state == s).count();
@@ -187,19 +181,6 @@ pub async fn run(args: Args) -> Result<()> {
     let mut ttfk: Vec<f64> = players.iter().filter_map(PlayerStats::first_keyframe_ms).collect();
     ttfk.sort_by(f64::total_cmp);
 
-    let bench_cores = b_self.saturating_sub(a_self) as f64 / tps / window;
-    let machine_cores = b_machine.busy.saturating_sub(a_machine.busy) as f64 / tps / window;
-    let softirq_cores = b_machine.softirq.saturating_sub(a_machine.softirq) as f64 / tps / window;
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let server = match (a_server, b_server) {
-        (Some(x), Some(y)) => Some((y.ticks.saturating_sub(x.ticks) as f64 / tps / window, y)),
-        _ => None,
-    };
-    let rss_per_stream = server.map(|(_, s)| s.rss_kb as f64 / connected.max(1) as f64);
-    let rss_marginal = match (server, baseline) {
-        (Some((_, s)), Some(base)) => Some((s.rss_kb as f64 - base.rss_kb as f64) / connected.max(1) as f64),
-        _ => None,
-    };
     let failures = failures.lock().expect("failures lock").clone();
 
     let fmt_ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
@@ -246,27 +227,7 @@ pub async fn run(args: Args) -> Result<()> {
         "  streams         {streams_kept}/{n} kept in real time ({:.1}%)",
         100.0 * streams_kept as f64 / n as f64
     );
-    if let (Some(pid), Some((cores, s))) = (args.server_pid, server) {
-        let _ = writeln!(
-            text,
-            "  server          pid {pid} ({} process{}): {cores:.3} cores, RSS {:.1} MB (baseline {:.1} MB), {:.1} KB per stream ({:.1} KB marginal)",
-            s.processes,
-            if s.processes == 1 { "" } else { "es" },
-            s.rss_kb as f64 / 1024.0,
-            baseline.map_or(0.0, |b| b.rss_kb as f64 / 1024.0),
-            rss_per_stream.unwrap_or(0.0),
-            rss_marginal.unwrap_or(0.0),
-        );
-    }
-    let _ = writeln!(
-        text,
-        "  bench           {bench_cores:.3} cores ({} runtime threads)",
-        args.threads
-    );
-    let _ = writeln!(
-        text,
-        "  machine         {machine_cores:.3} of {cpus} cores busy, {softirq_cores:.3} of them in softirq"
-    );
+    text.push_str(&figures.text(baseline, "stream", connected, args.threads));
     for (reason, count) in &failures {
         let _ = writeln!(text, "  x{count}: {reason}");
     }
@@ -304,19 +265,12 @@ pub async fn run(args: Args) -> Result<()> {
                 "keep_up": players_up,
                 "first_keyframe_ms": { "p50": percentile(&ttfk, 50.0), "p99": percentile(&ttfk, 99.0) },
             },
-            "server": args.server_pid.map(|pid| json!({
-                "pid": pid,
-                "processes": server.map(|(_, s)| s.processes),
-                "cpu_cores": server.map(|(c, _)| c),
-                "rss_kb": server.map(|(_, s)| s.rss_kb),
-                "rss_baseline_kb": baseline.map(|b| b.rss_kb),
-                "rss_per_stream_kb": rss_per_stream,
-                "rss_marginal_per_stream_kb": rss_marginal,
-            })),
-            "bench": { "cpu_cores": bench_cores, "threads": args.threads },
-            "machine": { "busy_cores": machine_cores, "softirq_cores": softirq_cores, "cpus": cpus },
             "failures": failures,
         });
+        let mut report = report;
+        for (k, v) in figures.json(baseline, "stream", connected, args.threads) {
+            report[k] = v;
+        }
         println!("{report}");
     } else {
         print!("{text}");

@@ -18,6 +18,7 @@ mod publisher;
 mod rtmp;
 mod stats;
 mod target;
+mod window;
 mod ws;
 
 use std::collections::BTreeMap;
@@ -298,20 +299,14 @@ async fn run(args: Args, target: Target) -> Result<()> {
         );
     }
 
-    let tps = procfs::ticks_per_second();
-    let a_time = std::time::Instant::now();
-    let a_server = args.server_pid.and_then(procfs::sample_tree);
-    let a_self = procfs::self_ticks();
-    let a_machine = procfs::machine_ticks();
+    let measured = window::Window::open(args.server_pid);
     let a: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
 
     tokio::time::sleep(Duration::from_secs_f64(args.measure)).await;
 
     let b: Vec<Snapshot> = players.iter().map(PlayerStats::snapshot).collect();
-    let window = a_time.elapsed().as_secs_f64();
-    let b_self = procfs::self_ticks();
-    let b_machine = procfs::machine_ticks();
-    let b_server = args.server_pid.and_then(procfs::sample_tree);
+    let figures = measured.close();
+    let window = figures.secs;
 
     let connected = b.iter().filter(|s| s.state == CONNECTED).count();
     let failed = b.iter().filter(|s| s.state == FAILED).count();
@@ -336,21 +331,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
     let stalled_players = a.iter().zip(&b).filter(|(x, y)| y.stalls > x.stalls).count();
     let fps_p1 = percentile(&fps, 1.0);
     let fps_p50 = percentile(&fps, 50.0);
-    let bench_cores = b_self.saturating_sub(a_self) as f64 / tps / window;
-    let machine_cores = b_machine.busy.saturating_sub(a_machine.busy) as f64 / tps / window;
-    let softirq_cores = b_machine.softirq.saturating_sub(a_machine.softirq) as f64 / tps / window;
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let server = match (a_server, b_server) {
-        (Some(x), Some(y)) => Some((y.ticks.saturating_sub(x.ticks) as f64 / tps / window, y)),
-        _ => None,
-    };
     let failures = failures.lock().expect("failures lock").clone();
-
-    let rss_per_player = server.map(|(_, s)| s.rss_kb as f64 / connected.max(1) as f64);
-    let rss_marginal = match (server, baseline) {
-        (Some((_, s)), Some(base)) => Some((s.rss_kb as f64 - base.rss_kb as f64) / connected.max(1) as f64),
-        _ => None,
-    };
 
     let mut text = String::new();
     use std::fmt::Write;
@@ -396,28 +377,7 @@ async fn run(args: Args, target: Target) -> Result<()> {
         fmt_ms(p99),
         ttfk.len()
     );
-    if let (Some(pid), Some((cores, s))) = (args.server_pid, server) {
-        let _ = writeln!(
-            text,
-            "  server          pid {pid} ({} process{}): {cores:.3} cores, RSS {:.1} MB (baseline {:.1} MB), {:.1} KB per player ({:.1} KB marginal)",
-            s.processes,
-            if s.processes == 1 { "" } else { "es" },
-            s.rss_kb as f64 / 1024.0,
-            baseline.map_or(0.0, |b| b.rss_kb as f64 / 1024.0),
-            rss_per_player.unwrap_or(0.0),
-            rss_marginal.unwrap_or(0.0),
-        );
-    }
-    let _ = writeln!(
-        text,
-        "  bench           {bench_cores:.3} cores ({} runtime thread{})",
-        args.threads,
-        if args.threads == 1 { "" } else { "s" }
-    );
-    let _ = writeln!(
-        text,
-        "  machine         {machine_cores:.3} of {cpus} cores busy (server, bench, everything else), {softirq_cores:.3} of them in softirq"
-    );
+    text.push_str(&figures.text(baseline, "player", connected, args.threads));
     for (reason, count) in &failures {
         let _ = writeln!(text, "  failure x{count}: {reason}");
     }
@@ -441,19 +401,12 @@ async fn run(args: Args, target: Target) -> Result<()> {
             "first_keyframe_ms": { "p50": p50, "p99": p99, "count": ttfk.len() },
             "video_fps": { "p50": fps_p50, "p1": fps_p1 },
             "stalls": { "total": stalls, "players": stalled_players },
-            "server": args.server_pid.map(|pid| json!({
-                "pid": pid,
-                "processes": server.map(|(_, s)| s.processes),
-                "cpu_cores": server.map(|(c, _)| c),
-                "rss_kb": server.map(|(_, s)| s.rss_kb),
-                "rss_baseline_kb": baseline.map(|b| b.rss_kb),
-                "rss_per_player_kb": rss_per_player,
-                "rss_marginal_per_player_kb": rss_marginal,
-            })),
-            "bench": { "cpu_cores": bench_cores, "threads": args.threads },
-            "machine": { "busy_cores": machine_cores, "softirq_cores": softirq_cores, "cpus": cpus },
             "failures": failures,
         });
+        let mut report = report;
+        for (k, v) in figures.json(baseline, "player", connected, args.threads) {
+            report[k] = v;
+        }
         println!("{report}");
     } else {
         print!("{text}");
