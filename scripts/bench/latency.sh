@@ -50,7 +50,8 @@ timeout -k 5 600 ffmpeg -hide_banner -loglevel error -re -f lavfi -i "testsrc2=s
     -map '[v]' -map 1:a -c:v libx264 -preset veryfast -tune zerolatency -g 30 -keyint_min 30 -sc_threshold 0 \
     -b:v 1500k -c:a aac -b:a 96k -f flv "rtmp://$IP:11935/live/latency" > "$OUT/ffmpeg.log" 2>&1 &
 PIDS+=($!)
-sleep 3
+# Viewers join a stream that is already live: a full window of segments and parts is there.
+sleep 10
 log "measuring (warm-up ${WARMUP_MS:-15000} ms, window ${MEASURE_MS:-30000} ms)"
 node scripts/bench/latency.mjs --base "http://$IP:18080/live/latency" \
     --warmup-ms "${WARMUP_MS:-15000}" --measure-ms "${MEASURE_MS:-30000}" | tee "$OUT/result.json"
