@@ -1132,20 +1132,24 @@ pub const KEY_PLACEHOLDER: &str = "STREAM_KEY";
 
 /// The host part of a Host header (no port), if it is a plausible host name or address.
 pub(crate) fn request_host(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
-    let valid = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
-    if !valid {
-        return None;
-    }
+    let host = host_header(headers)?;
     if host.starts_with('[') {
         // [v6]:port
         return host.find(']').map(|i| host[..=i].to_string());
     }
     Some(host.rsplit_once(':').map_or(host, |(h, _)| h).to_string())
+}
+
+/// The `Host` header with its port, when it holds nothing but a host name or address and a
+/// port (so it can be echoed into URLs and headers).
+pub(crate) fn host_header(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
+    let valid = !host.is_empty()
+        && host.len() <= 261
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
+    valid.then_some(host)
 }
 
 /// The query string a policy needs for `key` (`?sign=` or `?key=`), with the expiry used,

@@ -96,17 +96,6 @@ pub fn router<S: Clone + Send + Sync + 'static>(ctx: Arc<Context>) -> Router<S> 
         .with_state(ctx)
 }
 
-/// The request's Host header if it is a plain `host[:port]` (it goes into the CSP).
-fn host_header(headers: &HeaderMap) -> Option<&str> {
-    let host = headers.get(header::HOST)?.to_str().ok()?.trim();
-    let plain = !host.is_empty()
-        && host.len() <= 261
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
-    plain.then_some(host)
-}
-
 /// The Content-Security-Policy of a page. `media`: the origins (beyond this one) its players
 /// may fetch from; `frame_ancestors`: who may embed it.
 fn csp(media: &[String], frame_ancestors: &str) -> String {
@@ -229,7 +218,7 @@ pub async fn player_page(ctx: Arc<Context>, app: &str, name: &str, req: Request)
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    let media: Vec<String> = host_header(req.headers())
+    let media: Vec<String> = crate::api::host_header(req.headers())
         .map(|h| vec![format!("ws://{h}"), format!("wss://{h}")])
         .unwrap_or_default();
     let policy = csp(&media, "*");
@@ -289,7 +278,7 @@ mod tests {
         let h = |v: &str| {
             let mut m = HeaderMap::new();
             m.insert(header::HOST, v.parse().unwrap());
-            host_header(&m).map(str::to_string)
+            crate::api::host_header(&m).map(str::to_string)
         };
         assert_eq!(h("127.0.0.1:8000").as_deref(), Some("127.0.0.1:8000"));
         assert_eq!(h("x; script-src *"), None);
