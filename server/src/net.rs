@@ -233,6 +233,31 @@ impl<IO> Prefixed<IO> {
     }
 }
 
+impl<IO: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Prefixed<IO> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+/// How much must be queued on a TCP socket before the kernel reports it readable
+/// (`SO_RCVLOWAT`). Linux re-checks the queue when this is set, so lowering it to 1 wakes a
+/// waiting reader at once if anything is there; a FIN always wakes. Errors are ignored: the
+/// worst outcome is one wake-up per arriving segment, as without it.
+pub fn set_recv_low_water(fd: std::os::fd::RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; a stale or
+    // non-socket fd only makes the call fail.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<IO> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,

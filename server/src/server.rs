@@ -655,7 +655,8 @@ impl Server {
             move |s, peer, slot| {
                 let ctx = rtmp_ctx.clone();
                 async move {
-                    crate::rtmp::conn::serve(s, peer, Protocol::Rtmp, ctx).await;
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+                    crate::rtmp::conn::serve(s, Some(fd), peer, Protocol::Rtmp, ctx).await;
                     drop(slot);
                 }
             },
@@ -826,8 +827,9 @@ fn tls_accept_loops(
         move |s, peer, slot| {
             let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
             async move {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
                 if let Some(tls) = crate::tls::handshake(&acceptor, s, "rtmps", peer, limit).await {
-                    crate::rtmp::conn::serve(tls, peer, Protocol::Rtmps, ctx).await;
+                    crate::rtmp::conn::serve(tls, Some(fd), peer, Protocol::Rtmps, ctx).await;
                 }
                 drop(slot);
             }

@@ -1,7 +1,8 @@
 //! Encoders pipeline their commands: everything from `connect` to the first keyframe may
 //! arrive in one write, before any answer. The server handles it in order and drops nothing
 //! that follows an accepted publish: a player gets the metadata, both sequence headers and
-//! the keyframe.
+//! the keyframe. The other end of the scale: a publisher that sends very little is still read
+//! promptly.
 
 use std::time::Duration;
 
@@ -146,4 +147,41 @@ async fn media_written_together_with_publish_reaches_players() {
     assert_eq!(&audio_header.data[..], AAC_HEADER);
     assert_eq!(&tags.last().unwrap().data[..], &keyframe[..], "{described:?}");
     drop(s);
+}
+
+/// A publisher that sends little (an audio-only stream at a few hundred bytes a second) is
+/// read within the read-coalescing pause: the server asks the kernel to wake it only once a
+/// full read is queued while the pause runs, and must lift that at the pause's end, or such a
+/// stream would sit unread until 16 KB piled up.
+#[tokio::test]
+async fn a_trickling_publisher_reaches_players_frame_by_frame() {
+    use ferrocast_tests::rtmp_client::RtmpClient;
+    let server = TestServer::start().await.unwrap();
+    let name = unique_name("trickle");
+    let mut publisher = RtmpClient::connect(server.rtmp_port, "live").await.unwrap();
+    publisher.publish(&name).await.unwrap();
+    publisher
+        .send_media(8, 0, Bytes::from_static(AAC_HEADER))
+        .await
+        .unwrap();
+    let mut player = RtmpClient::connect(server.rtmp_port, "live").await.unwrap();
+    player.play(&name).await.unwrap();
+    // 20-byte AAC frames every 50 ms: 400 bytes a second.
+    for i in 1..=20u32 {
+        let mut frame = vec![0xaf, 0x01];
+        frame.extend_from_slice(&[i as u8; 18]);
+        publisher.send_media(8, i * 50, Bytes::from(frame)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Each frame must reach the player long before 16 KB could have piled up (40 s).
+        loop {
+            let m = player
+                .next_media(Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("frame {i} never reached the player: {e:#}"))
+                .expect("the server closed the player");
+            if m.type_id == 8 && m.timestamp == i * 50 {
+                break;
+            }
+        }
+    }
 }

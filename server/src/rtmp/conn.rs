@@ -2,6 +2,7 @@
 //! sans-IO session. Players get the hub's pre-encoded chunks written straight to the socket.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,10 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
-use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest};
+use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest, READ_SIZE};
 use crate::hub::StreamKey;
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
-use crate::net::write_all_bytes;
+use crate::net::{self, write_all_bytes};
 use crate::redact::RequestedName;
 use crate::server::Context;
 use crate::session::{Protocol, Role, SessionGuard};
@@ -39,7 +40,9 @@ enum ConnError {
 }
 
 /// Serves one accepted RTMP connection until it ends; logs its end once.
-pub async fn serve<S>(socket: S, peer: SocketAddr, protocol: Protocol, ctx: Arc<Context>)
+///
+/// `recv_fd` is the TCP socket under `socket`, for the read gate's wake-up threshold.
+pub async fn serve<S>(socket: S, recv_fd: Option<RawFd>, peer: SocketAddr, protocol: Protocol, ctx: Arc<Context>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -54,6 +57,7 @@ where
             protocol,
             ctx,
             socket,
+            recv_fd,
             session: None,
             publisher: None,
             player: None,
@@ -95,6 +99,7 @@ struct Conn<S> {
     protocol: Protocol,
     ctx: Arc<Context>,
     socket: S,
+    recv_fd: Option<RawFd>,
     session: Option<Session>,
     publisher: Option<(Publisher, u32)>,
     player: Option<Player>,
@@ -196,7 +201,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
                 // Players legitimately send nothing while they receive media.
                 _ = &mut idle_timer, if !playing => return Err(ConnError::Idle(idle)),
-                _ = &mut read_gate, if gated => gated = false,
+                _ = &mut read_gate, if gated => {
+                    gated = false;
+                    if let Some(fd) = self.recv_fd {
+                        net::set_recv_low_water(fd, 1);
+                    }
+                }
                 // Straight into the session's buffer: no copy of what publishers send.
                 read = self.socket.read_buf(self.session.as_mut().expect("session exists").input_buffer()), if !gated => {
                     match read {
@@ -212,6 +222,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             if self.publisher.is_some() && !coalesce.is_zero() && n < offered {
                                 read_gate.as_mut().reset(now + coalesce);
                                 gated = true;
+                                // Messages arriving while the gate is shut would each wake a
+                                // worker thread for nothing: have the kernel report the socket
+                                // only once a full read is queued (or at the gate's end).
+                                if let Some(fd) = self.recv_fd {
+                                    net::set_recv_low_water(fd, READ_SIZE);
+                                }
                             }
                         }
                         Err(e) => return Err(e.into()),
