@@ -15,7 +15,8 @@
 # records how busy the machine was.
 #
 # Usage: scripts/bench/run-matrix.sh [options]
-#   --servers "ferrocast nms nginx"     --protocols "rtmp http-flv ws-flv" (or hls, ll-hls)
+#   --servers "ferrocast nms nginx"     --protocols "rtmp http-flv ws-flv" (or hls, ll-hls, hls-ts:
+#                                       Ferrocast's MPEG-TS playlist ts.m3u8, nginx-rtmp's HLS)
 #   --players "100 500 1000 2000 4000"  --out DIR
 # Binaries are copied from target/release to OUT/bin first.
 # Environment: RAMP (default 10 s up to 1000 players, 20 s above), WARMUP (5), MEASURE (15),
@@ -92,7 +93,8 @@ url_for() { # url_for SERVER PROTOCOL
         */rtmp) echo "rtmp://127.0.0.1:$RTMP_PORT/live/bench" ;;
         */http-flv) echo "http://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
         */ws-flv) echo "ws://127.0.0.1:$HTTP_PORT/live/bench.flv" ;;
-        nginx/hls) echo "http://127.0.0.1:$HTTP_PORT/hls/bench.m3u8" ;;
+        nginx/hls | nginx/hls-ts) echo "http://127.0.0.1:$HTTP_PORT/hls/bench.m3u8" ;;
+        */hls-ts) echo "http://127.0.0.1:$HTTP_PORT/live/bench/ts.m3u8" ;;
         */hls | */ll-hls) echo "http://127.0.0.1:$HTTP_PORT/live/bench/index.m3u8" ;;
     esac
 }
@@ -132,7 +134,7 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
     case "$server" in
         ferrocast) start_bg "$limit" "$OUT/$name.server.log" "$FERROCAST" --config "$OUT/ferrocast.yaml" ;;
         nms) start_bg "$limit" "$OUT/$name.server.log" node "$ROOT/scripts/bench/nms.js" "$RTMP_PORT" "$HTTP_PORT" "$OUT/nms-data" ;;
-        nginx) HLS_HTTP_PORT="$([[ $proto == hls ]] && echo "$HTTP_PORT")" \
+        nginx) HLS_HTTP_PORT="$([[ $proto == hls* ]] && echo "$HTTP_PORT")" \
             start_bg "$limit" "$OUT/$name.server.log" "$ROOT/scripts/bench/nginx-rtmp.sh" "$RTMP_PORT" "$OUT/nginx" ;;
     esac
     srv="$BG_PID"
@@ -148,7 +150,7 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
     pub="$BG_PID"
     # HLS players start from a full window of segments, as in production (nginx-rtmp writes
     # HLS from the publish on; Ferrocast's on-demand segmenter is started by one request).
-    if [[ $proto == hls || $proto == ll-hls ]]; then
+    if [[ $proto == hls* || $proto == ll-hls ]]; then
         sleep 1
         [[ $server == ferrocast ]] && curl -s -o /dev/null --max-time 15 "$(url_for "$server" "$proto")"
         sleep 12
@@ -167,8 +169,8 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
         --warmup-secs "$WARMUP" --measure-secs "$MEASURE" --server-pid "$spid" --threads "$BENCH_THREADS" \
         --json > "$OUT/$name.json" 2> "$OUT/$name.log"; then
         # Add the run's conditions to its result.
-        jq -c --arg server "$server" --arg busy "$QUIET_BUSY" --arg attempt "${ATTEMPT:-0}" \
-            '. + {server_name: $server, quiet_busy_cores_before: ($busy | tonumber), attempt: ($attempt | tonumber)}' \
+        jq -c --arg server "$server" --arg proto "$proto" --arg busy "$QUIET_BUSY" --arg attempt "${ATTEMPT:-0}" \
+            '. + {server_name: $server, protocol: $proto, quiet_busy_cores_before: ($busy | tonumber), attempt: ($attempt | tonumber)}' \
             "$OUT/$name.json" > "$OUT/$name.json.tmp" && mv "$OUT/$name.json.tmp" "$OUT/$name.json"
         grep -v ' t=' "$OUT/$name.log" >&2 || true
     else
@@ -185,8 +187,8 @@ run_one() { # run_one SERVER PROTOCOL PLAYERS
 log "results in $OUT"
 for server in $SERVERS; do
     for proto in $PROTOCOLS; do
-        [[ "$server" == nginx && "$proto" != rtmp && "$proto" != hls ]] && continue
-        [[ "$server" == nms && ( "$proto" == hls || "$proto" == ll-hls ) ]] && continue
+        [[ "$server" == nginx && "$proto" != rtmp && "$proto" != hls && "$proto" != hls-ts ]] && continue
+        [[ "$server" == nms && ( "$proto" == hls* || "$proto" == ll-hls ) ]] && continue
         for n in $PLAYERS; do
             run_with_retries "$server" "$proto" "$n"
         done

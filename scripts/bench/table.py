@@ -9,7 +9,7 @@ import sys
 
 SERVER_ORDER = {"ferrocast": 0, "nms": 1, "nginx": 2}
 SERVER_NAME = {"ferrocast": "Ferrocast", "nms": "NMS 4.4.3", "nginx": "nginx-rtmp"}
-PROTO_ORDER = {"rtmp": 0, "http-flv": 1, "ws-flv": 2, "hls": 3, "ll-hls": 4}
+PROTO_ORDER = {"rtmp": 0, "http-flv": 1, "ws-flv": 2, "hls": 3, "hls-ts": 4, "ll-hls": 5}
 
 
 def fmt(v, spec, dash="-"):
@@ -50,7 +50,7 @@ def main():
         rss = s.get("rss_kb")
         # HLS runs: stalls of the simulated playback buffer in the window (stalled players).
         st = r.get("stalls")
-        stalls = f" ({st['total']} stalls, {st['players']} players)" if st and r["protocol"] in ("hls", "ll-hls") else ""
+        stalls = f" ({st['total']} stalls, {st['players']} players)" if st and r["protocol"] in ("hls", "hls-ts", "ll-hls") else ""
         print(
             f"| {SERVER_NAME.get(r['server_name'], r['server_name'])} | {r['protocol']} | {r['players']} "
             f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}%{stalls} | {r['mbps']:.0f} "

@@ -85,6 +85,43 @@ async fn ffmpeg_decodes_h264_aac_over_hls_ts_hls_and_dash() {
     assert!(out.contains("h264,1280,720") && out.contains("aac"), "ffprobe: {out}");
 }
 
+/// A player that opens `ts.m3u8` itself gets its session once, in a one-variant playlist,
+/// and its reloads of that variant keep the session and the segment URIs (a bare media
+/// playlist would be reloaded without the token, a new session and new URIs every time).
+#[tokio::test]
+async fn ts_playlist_opened_directly_keeps_one_session_across_reloads() {
+    let live = Live::start("hls_ts_entry").await.unwrap();
+    let b = base(&live.server, &live.name);
+    let (status, entry) = fetch_text(&format!("{b}/ts.m3u8")).await;
+    assert_eq!(status, 200, "{entry}");
+    assert!(entry.contains("#EXT-X-STREAM-INF:BANDWIDTH="), "{entry}");
+    assert!(entry.contains("RESOLUTION=1280x720"), "{entry}");
+    let variant = uri_after(&entry, "#EXT-X-STREAM-INF");
+    let (file, token) = variant.split_once('?').expect("the variant carries the session");
+    assert_eq!(file, "ts.m3u8");
+    assert!(token.starts_with("hs="), "{variant}");
+    let url = format!("{b}/{variant}");
+    let segments = |p: &str| {
+        p.lines()
+            .filter(|l| l.starts_with("ts-"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (s1, first) = fetch_text(&url).await;
+    let (s2, second) = fetch_text(&url).await;
+    assert_eq!((s1, s2), (200, 200), "{first}\n{second}");
+    assert!(first.contains("#EXT-X-TARGETDURATION:"), "a media playlist: {first}");
+    let (a, z) = (segments(&first), segments(&second));
+    assert!(!a.is_empty(), "{first}");
+    for uri in a.iter().chain(&z) {
+        assert!(uri.ends_with(&format!("?{token}")), "{uri} keeps the session {token}");
+    }
+    let (status, headers, body) = fetch(&format!("{b}/{}", a[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("video/mp2t"));
+    assert_eq!(body.first(), Some(&0x47), "MPEG-TS sync byte");
+}
+
 async fn modern_codec_reads_back(video: &str, audio: &str, want_video: &str, want_audio: &str) {
     let _slot = encoder_slot().await;
     let server = TestServer::start().await.unwrap();

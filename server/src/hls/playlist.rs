@@ -242,6 +242,23 @@ pub fn next_part(track: &Track) -> Option<(u64, usize)> {
 }
 
 /// The MPEG-TS media playlist (complete segments only), for players without fMP4 support.
+/// What a player that opened `ts.m3u8` without a session gets: one variant, the same
+/// playlist with the session token in its URI. A media playlist answered directly would be
+/// reloaded by its bare URL, and every reload would start a new session with new segment URIs.
+pub fn ts_multivariant(seg: &Segmenter, prefix: &str, query: &str) -> String {
+    let peak: u64 = seg.tracks().map(peak_bandwidth).sum();
+    let mut out = format!("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH={}", peak.max(1));
+    if let Some(video) = &seg.video.init {
+        if let ferrocast_media::fmp4::TrackKind::Video { width, height } = video.setup.kind {
+            if width > 0 && height > 0 {
+                let _ = write!(out, ",RESOLUTION={width}x{height}");
+            }
+        }
+    }
+    let _ = writeln!(out, "\n{prefix}ts.m3u8{query}");
+    out
+}
+
 pub fn ts_media(seg: &Segmenter, prefix: &str, query: &str) -> String {
     let track = seg.main_track();
     let complete: Vec<&Segment> = track.complete_segments().collect();

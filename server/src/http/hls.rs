@@ -153,6 +153,8 @@ struct Access {
     query: String,
     /// `../{public}/` when the path held a stream key, so no URI repeats it.
     prefix: String,
+    /// The session was issued by this request (no valid token was shown).
+    fresh: bool,
 }
 
 /// Applies the app's play policy. Manifests accept the policy's credential and get a new
@@ -184,6 +186,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
                 session: Some(id),
                 query: format!("?hs={token}"),
                 prefix: String::new(),
+                fresh: false,
             });
         }
     }
@@ -195,6 +198,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
                 session: None,
                 query: String::new(),
                 prefix: String::new(),
+                fresh: false,
             });
         }
         return Err(match token {
@@ -223,6 +227,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
         session: Some(id),
         query: format!("?hs={token}"),
         prefix,
+        fresh: true,
     })
 }
 
@@ -402,6 +407,13 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     ctx,
                     StatusCode::NOT_FOUND,
                     "the MPEG-TS variant needs H.264 or H.265 video and AAC or MP3 audio",
+                );
+            }
+            if access.fresh {
+                return text(
+                    stream.with(|s| playlist::ts_multivariant(s, prefix, q)),
+                    PLAYLIST,
+                    CACHE_PLAYLIST,
                 );
             }
             text(
