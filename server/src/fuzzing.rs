@@ -261,7 +261,7 @@ pub fn flv_push(data: &[u8]) {
     }
     let mut reader = hub.subscribe(&key).expect("the stream exists");
     while let Ok(Some(frame)) = reader.try_recv() {
-        let _ = black_box(frame.rtmp_chunks(1, 128));
+        let _ = black_box(frame.rtmp_chunks(1, 128).to_bytes());
         let _ = black_box(frame.flv_tag());
     }
 }

@@ -389,6 +389,29 @@ pub fn encoded_len(csid: u32, timestamp: u32, payload_len: usize, chunk_size: u3
     basic + 11 + ext + (chunks - 1) * (basic + ext) + payload_len
 }
 
+/// The headers of one message's chunks, as [`encode_message`] writes them: the type-0 header
+/// of the first chunk and the type-3 header that starts every further one (the same bytes each
+/// time). The payload cut at the chunk size between them makes the whole message, so a sender
+/// can hand the socket the payload itself rather than a copy.
+pub fn message_headers(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload_len: usize) -> (Bytes, Bytes) {
+    debug_assert!((2..=65599).contains(&csid));
+    let extended = timestamp >= EXTENDED_TIMESTAMP;
+    let mut first = BytesMut::with_capacity(18);
+    put_basic_header(&mut first, 0, csid);
+    let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
+    first.put_uint(u64::from(ts_field), 3);
+    first.put_uint(payload_len as u64, 3);
+    first.put_u8(type_id);
+    first.put_u32_le(stream_id);
+    let mut next = BytesMut::with_capacity(7);
+    put_basic_header(&mut next, 3, csid);
+    if extended {
+        first.put_u32(timestamp);
+        next.put_u32(timestamp);
+    }
+    (first.freeze(), next.freeze())
+}
+
 /// Appends one message as chunks: a type-0 chunk, then type-3 continuations.
 ///
 /// Every message starts with a full header so the encoding depends on nothing but its
@@ -432,6 +455,34 @@ pub fn encode_message(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn headers_around_the_payload_make_the_encoded_message() {
+        for (timestamp, len, chunk_size, csid) in [
+            (0, 0, 128, 6),
+            (40, 100, 128, 6),
+            (40, 128, 128, 4),
+            (0xff_ffff, 1000, 128, 70),
+            (0x0100_0000, 5000, 4096, 400),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut want = BytesMut::new();
+            encode_message(&mut want, csid, timestamp, 9, 1, &payload, chunk_size);
+            let (first, next) = message_headers(csid, timestamp, 9, 1, payload.len());
+            let mut got = first.to_vec();
+            for (i, chunk) in payload.chunks(chunk_size as usize).enumerate() {
+                if i > 0 {
+                    got.extend_from_slice(&next);
+                }
+                got.extend_from_slice(chunk);
+            }
+            assert_eq!(
+                got,
+                want.to_vec(),
+                "ts {timestamp} len {len} chunk {chunk_size} csid {csid}"
+            );
+        }
+    }
 
     fn decode_all(dec: &mut ChunkDecoder, bytes: &[u8]) -> Result<Vec<RawMessage>, ChunkError> {
         let mut buf = BytesMut::from(bytes);

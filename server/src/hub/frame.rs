@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::chunk::encode_message;
+use crate::codec::chunk::message_headers;
 use crate::codec::flv;
 use crate::codec::media::{FourCc, PacketKind};
 use crate::codec::message::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO};
@@ -38,7 +38,8 @@ pub struct MediaFrame {
     pub multitrack: bool,
     /// The message body exactly as the publisher sent it (an FLV tag body).
     pub payload: Bytes,
-    rtmp: OnceLock<(u32, Bytes)>,
+    /// The chunk headers for the shared stream id: (first chunk's, every further chunk's).
+    rtmp: OnceLock<(Bytes, Bytes)>,
     flv: OnceLock<Bytes>,
 }
 
@@ -84,33 +85,26 @@ impl MediaFrame {
         }
     }
 
-    /// The frame as RTMP chunks on `stream_id` at `chunk_size`. The encoding for the shared
-    /// stream id is computed once and shared by every player.
-    pub fn rtmp_chunks(&self, stream_id: u32, chunk_size: u32) -> Bytes {
-        if stream_id == SHARED_PLAY_STREAM_ID {
-            let (size, bytes) = self
-                .rtmp
-                .get_or_init(|| (chunk_size, self.encode_rtmp(stream_id, chunk_size)));
-            if *size == chunk_size {
-                return bytes.clone();
-            }
+    /// The frame as RTMP chunks on `stream_id` at `chunk_size`: the chunk headers around the
+    /// payload itself, never a copy of it. The headers for the shared stream id are made once
+    /// and shared by every player.
+    pub fn rtmp_chunks(&self, stream_id: u32, chunk_size: u32) -> RtmpChunks {
+        let (first, next) = if stream_id == SHARED_PLAY_STREAM_ID {
+            self.rtmp.get_or_init(|| self.rtmp_headers(stream_id)).clone()
+        } else {
+            self.rtmp_headers(stream_id)
+        };
+        RtmpChunks {
+            first,
+            next,
+            payload: self.payload.clone(),
+            chunk_size: chunk_size.max(1) as usize,
         }
-        self.encode_rtmp(stream_id, chunk_size)
     }
 
-    fn encode_rtmp(&self, stream_id: u32, chunk_size: u32) -> Bytes {
+    fn rtmp_headers(&self, stream_id: u32) -> (Bytes, Bytes) {
         let (type_id, csid) = self.rtmp_type();
-        let mut out = BytesMut::new();
-        encode_message(
-            &mut out,
-            csid,
-            self.timestamp,
-            type_id,
-            stream_id,
-            &self.payload,
-            chunk_size,
-        );
-        out.freeze()
+        message_headers(csid, self.timestamp, type_id, stream_id, self.payload.len())
     }
 
     /// The frame as one complete FLV tag, computed once and shared by HTTP-FLV and WS-FLV.
@@ -129,7 +123,7 @@ impl MediaFrame {
 
     /// Bytes this frame holds now: the payload, the encodings made so far and the frame itself.
     pub fn held_bytes(&self) -> usize {
-        let rtmp = self.rtmp.get().map_or(0, |(_, b)| b.len());
+        let rtmp = self.rtmp.get().map_or(0, |(a, b)| a.len() + b.len());
         let flv = self.flv.get().map_or(0, Bytes::len);
         FRAME_OVERHEAD + self.payload.len() + rtmp + flv
     }
@@ -138,11 +132,62 @@ impl MediaFrame {
     /// caches charge, so their bounds hold whichever outputs are in use.
     pub fn max_held_bytes(&self) -> usize {
         let n = self.payload.len();
-        // RTMP: the first chunk's header (at most 18 bytes), then at most 7 per further chunk
-        // of at least 128 bytes (the smallest chunk size we send).
-        let rtmp = n + 18 + 7 * n.div_ceil(128);
+        // RTMP: the two chunk headers (at most 18 and 7 bytes); the payload is shared.
+        let rtmp = 18 + 7;
         let flv = n + flv::TAG_HEADER_LEN + 4;
         FRAME_OVERHEAD + n + rtmp + flv
+    }
+}
+
+/// A frame as RTMP chunks: its payload cut at the chunk size, each piece after the first
+/// preceded by the continuation header. Cheap to clone (shared buffers only).
+#[derive(Debug, Clone)]
+pub struct RtmpChunks {
+    first: Bytes,
+    next: Bytes,
+    payload: Bytes,
+    chunk_size: usize,
+}
+
+impl RtmpChunks {
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        let further = self.payload.len().div_ceil(self.chunk_size).saturating_sub(1);
+        self.first.len() + further * self.next.len() + self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Appends the buffers to write, in order (for a vectored write).
+    pub fn append_to(&self, out: &mut Vec<Bytes>) {
+        out.push(self.first.clone());
+        let mut at = 0;
+        while at < self.payload.len() {
+            if at > 0 {
+                out.push(self.next.clone());
+            }
+            let end = (at + self.chunk_size).min(self.payload.len());
+            out.push(self.payload.slice(at..end));
+            at = end;
+        }
+    }
+
+    /// The chunks in one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut parts = Vec::new();
+        self.append_to(&mut parts);
+        let mut out = BytesMut::with_capacity(self.len());
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        out.freeze()
+    }
+
+    /// The first chunk's header (shared between players of the same frame).
+    pub fn first_header(&self) -> &Bytes {
+        &self.first
     }
 }
 
@@ -176,7 +221,14 @@ mod tests {
         let f = frame(b"\x17\x01\x00\x00\x00abc");
         let a = f.rtmp_chunks(1, 60000);
         let b = f.rtmp_chunks(1, 60000);
-        assert_eq!(a.as_ptr(), b.as_ptr(), "second reader gets the same buffer");
+        assert_eq!(
+            a.first_header().as_ptr(),
+            b.first_header().as_ptr(),
+            "second reader gets the same headers"
+        );
+        let mut parts = Vec::new();
+        a.append_to(&mut parts);
+        assert_eq!(parts[1].as_ptr(), f.payload.as_ptr(), "the payload itself, not a copy");
         let t1 = f.flv_tag();
         let t2 = f.flv_tag();
         assert_eq!(t1.as_ptr(), t2.as_ptr());
@@ -186,7 +238,9 @@ mod tests {
     fn rtmp_encoding_decodes_back_to_the_payload() {
         let f = frame(b"\x17\x01\x00\x00\x00abc");
         for sid in [1, 3] {
-            let mut buf = BytesMut::from(&f.rtmp_chunks(sid, 4)[..]);
+            let chunks = f.rtmp_chunks(sid, 4);
+            assert_eq!(chunks.len(), chunks.to_bytes().len());
+            let mut buf = BytesMut::from(&chunks.to_bytes()[..]);
             let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
             dec.set_chunk_size(4).unwrap();
             let m = dec.decode(&mut buf).unwrap().unwrap();

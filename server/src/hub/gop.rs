@@ -194,7 +194,8 @@ mod tests {
         let before = g.held_bytes();
         f.flv_tag();
         f.rtmp_chunks(1, 60000);
-        assert!(g.held_bytes() >= before + 2000, "{} vs {before}", g.held_bytes());
+        // The FLV tag copies the payload; RTMP adds only its chunk headers.
+        assert!(g.held_bytes() >= before + 1000 + 12, "{} vs {before}", g.held_bytes());
         assert!(g.held_bytes() <= g.bytes());
     }
 

@@ -135,7 +135,9 @@ async fn attempt(relays: &Relays, relay: &Relay, spec: &PushSpec, went_live: &mu
         tokio::select! {
             got = sub.recv_batch(&mut frames, MAX_BATCH_FRAMES) => match got {
                 Ok(()) => {
-                    batch.extend(frames.drain(..).map(|f| encode(&f, stream_id, chunk_size)));
+                    for f in frames.drain(..) {
+                        encode(&f, stream_id, chunk_size, &mut batch);
+                    }
                     sub.count_out(batch.iter().map(|b| b.len()).sum());
                     link.write(&mut batch).await?;
                     batch.clear();
@@ -152,18 +154,19 @@ async fn attempt(relays: &Relays, relay: &Relay, spec: &PushSpec, went_live: &mu
     }
 }
 
-/// A frame as RTMP chunks for the far end. Media uses the hub's shared encoding when our
-/// stream id and chunk size match it; metadata goes out as `@setDataFrame`, as publishers send.
-fn encode(f: &MediaFrame, stream_id: u32, chunk_size: u32) -> Bytes {
+/// Appends a frame as RTMP chunks for the far end. Media is the payload itself between chunk
+/// headers; metadata goes out as `@setDataFrame`, as publishers send.
+fn encode(f: &MediaFrame, stream_id: u32, chunk_size: u32, out: &mut Vec<Bytes>) {
     if f.kind != FrameKind::Data {
-        return f.rtmp_chunks(stream_id, chunk_size);
+        f.rtmp_chunks(stream_id, chunk_size).append_to(out);
+        return;
     }
     let mut body = BytesMut::with_capacity(f.payload.len() + 16);
     amf0::encode(&Amf0Value::String("@setDataFrame".into()), &mut body);
     body.extend_from_slice(&f.payload);
-    let mut out = BytesMut::new();
-    encode_message(&mut out, CSID_DATA, 0, TYPE_DATA_AMF0, stream_id, &body, chunk_size);
-    out.freeze()
+    let mut data = BytesMut::new();
+    encode_message(&mut data, CSID_DATA, 0, TYPE_DATA_AMF0, stream_id, &body, chunk_size);
+    out.push(data.freeze());
 }
 
 /// Codecs only enhanced RTMP carries.

@@ -182,7 +182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Ok(()) => {
                             let Some(p) = self.player.as_ref() else { continue };
                             let chunk_size = self.ctx.config.rtmp.chunk_size;
-                            batch.extend(frames.drain(..).map(|f| f.rtmp_chunks(p.stream_id, chunk_size)));
+                            for f in frames.drain(..) {
+                                f.rtmp_chunks(p.stream_id, chunk_size).append_to(&mut batch);
+                            }
                             p.sub.count_out(batch.iter().map(|b| b.len()).sum());
                             self.write_batch(&mut batch).await?;
                         }
