@@ -8,12 +8,6 @@ use anyhow::Context as _;
 use ferrocast_server::config::{Config, LogFormat};
 use ferrocast_server::server::Server;
 
-// Ingest allocates per message (payload, frame) and frees a whole GOP at each keyframe, on
-// both worker threads: under glibc's malloc that was a quarter of the server's CPU with 500
-// publishers (arena locks, chunk coalescing). mimalloc's per-thread free lists cost far less.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "\
 ferrocast: live-streaming media server (RTMP/RTMPS, HTTP-FLV, WS-FLV over HTTP/HTTPS)
 
