@@ -210,7 +210,10 @@ mod tests {
     fn bounded_in_bytes_counting_encodings() {
         let one = frame(1000).max_held_bytes();
         // The FLV tag is a copy of the payload; RTMP adds only its chunk headers.
-        assert!(one >= 2000 + 25, "payload, RTMP and FLV encodings are all counted: {one}");
+        assert!(
+            one >= 2000 + 25,
+            "payload, RTMP and FLV encodings are all counted: {one}"
+        );
         let ring = Ring::new(RingLimits {
             max_frames: 512,
             max_bytes: one * 3,
