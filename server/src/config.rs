@@ -504,7 +504,7 @@ pub struct AppConfig {
     pub gop_cache: bool,
     pub gop_max_frames: usize,
     /// Bytes the GOP cache may hold, each frame counted with the RTMP and FLV encodings
-    /// players make of it (about three times its payload).
+    /// players make of it (about twice its payload: the FLV tag copies it, RTMP adds only headers).
     pub gop_max_bytes: usize,
     /// Who may publish.
     pub publish: PolicyConfig,

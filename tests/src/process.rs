@@ -70,6 +70,25 @@ pub async fn run_bounded(program: &str, args: &[String], limit_secs: u64) -> Res
     }
 }
 
+/// Runs a script that prints its result as one JSON object line (the browser scripts under
+/// tests/browser do), bounded like [`run_bounded`]: the last such line, and the whole output
+/// for assertion messages. Panics, with the output, when there is none.
+pub async fn run_json(program: &str, args: &[String], limit_secs: u64) -> (serde_json::Value, Output) {
+    let out = run_bounded(program, args, limit_secs)
+        .await
+        .unwrap_or_else(|e| panic!("{program}: {e:#}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| {
+        panic!(
+            "{program} {} printed no JSON result\n{}",
+            args.first().map_or("", String::as_str),
+            describe_output(&out)
+        )
+    });
+    let value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    (value, out)
+}
+
 /// Formats an [`Output`] for assertion messages.
 pub fn describe_output(out: &Output) -> String {
     format!(

@@ -3,7 +3,7 @@
 //! with playwright-core from .tools/node).
 
 use ferrocast_tests::env::require_node_package;
-use ferrocast_tests::process::{describe_output, run_bounded};
+use ferrocast_tests::process::{describe_output, run_json};
 use ferrocast_tests::{require_tool, workspace_root, Live};
 use serde_json::Value;
 
@@ -33,14 +33,7 @@ async fn browser_plays_with(url: &str, player: &str) -> Value {
         "--min-time".into(),
         "1.5".into(),
     ];
-    let out = run_bounded("node", &args, 60).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("play.mjs printed no JSON result\n{}", describe_output(&out)));
-    let r: Value = serde_json::from_str(line).unwrap();
+    let (r, out) = run_json("node", &args, 60).await;
     let pretty = serde_json::to_string_pretty(&r).unwrap();
     assert_eq!(
         r["h264"], true,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferrocast_tests::env::require_node_package;
 use ferrocast_tests::env::target_dir;
 use ferrocast_tests::http::request;
-use ferrocast_tests::process::{describe_output, run_bounded};
+use ferrocast_tests::process::run_json;
 use ferrocast_tests::{require_tool, unique_name, workspace_root, Publisher, TestServer};
 use serde_json::Value;
 
@@ -48,14 +48,7 @@ async fn browser(args: &[String]) -> Value {
     require_node_package("playwright-core");
     let mut all = vec![workspace_root().join("tests/browser/console.mjs").display().to_string()];
     all.extend(args.iter().cloned());
-    let out = run_bounded("node", &all, 180).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("console.mjs printed no JSON result\n{}", describe_output(&out)));
-    serde_json::from_str(line).unwrap()
+    run_json("node", &all, 180).await.0
 }
 
 /// The ffmpeg command line of a 60 s publisher to `url`, as console.mjs takes it.

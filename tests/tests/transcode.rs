@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferrocast_tests::env::require_node_package;
 use ferrocast_tests::fixtures::ffprobe;
-use ferrocast_tests::process::{describe_output, run_bounded};
+use ferrocast_tests::process::run_json;
 use ferrocast_tests::{require_tool, workspace_root, Live, Publisher, StreamEnd, TestServer, TestServerBuilder};
 use serde_json::Value;
 
@@ -163,11 +163,10 @@ async fn renditions_have_the_ladder_sizes_codecs_bitrates_and_the_source_keyfram
     assert_eq!(keys[2], keys[0], "360p keyframes are the source's");
 }
 
-#[tokio::test]
-async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium_switches_between_them() {
-    let live = ladder("tc_abr").await;
-    let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
-    let (status, text) = ferrocast_tests::http::get_text(&format!("{base}/index.m3u8"), Duration::from_secs(20))
+/// The multivariant playlist at `url` (its text and parse), asserting it lists the source and
+/// both renditions, largest first.
+async fn ladder_playlist(url: &str, secs: u64) -> (String, m3u8_rs::MasterPlaylist) {
+    let (status, text) = ferrocast_tests::http::get_text(url, Duration::from_secs(secs))
         .await
         .unwrap();
     assert_eq!(status, 200, "{text}");
@@ -178,6 +177,14 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
         .map(|v| v.resolution.map(|r| (r.width, r.height)).unwrap_or_default())
         .collect();
     assert_eq!(sizes, [(1280, 720), (854, 480), (640, 360)], "{text}");
+    (text, m)
+}
+
+#[tokio::test]
+async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium_switches_between_them() {
+    let live = ladder("tc_abr").await;
+    let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
+    let (text, m) = ladder_playlist(&format!("{base}/index.m3u8"), 20).await;
     for v in &m.variants {
         assert!(
             v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth),
@@ -251,14 +258,7 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let out = run_bounded("node", &args, 150).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("play.mjs printed no JSON result\n{}", describe_output(&out)));
-    let r: Value = serde_json::from_str(line).unwrap();
+    let (r, _) = run_json("node", &args, 150).await;
     let pretty = serde_json::to_string_pretty(&r).unwrap();
     assert_eq!(r["ok"], true, "Chromium did not play the ladder: {pretty}");
     assert_eq!(r["levels"].as_array().map(Vec::len), Some(3), "{pretty}");
@@ -569,17 +569,7 @@ async fn in_a_fleet_another_pod_serves_the_origin_pods_renditions_in_its_multiva
         .unwrap();
 
     let url = format!("http://127.0.0.1:{}/live/{name}/index.m3u8", b.http_port);
-    let (status, text) = ferrocast_tests::http::get_text(&url, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{text}");
-    let m = m3u8_rs::parse_master_playlist_res(text.as_bytes()).expect("multivariant playlist parses");
-    let sizes: Vec<(u64, u64)> = m
-        .variants
-        .iter()
-        .map(|v| v.resolution.map(|r| (r.width, r.height)).unwrap_or_default())
-        .collect();
-    assert_eq!(sizes, [(1280, 720), (854, 480), (640, 360)], "{text}");
+    let (_, m) = ladder_playlist(&url, 30).await;
     assert!(
         ffmpeg_children(b.server_pid().unwrap()).is_empty(),
         "pod B transcodes nothing: the origin pod does"

@@ -157,7 +157,7 @@ impl RtmpChunks {
     }
 
     pub fn is_empty(&self) -> bool {
-        false
+        self.len() == 0
     }
 
     /// Appends the buffers to write, in order (for a vectored write).

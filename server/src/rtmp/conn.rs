@@ -1,5 +1,6 @@
 //! The RTMP connection driver: owns the socket, timeouts and the hub handles, and feeds the
-//! sans-IO session. Players get the hub's pre-encoded chunks written straight to the socket.
+//! sans-IO session. Players get the hub's shared chunk headers and the frames' payloads
+//! written straight to the socket (vectored), never a copy per player.
 
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
