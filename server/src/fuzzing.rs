@@ -123,6 +123,7 @@ pub fn chunk_stream(data: &[u8]) {
     let chunk_size = 1 + u32::from(size) * 8;
     let mut dec = ChunkDecoder::new(1 << 16, 1 << 16);
     dec.set_message_limits(1 << 16, 1 << 12);
+    dec.set_share_input(size & 1 == 1);
     if dec.set_chunk_size(chunk_size).is_err() {
         return;
     }

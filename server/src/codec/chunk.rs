@@ -87,6 +87,8 @@ pub struct ChunkDecoder {
     /// By chunk stream id. A peer uses a handful, so a linear search beats hashing on every
     /// chunk.
     streams: Vec<(u32, ChunkStreamState)>,
+    /// Whether a message that arrives whole in one chunk may be a slice of the input buffer.
+    share_input: bool,
 }
 
 impl ChunkDecoder {
@@ -99,7 +101,16 @@ impl ChunkDecoder {
             max_command_message: max_message_size,
             unfinished: 0,
             streams: Vec::new(),
+            share_input: false,
         }
+    }
+
+    /// Lets a message that arrives whole in one chunk (most audio and inter frames at the
+    /// usual 4096-byte chunk size) be a slice of the input buffer instead of a copy: no
+    /// allocation and no copy per message. The slice keeps the whole input allocation alive,
+    /// so the caller allows it only while that allocation is small.
+    pub fn set_share_input(&mut self, share: bool) {
+        self.share_input = share;
     }
 
     fn stream(&self, csid: u32) -> Option<&ChunkStreamState> {
@@ -282,6 +293,17 @@ impl ChunkDecoder {
         state.stream_id = next.stream_id;
         state.extended = next.extended;
         state.extended_value = next.extended_value;
+        if !continuing && self.share_input && take == state.length as usize {
+            buf.advance(pos);
+            let payload = buf.split_to(take).freeze();
+            return Ok(ChunkOutcome::Message(RawMessage {
+                csid,
+                timestamp: state.timestamp,
+                type_id: state.type_id,
+                stream_id: state.stream_id,
+                payload,
+            }));
+        }
         if !continuing && state.partial.capacity() < next.length as usize {
             state.partial = BytesMut::with_capacity(next.length as usize);
         }
@@ -506,6 +528,7 @@ mod tests {
 
     /// One table drives both directions: `wire` decodes to `messages` at `chunk_size`,
     /// and, where `encodes` is set, encoding `messages` yields `wire`.
+    #[derive(Clone)]
     struct Case {
         name: &'static str,
         chunk_size: u32,
@@ -616,18 +639,55 @@ mod tests {
 
     #[test]
     fn chunk_cases_decode() {
-        for case in cases() {
+        for (case, share) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
             let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+            dec.set_share_input(share);
             dec.set_chunk_size(case.chunk_size).unwrap();
             let got = decode_all(&mut dec, &case.wire).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            assert_eq!(got, case.messages, "{}", case.name);
+            assert_eq!(got, case.messages, "{} (shared input: {share})", case.name);
         }
     }
 
     #[test]
+    fn a_message_whole_in_one_chunk_is_a_slice_of_the_input_when_sharing() {
+        let mut wire = BytesMut::new();
+        encode_message(&mut wire, 6, 40, 9, 1, &[7u8; 300], 4096);
+        encode_message(&mut wire, 6, 80, 9, 1, &[8u8; 300], 128);
+        let start = wire.as_ptr() as usize;
+        let end = start + wire.len();
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_share_input(true);
+        dec.set_chunk_size(4096).unwrap();
+        let whole = dec.decode(&mut wire).unwrap().unwrap();
+        let at = whole.payload.as_ptr() as usize;
+        assert!((start..end).contains(&at), "the payload is the input's own bytes");
+        assert_eq!(&whole.payload[..], &[7u8; 300][..]);
+        dec.set_chunk_size(128).unwrap();
+        let split = dec.decode(&mut wire).unwrap().unwrap();
+        let at = split.payload.as_ptr() as usize;
+        assert!(
+            !(start..end).contains(&at),
+            "a message over several chunks is reassembled"
+        );
+        assert_eq!(&split.payload[..], &[8u8; 300][..]);
+
+        let mut wire = BytesMut::new();
+        encode_message(&mut wire, 6, 40, 9, 1, &[7u8; 300], 4096);
+        let (start, end) = (wire.as_ptr() as usize, wire.as_ptr() as usize + wire.len());
+        let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+        dec.set_chunk_size(4096).unwrap();
+        let copied = dec.decode(&mut wire).unwrap().unwrap();
+        assert!(
+            !(start..end).contains(&(copied.payload.as_ptr() as usize)),
+            "copied unless allowed"
+        );
+    }
+
+    #[test]
     fn chunk_cases_decode_byte_by_byte() {
-        for case in cases() {
+        for (case, share) in cases().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
             let mut dec = ChunkDecoder::new(1 << 20, 1 << 20);
+            dec.set_share_input(share);
             dec.set_chunk_size(case.chunk_size).unwrap();
             let mut buf = BytesMut::new();
             let mut got = Vec::new();

@@ -40,6 +40,10 @@ pub const MAX_COMMAND_MESSAGE_SIZE: u32 = 64 * 1024;
 pub const MAX_PIPELINED_INPUT: usize = 4 << 20;
 /// How much the input buffer offers each socket read (see [`Session::input_buffer`]).
 pub const READ_SIZE: usize = 16 * 1024;
+/// Messages are slices of the input buffer (no copy) only while its allocation is at most
+/// this big: a slice keeps the whole allocation alive for as long as a cache holds the frame,
+/// so a peer must not be able to make a tiny frame pin a large buffer.
+const SHARED_INPUT_MAX: usize = 4 * READ_SIZE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -160,6 +164,8 @@ pub struct Session {
     handshake: ServerHandshake,
     decoder: ChunkDecoder,
     input: BytesMut,
+    /// Size of the allocation `input` views (frames may hold slices of it).
+    input_alloc: usize,
     output: BytesMut,
     events: VecDeque<SessionEvent>,
     connect: Option<ConnectInfo>,
@@ -185,6 +191,7 @@ impl Session {
             handshake: ServerHandshake::new(),
             decoder: ChunkDecoder::new(config.max_peer_chunk_size, config.command_message_limit()),
             input: BytesMut::with_capacity(READ_SIZE),
+            input_alloc: READ_SIZE,
             output: BytesMut::with_capacity(8192),
             events: VecDeque::new(),
             connect: None,
@@ -245,7 +252,14 @@ impl Session {
     /// every byte a publisher sends.
     pub fn input_buffer(&mut self) -> &mut BytesMut {
         if self.input.capacity() - self.input.len() < READ_SIZE / 4 {
-            self.input.reserve(READ_SIZE);
+            // Frames may still hold slices of the allocation: it is reused once they are all
+            // gone, otherwise the rest moves to a fresh allocation of a known size.
+            if !self.input.try_reclaim(READ_SIZE) {
+                let mut fresh = BytesMut::with_capacity(self.input.len() + READ_SIZE);
+                fresh.extend_from_slice(&self.input);
+                self.input = fresh;
+                self.input_alloc = self.input.capacity();
+            }
         }
         &mut self.input
     }
@@ -256,6 +270,7 @@ impl Session {
             return Err(SessionError::TooMuchPipelined);
         }
         self.input.extend_from_slice(data);
+        self.input_alloc = self.input_alloc.max(self.input.capacity());
         self.process()
     }
 
@@ -270,6 +285,7 @@ impl Session {
                 Progress::Done => self.phase = Phase::Chunks,
             }
         }
+        self.decoder.set_share_input(self.input_alloc <= SHARED_INPUT_MAX);
         while !self.awaiting_answer {
             let before = self.input.len();
             let msg = self.decoder.decode(&mut self.input)?;

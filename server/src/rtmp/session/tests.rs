@@ -582,3 +582,29 @@ fn input_pipelined_behind_an_unanswered_request_is_bounded() {
         Err(SessionError::TooMuchPipelined)
     ));
 }
+
+#[test]
+fn frames_are_slices_of_the_input_only_while_its_allocation_is_small() {
+    let mut c = Client::new(false);
+    c.send(Message::SetChunkSize(1 << 20), 0);
+    c.connect("live", 0.0);
+    c.command("createStream", 2.0, vec![], 0);
+    c.command("publish", 3.0, vec!["cam".into()], 1);
+    c.events();
+    c.session.accept_publish(1);
+    let audio = |c: &mut Client| {
+        c.send(Message::Audio(Bytes::from_static(b"\xaf\x01\x00\x01")), 1);
+        match c.events().pop() {
+            Some(SessionEvent::Audio { payload, .. }) => payload,
+            other => panic!("{other:?}"),
+        }
+    };
+    let shared = audio(&mut c);
+    assert!(!shared.is_unique(), "a small frame is a slice of the input buffer");
+    // A peer that makes the input buffer large (a big chunk) must not have small frames pin it.
+    c.send(Message::Video(Bytes::from(vec![0x17u8; 200_000])), 1);
+    c.events();
+    assert!(c.session.input_alloc > SHARED_INPUT_MAX);
+    let copied = audio(&mut c);
+    assert!(copied.is_unique(), "copied out of a large input buffer");
+}
