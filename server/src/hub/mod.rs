@@ -258,6 +258,8 @@ impl Hub {
                 stream,
                 hub: self.inner.clone(),
                 generation,
+                defer_wakeups: AtomicBool::new(false),
+                wake_owed: AtomicBool::new(false),
             };
             if !relay_path.is_empty() {
                 publisher.set_relay_path(relay_path);

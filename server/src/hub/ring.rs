@@ -85,6 +85,12 @@ impl Ring {
 
     /// Appends a frame, evicting the oldest past either bound, and wakes waiting readers.
     pub fn push(&self, frame: Arc<MediaFrame>) {
+        self.push_quietly(frame);
+        self.notify.notify_waiters();
+    }
+
+    /// Appends a frame without waking readers: the caller calls [`Ring::wake`] after a batch.
+    pub fn push_quietly(&self, frame: Arc<MediaFrame>) {
         {
             let mut s = self.write();
             if s.closed {
@@ -96,6 +102,10 @@ impl Ring {
                 s.pop_front();
             }
         }
+    }
+
+    /// Wakes the readers waiting for a frame.
+    pub fn wake(&self) {
         self.notify.notify_waiters();
     }
 
@@ -151,6 +161,24 @@ impl Ring {
             }
             None if s.closed => Err(RingError::Closed),
             None => Err(RingError::Empty),
+        }
+    }
+
+    /// Whether a read at `next` would answer at once (a frame, a lag or the end).
+    pub fn is_ready(&self, next: u64) -> bool {
+        let s = self.read();
+        next < s.first_seq || next < s.end_seq() || s.closed
+    }
+
+    /// Waits until a read at `next` would answer at once, taking nothing. Cancel-safe.
+    pub async fn wait_ready(&self, next: u64) {
+        loop {
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if self.is_ready(next) {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -4,7 +4,7 @@
 //! Locking: the stream lock is taken before the ring's own lock, never the reverse.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -300,7 +300,9 @@ impl Stream {
         true
     }
 
-    fn publish_frame(&self, frame: MediaFrame) {
+    /// Caches and queues a frame for readers; with `wake` unset the caller owes the readers a
+    /// [`Ring::wake`] if this returns true.
+    fn publish_frame(&self, frame: MediaFrame, wake: bool) -> bool {
         let mut s = self.lock();
         let mut frame = frame;
         frame.timestamp = s.rebase.apply(frame.timestamp);
@@ -344,10 +346,17 @@ impl Stream {
         // Readers register under this lock, so with none the ring can be emptied: an idle
         // stream holds its GOP only. The publisher never waits on readers.
         if self.stats.readers.load(Ordering::Relaxed) > 0 {
-            self.ring.push(frame);
-        } else if !self.ring.is_empty() {
+            if wake {
+                self.ring.push(frame);
+                return false;
+            }
+            self.ring.push_quietly(frame);
+            return true;
+        }
+        if !self.ring.is_empty() {
             self.ring.clear();
         }
+        false
     }
 
     /// Registers a reader: headers, the cached GOP and the live receiver are taken under
@@ -385,6 +394,7 @@ impl Stream {
             skips: VecDeque::new(),
             dropped: 0,
             hold_until: None,
+            hold_for_frame: true,
             ended: None,
         })
     }
@@ -396,9 +406,35 @@ pub struct Publisher {
     pub(super) stream: Arc<Stream>,
     pub(super) hub: Arc<HubInner>,
     pub(super) generation: u64,
+    /// Between [`Publisher::defer_wakeups`] and [`Publisher::wake_readers`].
+    pub(super) defer_wakeups: AtomicBool,
+    /// A frame was queued while wake-ups were deferred.
+    pub(super) wake_owed: AtomicBool,
 }
 
 impl Publisher {
+    /// Frames published from now until [`Publisher::wake_readers`] wake the stream's readers
+    /// once, then: a connection hands over everything one socket read brought, and its readers
+    /// should take it as one batch rather than wake for each frame.
+    pub fn defer_wakeups(&self) {
+        self.defer_wakeups.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends [`Publisher::defer_wakeups`], waking the readers if a frame came meanwhile.
+    pub fn wake_readers(&self) {
+        self.defer_wakeups.store(false, Ordering::Relaxed);
+        if self.wake_owed.swap(false, Ordering::Relaxed) {
+            self.stream.ring.wake();
+        }
+    }
+
+    fn publish(&self, frame: MediaFrame) {
+        let defer = self.defer_wakeups.load(Ordering::Relaxed);
+        if self.stream.publish_frame(frame, !defer) {
+            self.wake_owed.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
     }
@@ -441,7 +477,7 @@ impl Publisher {
                 }
             }
         }
-        self.stream.publish_frame(
+        self.publish(
             MediaFrame::new(
                 FrameKind::Video,
                 h.codec,
@@ -483,7 +519,7 @@ impl Publisher {
                 }
             }
         }
-        self.stream.publish_frame(
+        self.publish(
             MediaFrame::new(FrameKind::Audio, h.codec, timestamp, 0, false, h.kind, payload)
                 .with_multitrack(h.multitrack),
         );
@@ -507,7 +543,7 @@ impl Publisher {
                 .or_else(|| meta.get("videoframerate"))
                 .and_then(|v| v.as_f64());
         }
-        self.stream.publish_frame(MediaFrame::new(
+        self.publish(MediaFrame::new(
             FrameKind::Data,
             FourCc::NONE,
             0,
@@ -521,6 +557,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        self.wake_readers();
         if let Some(generation) = self.stream.release(self.generation) {
             self.stream.relay_path.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let grace = self.hub.settings.publisher_grace;
@@ -576,6 +613,10 @@ pub struct Subscriber {
     dropped: u64,
     /// When the next batch may be taken (write coalescing).
     hold_until: Option<tokio::time::Instant>,
+    /// How the coalescing pause is waited out: for the next frame first (the stream's frames
+    /// come in bursts, such as a publisher's coalesced reads), or on a timer first (frames
+    /// come more often than the pause). Learned from the stream as it goes.
+    hold_for_frame: bool,
     /// The end met while a batch was being filled, reported by the next call.
     ended: Option<ReaderEnd>,
 }
@@ -637,7 +678,7 @@ impl Subscriber {
             return Err(end);
         }
         if let Some(at) = self.hold_until {
-            tokio::time::sleep_until(at).await;
+            self.hold(at).await;
             self.hold_until = None;
         }
         let first = out.len();
@@ -666,6 +707,29 @@ impl Subscriber {
             self.hold_until = Some(tokio::time::Instant::now() + self.limits.coalesce);
         }
         Ok(())
+    }
+
+    /// Waits out the coalescing pause that ends at `at`, with one wake-up where it can: a
+    /// timer per reader and batch is what fan-out to thousands of players pays for otherwise.
+    /// Frames that come in bursts at least a pause apart are taken when they come (a little
+    /// early is fine); frames that come more often wait for the timer. Cancel-safe.
+    async fn hold(&mut self, at: tokio::time::Instant) {
+        if self.hold_for_frame && !self.is_ready() {
+            self.stream.ring.wait_ready(self.next).await;
+            if at.saturating_duration_since(tokio::time::Instant::now()) <= self.limits.coalesce / 4 {
+                return;
+            }
+            self.hold_for_frame = false;
+        }
+        tokio::time::sleep_until(at).await;
+        if !self.is_ready() {
+            self.hold_for_frame = true;
+        }
+    }
+
+    /// Whether a frame (or the reader's end) is there to take without waiting.
+    fn is_ready(&self) -> bool {
+        !self.backlog.is_empty() || self.ended.is_some() || self.stream.ring.is_ready(self.next)
     }
 
     /// The next frame if one is ready now.

@@ -429,6 +429,60 @@ async fn coalescing_reader_gets_first_batch_at_once_then_one_batch_per_interval(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_coalescing_reader_takes_a_burst_when_it_comes_near_the_end_of_its_pause() {
+    let hub = Hub::new(coalescing(100));
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    sub.recv_batch(&mut got, 64).await.unwrap();
+    // A publisher whose reads are coalesced hands over a burst about a pause later: the
+    // reader takes it then, not at the next tick of a timer of its own.
+    let publish = async {
+        tokio::time::sleep(Duration::from_millis(90)).await;
+        p.defer_wakeups();
+        inter(&p, 40);
+        audio(&p, 60);
+        inter(&p, 80);
+        p.wake_readers();
+    };
+    let mut batch = Vec::new();
+    let ((), res) = tokio::join!(publish, sub.recv_batch(&mut batch, 64));
+    res.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(90));
+    assert_eq!(batch.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![40, 60, 80]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deferred_wake_ups_hand_a_burst_to_readers_at_once() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    start(&p);
+    keyframe(&p, 0);
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let mut got = Vec::new();
+    sub.recv_batch(&mut got, 64).await.unwrap();
+    let mut batch = Vec::new();
+    {
+        let recv = sub.recv_batch(&mut batch, 64);
+        tokio::pin!(recv);
+        assert!(futures_util::poll!(recv.as_mut()).is_pending());
+        p.defer_wakeups();
+        inter(&p, 40);
+        audio(&p, 60);
+        assert!(
+            futures_util::poll!(recv.as_mut()).is_pending(),
+            "not woken while deferred"
+        );
+        p.wake_readers();
+        recv.await.unwrap();
+    }
+    assert_eq!(batch.iter().map(|f| f.timestamp).collect::<Vec<_>>(), vec![40, 60]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_reader_without_coalescing_takes_each_frame_when_it_is_published() {
     let hub = Hub::new(coalescing(100));
     let p = hub.publish(&key(), who(1)).unwrap();

@@ -219,7 +219,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             idle_timer.as_mut().reset(now + idle);
                             self.guard.entry().add_in(n);
                             self.session().process()?;
-                            self.handle_events().await?;
+                            // Players take what one read brought as one batch.
+                            if let Some((p, _)) = &self.publisher {
+                                p.defer_wakeups();
+                            }
+                            let handled = self.handle_events().await;
+                            if let Some((p, _)) = &self.publisher {
+                                p.wake_readers();
+                            }
+                            handled?;
                             self.flush().await?;
                             // A read that filled what was offered may have left more waiting.
                             if self.publisher.is_some() && !coalesce.is_zero() && n < offered {
