@@ -97,7 +97,14 @@ pub async fn head(
     let mut live = ctx.hub.stream(&key).is_some_and(|s| s.is_published());
     if !live {
         let query = req.uri().query().unwrap_or("").to_string();
-        live = pulled_on_demand(&ctx, &key, query, peer(&req).map(|p| p.ip())).await;
+        live = match pulled_on_demand(&ctx, &key, query, peer(&req).map(|p| p.ip())).await {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                let mut resp = subscribe_refusal(e);
+                cors(&ctx, resp.headers_mut());
+                return resp;
+            }
+        };
     }
     if !live {
         if let Some(cluster) = &ctx.cluster {
@@ -119,22 +126,26 @@ pub async fn head(
 
 /// Whether the on-demand pull of `key`'s app (if it has one) brings the stream here within
 /// the play wait. Like a GET, the request holds a waiting reader meanwhile, so the pulls one
-/// client can start by probing made-up names stay within its waiting-stream caps.
-async fn pulled_on_demand(ctx: &Context, key: &StreamKey, query: String, client: Option<std::net::IpAddr>) -> bool {
+/// client can start by probing made-up names stay within its waiting-stream caps (over them,
+/// the hub's refusal, answered as a GET's).
+async fn pulled_on_demand(
+    ctx: &Context,
+    key: &StreamKey,
+    query: String,
+    client: Option<std::net::IpAddr>,
+) -> Result<bool, HubError> {
     let pulls = ctx.hub.apps().iter().any(|a| a.name == key.app && a.pull.is_some());
     if !pulls {
-        return false;
+        return Ok(false);
     }
-    let Ok(waiting) = ctx.hub.subscribe_from(key, SubscribeOptions::default(), client) else {
-        return false;
-    };
+    let waiting = ctx.hub.subscribe_from(key, SubscribeOptions::default(), client)?;
     let outcome = ctx.hub.demand(key, Demand { query, via: Vec::new() }).await;
     drop(waiting);
     let published = outcome == DemandOutcome::Published;
     if !published {
         ctx.hub.reap_if_idle(key);
     }
-    published
+    Ok(published)
 }
 
 /// `GET /{app}/{name}.flv`: HTTP-FLV, or with a WebSocket upgrade WS-FLV playback, or with
