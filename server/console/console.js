@@ -396,6 +396,20 @@
     $('preview-state').textContent = message;
   }
 
+  // The TLS twin of each preview protocol's URL in the /urls answer.
+  const TLS_URL = { wsFlv: 'wssFlv', httpFlv: 'httpsFlv', hls: 'hlsHttps' };
+
+  // A console opened over HTTPS may not load ws:// or http:// media (mixed content): it
+  // previews over the server's TLS port, or, when the server serves no TLS itself (TLS ends
+  // at a proxy in front of it), over this page's own origin.
+  function previewUrl(play, kind) {
+    if (location.protocol !== 'https:') return play[kind];
+    if (play[TLS_URL[kind]]) return play[TLS_URL[kind]];
+    const plain = new URL(play[kind]);
+    const scheme = kind === 'wsFlv' ? 'wss://' : 'https://';
+    return scheme + location.host + plain.pathname + plain.search;
+  }
+
   function startPreview() {
     stopPreview();
     const u = state.urls;
@@ -406,7 +420,7 @@
     }
     const video = $('preview');
     const kind = $('preview-protocol').value;
-    const url = u.play[kind];
+    const url = previewUrl(u.play, kind);
     if (kind === 'hls') {
       if (window.Hls && Hls.isSupported()) {
         const hls = new Hls({ enableWorker: false, lowLatencyMode: true });
@@ -561,6 +575,21 @@
     );
   }
 
+  // The fields of GET /records, as the table shows them.
+  const RECORD_COLUMNS = [
+    ['id', 'Id'],
+    ['app', 'App'],
+    ['name', 'Stream'],
+    ['file', 'File'],
+    ['format', 'Format'],
+    ['size', 'Size', (r) => bytes(r.size)],
+    ['start', 'Started', (r) => new Date(r.start).toLocaleString()],
+    // A file being written shows for how long it has been.
+    ['state', 'State', (r) => (r.state === 'recording' ? 'recording for ' + duration(Date.now() - r.start) : r.state)],
+    ['local', 'Local copy', (r) => (r.local ? 'yes' : 'no')],
+    ['object', 'Object', (r) => (r.bucket ? r.bucket + '/' + r.key : '-')],
+  ];
+
   // Recordings appear once the server has them: the section shows when /records answers.
   async function probeRecords() {
     let data;
@@ -575,22 +604,22 @@
     $('records').hidden = false;
     $('records-link').hidden = false;
     $('record-count').textContent = '(' + records.length + ')';
-    const columns = [];
-    for (const r of records.slice(0, 50)) {
-      for (const k of Object.keys(r)) {
-        if (columns.length < 8 && !columns.includes(k) && typeof r[k] !== 'object') columns.push(k);
-      }
-    }
     const table = $('records-table');
-    table.tHead.rows[0].replaceChildren(...columns.map((c) => {
-      const th = text('th', c);
-      th.scope = 'col';
-      return th;
-    }));
+    table.tHead.rows[0].replaceChildren(
+      ...RECORD_COLUMNS.map(([, label]) => {
+        const th = text('th', label);
+        th.scope = 'col';
+        return th;
+      })
+    );
     table.tBodies[0].replaceChildren(
       ...records.map((r) => {
         const tr = document.createElement('tr');
-        for (const c of columns) cell(tr, r[c] === undefined || r[c] === null ? '-' : r[c], c);
+        tr.dataset.record = r.id;
+        for (const [key, label, show] of RECORD_COLUMNS) {
+          const v = show ? show(r) : r[key];
+          cell(tr, v === undefined || v === null ? '-' : v, label);
+        }
         return tr;
       })
     );

@@ -304,6 +304,9 @@ impl FromRequestParts<Arc<Api>> for Authed {
 // ---------------------------------------------------------------------------------------
 // Generated admin password
 
+/// The log target of the generated password's announcement, enabled whatever the level.
+pub const ANNOUNCE_TARGET: &str = "ferrocast::generated_password";
+
 /// The user name the generated password belongs to.
 pub const GENERATED_USER: &str = "admin";
 
@@ -332,9 +335,12 @@ impl GeneratedPassword {
     }
 
     /// Logs the password in one line with where to log in, then registers it for scrubbing,
-    /// so no later line can carry it. Called once, at start.
+    /// so no later line can carry it. Called once, at start. The line has its own target,
+    /// [`ANNOUNCE_TARGET`], which the binary's log filter always lets through: with
+    /// `log.level: warn` or `RUST_LOG=error` nobody could log in otherwise.
     pub fn announce(&self, console_url: &str) {
-        info!(
+        warn!(
+            target: ANNOUNCE_TARGET,
             "API and console login: user {GENERATED_USER}, password {} (generated because no api.users_dir or \
              api.users_file is configured; shown only here) at {console_url}",
             self.0

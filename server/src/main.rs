@@ -97,7 +97,14 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level))
+        // The generated admin password is the only way in without configured users: its one
+        // line is shown whatever the level.
+        .add_directive(
+            format!("{}=warn", ferrocast_server::api::ANNOUNCE_TARGET)
+                .parse()
+                .expect("a valid log directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Secrets the server generated (the admin password) are scrubbed from every line

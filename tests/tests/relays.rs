@@ -334,7 +334,7 @@ async fn missing_stream_is_not_found_at_once_through_the_edge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_demand_pulls_of_made_up_names_stay_within_the_waiting_caps() {
+async fn on_demand_pulls_of_made_up_names_stay_within_the_waiting_caps_for_plays_and_heads() {
     // A source that accepts connections and never answers: each on-demand pull hangs there
     // until the play wait ends, so every pull the edge started is still counted here.
     let source = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -355,11 +355,13 @@ async fn on_demand_pulls_of_made_up_names_stay_within_the_waiting_caps() {
         .start()
         .await
         .unwrap();
+    // Plays, and HEADs (the player page's probe, which asks the pull too).
     let requests: Vec<_> = (0..6)
         .map(|i| {
             let url = edge.flv_url(&format!("made_up_{i}"));
+            let method = if i % 2 == 0 { "GET" } else { "HEAD" };
             tokio::spawn(async move {
-                request("GET", &url, &[], None, Duration::from_secs(15))
+                request(method, &url, &[], None, Duration::from_secs(15))
                     .await
                     .map(|r| r.status)
             })
@@ -378,7 +380,7 @@ async fn on_demand_pulls_of_made_up_names_stay_within_the_waiting_caps() {
     assert!(statuses.iter().all(|s| *s != 200), "{statuses:?}");
     // The names found missing leave no waiting stream behind: the caps are free again.
     let status = request(
-        "GET",
+        "HEAD",
         &edge.flv_url("made_up_again"),
         &[],
         None,

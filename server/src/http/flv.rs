@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::ws;
 use crate::auth::Denied;
 use crate::codec::flv;
-use crate::hub::{HubError, ReaderEnd, Stream, StreamKey, SubscribeOptions, Subscriber};
+use crate::hub::{Demand, DemandOutcome, HubError, ReaderEnd, Stream, StreamKey, SubscribeOptions, Subscriber};
 use crate::limits::Slot;
 use crate::net::write_all_bytes;
 use crate::server::Context;
@@ -82,7 +82,9 @@ fn authorized_key(ctx: &Context, app: &str, file: &str, role: Role, req: &Reques
 
 /// `HEAD /{app}/{name}.flv`: 200 while the stream is published (here, or in a fleet on the
 /// pod that owns it), else 404. Unlike a GET it never waits for a publisher, so it creates no
-/// stream and no session; the player page polls it while a stream is offline.
+/// session; the player page polls it while a stream is offline. On an app that pulls on
+/// demand (an edge) it starts or joins the pull as a GET would, and answers once the origin
+/// has sent the stream (200) or said it has none, or the play wait ended (404).
 pub async fn head(
     State(ctx): State<Arc<Context>>,
     Path((app, file)): Path<(String, String)>,
@@ -93,6 +95,17 @@ pub async fn head(
         Err(resp) => return resp,
     };
     let mut live = ctx.hub.stream(&key).is_some_and(|s| s.is_published());
+    if !live {
+        let query = req.uri().query().unwrap_or("").to_string();
+        live = match pulled_on_demand(&ctx, &key, query, peer(&req).map(|p| p.ip())).await {
+            Ok(pulled) => pulled,
+            Err(e) => {
+                let mut resp = subscribe_refusal(e);
+                cors(&ctx, resp.headers_mut());
+                return resp;
+            }
+        };
+    }
     if !live {
         if let Some(cluster) = &ctx.cluster {
             live = cluster.owner(&key).await.is_some();
@@ -109,6 +122,30 @@ pub async fn head(
     };
     cors(&ctx, resp.headers_mut());
     resp
+}
+
+/// Whether the on-demand pull of `key`'s app (if it has one) brings the stream here within
+/// the play wait. Like a GET, the request holds a waiting reader meanwhile, so the pulls one
+/// client can start by probing made-up names stay within its waiting-stream caps (over them,
+/// the hub's refusal, answered as a GET's).
+async fn pulled_on_demand(
+    ctx: &Context,
+    key: &StreamKey,
+    query: String,
+    client: Option<std::net::IpAddr>,
+) -> Result<bool, HubError> {
+    let pulls = ctx.hub.apps().iter().any(|a| a.name == key.app && a.pull.is_some());
+    if !pulls {
+        return Ok(false);
+    }
+    let waiting = ctx.hub.subscribe_from(key, SubscribeOptions::default(), client)?;
+    let outcome = ctx.hub.demand(key, Demand { query, via: Vec::new() }).await;
+    drop(waiting);
+    let published = outcome == DemandOutcome::Published;
+    if !published {
+        ctx.hub.reap_if_idle(key);
+    }
+    Ok(published)
 }
 
 /// `GET /{app}/{name}.flv`: HTTP-FLV, or with a WebSocket upgrade WS-FLV playback, or with
