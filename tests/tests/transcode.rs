@@ -5,6 +5,9 @@
 //! ends with its source, comes back after it is killed, and never outlives a SIGKILLed
 //! server; a rendition is never transcoded again.
 //!
+//! The 360p rung halves the 30 fps source's frame rate (`fps: 15`), so its keyframes must
+//! survive the frame dropping.
+//!
 //! Encodes are kept light (ultrafast, short runs): the machine is shared.
 
 use std::collections::BTreeSet;
@@ -18,7 +21,7 @@ use serde_json::Value;
 
 const LADDER: &str = "transcode: [{rule: '*', renditions: [\
     {name: 480p, height: 480, video_kbps: 800, audio_kbps: 96, preset: ultrafast}, \
-    {name: 360p, height: 360, video_kbps: 400, audio_kbps: 64, preset: ultrafast}]}]";
+    {name: 360p, height: 360, video_kbps: 400, audio_kbps: 64, fps: 15, preset: ultrafast}]}]";
 
 fn server() -> TestServerBuilder {
     TestServer::builder().grace_secs(2).app_yaml(LADDER)
@@ -160,7 +163,15 @@ async fn renditions_have_the_ladder_sizes_codecs_bitrates_and_the_source_keyfram
         .collect();
     assert!(keys[0].len() >= 5, "ten seconds of a 1 s GOP: {keys:?}");
     assert_eq!(keys[1], keys[0], "480p keyframes are the source's");
-    assert_eq!(keys[2], keys[0], "360p keyframes are the source's");
+    assert_eq!(keys[2], keys[0], "360p keyframes (at 15 fps) are the source's");
+
+    // The 15 fps rung has half the frames of the others over the same span.
+    let count = |f: &Vec<(u32, bool, usize)>| f.iter().filter(|x| x.0 >= from && x.0 <= to).count() as f64;
+    let (full, half) = (count(&frames[1]), count(&frames[2]));
+    assert!(
+        (half / full - 0.5).abs() < 0.05,
+        "360p has {half} frames where 480p has {full}"
+    );
 }
 
 /// The multivariant playlist at `url` (its text and parse), asserting it lists the source and
@@ -190,7 +201,12 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
             v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth),
             "{text}"
         );
-        assert!(v.frame_rate.is_some_and(|f| (f - 30.0).abs() < 0.5), "{text}");
+    }
+    // The 15 fps rung announces its own rate.
+    for (v, fps) in m.variants.iter().zip([30.0, 30.0, 15.0]) {
+        assert!(v.frame_rate.is_some_and(|f| (f - fps).abs() < 0.5), "{fps}: {text}");
+    }
+    for v in &m.variants {
         let codecs = v.codecs.as_deref().unwrap_or("");
         assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{text}");
         assert!(v.audio.is_some(), "each variant names its audio group: {text}");

@@ -479,6 +479,8 @@ struct Output {
     last_video: Option<u32>,
     last_audio: Option<u32>,
     meter: Meter,
+    /// The rung's frame rate cap (0: none).
+    fps_cap: u32,
     fps: prometheus::Gauge,
     speed: prometheus::Gauge,
 }
@@ -503,6 +505,7 @@ impl Output {
             last_video: None,
             last_audio: None,
             meter: Meter::default(),
+            fps_cap: p.rendition.fps,
             fps: metrics.transcode_fps.with_label_values(&labels),
             speed: metrics.transcode_speed.with_label_values(&labels),
         }
@@ -610,7 +613,11 @@ impl Output {
                 if let Ok(values) = amf0::decode_all(&tag.body) {
                     let mut it = values.into_iter().skip_while(|v| v.as_str() == Some("@setDataFrame"));
                     if it.next().as_ref().and_then(|v| v.as_str()) == Some("onMetaData") {
-                        p.push_metadata(&it.collect::<Vec<_>>());
+                        let mut values: Vec<_> = it.collect();
+                        if let Some(meta) = values.first_mut() {
+                            cap_framerate(meta, self.fps_cap);
+                        }
+                        p.push_metadata(&values);
                     }
                 }
                 Ok(())
@@ -619,6 +626,22 @@ impl Output {
         };
         if let Err(e) = result {
             debug!(rendition = %self.stream, "dropping an ffmpeg tag: {e}");
+        }
+    }
+}
+
+/// ffmpeg announces its input's frame rate for a rung whose rate it lowered (the `select`
+/// filter keeps the rate of its input): the rung's cap is what comes out.
+fn cap_framerate(meta: &mut amf0::Amf0Value, cap: u32) {
+    let (amf0::Amf0Value::EcmaArray(props) | amf0::Amf0Value::Object(props)) = meta else {
+        return;
+    };
+    if cap == 0 {
+        return;
+    }
+    for (key, value) in props.iter_mut() {
+        if let (true, amf0::Amf0Value::Number(n)) = (key == "framerate" || key == "videoframerate", &mut *value) {
+            *n = n.min(f64::from(cap));
         }
     }
 }
@@ -647,6 +670,22 @@ async fn read_output(ctx: Arc<Context>, mut out: Output, mut pipe: impl AsyncRea
         }
         if buf.capacity() > 4 * max_tag.max(64 * 1024) && buf.is_empty() {
             buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amf0::Amf0Value;
+
+    #[test]
+    fn a_capped_rung_announces_its_own_frame_rate() {
+        let meta = || Amf0Value::EcmaArray(vec![("framerate".into(), Amf0Value::Number(30.0))]);
+        for (cap, want) in [(15, 15.0), (60, 30.0), (0, 30.0)] {
+            let mut m = meta();
+            cap_framerate(&mut m, cap);
+            assert_eq!(m.get("framerate").and_then(Amf0Value::as_f64), Some(want), "cap {cap}");
         }
     }
 }
