@@ -16,6 +16,8 @@ pub struct PublisherBuilder {
     url: String,
     duration_secs: u64,
     gop: u32,
+    /// Video bitrate in kbit/s (0: x264's default quality, about 0.6 Mbit/s of this picture).
+    video_kbps: u32,
     audio: bool,
     video: bool,
 }
@@ -29,6 +31,11 @@ impl PublisherBuilder {
     /// Keyframe interval in frames (30 fps).
     pub fn gop(mut self, frames: u32) -> Self {
         self.gop = frames;
+        self
+    }
+    /// Encode at this video bitrate (kbit/s) instead of x264's default quality.
+    pub fn video_kbps(mut self, kbps: u32) -> Self {
+        self.video_kbps = kbps;
         self
     }
     pub fn audio(mut self, on: bool) -> Self {
@@ -71,6 +78,10 @@ impl PublisherBuilder {
                 "-pix_fmt",
                 "yuv420p",
             ]);
+            if self.video_kbps > 0 {
+                let (rate, buf) = (format!("{}k", self.video_kbps), format!("{}k", self.video_kbps * 2));
+                push(&["-b:v", &rate, "-maxrate", &rate, "-bufsize", &buf]);
+            }
         }
         if self.audio {
             push(&["-c:a", "aac", "-b:a", "128k"]);
@@ -120,6 +131,7 @@ impl Publisher {
             url: url.to_string(),
             duration_secs: 60,
             gop: 30,
+            video_kbps: 0,
             audio: true,
             video: true,
         }

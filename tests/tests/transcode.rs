@@ -29,7 +29,8 @@ fn server() -> TestServerBuilder {
 
 /// The live source and its renditions, all live.
 async fn ladder(prefix: &str) -> Live {
-    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90))
+    // A source denser than every rung, as real ladders are.
+    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90).video_kbps(2000))
         .await
         .unwrap();
     for r in ["480p", "360p"] {
@@ -191,11 +192,92 @@ async fn ladder_playlist(url: &str, secs: u64) -> (String, m3u8_rs::MasterPlayli
     (text, m)
 }
 
+/// A variant's URI of the multivariant playlist of `name`, resolved as players do.
+fn variant_url(server: &TestServer, name: &str, uri: &str) -> String {
+    match uri.strip_prefix("../") {
+        Some(rest) => format!("http://127.0.0.1:{}/live/{rest}", server.http_port),
+        None => format!("http://127.0.0.1:{}/live/{name}/{uri}", server.http_port),
+    }
+}
+
+async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The `<S t d>` entries of each video representation of an MPD (one timescale for all
+/// asserted), in order.
+fn video_timelines(mpd: &str) -> Vec<Vec<(u64, u64)>> {
+    let attr = |s: &str, name: &str| -> Option<u64> {
+        s.split(&format!(" {name}=\"")).nth(1)?.split('"').next()?.parse().ok()
+    };
+    let reps: Vec<&str> = mpd
+        .split("<Representation id=\"")
+        .skip(1)
+        .filter(|r| r.starts_with("video-"))
+        .collect();
+    let scales: BTreeSet<Option<u64>> = reps.iter().map(|r| attr(r, "timescale")).collect();
+    assert_eq!(scales.len(), 1, "one timescale: {mpd}");
+    reps.iter()
+        .map(|r| {
+            r.lines()
+                .filter(|l| l.trim_start().starts_with("<S "))
+                .map(|l| (attr(l, "t").unwrap(), attr(l, "d").unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium_switches_between_them() {
     let live = ladder("tc_abr").await;
     let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
+    // The first request starts the segmenters; the figures come from complete segments, so
+    // read them once every variant holds a few.
+    let (_, first) = ladder_playlist(&format!("{base}/index.m3u8"), 20).await;
+    for v in &first.variants {
+        let url = variant_url(&live.server, &live.name, &v.uri);
+        wait_for_async("three segments in every variant", Duration::from_secs(40), || async {
+            let (_, media) = ferrocast_tests::http::get_text(&url, Duration::from_secs(10))
+                .await
+                .ok()?;
+            (media.matches("#EXTINF").count() >= 3).then_some(())
+        })
+        .await;
+    }
     let (text, m) = ladder_playlist(&format!("{base}/index.m3u8"), 20).await;
+    // Each rendition's figures near its video + audio target, and the ladder in order.
+    for (v, target) in m.variants.iter().zip([None, Some(896_000.0), Some(464_000.0)]) {
+        let average = v.average_bandwidth.unwrap_or(0) as f64;
+        if let Some(t) = target {
+            assert!(
+                (average - t).abs() <= t * 0.5,
+                "AVERAGE-BANDWIDTH {average} for {t}: {text}"
+            );
+            let peak = v.bandwidth as f64;
+            assert!((peak - t).abs() <= t * 0.5, "BANDWIDTH {peak} for {t}: {text}");
+        }
+    }
+    for w in m.variants.windows(2) {
+        assert!(
+            w[0].bandwidth > w[1].bandwidth,
+            "BANDWIDTH source > 480p > 360p: {text}"
+        );
+        assert!(
+            w[0].average_bandwidth > w[1].average_bandwidth,
+            "AVERAGE-BANDWIDTH source > 480p > 360p: {text}"
+        );
+    }
     for v in &m.variants {
         assert!(
             v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth),
@@ -252,6 +334,19 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
         .unwrap();
     assert_eq!(mpd.matches("<AdaptationSet contentType=\"video\"").count(), 1, "{mpd}");
     assert_eq!(mpd.matches("<Representation id=\"video-").count(), 3, "{mpd}");
+    // Segment boundaries line up: over the span every representation covers, the same
+    // segment start times and durations.
+    let timelines = video_timelines(&mpd);
+    assert_eq!(timelines.len(), 3, "{mpd}");
+    let from = timelines.iter().map(|t| t[0].0).max().unwrap();
+    let to = timelines.iter().map(|t| t.last().unwrap().0).min().unwrap();
+    let spans: Vec<Vec<(u64, u64)>> = timelines
+        .iter()
+        .map(|t| t.iter().copied().filter(|s| s.0 >= from && s.0 <= to).collect())
+        .collect();
+    assert!(spans[0].len() >= 2, "a few common segments: {mpd}");
+    assert_eq!(spans[1], spans[0], "480p segments are the source's: {mpd}");
+    assert_eq!(spans[2], spans[0], "360p segments are the source's: {mpd}");
 
     // hls.js plays the ladder and shows every level when asked to switch.
     require_tool("node");
