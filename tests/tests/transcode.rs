@@ -390,6 +390,38 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
         .read_until(Duration::from_secs(10), |t| t.is_video_frame())
         .await
         .unwrap();
+    // While it runs: each rung's frame rate (the 360p rung is capped at 15), encoding at
+    // about real time, and the CPU it takes.
+    let stream = format!("stream=\"{}\"", live.name);
+    let rung = |r: &'static str| [stream.clone(), format!("rendition=\"{r}\"")];
+    let in_range = |m: &str, name: &str, labels: &[String], lo: f64, hi: f64| {
+        metric(m, name, labels).is_some_and(|v| (lo..=hi).contains(&v))
+    };
+    wait_for_async("the transcode's metrics in range", Duration::from_secs(30), || async {
+        let (_, m) = ferrocast_tests::http::get_text(&live.server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .ok()?;
+        let ok = in_range(&m, "ferrocast_transcode_fps", &rung("480p"), 24.0, 36.0)
+            && in_range(&m, "ferrocast_transcode_fps", &rung("360p"), 12.0, 18.0)
+            && in_range(&m, "ferrocast_transcode_speed_ratio", &rung("480p"), 0.8, 1.2)
+            && in_range(&m, "ferrocast_transcode_speed_ratio", &rung("360p"), 0.8, 1.2)
+            && in_range(
+                &m,
+                "ferrocast_transcode_ffmpeg_speed_ratio",
+                &[stream.clone()],
+                0.8,
+                1.2,
+            )
+            && in_range(
+                &m,
+                "ferrocast_transcode_cpu_seconds_total",
+                &[stream.clone()],
+                1e-6,
+                f64::MAX,
+            );
+        ok.then_some(())
+    })
+    .await;
     live.publisher.kill().await;
     // The source ends after the publisher grace (2 s); ffmpeg gets its end of input.
     wait_for("ffmpeg to exit", Duration::from_secs(20), || {
@@ -404,6 +436,31 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
     );
     let server_pid = live.server.server_pid().unwrap();
     assert!(ffmpeg_children(server_pid).is_empty(), "no ffmpeg left");
+    // The transcode's series go with it.
+    wait_for_async("the transcode's series removed", Duration::from_secs(10), || async {
+        let (_, m) = ferrocast_tests::http::get_text(&live.server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .ok()?;
+        let left: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("ferrocast_transcode_") && l.contains(&stream))
+            .collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The value of the series of `name` whose labels include every `k="v"` of `labels`.
+fn metric(text: &str, name: &str, labels: &[String]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        let pairs: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|want| pairs.contains(&want.as_str()))
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 #[tokio::test]
