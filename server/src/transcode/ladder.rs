@@ -197,10 +197,13 @@ fn frame_rate_cap(fps: u32) -> String {
 }
 
 /// The scale filter: an exact size, or the short side with the aspect ratio kept (even width
-/// and height, as 4:2:0 needs).
+/// and height, as 4:2:0 needs). An exact size is a box turned to the source's orientation: a
+/// `640x360` rung makes 360x640 of a portrait source instead of squashing it (the configured
+/// sizes are even, so the swapped ones are too).
 fn scale(r: &RenditionConfig) -> String {
     if r.width > 0 {
-        return format!("scale={}:{}", r.width, r.height);
+        let (long, short) = (r.width.max(r.height), r.width.min(r.height));
+        return format!("scale=w='if(gte(iw,ih),{long},{short})':h='if(gte(iw,ih),{short},{long})'");
     }
     let h = r.height;
     format!("scale=w='if(gte(iw,ih),-2,{h})':h='if(gte(iw,ih),{h},-2)'")
@@ -468,12 +471,15 @@ mod tests {
     }
 
     #[test]
-    fn an_exact_size_is_kept_as_given() {
-        let r = RenditionConfig {
-            width: 640,
-            height: 360,
-            ..RenditionConfig::default()
-        };
-        assert_eq!(scale(&r), "scale=640:360");
+    fn an_exact_size_is_turned_to_the_sources_orientation() {
+        let landscape_box = "scale=w='if(gte(iw,ih),640,360)':h='if(gte(iw,ih),360,640)'";
+        for (w, h) in [(640, 360), (360, 640)] {
+            let r = RenditionConfig {
+                width: w,
+                height: h,
+                ..RenditionConfig::default()
+            };
+            assert_eq!(scale(&r), landscape_box, "{w}x{h}");
+        }
     }
 }
