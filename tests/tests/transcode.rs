@@ -606,11 +606,19 @@ async fn api_get(server: &TestServer, path: &str, token: &str) -> Value {
     json["data"].take()
 }
 
-#[tokio::test]
-async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follows_the_transcode() {
+/// A server with an API user: the server, a bearer token, the open event stream, and the
+/// users directory (kept for the server's life).
+struct WithApi {
+    server: TestServer,
+    token: String,
+    events: ferrocast_tests::http::HttpResponse,
+    _users: ferrocast_tests::TempDir,
+}
+
+async fn with_api(builder: TestServerBuilder) -> WithApi {
     let users = ferrocast_tests::TempDir::new("tc-users").unwrap();
     std::fs::write(users.join("admin"), ferrocast_tests::argon2_phc("pw-for-tests")).unwrap();
-    let server = server()
+    let server = builder
         .yaml(&format!("api:\n  users_dir: {:?}", users.path()))
         .start()
         .await
@@ -620,9 +628,51 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
     assert_eq!(status, 200, "{login}");
     let token = login["data"]["token"].as_str().expect("a token").to_string();
     let events_url = format!("http://127.0.0.1:{}/api/v1/events?token={token}", server.http_port);
-    let mut events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
+    let events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
         .await
         .unwrap();
+    WithApi {
+        server,
+        token,
+        events,
+        _users: users,
+    }
+}
+
+/// Reads the event stream until `done` holds for what was read, or `limit` passes.
+async fn read_events(
+    events: &mut ferrocast_tests::http::HttpResponse,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut text = String::new();
+    let deadline = Instant::now() + limit;
+    while !done(&text) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
+            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    text
+}
+
+/// The `state`s of the `transcodeState` events in an event stream's text.
+fn transcode_states(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("data: {\"event\":\"transcodeState\""))
+        .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follows_the_transcode() {
+    let WithApi {
+        server,
+        token,
+        mut events,
+        _users,
+    } = with_api(server()).await;
 
     let name = ferrocast_tests::unique_name("tc_api");
     let mut publisher = Publisher::builder(&server.rtmp_url(&name))
@@ -672,23 +722,11 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
     );
 
     publisher.kill().await;
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(text.contains("\"state\":\"stopped\"") && text.contains("event: doneTranscode"))
-        && Instant::now() < deadline
-    {
-        match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
-            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
-            Ok(_) => break,
-            Err(_) => {}
-        }
-    }
-    let states: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("data: {\"event\":\"transcodeState\""))
-        .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
-        .collect();
-    assert_eq!(states, ["starting", "running", "stopped"], "{text}");
+    let text = read_events(&mut events, Duration::from_secs(20), |t| {
+        t.contains("\"state\":\"stopped\"") && t.contains("event: doneTranscode")
+    })
+    .await;
+    assert_eq!(transcode_states(&text), ["starting", "running", "stopped"], "{text}");
     // The webhook events of the transcode, in the lifecycle events' shape.
     let hooks: Vec<&str> = text
         .lines()
@@ -702,6 +740,59 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
         )),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_ffmpeg_that_fails_at_once_every_time_is_given_up_until_the_source_is_published_anew() {
+    // An "ffmpeg" that fails like one without the encoder: at once, with a message.
+    let dir = ferrocast_tests::TempDir::new("tc-fail").unwrap();
+    let runs = dir.join("runs");
+    let script = dir.join("ffmpeg-without-encoder");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {runs:?}\necho \"Unknown encoder 'libx264'\" >&2\nexit 1\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let count_runs = || std::fs::read_to_string(&runs).map_or(0, |r| r.lines().count());
+    let WithApi { server, mut events, .. } =
+        with_api(server().yaml(&format!("transcoding: {{ffmpeg: {script:?}}}"))).await;
+    let name = ferrocast_tests::unique_name("tc_fail");
+    let mut publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    let text = read_events(&mut events, Duration::from_secs(40), |t| {
+        t.contains("\"state\":\"stopped\"")
+    })
+    .await;
+    let mut want = vec!["starting"];
+    want.extend(["running", "restarting"].repeat(4));
+    want.extend(["running", "failed", "stopped"]);
+    assert_eq!(transcode_states(&text), want, "{text}");
+    let failed = text.lines().find(|l| l.contains("\"state\":\"failed\"")).unwrap();
+    assert!(
+        failed.contains("Unknown encoder"),
+        "ffmpeg's last lines come with it: {failed}"
+    );
+    assert_eq!(count_runs(), 5);
+    assert!(server.logs().contains("transcode given up"), "{}", server.logs());
+    wait_for_metric(&server, "ferrocast_transcode_failures_total{app=\"live\"} 1").await;
+    // Several watcher rounds: given up for this publish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count_runs(), 5, "no run after giving up");
+    server.wait_live(&name, Duration::from_secs(5)).await.unwrap();
+
+    // Published anew: tried again.
+    publisher.kill().await;
+    let _again = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    wait_for("a run for the new publish", Duration::from_secs(30), || {
+        (count_runs() > 5).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
