@@ -408,14 +408,14 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
             && in_range(
                 &m,
                 "ferrocast_transcode_ffmpeg_speed_ratio",
-                &[stream.clone()],
+                std::slice::from_ref(&stream),
                 0.8,
                 1.2,
             )
             && in_range(
                 &m,
                 "ferrocast_transcode_cpu_seconds_total",
-                &[stream.clone()],
+                std::slice::from_ref(&stream),
                 1e-6,
                 f64::MAX,
             );
