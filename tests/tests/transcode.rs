@@ -564,8 +564,8 @@ async fn a_rendition_matching_the_rule_is_not_transcoded_again() {
 }
 
 #[tokio::test]
-async fn sources_beyond_the_cap_are_refused_and_counted() {
-    let live = Live::start_with("tc_cap", server().yaml("transcoding: {max_processes: 1}"), |p| {
+async fn sources_beyond_the_cap_are_refused_and_counted_and_start_once_a_place_frees_up() {
+    let mut live = Live::start_with("tc_cap", server().yaml("transcoding: {max_processes: 1}"), |p| {
         p.duration_secs(60)
     })
     .await
@@ -583,6 +583,51 @@ async fn sources_beyond_the_cap_are_refused_and_counted() {
         "{metrics}"
     );
     assert_eq!(ffmpeg_children(live.server.server_pid().unwrap()).len(), 1);
+    // The first source ends: its place goes to the refused one, still published.
+    live.publisher.kill().await;
+    for r in ["480p", "360p"] {
+        live.server
+            .wait_live(&format!("{second}_{r}"), Duration::from_secs(40))
+            .await
+            .unwrap_or_else(|e| panic!("{second}_{r} not live once a place freed up: {e:#}"));
+    }
+    assert_eq!(ffmpeg_children(live.server.server_pid().unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_portrait_source_gets_portrait_renditions() {
+    let live = Live::start_with(
+        "tc_portrait",
+        TestServer::builder().app_yaml(
+            "transcode: [{rule: '*', renditions: [\
+             {name: 480p, height: 480, video_kbps: 600, audio_kbps: 64, preset: ultrafast}, \
+             {name: box, width: 640, height: 360, video_kbps: 300, audio_kbps: 64, preset: ultrafast}]}]",
+        ),
+        |p| p.duration_secs(40).size(720, 1280),
+    )
+    .await
+    .unwrap();
+    // The 480p rung's short side is 480; the 640x360 box is turned upright.
+    for (r, w, h) in [("480p", 480, 854), ("box", 360, 640)] {
+        let stream = format!("{}_{r}", live.name);
+        live.server
+            .wait_live(&stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{stream} not live: {e:#}"));
+        let probe = ffprobe(&live.server.flv_url(&stream), &[], 20).await.unwrap();
+        let video = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .cloned()
+            .unwrap_or_else(|| panic!("{r}: no video: {probe}"));
+        assert_eq!(
+            (video["width"].as_u64(), video["height"].as_u64()),
+            (Some(w), Some(h)),
+            "{r}: {video}"
+        );
+    }
 }
 
 async fn wait_for_metric(server: &TestServer, line: &str) -> String {
