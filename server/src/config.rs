@@ -1357,7 +1357,8 @@ pub enum RenditionCodec {
 pub struct RenditionConfig {
     /// Suffix of the rendition's stream name (`480p` makes `{name}_480p`).
     pub name: String,
-    /// Picture width; 0 keeps the source's aspect ratio.
+    /// Picture width; 0 keeps the source's aspect ratio. With both set, the box is turned to
+    /// the source's orientation (640x360 makes 360x640 of a portrait source).
     pub width: u32,
     /// Picture height; with `width: 0` it is the short side, so a portrait source gets a
     /// portrait rendition of the same class (480 wide). A rendition larger than its source

@@ -48,6 +48,7 @@ pub const RECORD_UPLOADS_PENDING: &str = "ferrocast_record_uploads_pending";
 pub const TRANSCODES_RUNNING: &str = "ferrocast_transcodes_running";
 pub const TRANSCODE_RESTARTS: &str = "ferrocast_transcode_restarts_total";
 pub const TRANSCODES_REFUSED: &str = "ferrocast_transcodes_refused_total";
+pub const TRANSCODE_FAILURES: &str = "ferrocast_transcode_failures_total";
 pub const TRANSCODE_CPU_SECONDS: &str = "ferrocast_transcode_cpu_seconds_total";
 pub const TRANSCODE_FFMPEG_SPEED: &str = "ferrocast_transcode_ffmpeg_speed_ratio";
 pub const TRANSCODE_FPS: &str = "ferrocast_transcode_fps";
@@ -111,6 +112,8 @@ pub struct Metrics {
     pub transcode_restarts: IntCounterVec,
     /// Sources not transcoded because `transcoding.max_processes` were running, by app.
     pub transcodes_refused: IntCounterVec,
+    /// Transcodes given up after ffmpeg failed quickly again and again, by app.
+    pub transcode_failures: IntCounterVec,
     /// CPU seconds (user + system) of a source's ffmpeg processes, by app and stream.
     pub transcode_cpu_seconds: prometheus::CounterVec,
     /// ffmpeg's own `speed` (media time per wall time, every output), by app and stream.
@@ -324,6 +327,12 @@ impl Metrics {
                 &r,
                 TRANSCODES_REFUSED,
                 "Sources not transcoded because transcoding.max_processes were running",
+                &["app"],
+            ),
+            transcode_failures: counter(
+                &r,
+                TRANSCODE_FAILURES,
+                "Transcodes given up (until the source is published anew) after ffmpeg failed quickly, without output, several times in a row",
                 &["app"],
             ),
             transcode_cpu_seconds: float_vec(

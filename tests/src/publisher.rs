@@ -1,4 +1,4 @@
-//! An ffmpeg publisher of a generated 1280x720@30 H.264 + 44.1 kHz AAC stream, over RTMP(S) or,
+//! An ffmpeg publisher of a generated 1280x720@30 (or another size) H.264 + 44.1 kHz AAC stream, over RTMP(S) or,
 //! to an `http(s)://` URL, as an FLV push (HTTP POST). ffmpeg does not verify TLS certificates
 //! unless told to (`tls_verify` defaults to 0), so test certificates need no setup.
 
@@ -16,6 +16,10 @@ pub struct PublisherBuilder {
     url: String,
     duration_secs: u64,
     gop: u32,
+    /// Picture size.
+    size: (u32, u32),
+    /// Video bitrate in kbit/s (0: x264's default quality, about 0.6 Mbit/s of this picture).
+    video_kbps: u32,
     audio: bool,
     video: bool,
 }
@@ -29,6 +33,16 @@ impl PublisherBuilder {
     /// Keyframe interval in frames (30 fps).
     pub fn gop(mut self, frames: u32) -> Self {
         self.gop = frames;
+        self
+    }
+    /// The picture size (1280x720 unless set; 720x1280 makes a portrait stream).
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = (width, height);
+        self
+    }
+    /// Encode at this video bitrate (kbit/s) instead of x264's default quality.
+    pub fn video_kbps(mut self, kbps: u32) -> Self {
+        self.video_kbps = kbps;
         self
     }
     pub fn audio(mut self, on: bool) -> Self {
@@ -48,7 +62,8 @@ impl PublisherBuilder {
             .collect();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|s| s.to_string()));
         if self.video {
-            push(&["-f", "lavfi", "-i", "testsrc=size=1280x720:rate=30"]);
+            let src = format!("testsrc=size={}x{}:rate=30", self.size.0, self.size.1);
+            push(&["-f", "lavfi", "-i", &src]);
         }
         if self.audio {
             push(&["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]);
@@ -71,6 +86,10 @@ impl PublisherBuilder {
                 "-pix_fmt",
                 "yuv420p",
             ]);
+            if self.video_kbps > 0 {
+                let (rate, buf) = (format!("{}k", self.video_kbps), format!("{}k", self.video_kbps * 2));
+                push(&["-b:v", &rate, "-maxrate", &rate, "-bufsize", &buf]);
+            }
         }
         if self.audio {
             push(&["-c:a", "aac", "-b:a", "128k"]);
@@ -120,6 +139,8 @@ impl Publisher {
             url: url.to_string(),
             duration_secs: 60,
             gop: 30,
+            size: (1280, 720),
+            video_kbps: 0,
             audio: true,
             video: true,
         }

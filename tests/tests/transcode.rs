@@ -5,6 +5,9 @@
 //! ends with its source, comes back after it is killed, and never outlives a SIGKILLed
 //! server; a rendition is never transcoded again.
 //!
+//! The 360p rung halves the 30 fps source's frame rate (`fps: 15`), so its keyframes must
+//! survive the frame dropping.
+//!
 //! Encodes are kept light (ultrafast, short runs): the machine is shared.
 
 use std::collections::BTreeSet;
@@ -18,7 +21,7 @@ use serde_json::Value;
 
 const LADDER: &str = "transcode: [{rule: '*', renditions: [\
     {name: 480p, height: 480, video_kbps: 800, audio_kbps: 96, preset: ultrafast}, \
-    {name: 360p, height: 360, video_kbps: 400, audio_kbps: 64, preset: ultrafast}]}]";
+    {name: 360p, height: 360, video_kbps: 400, audio_kbps: 64, fps: 15, preset: ultrafast}]}]";
 
 fn server() -> TestServerBuilder {
     TestServer::builder().grace_secs(2).app_yaml(LADDER)
@@ -26,7 +29,8 @@ fn server() -> TestServerBuilder {
 
 /// The live source and its renditions, all live.
 async fn ladder(prefix: &str) -> Live {
-    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90))
+    // A source denser than every rung, as real ladders are.
+    let live = Live::start_with(prefix, server(), |p| p.duration_secs(90).video_kbps(2000))
         .await
         .unwrap();
     for r in ["480p", "360p"] {
@@ -160,7 +164,15 @@ async fn renditions_have_the_ladder_sizes_codecs_bitrates_and_the_source_keyfram
         .collect();
     assert!(keys[0].len() >= 5, "ten seconds of a 1 s GOP: {keys:?}");
     assert_eq!(keys[1], keys[0], "480p keyframes are the source's");
-    assert_eq!(keys[2], keys[0], "360p keyframes are the source's");
+    assert_eq!(keys[2], keys[0], "360p keyframes (at 15 fps) are the source's");
+
+    // The 15 fps rung has half the frames of the others over the same span.
+    let count = |f: &Vec<(u32, bool, usize)>| f.iter().filter(|x| x.0 >= from && x.0 <= to).count() as f64;
+    let (full, half) = (count(&frames[1]), count(&frames[2]));
+    assert!(
+        (half / full - 0.5).abs() < 0.05,
+        "360p has {half} frames where 480p has {full}"
+    );
 }
 
 /// The multivariant playlist at `url` (its text and parse), asserting it lists the source and
@@ -180,17 +192,103 @@ async fn ladder_playlist(url: &str, secs: u64) -> (String, m3u8_rs::MasterPlayli
     (text, m)
 }
 
+/// A variant's URI of the multivariant playlist of `name`, resolved as players do.
+fn variant_url(server: &TestServer, name: &str, uri: &str) -> String {
+    match uri.strip_prefix("../") {
+        Some(rest) => format!("http://127.0.0.1:{}/live/{rest}", server.http_port),
+        None => format!("http://127.0.0.1:{}/live/{name}/{uri}", server.http_port),
+    }
+}
+
+async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The `<S t d>` entries of each video representation of an MPD (one timescale for all
+/// asserted), in order.
+fn video_timelines(mpd: &str) -> Vec<Vec<(u64, u64)>> {
+    let attr = |s: &str, name: &str| -> Option<u64> {
+        s.split(&format!(" {name}=\"")).nth(1)?.split('"').next()?.parse().ok()
+    };
+    let reps: Vec<&str> = mpd
+        .split("<Representation id=\"")
+        .skip(1)
+        .filter(|r| r.starts_with("video-"))
+        .collect();
+    let scales: BTreeSet<Option<u64>> = reps.iter().map(|r| attr(r, "timescale")).collect();
+    assert_eq!(scales.len(), 1, "one timescale: {mpd}");
+    reps.iter()
+        .map(|r| {
+            r.lines()
+                .filter(|l| l.trim_start().starts_with("<S "))
+                .map(|l| (attr(l, "t").unwrap(), attr(l, "d").unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium_switches_between_them() {
     let live = ladder("tc_abr").await;
     let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
+    // The first request starts the segmenters; the figures come from complete segments, so
+    // read them once every variant holds a few.
+    let (_, first) = ladder_playlist(&format!("{base}/index.m3u8"), 20).await;
+    for v in &first.variants {
+        let url = variant_url(&live.server, &live.name, &v.uri);
+        wait_for_async("three segments in every variant", Duration::from_secs(40), || async {
+            let (_, media) = ferrocast_tests::http::get_text(&url, Duration::from_secs(10))
+                .await
+                .ok()?;
+            (media.matches("#EXTINF").count() >= 3).then_some(())
+        })
+        .await;
+    }
     let (text, m) = ladder_playlist(&format!("{base}/index.m3u8"), 20).await;
+    // Each rendition's figures near its video + audio target, and the ladder in order.
+    for (v, target) in m.variants.iter().zip([None, Some(896_000.0), Some(464_000.0)]) {
+        let average = v.average_bandwidth.unwrap_or(0) as f64;
+        if let Some(t) = target {
+            assert!(
+                (average - t).abs() <= t * 0.5,
+                "AVERAGE-BANDWIDTH {average} for {t}: {text}"
+            );
+            let peak = v.bandwidth as f64;
+            assert!((peak - t).abs() <= t * 0.5, "BANDWIDTH {peak} for {t}: {text}");
+        }
+    }
+    for w in m.variants.windows(2) {
+        assert!(
+            w[0].bandwidth > w[1].bandwidth,
+            "BANDWIDTH source > 480p > 360p: {text}"
+        );
+        assert!(
+            w[0].average_bandwidth > w[1].average_bandwidth,
+            "AVERAGE-BANDWIDTH source > 480p > 360p: {text}"
+        );
+    }
     for v in &m.variants {
         assert!(
             v.bandwidth > 0 && v.average_bandwidth.is_some_and(|a| a > 0 && a <= v.bandwidth),
             "{text}"
         );
-        assert!(v.frame_rate.is_some_and(|f| (f - 30.0).abs() < 0.5), "{text}");
+    }
+    // The 15 fps rung announces its own rate.
+    for (v, fps) in m.variants.iter().zip([30.0, 30.0, 15.0]) {
+        assert!(v.frame_rate.is_some_and(|f| (f - fps).abs() < 0.5), "{fps}: {text}");
+    }
+    for v in &m.variants {
         let codecs = v.codecs.as_deref().unwrap_or("");
         assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{text}");
         assert!(v.audio.is_some(), "each variant names its audio group: {text}");
@@ -236,6 +334,19 @@ async fn the_multivariant_playlist_and_the_mpd_list_every_rendition_and_chromium
         .unwrap();
     assert_eq!(mpd.matches("<AdaptationSet contentType=\"video\"").count(), 1, "{mpd}");
     assert_eq!(mpd.matches("<Representation id=\"video-").count(), 3, "{mpd}");
+    // Segment boundaries line up: over the span every representation covers, the same
+    // segment start times and durations.
+    let timelines = video_timelines(&mpd);
+    assert_eq!(timelines.len(), 3, "{mpd}");
+    let from = timelines.iter().map(|t| t[0].0).max().unwrap();
+    let to = timelines.iter().map(|t| t.last().unwrap().0).min().unwrap();
+    let spans: Vec<Vec<(u64, u64)>> = timelines
+        .iter()
+        .map(|t| t.iter().copied().filter(|s| s.0 >= from && s.0 <= to).collect())
+        .collect();
+    assert!(spans[0].len() >= 2, "a few common segments: {mpd}");
+    assert_eq!(spans[1], spans[0], "480p segments are the source's: {mpd}");
+    assert_eq!(spans[2], spans[0], "360p segments are the source's: {mpd}");
 
     // hls.js plays the ladder and shows every level when asked to switch.
     require_tool("node");
@@ -279,6 +390,38 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
         .read_until(Duration::from_secs(10), |t| t.is_video_frame())
         .await
         .unwrap();
+    // While it runs: each rung's frame rate (the 360p rung is capped at 15), encoding at
+    // about real time, and the CPU it takes.
+    let stream = format!("stream=\"{}\"", live.name);
+    let rung = |r: &'static str| [stream.clone(), format!("rendition=\"{r}\"")];
+    let in_range = |m: &str, name: &str, labels: &[String], lo: f64, hi: f64| {
+        metric(m, name, labels).is_some_and(|v| (lo..=hi).contains(&v))
+    };
+    wait_for_async("the transcode's metrics in range", Duration::from_secs(30), || async {
+        let (_, m) = ferrocast_tests::http::get_text(&live.server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .ok()?;
+        let ok = in_range(&m, "ferrocast_transcode_fps", &rung("480p"), 24.0, 36.0)
+            && in_range(&m, "ferrocast_transcode_fps", &rung("360p"), 12.0, 18.0)
+            && in_range(&m, "ferrocast_transcode_speed_ratio", &rung("480p"), 0.8, 1.2)
+            && in_range(&m, "ferrocast_transcode_speed_ratio", &rung("360p"), 0.8, 1.2)
+            && in_range(
+                &m,
+                "ferrocast_transcode_ffmpeg_speed_ratio",
+                std::slice::from_ref(&stream),
+                0.8,
+                1.2,
+            )
+            && in_range(
+                &m,
+                "ferrocast_transcode_cpu_seconds_total",
+                std::slice::from_ref(&stream),
+                1e-6,
+                f64::MAX,
+            );
+        ok.then_some(())
+    })
+    .await;
     live.publisher.kill().await;
     // The source ends after the publisher grace (2 s); ffmpeg gets its end of input.
     wait_for("ffmpeg to exit", Duration::from_secs(20), || {
@@ -293,6 +436,31 @@ async fn ffmpeg_exits_when_the_source_ends_and_the_renditions_end() {
     );
     let server_pid = live.server.server_pid().unwrap();
     assert!(ffmpeg_children(server_pid).is_empty(), "no ffmpeg left");
+    // The transcode's series go with it.
+    wait_for_async("the transcode's series removed", Duration::from_secs(10), || async {
+        let (_, m) = ferrocast_tests::http::get_text(&live.server.admin_url("/metrics"), Duration::from_secs(5))
+            .await
+            .ok()?;
+        let left: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("ferrocast_transcode_") && l.contains(&stream))
+            .collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// The value of the series of `name` whose labels include every `k="v"` of `labels`.
+fn metric(text: &str, name: &str, labels: &[String]) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (set, value) = rest.split_once("} ")?;
+        let pairs: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|want| pairs.contains(&want.as_str()))
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 #[tokio::test]
@@ -396,8 +564,8 @@ async fn a_rendition_matching_the_rule_is_not_transcoded_again() {
 }
 
 #[tokio::test]
-async fn sources_beyond_the_cap_are_refused_and_counted() {
-    let live = Live::start_with("tc_cap", server().yaml("transcoding: {max_processes: 1}"), |p| {
+async fn sources_beyond_the_cap_are_refused_and_counted_and_start_once_a_place_frees_up() {
+    let mut live = Live::start_with("tc_cap", server().yaml("transcoding: {max_processes: 1}"), |p| {
         p.duration_secs(60)
     })
     .await
@@ -415,6 +583,51 @@ async fn sources_beyond_the_cap_are_refused_and_counted() {
         "{metrics}"
     );
     assert_eq!(ffmpeg_children(live.server.server_pid().unwrap()).len(), 1);
+    // The first source ends: its place goes to the refused one, still published.
+    live.publisher.kill().await;
+    for r in ["480p", "360p"] {
+        live.server
+            .wait_live(&format!("{second}_{r}"), Duration::from_secs(40))
+            .await
+            .unwrap_or_else(|e| panic!("{second}_{r} not live once a place freed up: {e:#}"));
+    }
+    assert_eq!(ffmpeg_children(live.server.server_pid().unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_portrait_source_gets_portrait_renditions() {
+    let live = Live::start_with(
+        "tc_portrait",
+        TestServer::builder().app_yaml(
+            "transcode: [{rule: '*', renditions: [\
+             {name: 480p, height: 480, video_kbps: 600, audio_kbps: 64, preset: ultrafast}, \
+             {name: box, width: 640, height: 360, video_kbps: 300, audio_kbps: 64, preset: ultrafast}]}]",
+        ),
+        |p| p.duration_secs(40).size(720, 1280),
+    )
+    .await
+    .unwrap();
+    // The 480p rung's short side is 480; the 640x360 box is turned upright.
+    for (r, w, h) in [("480p", 480, 854), ("box", 360, 640)] {
+        let stream = format!("{}_{r}", live.name);
+        live.server
+            .wait_live(&stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{stream} not live: {e:#}"));
+        let probe = ffprobe(&live.server.flv_url(&stream), &[], 20).await.unwrap();
+        let video = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .cloned()
+            .unwrap_or_else(|| panic!("{r}: no video: {probe}"));
+        assert_eq!(
+            (video["width"].as_u64(), video["height"].as_u64()),
+            (Some(w), Some(h)),
+            "{r}: {video}"
+        );
+    }
 }
 
 async fn wait_for_metric(server: &TestServer, line: &str) -> String {
@@ -438,11 +651,19 @@ async fn api_get(server: &TestServer, path: &str, token: &str) -> Value {
     json["data"].take()
 }
 
-#[tokio::test]
-async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follows_the_transcode() {
+/// A server with an API user: the server, a bearer token, the open event stream, and the
+/// users directory (kept for the server's life).
+struct WithApi {
+    server: TestServer,
+    token: String,
+    events: ferrocast_tests::http::HttpResponse,
+    _users: ferrocast_tests::TempDir,
+}
+
+async fn with_api(builder: TestServerBuilder) -> WithApi {
     let users = ferrocast_tests::TempDir::new("tc-users").unwrap();
     std::fs::write(users.join("admin"), ferrocast_tests::argon2_phc("pw-for-tests")).unwrap();
-    let server = server()
+    let server = builder
         .yaml(&format!("api:\n  users_dir: {:?}", users.path()))
         .start()
         .await
@@ -452,9 +673,51 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
     assert_eq!(status, 200, "{login}");
     let token = login["data"]["token"].as_str().expect("a token").to_string();
     let events_url = format!("http://127.0.0.1:{}/api/v1/events?token={token}", server.http_port);
-    let mut events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
+    let events = ferrocast_tests::http::request("GET", &events_url, &[], None, Duration::from_secs(5))
         .await
         .unwrap();
+    WithApi {
+        server,
+        token,
+        events,
+        _users: users,
+    }
+}
+
+/// Reads the event stream until `done` holds for what was read, or `limit` passes.
+async fn read_events(
+    events: &mut ferrocast_tests::http::HttpResponse,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut text = String::new();
+    let deadline = Instant::now() + limit;
+    while !done(&text) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
+            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    text
+}
+
+/// The `state`s of the `transcodeState` events in an event stream's text.
+fn transcode_states(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("data: {\"event\":\"transcodeState\""))
+        .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follows_the_transcode() {
+    let WithApi {
+        server,
+        token,
+        mut events,
+        _users,
+    } = with_api(server()).await;
 
     let name = ferrocast_tests::unique_name("tc_api");
     let mut publisher = Publisher::builder(&server.rtmp_url(&name))
@@ -504,23 +767,11 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
     );
 
     publisher.kill().await;
-    let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !(text.contains("\"state\":\"stopped\"") && text.contains("event: doneTranscode"))
-        && Instant::now() < deadline
-    {
-        match tokio::time::timeout(Duration::from_secs(2), events.next_event()).await {
-            Ok(ferrocast_tests::http::BodyEvent::Data(d)) => text.push_str(&String::from_utf8_lossy(&d)),
-            Ok(_) => break,
-            Err(_) => {}
-        }
-    }
-    let states: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("data: {\"event\":\"transcodeState\""))
-        .filter_map(|l| l.split("\"state\":\"").nth(1)?.split('"').next())
-        .collect();
-    assert_eq!(states, ["starting", "running", "stopped"], "{text}");
+    let text = read_events(&mut events, Duration::from_secs(20), |t| {
+        t.contains("\"state\":\"stopped\"") && t.contains("event: doneTranscode")
+    })
+    .await;
+    assert_eq!(transcode_states(&text), ["starting", "running", "stopped"], "{text}");
     // The webhook events of the transcode, in the lifecycle events' shape.
     let hooks: Vec<&str> = text
         .lines()
@@ -534,6 +785,59 @@ async fn the_api_lists_renditions_under_their_source_and_the_event_stream_follow
         )),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_ffmpeg_that_fails_at_once_every_time_is_given_up_until_the_source_is_published_anew() {
+    // An "ffmpeg" that fails like one without the encoder: at once, with a message.
+    let dir = ferrocast_tests::TempDir::new("tc-fail").unwrap();
+    let runs = dir.join("runs");
+    let script = dir.join("ffmpeg-without-encoder");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {runs:?}\necho \"Unknown encoder 'libx264'\" >&2\nexit 1\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let count_runs = || std::fs::read_to_string(&runs).map_or(0, |r| r.lines().count());
+    let WithApi { server, mut events, .. } =
+        with_api(server().yaml(&format!("transcoding: {{ffmpeg: {script:?}}}"))).await;
+    let name = ferrocast_tests::unique_name("tc_fail");
+    let mut publisher = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    let text = read_events(&mut events, Duration::from_secs(40), |t| {
+        t.contains("\"state\":\"stopped\"")
+    })
+    .await;
+    let mut want = vec!["starting"];
+    want.extend(["running", "restarting"].repeat(4));
+    want.extend(["running", "failed", "stopped"]);
+    assert_eq!(transcode_states(&text), want, "{text}");
+    let failed = text.lines().find(|l| l.contains("\"state\":\"failed\"")).unwrap();
+    assert!(
+        failed.contains("Unknown encoder"),
+        "ffmpeg's last lines come with it: {failed}"
+    );
+    assert_eq!(count_runs(), 5);
+    assert!(server.logs().contains("transcode given up"), "{}", server.logs());
+    wait_for_metric(&server, "ferrocast_transcode_failures_total{app=\"live\"} 1").await;
+    // Several watcher rounds: given up for this publish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count_runs(), 5, "no run after giving up");
+    server.wait_live(&name, Duration::from_secs(5)).await.unwrap();
+
+    // Published anew: tried again.
+    publisher.kill().await;
+    let _again = Publisher::builder(&server.rtmp_url(&name))
+        .duration_secs(60)
+        .start()
+        .unwrap();
+    wait_for("a run for the new publish", Duration::from_secs(30), || {
+        (count_runs() > 5).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::ChildStdin;
 use tokio::time::{timeout, Instant};
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::child::Child;
 use super::ladder::{self, Planned, TS_OFFSET_MS};
@@ -37,6 +37,10 @@ const FIRST_KEYFRAME_WAIT: Duration = Duration::from_secs(20);
 const BATCH: usize = 128;
 /// A run of ffmpeg this long resets the restart backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// A run this short that published no frame is a quick failure; this many in a row give the
+/// job up for the publish (a missing encoder or GPU fails every run alike).
+const QUICK_FAILURE: Duration = Duration::from_secs(5);
+const MAX_QUICK_FAILURES: u32 = 5;
 /// ffmpeg stderr lines kept for the failure log, and their length cap.
 const STDERR_LINES: usize = 6;
 const STDERR_LINE_MAX: usize = 300;
@@ -177,6 +181,7 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> Optio
         .map(|p| Output::new(p, &tc.metrics, &job.source.name))
         .collect();
     let mut backoff = Backoff::default();
+    let mut quick_failures = 0;
     let mut resume = vec![first];
     ctx.webhooks.notify(webhook("postTranscode", job, None));
     loop {
@@ -198,6 +203,27 @@ async fn supervise(tc: &Transcodes, ctx: &Arc<Context>, job: &Arc<Job>) -> Optio
             End::SourceEnded => return None,
             End::Failed { reason, resubscribe } => (reason, resubscribe),
         };
+        let mut produced = false;
+        for o in outputs.iter_mut() {
+            produced |= std::mem::take(&mut o.produced);
+        }
+        if produced || started.elapsed() >= QUICK_FAILURE {
+            quick_failures = 0;
+        } else {
+            quick_failures += 1;
+        }
+        if quick_failures >= MAX_QUICK_FAILURES {
+            error!(
+                "transcode given up: ffmpeg failed {quick_failures} times in a row within {QUICK_FAILURE:?} \
+                 without output (retried when the source is published anew): {reason}"
+            );
+            tc.metrics
+                .transcode_failures
+                .with_label_values(&[&job.source.app])
+                .inc();
+            tc.set_state(job, TranscodeState::Failed, Some(reason));
+            return Some(Declined);
+        }
         if started.elapsed() >= HEALTHY_RUN {
             backoff.reset();
         }
@@ -479,6 +505,10 @@ struct Output {
     last_video: Option<u32>,
     last_audio: Option<u32>,
     meter: Meter,
+    /// A media frame was published since the job last looked.
+    produced: bool,
+    /// The rung's frame rate cap (0: none).
+    fps_cap: u32,
     fps: prometheus::Gauge,
     speed: prometheus::Gauge,
 }
@@ -503,6 +533,8 @@ impl Output {
             last_video: None,
             last_audio: None,
             meter: Meter::default(),
+            produced: false,
+            fps_cap: p.rendition.fps,
             fps: metrics.transcode_fps.with_label_values(&labels),
             speed: metrics.transcode_speed.with_label_values(&labels),
         }
@@ -590,6 +622,7 @@ impl Output {
                             None
                         } else {
                             *last = Some(ts);
+                            self.produced = true;
                             if video {
                                 self.measure(ts);
                             }
@@ -610,7 +643,11 @@ impl Output {
                 if let Ok(values) = amf0::decode_all(&tag.body) {
                     let mut it = values.into_iter().skip_while(|v| v.as_str() == Some("@setDataFrame"));
                     if it.next().as_ref().and_then(|v| v.as_str()) == Some("onMetaData") {
-                        p.push_metadata(&it.collect::<Vec<_>>());
+                        let mut values: Vec<_> = it.collect();
+                        if let Some(meta) = values.first_mut() {
+                            cap_framerate(meta, self.fps_cap);
+                        }
+                        p.push_metadata(&values);
                     }
                 }
                 Ok(())
@@ -619,6 +656,22 @@ impl Output {
         };
         if let Err(e) = result {
             debug!(rendition = %self.stream, "dropping an ffmpeg tag: {e}");
+        }
+    }
+}
+
+/// ffmpeg announces its input's frame rate for a rung whose rate it lowered (the `select`
+/// filter keeps the rate of its input): the rung's cap is what comes out.
+fn cap_framerate(meta: &mut amf0::Amf0Value, cap: u32) {
+    let (amf0::Amf0Value::EcmaArray(props) | amf0::Amf0Value::Object(props)) = meta else {
+        return;
+    };
+    if cap == 0 {
+        return;
+    }
+    for (key, value) in props.iter_mut() {
+        if let (true, amf0::Amf0Value::Number(n)) = (key == "framerate" || key == "videoframerate", &mut *value) {
+            *n = n.min(f64::from(cap));
         }
     }
 }
@@ -647,6 +700,22 @@ async fn read_output(ctx: Arc<Context>, mut out: Output, mut pipe: impl AsyncRea
         }
         if buf.capacity() > 4 * max_tag.max(64 * 1024) && buf.is_empty() {
             buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amf0::Amf0Value;
+
+    #[test]
+    fn a_capped_rung_announces_its_own_frame_rate() {
+        let meta = || Amf0Value::EcmaArray(vec![("framerate".into(), Amf0Value::Number(30.0))]);
+        for (cap, want) in [(15, 15.0), (60, 30.0), (0, 30.0)] {
+            let mut m = meta();
+            cap_framerate(&mut m, cap);
+            assert_eq!(m.get("framerate").and_then(Amf0Value::as_f64), Some(want), "cap {cap}");
         }
     }
 }

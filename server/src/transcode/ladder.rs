@@ -164,7 +164,7 @@ impl Command<'_> {
         for (i, r) in self.renditions.iter().enumerate() {
             let mut chain = Vec::new();
             if r.fps > 0 {
-                chain.push(format!("fps={}", r.fps));
+                chain.push(frame_rate_cap(r.fps));
             }
             chain.push(scale(r));
             match self.rule.encoder {
@@ -185,11 +185,25 @@ fn push(a: &mut Vec<String>, items: &[&str]) {
     a.extend(items.iter().map(|s| s.to_string()));
 }
 
+/// Lowers the frame rate to at most `fps`: keeps the first frame of each 1/`fps` slot of the
+/// stream time, and every source keyframe, at its own timestamp. Not the `fps` filter: that one
+/// retimes frames onto its own grid and loses the keyframe flag, so `-force_key_frames source`
+/// would see none (ffmpeg 5.1 and 9: one keyframe in 6 s of a 1 s GOP) and the rung's
+/// keyframes would leave the other renditions' instants. The quarter-slot shift keeps slot
+/// edges off the frame times of a source whose rate is a multiple of `fps`: its millisecond
+/// timestamps straddle unshifted edges (30 fps to 15 would keep 0, 67, 167, 200 ms).
+fn frame_rate_cap(fps: u32) -> String {
+    format!("select='if(key+isnan(prev_selected_t),1,gt(floor(t*{fps}+0.25),floor(prev_selected_t*{fps}+0.25)))'")
+}
+
 /// The scale filter: an exact size, or the short side with the aspect ratio kept (even width
-/// and height, as 4:2:0 needs).
+/// and height, as 4:2:0 needs). An exact size is a box turned to the source's orientation: a
+/// `640x360` rung makes 360x640 of a portrait source instead of squashing it (the configured
+/// sizes are even, so the swapped ones are too).
 fn scale(r: &RenditionConfig) -> String {
     if r.width > 0 {
-        return format!("scale={}:{}", r.width, r.height);
+        let (long, short) = (r.width.max(r.height), r.width.min(r.height));
+        return format!("scale=w='if(gte(iw,ih),{long},{short})':h='if(gte(iw,ih),{short},{long})'");
     }
     let h = r.height;
     format!("scale=w='if(gte(iw,ih),-2,{h})':h='if(gte(iw,ih),{h},-2)'")
@@ -415,7 +429,7 @@ mod tests {
             let a = args(&r, true);
             assert_eq!(values(&a, "-c:v"), [*want], "{encoder:?}");
             let graph = values(&a, "-filter_complex")[0];
-            assert!(graph.starts_with("[0:v:0]null[s0];[s0]fps=15,scale="), "{graph}");
+            assert!(graph.starts_with("[0:v:0]null[s0];[s0]select='"), "{graph}");
             assert!(graph.ends_with(upload), "{graph}");
         }
         let vaapi = TranscodeRule {
@@ -426,12 +440,46 @@ mod tests {
     }
 
     #[test]
-    fn an_exact_size_is_kept_as_given() {
-        let r = RenditionConfig {
-            width: 640,
-            height: 360,
-            ..RenditionConfig::default()
+    fn a_lower_frame_rate_keeps_the_source_keyframes_where_they_are() {
+        let r = TranscodeRule {
+            renditions: vec![
+                rendition("480p", 480, 800),
+                RenditionConfig {
+                    fps: 15,
+                    ..rendition("360p", 360, 400)
+                },
+            ],
+            ..TranscodeRule::default()
         };
-        assert_eq!(scale(&r), "scale=640:360");
+        let a = args(&r, true);
+        let graph = values(&a, "-filter_complex")[0];
+        assert!(
+            graph.contains(
+                "[s1]select='if(key+isnan(prev_selected_t),1,\
+                 gt(floor(t*15+0.25),floor(prev_selected_t*15+0.25)))',scale="
+            ),
+            "{graph}"
+        );
+        assert!(
+            !graph.contains("fps="),
+            "the fps filter drops the keyframe flag: {graph}"
+        );
+        assert!(graph.starts_with("[0:v:0]split=2[s0][s1];[s0]scale="), "{graph}");
+        // Keyframes are still the source's, and frames keep their timestamps.
+        assert_eq!(values(&a, "-force_key_frames"), ["source"; 2]);
+        assert_eq!(values(&a, "-fps_mode"), ["passthrough"; 2]);
+    }
+
+    #[test]
+    fn an_exact_size_is_turned_to_the_sources_orientation() {
+        let landscape_box = "scale=w='if(gte(iw,ih),640,360)':h='if(gte(iw,ih),360,640)'";
+        for (w, h) in [(640, 360), (360, 640)] {
+            let r = RenditionConfig {
+                width: w,
+                height: h,
+                ..RenditionConfig::default()
+            };
+            assert_eq!(scale(&r), landscape_box, "{w}x{h}");
+        }
     }
 }

@@ -58,6 +58,10 @@ pub enum TranscodeState {
     Running,
     /// ffmpeg died; restarting after a backoff.
     Restarting,
+    /// ffmpeg failed quickly, without output, several times in a row (missing encoder, no
+    /// GPU, an ffmpeg that cannot write the codec): given up until the source is published
+    /// anew. Followed by `Stopped`.
+    Failed,
     /// The source ended (or the server is stopping); ffmpeg is gone.
     Stopped,
     /// Not started: this pod runs `transcoding.max_processes` transcodes already.
