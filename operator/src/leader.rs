@@ -15,6 +15,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+use kube::ResourceExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -24,6 +25,13 @@ pub const LEASE_SECS: i32 = 15;
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the holder renews and a candidate retries.
 pub const RETRY: Duration = Duration::from_secs(2);
+/// Annotation of a fleet's Lease: `"true"` when the fleet is configured to serve MediaApps
+/// and StreamAuths without a fleet label (`--serve-unlabelled`).
+pub const SERVES_UNLABELLED_ANNOTATION: &str = "ferrocast.io/serves-unlabelled";
+/// A Lease renewed within this long (by the reader's wall clock, against the holder's
+/// `renewTime`) belongs to a running fleet. Holders renew every [`RETRY`]; the margin absorbs
+/// clock skew between nodes. Only used to tell which fleets run, never to take a Lease over.
+pub const LIVE_WITHIN_SECS: i64 = 60;
 
 pub struct Elector {
     api: Api<Lease>,
@@ -31,6 +39,8 @@ pub struct Elector {
     identity: String,
     /// Labels of the Lease (its fleet), so the fleets of a namespace can be listed.
     labels: std::collections::BTreeMap<String, String>,
+    /// Annotations of the Lease ([`SERVES_UNLABELLED_ANNOTATION`]).
+    annotations: std::collections::BTreeMap<String, String>,
     /// The Lease record last seen (holder, renewTime, resourceVersion) and when, by this
     /// replica's monotonic clock.
     observed: std::sync::Mutex<Option<(String, Instant)>>,
@@ -67,14 +77,19 @@ impl Elector {
             name: name.to_string(),
             identity: identity.to_string(),
             labels: Default::default(),
+            annotations: Default::default(),
             observed: std::sync::Mutex::new(None),
         }
     }
 
-    /// Labels the Lease with `fleet` (`ferrocast.io/fleet`), so other fleets see this one.
-    pub fn for_fleet(mut self, fleet: &str) -> Elector {
+    /// Labels the Lease with `fleet` (`ferrocast.io/fleet`), so other fleets see this one, and
+    /// annotates whether the fleet is configured to serve unlabelled resources
+    /// ([`SERVES_UNLABELLED_ANNOTATION`]), so only the oldest such fleet of a namespace does.
+    pub fn for_fleet(mut self, fleet: &str, serves_unlabelled: bool) -> Elector {
         self.labels
             .insert(crate::render::FLEET_LABEL.to_string(), fleet.to_string());
+        self.annotations
+            .insert(SERVES_UNLABELLED_ANNOTATION.to_string(), serves_unlabelled.to_string());
         self
     }
 
@@ -88,6 +103,7 @@ impl Elector {
                     metadata: ObjectMeta {
                         name: Some(self.name.clone()),
                         labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
+                        annotations: (!self.annotations.is_empty()).then(|| self.annotations.clone()),
                         ..Default::default()
                     },
                     spec: Some(LeaseSpec {
@@ -141,6 +157,12 @@ impl Elector {
                 .labels
                 .get_or_insert_with(Default::default)
                 .extend(self.labels.clone());
+        }
+        if !self.annotations.is_empty() {
+            next.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .extend(self.annotations.clone());
         }
         match self.api.replace(&self.name, &PostParams::default(), &next).await {
             Ok(_) => Ok(Round::Leading),
@@ -218,6 +240,43 @@ pub fn steps_down_at(renewed: Instant) -> Instant {
     renewed + RENEW_DEADLINE
 }
 
+/// Whether `lease` belongs to a running operator: it has a holder and was renewed within
+/// [`LIVE_WITHIN_SECS`] of `now` (Unix seconds). A released Lease (uninstall, shutdown) or one
+/// left behind by an uninstalled release is not.
+pub fn is_live(lease: &Lease, now: i64) -> bool {
+    let Some(spec) = lease.spec.as_ref() else { return false };
+    let held = spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty());
+    let renewed = spec.renew_time.as_ref().map(|t| t.0.as_second());
+    held && renewed.is_some_and(|r| (now - r).abs() <= LIVE_WITHIN_SECS)
+}
+
+/// The fleet that serves unlabelled resources in a namespace instead of the one holding Lease
+/// `own` (both configured to): the fleet of the oldest live Lease claiming it
+/// ([`SERVES_UNLABELLED_ANNOTATION`]), if that is not `own`. Oldest by creation time, then by
+/// name, so every fleet reaches the same answer; `own` missing counts as the newest.
+pub fn unlabelled_served_by_other(leases: &[Lease], own: &str, now: i64) -> Option<String> {
+    let claims = |l: &Lease| {
+        l.annotations().get(SERVES_UNLABELLED_ANNOTATION).map(String::as_str) == Some("true")
+            && l.labels().contains_key(crate::render::FLEET_LABEL)
+    };
+    let age = |l: &Lease| (l.metadata.creation_timestamp.as_ref().map(|t| t.0), l.name_any());
+    let own_age = leases
+        .iter()
+        .find(|l| l.name_any() == own)
+        .map(age)
+        .map(|(t, n)| (t.unwrap_or(Timestamp::MAX), n))
+        .unwrap_or((Timestamp::MAX, String::new()));
+    leases
+        .iter()
+        .filter(|l| l.name_any() != own && claims(l) && is_live(l, now))
+        .filter(|l| {
+            let (t, n) = age(l);
+            (t.unwrap_or(Timestamp::MAX), n) < own_age
+        })
+        .min_by_key(|l| age(l))
+        .and_then(|l| l.labels().get(crate::render::FLEET_LABEL).cloned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +290,58 @@ mod tests {
         assert!(RENEW_DEADLINE + RETRY < lease, "at least one retry fits before expiry");
         let t = Instant::now();
         assert!(steps_down_at(t) < t + lease);
+    }
+
+    fn lease(name: &str, fleet: &str, created: i64, holder: &str, renewed: i64, claims: bool) -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "creationTimestamp": Timestamp::from_second(created).unwrap().to_string(),
+                "labels": {crate::render::FLEET_LABEL: fleet},
+                "annotations": {SERVES_UNLABELLED_ANNOTATION: claims.to_string()},
+            },
+            "spec": {
+                "holderIdentity": holder,
+                "renewTime": Timestamp::from_second(renewed).unwrap().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string(),
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_lease_is_live_only_while_held_and_recently_renewed() {
+        let now = 1_800_000_000;
+        assert!(is_live(&lease("a", "a", now - 500, "pod-1", now - 2, true), now));
+        assert!(
+            !is_live(&lease("a", "a", now - 500, "", now - 2, true), now),
+            "released"
+        );
+        assert!(
+            !is_live(&lease("a", "a", now - 500, "pod-1", now - 3600, true), now),
+            "left behind by an uninstalled release"
+        );
+    }
+
+    #[test]
+    fn only_the_oldest_live_fleet_claiming_unlabelled_resources_serves_them() {
+        let now = 1_800_000_000;
+        let ours = lease("public-operator", "public", now - 100, "pod-1", now, true);
+        let older = lease("studio-operator", "studio", now - 900, "pod-2", now - 1, true);
+        let newer = lease("late-operator", "late", now - 10, "pod-3", now, true);
+        let served_by = |leases: &[Lease]| unlabelled_served_by_other(leases, "public-operator", now);
+        assert_eq!(served_by(&[ours.clone(), older.clone()]), Some("studio".into()));
+        assert_eq!(served_by(&[ours.clone(), newer]), None, "a newer fleet yields to us");
+        let not_claiming = lease("studio-operator", "studio", now - 900, "pod-2", now, false);
+        assert_eq!(served_by(&[ours.clone(), not_claiming]), None);
+        let released = lease("studio-operator", "studio", now - 900, "", now, true);
+        assert_eq!(
+            served_by(&[ours.clone(), released]),
+            None,
+            "an uninstalled fleet serves nothing"
+        );
+        let stale = lease("studio-operator", "studio", now - 900, "pod-2", now - 3600, true);
+        assert_eq!(served_by(&[ours.clone(), stale]), None);
+        // Both fleets reach the same answer.
+        assert_eq!(unlabelled_served_by_other(&[ours, older], "studio-operator", now), None);
     }
 }

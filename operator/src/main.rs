@@ -87,6 +87,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let fleet = Fleet {
         name: o.fleet.clone(),
         serves_unlabelled: o.serve_unlabelled,
+        unlabelled_elsewhere: Default::default(),
+        lease: o.lease_name.clone(),
         namespace: o.namespace.clone(),
         watch_namespaces: o.watch_namespaces.clone(),
         config_map: o.config_map.clone(),
@@ -151,7 +153,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             &o.lease_name,
             &o.identity,
         )
-        .for_fleet(&o.fleet),
+        .for_fleet(&o.fleet, o.serve_unlabelled),
     );
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
     let campaign = {
