@@ -1710,3 +1710,56 @@ fn a_watched_namespace_gets_its_generated_certificate_in_the_fleet_namespace() {
         o.message("team-a/live")
     );
 }
+
+/// The cleanup command docs/kubernetes.md ("Uninstall") gives for after `helm uninstall`
+/// selects every object the operator renders, per-app Services of watched namespaces'
+/// MediaApps included (those outlive the release: their MediaApps stay, and a watched
+/// namespace's MediaApp cannot own them), and no other fleet's.
+#[test]
+fn the_documented_uninstall_cleanup_selects_every_object_the_operator_makes() {
+    let docs = std::fs::read_to_string(common::workspace().join("docs/kubernetes.md")).unwrap();
+    let uninstall = &docs[docs.find("## Uninstall").expect("Uninstall section")..];
+    let command = uninstall
+        .lines()
+        .find(|l| l.starts_with("kubectl -n streaming delete svc,configmap,secret -l "))
+        .expect("a cleanup command deleting the operator's Services, ConfigMaps and Secrets");
+    let selector: BTreeMap<&str, &str> = command
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|kv| kv.split_once('=').expect("equality selector"))
+        .collect();
+    let selects = |labels: &Option<BTreeMap<String, String>>| {
+        let labels = labels.clone().unwrap_or_default();
+        selector
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+    };
+    let fleet = common::fleet_watching(&[common::TEAM]);
+    let own = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
+    let watched = media_app(
+        &format!(
+            "metadata: {{name: studio, namespace: {}}}\nspec: {{app: studio, service: {{type: LoadBalancer}}}}",
+            common::TEAM
+        ),
+        10,
+    );
+    let i = inputs(vec![own, watched], vec![], vec![]);
+    let desired = render(&fleet, &i).expect("render");
+    assert_eq!(desired.services.len(), 2, "{:?}", desired.services.keys());
+    for svc in desired.services.values() {
+        assert!(selects(&svc.metadata.labels), "{:?}", svc.metadata);
+    }
+    assert!(selects(&desired.config_map.metadata.labels));
+    assert!(selects(&desired.secret.metadata.labels));
+    let other = Fleet {
+        name: "studio-b".into(),
+        ..fleet.clone()
+    };
+    let theirs = render(&other, &i).expect("render");
+    assert!(
+        theirs.services.values().all(|s| !selects(&s.metadata.labels)),
+        "another release's objects are left alone"
+    );
+}

@@ -201,6 +201,18 @@ def test_notes_tell_how_to_reach_rtmp_and_publish():
     assert "The server fleet" not in render({"server": {"replicas": 1}})["ferrocast/templates/NOTES.txt"]
 
 
+def test_notes_tell_how_to_remove_what_the_operator_made_after_uninstall():
+    """Per-app LoadBalancer Services outlive the release (their MediaApps stay): the notes
+    name them and give this release's cleanup selector, never another release's."""
+    for name, values, fullname, lease in [("default", {}, "ferrocast", "ferrocast-operator"),
+                                          ("second-release", VALUE_SETS["second-release"], "studio-b", "studio-b-operator")]:
+        notes = render(values)["ferrocast/templates/NOTES.txt"]
+        for text in ["per-app Services",
+                     f"kubectl -n {NAMESPACE} delete svc,configmap,secret -l app.kubernetes.io/managed-by=ferrocast-operator,ferrocast.io/fleet={fullname}\n",
+                     f"kubectl -n {NAMESPACE} delete lease {lease}\n"]:
+            assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
+
+
 def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):
     """The same check through the `kubernetes-validate --strict` command line, as CI tools run it."""
     import sys
