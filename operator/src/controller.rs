@@ -988,11 +988,11 @@ pub async fn run(
     )
     .reflect(secret_writer)
     .touched_objects();
-    {
+    let _secret_triggers = {
         let (mas, sas) = (ma_store.clone(), sa_store.clone());
         let (mut ma_tx, mut sa_tx) = (ma_trigger_tx.clone(), sa_trigger_tx);
         let fleet = fleet.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let mut events = std::pin::pin!(secret_events);
             while let Some(e) = events.next().await {
                 let secret = match e {
@@ -1016,8 +1016,8 @@ pub async fn run(
                     let _ = sa_tx.try_send(ObjectRef::from_obj(a.as_ref()));
                 }
             }
-        });
-    }
+        }))
+    };
 
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={}", fleet.name);
     let (mas, sas) = (ma_store.clone(), sa_store.clone());
@@ -1065,7 +1065,8 @@ pub async fn run(
                 tracing::debug!("StreamAuth controller: {e}");
             }
         });
-    let loops = {
+    // Aborted when this future ends or is dropped (a lost Lease): the loops write too.
+    let _loops = AbortOnDrop({
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _ = tokio::join!(
@@ -1084,11 +1085,19 @@ pub async fn run(
                 live_loop(ctx, server_admin_port, ma_trigger_tx)
             );
         })
-    };
+    });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     tokio::join!(ma_run, sa_run);
-    loops.abort();
+}
+
+/// A spawned task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

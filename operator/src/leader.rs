@@ -192,7 +192,8 @@ impl Elector {
     /// stop reconciling).
     pub async fn run(&self, leading: watch::Sender<bool>, leader_gauge: prometheus::IntGauge) -> crate::Error {
         // When the last successful renewal began: the Lease was written no earlier.
-        let mut renewed: Option<Instant> = None;
+        // Tokio's clock (the monotonic clock, pausable in tests).
+        let mut renewed: Option<tokio::time::Instant> = None;
         let step_down = |why: &str| {
             warn!(lease = %self.name, "stepping down: {why}");
             leader_gauge.set(0);
@@ -200,13 +201,13 @@ impl Elector {
             crate::Error::LostLease
         };
         loop {
-            let began = Instant::now();
+            let began = tokio::time::Instant::now();
             // A round that hangs must not keep a leader past its deadline.
             let limit = match renewed {
                 Some(r) => steps_down_at(r).saturating_duration_since(began),
                 None => RENEW_DEADLINE,
             };
-            match tokio::time::timeout(limit, self.round(Timestamp::now(), began)).await {
+            match tokio::time::timeout(limit, self.round(Timestamp::now(), began.into_std())).await {
                 Ok(Ok(Round::Leading)) => {
                     if renewed.is_none() {
                         info!(lease = %self.name, identity = %self.identity, "became the leader");
@@ -225,7 +226,7 @@ impl Elector {
                 Err(_) => warn!("leader election: the Lease request timed out"),
             }
             if let Some(r) = renewed {
-                if Instant::now() >= steps_down_at(r) {
+                if tokio::time::Instant::now() >= steps_down_at(r) {
                     return step_down("no renewal within the renew deadline");
                 }
             }
@@ -236,7 +237,7 @@ impl Elector {
 
 /// When a leader whose last successful renewal began at `renewed` stops leading: before any
 /// candidate, which waits a whole lease from when it saw that renewal, may take over.
-pub fn steps_down_at(renewed: Instant) -> Instant {
+pub fn steps_down_at(renewed: tokio::time::Instant) -> tokio::time::Instant {
     renewed + RENEW_DEADLINE
 }
 
@@ -288,7 +289,7 @@ mod tests {
         // and a round that began before then never runs past it (it is timed out).
         let lease = Duration::from_secs(LEASE_SECS as u64);
         assert!(RENEW_DEADLINE + RETRY < lease, "at least one retry fits before expiry");
-        let t = Instant::now();
+        let t = tokio::time::Instant::now();
         assert!(steps_down_at(t) < t + lease);
     }
 

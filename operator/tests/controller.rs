@@ -1475,4 +1475,56 @@ mod leader {
         ], e.round(now(), t0())).await;
         assert_eq!(round.unwrap(), Round::Following("another candidate".into()));
     }
+
+    /// A leader whose renewals hang stops leading (`leading` false, `run` returns) before
+    /// the Lease can expire for the other replicas, which wait a whole lease from when they
+    /// last saw it renewed: with paused time, so the deadline is exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewals_hang_steps_down_before_its_lease_could_expire() {
+        use std::time::Duration;
+        let (e, mut handle) = elector();
+        let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+        let gauge = prometheus::IntGauge::new("leader", "leader").unwrap();
+        let started = tokio::time::Instant::now();
+        let campaign = tokio::spawn(async move { e.run(leading_tx, gauge).await });
+        // First round: no Lease, created.
+        let (req, send) = handle.next_request().await.expect("GET");
+        assert_eq!(req.method(), "GET");
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&not_found("lease").1).unwrap()))
+                .unwrap(),
+        );
+        let (req, send) = handle.next_request().await.expect("POST");
+        assert_eq!(req.method(), "POST");
+        let created = serde_json::to_vec(&lease("operator-0", NOW, 0)).unwrap();
+        send.send_response(Response::builder().status(201).body(Body::from(created)).unwrap());
+        leading_rx.wait_for(|l| *l).await.unwrap();
+        let renewed = started;
+        // Every later request hangs (an apiserver that stopped answering).
+        let hung = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(r) = handle.next_request().await {
+                held.push(r);
+            }
+        });
+        let lease = Duration::from_secs(ferrocast_operator::leader::LEASE_SECS as u64);
+        tokio::time::timeout(4 * lease, leading_rx.wait_for(|l| !*l))
+            .await
+            .expect("a leader that cannot renew steps down")
+            .unwrap();
+        let stepped_down = tokio::time::Instant::now();
+        assert!(
+            stepped_down < renewed + lease,
+            "stepped down {:?} after its last renewal; another replica may take over after {lease:?}",
+            stepped_down - renewed
+        );
+        let outcome = tokio::time::timeout(Duration::from_millis(1), campaign).await;
+        assert!(
+            matches!(outcome, Ok(Ok(ferrocast_operator::Error::LostLease))),
+            "the campaign ends with the step-down"
+        );
+        hung.abort();
+    }
 }
