@@ -1173,25 +1173,22 @@ pub fn owner_reference(
         .flatten()
 }
 
-/// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
-/// listener ports from the base config.
+/// The Service exposing one MediaApp on the fleet's pods. Target ports are the server
+/// container's named ports (`rtmp`, `http`, `rtmps`, `https`), not numbers: while a changed
+/// listener port rolls out, each pod is reached on the port it listens on.
 fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &str, with_tls: bool) -> Service {
     let type_ = spec.type_;
-    let base = &fleet.base;
-    let port = |name: &str, port: u16, target: u16| ServicePort {
+    let port = |name: &str, port: u16| ServicePort {
         name: Some(name.to_string()),
         port: i32::from(port),
-        target_port: Some(IntOrString::Int(i32::from(target))),
+        target_port: Some(IntOrString::String(name.to_string())),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let mut ports = vec![
-        port("rtmp", spec.ports.rtmp, base.rtmp.port),
-        port("http", spec.ports.http, base.http.port),
-    ];
+    let mut ports = vec![port("rtmp", spec.ports.rtmp), port("http", spec.ports.http)];
     if with_tls {
-        ports.push(port("rtmps", spec.ports.rtmps, base.tls.rtmps_port));
-        ports.push(port("https", spec.ports.https, base.tls.https_port));
+        ports.push(port("rtmps", spec.ports.rtmps));
+        ports.push(port("https", spec.ports.https));
     }
     let [(k1, v1), (k2, v2)] = fleet.media_app_labels(&ma.metadata);
     let mut metadata = meta(

@@ -352,6 +352,7 @@ fn pods_run(ctx: &Context, pods: &[(&str, &str)]) {
                     Some(ferrocast_operator::fleet::PodConfig {
                         revision: revision.to_string(),
                         pending: false,
+                        tls: ferrocast_operator::fleet::TlsListening::BOTH,
                     }),
                 )
             })

@@ -43,7 +43,10 @@ def test_server_pods_run_the_server_on_the_operator_config():
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert port_number(c, "admin") == 9090
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"rtmp": 1935, "http": 8000, "admin": 9090}
+    # RTMPS and HTTPS are declared even without server.tls.enabled: per-app Services target
+    # them by name when a MediaApp brings TLS.
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "rtmp": 1935, "http": 8000, "rtmps": 1936, "https": 8443, "admin": 9090}
 
 
 def test_server_pods_mount_the_operator_configmap_and_secret_non_optional():

@@ -111,10 +111,9 @@ def test_base_config_matches_the_pods(value_set):
     assert ports["rtmp"] == config["rtmp"]["port"]
     assert ports["http"] == config["http"]["port"]
     assert ports["admin"] == config["admin"]["port"]
-    if s["tls"]["enabled"]:
-        assert (ports["rtmps"], ports["https"]) == (config["tls"]["rtmps_port"], config["tls"]["https_port"])
-    else:
-        assert "rtmps" not in ports and "https" not in ports
+    # Always declared: the operator's per-app Services target these names (a MediaApp can bring
+    # TLS without server.tls.enabled), and a named target follows a port change pod by pod.
+    assert (ports["rtmps"], ports["https"]) == (config["tls"]["rtmps_port"], config["tls"]["https_port"])
 
 
 def test_proxy_protocol_values_render_into_the_server_config():
