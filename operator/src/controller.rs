@@ -1045,6 +1045,11 @@ pub async fn run(
         metrics,
         identity,
     ));
+    // Before any reconcile, so a fleet that leaves unlabelled resources to an older one never
+    // serves them meanwhile.
+    if let Err(e) = check_unlabelled(&ctx).await {
+        warn!("cannot read the fleets' Leases: {e}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -1075,11 +1080,6 @@ pub async fn run(
                 secret_store.wait_until_ready()
             );
             info!("caches synced; reconciling");
-            // Before the first sync, so a fleet that leaves unlabelled resources to an older
-            // one never serves them meanwhile.
-            if let Err(e) = check_unlabelled(&ctx).await {
-                warn!("cannot read the fleets' Leases: {e}");
-            }
             tokio::join!(
                 fleet_loop(ctx.clone()),
                 live_loop(ctx, server_admin_port, ma_trigger_tx)
