@@ -8,6 +8,10 @@
 //! successful renewal began, which is before any candidate can see the Lease expire
 //! ([`LEASE_SECS`] after it saw that renewal), so two replicas never lead at once. A leader
 //! that steps down exits and restarts as a candidate.
+//!
+//! The Lease also tells other fleets of the namespace that this one runs (its fleet label, a
+//! holder, a recent `renewTime`: [`is_live`], with a wide margin since that does compare
+//! clocks) and whether it claims unlabelled resources ([`unlabelled_served_by_other`]).
 
 use std::time::{Duration, Instant};
 
