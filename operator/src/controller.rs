@@ -449,7 +449,7 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     if !ctx.fleet.serves(&ma.metadata) {
         // Labelled for another fleet: that fleet's operator reconciles it. The fleet that
         // serves unlabelled resources says so when no such fleet runs here.
-        if ctx.fleet.serves_unlabelled {
+        if ctx.fleet.serves_unlabelled_now() {
             report_outside_any_fleet(&ctx, &ma).await?;
         }
         return Ok(Action::requeue(RESYNC));
@@ -522,16 +522,59 @@ pub async fn reconcile_media_app(ma: Arc<MediaApp>, ctx: Arc<Context>) -> Result
     Ok(Action::requeue(renew_in.map_or(RESYNC, |r| r.min(RESYNC))))
 }
 
-/// The fleets running in the fleet namespace: the `ferrocast.io/fleet` labels of the
-/// operators' leader Leases.
-async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
+/// The Leases of the running fleets of the fleet namespace (labelled `ferrocast.io/fleet`,
+/// held and recently renewed: an uninstalled release leaves its Lease behind, released).
+async fn live_fleet_leases(ctx: &Context) -> Result<Vec<k8s_openapi::api::coordination::v1::Lease>, Error> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = ctx.api();
     let list = leases.list(&ListParams::default().labels(FLEET_LABEL)).await?;
+    let now = (ctx.clock)();
     Ok(list
         .items
+        .into_iter()
+        .filter(|l| crate::leader::is_live(l, now))
+        .collect())
+}
+
+/// The fleets running in the fleet namespace: the `ferrocast.io/fleet` labels of the
+/// operators' live leader Leases.
+async fn fleets_here(ctx: &Context) -> Result<BTreeSet<String>, Error> {
+    Ok(live_fleet_leases(ctx)
+        .await?
         .iter()
         .filter_map(|l| l.labels().get(FLEET_LABEL).cloned())
         .collect())
+}
+
+/// For a fleet configured to serve unlabelled resources: reads the fleets' Leases and leaves
+/// unlabelled resources to an older running fleet that claims them too, or takes them back
+/// once none does. Says so in the log and `ferrocast_operator_serves_unlabelled` when that
+/// changes; returns whether it changed.
+pub async fn check_unlabelled(ctx: &Context) -> Result<bool, Error> {
+    if !ctx.fleet.serves_unlabelled {
+        ctx.metrics.serves_unlabelled.set(0);
+        return Ok(false);
+    }
+    let leases = live_fleet_leases(ctx).await?;
+    let other = crate::leader::unlabelled_served_by_other(&leases, &ctx.fleet.lease, (ctx.clock)());
+    let elsewhere = other.is_some();
+    let before = ctx
+        .fleet
+        .unlabelled_elsewhere
+        .swap(elsewhere, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.serves_unlabelled.set(i64::from(!elsewhere));
+    if before == elsewhere {
+        return Ok(false);
+    }
+    match other {
+        Some(other) => warn!(
+            fleet = %ctx.fleet.name, older = %other,
+            "fleet {other:?} of this namespace, older than this one, serves MediaApps and StreamAuths without a {FLEET_LABEL} label: this fleet leaves them to it (set operator.serveUnlabelled=false here)"
+        ),
+        None => {
+            info!(fleet = %ctx.fleet.name, "no older fleet of this namespace serves unlabelled MediaApps and StreamAuths any more: this fleet serves them")
+        }
+    }
+    Ok(true)
 }
 
 /// Whether fleet `fleet`'s operator has written this resource's status (its field manager
@@ -591,7 +634,9 @@ async fn report_outside_any_fleet(ctx: &Context, ma: &MediaApp) -> Result<(), Er
 /// Reconciles one StreamAuth: the fleet (API users are fleet-wide) and its status.
 pub async fn reconcile_stream_auth(sa: Arc<StreamAuth>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.fleet.serves(&sa.metadata) {
-        return Ok(Action::await_change());
+        // Checked again later: an unlabelled one becomes this fleet's when an older fleet
+        // that served unlabelled resources goes.
+        return Ok(Action::requeue(RESYNC));
     }
     let _timer = ctx.metrics.time("StreamAuth").start_timer();
     let name = ctx.fleet.key_of(&sa.metadata);
@@ -772,7 +817,12 @@ pub async fn live_loop(
     let mut trigger = trigger;
     let mut last_rollout: Option<Rollout> = None;
     let mut written: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut leases_read = Instant::now();
     loop {
+        if leases_read.elapsed() >= LIVE_POLL {
+            leases_read = Instant::now();
+            unlabelled_turn(&ctx, &mut trigger).await;
+        }
         match pods.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => {
                 let live = crate::fleet::poll(&ready_pods(&list.items, server_admin_port), LIVE_TIMEOUT).await;
@@ -820,6 +870,24 @@ pub async fn live_loop(
             _ = tokio::time::sleep(pause) => {}
             _ = ctx.poll_now.notified() => {}
         }
+    }
+}
+
+/// Reads which fleet serves unlabelled resources ([`check_unlabelled`]); when that changed,
+/// re-renders the fleet (taking them in or pruning their Services) and reconciles every
+/// MediaApp (their statuses).
+async fn unlabelled_turn(ctx: &Context, trigger: &mut futures::channel::mpsc::Sender<ObjectRef<MediaApp>>) {
+    match check_unlabelled(ctx).await {
+        Ok(false) => {}
+        Ok(true) => {
+            if let Err(e) = ctx.sync_fleet(false).await {
+                warn!("fleet sync failed: {e}");
+            }
+            for ma in ctx.media_apps.state().iter() {
+                let _ = trigger.try_send(ObjectRef::from_obj(ma.as_ref()));
+            }
+        }
+        Err(e) => warn!("cannot read the fleets' Leases: {e}"),
     }
 }
 
@@ -920,11 +988,11 @@ pub async fn run(
     )
     .reflect(secret_writer)
     .touched_objects();
-    {
+    let _secret_triggers = {
         let (mas, sas) = (ma_store.clone(), sa_store.clone());
         let (mut ma_tx, mut sa_tx) = (ma_trigger_tx.clone(), sa_trigger_tx);
         let fleet = fleet.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let mut events = std::pin::pin!(secret_events);
             while let Some(e) = events.next().await {
                 let secret = match e {
@@ -948,8 +1016,8 @@ pub async fn run(
                     let _ = sa_tx.try_send(ObjectRef::from_obj(a.as_ref()));
                 }
             }
-        });
-    }
+        }))
+    };
 
     let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{FLEET_LABEL}={}", fleet.name);
     let (mas, sas) = (ma_store.clone(), sa_store.clone());
@@ -977,6 +1045,11 @@ pub async fn run(
         metrics,
         identity,
     ));
+    // Before any reconcile, so a fleet that leaves unlabelled resources to an older one never
+    // serves them meanwhile.
+    if let Err(e) = check_unlabelled(&ctx).await {
+        warn!("cannot read the fleets' Leases: {e}");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -997,7 +1070,8 @@ pub async fn run(
                 tracing::debug!("StreamAuth controller: {e}");
             }
         });
-    let loops = {
+    // Aborted when this future ends or is dropped (a lost Lease): the loops write too.
+    let _loops = AbortOnDrop({
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _ = tokio::join!(
@@ -1011,11 +1085,19 @@ pub async fn run(
                 live_loop(ctx, server_admin_port, ma_trigger_tx)
             );
         })
-    };
+    });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     tokio::join!(ma_run, sa_run);
-    loops.abort();
+}
+
+/// A spawned task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

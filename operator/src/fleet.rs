@@ -1,8 +1,9 @@
 //! What the server fleet runs, read from each ready server pod's admin port (`/metrics`):
 //! live stream and session counts (`ferrocast_streams_active{app}`,
 //! `ferrocast_sessions_active{app,protocol,role}`) summed per app, and the config revision each
-//! pod has in service (`ferrocast_config_info{revision}`, `ferrocast_config_pending`), from
-//! which [`rollout`] tells whether every ready pod runs the current config. Polled on a timer
+//! pod has in service (`ferrocast_config_info{revision}`, `ferrocast_config_pending`) with the
+//! TLS listeners it listens on (`ferrocast_tls_listening{listener}`), from which [`rollout`]
+//! tells whether every ready pod runs the current config and which TLS listeners all serve. Polled on a timer
 //! with a short per-pod timeout, so a slow or failed pod never holds up a reconcile;
 //! reconciles read the last poll.
 
@@ -40,6 +41,22 @@ pub struct PodConfig {
     pub revision: String,
     /// A newer config on its disk is not in service (waiting for its files, or refused).
     pub pending: bool,
+    /// The TLS listeners it listens on (`ferrocast_tls_listening`).
+    pub tls: TlsListening,
+}
+
+/// Which TLS listeners listen: on one pod, or on every ready pod of the fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsListening {
+    pub rtmps: bool,
+    pub https: bool,
+}
+
+impl TlsListening {
+    pub const BOTH: TlsListening = TlsListening {
+        rtmps: true,
+        https: true,
+    };
 }
 
 /// Whether the fleet runs a given config revision, from the last poll.
@@ -49,8 +66,10 @@ pub enum Rollout {
     Unknown,
     /// No server pod is ready.
     NoPods,
-    /// Every ready pod runs the revision.
-    Applied { pods: usize },
+    /// Every ready pod runs the revision; `tls`: the TLS listeners every one of them listens
+    /// on (a certificate in the config opens them, a port that cannot be bound leaves them
+    /// closed), so status lists only TLS endpoints that every pod serves.
+    Applied { pods: usize, tls: TlsListening },
     /// Some ready pods do not (yet): by name, what each runs (`None`: no answer).
     Pending {
         pods: usize,
@@ -71,7 +90,15 @@ pub fn rollout(revision: &str, live: Option<&Live>) -> Rollout {
         .map(|(n, c)| (n.clone(), c.clone()))
         .collect();
     if behind.is_empty() {
-        Rollout::Applied { pods: live.pods.len() }
+        let mut tls = TlsListening::BOTH;
+        for c in live.pods.values().flatten() {
+            tls.rtmps &= c.tls.rtmps;
+            tls.https &= c.tls.https;
+        }
+        Rollout::Applied {
+            pods: live.pods.len(),
+            tls,
+        }
     } else {
         Rollout::Pending {
             pods: live.pods.len(),
@@ -95,6 +122,11 @@ impl Live {
                     config.revision = sample.label("revision").unwrap_or_default().to_string();
                 }
                 ferrocast_server::metrics::CONFIG_PENDING => config.pending = sample.value == 1.0,
+                ferrocast_server::metrics::TLS_LISTENING => match sample.label("listener") {
+                    Some("rtmps") => config.tls.rtmps = sample.value == 1.0,
+                    Some("https") => config.tls.https = sample.value == 1.0,
+                    _ => {}
+                },
                 _ => {}
             }
             let Some(app) = sample.label("app") else { continue };
@@ -325,6 +357,7 @@ mod tests {
         Some(PodConfig {
             revision: revision.into(),
             pending,
+            tls: TlsListening::default(),
         })
     }
 
@@ -356,7 +389,10 @@ mod tests {
                 "r2",
                 Some(&live(vec![("a", pod("r2", false)), ("b", pod("r2", false))]))
             ),
-            Rollout::Applied { pods: 2 }
+            Rollout::Applied {
+                pods: 2,
+                tls: TlsListening::default()
+            }
         );
         let pending = rollout(
             "r2",
@@ -374,6 +410,63 @@ mod tests {
             behind.keys().collect::<Vec<_>>(),
             ["b", "c"],
             "the stale pod and the silent one"
+        );
+    }
+
+    #[test]
+    fn tls_listeners_are_read_from_the_exposition() {
+        let mut live = Live::default();
+        let text = "ferrocast_config_info{hash=\"ab\",revision=\"r2\"} 1\n\
+            ferrocast_tls_listening{listener=\"https\"} 1\nferrocast_tls_listening{listener=\"rtmps\"} 0\n";
+        assert_eq!(
+            live.add_exposition(text).tls,
+            TlsListening {
+                rtmps: false,
+                https: true
+            }
+        );
+    }
+
+    #[test]
+    fn tls_is_served_only_where_every_ready_pod_listens() {
+        let with = |tls: TlsListening| {
+            Some(PodConfig {
+                revision: "r2".into(),
+                pending: false,
+                tls,
+            })
+        };
+        let live = |pods: Vec<(&str, Option<PodConfig>)>| Live {
+            pods: pods.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+            ..Live::default()
+        };
+        let https_only = TlsListening {
+            rtmps: false,
+            https: true,
+        };
+        assert_eq!(
+            rollout(
+                "r2",
+                Some(&live(vec![
+                    ("a", with(TlsListening::BOTH)),
+                    ("b", with(TlsListening::BOTH))
+                ]))
+            ),
+            Rollout::Applied {
+                pods: 2,
+                tls: TlsListening::BOTH
+            }
+        );
+        // Pod b could not bind its RTMPS port on reload: RTMPS is served by no pod for sure.
+        assert_eq!(
+            rollout(
+                "r2",
+                Some(&live(vec![("a", with(TlsListening::BOTH)), ("b", with(https_only))]))
+            ),
+            Rollout::Applied {
+                pods: 2,
+                tls: https_only
+            }
         );
     }
 }

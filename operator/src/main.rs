@@ -45,7 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(options)) {
+    let result = runtime.block_on(run(options));
+    // Tasks still running (a deposed leader's) are dropped now; blocking ones get a moment.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -87,6 +90,8 @@ async fn run(o: Options) -> anyhow::Result<()> {
     let fleet = Fleet {
         name: o.fleet.clone(),
         serves_unlabelled: o.serve_unlabelled,
+        unlabelled_elsewhere: Default::default(),
+        lease: o.lease_name.clone(),
         namespace: o.namespace.clone(),
         watch_namespaces: o.watch_namespaces.clone(),
         config_map: o.config_map.clone(),
@@ -151,10 +156,10 @@ async fn run(o: Options) -> anyhow::Result<()> {
             &o.lease_name,
             &o.identity,
         )
-        .for_fleet(&o.fleet),
+        .for_fleet(&o.fleet, o.serve_unlabelled),
     );
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
-    let campaign = {
+    let mut campaign = {
         let (elector, gauge) = (elector.clone(), metrics.leader.clone());
         tokio::spawn(async move { elector.run(leading_tx, gauge).await })
     };
@@ -167,27 +172,25 @@ async fn run(o: Options) -> anyhow::Result<()> {
         }
         r = leading_rx.wait_for(|l| *l) => { r.context("leader election ended")?; }
     }
-    // Stop reconciling on SIGTERM, or at once if another replica takes the Lease over.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
+    // SIGTERM stops the controllers gracefully (reconciles in flight finish). A lost Lease
+    // stops them at once: dropping `controller::run`'s future drops every reconcile in flight and aborts
+    // the fleet and live loops, so a deposed leader writes nothing more, well before another
+    // replica can take over (the elector steps down RENEW_DEADLINE after its last renewal,
+    // others wait a whole LEASE); then the process exits and restarts as a candidate.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        tokio::select! {
-            _ = shutdown => { let _ = stop_tx.send(false); }
-            e = campaign => {
-                if let Ok(e) = e { error!("{e}"); }
-                let _ = stop_tx.send(true);
-            }
-        }
+        shutdown.await;
+        let _ = stop_tx.send(());
     });
-    let lost = Arc::new(AtomicBool::new(false));
-    let lost_flag = lost.clone();
     let stop = async move {
-        if stop_rx.await.unwrap_or(false) {
-            lost_flag.store(true, Ordering::Relaxed);
-        }
+        let _ = stop_rx.await;
     };
-    controller::run(client, fleet, metrics.clone(), &o.identity, o.server_admin_port, stop).await;
-    if lost.load(Ordering::Relaxed) {
-        anyhow::bail!("leadership lost; exiting so this replica restarts as a candidate");
+    tokio::select! {
+        _ = controller::run(client, fleet, metrics.clone(), &o.identity, o.server_admin_port, stop) => {}
+        e = &mut campaign => {
+            let e = e.unwrap_or(ferrocast_operator::Error::LostLease);
+            anyhow::bail!("{e}; controllers stopped, exiting so this replica restarts as a candidate");
+        }
     }
     // Stop renewing, then hand the Lease over.
     campaign_abort.abort();

@@ -14,6 +14,7 @@ pub const MEDIAAPP_LIVE_STREAMS: &str = "ferrocast_operator_mediaapp_live_stream
 pub const MEDIAAPP_SESSIONS: &str = "ferrocast_operator_mediaapp_sessions";
 pub const LEADER: &str = "ferrocast_operator_leader";
 pub const CERTIFICATE_EXPIRY: &str = "ferrocast_operator_certificate_expiry_timestamp_seconds";
+pub const SERVES_UNLABELLED: &str = "ferrocast_operator_serves_unlabelled";
 
 /// Every metric family name, including labelled ones that have no series yet (those do not
 /// appear in a registry's `gather()`).
@@ -27,6 +28,7 @@ pub const NAMES: &[&str] = &[
     MEDIAAPP_SESSIONS,
     LEADER,
     CERTIFICATE_EXPIRY,
+    SERVES_UNLABELLED,
 ];
 
 /// The operator's metrics, registered in their own registry.
@@ -50,6 +52,9 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// {mediaapp}: notAfter of the certificate the fleet serves for it.
     pub certificate_expiry: IntGaugeVec,
+    /// 1 while this fleet serves resources without a fleet label; 0 when it is not configured
+    /// to, or an older fleet of the namespace does.
+    pub serves_unlabelled: IntGauge,
 }
 
 impl Default for Metrics {
@@ -116,6 +121,14 @@ impl Metrics {
             leader: register(
                 &r,
                 IntGauge::new(LEADER, "1 while this replica holds the leader Lease").expect("valid metric"),
+            ),
+            serves_unlabelled: register(
+                &r,
+                IntGauge::new(
+                    SERVES_UNLABELLED,
+                    "1 while this fleet serves MediaApps and StreamAuths without a fleet label",
+                )
+                .expect("valid metric"),
             ),
             registry: r,
         }

@@ -65,9 +65,14 @@ pub struct Fleet {
     /// The fleet's name (the Helm release's full name): prefix of per-app Service names, the
     /// field manager and the [`FLEET_LABEL`] value, so several fleets can share a namespace.
     pub name: String,
-    /// Also serve MediaApps and StreamAuths without a [`FLEET_LABEL`] (one fleet per
-    /// namespace should).
+    /// Configured to also serve MediaApps and StreamAuths without a [`FLEET_LABEL`]. One fleet
+    /// per namespace does: the oldest running one so configured (see [`Fleet::serves`]).
     pub serves_unlabelled: bool,
+    /// Set while an older running fleet of the namespace serves unlabelled resources (read
+    /// from the fleets' Leases), so this one leaves them alone. Shared by every clone.
+    pub unlabelled_elsewhere: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The operator's leader Lease, in the fleet namespace.
+    pub lease: String,
     /// The fleet's namespace: its pods, ConfigMap, Secret, Services, Lease.
     pub namespace: String,
     /// Further namespaces whose MediaApps and StreamAuths it serves (`--watch-namespaces`).
@@ -111,6 +116,12 @@ impl Fleet {
         meta.namespace.as_deref().unwrap_or(&self.namespace)
     }
 
+    /// Whether this fleet serves resources without a [`FLEET_LABEL`] now: configured to, and
+    /// no older running fleet of the namespace does.
+    pub fn serves_unlabelled_now(&self) -> bool {
+        self.serves_unlabelled && !self.unlabelled_elsewhere.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether this fleet serves a resource: in one of its namespaces, and labelled with its
     /// name, or unlabelled when it serves those.
     pub fn serves(&self, meta: &ObjectMeta) -> bool {
@@ -120,7 +131,7 @@ impl Fleet {
         }
         match meta.labels.as_ref().and_then(|l| l.get(FLEET_LABEL)) {
             Some(fleet) => *fleet == self.name,
-            None => self.serves_unlabelled,
+            None => self.serves_unlabelled_now(),
         }
     }
 
@@ -1162,25 +1173,22 @@ pub fn owner_reference(
         .flatten()
 }
 
-/// The Service exposing one MediaApp on the fleet's pods. Target ports are the server's
-/// listener ports from the base config.
+/// The Service exposing one MediaApp on the fleet's pods. Target ports are the server
+/// container's named ports (`rtmp`, `http`, `rtmps`, `https`), not numbers: while a changed
+/// listener port rolls out, each pod is reached on the port it listens on.
 fn service(fleet: &Fleet, ma: &MediaApp, spec: &crate::crd::ServiceSpec, name: &str, with_tls: bool) -> Service {
     let type_ = spec.type_;
-    let base = &fleet.base;
-    let port = |name: &str, port: u16, target: u16| ServicePort {
+    let port = |name: &str, port: u16| ServicePort {
         name: Some(name.to_string()),
         port: i32::from(port),
-        target_port: Some(IntOrString::Int(i32::from(target))),
+        target_port: Some(IntOrString::String(name.to_string())),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let mut ports = vec![
-        port("rtmp", spec.ports.rtmp, base.rtmp.port),
-        port("http", spec.ports.http, base.http.port),
-    ];
+    let mut ports = vec![port("rtmp", spec.ports.rtmp), port("http", spec.ports.http)];
     if with_tls {
-        ports.push(port("rtmps", spec.ports.rtmps, base.tls.rtmps_port));
-        ports.push(port("https", spec.ports.https, base.tls.https_port));
+        ports.push(port("rtmps", spec.ports.rtmps));
+        ports.push(port("https", spec.ports.https));
     }
     let [(k1, v1), (k2, v2)] = fleet.media_app_labels(&ma.metadata);
     let mut metadata = meta(

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::crd::{Endpoints, MediaApp, MediaAppStatus, ServiceType, SessionCounts};
-use crate::fleet::{Live, Rollout};
+use crate::fleet::{Live, Rollout, TlsListening};
 use crate::render::{condition, joined, AppOutcome, Fleet, Problem, Reason};
 
 /// Whether `svc` is the Service the operator manages for MediaApp `media_app` (and not
@@ -31,8 +31,9 @@ pub fn service_address(fleet: &Fleet, outcome: &AppOutcome, observed: Option<&Se
 }
 
 /// Client URLs at `address`; TLS URLs use the app's first exact host name, which its
-/// certificate covers (clients verify against it), else the address.
-pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
+/// certificate covers (clients verify against it), else the address, and are listed only when
+/// its certificate is served and every ready pod listens there (`tls`).
+pub fn endpoints(outcome: &AppOutcome, address: &str, tls: TlsListening) -> Endpoints {
     let p = outcome.ports;
     let app = &outcome.app;
     let host = |addr: &str| {
@@ -51,13 +52,10 @@ pub fn endpoints(outcome: &AppOutcome, address: &str) -> Endpoints {
         .unwrap_or_else(|| plain.clone());
     Endpoints {
         rtmp: format!("rtmp://{plain}:{}/{app}", p.rtmp),
-        rtmps: outcome
-            .tls_served
-            .then(|| format!("rtmps://{tls_host}:{}/{app}", p.rtmps)),
+        rtmps: (outcome.tls_served && tls.rtmps).then(|| format!("rtmps://{tls_host}:{}/{app}", p.rtmps)),
         http_flv: format!("http://{plain}:{}/{app}/{{stream}}.flv", p.http),
         ws_flv: format!("ws://{plain}:{}/{app}/{{stream}}.flv", p.http),
-        https_flv: outcome
-            .tls_served
+        https_flv: (outcome.tls_served && tls.https)
             .then(|| format!("https://{tls_host}:{}/{app}/{{stream}}.flv", p.https)),
         hls: outcome
             .hls
@@ -78,7 +76,7 @@ pub fn config_applied(rollout: &Rollout, revision: &str) -> (&'static str, &'sta
             format!("revision {revision} written; the server pods have not been polled since"),
         ),
         Rollout::NoPods => ("False", "NoServerPods", "no server pod is ready".into()),
-        Rollout::Applied { pods } => (
+        Rollout::Applied { pods, .. } => (
             "True",
             "ConfigApplied",
             format!("all {pods} ready server pods run revision {revision}"),
@@ -165,9 +163,9 @@ pub fn media_app_status(
     };
     // Endpoints are those the fleet serves: the current ones once every ready pod runs this
     // config; while a new revision rolls out, the ones already shown for this generation.
-    let endpoints = match (applied, address.filter(|_| outcome.served)) {
-        (true, Some(a)) => Some(endpoints(outcome, &a)),
-        (false, Some(_)) => ma
+    let endpoints = match (rollout, address.filter(|_| outcome.served)) {
+        (Rollout::Applied { tls, .. }, Some(a)) => Some(endpoints(outcome, &a, *tls)),
+        (_, Some(_)) => ma
             .status
             .as_ref()
             .filter(|s| s.observed_generation == generation)

@@ -352,6 +352,7 @@ fn pods_run(ctx: &Context, pods: &[(&str, &str)]) {
                     Some(ferrocast_operator::fleet::PodConfig {
                         revision: revision.to_string(),
                         pending: false,
+                        tls: ferrocast_operator::fleet::TlsListening::BOTH,
                     }),
                 )
             })
@@ -959,6 +960,102 @@ async fn live_counts_are_written_alone_under_their_own_field_manager() {
     .expect("live counts written");
 }
 
+/// The leader Lease of fleet `fleet`, created `age` seconds ago, held and renewed at `renewed`
+/// (`None`: released, as `helm uninstall` leaves it), claiming unlabelled resources or not.
+fn fleet_lease(fleet: &str, age: i64, renewed: Option<i64>, claims: bool) -> Value {
+    let at = |t: i64| k8s_openapi::jiff::Timestamp::from_second(t).unwrap().to_string();
+    json!({
+        "metadata": {"name": format!("{fleet}-operator"), "namespace": NS, "creationTimestamp": at(NOW - age),
+                     "labels": {"ferrocast.io/fleet": fleet},
+                     "annotations": {"ferrocast.io/serves-unlabelled": claims.to_string()}},
+        "spec": {"holderIdentity": if renewed.is_some() { "pod-0" } else { "" }, "leaseDurationSeconds": 15,
+                 "renewTime": at(renewed.unwrap_or(NOW - 9000))}
+    })
+}
+
+fn lease_list(items: Vec<Value>) -> Expect {
+    expect(
+        "GET",
+        format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases?&labelSelector=ferrocast.io%2Ffleet"),
+        move |_| {
+            (
+                200,
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": items}),
+            )
+        },
+    )
+}
+
+#[tokio::test]
+async fn of_two_fleets_serving_unlabelled_mediaapps_in_a_namespace_only_the_older_does() {
+    let ma = media_app("metadata: {name: live}\nspec: {}", 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
+    // This fleet ("ferrocast") was installed after "studio", which claims unlabelled
+    // resources too and runs: this fleet leaves them to it.
+    let leases = vec![
+        fleet_lease("ferrocast", 100, Some(NOW - 1), true),
+        fleet_lease("studio", 900, Some(NOW - 2), true),
+    ];
+    // Its reconcile then writes nothing: no fleet sync, no Service, no status (any request
+    // besides the Lease list fails the test).
+    let (changed, reconciled) = run(handle, vec![lease_list(leases)], async {
+        let changed = ferrocast_operator::controller::check_unlabelled(&ctx).await;
+        (changed, reconcile_media_app(Arc::new(ma.clone()), ctx.clone()).await)
+    })
+    .await;
+    assert!(
+        changed.expect("leases read"),
+        "a change of who serves unlabelled resources is reported"
+    );
+    reconciled.expect("reconcile");
+    assert!(!ctx.fleet.serves(&ma.metadata));
+    assert_eq!(metrics.serves_unlabelled.get(), 0);
+}
+
+#[tokio::test]
+async fn a_fleet_takes_unlabelled_mediaapps_back_when_the_older_one_is_uninstalled() {
+    let ma = media_app("metadata: {name: live}\nspec: {}", 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
+    ctx.fleet
+        .unlabelled_elsewhere
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // helm uninstall released the older fleet's Lease and left it behind.
+    let leases = vec![
+        fleet_lease("ferrocast", 100, Some(NOW - 1), true),
+        fleet_lease("studio", 900, None, true),
+    ];
+    let changed = run(
+        handle,
+        vec![lease_list(leases)],
+        ferrocast_operator::controller::check_unlabelled(&ctx),
+    )
+    .await
+    .expect("leases read");
+    assert!(changed);
+    assert!(ctx.fleet.serves(&ma.metadata));
+    assert_eq!(metrics.serves_unlabelled.get(), 1);
+}
+
+#[tokio::test]
+async fn a_newer_fleet_claiming_unlabelled_mediaapps_leaves_them_to_this_one() {
+    let ma = media_app("metadata: {name: live}\nspec: {}", 10);
+    let (ctx, handle, metrics) = context(vec![ma.clone()], vec![]);
+    let leases = vec![
+        fleet_lease("ferrocast", 900, Some(NOW - 1), true),
+        fleet_lease("late", 10, Some(NOW - 1), true),
+    ];
+    let changed = run(
+        handle,
+        vec![lease_list(leases)],
+        ferrocast_operator::controller::check_unlabelled(&ctx),
+    )
+    .await
+    .expect("leases read");
+    assert!(!changed);
+    assert!(ctx.fleet.serves(&ma.metadata));
+    assert_eq!(metrics.serves_unlabelled.get(), 1);
+}
+
 #[tokio::test]
 async fn a_mediaapp_labelled_for_a_fleet_that_runs_nowhere_is_told_so() {
     let ma = media_app(
@@ -974,8 +1071,11 @@ async fn a_mediaapp_labelled_for_a_fleet_that_runs_nowhere_is_told_so() {
                 (
                     200,
                     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
-                        {"metadata": {"name": "ferrocast-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "ferrocast"}}},
-                        {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                        fleet_lease("ferrocast", 900, Some(NOW - 1), false),
+                        fleet_lease("studio-b", 500, Some(NOW - 2), false),
+                        // An uninstalled release's Lease (released) and a long-gone one: no fleets.
+                        fleet_lease("old-release", 9000, None, false),
+                        fleet_lease("gone", 9000, Some(NOW - 3600), false)
                     ]}),
                 )
             },
@@ -1011,7 +1111,7 @@ async fn a_mediaapp_of_another_running_fleet_is_left_to_it() {
             (
                 200,
                 json!({"apiVersion": "coordination.k8s.io/v1", "kind": "LeaseList", "metadata": {}, "items": [
-                    {"metadata": {"name": "studio-b-operator", "namespace": NS, "labels": {"ferrocast.io/fleet": "studio-b"}}}
+                    fleet_lease("studio-b", 500, Some(NOW - 2), false)
                 ]}),
             )
         },
@@ -1239,7 +1339,7 @@ mod leader {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api: Api<Lease> = Api::namespaced(Client::new(service, NS), NS);
         (
-            Elector::new(api, "ferrocast-operator", "operator-0").for_fleet("ferrocast"),
+            Elector::new(api, "ferrocast-operator", "operator-0").for_fleet("ferrocast", true),
             handle,
         )
     }
@@ -1269,6 +1369,10 @@ mod leader {
                     assert_eq!(
                         body["metadata"]["labels"]["ferrocast.io/fleet"], "ferrocast",
                         "other fleets find this one by its Lease"
+                    );
+                    assert_eq!(
+                        body["metadata"]["annotations"]["ferrocast.io/serves-unlabelled"], "true",
+                        "and whether it claims unlabelled resources"
                     );
                     (201, body)
                 }),
@@ -1371,5 +1475,57 @@ mod leader {
             }),
         ], e.round(now(), t0())).await;
         assert_eq!(round.unwrap(), Round::Following("another candidate".into()));
+    }
+
+    /// A leader whose renewals hang stops leading (`leading` false, `run` returns) before
+    /// the Lease can expire for the other replicas, which wait a whole lease from when they
+    /// last saw it renewed: with paused time, so the deadline is exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewals_hang_steps_down_before_its_lease_could_expire() {
+        use std::time::Duration;
+        let (e, mut handle) = elector();
+        let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+        let gauge = prometheus::IntGauge::new("leader", "leader").unwrap();
+        let started = tokio::time::Instant::now();
+        let campaign = tokio::spawn(async move { e.run(leading_tx, gauge).await });
+        // First round: no Lease, created.
+        let (req, send) = handle.next_request().await.expect("GET");
+        assert_eq!(req.method(), "GET");
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&not_found("lease").1).unwrap()))
+                .unwrap(),
+        );
+        let (req, send) = handle.next_request().await.expect("POST");
+        assert_eq!(req.method(), "POST");
+        let created = serde_json::to_vec(&lease("operator-0", NOW, 0)).unwrap();
+        send.send_response(Response::builder().status(201).body(Body::from(created)).unwrap());
+        leading_rx.wait_for(|l| *l).await.unwrap();
+        let renewed = started;
+        // Every later request hangs (an apiserver that stopped answering).
+        let hung = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(r) = handle.next_request().await {
+                held.push(r);
+            }
+        });
+        let lease = Duration::from_secs(ferrocast_operator::leader::LEASE_SECS as u64);
+        tokio::time::timeout(4 * lease, leading_rx.wait_for(|l| !*l))
+            .await
+            .expect("a leader that cannot renew steps down")
+            .unwrap();
+        let stepped_down = tokio::time::Instant::now();
+        assert!(
+            stepped_down < renewed + lease,
+            "stepped down {:?} after its last renewal; another replica may take over after {lease:?}",
+            stepped_down - renewed
+        );
+        let outcome = tokio::time::timeout(Duration::from_millis(1), campaign).await;
+        assert!(
+            matches!(outcome, Ok(Ok(ferrocast_operator::Error::LostLease))),
+            "the campaign ends with the step-down"
+        );
+        hung.abort();
     }
 }

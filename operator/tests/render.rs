@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::{fleet, inputs, media_app, secret, stream_auth, NOW};
 use ferrocast_operator::crd::{MediaApp, MediaAppStatus};
-use ferrocast_operator::fleet::{AppLive, Live, Rollout};
+use ferrocast_operator::fleet::{AppLive, Live, Rollout, TlsListening};
 use ferrocast_operator::render::{render, Desired, Fleet, Inputs};
 use ferrocast_operator::status::{media_app_status, not_ready_reason};
 use ferrocast_server::config::{AuthMode, Config};
@@ -37,8 +37,11 @@ fn observed(desired: &Service, lb_ip: Option<&str>) -> Service {
     s
 }
 
-/// Every ready server pod runs the rendered config.
-const APPLIED: Rollout = Rollout::Applied { pods: 2 };
+/// Every ready server pod runs the rendered config (and listens on RTMPS and HTTPS).
+const APPLIED: Rollout = Rollout::Applied {
+    pods: 2,
+    tls: TlsListening::BOTH,
+};
 
 fn reconcile(inputs: &Inputs, lb_ip: Option<&str>, rollout: &Rollout) -> Outcome {
     reconcile_for(&fleet(), inputs, lb_ip, rollout)
@@ -908,8 +911,17 @@ fn the_base_config_keeps_fleet_settings_and_its_apps_are_replaced() {
         .clone();
     assert_eq!(
         target,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(11935)),
-        "Services target the server's real port"
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+            "rtmp".into()
+        )),
+        "Services target the server container's named port"
+    );
+    // So a changed listener port leaves the Service as it is: while the pods roll, old and new
+    // pods are each reached on the port they listen on.
+    let default_base = render(&fleet(), &i).unwrap();
+    assert_eq!(
+        d.services["live"], default_base.services["live"],
+        "the Service does not follow the port"
     );
 }
 
@@ -975,8 +987,11 @@ fn service_options_reach_the_service() {
         .iter()
         .map(|p| (p.port, p.target_port.clone()))
         .collect();
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
-    assert_eq!(ports, vec![(1940, Some(Int(1935))), (80, Some(Int(8000)))]);
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String as Named;
+    assert_eq!(
+        ports,
+        vec![(1940, Some(Named("rtmp".into()))), (80, Some(Named("http".into())))]
+    );
     assert_eq!(
         o.statuses["live"].endpoints.as_ref().unwrap().rtmp,
         "rtmp://[2001:db8::7]:1940/live"
@@ -1337,6 +1352,23 @@ fn tls_endpoints_are_listed_only_once_the_pods_run_the_config() {
     assert_eq!(served.reason("live"), "Ready");
     let e = served.statuses["live"].endpoints.clone().unwrap();
     assert_eq!(e.rtmps.as_deref(), Some("rtmps://live.example.com:1936/live"));
+    // A pod that runs the config but could not bind its RTMPS port (taken) on reload: the
+    // config applied, but rtmps:// is not served everywhere, so it is not listed.
+    let https_only = Rollout::Applied {
+        pods: 2,
+        tls: TlsListening {
+            rtmps: false,
+            https: true,
+        },
+    };
+    let partial = reconcile(&i, Some("203.0.113.7"), &https_only);
+    let e = partial.statuses["live"].endpoints.clone().unwrap();
+    assert_eq!(e.rtmps, None, "RTMPS does not listen on every pod");
+    assert_eq!(
+        e.https_flv.as_deref(),
+        Some("https://live.example.com:8443/live/{stream}.flv")
+    );
+    assert_eq!(e.rtmp, "rtmp://203.0.113.7:1935/live", "plain endpoints stay");
 }
 
 #[test]
@@ -1708,5 +1740,58 @@ fn a_watched_namespace_gets_its_generated_certificate_in_the_fleet_namespace() {
             .contains("not made by the operator for this MediaApp"),
         "{}",
         o.message("team-a/live")
+    );
+}
+
+/// The cleanup command docs/kubernetes.md ("Uninstall") gives for after `helm uninstall`
+/// selects every object the operator renders, per-app Services of watched namespaces'
+/// MediaApps included (those outlive the release: their MediaApps stay, and a watched
+/// namespace's MediaApp cannot own them), and no other fleet's.
+#[test]
+fn the_documented_uninstall_cleanup_selects_every_object_the_operator_makes() {
+    let docs = std::fs::read_to_string(common::workspace().join("docs/kubernetes.md")).unwrap();
+    let uninstall = &docs[docs.find("## Uninstall").expect("Uninstall section")..];
+    let command = uninstall
+        .lines()
+        .find(|l| l.starts_with("kubectl -n streaming delete svc,configmap,secret -l "))
+        .expect("a cleanup command deleting the operator's Services, ConfigMaps and Secrets");
+    let selector: BTreeMap<&str, &str> = command
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|kv| kv.split_once('=').expect("equality selector"))
+        .collect();
+    let selects = |labels: &Option<BTreeMap<String, String>>| {
+        let labels = labels.clone().unwrap_or_default();
+        selector
+            .iter()
+            .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+    };
+    let fleet = common::fleet_watching(&[common::TEAM]);
+    let own = media_app("metadata: {name: live}\nspec: {service: {type: LoadBalancer}}", 10);
+    let watched = media_app(
+        &format!(
+            "metadata: {{name: studio, namespace: {}}}\nspec: {{app: studio, service: {{type: LoadBalancer}}}}",
+            common::TEAM
+        ),
+        10,
+    );
+    let i = inputs(vec![own, watched], vec![], vec![]);
+    let desired = render(&fleet, &i).expect("render");
+    assert_eq!(desired.services.len(), 2, "{:?}", desired.services.keys());
+    for svc in desired.services.values() {
+        assert!(selects(&svc.metadata.labels), "{:?}", svc.metadata);
+    }
+    assert!(selects(&desired.config_map.metadata.labels));
+    assert!(selects(&desired.secret.metadata.labels));
+    let other = Fleet {
+        name: "studio-b".into(),
+        ..fleet.clone()
+    };
+    let theirs = render(&other, &i).expect("render");
+    assert!(
+        theirs.services.values().all(|s| !selects(&s.metadata.labels)),
+        "another release's objects are left alone"
     );
 }

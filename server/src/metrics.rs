@@ -31,6 +31,8 @@ pub const RELAY_LOOPS_REFUSED: &str = "ferrocast_relay_loops_refused_total";
 pub const CONFIG_INFO: &str = "ferrocast_config_info";
 /// 1 while a newer config on disk is not in service (waiting for its files, or refused).
 pub const CONFIG_PENDING: &str = "ferrocast_config_pending";
+/// 1 while the TLS listener (`listener`: rtmps, https) listens, 0 while it does not.
+pub const TLS_LISTENING: &str = "ferrocast_tls_listening";
 /// Config reloads by result (`applied`, `refused`).
 pub const CONFIG_RELOADS: &str = "ferrocast_config_reloads_total";
 pub const HLS_REQUESTS: &str = "ferrocast_hls_requests_total";
@@ -83,6 +85,7 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     config_pending: prometheus::IntGauge,
     config_reloads: IntCounterVec,
+    tls_listening: IntGaugeVec,
     /// HLS and DASH requests answered, by app and kind (playlist, mpd, init, segment, part, ts).
     pub hls_requests: IntCounterVec,
     /// HLS and DASH response bytes, by app.
@@ -273,6 +276,12 @@ impl Metrics {
                 g
             },
             config_reloads: counter(&r, CONFIG_RELOADS, "Config reloads by result", &["result"]),
+            tls_listening: gauge(
+                &r,
+                TLS_LISTENING,
+                "1 while the TLS listener (rtmps, https) listens",
+                &["listener"],
+            ),
             hls_requests: counter(
                 &r,
                 HLS_REQUESTS,
@@ -375,6 +384,15 @@ impl Metrics {
             .with_label_values(&[&status.revision, &status.hash])
             .set(1);
         self.config_pending.set(i64::from(status.pending.is_some()));
+    }
+
+    /// Publishes whether the RTMPS and HTTPS listeners listen (they open and close together).
+    pub fn tls_listening(&self, listening: bool) {
+        for listener in ["rtmps", "https"] {
+            self.tls_listening
+                .with_label_values(&[listener])
+                .set(i64::from(listening));
+        }
     }
 
     /// Counts a reload that applied (`true`) or was refused.

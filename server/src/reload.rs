@@ -90,6 +90,9 @@ pub struct ConfigStatus {
     /// A config on disk that is not in service: waiting for its files, or refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The TLS listeners listening now (`rtmps`, `https`): a config with certificates opens
+    /// them shortly after it applies, and a port that cannot be bound leaves them closed.
+    pub tls_listening: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -106,6 +109,7 @@ impl ConfigStatus {
             revision: config.revision.id.clone().unwrap_or_default(),
             hash: config_hash(config),
             pending: None,
+            tls_listening: Vec::new(),
         }
     }
 }

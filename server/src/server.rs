@@ -298,9 +298,19 @@ impl Context {
         self.tls_addrs.read().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
-    /// The config in service and any newer one that is not.
+    /// The config in service, any newer one that is not, and the TLS listeners listening.
     pub fn config_status(&self) -> crate::reload::ConfigStatus {
-        self.config_status.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut status = self.config_status.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if self.tls_serving() {
+            status.tls_listening = vec!["rtmps", "https"];
+        }
+        status
+    }
+
+    /// Records which TLS listeners listen (`None`: closed), for `/config-status` and metrics.
+    fn set_tls_addrs(&self, addrs: Option<(SocketAddr, SocketAddr)>) {
+        *self.tls_addrs.write().unwrap_or_else(|e| e.into_inner()) = addrs;
+        self.metrics.tls_listening(addrs.is_some());
     }
 
     fn want_tls(&self, config: &Config) {
@@ -592,6 +602,7 @@ impl Server {
             load: crate::load::LoadHistory::new(),
         });
         ctx.metrics.config_status(&ctx.config_status());
+        ctx.metrics.tls_listening(ctx.tls_serving());
         Ok(Server {
             ctx,
             shutdown_tx,
@@ -771,7 +782,7 @@ async fn tls_listeners(
         if open.as_ref().map(|(p, _)| *p) != want {
             if let Some((_, accepting)) = open.take() {
                 accepting.abort();
-                *ctx.tls_addrs.write().unwrap_or_else(|e| e.into_inner()) = None;
+                ctx.set_tls_addrs(None);
                 info!("RTMPS and HTTPS listeners closed");
             }
             if let Some(ports) = want {
@@ -781,7 +792,7 @@ async fn tls_listeners(
                 };
                 match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone())) {
                     Ok((addrs, accepting)) => {
-                        *ctx.tls_addrs.write().unwrap_or_else(|e| e.into_inner()) = Some(addrs);
+                        ctx.set_tls_addrs(Some(addrs));
                         info!(rtmps = %addrs.0, https = %addrs.1, "RTMPS and HTTPS listeners open");
                         open = Some((ports, accepting));
                     }

@@ -10,7 +10,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from conftest import CHART, KUBE_VERSIONS, ROOT, VALUE_SETS, helm, objects, one, strip
+from conftest import CHART, KUBE_VERSIONS, ROOT, VALUE_SETS, find, helm, objects, one, strip
 
 README = CHART / "README.md"
 
@@ -149,3 +149,17 @@ def test_docs_name_the_objects_the_chart_creates():
     rendered = {o["metadata"]["name"] for o in objects(VALUE_SETS["servicemonitor"])}
     assert names <= rendered, f"docs name objects the chart does not create: {sorted(names - rendered)}"
     assert "helm install ferrocast charts/ferrocast --namespace streaming" in text
+
+
+def test_docs_tell_helm_template_and_argo_cd_users_to_turn_the_crds_off():
+    """The chart skips CRDs another release owns by looking them up in the cluster; rendering
+    without one (`helm template`, Argo CD) finds nothing, so every release renders them. The
+    docs must say to set crds.enabled=false there."""
+    assert find(objects({"fullnameOverride": "studio-b"}), "CustomResourceDefinition"), \
+        "a render without a cluster cannot see who owns the CRDs"
+    for doc in (README, DOC):
+        text = " ".join(doc.read_text().split())
+        for needle in ("helm template", "Argo CD", "crds.enabled"):
+            assert needle in text, f"{doc.name} lacks {needle!r}"
+        assert re.search(r"helm template.{0,200}crds\.enabled(=|: )false", text), \
+            f"{doc.name} does not tell helm template users to set crds.enabled false"

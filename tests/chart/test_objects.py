@@ -3,6 +3,8 @@ volumes, security, disruption handling, Services from values, RBAC and monitorin
 
 from __future__ import annotations
 
+import re
+
 from conftest import NAMESPACE, RELEASE, VALUE_SETS, find, merged_values, objects, one
 
 SERVER_SELECTOR = {
@@ -43,7 +45,10 @@ def test_server_pods_run_the_server_on_the_operator_config():
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
     assert port_number(c, "admin") == 9090
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"rtmp": 1935, "http": 8000, "admin": 9090}
+    # RTMPS and HTTPS are declared even without server.tls.enabled: per-app Services target
+    # them by name when a MediaApp brings TLS.
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "rtmp": 1935, "http": 8000, "rtmps": 1936, "https": 8443, "admin": 9090}
 
 
 def test_server_pods_mount_the_operator_configmap_and_secret_non_optional():
@@ -379,9 +384,19 @@ def test_prometheus_rule_alerts():
     assert "{{ $labels.stream }}" in alerts["FerrocastPublisherGone"]["annotations"]["summary"]
     assert alerts["FerrocastAuthFailureSpike"]["expr"].strip().endswith("> 1")
     # A target that vanishes is an alert, not silence: series every server and operator
-    # always exports, absent in the release namespace.
-    assert alerts["FerrocastServerTargetMissing"]["expr"].strip() == f'absent_over_time(ferrocast_config_info{{namespace="{NAMESPACE}"}}[10m])'
-    assert alerts["FerrocastOperatorTargetMissing"]["expr"].strip() == f'absent_over_time(ferrocast_operator_leader{{namespace="{NAMESPACE}"}}[10m])'
+    # always exports, absent from this release's pods (another release's pods in the same
+    # namespace do not hide it: Deployment pods are <deployment>-<hash>-<suffix>).
+    assert alerts["FerrocastServerTargetMissing"]["expr"].strip() == (
+        f'absent_over_time(ferrocast_config_info{{namespace="{NAMESPACE}",pod=~"ferrocast-server-[a-z0-9]+-[a-z0-9]+"}}[10m])')
+    assert alerts["FerrocastOperatorTargetMissing"]["expr"].strip() == (
+        f'absent_over_time(ferrocast_operator_leader{{namespace="{NAMESPACE}",pod=~"ferrocast-operator-[a-z0-9]+-[a-z0-9]+"}}[10m])')
+    server_pods = re.compile(r"ferrocast-server-[a-z0-9]+-[a-z0-9]+")
+    assert server_pods.fullmatch("ferrocast-server-7d9f8b6c5-x2k4q")
+    assert not server_pods.fullmatch("ferrocast-server-server-7d9f8b6c5-x2k4q"), "release ferrocast-server's pods"
+    (second,) = one(objects({**VALUE_SETS["second-release"], **VALUE_SETS["servicemonitor"]}),
+                    "PrometheusRule", "studio-b")["spec"]["groups"]
+    second = {r["alert"]: r for r in second["rules"]}
+    assert 'pod=~"studio-b-server-' in second["FerrocastServerTargetMissing"]["expr"]
     assert "ferrocast_operator_certificate_expiry_timestamp_seconds" in alerts["FerrocastCertificateExpiringSoon"]["expr"]
     assert alerts["FerrocastCertificateExpiringSoon"]["expr"].strip().endswith("< 14 * 86400")
 

@@ -111,10 +111,9 @@ def test_base_config_matches_the_pods(value_set):
     assert ports["rtmp"] == config["rtmp"]["port"]
     assert ports["http"] == config["http"]["port"]
     assert ports["admin"] == config["admin"]["port"]
-    if s["tls"]["enabled"]:
-        assert (ports["rtmps"], ports["https"]) == (config["tls"]["rtmps_port"], config["tls"]["https_port"])
-    else:
-        assert "rtmps" not in ports and "https" not in ports
+    # Always declared: the operator's per-app Services target these names (a MediaApp can bring
+    # TLS without server.tls.enabled), and a named target follows a port change pod by pod.
+    assert (ports["rtmps"], ports["https"]) == (config["tls"]["rtmps_port"], config["tls"]["https_port"])
 
 
 def test_proxy_protocol_values_render_into_the_server_config():
@@ -199,6 +198,18 @@ def test_notes_tell_how_to_reach_rtmp_and_publish():
         for text in must:
             assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
     assert "The server fleet" not in render({"server": {"replicas": 1}})["ferrocast/templates/NOTES.txt"]
+
+
+def test_notes_tell_how_to_remove_what_the_operator_made_after_uninstall():
+    """Per-app LoadBalancer Services outlive the release (their MediaApps stay): the notes
+    name them and give this release's cleanup selector, never another release's."""
+    for name, values, fullname, lease in [("default", {}, "ferrocast", "ferrocast-operator"),
+                                          ("second-release", VALUE_SETS["second-release"], "studio-b", "studio-b-operator")]:
+        notes = render(values)["ferrocast/templates/NOTES.txt"]
+        for text in ["per-app Services",
+                     f"kubectl -n {NAMESPACE} delete svc,configmap,secret -l app.kubernetes.io/managed-by=ferrocast-operator,ferrocast.io/fleet={fullname}\n",
+                     f"kubectl -n {NAMESPACE} delete lease {lease}\n"]:
+            assert text in notes, f"{name}: NOTES.txt lacks {text!r}:\n{notes}"
 
 
 def test_kubernetes_validate_cli_accepts_the_default_render(tmp_path):

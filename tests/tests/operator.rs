@@ -42,6 +42,8 @@ fn fleet(base: Config, secrets_dir: std::path::PathBuf) -> Fleet {
     Fleet {
         name: "ferrocast".into(),
         serves_unlabelled: true,
+        unlabelled_elsewhere: Default::default(),
+        lease: "ferrocast-operator".into(),
         namespace: NS.into(),
         watch_namespaces: Vec::new(),
         config_map: "ferrocast-server-config".into(),

@@ -812,6 +812,22 @@ async fn tls_listeners_open_when_a_reload_brings_a_certificate_and_close_when_it
     )
     .unwrap();
     assert!(status.get("pending").is_none(), "{status}");
+    assert_eq!(
+        status["tls_listening"],
+        serde_json::json!(["rtmps", "https"]),
+        "{status}"
+    );
+    let m = metrics(&server).await;
+    assert_eq!(
+        series(&m, "ferrocast_tls_listening{listener=\"rtmps\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "ferrocast_tls_listening{listener=\"https\"}"),
+        Some(1.0),
+        "{m}"
+    );
 
     write(vec![]);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -829,4 +845,68 @@ async fn tls_listeners_open_when_a_reload_brings_a_certificate_and_close_when_it
         "{}",
         server.logs()
     );
+    let status = config_status(&server).await;
+    assert_eq!(status["tls_listening"], serde_json::json!([]), "{status}");
+    let m = metrics(&server).await;
+    assert_eq!(
+        series(&m, "ferrocast_tls_listening{listener=\"rtmps\"}"),
+        Some(0.0),
+        "{m}"
+    );
+}
+
+async fn config_status(server: &TestServer) -> Value {
+    serde_json::from_str(
+        &http::get_text(&server.admin_url("/config-status"), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .1,
+    )
+    .unwrap()
+}
+
+/// A reload that brings a certificate applies even when a TLS port is taken (the apps and
+/// policies must not wait on a listener), but `/config-status` and the metrics report the
+/// TLS listeners as not listening, so the operator lists no rtmps:// or https:// endpoint.
+#[tokio::test]
+async fn a_tls_port_taken_on_reload_is_reported_as_not_listening() {
+    let certs = Certs::new();
+    let builder = TestServer::builder();
+    let server = builder.clone().start().await.unwrap();
+    let [rtmps, https] = free_ports::<2>().unwrap();
+    // Someone else holds the HTTPS port.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", https)).unwrap();
+    let before = config_status(&server).await;
+    let yaml = builder.clone().tls(vec![certs.default_entry()]).config_yaml(
+        server.rtmp_port,
+        server.http_port,
+        server.admin_port,
+        (rtmps, https),
+    );
+    std::fs::write(server.dir().join("ferrocast.yaml"), yaml).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.logs().contains("RTMPS and HTTPS stay closed") {
+        assert!(
+            Instant::now() < deadline,
+            "the failed TLS bind was not logged; log:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = config_status(&server).await;
+    assert_ne!(status["hash"], before["hash"], "the config applied: {status}");
+    assert!(status.get("pending").is_none(), "{status}");
+    assert_eq!(status["tls_listening"], serde_json::json!([]), "{status}");
+    let m = metrics(&server).await;
+    assert_eq!(
+        series(&m, "ferrocast_tls_listening{listener=\"rtmps\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "ferrocast_tls_listening{listener=\"https\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(!listening(rtmps).await, "RTMPS stays closed with its HTTPS partner");
 }

@@ -39,6 +39,8 @@ pub fn fleet() -> Fleet {
     Fleet {
         name: "ferrocast".into(),
         serves_unlabelled: true,
+        unlabelled_elsewhere: Default::default(),
+        lease: "ferrocast-operator".into(),
         namespace: NS.into(),
         watch_namespaces: Vec::new(),
         config_map: "ferrocast-server-config".into(),
