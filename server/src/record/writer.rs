@@ -23,6 +23,8 @@ pub struct Headers {
     pub audio: Option<Arc<MediaFrame>>,
     /// The audio configuration (from the sequence header, or a frame for codecs without one).
     pub audio_setup: Option<TrackSetup>,
+    /// The audio codec, seen in any audio message (G.711 has no setup MP4 can carry).
+    pub audio_codec: Option<crate::codec::media::FourCc>,
 }
 
 impl Headers {
@@ -31,6 +33,9 @@ impl Headers {
     pub fn update(&mut self, f: &Arc<MediaFrame>) -> bool {
         if f.multitrack {
             return false;
+        }
+        if f.kind == FrameKind::Audio && matches!(f.packet, PacketKind::SequenceHeader | PacketKind::Frame) {
+            self.audio_codec = Some(f.codec);
         }
         match (f.kind, f.packet) {
             (FrameKind::Data, _) => {
@@ -60,16 +65,15 @@ impl Headers {
         }
     }
 
-    /// Codec names of the tracks (`H264`, `AAC`, ...).
-    pub fn codecs(&self) -> Vec<String> {
+    /// Codec names of the tracks (`h264`, `aac`, ...), as ffprobe names them. `in_mp4`:
+    /// only the audio an (f)MP4 file can carry.
+    pub fn codecs(&self, in_mp4: bool) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(f) = &self.video {
             v.push(f.codec.name().to_string());
         }
-        if let Some(f) = &self.audio {
-            v.push(f.codec.name().to_string());
-        } else if self.audio_setup.is_some() {
-            v.push("audio".into());
+        if let Some(c) = self.audio_codec.filter(|_| !in_mp4 || self.audio_setup.is_some()) {
+            v.push(c.name().to_string());
         }
         v
     }
