@@ -268,6 +268,9 @@ impl Recorders {
         let swept = tokio::task::spawn_blocking(move || files::sweep(&root, &name, min_age, finished))
             .await
             .unwrap_or_default();
+        if at_start {
+            info!(app = %app.name, taken = swept.taken.len(), kept = swept.failed.len(), "recordings left behind swept");
+        }
         for (frag, e) in swept.failed {
             self.metrics
                 .record_failures
