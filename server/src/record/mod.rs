@@ -944,4 +944,49 @@ mod tests {
         assert_eq!(files.len(), 2, "{files:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
+
+    /// A codec the format cannot carry (VP8 in MP4) is counted once as `codec`, not as a
+    /// disk failure, and not retried at every keyframe of the publish.
+    #[tokio::test(start_paused = true)]
+    async fn a_codec_mp4_cannot_carry_is_counted_once_and_not_retried() {
+        let root = std::env::temp_dir().join(format!("ferrocast-vp8-{}", rand::random::<u64>()));
+        let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        let key = hub.key("live", "vp8").unwrap();
+        let p = hub
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "rtmp",
+                    remote: "127.0.0.1:1".into(),
+                    started: SystemTime::now(),
+                },
+            )
+            .unwrap();
+        records.start(&key).unwrap();
+        // Enhanced RTMP: [ex | keyframe | packet type][FourCC vp08][data].
+        p.push_video(0, Bytes::from_static(b"\x90vp08\x01\x02")).unwrap();
+        let mut ts = 0;
+        for round in 0..3 {
+            for i in 0..60u32 {
+                let b0 = if i % 30 == 0 { 0x91u8 } else { 0xa1 };
+                let mut f = vec![b0];
+                f.extend_from_slice(b"vp08\x00\x01\x02");
+                p.push_video(ts, Bytes::from(f)).unwrap();
+                ts += 33;
+            }
+            // Past the 5 s after which a failed file creation is tried again.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let count = |r: &str| metrics.record_failures.with_label_values(&["live", r]).get();
+            assert_eq!((count("codec"), count("io")), (1, 0), "after round {round}");
+        }
+        assert!(records.is_recording(&key), "the recorder keeps following the publish");
+        assert!(!root.join("live").join("vp8").exists(), "no file was created");
+    }
 }

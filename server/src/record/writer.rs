@@ -524,4 +524,32 @@ mod tests {
         assert_eq!((stamps[0], stamps[1]), (0, 0));
         assert_eq!(*stamps.last().unwrap(), 89 * 100 / 3);
     }
+
+    fn audio(codec: FourCc, packet: PacketKind, payload: &'static [u8]) -> Arc<MediaFrame> {
+        Arc::new(MediaFrame::new(
+            FrameKind::Audio,
+            codec,
+            0,
+            0,
+            false,
+            packet,
+            Bytes::from_static(payload),
+        ))
+    }
+
+    #[test]
+    fn codecs_are_named_as_ffprobe_names_them_and_mp4_lists_only_what_it_carries() {
+        let mut h = headers();
+        // G.711 A-law (FLV sound format 7): no MP4 sample entry of ours.
+        h.update(&audio(FourCc(*b"alaw"), PacketKind::Frame, &[0x72, 0xd5, 0xd5]));
+        assert_eq!(h.codecs(false), ["h264", "pcm_alaw"]);
+        assert_eq!(h.codecs(true), ["h264"], "an MP4 leaves it out");
+        let mut h = headers();
+        h.update(&audio(
+            FourCc::AAC,
+            PacketKind::SequenceHeader,
+            &[0xaf, 0x00, 0x12, 0x10],
+        ));
+        assert_eq!(h.codecs(true), ["h264", "aac"]);
+    }
 }
