@@ -888,7 +888,10 @@ async fn a_restarted_server_uploads_what_a_previous_run_left_and_announces_each_
     let root = TempDir::new("rec-restart").unwrap();
     let (hook, got) = receiver().await;
     let extra = format!("webhooks: {{hooks: [{{url: {hook:?}, events: [doneRecord]}}]}}\n");
-    let apps = [("keep", uploading(root.path(), &moto, "mp4", false, None))];
+    let creds = TempDir::new("rec-creds").unwrap();
+    std::fs::write(creds.join("id"), "AKIDTEST\n").unwrap();
+    std::fs::write(creds.join("secret"), "not-a-real-secret\n").unwrap();
+    let apps = [("keep", uploading(root.path(), &moto, "mp4", false, Some(creds.path())))];
     let mut server = start(&apps, &extra).await;
     let logs = TempDir::new("rec-pub").unwrap();
     // `done` is recorded and closed (its upload failing); `cut` is still being written when
@@ -977,6 +980,37 @@ async fn a_restarted_server_uploads_what_a_previous_run_left_and_announces_each_
     );
     assert_eq!(done_records(&got, &done).len(), 1, "no second doneRecord");
     assert_eq!(done_records(&got, &cut).len(), 1, "no second doneRecord");
+
+    // Without its note, a file cannot be told from another pod's file of the same name (same
+    // size or not): the object there is kept and the file goes up under the next name.
+    let mut server = server;
+    server.sigterm();
+    server.wait_exit(Duration::from_secs(25)).await;
+    let local = recordings(root.path(), "keep", &done).remove(0);
+    let note = PathBuf::from(format!("{}.upload", local.display()));
+    assert!(note.is_file(), "an uploaded file has its note");
+    std::fs::remove_file(&note).unwrap();
+    let file = local.file_name().unwrap().to_string_lossy().into_owned();
+    let first_key = format!("rec/keep/{done}/{file}");
+    let first = moto.object(&first_key).await.unwrap();
+    let server = start(&apps, &extra).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done_records(&got, &done).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not uploaded again\n{}",
+            tail(&server.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second_key = format!("rec/keep/{done}/{}-2.mp4", file.trim_end_matches(".mp4"));
+    assert_eq!(done_records(&got, &done)[1]["key"].as_str(), Some(second_key.as_str()));
+    assert_eq!(
+        moto.object(&first_key).await.unwrap(),
+        first,
+        "the object there is not replaced"
+    );
+    assert_eq!(moto.object(&second_key).await.unwrap(), std::fs::read(&local).unwrap());
     moto.down().await;
 }
 

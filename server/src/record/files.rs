@@ -621,9 +621,9 @@ pub fn list_local(root: &Path, app: &str) -> Vec<LocalFile> {
 /// What a sweep does with finished files no process holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepFinished {
-    /// Cut fMP4s after their last complete box (a crash mid-fragment).
+    /// Cut every fMP4 after its last complete box (a crash mid-fragment).
     pub trim: bool,
-    /// Take those not uploaded yet (for the upload queue).
+    /// Take those not uploaded yet for the upload queue (cut the same way).
     pub take: bool,
 }
 
@@ -696,7 +696,8 @@ pub fn sweep(root: &Path, app: &str, min_age: Duration, finished: SweepFinished)
                     continue;
                 }
                 let Ok(Some(lock)) = try_lock(&path) else { continue };
-                if finished.trim && file.ends_with(".mp4") {
+                // A dead writer may have left half a fragment.
+                if file.ends_with(".mp4") {
                     let _ = trim_fmp4(&path);
                 }
                 if finished.take {
@@ -821,5 +822,28 @@ mod tests {
         assert_eq!(swept.taken.len(), 1);
         assert_eq!(swept.taken[0].id, flv);
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// What a restarted server reports of an FLV it finds (its recorder is gone).
+    #[test]
+    fn an_flv_s_duration_and_codecs_are_read_back_from_its_tags() {
+        use crate::codec::flv::{encode_tag, header, TAG_AUDIO, TAG_VIDEO};
+        let dir = std::env::temp_dir().join(format!("ferrocast-info-{}", rand::random::<u64>()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("20261130T000000Z.flv");
+        let mut b = header(true, true).to_vec();
+        b.extend_from_slice(&encode_tag(TAG_VIDEO, 0, &[0x17, 0, 0, 0, 0, 1, 0x64]));
+        b.extend_from_slice(&encode_tag(TAG_AUDIO, 0, &[0xaf, 0, 0x12, 0x10]));
+        for ts in [0, 40, 1000] {
+            b.extend_from_slice(&encode_tag(TAG_VIDEO, ts, &[0x27, 1, 0, 0, 0, 0xff]));
+        }
+        b.extend_from_slice(&encode_tag(TAG_AUDIO, 1020, &[0xaf, 1, 0x21]));
+        // A tag cut short by a crash is not counted.
+        b.extend_from_slice(&encode_tag(TAG_VIDEO, 5000, &[0x27, 1, 0, 0, 0, 0xff])[..8]);
+        fs::write(&path, &b).unwrap();
+        let info = media_info(&path).unwrap();
+        assert_eq!(info.codecs, ["h264", "aac"]);
+        assert!((info.duration - 1.02).abs() < 1e-9, "{}", info.duration);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -800,8 +800,16 @@ impl Recorder {
             let _ = file.sync_all();
             match format {
                 RecordFormat::Mp4 => files::finalize_mp4(&writing, &path).map(|(info, out)| (Some(info.duration), out)),
-                RecordFormat::Fmp4 if failed => files::trim_fmp4(&path).map(|()| (None, file)),
-                _ => Ok((None, file)),
+                RecordFormat::Fmp4 => {
+                    // A failed write may have left half a fragment: cut before it is uploaded.
+                    if failed {
+                        if let Err(e) = files::trim_fmp4(&path) {
+                            warn!(path = %path.display(), "recording not trimmed after a failed write: {e}");
+                        }
+                    }
+                    Ok((None, file))
+                }
+                RecordFormat::Flv => Ok((None, file)),
             }
         })
         .await

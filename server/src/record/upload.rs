@@ -151,7 +151,11 @@ impl Storage {
                     token: format!("{:032x}", rand::random::<u128>()),
                     ..UploadNote::default()
                 };
-                write_note(path, &note).await?;
+                // Without its note (a full disk) the upload still goes ahead: a crash right
+                // after it would then upload the file again under the next name, never lose it.
+                if let Err(e) = write_note(path, &note).await {
+                    warn!(path = %path.display(), "upload note not written: {e}");
+                }
                 note.token
             }
         };
@@ -173,7 +177,9 @@ impl Storage {
                 key: Some(key.clone()),
                 size: Some(size),
             };
-            write_note(path, &note).await?;
+            if let Err(e) = write_note(path, &note).await {
+                warn!(path = %path.display(), "upload note not written: {e}");
+            }
             return Ok(Uploaded::Sent { key, size });
         }
         Err(UploadError::NoFreeName)
