@@ -609,12 +609,17 @@ impl Recorder {
         if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame {
             return;
         }
-        if mp4 && f.kind == FrameKind::Audio && st.headers.audio_setup.is_none() && !st.audio_left_out {
-            if !crate::hls::track::audio_has_sequence_header(f.codec) {
-                st.audio_left_out = true;
-                warn!(stream = %self.key, codec = f.codec.name(), "audio codec not supported in MP4: recorded without audio");
-                self.count_failure("codec");
-            }
+        // Audio configured by its frames that still has no setup (G.711) has no MP4 sample
+        // entry: said once per publish rather than dropped silently.
+        if mp4
+            && f.kind == FrameKind::Audio
+            && st.headers.audio_setup.is_none()
+            && !crate::hls::track::audio_has_sequence_header(f.codec)
+            && !st.audio_left_out
+        {
+            st.audio_left_out = true;
+            warn!(stream = %self.key, codec = f.codec.name(), "audio codec not supported in MP4: recorded without audio");
+            self.count_failure("codec");
         }
         let headers = &st.headers;
         let has_video = headers.video.is_some() || stream_has_video;
