@@ -1002,4 +1002,89 @@ mod tests {
         assert!(records.is_recording(&key), "the recorder keeps following the publish");
         assert!(!root.join("live").join("vp8").exists(), "no file was created");
     }
+
+    /// While the server runs, a leftover no process holds (a pod that died on a shared
+    /// volume, a rebuild that failed) is finished once it has not changed for a minute,
+    /// without a restart; one another descriptor locks is left alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_running_server_sweeps_stale_leftovers_that_nobody_holds() {
+        use crate::codec::media::{FourCc, PacketKind};
+        let root = std::env::temp_dir().join(format!("ferrocast-sweep-{}", rand::random::<u64>()));
+        let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let mut events = webhooks.subscribe_other();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        tokio::spawn(records.clone().run());
+        // Let the sweep at start find the directory empty.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        // Two MP4s a dead writer left in their fMP4 form, two seconds of H.264 each.
+        let video = |ts: u32, key: bool, packet: PacketKind, payload: Bytes| {
+            Arc::new(MediaFrame::new(
+                FrameKind::Video,
+                FourCc::AVC,
+                ts,
+                0,
+                key,
+                packet,
+                payload,
+            ))
+        };
+        let mut headers = Headers::default();
+        headers.update(&video(0, true, PacketKind::SequenceHeader, avc_header()));
+        let mut fmp4 = Vec::new();
+        let mut w = Writer::start(RecordFormat::Fmp4, &headers, 0, 1000, &mut fmp4).unwrap();
+        for i in 0..60u32 {
+            w.push(
+                &video(i * 33, i % 30 == 0, PacketKind::Frame, frame(i % 30 == 0)),
+                &mut fmp4,
+            )
+            .unwrap();
+        }
+        w.finish(None, &mut fmp4).unwrap();
+        let dir = root.join("live").join("cam");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(120);
+        let leftover = |file: &str| {
+            let path = dir.join(format!("{file}{FRAG_SUFFIX}"));
+            let f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &f, &fmp4).unwrap();
+            f.set_modified(old).unwrap();
+            (path, f)
+        };
+        let (free, _) = leftover("20261130T000000Z.mp4");
+        let (held, held_file) = leftover("20261130T000100Z.mp4");
+        held_file.lock().unwrap();
+
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+        until("the free leftover is rebuilt", || {
+            dir.join("20261130T000000Z.mp4").exists()
+        })
+        .await;
+        assert!(!free.exists());
+        let done = loop {
+            let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if e.event == "doneRecord" {
+                break e.body;
+            }
+        };
+        assert_eq!(done["id"], "live~cam~20261130T000000Z.mp4");
+        assert_eq!(done["codecs"], serde_json::json!(["h264"]));
+        let duration = done["duration"].as_f64().unwrap();
+        assert!((duration - 2.0).abs() < 0.1, "{duration}");
+        assert!(held.exists(), "a leftover another descriptor holds is not touched");
+        assert!(!dir.join("20261130T000100Z.mp4").exists());
+        drop(held_file);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
