@@ -314,7 +314,7 @@ impl Metrics {
             record_uploads: counter(
                 &r,
                 RECORD_UPLOADS,
-                "Recording upload attempts by result (ok, retry, failed)",
+                "Recording upload attempts by result (ok, retry)",
                 &["app", "result"],
             ),
             record_upload_bytes: counter(&r, RECORD_UPLOAD_BYTES, "Bytes of recordings uploaded", &["app"]),

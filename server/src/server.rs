@@ -739,10 +739,15 @@ impl Server {
         if drained.is_err() {
             warn!("grace period over with connections still open; closing them");
         }
-        // Streams ended above: every recorder closes and finalizes its file.
+        // Streams ended above: every recorder closes and finalizes its file, and the upload
+        // queues are worked off (on an emptyDir a file not uploaded now is lost with the pod).
         let left = grace.saturating_sub(started.elapsed());
         if tokio::time::timeout(left, ctx.records.finished()).await.is_err() {
             warn!("grace period over with recordings still being finalized");
+        }
+        let left = grace.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, ctx.records.uploads_drained()).await.is_err() {
+            warn!("grace period over with recordings still waiting for their upload");
         }
         // Every source ended with the hub: each transcode closes ffmpeg's input and reaps it.
         let left = grace.saturating_sub(started.elapsed());

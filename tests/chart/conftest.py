@@ -89,7 +89,7 @@ VALUE_SETS: dict[str, dict] = {
         "server": {
             "replicas": 3,
             "ports": {"rtmp": 11935, "http": 18000, "admin": 19090, "rtmps": 11936, "https": 18443},
-            "shutdown": {"preStopSleepSeconds": 20, "drainSeconds": 60},
+            "shutdown": {"preStopSleepSeconds": 20, "drainSeconds": 60, "graceSeconds": 120},
             "config": {
                 "bind": "::",
                 "log": {"level": "debug"},

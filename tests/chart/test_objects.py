@@ -97,10 +97,12 @@ def test_rollouts_let_live_streams_end_cleanly():
         pod = deploy["spec"]["template"]["spec"]
         c = container(deploy["spec"]["template"], "server")
         assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": pre_stop}}
-        assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + 10
+        grace = v["server"]["shutdown"]["graceSeconds"]
+        # Drain, then the grace in which streams end and recordings are finalized and uploaded.
+        assert pod["terminationGracePeriodSeconds"] == pre_stop + drain + grace + 5
         base = one(objs, "ConfigMap", f"{fullname}-server-base")["data"]["ferrocast.yaml"]
         assert f"drain_secs: {drain}" in base
-        assert "shutdown_grace_secs: 5" in base
+        assert f"shutdown_grace_secs: {grace}" in base
         # A new pod is ready before an old one starts draining.
         assert deploy["spec"]["strategy"] == {"type": "RollingUpdate",
                                               "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -110,7 +112,7 @@ def test_no_pre_stop_hook_without_a_sleep():
     deploy = one(objects({"server": {"shutdown": {"preStopSleepSeconds": 0, "drainSeconds": 30}}}),
                  "Deployment", "ferrocast-server")
     assert "lifecycle" not in container(deploy["spec"]["template"], "server")
-    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
+    assert deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30 + 60 + 5
 
 
 def test_pod_disruption_budget_covers_the_server_pods():

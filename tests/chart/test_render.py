@@ -94,7 +94,7 @@ def test_base_config_matches_the_pods(value_set):
     assert "bind" not in config["admin"], "probes need the admin listener on the pod address"
     assert config["tls"] == {"rtmps_port": s["ports"]["rtmps"], "https_port": s["ports"]["https"]}
     assert config["hub"]["drain_secs"] == s["shutdown"]["drainSeconds"]
-    assert config["hub"]["shutdown_grace_secs"] == 5
+    assert config["hub"]["shutdown_grace_secs"] == s["shutdown"]["graceSeconds"]
     # The pods are one fleet: peers from the headless Service, the secret from the fleet Secret.
     fullname = v.get("fullnameOverride") or RELEASE
     assert config["cluster"]["dns"].startswith(f"{fullname}-server-headless.")

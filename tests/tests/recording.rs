@@ -834,3 +834,332 @@ async fn an_unwritable_path_is_counted_and_players_keep_real_time() {
     assert!(server.logs().contains("recording file not created"));
     p.kill();
 }
+
+/// The `record:` of an app with `format` uploading to `moto`. Without `creds` (a directory
+/// with files `id` and `secret`) requests are unsigned, which moto accepts for uploads (but
+/// not for reads of a private bucket, as S3).
+fn uploading(root: &Path, moto: &Moto, format: &str, remove_local: bool, creds: Option<&Path>) -> String {
+    let creds = creds.map_or(String::new(), |c| {
+        format!(
+            ", access_key_id_file: {:?}, secret_access_key_file: {:?}",
+            c.join("id"),
+            c.join("secret")
+        )
+    });
+    format!(
+        "{{mode: always, format: {format}, path: {:?}, upload: {{endpoint: {:?}, bucket: records, prefix: rec/, \
+         remove_local: {remove_local}, max_backoff_secs: 1{creds}}}}}",
+        root,
+        moto.endpoint(),
+    )
+}
+
+/// Waits for the object `key` in moto.
+async fn wait_object(moto: &Moto, key: &str, server: &TestServer, d: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + d;
+    loop {
+        if let Some(o) = moto.object(key).await {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never uploaded\n{}",
+            tail(&server.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The doneRecord events of stream `name` received so far.
+fn done_records(got: &Arc<Mutex<Vec<Hit>>>, name: &str) -> Vec<Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(Hit::json)
+        .filter(|v| v["event"] == "doneRecord" && v["name"] == name)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_server_uploads_what_a_previous_run_left_and_announces_each_file_once() {
+    let mut moto = Moto::start().await;
+    // Storage is down for the whole first run: nothing it records gets uploaded.
+    moto.down().await;
+    let root = TempDir::new("rec-restart").unwrap();
+    let (hook, got) = receiver().await;
+    let extra = format!("webhooks: {{hooks: [{{url: {hook:?}, events: [doneRecord]}}]}}\n");
+    let creds = TempDir::new("rec-creds").unwrap();
+    std::fs::write(creds.join("id"), "AKIDTEST\n").unwrap();
+    std::fs::write(creds.join("secret"), "not-a-real-secret\n").unwrap();
+    let apps = [("keep", uploading(root.path(), &moto, "mp4", false, Some(creds.path())))];
+    let mut server = start(&apps, &extra).await;
+    let logs = TempDir::new("rec-pub").unwrap();
+    // `done` is recorded and closed (its upload failing); `cut` is still being written when
+    // the server is killed.
+    let (done, cut) = (unique_name("done"), unique_name("cut"));
+    let mut pd = start_publisher(&rtmp(&server, "keep", &done), "h264", "aac", 4, &logs).unwrap();
+    let mut pc = start_publisher(&rtmp(&server, "keep", &cut), "h264", "aac", 30, &logs).unwrap();
+    assert!(pd
+        .wait_within(Duration::from_secs(30))
+        .await
+        .is_some_and(|s| s.success()));
+    wait_closed(&server, "keep", &done, 1, Duration::from_secs(20)).await;
+    let retries = "ferrocast_record_uploads_total{app=\"keep\",result=\"retry\"}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&server, retries).await < 1.0 {
+        assert!(Instant::now() < deadline, "no failed upload\n{}", tail(&server.logs()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.kill();
+    server.wait_exit(Duration::from_secs(5)).await;
+    pc.kill();
+    assert!(done_records(&got, &done).is_empty() && done_records(&got, &cut).is_empty());
+    let cut_dir = root.path().join("keep").join(&cut);
+    assert!(
+        std::fs::read_dir(&cut_dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".mp4.frag")),
+        "the killed server left an MP4 in its fMP4 form"
+    );
+
+    // Storage is back; a new server finishes the MP4, uploads both files and announces each.
+    moto.up().await;
+    let mut server = start(&apps, &extra).await;
+    for name in [&done, &cut] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recordings(root.path(), "keep", name).is_empty() {
+            assert!(Instant::now() < deadline, "{name}: no MP4\n{}", tail(&server.logs()));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let local = recordings(root.path(), "keep", name);
+        assert_eq!(local.len(), 1, "{local:?}");
+        let file = local[0].file_name().unwrap().to_string_lossy().into_owned();
+        let key = format!("rec/keep/{name}/{file}");
+        let object = wait_object(&moto, &key, &server, Duration::from_secs(30)).await;
+        assert_eq!(
+            object,
+            std::fs::read(&local[0]).unwrap(),
+            "{key}: the object is the file"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done_records(&got, name).is_empty() {
+            assert!(Instant::now() < deadline, "{name}: no doneRecord");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let events = done_records(&got, name);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!(e["key"].as_str(), Some(key.as_str()), "{e}");
+        assert_eq!(e["size"].as_u64(), Some(object.len() as u64), "{e}");
+        assert_eq!(e["codecs"], serde_json::json!(["h264", "aac"]), "{e}");
+        let (probed, _) = probe(&local[0]).await;
+        let duration = e["duration"].as_f64().unwrap();
+        assert!(
+            (duration - probed).abs() < 0.2 && duration > 2.0,
+            "{name}: doneRecord says {duration} s, ffprobe {probed} s"
+        );
+    }
+    server.sigterm();
+    server.wait_exit(Duration::from_secs(25)).await;
+
+    // Another restart: the local copies stay (remove_local: false) but are known uploaded.
+    let server = start(&apps, &extra).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.logs().contains("recordings left behind swept") {
+        assert!(Instant::now() < deadline, "no sweep at start\n{}", tail(&server.logs()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric(&server, "ferrocast_record_uploads_pending").await, 0.0);
+    assert_eq!(
+        metric(&server, "ferrocast_record_uploads_total{app=\"keep\",result=\"ok\"}").await,
+        0.0,
+        "nothing is uploaded again\n{}",
+        tail(&server.logs())
+    );
+    assert_eq!(done_records(&got, &done).len(), 1, "no second doneRecord");
+    assert_eq!(done_records(&got, &cut).len(), 1, "no second doneRecord");
+
+    // Without its note, a file cannot be told from another pod's file of the same name (same
+    // size or not): the object there is kept and the file goes up under the next name.
+    let mut server = server;
+    server.sigterm();
+    server.wait_exit(Duration::from_secs(25)).await;
+    let local = recordings(root.path(), "keep", &done).remove(0);
+    let note = PathBuf::from(format!("{}.upload", local.display()));
+    assert!(note.is_file(), "an uploaded file has its note");
+    std::fs::remove_file(&note).unwrap();
+    let file = local.file_name().unwrap().to_string_lossy().into_owned();
+    let first_key = format!("rec/keep/{done}/{file}");
+    let first = moto.object(&first_key).await.unwrap();
+    let server = start(&apps, &extra).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done_records(&got, &done).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not uploaded again\n{}",
+            tail(&server.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second_key = format!("rec/keep/{done}/{}-2.mp4", file.trim_end_matches(".mp4"));
+    assert_eq!(done_records(&got, &done)[1]["key"].as_str(), Some(second_key.as_str()));
+    assert_eq!(
+        moto.object(&first_key).await.unwrap(),
+        first,
+        "the object there is not replaced"
+    );
+    assert_eq!(moto.object(&second_key).await.unwrap(), std::fs::read(&local).unwrap());
+    moto.down().await;
+}
+
+#[tokio::test]
+async fn sigterm_uploads_the_recordings_it_finalizes() {
+    let mut moto = Moto::start().await;
+    let root = TempDir::new("rec-term-up").unwrap();
+    let mut server = start(&[("live", uploading(root.path(), &moto, "mp4", false, None))], "").await;
+    let name = unique_name("termup");
+    let logs = TempDir::new("rec-pub").unwrap();
+    let mut p = start_publisher(&rtmp(&server, "live", &name), "h264", "aac", 30, &logs).unwrap();
+    let dir = root.path().join("live").join(&name);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(25)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        tail(&server.logs())
+    );
+    p.kill();
+    let local = recordings(root.path(), "live", &name);
+    assert_eq!(local.len(), 1, "{local:?}");
+    let file = local[0].file_name().unwrap().to_string_lossy().into_owned();
+    // The server is gone: the object is there because it was uploaded before the exit.
+    let object = moto.object(&format!("rec/live/{name}/{file}")).await;
+    assert_eq!(
+        object.as_deref(),
+        Some(std::fs::read(&local[0]).unwrap().as_slice()),
+        "the last file was uploaded within the shutdown grace\n{}",
+        tail(&server.logs())
+    );
+    moto.down().await;
+}
+
+#[tokio::test]
+async fn uploaded_records_are_listed_downloaded_with_ranges_and_deleted_from_the_bucket() {
+    let mut moto = Moto::start().await;
+    let root = TempDir::new("rec-api-s3").unwrap();
+    let users = TempDir::new("rec-users").unwrap();
+    std::fs::write(users.join("admin"), argon2_phc("pw")).unwrap();
+    let creds = TempDir::new("rec-creds").unwrap();
+    std::fs::write(creds.join("id"), "AKIDTEST\n").unwrap();
+    std::fs::write(creds.join("secret"), "not-a-real-secret\n").unwrap();
+    let extra = format!("api: {{users_dir: {:?}}}\n", users.path());
+    let record = uploading(root.path(), &moto, "flv", true, Some(creds.path()));
+    let server = start(&[("up", record)], &extra).await;
+    let (_, login) = api(
+        &server,
+        "POST",
+        "/login",
+        None,
+        Some(r#"{"username":"admin","password":"pw"}"#),
+    )
+    .await;
+    let token = login["data"]["token"].as_str().unwrap().to_string();
+    let t = Some(token.as_str());
+    let name = unique_name("bucket");
+    let logs = TempDir::new("rec-pub").unwrap();
+    let mut p = start_publisher(&rtmp(&server, "up", &name), "h264", "aac", 4, &logs).unwrap();
+    assert!(p
+        .wait_within(Duration::from_secs(30))
+        .await
+        .is_some_and(|s| s.success()));
+
+    // Uploaded, and the local copy removed: the record is served from the bucket.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rec = loop {
+        let (_, list) = api(&server, "GET", &format!("/records?app=up&stream={name}"), t, None).await;
+        if let Some(r) = list["data"]
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|r| r["local"] == false)
+        {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "{list}\n{}", tail(&server.logs()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        recordings(root.path(), "up", &name).is_empty(),
+        "the local copy is gone"
+    );
+    assert_eq!(rec["state"], "uploaded", "{rec}");
+    assert_eq!(rec["format"], "flv", "{rec}");
+    assert_eq!(rec["bucket"], "records", "{rec}");
+    let id = rec["id"].as_str().unwrap().to_string();
+    let key = rec["key"].as_str().unwrap().to_string();
+    let object = moto.object(&key).await.expect("the listed object exists");
+    assert_eq!(rec["size"].as_u64(), Some(object.len() as u64));
+
+    let auth = format!("Bearer {token}");
+    let url = format!("http://127.0.0.1:{}/api/v1/records/{id}", server.http_port);
+    let get = |range: Option<&'static str>| {
+        let (url, auth) = (url.clone(), auth.clone());
+        async move {
+            let mut headers = vec![("Authorization", auth.as_str())];
+            if let Some(r) = range {
+                headers.push(("Range", r));
+            }
+            let mut r = request("GET", &url, &headers, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let (body, _) = r.read_to_end(Duration::from_secs(10)).await.unwrap();
+            (
+                r.status,
+                r.header("content-range").map(str::to_string),
+                r.header("content-type").map(str::to_string),
+                body,
+            )
+        }
+    };
+    let (status, _, content_type, body) = get(None).await;
+    assert_eq!((status, content_type.as_deref()), (200, Some("video/x-flv")));
+    assert_eq!(body, object, "the download is the object");
+    let (status, range, _, body) = get(Some("bytes=10-99")).await;
+    assert_eq!(status, 206);
+    assert_eq!(range, Some(format!("bytes 10-99/{}", object.len())));
+    assert_eq!(body, &object[10..100]);
+    let (status, _, _, body) = get(Some("bytes=99-10")).await;
+    assert_eq!((status, body.len()), (200, object.len()), "an invalid range is ignored");
+    let (status, _, _, _) = get(Some("bytes=99999999-")).await;
+    assert_eq!(status, 416, "a valid range past the end");
+
+    // `to` is exclusive: a record started at `start` is before start + 1 s, not before start.
+    let start = rec["start"].as_u64().unwrap() / 1000;
+    let count = |q: String| {
+        let server = &server;
+        async move {
+            let (_, list) = api(server, "GET", &q, t, None).await;
+            list["data"].as_array().map(Vec::len).unwrap()
+        }
+    };
+    assert_eq!(count(format!("/records?stream={name}&to={start}")).await, 0);
+    assert_eq!(count(format!("/records?stream={name}&to={}", start + 1)).await, 1);
+    assert_eq!(
+        count(format!("/records?stream={name}&from={start}&to={}", start + 1)).await,
+        1
+    );
+
+    let (status, body) = api(&server, "DELETE", &format!("/records/{id}"), t, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(moto.object(&key).await.is_none(), "the object was deleted");
+    assert_eq!(count(format!("/records?stream={name}")).await, 0);
+    let (status, _) = api(&server, "GET", &format!("/records/{id}"), t, None).await;
+    assert_eq!(status, 404);
+    moto.down().await;
+}

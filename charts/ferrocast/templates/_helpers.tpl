@@ -138,7 +138,7 @@ time, PROXY protocol, and (while client addresses are hidden) the per-address li
   "rtmp" (dict "port" $s.ports.rtmp)
   "http" (dict "port" $s.ports.http)
   "admin" (dict "port" $s.ports.admin)
-  "hub" (dict "drain_secs" $s.shutdown.drainSeconds "shutdown_grace_secs" 5)
+  "hub" (dict "drain_secs" $s.shutdown.drainSeconds "shutdown_grace_secs" $s.shutdown.graceSeconds)
   "tls" (dict "rtmps_port" $s.ports.rtmps "https_port" $s.ports.https)
   "cluster" (dict
     "dns" (printf "%s.%s.svc.cluster.local:%v" (include "ferrocast.server.headlessServiceName" .) .Release.Namespace $s.ports.admin)
@@ -160,7 +160,8 @@ time, PROXY protocol, and (while client addresses are hidden) the per-address li
 {{- end }}
 
 {{- define "ferrocast.server.terminationGracePeriodSeconds" -}}
-{{- add .Values.server.shutdown.preStopSleepSeconds .Values.server.shutdown.drainSeconds 10 }}
+{{- $s := .Values.server.shutdown }}
+{{- add $s.preStopSleepSeconds $s.drainSeconds $s.graceSeconds 5 }}
 {{- end }}
 
 {{/* `prometheus.io/*` pod annotations for annotation-based discovery. */}}

@@ -2,7 +2,7 @@
 //! uploaded objects), downloaded with HTTP Range, deleted; API-driven recording started and
 //! stopped. Record ids name a file only inside its stream's directory ([`RecordId::parse`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Body;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -45,43 +45,46 @@ pub(super) async fn list(
     Query(filter): Query<RecordFilter>,
 ) -> Result<Response, ApiError> {
     let records = &api.ctx.records;
-    let active: HashMap<RecordId, ()> = records.active_files().into_iter().map(|(id, _)| (id, ())).collect();
     let mut out: BTreeMap<RecordId, RecordJson> = BTreeMap::new();
     for app in records.recording_apps() {
         if filter.app.as_ref().is_some_and(|a| *a != app.name) {
             continue;
         }
+        let storage = records.storage(&app);
         let (root, name) = (app.record.path.clone(), app.name.clone());
         let local = tokio::task::spawn_blocking(move || files::list_local(&root, &name))
             .await
             .unwrap_or_default();
+        // Objects that local files' notes name: listed with their file, not again.
+        let mut claimed = HashSet::new();
         for f in local {
-            let state = if active.contains_key(&f.id) {
-                "recording"
-            } else {
-                "local"
+            let uploaded = f.note.as_ref().and_then(|n| n.uploaded(f.size)).map(str::to_string);
+            let state = match (f.writing, &uploaded) {
+                (true, _) => "recording",
+                (false, Some(_)) => "uploaded",
+                (false, None) => "local",
             };
-            out.insert(f.id.clone(), json_of(&f.id, f.size, state, true));
-        }
-        // MP4s being written are `.frag` files until they close.
-        for (id, _) in records.active_files() {
-            if id.app == app.name && !out.contains_key(&id) {
-                out.insert(id.clone(), json_of(&id, 0, "recording", true));
+            let mut j = json_of(&f.id, f.size, state, true);
+            if let Some(key) = uploaded {
+                j.bucket = storage.as_ref().map(|s| s.bucket().to_string());
+                claimed.insert(key.clone());
+                j.key = Some(key);
             }
+            out.entry(f.id).or_insert(j);
         }
-        if let Some(storage) = records.storage(&app) {
+        if let Some(storage) = storage {
             match storage.list(&app.name).await {
                 Ok(objects) => {
                     for o in objects {
-                        let e = out
-                            .entry(o.id.clone())
-                            .or_insert_with(|| json_of(&o.id, o.size, "uploaded", false));
-                        if e.state != "recording" {
-                            e.state = "uploaded";
-                            e.size = o.size;
+                        // A local file of the same name without this key in its note is
+                        // another recording (another pod's, uploaded under its own name).
+                        if claimed.contains(&o.key) || out.contains_key(&o.id) {
+                            continue;
                         }
-                        e.bucket = Some(storage.bucket().to_string());
-                        e.key = Some(o.key);
+                        let mut j = json_of(&o.id, o.size, "uploaded", false);
+                        j.bucket = Some(storage.bucket().to_string());
+                        j.key = Some(o.key);
+                        out.insert(o.id, j);
                     }
                 }
                 Err(e) => warn!(app = %app.name, "recordings in object storage not listed: {e}"),
@@ -117,17 +120,43 @@ fn not_found() -> ApiError {
     ApiError::NotFound("record not found".into())
 }
 
-/// The record's app config, and its local path if the file is there.
-fn resolve(api: &Api, id: &str) -> Result<(RecordId, AppConfig, Option<std::path::PathBuf>), ApiError> {
+/// A record as the API finds it.
+struct Found {
+    id: RecordId,
+    app: AppConfig,
+    /// The local file, if there.
+    local: Option<std::path::PathBuf>,
+    /// A live writer holds it (or its `.frag`).
+    writing: bool,
+    /// Its object's key: the one the local file's note names, or without a local file the
+    /// id's own.
+    key: Option<String>,
+}
+
+fn resolve(api: &Api, id: &str) -> Result<Found, ApiError> {
     let id = RecordId::parse(id).ok_or_else(not_found)?;
     let app = api.ctx.records.app(&id.app).ok_or_else(not_found)?;
     let path = id.local_path(&app.record.path);
-    let local = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
-    Ok((id, app, local.then_some(path)))
+    let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file());
+    let writing =
+        files::is_being_written(&path) || files::is_being_written(&files::with_suffix(&path, files::FRAG_SUFFIX));
+    let storage = api.ctx.records.storage(&app);
+    let key = match &meta {
+        Some(m) => files::read_note(&path).and_then(|n| n.uploaded(m.len()).map(str::to_string)),
+        None => storage.as_ref().map(|s| s.key(&id)),
+    };
+    Ok(Found {
+        local: meta.map(|_| path),
+        id,
+        app,
+        writing,
+        key: key.filter(|_| storage.is_some()),
+    })
 }
 
-/// A single byte range of a `Range` header over `len` bytes: `Ok(None)` for the whole file,
-/// `Err` when it cannot be satisfied.
+/// A single byte range of a `Range` header over `len` bytes: `Ok(None)` for the whole file
+/// (no header, or one that is not a valid single byte range: RFC 9110 has it ignored),
+/// `Err` when a valid range cannot be satisfied.
 fn range(headers: &HeaderMap, len: u64) -> Result<Option<std::ops::Range<u64>>, ()> {
     let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
@@ -139,20 +168,33 @@ fn range(headers: &HeaderMap, len: u64) -> Result<Option<std::ops::Range<u64>>, 
     if spec.contains(',') {
         return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     let r = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let Some(n) = Some(b).filter(|b| digits(b)).and_then(|b| b.parse::<u64>().ok()) else {
+            return Ok(None);
+        };
         if n == 0 {
             return Err(());
         }
         len.saturating_sub(n)..len
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let Some(start) = Some(a).filter(|a| digits(a)).and_then(|a| a.parse::<u64>().ok()) else {
+            return Ok(None);
+        };
         let end = if b.is_empty() {
             len
         } else {
-            b.parse::<u64>().map_err(|_| ())?.saturating_add(1).min(len)
+            let Some(last) = Some(b).filter(|b| digits(b)).and_then(|b| b.parse::<u64>().ok()) else {
+                return Ok(None);
+            };
+            if last < start {
+                return Ok(None);
+            }
+            last.saturating_add(1).min(len)
         };
         start..end
     };
@@ -168,9 +210,15 @@ pub(super) async fn download(
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (id, app, local) = resolve(&api, &id)?;
-    if api.ctx.records.active_files().iter().any(|(a, _)| *a == id) {
-        return Err(ApiError::BadRequest("the record is still being written".into()));
+    let Found {
+        id,
+        app,
+        local,
+        writing,
+        key,
+    } = resolve(&api, &id)?;
+    if writing {
+        return Err(ApiError::Conflict("the record is still being written"));
     }
     let content_type = if id.format() == "flv" {
         "video/x-flv"
@@ -194,7 +242,8 @@ pub(super) async fn download(
         }
         None => {
             let storage = api.ctx.records.storage(&app).ok_or_else(not_found)?;
-            let len = match storage.size(&id).await {
+            let key = key.ok_or_else(not_found)?;
+            let len = match storage.size(&key).await {
                 Ok(Some(n)) => n,
                 Ok(None) => return Err(not_found()),
                 Err(e) => {
@@ -206,7 +255,7 @@ pub(super) async fn download(
                 Ok(r) => r,
                 Err(()) => return Ok(unsatisfiable(len)),
             };
-            let stream = storage.get(&id, r.clone()).await.map_err(|e| {
+            let stream = storage.get(&key, r.clone()).await.map_err(|e| {
                 warn!(record = %id.id(), "record not read from object storage: {e}");
                 ApiError::Unavailable("object storage unavailable")
             })?;
@@ -269,23 +318,34 @@ pub(super) async fn remove(
     State(api): State<Arc<Api>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let (id, app, local) = resolve(&api, &id)?;
-    if api.ctx.records.active_files().iter().any(|(a, _)| *a == id) {
-        return Err(ApiError::BadRequest(
-            "the record is still being written; stop it first".into(),
-        ));
+    let Found {
+        id,
+        app,
+        local,
+        writing,
+        key,
+    } = resolve(&api, &id)?;
+    if writing {
+        return Err(ApiError::Conflict("the record is still being written; stop it first"));
     }
     let mut found = false;
     if let Some(path) = local {
+        // Held while it is deleted: a file another process holds (its upload is pending, or
+        // another pod finalizes it) is left alone.
+        let lock = files::try_lock(&path).map_err(|_| not_found())?;
+        if lock.is_none() {
+            return Err(ApiError::Conflict("the record is in use (its upload is pending)"));
+        }
         tokio::fs::remove_file(&path)
             .await
             .map_err(|_| ApiError::Internal("record not removed"))?;
+        files::remove_note(&path);
         found = true;
     }
-    if let Some(storage) = api.ctx.records.storage(&app) {
-        match storage.size(&id).await {
+    if let (Some(storage), Some(key)) = (api.ctx.records.storage(&app), key) {
+        match storage.size(&key).await {
             Ok(Some(_)) => {
-                storage.delete(&id).await.map_err(|e| {
+                storage.delete(&key).await.map_err(|e| {
                     warn!(record = %id.id(), "record not deleted from object storage: {e}");
                     ApiError::Unavailable("object storage unavailable")
                 })?;
@@ -351,8 +411,13 @@ mod tests {
         assert_eq!(range(&with_range("bytes=-5"), 100), Ok(Some(95..100)));
         assert_eq!(range(&with_range("bytes=50-500"), 100), Ok(Some(50..100)));
         assert_eq!(range(&with_range("bytes=100-"), 100), Err(()));
-        assert_eq!(range(&with_range("bytes=9-3"), 100), Err(()));
-        assert_eq!(range(&with_range("bytes=x-3"), 100), Err(()));
+        assert_eq!(range(&with_range("bytes=-0"), 100), Err(()));
+        // Not a valid byte range: ignored, the whole file.
+        assert_eq!(range(&with_range("bytes=9-3"), 100), Ok(None));
+        assert_eq!(range(&with_range("bytes=x-3"), 100), Ok(None));
+        assert_eq!(range(&with_range("bytes=5"), 100), Ok(None));
+        assert_eq!(range(&with_range("bytes=+1-3"), 100), Ok(None));
+        assert_eq!(range(&with_range("items=0-3"), 100), Ok(None));
         assert_eq!(range(&with_range("bytes=0-1,5-6"), 100), Ok(None));
     }
 }

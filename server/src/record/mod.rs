@@ -39,6 +39,12 @@ use writer::{Headers, Writer};
 const TICK: Duration = Duration::from_millis(250);
 /// After a file could not be created or written, the next try waits this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How often leftovers of dead writers (a crashed pod's files on a shared volume, an MP4
+/// whose rebuild failed) are looked for while the server runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A leftover is taken over while the server runs once it has not changed for this long
+/// (a live writer's files are locked anyway; this keeps clear of files just created).
+const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// Why a recording could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,7 +154,6 @@ impl Recorders {
             app.name.clone(),
             self.clone(),
             Duration::from_secs(app.record.upload.max_backoff_secs),
-            self.shutdown.clone(),
         ));
         Some(q)
     }
@@ -166,12 +171,10 @@ impl Recorders {
         self.metrics.record_uploads_pending.set(n as i64);
     }
 
-    /// Finishes what a previous run left (MP4s still in fMP4 form, fMP4s cut mid-fragment),
-    /// queues every finished file for upload, then records `always` apps' streams until shutdown.
+    /// Records `always` apps' streams until shutdown; in a task of its own, tidies what dead
+    /// writers left (at start, then every [`SWEEP_EVERY`]).
     pub async fn run(self: Arc<Self>) {
-        for app in self.recording_apps() {
-            self.recover(&app).await;
-        }
+        tokio::spawn(self.clone().sweeper());
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(TICK);
         // A publish is seen at once through its postPublish event (so the recording starts
@@ -232,59 +235,87 @@ impl Recorders {
         let _ = self.start(&stream.key);
     }
 
-    async fn recover(self: &Arc<Self>, app: &AppConfig) {
-        let root = app.record.path.clone();
-        let name = app.name.clone();
-        let metrics = self.metrics.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let (frags, tmps) = files::leftovers(&root, &name);
-            for tmp in tmps {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            for frag in frags {
-                let out = frag.with_extension("");
-                match files::finalize_mp4(&frag, &out) {
-                    Ok(secs) => {
-                        info!(path = %out.display(), duration = secs, "recording left by a previous run finalized")
-                    }
-                    Err(e) => {
-                        metrics.record_failures.with_label_values(&[&name, "finalize"]).inc();
-                        warn!(path = %frag.display(), "recording left by a previous run could not be finalized: {e}");
-                    }
+    /// At start: finishes what a previous run left (MP4s still in fMP4 form, fMP4s cut
+    /// mid-fragment) and queues every file not uploaded yet; then, every [`SWEEP_EVERY`], the
+    /// same for files no live process holds that have not changed for [`STALE_AFTER`] (a pod
+    /// that died on a shared volume, an MP4 whose rebuild failed).
+    async fn sweeper(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut first = true;
+        loop {
+            for app in self.recording_apps() {
+                if *shutdown.borrow() {
+                    return;
                 }
+                self.sweep(&app, first).await;
             }
-            let local = files::list_local(&root, &name);
-            for f in &local {
-                if f.id.format() == "mp4" {
-                    let _ = files::trim_fmp4(&f.path);
+            first = false;
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn sweep(self: &Arc<Self>, app: &AppConfig, at_start: bool) {
+        let (root, name) = (app.record.path.clone(), app.name.clone());
+        let uploads = app.record.upload.enabled();
+        let finished = files::SweepFinished {
+            trim: at_start,
+            take: uploads,
+        };
+        let min_age = if at_start { Duration::ZERO } else { STALE_AFTER };
+        let swept = tokio::task::spawn_blocking(move || files::sweep(&root, &name, min_age, finished))
+            .await
+            .unwrap_or_default();
+        if at_start {
+            info!(app = %app.name, taken = swept.taken.len(), kept = swept.failed.len(), "recordings left behind swept");
+        }
+        for (frag, e) in swept.failed {
+            self.metrics
+                .record_failures
+                .with_label_values(&[&app.name, "finalize"])
+                .inc();
+            warn!(path = %frag.display(), "recording left behind could not be finalized (retried later): {e}");
+        }
+        for t in swept.taken {
+            if t.rebuilt {
+                info!(path = %t.path.display(), duration = t.info.duration, "recording left behind finalized");
+            }
+            let start = t.id.start_ms();
+            let done = Done {
+                id: t.id.id(),
+                app: t.id.app.clone(),
+                name: t.id.name.clone(),
+                format: t.id.format(),
+                path: Some(t.path.display().to_string()),
+                bucket: None,
+                key: None,
+                size: t.size,
+                duration: (t.info.duration * 1000.0).round() / 1000.0,
+                codecs: t.info.codecs,
+                createtime: start,
+                endtime: start + (t.info.duration * 1000.0) as u64,
+            };
+            match self.queue(app) {
+                Some(q) => {
+                    // Shared from now on: still nobody else's to tidy or delete, but no longer
+                    // "being written" in listings.
+                    if t.lock.try_lock_shared().is_err() {
+                        continue;
+                    }
+                    q.push(upload::Job {
+                        id: t.id,
+                        path: t.path,
+                        done,
+                        lock: Some(Arc::new(t.lock)),
+                    });
+                    self.pending_changed();
                 }
+                // Without uploads only a rebuilt MP4 is news (its recorder never closed it).
+                None if t.rebuilt => self.done_record(&done),
+                None => {}
             }
-            files::list_local(&root, &name)
-        })
-        .await
-        .unwrap_or_default();
-        if let Some(q) = self.queue(app) {
-            for f in found {
-                q.push(upload::Job {
-                    done: Done {
-                        id: f.id.id(),
-                        app: f.id.app.clone(),
-                        name: f.id.name.clone(),
-                        format: f.id.format(),
-                        path: Some(f.path.display().to_string()),
-                        bucket: None,
-                        key: None,
-                        size: f.size,
-                        duration: 0.0,
-                        codecs: Vec::new(),
-                        createtime: f.id.start_ms(),
-                        endtime: f.id.start_ms(),
-                    },
-                    id: f.id,
-                    path: f.path,
-                });
-            }
-            self.pending_changed();
         }
     }
 
@@ -325,7 +356,7 @@ impl Recorders {
         active.insert(key.clone(), a.clone());
         drop(active);
         lock(&self.stopped).remove(key);
-        self.running.fetch_add(1, Ordering::AcqRel);
+        self.task_started();
         info!(stream = %key, format = app.record.format.as_str(), "recording started");
         let me = self.clone();
         let key = key.clone();
@@ -343,9 +374,7 @@ impl Recorders {
                     active.remove(&key);
                 }
             }
-            if me.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-                me.idle.notify_waiters();
-            }
+            me.task_ended();
         });
         Ok(())
     }
@@ -360,7 +389,30 @@ impl Recorders {
         Ok(())
     }
 
-    /// Completes once no recorder runs (every file closed and finalized).
+    /// Completes once every queued upload is done (or its file gone). Uploads continue after
+    /// shutdown began, so the server awaits this within its grace period.
+    pub async fn uploads_drained(&self) {
+        loop {
+            self.pending_changed();
+            if lock(&self.queues).values().all(|q| q.is_empty()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn task_started(&self) {
+        self.running.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn task_ended(&self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Completes once no recorder runs and no file is being finalized (every file closed,
+    /// rebuilt and handed to its upload queue).
     pub async fn finished(&self) {
         loop {
             let idle = self.idle.notified();
@@ -392,19 +444,27 @@ impl Recorders {
         self.webhooks.notify_other("doneRecord", &done.app, body);
     }
 
-    /// A file is closed: upload it, or report it done.
-    fn closed(self: &Arc<Self>, app: &AppConfig, id: RecordId, path: PathBuf, done: Done) {
+    /// A file is closed: upload it, or report it done. `lock`: the file's descriptor, its
+    /// lock made shared here and held until the upload is done.
+    fn closed(self: &Arc<Self>, app: &AppConfig, id: RecordId, path: PathBuf, done: Done, lock: std::fs::File) {
         match self.queue(app) {
             Some(q) => {
-                q.push(upload::Job { id, path, done });
+                let _ = lock.try_lock_shared();
+                q.push(upload::Job {
+                    id,
+                    path,
+                    done,
+                    lock: Some(Arc::new(lock)),
+                });
                 self.pending_changed();
             }
             None => self.done_record(&done),
         }
     }
 
-    /// An upload finished: the local copy goes if configured, and doneRecord is sent.
-    pub(crate) async fn uploaded(&self, job: &upload::Job, size: u64, key: String) {
+    /// An upload finished: the local copy goes if configured, and doneRecord is sent unless
+    /// `announce` is false (a file found already uploaded by an earlier run).
+    pub(crate) async fn uploaded(&self, job: &upload::Job, size: u64, key: String, announce: bool) {
         let app = self.app(&job.id.app);
         let mut done = job.done.clone();
         done.size = size;
@@ -412,12 +472,17 @@ impl Recorders {
         done.bucket = app.as_ref().map(|a| a.record.upload.bucket.clone());
         if app.is_some_and(|a| a.record.upload.remove_local) {
             match tokio::fs::remove_file(&job.path).await {
-                Ok(()) => done.path = None,
+                Ok(()) => {
+                    done.path = None;
+                    files::remove_note(&job.path);
+                }
                 Err(e) => warn!(path = %job.path.display(), "uploaded recording not removed: {e}"),
             }
         }
         self.pending_changed();
-        self.done_record(&done);
+        if announce {
+            self.done_record(&done);
+        }
     }
 }
 
@@ -428,6 +493,7 @@ struct OpenFile {
     writing: PathBuf,
     /// The file's final path.
     path: PathBuf,
+    /// Holds the file's exclusive lock (taken by [`files::create`]) until it is finished.
     file: Option<std::fs::File>,
     writer: Writer,
     bytes: u64,
@@ -437,7 +503,27 @@ struct OpenFile {
     failed: bool,
 }
 
+/// Why a file was not opened.
+enum OpenError {
+    /// The stream's codecs cannot go into this format: no retry for this publish.
+    Codec(String),
+    Io(std::io::Error),
+}
+
+/// What a recorder keeps between frames.
+#[derive(Default)]
+struct State {
+    headers: Headers,
+    file: Option<OpenFile>,
+    retry_at: Option<Instant>,
+    /// The stream's codecs cannot be recorded in this format (until a new configuration).
+    unsupported: bool,
+    /// An audio codec MP4 has no place for was reported (its audio is left out).
+    audio_left_out: bool,
+}
+
 /// One stream's recorder.
+#[derive(Clone)]
 struct Recorder {
     key: StreamKey,
     app: AppConfig,
@@ -459,9 +545,7 @@ impl Recorder {
     }
 
     async fn run(&self, mut sub: Subscriber, mut stop: watch::Receiver<bool>) {
-        let mut headers = Headers::default();
-        let mut file: Option<OpenFile> = None;
-        let mut retry_at: Option<Instant> = None;
+        let mut st = State::default();
         let mut dropped = sub.dropped();
         // Whether the stream has video (files then start at keyframes); refreshed each tick
         // rather than read under the stream's lock for every frame.
@@ -481,48 +565,43 @@ impl Recorder {
                     }
                     // The publish ended: write what is left in the ring, then close.
                     while let Ok(Some(f)) = sub.try_recv() {
-                        self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
+                        self.frame(&f, has_video, &mut st).await;
                     }
                     break "publish ended".to_string();
                 }
             };
             if sub.dropped() != dropped {
                 dropped = sub.dropped();
-                if let Some(open) = file.take() {
+                if let Some(open) = st.file.take() {
                     warn!(stream = %self.key, "recorder fell behind the stream; file cut, the next starts at a keyframe");
                     self.count_failure("behind");
-                    self.close(open, None).await;
+                    self.close(open, None);
                 }
             }
-            self.frame(&f, has_video, &mut headers, &mut file, &mut retry_at).await;
+            self.frame(&f, has_video, &mut st).await;
         };
-        if let Some(open) = file.take() {
-            self.close(open, None).await;
+        if let Some(open) = st.file.take() {
+            self.close(open, None);
         }
         info!(stream = %self.key, reason = why, "recording stopped");
     }
 
-    async fn frame(
-        &self,
-        f: &Arc<MediaFrame>,
-        stream_has_video: bool,
-        headers: &mut Headers,
-        file: &mut Option<OpenFile>,
-        retry_at: &mut Option<Instant>,
-    ) {
-        if headers.update(f) {
+    async fn frame(&self, f: &Arc<MediaFrame>, stream_has_video: bool, st: &mut State) {
+        if st.headers.update(f) {
             // A new codec configuration: this file is done; the next starts at a keyframe.
-            if let Some(open) = file.take() {
-                self.close(open, None).await;
+            st.unsupported = false;
+            if let Some(open) = st.file.take() {
+                self.close(open, None);
             }
         }
+        let mp4 = self.cfg().format != RecordFormat::Flv;
         if f.kind == FrameKind::Data {
             // FLV keeps metadata updates as published; MP4 has no place for them.
-            if let Some(open) = file.as_mut().filter(|o| matches!(o.writer, Writer::Flv(_))) {
+            if let Some(open) = st.file.as_mut().filter(|o| matches!(o.writer, Writer::Flv(_))) {
                 let mut out = Vec::new();
                 let _ = open.writer.push(f, &mut out);
                 if !out.is_empty() && !self.write(open, out).await {
-                    *retry_at = Some(Instant::now() + RETRY_AFTER);
+                    st.retry_at = Some(Instant::now() + RETRY_AFTER);
                 }
             }
             return;
@@ -530,6 +609,19 @@ impl Recorder {
         if f.multitrack || f.packet != crate::codec::media::PacketKind::Frame {
             return;
         }
+        // Audio configured by its frames that still has no setup (G.711) has no MP4 sample
+        // entry: said once per publish rather than dropped silently.
+        if mp4
+            && f.kind == FrameKind::Audio
+            && st.headers.audio_setup.is_none()
+            && !crate::hls::track::audio_has_sequence_header(f.codec)
+            && !st.audio_left_out
+        {
+            st.audio_left_out = true;
+            warn!(stream = %self.key, codec = f.codec.name(), "audio codec not supported in MP4: recorded without audio");
+            self.count_failure("codec");
+        }
+        let headers = &st.headers;
         let has_video = headers.video.is_some() || stream_has_video;
         let starts = if has_video {
             f.kind == FrameKind::Video && f.keyframe && headers.video.is_some()
@@ -539,29 +631,36 @@ impl Recorder {
         let segment_ms = self.cfg().segment_secs.saturating_mul(1000) as i64;
         if starts
             && segment_ms > 0
-            && file
+            && st
+                .file
                 .as_ref()
                 .is_some_and(|o| o.writer.elapsed_ms(f.timestamp) >= segment_ms)
         {
-            if let Some(open) = file.take() {
-                self.close(open, Some(f.timestamp)).await;
+            if let Some(open) = st.file.take() {
+                self.close(open, Some(f.timestamp));
             }
         }
-        if file.is_none() && starts && retry_at.is_none_or(|t| Instant::now() >= t) {
-            match self.open(headers, f.timestamp).await {
+        if st.file.is_none() && starts && !st.unsupported && st.retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.open(&st.headers, f.timestamp).await {
                 Ok(open) => {
-                    *retry_at = None;
-                    *file = Some(open);
+                    st.retry_at = None;
+                    st.file = Some(open);
                 }
-                Err(e) => {
+                Err(OpenError::Codec(e)) => {
+                    warn!(stream = %self.key, format = self.cfg().format.as_str(), "stream not recorded, its codecs do not fit the format: {e}");
+                    self.count_failure("codec");
+                    st.unsupported = true;
+                    return;
+                }
+                Err(OpenError::Io(e)) => {
                     warn!(stream = %self.key, path = %self.cfg().path.display(), "recording file not created: {e}");
                     self.count_failure("io");
-                    *retry_at = Some(Instant::now() + RETRY_AFTER);
+                    st.retry_at = Some(Instant::now() + RETRY_AFTER);
                     return;
                 }
             }
         }
-        let Some(open) = file.as_mut() else { return };
+        let Some(open) = st.file.as_mut() else { return };
         let mut out = Vec::new();
         if let Err(e) = open.writer.push(f, &mut out) {
             warn!(stream = %self.key, "recording frame not written: {e}");
@@ -569,18 +668,19 @@ impl Recorder {
             return;
         }
         if !out.is_empty() && !self.write(open, out).await {
-            *retry_at = Some(Instant::now() + RETRY_AFTER);
-            if let Some(open) = file.take() {
-                self.close(open, None).await;
+            st.retry_at = Some(Instant::now() + RETRY_AFTER);
+            if let Some(open) = st.file.take() {
+                self.close(open, None);
             }
         }
     }
 
-    async fn open(&self, headers: &Headers, first_ms: u32) -> std::io::Result<OpenFile> {
+    async fn open(&self, headers: &Headers, first_ms: u32) -> Result<OpenFile, OpenError> {
         let cfg = self.cfg().clone();
         let mut start = Vec::new();
+        let mp4 = cfg.format != RecordFormat::Flv;
         let writer = Writer::start(cfg.format, headers, first_ms, cfg.fragment_ms, &mut start)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            .map_err(|e| OpenError::Codec(format!("{} ({e})", headers.codecs(false).join(", "))))?;
         let (app, name) = (self.key.app.clone(), self.key.name.clone());
         let created = SystemTime::now();
         let (id, file, writing, path) = tokio::task::spawn_blocking(move || {
@@ -599,7 +699,9 @@ impl Recorder {
             Ok::<_, std::io::Error>((id, file, writing, path))
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(OpenError::Io)?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.records
             .metrics
@@ -622,7 +724,7 @@ impl Recorder {
             writer,
             bytes,
             created,
-            codecs: headers.codecs(),
+            codecs: headers.codecs(mp4),
             failed: false,
         })
     }
@@ -664,15 +766,26 @@ impl Recorder {
         }
     }
 
-    /// Ends a file: the rest is written, an MP4 is rebuilt with its moov first, and the file
-    /// goes to upload (or doneRecord is sent).
-    async fn close(&self, mut open: OpenFile, next_video_ms: Option<u32>) {
+    /// Ends a file in a task of its own (an MP4's rebuild copies the whole file), so the
+    /// recorder opens the next at once; shutdown awaits it through [`Recorders::finished`].
+    fn close(&self, open: OpenFile, next_video_ms: Option<u32>) {
         *lock(&self.active.current) = None;
         self.records
             .metrics
             .recordings_active
             .with_label_values(&[&self.app.name])
             .dec();
+        self.records.task_started();
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.finish(open, next_video_ms).await;
+            me.records.task_ended();
+        });
+    }
+
+    /// The rest is written, an fMP4 whose write failed is cut after its last whole box, an
+    /// MP4 is rebuilt with its moov first, and the file goes to upload (or doneRecord is sent).
+    async fn finish(&self, mut open: OpenFile, next_video_ms: Option<u32>) {
         let mut out = Vec::new();
         if let Err(e) = open.writer.finish(next_video_ms, &mut out) {
             warn!(stream = %self.key, "recording end not written: {e}");
@@ -682,29 +795,43 @@ impl Recorder {
         }
         let mut duration = open.writer.duration_secs();
         let format = self.cfg().format;
-        let file = open.file.take();
+        let (file, failed) = (open.file.take(), open.failed);
         let (writing, path) = (open.writing.clone(), open.path.clone());
         let finished = tokio::task::spawn_blocking(move || {
-            if let Some(f) = file {
-                f.sync_all()?;
-            }
+            let file = match file {
+                Some(f) => f,
+                None => files::try_lock(&writing)?.ok_or_else(|| std::io::Error::other("file taken"))?,
+            };
+            let _ = file.sync_all();
             match format {
-                RecordFormat::Mp4 => files::finalize_mp4(&writing, &path).map(Some),
-                _ => Ok(None),
+                RecordFormat::Mp4 => files::finalize_mp4(&writing, &path).map(|(info, out)| (Some(info.duration), out)),
+                RecordFormat::Fmp4 => {
+                    // A failed write may have left half a fragment: cut before it is uploaded.
+                    if failed {
+                        if let Err(e) = files::trim_fmp4(&path) {
+                            warn!(path = %path.display(), "recording not trimmed after a failed write: {e}");
+                        }
+                    }
+                    Ok((None, file))
+                }
+                RecordFormat::Flv => Ok((None, file)),
             }
         })
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
-        match finished {
-            Ok(secs) => duration = secs.unwrap_or(duration),
+        let lock = match finished {
+            Ok((secs, lock)) => {
+                duration = secs.unwrap_or(duration);
+                lock
+            }
             Err(e) => {
-                warn!(stream = %self.key, path = %open.writing.display(), "recording not finalized: {e}");
+                warn!(stream = %self.key, path = %open.writing.display(), "recording not finalized (kept, retried later): {e}");
                 self.count_failure("finalize");
                 return;
             }
-        }
-        let size = std::fs::metadata(&open.path).map(|m| m.len()).unwrap_or(open.bytes);
+        };
+        let size = lock.metadata().map(|m| m.len()).unwrap_or(open.bytes);
         self.records
             .metrics
             .record_files
@@ -725,7 +852,7 @@ impl Recorder {
             createtime: crate::webhooks::millis(open.created),
             endtime: crate::webhooks::millis(SystemTime::now()),
         };
-        self.records.closed(&self.app, open.id, open.path, done);
+        self.records.closed(&self.app, open.id, open.path, done, lock);
     }
 }
 
@@ -828,6 +955,136 @@ mod tests {
             .unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(files.len(), 2, "{files:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A codec the format cannot carry (VP8 in MP4) is counted once as `codec`, not as a
+    /// disk failure, and not retried at every keyframe of the publish.
+    #[tokio::test(start_paused = true)]
+    async fn a_codec_mp4_cannot_carry_is_counted_once_and_not_retried() {
+        let root = std::env::temp_dir().join(format!("ferrocast-vp8-{}", rand::random::<u64>()));
+        let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        let key = hub.key("live", "vp8").unwrap();
+        let p = hub
+            .publish(
+                &key,
+                PublisherInfo {
+                    session_id: 1,
+                    protocol: "rtmp",
+                    remote: "127.0.0.1:1".into(),
+                    started: SystemTime::now(),
+                },
+            )
+            .unwrap();
+        records.start(&key).unwrap();
+        // Enhanced RTMP: [ex | keyframe | packet type][FourCC vp08][data].
+        p.push_video(0, Bytes::from_static(b"\x90vp08\x01\x02")).unwrap();
+        let mut ts = 0;
+        for round in 0..3 {
+            for i in 0..60u32 {
+                let b0 = if i % 30 == 0 { 0x91u8 } else { 0xa1 };
+                let mut f = vec![b0];
+                f.extend_from_slice(b"vp08\x00\x01\x02");
+                p.push_video(ts, Bytes::from(f)).unwrap();
+                ts += 33;
+            }
+            // Past the 5 s after which a failed file creation is tried again.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let count = |r: &str| metrics.record_failures.with_label_values(&["live", r]).get();
+            assert_eq!((count("codec"), count("io")), (1, 0), "after round {round}");
+        }
+        assert!(records.is_recording(&key), "the recorder keeps following the publish");
+        assert!(!root.join("live").join("vp8").exists(), "no file was created");
+    }
+
+    /// While the server runs, a leftover no process holds (a pod that died on a shared
+    /// volume, a rebuild that failed) is finished once it has not changed for a minute,
+    /// without a restart; one another descriptor locks is left alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_running_server_sweeps_stale_leftovers_that_nobody_holds() {
+        use crate::codec::media::{FourCc, PacketKind};
+        let root = std::env::temp_dir().join(format!("ferrocast-sweep-{}", rand::random::<u64>()));
+        let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
+        let config = Config::from_yaml(&yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let mut events = webhooks.subscribe_other();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        tokio::spawn(records.clone().run());
+        // Let the sweep at start find the directory empty.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        // Two MP4s a dead writer left in their fMP4 form, two seconds of H.264 each.
+        let video = |ts: u32, key: bool, packet: PacketKind, payload: Bytes| {
+            Arc::new(MediaFrame::new(
+                FrameKind::Video,
+                FourCc::AVC,
+                ts,
+                0,
+                key,
+                packet,
+                payload,
+            ))
+        };
+        let mut headers = Headers::default();
+        headers.update(&video(0, true, PacketKind::SequenceHeader, avc_header()));
+        let mut fmp4 = Vec::new();
+        let mut w = Writer::start(RecordFormat::Fmp4, &headers, 0, 1000, &mut fmp4).unwrap();
+        for i in 0..60u32 {
+            w.push(
+                &video(i * 33, i % 30 == 0, PacketKind::Frame, frame(i % 30 == 0)),
+                &mut fmp4,
+            )
+            .unwrap();
+        }
+        w.finish(None, &mut fmp4).unwrap();
+        let dir = root.join("live").join("cam");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(120);
+        let leftover = |file: &str| {
+            let path = dir.join(format!("{file}{FRAG_SUFFIX}"));
+            let f = std::fs::File::create(&path).unwrap();
+            std::io::Write::write_all(&mut &f, &fmp4).unwrap();
+            f.set_modified(old).unwrap();
+            (path, f)
+        };
+        let (free, _) = leftover("20261130T000000Z.mp4");
+        let (held, held_file) = leftover("20261130T000100Z.mp4");
+        held_file.lock().unwrap();
+
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+        until("the free leftover is rebuilt", || {
+            dir.join("20261130T000000Z.mp4").exists()
+        })
+        .await;
+        assert!(!free.exists());
+        let done = loop {
+            let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if e.event == "doneRecord" {
+                break e.body;
+            }
+        };
+        assert_eq!(done["id"], "live~cam~20261130T000000Z.mp4");
+        assert_eq!(done["codecs"], serde_json::json!(["h264"]));
+        let duration = done["duration"].as_f64().unwrap();
+        assert!((duration - 2.0).abs() < 0.1, "{duration}");
+        assert!(held.exists(), "a leftover another descriptor holds is not touched");
+        assert!(!dir.join("20261130T000100Z.mp4").exists());
+        drop(held_file);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -4,8 +4,14 @@
 //! and never given up while its file exists, so storage that is down only delays uploads.
 //! Nothing here is on a media path: recorders hand over a finished file and move on.
 //!
+//! Objects are only ever created, never overwritten: a key another file holds (another pod's
+//! recording of the same name, with separate scratch volumes) makes the upload take the next
+//! name, `{stamp}-N`. Each file's note ([`files::UploadNote`]) records a random token, stored
+//! with the object as metadata, and the key once uploaded: a restart skips what it uploaded
+//! before, and an object found under the key counts as this file only with its token and size.
+//!
 //! Credentials are read from their files for every upload round (a rotated Secret is picked
-//! up) and never logged.
+//! up) and never logged; without credential files requests are unsigned.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -15,17 +21,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::aws::S3ConditionalPut;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    RetryConfig, WriteMultipart,
+};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use super::files::RecordId;
+use super::files::{self, RecordId, UploadNote};
 use crate::config::UploadConfig;
 
 /// Files below this go up in one PUT; larger ones in parts of this size.
 const PART_SIZE: usize = 8 << 20;
+/// Object metadata (`x-amz-meta-ferrocast-upload`) holding the uploading file's token.
+const TOKEN_META: &str = "ferrocast-upload";
+/// Names tried for one file before giving up (retried later).
+const MAX_NAMES: u32 = 100;
 
 /// Why storage could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +50,17 @@ pub enum UploadError {
     Store(#[from] object_store::Error),
     #[error("local file: {0}")]
     Local(#[from] std::io::Error),
+    #[error("no free object name")]
+    NoFreeName,
+}
+
+/// How a file's upload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uploaded {
+    /// The object was created now (or an earlier attempt's object was found): announce it.
+    Sent { key: String, size: u64 },
+    /// The file's note says an earlier run uploaded it: nothing to announce.
+    Known { key: String, size: u64 },
 }
 
 /// An app's bucket.
@@ -71,6 +96,8 @@ impl Storage {
             .with_region(&c.region)
             .with_bucket_name(&c.bucket)
             .with_virtual_hosted_style_request(!c.path_style)
+            // `If-None-Match: *`: an object is created, never replaced.
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
             // Our own loop retries with its own pauses; one attempt per call here.
             .with_retry(RetryConfig {
                 max_retries: 0,
@@ -95,23 +122,105 @@ impl Storage {
             b = b
                 .with_access_key_id(read(id, "access_key_id_file")?)
                 .with_secret_access_key(read(secret, "secret_access_key_file")?);
+        } else {
+            // As documented: no credential files, unsigned requests (object_store would
+            // otherwise look for credentials in the environment and instance metadata).
+            b = b.with_skip_signature(true);
         }
         Ok(Arc::new(b.build()?))
     }
 
-    /// Uploads the file at `path` as `id`'s object; returns its size.
-    pub async fn put_file(&self, id: &RecordId, path: &std::path::Path) -> Result<u64, UploadError> {
+    /// Uploads `id`'s file at `path` unless its note says it is in the bucket already.
+    pub async fn upload(&self, id: &RecordId, path: &std::path::Path) -> Result<Uploaded, UploadError> {
+        let size = tokio::fs::metadata(path).await?.len();
+        let at = path.to_path_buf();
+        let note = tokio::task::spawn_blocking(move || files::read_note(&at))
+            .await
+            .ok()
+            .flatten();
+        if let Some(key) = note.as_ref().and_then(|n| n.uploaded(size)) {
+            return Ok(Uploaded::Known {
+                key: key.to_string(),
+                size,
+            });
+        }
+        let token = match note {
+            Some(n) => n.token,
+            None => {
+                let note = UploadNote {
+                    token: format!("{:032x}", rand::random::<u128>()),
+                    ..UploadNote::default()
+                };
+                // Without its note (a full disk) the upload still goes ahead: a crash right
+                // after it would then upload the file again under the next name, never lose it.
+                if let Err(e) = write_note(path, &note).await {
+                    warn!(path = %path.display(), "upload note not written: {e}");
+                }
+                note.token
+            }
+        };
         let store = self.store()?;
-        let key = ObjectPath::from(self.key(id));
+        for n in 0..MAX_NAMES {
+            let Some(named) = id.numbered(n) else { break };
+            let key = self.key(&named);
+            let at = ObjectPath::from(key.as_str());
+            let created = self.create(&store, &at, path, size, &token).await?;
+            if !created
+                && head(&store, &at)
+                    .await?
+                    .is_none_or(|(s, t)| s != size || t.as_deref() != Some(&token))
+            {
+                continue;
+            }
+            let note = UploadNote {
+                token,
+                key: Some(key.clone()),
+                size: Some(size),
+            };
+            if let Err(e) = write_note(path, &note).await {
+                warn!(path = %path.display(), "upload note not written: {e}");
+            }
+            return Ok(Uploaded::Sent { key, size });
+        }
+        Err(UploadError::NoFreeName)
+    }
+
+    /// Creates the object `at` from the file; false when an object is there already.
+    async fn create(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        at: &ObjectPath,
+        path: &std::path::Path,
+        size: u64,
+        token: &str,
+    ) -> Result<bool, UploadError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::Metadata(TOKEN_META.into()), token.to_string().into());
         let mut file = tokio::fs::File::open(path).await?;
-        let size = file.metadata().await?.len();
         if size < PART_SIZE as u64 {
             let mut buf = Vec::with_capacity(size as usize);
             file.read_to_end(&mut buf).await?;
-            store.put(&key, Bytes::from(buf).into()).await?;
-            return Ok(size);
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                attributes,
+                ..PutOptions::default()
+            };
+            return match store.put_opts(at, Bytes::from(buf).into(), opts).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
         }
-        let upload = store.put_multipart(&key).await?;
+        // object_store completes multipart uploads unconditionally: look first (a race with
+        // another pod uploading the same name in the same moment remains).
+        if head(store, at).await?.is_some() {
+            return Ok(false);
+        }
+        let opts = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let upload = store.put_multipart_opts(at, opts).await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut buf = vec![0u8; PART_SIZE];
         let sent = async {
@@ -129,7 +238,7 @@ impl Storage {
         match sent {
             Ok(()) => {
                 w.finish().await?;
-                Ok(size)
+                Ok(true)
             }
             Err(e) => {
                 let _ = w.abort().await;
@@ -138,13 +247,11 @@ impl Storage {
         }
     }
 
-    /// The size of `id`'s object, if there is one.
-    pub async fn size(&self, id: &RecordId) -> Result<Option<u64>, UploadError> {
-        match self.store()?.head(&ObjectPath::from(self.key(id))).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    /// The size of the object `key`, if there is one.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, UploadError> {
+        Ok(head(&self.store()?, &ObjectPath::from(key))
+            .await?
+            .map(|(size, _)| size))
     }
 
     /// Our objects of `app`.
@@ -167,26 +274,52 @@ impl Storage {
         Ok(out)
     }
 
-    /// The bytes of `id`'s object in `range` (all when `None`), as a stream.
+    /// The bytes of the object `key` in `range` (all when `None`), as a stream.
     pub async fn get(
         &self,
-        id: &RecordId,
+        key: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, UploadError> {
         let opts = GetOptions {
             range: range.map(GetRange::Bounded),
             ..GetOptions::default()
         };
-        let got = self.store()?.get_opts(&ObjectPath::from(self.key(id)), opts).await?;
+        let got = self.store()?.get_opts(&ObjectPath::from(key), opts).await?;
         Ok(got.into_stream())
     }
 
-    pub async fn delete(&self, id: &RecordId) -> Result<(), UploadError> {
-        match self.store()?.delete(&ObjectPath::from(self.key(id))).await {
+    pub async fn delete(&self, key: &str) -> Result<(), UploadError> {
+        match self.store()?.delete(&ObjectPath::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Size and upload token of the object `at`, if there is one.
+async fn head(store: &Arc<dyn ObjectStore>, at: &ObjectPath) -> Result<Option<(u64, Option<String>)>, UploadError> {
+    let opts = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    match store.get_opts(at, opts).await {
+        Ok(got) => {
+            let token = got
+                .attributes
+                .get(&Attribute::Metadata(TOKEN_META.into()))
+                .map(|v| v.to_string());
+            Ok(Some((got.meta.size, token)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn write_note(path: &std::path::Path, note: &UploadNote) -> std::io::Result<()> {
+    let (path, note) = (path.to_path_buf(), note.clone());
+    tokio::task::spawn_blocking(move || files::write_note(&path, &note))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// A finished file waiting for its upload.
@@ -196,6 +329,9 @@ pub struct Job {
     pub path: PathBuf,
     /// What the doneRecord event says once the object is in place.
     pub done: super::Done,
+    /// The file's descriptor holding its shared lock while it waits and is uploaded, so no
+    /// other pod's sweep takes it and the records API does not delete it.
+    pub lock: Option<Arc<std::fs::File>>,
 }
 
 /// One app's upload queue.
@@ -236,54 +372,38 @@ impl Queue {
     }
 }
 
-/// Works `queue` until `shutdown`: one file at a time, retried until it is uploaded (or its
-/// file is gone).
-pub async fn run(
-    queue: Arc<Queue>,
-    app: String,
-    records: Arc<super::Recorders>,
-    max_backoff: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// Works `queue`: one file at a time, retried until it is uploaded (or its file is gone).
+/// It keeps working after shutdown began: the server waits for the queue within its grace.
+pub async fn run(queue: Arc<Queue>, app: String, records: Arc<super::Recorders>, max_backoff: Duration) {
     let metrics = records.metrics.clone();
     let mut backoff = Duration::from_secs(1);
     loop {
         let Some(job) = queue.front() else {
-            tokio::select! {
-                _ = queue.wake.notified() => continue,
-                _ = shutdown.changed() => return,
-            }
+            queue.wake.notified().await;
+            continue;
         };
         if !tokio::fs::try_exists(&job.path).await.unwrap_or(false) {
             queue.pop();
             records.pending_changed();
             continue;
         }
-        let result = async {
-            // Already there (a restart after the upload, before the local copy went): done.
-            let local = tokio::fs::metadata(&job.path).await?.len();
-            if queue.storage.size(&job.id).await? == Some(local) {
-                return Ok(local);
-            }
-            queue.storage.put_file(&job.id, &job.path).await
-        }
-        .await;
-        match result {
-            Ok(size) => {
+        match queue.storage.upload(&job.id, &job.path).await {
+            Ok(Uploaded::Sent { key, size }) => {
                 metrics.record_uploads.with_label_values(&[&app, "ok"]).inc();
                 metrics.record_upload_bytes.with_label_values(&[&app]).inc_by(size);
-                info!(record = %job.id.id(), bytes = size, "recording uploaded");
+                info!(record = %job.id.id(), key, bytes = size, "recording uploaded");
                 queue.pop();
-                records.uploaded(&job, size, queue.storage.key(&job.id)).await;
+                records.uploaded(&job, size, key, true).await;
                 backoff = Duration::from_secs(1);
+            }
+            Ok(Uploaded::Known { key, size }) => {
+                queue.pop();
+                records.uploaded(&job, size, key, false).await;
             }
             Err(e) => {
                 metrics.record_uploads.with_label_values(&[&app, "retry"]).inc();
                 warn!(record = %job.id.id(), retry_in_secs = backoff.as_secs(), "recording upload failed: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
         }

@@ -23,6 +23,8 @@ pub struct Headers {
     pub audio: Option<Arc<MediaFrame>>,
     /// The audio configuration (from the sequence header, or a frame for codecs without one).
     pub audio_setup: Option<TrackSetup>,
+    /// The audio codec, seen in any audio message (G.711 has no setup MP4 can carry).
+    pub audio_codec: Option<crate::codec::media::FourCc>,
 }
 
 impl Headers {
@@ -31,6 +33,9 @@ impl Headers {
     pub fn update(&mut self, f: &Arc<MediaFrame>) -> bool {
         if f.multitrack {
             return false;
+        }
+        if f.kind == FrameKind::Audio && matches!(f.packet, PacketKind::SequenceHeader | PacketKind::Frame) {
+            self.audio_codec = Some(f.codec);
         }
         match (f.kind, f.packet) {
             (FrameKind::Data, _) => {
@@ -60,16 +65,15 @@ impl Headers {
         }
     }
 
-    /// Codec names of the tracks (`H264`, `AAC`, ...).
-    pub fn codecs(&self) -> Vec<String> {
+    /// Codec names of the tracks (`h264`, `aac`, ...), as ffprobe names them. `in_mp4`:
+    /// only the audio an (f)MP4 file can carry.
+    pub fn codecs(&self, in_mp4: bool) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(f) = &self.video {
             v.push(f.codec.name().to_string());
         }
-        if let Some(f) = &self.audio {
-            v.push(f.codec.name().to_string());
-        } else if self.audio_setup.is_some() {
-            v.push("audio".into());
+        if let Some(c) = self.audio_codec.filter(|_| !in_mp4 || self.audio_setup.is_some()) {
+            v.push(c.name().to_string());
         }
         v
     }
@@ -519,5 +523,33 @@ mod tests {
         );
         assert_eq!((stamps[0], stamps[1]), (0, 0));
         assert_eq!(*stamps.last().unwrap(), 89 * 100 / 3);
+    }
+
+    fn audio(codec: FourCc, packet: PacketKind, payload: &'static [u8]) -> Arc<MediaFrame> {
+        Arc::new(MediaFrame::new(
+            FrameKind::Audio,
+            codec,
+            0,
+            0,
+            false,
+            packet,
+            Bytes::from_static(payload),
+        ))
+    }
+
+    #[test]
+    fn codecs_are_named_as_ffprobe_names_them_and_mp4_lists_only_what_it_carries() {
+        let mut h = headers();
+        // G.711 A-law (FLV sound format 7): no MP4 sample entry of ours.
+        h.update(&audio(FourCc(*b"alaw"), PacketKind::Frame, &[0x72, 0xd5, 0xd5]));
+        assert_eq!(h.codecs(false), ["h264", "pcm_alaw"]);
+        assert_eq!(h.codecs(true), ["h264"], "an MP4 leaves it out");
+        let mut h = headers();
+        h.update(&audio(
+            FourCc::AAC,
+            PacketKind::SequenceHeader,
+            &[0xaf, 0x00, 0x12, 0x10],
+        ));
+        assert_eq!(h.codecs(true), ["h264", "aac"]);
     }
 }
