@@ -143,6 +143,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let idle = Duration::from_secs(self.ctx.config.rtmp.idle_timeout_secs);
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
+        // The idle deadline follows the last read, but the timer is only moved when it fires
+        // early: resetting it on every read of every publisher costs more than the check.
+        let mut last_read = tokio::time::Instant::now();
         let mut shutdown = self.ctx.shutdown.clone();
         let shutdown_wait = async move {
             let _ = shutdown.changed().await;
@@ -203,7 +206,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                 }
                 // Players legitimately send nothing while they receive media.
-                _ = &mut idle_timer, if !playing => return Err(ConnError::Idle(idle)),
+                _ = &mut idle_timer, if !playing => {
+                    if last_read.elapsed() >= idle {
+                        return Err(ConnError::Idle(idle));
+                    }
+                    idle_timer.as_mut().reset(last_read + idle);
+                }
                 _ = &mut read_gate, if gated => {
                     gated = false;
                     if let Some(fd) = self.recv_fd {
@@ -216,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         Ok(0) => return Ok(()),
                         Ok(n) => {
                             let now = tokio::time::Instant::now();
-                            idle_timer.as_mut().reset(now + idle);
+                            last_read = now;
                             self.guard.entry().add_in(n);
                             self.session().process()?;
                             // Players take what one read brought as one batch.
