@@ -5,9 +5,13 @@
 //! 16 MiB messages could pin gigabytes per stream. Here the publisher evicts the oldest
 //! frames when either bound is passed, and a reader whose next frame was evicted learns how
 //! many it missed (and skips to a keyframe, as before). The publisher never waits on a reader.
+//!
+//! Readers publish their positions, and every few pushes the publisher lets go of the frames
+//! every reader has taken: a ring of readers that keep up holds a few frames, not its bounds.
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
@@ -41,6 +45,10 @@ struct RingState {
     first_seq: u64,
     bytes: usize,
     closed: bool,
+    /// Each reader's position (the sequence number of its next frame, or an earlier one).
+    readers: Vec<Arc<AtomicU64>>,
+    /// Pushes since frames every reader has taken were last let go.
+    since_release: u32,
 }
 
 impl RingState {
@@ -55,6 +63,10 @@ impl RingState {
         }
     }
 }
+
+/// Frames every reader has taken are let go every this many pushes: finding the slowest
+/// reader reads every reader's position.
+const RELEASE_EVERY: u32 = 16;
 
 #[derive(Debug)]
 pub struct Ring {
@@ -101,6 +113,34 @@ impl Ring {
             while s.frames.len() > self.limits.max_frames || (s.bytes > self.limits.max_bytes && s.frames.len() > 1) {
                 s.pop_front();
             }
+            s.since_release += 1;
+            if s.since_release >= RELEASE_EVERY {
+                s.since_release = 0;
+                let end = s.end_seq();
+                let oldest = s.readers.iter().map(|r| r.load(Ordering::Relaxed)).min().unwrap_or(end);
+                while s.first_seq < oldest && !s.frames.is_empty() {
+                    s.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Places a new reader after every frame already in the ring; its position (to keep
+    /// current with [`Ring::try_recv`] and [`Ring::recv`]'s `next`) holds the frames it has
+    /// not taken yet. Give it back with [`Ring::leave`].
+    pub fn join(&self) -> (u64, Arc<AtomicU64>) {
+        let mut s = self.write();
+        let next = s.end_seq();
+        let pos = Arc::new(AtomicU64::new(next));
+        s.readers.push(pos.clone());
+        (next, pos)
+    }
+
+    /// Forgets a reader's position.
+    pub fn leave(&self, pos: &Arc<AtomicU64>) {
+        let mut s = self.write();
+        if let Some(i) = s.readers.iter().position(|r| Arc::ptr_eq(r, pos)) {
+            s.readers.swap_remove(i);
         }
     }
 
@@ -126,11 +166,6 @@ impl Ring {
     /// Whether the stream ended.
     pub fn is_closed(&self) -> bool {
         self.read().closed
-    }
-
-    /// The position a new reader starts at: after every frame already in the ring.
-    pub fn tail(&self) -> u64 {
-        self.read().end_seq()
     }
 
     /// Bytes the frames in the ring hold now (encodings made so far included).
@@ -217,12 +252,51 @@ mod tests {
     }
 
     #[test]
+    fn frames_every_reader_has_taken_are_let_go() {
+        let ring = Ring::new(RingLimits {
+            max_frames: 512,
+            max_bytes: usize::MAX,
+        });
+        let (mut fast, fast_pos) = ring.join();
+        let (slow, slow_pos) = ring.join();
+        for _ in 0..64 {
+            ring.push(frame(10));
+            ring.try_recv(&mut fast).unwrap();
+            fast_pos.store(fast, Ordering::Relaxed);
+        }
+        assert_eq!(ring.len(), 64, "kept for the reader that took nothing yet");
+        slow_pos.store(slow + 40, Ordering::Relaxed);
+        for _ in 0..RELEASE_EVERY {
+            ring.push(frame(10));
+        }
+        assert_eq!(
+            ring.len() as u32,
+            64 - 40 + RELEASE_EVERY,
+            "the frames both have taken are gone"
+        );
+        ring.leave(&slow_pos);
+        for _ in 0..RELEASE_EVERY {
+            ring.push(frame(10));
+        }
+        assert_eq!(
+            ring.len() as u32,
+            2 * RELEASE_EVERY,
+            "only what the fast reader has not taken"
+        );
+        ring.leave(&fast_pos);
+        for _ in 0..RELEASE_EVERY {
+            ring.push(frame(10));
+        }
+        assert!(ring.is_empty(), "no reader: nothing kept");
+    }
+
+    #[test]
     fn bounded_in_frames() {
         let ring = Ring::new(RingLimits {
             max_frames: 4,
             max_bytes: usize::MAX,
         });
-        let mut next = ring.tail();
+        let (mut next, _position) = ring.join();
         for _ in 0..10 {
             ring.push(frame(10));
         }
@@ -261,7 +335,7 @@ mod tests {
             max_frames: 8,
             max_bytes: usize::MAX,
         });
-        let mut next = ring.tail();
+        let (mut next, _position) = ring.join();
         ring.push(frame(1));
         ring.close();
         ring.push(frame(1));
@@ -276,7 +350,7 @@ mod tests {
             max_bytes: usize::MAX,
         });
         ring.push(frame(1));
-        let mut next = ring.tail();
+        let (mut next, _position) = ring.join();
         ring.clear();
         ring.push(frame(1));
         assert!(ring.try_recv(&mut next).is_ok(), "no lag reported");
@@ -288,7 +362,7 @@ mod tests {
             max_frames: 8,
             max_bytes: usize::MAX,
         }));
-        let mut next = ring.tail();
+        let (mut next, _position) = ring.join();
         let r = ring.clone();
         let waiter = tokio::spawn(async move { r.recv(&mut next).await.map(|f| f.payload.len()) });
         tokio::task::yield_now().await;

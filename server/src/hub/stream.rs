@@ -366,7 +366,7 @@ impl Stream {
         if self.ring.is_closed() {
             return None;
         }
-        let next = self.ring.tail();
+        let (next, position) = self.ring.join();
         let mut backlog = VecDeque::with_capacity(3 + s.gop.len());
         backlog.extend(s.metadata.iter().cloned());
         backlog.extend(s.video_header.iter().cloned());
@@ -385,6 +385,7 @@ impl Stream {
         Some(Subscriber {
             stream: self.clone(),
             next,
+            position,
             backlog,
             await_keyframe: !gop_has_keyframe,
             drop_audio: false,
@@ -599,6 +600,8 @@ pub struct Subscriber {
     stream: Arc<Stream>,
     /// Sequence number of the next frame to take from the stream's ring.
     next: u64,
+    /// `next` as the ring sees it: the frames from there on are kept for this reader.
+    position: Arc<AtomicU64>,
     /// Frames to deliver before live ones: headers and the GOP at subscribe, headers again
     /// after a skip that missed a change.
     backlog: VecDeque<Arc<MediaFrame>>,
@@ -663,6 +666,7 @@ impl Subscriber {
                 return Ok(f);
             }
             let res = self.stream.ring.recv(&mut self.next).await;
+            self.position.store(self.next, Ordering::Relaxed);
             if let Some(f) = self.accept(res)? {
                 return Ok(f);
             }
@@ -742,6 +746,7 @@ impl Subscriber {
                 Err(RingError::Empty) => return Ok(None),
                 res => res,
             };
+            self.position.store(self.next, Ordering::Relaxed);
             if let Some(f) = self.accept(res)? {
                 return Ok(Some(f));
             }
@@ -833,6 +838,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.stream.ring.leave(&self.position);
         self.stream.stats.readers.fetch_sub(1, Ordering::Relaxed);
     }
 }
