@@ -7,8 +7,10 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// Most buffers passed to one `writev`.
-const MAX_IOVECS: usize = 256;
+/// Most buffers passed to one `writev`: enough for a live batch (a frame is a header and its
+/// payload, plus a header per further chunk). The slices live in the write's future, which
+/// every connection task carries, so they are kept few.
+const MAX_IOVECS: usize = 32;
 
 /// Writes every buffer in order with vectored writes, without copying them, then flushes:
 /// a TLS stream may keep encrypted records buffered when the socket pushed back, and they
@@ -21,8 +23,12 @@ pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<By
             continue;
         }
         let end = (first + MAX_IOVECS).min(bufs.len());
-        let slices: Vec<IoSlice<'_>> = bufs[first..end].iter().map(|b| IoSlice::new(b)).collect();
-        let mut n = w.write_vectored(&slices).await?;
+        // Not allocated: this runs for every write to every player.
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        for (slice, b) in slices.iter_mut().zip(&bufs[first..end]) {
+            *slice = IoSlice::new(b);
+        }
+        let mut n = w.write_vectored(&slices[..end - first]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

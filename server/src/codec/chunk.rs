@@ -385,16 +385,42 @@ fn be24(b: &[u8]) -> u32 {
     (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
 }
 
-fn put_basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+/// Where a chunk header is written: an output buffer, or one header on its own.
+trait HeaderOut {
+    fn header_u8(&mut self, b: u8);
+    fn header_u16_le(&mut self, n: u16);
+}
+
+impl HeaderOut for BytesMut {
+    fn header_u8(&mut self, b: u8) {
+        self.put_u8(b);
+    }
+
+    fn header_u16_le(&mut self, n: u16) {
+        self.put_u16_le(n);
+    }
+}
+
+impl HeaderOut for SmallHeader {
+    fn header_u8(&mut self, b: u8) {
+        self.put_u8(b);
+    }
+
+    fn header_u16_le(&mut self, n: u16) {
+        self.put_u16_le(n);
+    }
+}
+
+fn put_basic_header(out: &mut impl HeaderOut, fmt: u8, csid: u32) {
     match csid {
-        2..=63 => out.put_u8((fmt << 6) | csid as u8),
+        2..=63 => out.header_u8((fmt << 6) | csid as u8),
         64..=319 => {
-            out.put_u8(fmt << 6);
-            out.put_u8((csid - 64) as u8);
+            out.header_u8(fmt << 6);
+            out.header_u8((csid - 64) as u8);
         }
         _ => {
-            out.put_u8((fmt << 6) | 1);
-            out.put_u16_le((csid - 64) as u16);
+            out.header_u8((fmt << 6) | 1);
+            out.header_u16_le((csid - 64) as u16);
         }
     }
 }
@@ -418,20 +444,91 @@ pub fn encoded_len(csid: u32, timestamp: u32, payload_len: usize, chunk_size: u3
 pub fn message_headers(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload_len: usize) -> (Bytes, Bytes) {
     debug_assert!((2..=65599).contains(&csid));
     let extended = timestamp >= EXTENDED_TIMESTAMP;
-    let mut first = BytesMut::with_capacity(18);
+    let mut first = SmallHeader::new();
     put_basic_header(&mut first, 0, csid);
     let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
     first.put_uint(u64::from(ts_field), 3);
     first.put_uint(payload_len as u64, 3);
     first.put_u8(type_id);
     first.put_u32_le(stream_id);
-    let mut next = BytesMut::with_capacity(7);
-    put_basic_header(&mut next, 3, csid);
     if extended {
         first.put_u32(timestamp);
-        next.put_u32(timestamp);
     }
-    (first.freeze(), next.freeze())
+    // The continuation header of a one-byte chunk stream id without an extended timestamp is
+    // one constant byte: shared, no allocation.
+    let next = match csid {
+        2..=63 if !extended => Bytes::from_static(&CONTINUATION_HEADERS[csid as usize..=csid as usize]),
+        _ => {
+            let mut next = SmallHeader::new();
+            put_basic_header(&mut next, 3, csid);
+            if extended {
+                next.put_u32(timestamp);
+            }
+            next.into_bytes()
+        }
+    };
+    (first.into_bytes(), next)
+}
+
+/// Type-3 chunk headers of chunk stream ids 0..64 (the first two are never used).
+static CONTINUATION_HEADERS: [u8; 64] = {
+    let mut h = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        h[i] = 0xc0 | i as u8;
+        i += 1;
+    }
+    h
+};
+
+/// A chunk header in one allocation together with its reference count: shared by every
+/// player of a frame without the second allocation a vector-backed `Bytes` makes when it is
+/// first cloned.
+struct SmallHeader {
+    buf: [u8; 18],
+    len: u8,
+}
+
+impl SmallHeader {
+    fn new() -> Self {
+        SmallHeader { buf: [0; 18], len: 0 }
+    }
+
+    fn put_uint(&mut self, n: u64, bytes: usize) {
+        self.put_slice(&n.to_be_bytes()[8 - bytes..]);
+    }
+
+    fn put_u8(&mut self, b: u8) {
+        self.put_slice(&[b]);
+    }
+
+    fn put_u32(&mut self, n: u32) {
+        self.put_slice(&n.to_be_bytes());
+    }
+
+    fn put_u32_le(&mut self, n: u32) {
+        self.put_slice(&n.to_le_bytes());
+    }
+
+    fn put_u16_le(&mut self, n: u16) {
+        self.put_slice(&n.to_le_bytes());
+    }
+
+    fn put_slice(&mut self, b: &[u8]) {
+        let at = usize::from(self.len);
+        self.buf[at..at + b.len()].copy_from_slice(b);
+        self.len += b.len() as u8;
+    }
+
+    fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl AsRef<[u8]> for SmallHeader {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
 }
 
 /// Appends one message as chunks: a type-0 chunk, then type-3 continuations.
