@@ -46,6 +46,44 @@ pub async fn write_all_bytes<W: AsyncWrite + Unpin>(w: &mut W, bufs: &mut Vec<By
     w.flush().await
 }
 
+/// Writes a sequence of borrowed pieces in order with vectored writes, then flushes (as
+/// [`write_all_bytes`]). `pieces` gives the same pieces each time it is called: after a
+/// partial write the pieces already written are skipped.
+pub async fn write_all_pieces<'a, W, F, I>(w: &mut W, pieces: F) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    F: Fn() -> I,
+    I: Iterator<Item = &'a [u8]>,
+{
+    let mut written = 0;
+    loop {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        let mut skip = written;
+        for piece in pieces() {
+            if skip >= piece.len() {
+                skip -= piece.len();
+                continue;
+            }
+            slices[count] = IoSlice::new(&piece[skip..]);
+            skip = 0;
+            count += 1;
+            if count == MAX_IOVECS {
+                break;
+            }
+        }
+        if count == 0 {
+            break;
+        }
+        let n = w.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    w.flush().await
+}
+
 /// Writes pass straight through to `self.inner`: for wrappers that only change reading.
 macro_rules! write_through {
     ($wrapper:ident) => {
@@ -362,6 +400,28 @@ mod tests {
         write_all_bytes(&mut out, &mut bufs).await.unwrap();
         assert_eq!(out, want);
         assert!(bufs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn borrowed_pieces_are_written_in_order_across_partial_writes() {
+        let pieces: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| i.to_string().repeat(i as usize % 7).into_bytes())
+            .collect();
+        let want: Vec<u8> = pieces.concat();
+        // A pipe that takes 5 bytes at a time: every write is partial.
+        let (mut writer, mut reader) = tokio::io::duplex(5);
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut got)
+                .await
+                .unwrap();
+            got
+        });
+        write_all_pieces(&mut writer, || pieces.iter().map(Vec::as_slice))
+            .await
+            .unwrap();
+        drop(writer);
+        assert_eq!(read.await.unwrap(), want);
     }
 
     #[tokio::test]

@@ -385,7 +385,7 @@ fn be24(b: &[u8]) -> u32 {
     (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
 }
 
-/// Where a chunk header is written: an output buffer, or one header on its own.
+/// Where a chunk header is written: an output buffer, or a header of its own.
 trait HeaderOut {
     fn header_u8(&mut self, b: u8);
     fn header_u16_le(&mut self, n: u16);
@@ -401,13 +401,13 @@ impl HeaderOut for BytesMut {
     }
 }
 
-impl HeaderOut for SmallHeader {
+impl<const N: usize> HeaderOut for HeaderBuf<N> {
     fn header_u8(&mut self, b: u8) {
-        self.put_u8(b);
+        self.put(&[b]);
     }
 
     fn header_u16_le(&mut self, n: u16) {
-        self.put_u16_le(n);
+        self.put(&n.to_le_bytes());
     }
 }
 
@@ -437,96 +437,86 @@ pub fn encoded_len(csid: u32, timestamp: u32, payload_len: usize, chunk_size: u3
     basic + 11 + ext + (chunks - 1) * (basic + ext) + payload_len
 }
 
-/// The headers of one message's chunks, as [`encode_message`] writes them: the type-0 header
-/// of the first chunk and the type-3 header that starts every further one (the same bytes each
-/// time). The payload cut at the chunk size between them makes the whole message, so a sender
-/// can hand the socket the payload itself rather than a copy.
-pub fn message_headers(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload_len: usize) -> (Bytes, Bytes) {
-    debug_assert!((2..=65599).contains(&csid));
-    let extended = timestamp >= EXTENDED_TIMESTAMP;
-    let mut first = SmallHeader::new();
-    put_basic_header(&mut first, 0, csid);
-    let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
-    first.put_uint(u64::from(ts_field), 3);
-    first.put_uint(payload_len as u64, 3);
-    first.put_u8(type_id);
-    first.put_u32_le(stream_id);
-    if extended {
-        first.put_u32(timestamp);
-    }
-    // The continuation header of a one-byte chunk stream id without an extended timestamp is
-    // one constant byte: shared, no allocation.
-    let next = match csid {
-        2..=63 if !extended => Bytes::from_static(&CONTINUATION_HEADERS[csid as usize..=csid as usize]),
-        _ => {
-            let mut next = SmallHeader::new();
-            put_basic_header(&mut next, 3, csid);
-            if extended {
-                next.put_u32(timestamp);
-            }
-            next.into_bytes()
-        }
-    };
-    (first.into_bytes(), next)
+/// The chunk headers of one message: the type-0 header of its first chunk and the type-3
+/// header of every further chunk. Plain values, so a frame can keep them inline and every
+/// player of it write them from there.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkHeaders {
+    first: HeaderBuf<18>,
+    next: HeaderBuf<7>,
 }
 
-/// Type-3 chunk headers of chunk stream ids 0..64 (the first two are never used).
-static CONTINUATION_HEADERS: [u8; 64] = {
-    let mut h = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        h[i] = 0xc0 | i as u8;
-        i += 1;
+impl ChunkHeaders {
+    pub fn new(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload_len: usize) -> Self {
+        debug_assert!((2..=65599).contains(&csid));
+        let extended = timestamp >= EXTENDED_TIMESTAMP;
+        let mut first = HeaderBuf::default();
+        put_basic_header(&mut first, 0, csid);
+        let ts_field = if extended { EXTENDED_TIMESTAMP } else { timestamp };
+        first.put(&ts_field.to_be_bytes()[1..]);
+        first.put(&(payload_len as u32).to_be_bytes()[1..]);
+        first.put(&[type_id]);
+        first.put(&stream_id.to_le_bytes());
+        let mut next = HeaderBuf::default();
+        put_basic_header(&mut next, 3, csid);
+        if extended {
+            first.put(&timestamp.to_be_bytes());
+            next.put(&timestamp.to_be_bytes());
+        }
+        ChunkHeaders { first, next }
     }
-    h
-};
 
-/// A chunk header in one allocation together with its reference count: shared by every
-/// player of a frame without the second allocation a vector-backed `Bytes` makes when it is
-/// first cloned.
-struct SmallHeader {
-    buf: [u8; 18],
+    /// The first chunk's header.
+    pub fn first(&self) -> &[u8] {
+        self.first.as_slice()
+    }
+
+    /// The header of every chunk after the first.
+    pub fn next(&self) -> &[u8] {
+        self.next.as_slice()
+    }
+
+    /// The message's bytes on the wire, in order: the first header, then the payload cut at
+    /// `chunk_size` with the continuation header between the pieces.
+    pub fn pieces<'a>(&'a self, payload: &'a [u8], chunk_size: usize) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let chunk_size = chunk_size.max(1);
+        let chunks = payload.chunks(chunk_size);
+        std::iter::once(self.first())
+            .chain(chunks.enumerate().flat_map(move |(i, c)| {
+                let header: &[u8] = if i == 0 { &[] } else { self.next() };
+                [header, c]
+            }))
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Bytes on the wire of a message of `payload_len` bytes.
+    pub fn wire_len(&self, payload_len: usize, chunk_size: usize) -> usize {
+        let further = payload_len.div_ceil(chunk_size.max(1)).saturating_sub(1);
+        self.first().len() + further * self.next().len() + payload_len
+    }
+}
+
+/// Bytes of a header, inline.
+#[derive(Debug, Clone, Copy)]
+struct HeaderBuf<const N: usize> {
+    buf: [u8; N],
     len: u8,
 }
 
-impl SmallHeader {
-    fn new() -> Self {
-        SmallHeader { buf: [0; 18], len: 0 }
+impl<const N: usize> Default for HeaderBuf<N> {
+    fn default() -> Self {
+        HeaderBuf { buf: [0; N], len: 0 }
     }
+}
 
-    fn put_uint(&mut self, n: u64, bytes: usize) {
-        self.put_slice(&n.to_be_bytes()[8 - bytes..]);
-    }
-
-    fn put_u8(&mut self, b: u8) {
-        self.put_slice(&[b]);
-    }
-
-    fn put_u32(&mut self, n: u32) {
-        self.put_slice(&n.to_be_bytes());
-    }
-
-    fn put_u32_le(&mut self, n: u32) {
-        self.put_slice(&n.to_le_bytes());
-    }
-
-    fn put_u16_le(&mut self, n: u16) {
-        self.put_slice(&n.to_le_bytes());
-    }
-
-    fn put_slice(&mut self, b: &[u8]) {
+impl<const N: usize> HeaderBuf<N> {
+    fn put(&mut self, b: &[u8]) {
         let at = usize::from(self.len);
         self.buf[at..at + b.len()].copy_from_slice(b);
         self.len += b.len() as u8;
     }
 
-    fn into_bytes(self) -> Bytes {
-        Bytes::from_owner(self)
-    }
-}
-
-impl AsRef<[u8]> for SmallHeader {
-    fn as_ref(&self) -> &[u8] {
+    fn as_slice(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]
     }
 }
@@ -587,19 +577,18 @@ mod tests {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut want = BytesMut::new();
             encode_message(&mut want, csid, timestamp, 9, 1, &payload, chunk_size);
-            let (first, next) = message_headers(csid, timestamp, 9, 1, payload.len());
-            let mut got = first.to_vec();
-            for (i, chunk) in payload.chunks(chunk_size as usize).enumerate() {
-                if i > 0 {
-                    got.extend_from_slice(&next);
-                }
-                got.extend_from_slice(chunk);
-            }
+            let headers = ChunkHeaders::new(csid, timestamp, 9, 1, payload.len());
+            let got: Vec<u8> = headers
+                .pieces(&payload, chunk_size as usize)
+                .flatten()
+                .copied()
+                .collect();
             assert_eq!(
                 got,
                 want.to_vec(),
                 "ts {timestamp} len {len} chunk {chunk_size} csid {csid}"
             );
+            assert_eq!(headers.wire_len(payload.len(), chunk_size as usize), want.len());
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::chunk::message_headers;
+use crate::codec::chunk::ChunkHeaders;
 use crate::codec::flv;
 use crate::codec::media::{FourCc, PacketKind};
 use crate::codec::message::{CSID_AUDIO, CSID_DATA, CSID_VIDEO, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO};
@@ -38,8 +38,8 @@ pub struct MediaFrame {
     pub multitrack: bool,
     /// The message body exactly as the publisher sent it (an FLV tag body).
     pub payload: Bytes,
-    /// The chunk headers for the shared stream id: (first chunk's, every further chunk's).
-    rtmp: OnceLock<(Bytes, Bytes)>,
+    /// The chunk headers for the shared stream id, inline: every player writes them from here.
+    rtmp: OnceLock<ChunkHeaders>,
     flv: OnceLock<Bytes>,
 }
 
@@ -85,26 +85,35 @@ impl MediaFrame {
         }
     }
 
-    /// The frame as RTMP chunks on `stream_id` at `chunk_size`: the chunk headers around the
-    /// payload itself, never a copy of it. The headers for the shared stream id are made once
-    /// and shared by every player.
+    /// The chunk headers for the shared play stream id, made once: with
+    /// [`ChunkHeaders::pieces`] and the payload they make the frame on the wire, written
+    /// straight from the frame by every player.
+    pub fn shared_rtmp_headers(&self) -> &ChunkHeaders {
+        self.rtmp.get_or_init(|| self.rtmp_headers(SHARED_PLAY_STREAM_ID))
+    }
+
+    /// The frame as RTMP chunks on `stream_id` at `chunk_size`, in owned buffers around the
+    /// payload itself (never a copy of it): for writers that queue frames (relay pushes) and
+    /// players on another stream id.
     pub fn rtmp_chunks(&self, stream_id: u32, chunk_size: u32) -> RtmpChunks {
-        let (first, next) = if stream_id == SHARED_PLAY_STREAM_ID {
-            self.rtmp.get_or_init(|| self.rtmp_headers(stream_id)).clone()
+        let own;
+        let headers = if stream_id == SHARED_PLAY_STREAM_ID {
+            self.shared_rtmp_headers()
         } else {
-            self.rtmp_headers(stream_id)
+            own = self.rtmp_headers(stream_id);
+            &own
         };
         RtmpChunks {
-            first,
-            next,
+            first: Bytes::copy_from_slice(headers.first()),
+            next: Bytes::copy_from_slice(headers.next()),
             payload: self.payload.clone(),
             chunk_size: chunk_size.max(1) as usize,
         }
     }
 
-    fn rtmp_headers(&self, stream_id: u32) -> (Bytes, Bytes) {
+    fn rtmp_headers(&self, stream_id: u32) -> ChunkHeaders {
         let (type_id, csid) = self.rtmp_type();
-        message_headers(csid, self.timestamp, type_id, stream_id, self.payload.len())
+        ChunkHeaders::new(csid, self.timestamp, type_id, stream_id, self.payload.len())
     }
 
     /// The frame as one complete FLV tag, computed once and shared by HTTP-FLV and WS-FLV.
@@ -123,19 +132,17 @@ impl MediaFrame {
 
     /// Bytes this frame holds now: the payload, the encodings made so far and the frame itself.
     pub fn held_bytes(&self) -> usize {
-        let rtmp = self.rtmp.get().map_or(0, |(a, b)| a.len() + b.len());
         let flv = self.flv.get().map_or(0, Bytes::len);
-        FRAME_OVERHEAD + self.payload.len() + rtmp + flv
+        FRAME_OVERHEAD + self.payload.len() + flv
     }
 
     /// The most this frame can come to hold once readers have made its shared encodings: what
     /// caches charge, so their bounds hold whichever outputs are in use.
     pub fn max_held_bytes(&self) -> usize {
         let n = self.payload.len();
-        // RTMP: the two chunk headers (at most 18 and 7 bytes); the payload is shared.
-        let rtmp = 18 + 7;
+        // RTMP adds nothing: its chunk headers are inline and the payload is shared.
         let flv = n + flv::TAG_HEADER_LEN + 4;
-        FRAME_OVERHEAD + n + rtmp + flv
+        FRAME_OVERHEAD + n + flv
     }
 }
 
@@ -185,7 +192,7 @@ impl RtmpChunks {
         out.freeze()
     }
 
-    /// The first chunk's header (shared between players of the same frame).
+    /// The first chunk's header.
     pub fn first_header(&self) -> &Bytes {
         &self.first
     }
@@ -219,15 +226,15 @@ mod tests {
     #[test]
     fn shared_encodings_are_computed_once() {
         let f = frame(b"\x17\x01\x00\x00\x00abc");
-        let a = f.rtmp_chunks(1, 60000);
-        let b = f.rtmp_chunks(1, 60000);
         assert_eq!(
-            a.first_header().as_ptr(),
-            b.first_header().as_ptr(),
+            f.shared_rtmp_headers().first().as_ptr(),
+            f.shared_rtmp_headers().first().as_ptr(),
             "second reader gets the same headers"
         );
+        let pieces: Vec<&[u8]> = f.shared_rtmp_headers().pieces(&f.payload, 60000).collect();
+        assert_eq!(pieces[1].as_ptr(), f.payload.as_ptr(), "the payload itself, not a copy");
         let mut parts = Vec::new();
-        a.append_to(&mut parts);
+        f.rtmp_chunks(1, 60000).append_to(&mut parts);
         assert_eq!(parts[1].as_ptr(), f.payload.as_ptr(), "the payload itself, not a copy");
         let t1 = f.flv_tag();
         let t2 = f.flv_tag();

@@ -193,8 +193,8 @@ mod tests {
         g.push(&f, true);
         let before = g.held_bytes();
         f.flv_tag();
-        f.rtmp_chunks(1, 60000);
-        // The FLV tag copies the payload; RTMP adds only its chunk headers.
+        f.shared_rtmp_headers();
+        // The FLV tag copies the payload; RTMP's chunk headers live in the frame itself.
         assert!(g.held_bytes() >= before + 1000 + 12, "{} vs {before}", g.held_bytes());
         assert!(g.held_bytes() <= g.bytes());
     }

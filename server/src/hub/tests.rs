@@ -115,8 +115,9 @@ async fn readers_share_one_payload_and_one_encoding() {
     assert!(Arc::ptr_eq(&fa, &fb), "same frame object");
     assert_eq!(fa.flv_tag().as_ptr(), fb.flv_tag().as_ptr(), "same encoded FLV tag");
     assert_eq!(
-        fa.rtmp_chunks(1, 60000).first_header().as_ptr(),
-        fb.rtmp_chunks(1, 60000).first_header().as_ptr()
+        fa.shared_rtmp_headers().first().as_ptr(),
+        fb.shared_rtmp_headers().first().as_ptr(),
+        "same RTMP chunk headers"
     );
 }
 

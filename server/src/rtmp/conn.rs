@@ -13,8 +13,8 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
 use super::session::{Role as RtmpRole, Session, SessionConfig, SessionError, SessionEvent, StreamRequest, READ_SIZE};
-use crate::hub::StreamKey;
 use crate::hub::{HubError, Publisher, PublisherInfo, ReaderEnd, SubscribeOptions, Subscriber};
+use crate::hub::{MediaFrame, StreamKey, SHARED_PLAY_STREAM_ID};
 use crate::net::{self, write_all_bytes};
 use crate::redact::RequestedName;
 use crate::server::Context;
@@ -184,13 +184,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 got = next_frames(&mut self.player, &mut frames), if playing => {
                     match got {
                         Ok(()) => {
-                            let Some(p) = self.player.as_ref() else { continue };
+                            let Some(p) = self.player.as_ref() else {
+                                frames.clear();
+                                continue;
+                            };
                             let chunk_size = self.ctx.config.rtmp.chunk_size;
-                            for f in frames.drain(..) {
-                                f.rtmp_chunks(p.stream_id, chunk_size).append_to(&mut batch);
+                            if p.stream_id == SHARED_PLAY_STREAM_ID {
+                                self.write_frames(&frames, chunk_size as usize).await?;
+                                frames.clear();
+                            } else {
+                                for f in frames.drain(..) {
+                                    f.rtmp_chunks(p.stream_id, chunk_size).append_to(&mut batch);
+                                }
+                                p.sub.count_out(batch.iter().map(|b| b.len()).sum());
+                                self.write_batch(&mut batch).await?;
                             }
-                            p.sub.count_out(batch.iter().map(|b| b.len()).sum());
-                            self.write_batch(&mut batch).await?;
                         }
                         Err(ReaderEnd::StreamEnded) => {
                             let stream_id = self.player.take().map_or(1, |p| p.stream_id);
@@ -273,6 +281,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let mut out = vec![self.session().take_output()];
         self.write_batch(&mut out).await
+    }
+
+    /// Writes frames to a player on the shared stream id: their shared chunk headers and
+    /// payloads go to the socket straight from the frames, nothing allocated or cloned.
+    async fn write_frames(&mut self, frames: &[Arc<MediaFrame>], chunk_size: usize) -> Result<(), ConnError> {
+        let len = frames
+            .iter()
+            .map(|f| f.shared_rtmp_headers().wire_len(f.payload.len(), chunk_size))
+            .sum();
+        if let Some(p) = &self.player {
+            p.sub.count_out(len);
+        }
+        self.guard.entry().add_out(len);
+        let limit = Duration::from_secs(self.ctx.config.hub.write_timeout_secs);
+        let pieces = || {
+            frames
+                .iter()
+                .flat_map(move |f| f.shared_rtmp_headers().pieces(&f.payload, chunk_size))
+        };
+        timeout(limit, net::write_all_pieces(&mut self.socket, pieces))
+            .await
+            .map_err(|_| ConnError::WriteTimeout(limit))??;
+        Ok(())
     }
 
     async fn write_batch(&mut self, batch: &mut Vec<Bytes>) -> Result<(), ConnError> {
