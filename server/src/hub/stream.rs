@@ -454,6 +454,7 @@ impl Publisher {
     pub fn push_video(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_video_header(&payload)?;
+        let payload = own_if_kept(h.kind, payload);
         if h.keyframe && h.codec == FourCc::VP9 && !h.multitrack {
             // A VP9 configuration record carries no picture size; keyframes do.
             let mut s = self.stream.lock();
@@ -497,6 +498,7 @@ impl Publisher {
     pub fn push_audio(&self, timestamp: u32, payload: Bytes) -> Result<(), MediaHeaderError> {
         self.count_in(payload.len());
         let h = media::parse_audio_header(&payload)?;
+        let payload = own_if_kept(h.kind, payload);
         if !h.multitrack && h.kind == PacketKind::Frame && matches!(h.codec, FourCc::MP3 | FourCc::AC3 | FourCc::EAC3) {
             // MP3 and AC-3 have no sequence header: learn their parameters from a frame.
             let mut s = self.stream.lock();
@@ -553,6 +555,16 @@ impl Publisher {
             PacketKind::Other,
             body,
         ));
+    }
+}
+
+/// Sequence headers and other non-frame packets are kept for as long as the stream lives:
+/// they get a buffer of their own rather than a slice that would keep a whole read buffer of
+/// the publisher's connection alive.
+fn own_if_kept(kind: PacketKind, payload: Bytes) -> Bytes {
+    match kind {
+        PacketKind::Frame => payload,
+        _ => Bytes::copy_from_slice(&payload),
     }
 }
 

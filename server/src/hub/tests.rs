@@ -603,3 +603,23 @@ async fn ring_holds_nothing_without_readers_and_is_bounded_in_bytes() {
     let held = stream.ring_bytes();
     assert!(held > 0 && held <= 1 << 20, "ring holds {held} bytes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn kept_headers_do_not_hold_the_read_buffer_they_came_in() {
+    let hub = Hub::new(settings());
+    let p = hub.publish(&key(), who(1)).unwrap();
+    // As a connection hands them over: slices of one larger read buffer.
+    let mut read = AVC_HEADER.to_vec();
+    read.extend_from_slice(b"\x27\x01\x00\x00\x00inter");
+    let read = Bytes::from(read);
+    p.push_video(0, read.slice(..AVC_HEADER.len())).unwrap();
+    p.push_video(40, read.slice(AVC_HEADER.len()..)).unwrap();
+    let mut sub = hub.subscribe(&key()).unwrap();
+    let header = sub.recv().await.unwrap();
+    assert!(header.is_sequence_header());
+    let (start, end) = (read.as_ptr() as usize, read.as_ptr() as usize + read.len());
+    assert!(
+        !(start..end).contains(&(header.payload.as_ptr() as usize)),
+        "the sequence header has a buffer of its own"
+    );
+}
