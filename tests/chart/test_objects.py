@@ -399,6 +399,10 @@ def test_prometheus_rule_alerts():
                     "PrometheusRule", "studio-b")["spec"]["groups"]
     second = {r["alert"]: r for r in second["rules"]}
     assert 'pod=~"studio-b-server-' in second["FerrocastServerTargetMissing"]["expr"]
+    # Another release's leader in the same namespace does not hide that this one has none.
+    assert alerts["FerrocastOperatorNoLeader"]["expr"].strip() == (
+        f'max(ferrocast_operator_leader{{namespace="{NAMESPACE}",pod=~"ferrocast-operator-[a-z0-9]+-[a-z0-9]+"}}) == 0')
+    assert 'pod=~"studio-b-operator-' in second["FerrocastOperatorNoLeader"]["expr"]
     assert "ferrocast_operator_certificate_expiry_timestamp_seconds" in alerts["FerrocastCertificateExpiringSoon"]["expr"]
     assert alerts["FerrocastCertificateExpiringSoon"]["expr"].strip().endswith("< 14 * 86400")
 
