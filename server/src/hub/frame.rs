@@ -191,11 +191,6 @@ impl RtmpChunks {
         }
         out.freeze()
     }
-
-    /// The first chunk's header.
-    pub fn first_header(&self) -> &Bytes {
-        &self.first
-    }
 }
 
 /// Builds the `onMetaData` script body from the publisher's metadata values.

@@ -860,7 +860,7 @@ impl Recorder {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::hub::{HubSettings, PublisherInfo};
+    use crate::hub::{HubSettings, Publisher, PublisherInfo};
     use bytes::Bytes;
 
     /// The avcC of writer's tests, as an FLV sequence header body.
@@ -877,6 +877,44 @@ mod tests {
 
     fn frame(key: bool) -> Bytes {
         Bytes::from(vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0])
+    }
+
+    /// Recorders on a hub made from `yaml`, wired as the server wires them.
+    struct Rig {
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        records: Arc<Recorders>,
+        events: tokio::sync::broadcast::Receiver<crate::webhooks::OtherEvent>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    fn rig(yaml: &str) -> Rig {
+        let config = Config::from_yaml(yaml, "t").unwrap();
+        let hub = Hub::new(HubSettings::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
+        let events = webhooks.subscribe_other();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        Rig {
+            hub,
+            metrics,
+            records,
+            events,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    fn publish(hub: &Hub, name: &str) -> (StreamKey, Publisher) {
+        let key = hub.key("live", name).unwrap();
+        let info = PublisherInfo {
+            session_id: 1,
+            protocol: "rtmp",
+            remote: "127.0.0.1:1".into(),
+            started: SystemTime::now(),
+        };
+        let p = hub.publish(&key, info).unwrap();
+        (key, p)
     }
 
     async fn until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -899,24 +937,14 @@ mod tests {
             "hub: {{reader_queue_frames: 16, slow_reader_max_skips: 100}}\n\
              apps: [{{name: live, record: {{mode: api, format: fmp4, fsync: false, path: {root:?}}}}}]\n"
         );
-        let config = Config::from_yaml(&yaml, "t").unwrap();
-        let hub = Hub::new(HubSettings::from_config(&config));
-        let metrics = Arc::new(Metrics::new());
-        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
-        let key = hub.key("live", "cam").unwrap();
-        let p = hub
-            .publish(
-                &key,
-                PublisherInfo {
-                    session_id: 1,
-                    protocol: "rtmp",
-                    remote: "127.0.0.1:1".into(),
-                    started: SystemTime::now(),
-                },
-            )
-            .unwrap();
+        let Rig {
+            hub,
+            metrics,
+            records,
+            _shutdown,
+            ..
+        } = rig(&yaml);
+        let (key, p) = publish(&hub, "cam");
         records.start(&key).unwrap();
         p.push_video(0, avc_header()).unwrap();
         let mut ts = 0;
@@ -964,24 +992,14 @@ mod tests {
     async fn a_codec_mp4_cannot_carry_is_counted_once_and_not_retried() {
         let root = std::env::temp_dir().join(format!("ferrocast-vp8-{}", rand::random::<u64>()));
         let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
-        let config = Config::from_yaml(&yaml, "t").unwrap();
-        let hub = Hub::new(HubSettings::from_config(&config));
-        let metrics = Arc::new(Metrics::new());
-        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
-        let key = hub.key("live", "vp8").unwrap();
-        let p = hub
-            .publish(
-                &key,
-                PublisherInfo {
-                    session_id: 1,
-                    protocol: "rtmp",
-                    remote: "127.0.0.1:1".into(),
-                    started: SystemTime::now(),
-                },
-            )
-            .unwrap();
+        let Rig {
+            hub,
+            metrics,
+            records,
+            _shutdown,
+            ..
+        } = rig(&yaml);
+        let (key, p) = publish(&hub, "vp8");
         records.start(&key).unwrap();
         // Enhanced RTMP: [ex | keyframe | packet type][FourCC vp08][data].
         p.push_video(0, Bytes::from_static(b"\x90vp08\x01\x02")).unwrap();
@@ -1011,13 +1029,12 @@ mod tests {
         use crate::codec::media::{FourCc, PacketKind};
         let root = std::env::temp_dir().join(format!("ferrocast-sweep-{}", rand::random::<u64>()));
         let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
-        let config = Config::from_yaml(&yaml, "t").unwrap();
-        let hub = Hub::new(HubSettings::from_config(&config));
-        let metrics = Arc::new(Metrics::new());
-        let webhooks = Webhooks::start(&config.webhooks, metrics.clone()).unwrap();
-        let mut events = webhooks.subscribe_other();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let records = Recorders::new(hub.clone(), metrics.clone(), webhooks, shutdown);
+        let Rig {
+            records,
+            mut events,
+            _shutdown,
+            ..
+        } = rig(&yaml);
         tokio::spawn(records.clone().run());
         // Let the sweep at start find the directory empty.
         for _ in 0..20 {
