@@ -310,7 +310,7 @@ async fn hls_segments(pod: &TestServer, name: &str) -> Vec<String> {
     assert_eq!(status, 200, "index.m3u8: {index}");
     let media = index
         .lines()
-        .find(|l| l.starts_with("video.m3u8"))
+        .find(|l| l.starts_with("muxed.m3u8") || l.starts_with("video.m3u8"))
         .or_else(|| {
             index
                 .lines()

@@ -50,11 +50,14 @@ fn uri_after(playlist: &str, tag: &str) -> String {
     panic!("no {tag} in\n{playlist}");
 }
 
-/// `/live/{name}/video.m3u8?hs=...` from the multivariant playlist.
-async fn video_playlist_url(server: &TestServer, name: &str) -> String {
+/// `/live/{name}/muxed.m3u8?hs=...` (video and audio in one playlist) from the multivariant
+/// playlist.
+async fn variant_playlist_url(server: &TestServer, name: &str) -> String {
     let (status, index) = fetch_text(&format!("{}/index.m3u8", base(server, name))).await;
     assert_eq!(status, 200, "{index}");
-    format!("{}/{}", base(server, name), uri_after(&index, "#EXT-X-STREAM-INF"))
+    let uri = uri_after(&index, "#EXT-X-STREAM-INF");
+    assert!(uri.starts_with("muxed.m3u8?hs="), "the muxed variant: {index}");
+    format!("{}/{uri}", base(server, name))
 }
 
 #[tokio::test]
@@ -204,7 +207,7 @@ async fn starts_with_keyframe(init: &[u8], segment: &[u8], dir: &TempDir, n: u64
 async fn playlists_pass_a_strict_parser_and_the_ll_hls_rules() {
     let live = Live::start("hls_rules").await.unwrap();
     let b = base(&live.server, &live.name);
-    let url = video_playlist_url(&live.server, &live.name).await;
+    let url = variant_playlist_url(&live.server, &live.name).await;
     let dir = TempDir::new("hls-rules").unwrap();
     let mut last_sequence = None;
     let mut checked = std::collections::HashSet::new();
@@ -265,15 +268,33 @@ async fn playlists_pass_a_strict_parser_and_the_ll_hls_rules() {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
-    // The audio playlist follows the same rules and numbers.
+    // The separate video and audio playlists (DASH's tracks, served by name) follow the same
+    // rules and numbers.
     let (_, index) = fetch_text(&format!("{b}/index.m3u8")).await;
-    let audio = uri_after(&index, "#EXT-X-MEDIA:TYPE=AUDIO");
-    let (status, text) = fetch_text(&format!("{b}/{audio}")).await;
-    assert_eq!(status, 200);
-    let pl = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("audio playlist parses");
-    assert!(pl.segments.iter().all(|s| s.duration <= 2.1), "{text}");
+    let hs = url.split_once('?').unwrap().1;
+    let (_, muxed) = fetch_text(&url).await;
+    let muxed = m3u8_rs::parse_media_playlist_res(muxed.as_bytes()).unwrap();
+    for track in ["video", "audio"] {
+        let (status, text) = fetch_text(&format!("{b}/{track}.m3u8?{hs}")).await;
+        assert_eq!(status, 200, "{track}");
+        let pl = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("playlist parses");
+        assert!(pl.segments.iter().all(|s| s.duration <= 2.1), "{text}");
+        assert!(
+            pl.segments.iter().all(|s| s.uri.starts_with(&format!("{track}-"))),
+            "{text}"
+        );
+        let last = |p: &m3u8_rs::MediaPlaylist| p.media_sequence + p.segments.len() as u64;
+        assert!(
+            last(&pl).abs_diff(last(&muxed)) <= 1,
+            "the muxed numbers are the {track} numbers:\n{text}"
+        );
+    }
     let m = m3u8_rs::parse_master_playlist_res(index.as_bytes()).expect("multivariant playlist parses");
     assert_eq!(m.variants.len(), 1);
+    assert!(
+        m.alternatives.is_empty() && m.variants[0].audio.is_none(),
+        "audio is in the variant: {index}"
+    );
     let codecs = m.variants[0].codecs.as_deref().unwrap_or_default();
     assert!(codecs.starts_with("avc1.") && codecs.ends_with(",mp4a.40.2"), "{index}");
 }
@@ -292,7 +313,7 @@ fn preload_hint(text: &str) -> (String, u64, usize) {
 async fn blocking_reload_answers_when_the_part_exists_and_refuses_too_far_ahead() {
     let live = Live::start("hls_block").await.unwrap();
     let b = base(&live.server, &live.name);
-    let url = video_playlist_url(&live.server, &live.name).await;
+    let url = variant_playlist_url(&live.server, &live.name).await;
     let (_, text) = fetch_text(&url).await;
     let (hint, msn, part) = preload_hint(&text);
     assert!(
@@ -338,9 +359,9 @@ async fn responses_carry_content_types_caching_cors_and_count_viewers() {
     assert_eq!(header(&headers, "content-type"), Some("application/vnd.apple.mpegurl"));
     assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
     assert_eq!(header(&headers, "cache-control"), Some("max-age=1"));
-    let url = video_playlist_url(&live.server, &live.name).await;
+    let url = variant_playlist_url(&live.server, &live.name).await;
     let (_, text) = fetch_text(&url).await;
-    let seg = text.lines().find(|l| l.starts_with("video-")).unwrap();
+    let seg = text.lines().find(|l| l.starts_with("muxed-")).unwrap();
     let (status, headers, body) = fetch(&format!("{b}/{seg}")).await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("video/iso.segment"));
@@ -368,7 +389,7 @@ async fn responses_carry_content_types_caching_cors_and_count_viewers() {
     assert_eq!(r.header("content-length"), Some(body.len().to_string().as_str()));
     drop(r.read_to_end(Duration::from_millis(200)).await);
     // Two sessions (two index requests) and their requests are counted.
-    let _second = video_playlist_url(&live.server, &live.name).await;
+    let _second = variant_playlist_url(&live.server, &live.name).await;
     let metrics = loop_until_metric(&live.server, &live.name, "ferrocast_stream_hls_viewers", 3).await;
     assert!(
         metrics.contains("ferrocast_hls_requests_total{app=\"live\",kind=\"segment\"}"),
@@ -427,7 +448,7 @@ async fn play_auth_guards_the_playlist_and_carries_to_segments() {
     let (status, text) = fetch_text(&format!("{b}/{media}")).await;
     assert_eq!(status, 200);
     assert!(!text.contains("play-k3y"));
-    let seg = text.lines().find(|l| l.starts_with("video-")).unwrap().to_string();
+    let seg = text.lines().find(|l| l.starts_with("muxed-")).unwrap().to_string();
     let (status, _, body) = fetch(&format!("{b}/{seg}")).await;
     assert_eq!(status, 200, "the session carries to segments");
     assert!(!body.is_empty());
@@ -487,7 +508,7 @@ async fn segmenter_memory_stays_bounded_over_two_minutes() {
         "the always-on segmenter reported its memory: {samples:?}"
     );
     assert!(samples.iter().any(|v| *v > MAX / 2), "the window filled: {samples:?}");
-    let (_, text) = fetch_text(&video_playlist_url(&live.server, &live.name).await).await;
+    let (_, text) = fetch_text(&variant_playlist_url(&live.server, &live.name).await).await;
     let segments = text.lines().filter(|l| l.starts_with("#EXTINF")).count();
     assert!((1..=7).contains(&segments), "{text}");
     let growth = rss_kib(pid).saturating_sub(rss_after_warmup.unwrap());

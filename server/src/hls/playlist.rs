@@ -8,7 +8,7 @@
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use super::segmenter::{Segment, Segmenter, Track, TrackName};
+use super::segmenter::{Init, Segment, Segmenter, Track, TrackName};
 
 /// Segments (the newest complete ones) whose parts are listed, besides the one in progress.
 const SEGMENTS_WITH_PARTS: usize = 2;
@@ -86,8 +86,9 @@ pub fn multivariant(seg: &Segmenter, prefix: &str, query: &str) -> String {
 }
 
 /// The multivariant playlist of a stream and its renditions: a variant each (peak and
-/// average bandwidth, codecs, resolution, frame rate), each with its own audio group, since
-/// every rendition carries audio at its own bitrate.
+/// average bandwidth, codecs, resolution, frame rate). A variant with video and audio is
+/// its muxed track (one request per part or segment instead of two); the separate video and
+/// audio playlists stay served for DASH and for players that ask for them by name.
 pub fn multivariant_of(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     let single = variants.len() == 1;
@@ -102,6 +103,18 @@ pub fn multivariant_of(variants: &[Variant]) -> String {
             codecs.push(a.codec.clone());
             peak += peak_bandwidth(&seg.audio);
             average += bandwidth(&seg.audio);
+        }
+        if let (Some(video), Some(muxed)) = (video, seg.muxed.init.as_ref()) {
+            let _ = write!(
+                out,
+                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"",
+                peak_bandwidth(&seg.muxed).max(1),
+                bandwidth(&seg.muxed).max(1),
+                muxed.codec
+            );
+            stream_inf_video(&mut out, video, v.fps);
+            let _ = writeln!(out, "\n{prefix}muxed.m3u8{query}");
+            continue;
         }
         let Some(video) = video else {
             if audio.is_some() {
@@ -136,20 +149,25 @@ pub fn multivariant_of(variants: &[Variant]) -> String {
             average.max(1),
             codecs.join(",")
         );
-        if let ferrocast_media::fmp4::TrackKind::Video { width, height } = video.setup.kind {
-            if width > 0 && height > 0 {
-                let _ = write!(out, ",RESOLUTION={width}x{height}");
-            }
-        }
-        if let Some(fps) = v.fps.filter(|f| *f > 0.0) {
-            let _ = write!(out, ",FRAME-RATE={fps:.3}");
-        }
+        stream_inf_video(&mut out, video, v.fps);
         if audio.is_some() {
             let _ = write!(out, ",AUDIO=\"{group}\"");
         }
         let _ = writeln!(out, "\n{prefix}video.m3u8{query}");
     }
     out
+}
+
+/// RESOLUTION and FRAME-RATE of a variant, when known.
+fn stream_inf_video(out: &mut String, video: &Init, fps: Option<f64>) {
+    if let ferrocast_media::fmp4::TrackKind::Video { width, height } = video.setup.kind {
+        if width > 0 && height > 0 {
+            let _ = write!(out, ",RESOLUTION={width}x{height}");
+        }
+    }
+    if let Some(fps) = fps.filter(|f| *f > 0.0) {
+        let _ = write!(out, ",FRAME-RATE={fps:.3}");
+    }
 }
 
 /// An LL-HLS media playlist of one track. Players without LL-HLS support ignore the part
@@ -211,7 +229,9 @@ pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str) -> Str
             part_name(name, seg.epoch, msn, parts)
         );
     }
-    for other in seg.tracks().filter(|t| t.name != name) {
+    // The muxed track is the only rendition of its variant; the others report each other.
+    let others = seg.tracks().filter(|t| name != TrackName::Muxed && t.name != name);
+    for other in others {
         if let Some(last) = other.segments.back() {
             let (msn, part) = match last.parts.len() {
                 0 => (
@@ -379,6 +399,7 @@ pub fn mpd_of(variants: &[Variant], now: SystemTime) -> Option<String> {
         let (content, mime) = match name {
             TrackName::Video => ("video", "video/mp4"),
             TrackName::Audio => ("audio", "audio/mp4"),
+            TrackName::Muxed => continue,
         };
         let _ = writeln!(
             out,

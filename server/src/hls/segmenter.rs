@@ -13,6 +13,10 @@
 //!   slot, so two segmenters of the same stream timeline produce the same numbers and names.
 //! - A part is closed as soon as the next sample would make it longer than the part target.
 //! - Samples are copied once, into their part's `moof`+`mdat`; segments are their parts.
+//! - With video and audio, a third, muxed track holds both in one fragment per part (video
+//!   on track 1, audio on track 2): its parts and segments are the video's, each carrying the
+//!   audio samples that began before the video part's end. HLS players get it from the
+//!   multivariant playlist, which halves their requests; DASH keeps the two tracks.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
@@ -42,6 +46,8 @@ pub struct Settings {
 pub enum TrackName {
     Video,
     Audio,
+    /// Video and audio in the same fragments.
+    Muxed,
 }
 
 impl TrackName {
@@ -49,6 +55,7 @@ impl TrackName {
         match self {
             TrackName::Video => "video",
             TrackName::Audio => "audio",
+            TrackName::Muxed => "muxed",
         }
     }
 
@@ -56,6 +63,7 @@ impl TrackName {
         match s {
             "video" => Some(TrackName::Video),
             "audio" => Some(TrackName::Audio),
+            "muxed" => Some(TrackName::Muxed),
             _ => None,
         }
     }
@@ -67,7 +75,7 @@ pub struct Init {
     pub name: String,
     pub bytes: Bytes,
     pub setup: TrackSetup,
-    /// RFC 6381 codec string.
+    /// RFC 6381 codec string (both tracks' for the muxed track).
     pub codec: String,
 }
 
@@ -121,7 +129,7 @@ impl Segment {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     ms: i64,
     dts: i64,
@@ -208,6 +216,10 @@ pub struct Segmenter {
     pub epoch: u64,
     pub video: Track,
     pub audio: Track,
+    /// Video and audio together; configured once both are.
+    pub muxed: Track,
+    /// Finished audio samples (with durations) not yet in a muxed part.
+    mux_audio: VecDeque<(Pending, i64)>,
     /// Whether the stream has video: then audio waits for the video cuts.
     expect_video: bool,
     video_header: Option<Arc<MediaFrame>>,
@@ -223,6 +235,11 @@ pub struct Segmenter {
 }
 
 const MAX_PENDING_CUTS: usize = 32;
+/// Audio samples waiting for a muxed part (about 20 s of AAC; more means video stopped).
+const MAX_MUX_AUDIO: usize = 1024;
+/// Track ids in the muxed init segment and fragments.
+const MUXED_VIDEO_ID: u32 = 1;
+const MUXED_AUDIO_ID: u32 = 2;
 
 impl Segmenter {
     pub fn new(settings: Settings, epoch: u64, expect_video: bool) -> Segmenter {
@@ -231,6 +248,8 @@ impl Segmenter {
             epoch,
             video: Track::new(TrackName::Video),
             audio: Track::new(TrackName::Audio),
+            muxed: Track::new(TrackName::Muxed),
+            mux_audio: VecDeque::new(),
             expect_video,
             video_header: None,
             cuts: VecDeque::new(),
@@ -245,6 +264,7 @@ impl Segmenter {
         match name {
             TrackName::Video => &self.video,
             TrackName::Audio => &self.audio,
+            TrackName::Muxed => &self.muxed,
         }
     }
 
@@ -265,7 +285,7 @@ impl Segmenter {
     /// Bytes the window holds.
     pub fn held_bytes(&self) -> usize {
         let pending = |t: &Track| t.part.iter().map(|(p, _)| p.data.len()).sum::<usize>();
-        [&self.video, &self.audio]
+        [&self.video, &self.audio, &self.muxed]
             .iter()
             .map(|t| t.segments.iter().map(Segment::bytes).sum::<usize>() + pending(t))
             .sum()
@@ -276,6 +296,7 @@ impl Segmenter {
     pub fn ready(&self) -> bool {
         self.main_track().complete_segments().next().is_some()
             && self.tracks().all(|t| t.complete_segments().next().is_some())
+            && (self.muxed.init.is_none() || self.muxed.complete_segments().next().is_some())
     }
 
     /// The wall-clock time of a timeline millisecond (program date time).
@@ -352,6 +373,7 @@ impl Segmenter {
         match name {
             TrackName::Video => &mut self.video,
             TrackName::Audio => &mut self.audio,
+            TrackName::Muxed => &mut self.muxed,
         }
     }
 
@@ -387,7 +409,43 @@ impl Segmenter {
         if had {
             track.reconfigured = true;
             track.held = None;
+            if name == TrackName::Audio {
+                self.mux_audio.clear();
+            }
         }
+        self.version += 1;
+        self.configure_muxed();
+    }
+
+    /// (Re)makes the muxed init segment once video and audio are both configured.
+    fn configure_muxed(&mut self) {
+        let (Some(v), Some(a)) = (&self.video.init, &self.audio.init) else {
+            return;
+        };
+        let config = |setup: &TrackSetup, track_id| TrackConfig {
+            track_id,
+            timescale: setup.timescale,
+            kind: setup.kind,
+            codec: setup.codec.clone(),
+        };
+        let Ok(bytes) = fmp4::init_segment(&[config(&v.setup, MUXED_VIDEO_ID), config(&a.setup, MUXED_AUDIO_ID)])
+        else {
+            return;
+        };
+        let name = format!("muxed-init-{:016x}.mp4", fnv1a(&bytes));
+        if self.muxed.init.as_ref().is_some_and(|i| i.name == name) {
+            return;
+        }
+        let init = Init {
+            name,
+            bytes: Bytes::from(bytes),
+            setup: v.setup.clone(),
+            codec: format!("{},{}", v.codec, a.codec),
+        };
+        let t = &mut self.muxed;
+        t.reconfigured = t.init.is_some();
+        t.timescale = v.setup.timescale;
+        t.init = Some(Arc::new(init));
         self.version += 1;
     }
 
@@ -414,7 +472,7 @@ impl Segmenter {
                 }
                 self.maybe_cut(name, &new);
             }
-            TrackName::Audio => {
+            TrackName::Audio | TrackName::Muxed => {
                 if let Some(h) = held {
                     let duration = (new.dts - h.dts).max(1);
                     self.maybe_cut(name, &h);
@@ -429,6 +487,8 @@ impl Segmenter {
     fn maybe_cut(&mut self, name: TrackName, s: &Pending) {
         let slot = self.slot(s.ms);
         let cut: Option<(u64, bool)> = match name {
+            // Cut with the video (cut_muxed).
+            TrackName::Muxed => None,
             TrackName::Video => {
                 let t = &self.video;
                 let last = t.segments.back();
@@ -477,6 +537,9 @@ impl Segmenter {
         };
         if let Some((msn, discontinuity)) = cut {
             self.close_segment(name, s.dts);
+            if name == TrackName::Video {
+                self.cut_muxed(msn, slot, s, discontinuity);
+            }
             if name == TrackName::Video && self.expect_video {
                 self.cuts.push_back((msn, s.ms, discontinuity));
                 if self.cuts.len() > MAX_PENDING_CUTS {
@@ -503,8 +566,73 @@ impl Segmenter {
         }
     }
 
+    /// Ends the muxed segment with the video's and starts the next one at the same keyframe.
+    fn cut_muxed(&mut self, msn: u64, slot: i64, s: &Pending, discontinuity: bool) {
+        let timescale = f64::from(self.muxed.timescale);
+        if let Some(seg) = self.muxed.current() {
+            seg.complete = true;
+            seg.duration = (s.dts - seg.start).max(0) as f64 / timescale;
+            while self.muxed.complete_segments().count() > self.settings.window {
+                self.muxed.evict_oldest();
+            }
+        }
+        let t = &mut self.muxed;
+        let Some(init) = t.init.clone() else { return };
+        let discontinuity = discontinuity || t.reconfigured || t.gap;
+        t.reconfigured = false;
+        t.gap = false;
+        t.segments.push_back(Segment {
+            msn,
+            slot,
+            start: s.dts,
+            start_ms: s.ms,
+            duration: 0.0,
+            parts: Vec::new(),
+            complete: false,
+            discontinuity,
+            init,
+            ts: OnceLock::new(),
+        });
+        self.version += 1;
+    }
+
+    /// The muxed part matching a video part just closed: its samples, and the audio samples
+    /// that began before its end (later ones wait for the next part).
+    fn mux_part(&mut self, video: &[(Pending, i64)], sequence: u32, duration: f64) {
+        let timescale = i64::from(self.video.timescale.max(1));
+        let Some((last, last_ticks)) = video.last() else { return };
+        let end_ms = last.ms + last_ticks * 1000 / timescale;
+        let n = self.mux_audio.iter().take_while(|(p, _)| p.ms < end_ms).count();
+        let mut audio: Vec<(Pending, i64)> = self.mux_audio.drain(..n).collect();
+        if self.muxed.reconfigured {
+            // The audio changed: its samples wait for the next segment's init.
+            audio.clear();
+        }
+        let Some(seg) = self.muxed.current() else { return };
+        let mut runs = vec![run_of(MUXED_VIDEO_ID, video)];
+        if !audio.is_empty() {
+            runs.push(run_of(MUXED_AUDIO_ID, &audio));
+        }
+        match fmp4::fragment(sequence, &runs) {
+            Ok(bytes) => seg.parts.push(Part {
+                duration,
+                independent: video[0].0.keyframe,
+                bytes: Bytes::from(bytes),
+                samples: Vec::new(),
+            }),
+            Err(e) => tracing::warn!(track = "muxed", "cannot write a part: {e}"),
+        }
+        self.version += 1;
+    }
+
     /// Adds a finished sample (its duration known) to the part being filled.
     fn add_to_part(&mut self, name: TrackName, s: Pending, duration: i64) {
+        if name == TrackName::Audio && self.muxed.init.is_some() {
+            if self.mux_audio.len() >= MAX_MUX_AUDIO {
+                self.mux_audio.pop_front();
+            }
+            self.mux_audio.push_back((s.clone(), duration));
+        }
         let part_target = ms_to_ticks(self.settings.part_target_ms, self.track(name).timescale).max(1);
         let t = self.track_mut(name);
         if t.current().is_none() {
@@ -533,20 +661,7 @@ impl Segmenter {
         let timescale = t.timescale;
         let Some(seg) = t.current() else { return };
         let sequence = ((seg.msn as u32) << 8) | (seg.parts.len() as u32 & 0xff);
-        let run = TrackRun {
-            track_id: 1,
-            base_decode_time: samples[0].0.dts.max(0) as u64,
-            samples: samples
-                .iter()
-                .map(|(p, d)| Sample {
-                    duration: u32::try_from(*d).unwrap_or(u32::MAX),
-                    composition_offset: i32::try_from(p.cts).unwrap_or(0),
-                    keyframe: p.keyframe,
-                    data: &p.data,
-                })
-                .collect(),
-        };
-        let bytes = match fmp4::fragment(sequence, &[run]) {
+        let bytes = match fmp4::fragment(sequence, &[run_of(1, &samples)]) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::warn!(track = name.as_str(), "cannot write a part: {e}");
@@ -568,13 +683,17 @@ impl Segmenter {
                 r
             })
             .collect();
+        let duration = ticks as f64 / f64::from(timescale);
         seg.parts.push(Part {
-            duration: ticks as f64 / f64::from(timescale),
+            duration,
             independent: samples[0].0.keyframe,
             bytes,
             samples: refs,
         });
         self.version += 1;
+        if name == TrackName::Video {
+            self.mux_part(&samples, sequence, duration);
+        }
     }
 
     fn close_segment(&mut self, name: TrackName, end_dts: i64) {
@@ -600,7 +719,7 @@ impl Segmenter {
     fn enforce_memory_bound(&mut self, name: TrackName) {
         let max = self.settings.max_bytes;
         while self.held_bytes() > max {
-            let oldest = [&self.video, &self.audio]
+            let oldest = [&self.video, &self.audio, &self.muxed]
                 .into_iter()
                 .filter(|t| t.segments.front().is_some_and(|s| s.complete))
                 .min_by_key(|t| t.segments.front().map(|s| s.start_ms))
@@ -615,6 +734,11 @@ impl Segmenter {
                     t.part.clear();
                     t.part_ticks = 0;
                     t.gap = true;
+                    // The muxed segment in progress holds this track's samples too.
+                    if self.muxed.current().is_some() {
+                        self.muxed.segments.pop_back();
+                        self.muxed.gap = true;
+                    }
                     tracing::warn!(
                         track = name.as_str(),
                         max_bytes = max,
@@ -667,6 +791,23 @@ impl Segmenter {
                 Some(Bytes::from(w.finish()))
             })
             .clone()
+    }
+}
+
+/// A fragment's run of finished samples (non-empty) on `track_id`.
+fn run_of(track_id: u32, samples: &[(Pending, i64)]) -> TrackRun<'_> {
+    TrackRun {
+        track_id,
+        base_decode_time: samples[0].0.dts.max(0) as u64,
+        samples: samples
+            .iter()
+            .map(|(p, d)| Sample {
+                duration: u32::try_from(*d).unwrap_or(u32::MAX),
+                composition_offset: i32::try_from(p.cts).unwrap_or(0),
+                keyframe: p.keyframe,
+                data: &p.data,
+            })
+            .collect(),
     }
 }
 

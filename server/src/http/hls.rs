@@ -1,6 +1,6 @@
 //! HLS, LL-HLS and DASH over HTTP under `/{app}/{name}/` (Node-Media-Server v2's layout):
-//! `index.m3u8` (multivariant), `video.m3u8` / `audio.m3u8` (LL-HLS media playlists with
-//! blocking reload), `{track}-init-{hash}.mp4`, `{track}-{epoch}-{msn}.m4s` (segments),
+//! `index.m3u8` (multivariant), `muxed.m3u8` / `video.m3u8` / `audio.m3u8` (LL-HLS media
+//! playlists with blocking reload), `{track}-init-{hash}.mp4`, `{track}-{epoch}-{msn}.m4s` (segments),
 //! `{track}-{epoch}-{msn}.{part}.m4s` (parts), `index.mpd` (DASH), `ts.m3u8` and
 //! `ts-{epoch}-{msn}.ts` (MPEG-TS for old players).
 //!
@@ -399,6 +399,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     match t.name {
                         TrackName::Video => setup.ts_video().is_some(),
                         TrackName::Audio => setup.ts_audio().is_some(),
+                        TrackName::Muxed => true,
                     }
                 })
             });
@@ -615,6 +616,8 @@ mod tests {
             ("index.m3u8", Some(Multivariant)),
             ("video.m3u8", Some(Media(Video))),
             ("audio.m3u8", Some(Media(Audio))),
+            ("muxed.m3u8", Some(Media(Muxed))),
+            ("muxed-17-4.1.m4s", Some(Part(Muxed, 17, 4, 1))),
             ("index.mpd", Some(Mpd)),
             ("ts.m3u8", Some(TsPlaylist)),
             ("ts-17-4.ts", Some(TsSegment(17, 4))),

@@ -248,3 +248,129 @@ fn ts_rendering_of_a_segment_is_made_once() {
     assert_eq!(a.len() % 188, 0);
     assert_eq!(a[0], 0x47);
 }
+
+/// (track id, base decode time, sample count, summed durations) of each `traf` of a part.
+fn trafs(part: &[u8]) -> Vec<(u32, u64, usize, u64)> {
+    fn boxes(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut out = Vec::new();
+        while b.len() >= 8 {
+            let size = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+            out.push((&b[4..8], &b[8..size]));
+            b = &b[size..];
+        }
+        out
+    }
+    let u32_at = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let (_, moof) = boxes(part).into_iter().find(|(t, _)| *t == b"moof").expect("a moof");
+    boxes(moof)
+        .into_iter()
+        .filter(|(t, _)| *t == b"traf")
+        .map(|(_, traf)| {
+            let (mut id, mut base, mut count, mut total) = (0, 0, 0, 0);
+            for (t, body) in boxes(traf) {
+                match t {
+                    b"tfhd" => id = u32_at(body, 4),
+                    b"tfdt" if body[0] == 1 => base = u64::from_be_bytes(body[4..12].try_into().unwrap()),
+                    b"tfdt" => base = u64::from(u32_at(body, 4)),
+                    b"trun" => {
+                        let flags = u32_at(body, 0) & 0xff_ffff;
+                        count = u32_at(body, 4) as usize;
+                        let mut at = 8 + if flags & 1 != 0 { 4 } else { 0 } + if flags & 4 != 0 { 4 } else { 0 };
+                        let entry = [0x100, 0x200, 0x400, 0x800].iter().filter(|f| flags & **f != 0).count() * 4;
+                        assert!(flags & 0x100 != 0, "durations per sample");
+                        for _ in 0..count {
+                            total += u64::from(u32_at(body, at));
+                            at += entry;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (id, base, count, total)
+        })
+        .collect()
+}
+
+#[test]
+fn the_muxed_track_carries_video_and_audio_in_the_video_parts() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 20, 1000, true);
+    let init = s.muxed.init.as_ref().expect("muxed once both tracks are configured");
+    assert!(
+        init.codec.starts_with("avc1.") && init.codec.contains(",mp4a.40."),
+        "{}",
+        init.codec
+    );
+    let muxed: Vec<&Segment> = s.muxed.complete_segments().collect();
+    assert_eq!(muxed.len(), 7, "the same window as video");
+    let mut next_audio: Option<u64> = None;
+    let mut audio_samples = 0;
+    for seg in &muxed {
+        let video = s.video.segment(seg.msn).expect("the video segment of the same number");
+        assert_eq!((seg.start_ms, seg.duration), (video.start_ms, video.duration));
+        assert_eq!(seg.parts.len(), video.parts.len(), "one muxed part per video part");
+        assert!(seg.parts[0].independent, "segment {} starts with a keyframe", seg.msn);
+        for (m, v) in seg.parts.iter().zip(&video.parts) {
+            assert_eq!((m.duration, m.independent), (v.duration, v.independent));
+            let t = trafs(&m.bytes);
+            assert_eq!(t[0].0, 1, "video first, on track 1");
+            assert_eq!(
+                (t[0].1, t[0].2),
+                (trafs(&v.bytes)[0].1, trafs(&v.bytes)[0].2),
+                "the video part's samples"
+            );
+            if let Some(&(id, base, count, total)) = t.get(1) {
+                assert_eq!(id, 2, "audio on track 2");
+                // Audio continues from part to part: nothing lost, nothing twice.
+                if let Some(expected) = next_audio {
+                    assert_eq!(base, expected, "audio of part in segment {}", seg.msn);
+                }
+                next_audio = Some(base + total);
+                audio_samples += count;
+            }
+        }
+    }
+    // About 47 AAC frames a second at 48 kHz over 14 s.
+    assert!((640..=680).contains(&audio_samples), "{audio_samples} audio samples");
+    assert!(s.ready());
+}
+
+#[test]
+fn the_muxed_track_restarts_with_a_discontinuity_when_the_audio_changes() {
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 6, 1000, true);
+    let first = s.muxed.init.as_ref().unwrap().name.clone();
+    // 44.1 kHz instead of 48 kHz.
+    s.push(&Arc::new(MediaFrame::new(
+        FrameKind::Audio,
+        FourCc::AAC,
+        6000,
+        0,
+        false,
+        PacketKind::SequenceHeader,
+        Bytes::from_static(&[0xaf, 0, 0x12, 0x10]),
+    )));
+    feed(&mut s, 6000, 6, 1000, true);
+    let second = s.muxed.init.as_ref().unwrap().name.clone();
+    assert_ne!(first, second, "a new init for the new audio");
+    let changed = s
+        .muxed
+        .segments
+        .iter()
+        .find(|g| g.init.name == second)
+        .expect("segments with the new init");
+    assert!(changed.discontinuity, "EXT-X-DISCONTINUITY where the init changes");
+    // No part mixes audio of the old configuration into a segment of the new one, or the
+    // other way round: every audio run of a segment continues the one before it.
+    for seg in s.muxed.segments.iter().filter(|g| g.init.name == second) {
+        let mut next = None;
+        for p in &seg.parts {
+            if let Some(&(_, base, _, total)) = trafs(&p.bytes).get(1) {
+                if let Some(n) = next {
+                    assert_eq!(base, n);
+                }
+                next = Some(base + total);
+            }
+        }
+    }
+}
