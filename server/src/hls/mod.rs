@@ -67,6 +67,7 @@ pub struct StreamHls {
     last_request: Mutex<Instant>,
     viewers: Mutex<HashMap<u64, Instant>>,
     ended: AtomicBool,
+    playlists: playlist::PlaylistCache,
 }
 
 impl StreamHls {
@@ -85,6 +86,11 @@ impl StreamHls {
         let guards: Vec<MutexGuard<'_, Segmenter>> = streams.iter().map(|s| s.lock()).collect();
         let segs: Vec<&Segmenter> = guards.iter().map(|g| &**g).collect();
         f(&segs)
+    }
+
+    /// The media playlist of `track` with `query` on every URI (rendered once per change).
+    pub fn media_playlist(&self, track: segmenter::TrackName, prefix: &str, query: &str) -> String {
+        self.playlists.media(&self.lock(), track, prefix, query)
     }
 
     pub fn is_ended(&self) -> bool {
@@ -184,7 +190,12 @@ impl Hls {
 
     /// The app's current configuration (it may have been reloaded).
     pub fn app(&self, app: &str) -> Option<AppConfig> {
-        self.hub.apps().iter().find(|a| a.name == app).cloned()
+        self.app_with(app, AppConfig::clone)
+    }
+
+    /// `f` of the app's current configuration, without copying it (per request).
+    pub fn app_with<R>(&self, app: &str, f: impl FnOnce(&AppConfig) -> R) -> Option<R> {
+        self.hub.apps().iter().find(|a| a.name == app).map(f)
     }
 
     /// The segmenter of a stream that is segmented now.
@@ -235,6 +246,7 @@ impl Hls {
             last_request: Mutex::new(Instant::now()),
             viewers: Mutex::new(HashMap::new()),
             ended: AtomicBool::new(false),
+            playlists: playlist::PlaylistCache::default(),
         });
         streams.insert(key.clone(), s.clone());
         drop(streams);

@@ -6,6 +6,7 @@
 //! a credential given once on the playlist carries to everything it lists.
 
 use std::fmt::Write;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::segmenter::{Init, Segment, Segmenter, Track, TrackName};
@@ -249,6 +250,61 @@ pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str) -> Str
         }
     }
     out
+}
+
+/// Stands for the query in a cached playlist (never part of a name or a URI prefix).
+const QUERY_MARK: &str = "\u{1}";
+/// Playlists a cache keeps (tracks times URI prefixes in use).
+const CACHED_PLAYLISTS: usize = 8;
+
+/// Media playlists rendered once per segmenter version and track, then given each
+/// request's session query: a reload by thousands of players between two parts formats
+/// nothing.
+#[derive(Default)]
+pub struct PlaylistCache(Mutex<Vec<Cached>>);
+
+struct Cached {
+    version: u64,
+    track: TrackName,
+    prefix: String,
+    template: Arc<str>,
+}
+
+impl PlaylistCache {
+    /// [`media`] of `seg` (the caller holds its lock).
+    pub fn media(&self, seg: &Segmenter, track: TrackName, prefix: &str, query: &str) -> String {
+        let template = {
+            let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let at = cache.iter().position(|c| c.track == track && c.prefix == prefix);
+            match at.map(|i| &cache[i]).filter(|c| c.version == seg.version) {
+                Some(c) => c.template.clone(),
+                None => {
+                    let template: Arc<str> = media(seg, track, prefix, QUERY_MARK).into();
+                    if let Some(i) = at {
+                        cache.remove(i);
+                    } else if cache.len() >= CACHED_PLAYLISTS {
+                        cache.remove(0);
+                    }
+                    cache.push(Cached {
+                        version: seg.version,
+                        track,
+                        prefix: prefix.to_string(),
+                        template: template.clone(),
+                    });
+                    template
+                }
+            }
+        };
+        let marks = template.matches(QUERY_MARK).count();
+        let mut out = String::with_capacity(template.len() + marks * query.len());
+        for (i, piece) in template.split(QUERY_MARK).enumerate() {
+            if i > 0 {
+                out.push_str(query);
+            }
+            out.push_str(piece);
+        }
+        out
+    }
 }
 
 /// The part a player will ask for next: (segment, part index).

@@ -316,6 +316,8 @@ impl Segmenter {
         if self.anchor.is_none() {
             if let Some(h) = self.video.held.as_ref().or(self.audio.held.as_ref()) {
                 self.anchor = Some((now, h.ms));
+                // Playlists now carry program date times.
+                self.version += 1;
             }
         }
     }
@@ -719,6 +721,7 @@ impl Segmenter {
     fn enforce_memory_bound(&mut self, name: TrackName) {
         let max = self.settings.max_bytes;
         while self.held_bytes() > max {
+            self.version += 1;
             let oldest = [&self.video, &self.audio, &self.muxed]
                 .into_iter()
                 .filter(|t| t.segments.front().is_some_and(|s| s.complete))

@@ -175,8 +175,10 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
     };
     let open = ctx
         .hls
-        .app(&key.app)
-        .is_some_and(|a| a.play.auth == AuthMode::None && a.allow.is_empty() && a.deny.is_empty());
+        .app_with(&key.app, |a| {
+            a.play.auth == AuthMode::None && a.allow.is_empty() && a.deny.is_empty()
+        })
+        .unwrap_or(false);
     let token = query_param(query, "hs");
     if let Some(token) = &token {
         if let Some(id) = sessions.verify(&key, token, now) {
@@ -245,7 +247,7 @@ pub async fn serve(
         Err(HubError::UnknownApp) => return refuse(&ctx, StatusCode::NOT_FOUND, "unknown app"),
         Err(e) => return refuse(&ctx, StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if ctx.hls.app(&app).is_some_and(|a| a.hls.mode == HlsMode::Off) {
+    if ctx.hls.app_with(&app, |a| a.hls.mode == HlsMode::Off).unwrap_or(false) {
         return refuse(&ctx, StatusCode::NOT_FOUND, "HLS is off for this app");
     }
     let access = match access(&ctx, key, &asset, &req) {
@@ -363,11 +365,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                 if query_param(query, "_HLS_part").is_some() {
                     return refuse(ctx, StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
                 }
-                return text(
-                    stream.with(|s| playlist::media(s, *track, prefix, q)),
-                    PLAYLIST,
-                    CACHE_PLAYLIST,
-                );
+                return text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_PLAYLIST);
             };
             // RFC 8216bis 6.2.5.2: more than two segments ahead of the last one is refused.
             let last = stream.with(|s| s.track(*track).last_msn()).unwrap_or(0);
@@ -382,11 +380,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     "the requested part did not appear in time",
                 );
             }
-            text(
-                stream.with(|s| playlist::media(s, *track, prefix, q)),
-                PLAYLIST,
-                CACHE_NEVER,
-            )
+            text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_NEVER)
         }
         Asset::Mpd => match stream.with(|s| playlist::mpd(s, prefix, q, SystemTime::now())) {
             Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),

@@ -374,3 +374,29 @@ fn the_muxed_track_restarts_with_a_discontinuity_when_the_audio_changes() {
         }
     }
 }
+
+#[test]
+fn cached_playlists_equal_fresh_ones_and_follow_every_change() {
+    use crate::hls::playlist::{media, PlaylistCache};
+    let cache = PlaylistCache::default();
+    let mut s = segmenter_av();
+    feed(&mut s, 0, 5, 1000, true);
+    s.mark_live(SystemTime::UNIX_EPOCH);
+    for track in [TrackName::Muxed, TrackName::Video, TrackName::Audio] {
+        for query in ["?hs=one", "?hs=two", ""] {
+            assert_eq!(cache.media(&s, track, "", query), media(&s, track, "", query));
+        }
+        assert_eq!(cache.media(&s, track, "../k/", "?x"), media(&s, track, "../k/", "?x"));
+    }
+    // Every frame that changes the segmenter changes what the cache answers.
+    let mut ts = 5000;
+    for _ in 0..40 {
+        s.push(&video(ts, ts % 1000 == 0));
+        s.push(&audio(ts));
+        ts += 50;
+        assert_eq!(
+            cache.media(&s, TrackName::Muxed, "", "?hs=one"),
+            media(&s, TrackName::Muxed, "", "?hs=one")
+        );
+    }
+}
