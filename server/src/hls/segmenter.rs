@@ -235,8 +235,9 @@ pub struct Segmenter {
 }
 
 const MAX_PENDING_CUTS: usize = 32;
-/// Audio samples waiting for a muxed part (about 20 s of AAC; more means video stopped).
-const MAX_MUX_AUDIO: usize = 1024;
+/// Audio samples waiting for a muxed part (about 5 s of AAC; video parts close every part
+/// target, so more means the video stopped or the audio runs far ahead of it).
+const MAX_MUX_AUDIO: usize = 256;
 /// Track ids in the muxed init segment and fragments.
 const MUXED_VIDEO_ID: u32 = 1;
 const MUXED_AUDIO_ID: u32 = 2;
@@ -285,10 +286,12 @@ impl Segmenter {
     /// Bytes the window holds.
     pub fn held_bytes(&self) -> usize {
         let pending = |t: &Track| t.part.iter().map(|(p, _)| p.data.len()).sum::<usize>();
-        [&self.video, &self.audio, &self.muxed]
-            .iter()
-            .map(|t| t.segments.iter().map(Segment::bytes).sum::<usize>() + pending(t))
-            .sum()
+        let waiting: usize = self.mux_audio.iter().map(|(p, _)| p.data.len()).sum();
+        waiting
+            + [&self.video, &self.audio, &self.muxed]
+                .iter()
+                .map(|t| t.segments.iter().map(Segment::bytes).sum::<usize>() + pending(t))
+                .sum()
     }
 
     /// Every configured track has a complete segment (players open all of them at once;
