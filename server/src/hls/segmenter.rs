@@ -291,7 +291,7 @@ impl Segmenter {
             + [&self.video, &self.audio, &self.muxed]
                 .iter()
                 .map(|t| t.segments.iter().map(Segment::bytes).sum::<usize>() + pending(t))
-                .sum()
+                .sum::<usize>()
     }
 
     /// Every configured track has a complete segment (players open all of them at once;
