@@ -290,7 +290,8 @@ impl Hls {
                     if made > 0 {
                         self.metrics.hls_segments.with_label_values(&[labels[0]]).inc_by(made);
                     }
-                    s.changed.send_replace(version);
+                    // Waiters wake only when something appeared, not for every batch.
+                    s.changed.send_if_modified(|v| std::mem::replace(v, version) != version);
                 }
                 _ = tick.tick() => {
                     if idle.is_some_and(|idle| s.idle_for() > idle) {
