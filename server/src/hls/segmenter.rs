@@ -185,6 +185,39 @@ impl Track {
         }
     }
 
+    /// Completes the segment in progress at `end_dts`, keeping `window` complete segments;
+    /// its duration in seconds.
+    fn complete_current(&mut self, end_dts: i64, window: usize) -> Option<f64> {
+        let timescale = f64::from(self.timescale);
+        let seg = self.current()?;
+        seg.complete = true;
+        seg.duration = (end_dts - seg.start).max(0) as f64 / timescale;
+        let duration = seg.duration;
+        while self.complete_segments().count() > window {
+            self.evict_oldest();
+        }
+        Some(duration)
+    }
+
+    /// Opens a segment at sample `s` (nothing while the track has no init segment).
+    fn open_segment(&mut self, msn: u64, slot: i64, s: &Pending, discontinuity: bool) {
+        let Some(init) = self.init.clone() else { return };
+        self.reconfigured = false;
+        self.gap = false;
+        self.segments.push_back(Segment {
+            msn,
+            slot,
+            start: s.dts,
+            start_ms: s.ms,
+            duration: 0.0,
+            parts: Vec::new(),
+            complete: false,
+            discontinuity,
+            init,
+            ts: OnceLock::new(),
+        });
+    }
+
     fn current(&mut self) -> Option<&mut Segment> {
         self.segments.back_mut().filter(|s| !s.complete)
     }
@@ -393,7 +426,7 @@ impl Segmenter {
             kind: setup.kind,
             codec: setup.codec.clone(),
         };
-        let (Ok(bytes), Ok(codec)) = (fmp4::init_segment(&[config.clone()]), config.codec_string()) else {
+        let (Ok(bytes), Ok(codec)) = (fmp4::init_segment(std::slice::from_ref(&config)), config.codec_string()) else {
             tracing::warn!(
                 track = name.as_str(),
                 "unusable codec configuration for HLS; track left out"
@@ -551,53 +584,17 @@ impl Segmenter {
                     self.cuts.pop_front();
                 }
             }
-            let t = self.track_mut(name);
-            let init = t.init.clone().expect("samples arrive only for configured tracks");
-            t.reconfigured = false;
-            t.gap = false;
-            t.segments.push_back(Segment {
-                msn,
-                slot,
-                start: s.dts,
-                start_ms: s.ms,
-                duration: 0.0,
-                parts: Vec::new(),
-                complete: false,
-                discontinuity,
-                init,
-                ts: OnceLock::new(),
-            });
+            self.track_mut(name).open_segment(msn, slot, s, discontinuity);
             self.version += 1;
         }
     }
 
     /// Ends the muxed segment with the video's and starts the next one at the same keyframe.
     fn cut_muxed(&mut self, msn: u64, slot: i64, s: &Pending, discontinuity: bool) {
-        let timescale = f64::from(self.muxed.timescale);
-        if let Some(seg) = self.muxed.current() {
-            seg.complete = true;
-            seg.duration = (s.dts - seg.start).max(0) as f64 / timescale;
-            while self.muxed.complete_segments().count() > self.settings.window {
-                self.muxed.evict_oldest();
-            }
-        }
         let t = &mut self.muxed;
-        let Some(init) = t.init.clone() else { return };
+        t.complete_current(s.dts, self.settings.window);
         let discontinuity = discontinuity || t.reconfigured || t.gap;
-        t.reconfigured = false;
-        t.gap = false;
-        t.segments.push_back(Segment {
-            msn,
-            slot,
-            start: s.dts,
-            start_ms: s.ms,
-            duration: 0.0,
-            parts: Vec::new(),
-            complete: false,
-            discontinuity,
-            init,
-            ts: OnceLock::new(),
-        });
+        t.open_segment(msn, slot, s, discontinuity);
         self.version += 1;
     }
 
@@ -636,7 +633,13 @@ impl Segmenter {
             if self.mux_audio.len() >= MAX_MUX_AUDIO {
                 self.mux_audio.pop_front();
             }
-            self.mux_audio.push_back((s.clone(), duration));
+            // Its own copy: a small audio frame waiting here must not keep the publisher's
+            // shared read buffer (up to 64 KiB) alive.
+            let own = Pending {
+                data: Bytes::copy_from_slice(&s.data),
+                ..s.clone()
+            };
+            self.mux_audio.push_back((own, duration));
         }
         let part_target = ms_to_ticks(self.settings.part_target_ms, self.track(name).timescale).max(1);
         let t = self.track_mut(name);
@@ -704,15 +707,9 @@ impl Segmenter {
     fn close_segment(&mut self, name: TrackName, end_dts: i64) {
         self.close_part(name);
         let window = self.settings.window;
-        let t = self.track_mut(name);
-        let timescale = t.timescale;
-        let Some(seg) = t.current() else { return };
-        seg.complete = true;
-        seg.duration = (end_dts - seg.start).max(0) as f64 / f64::from(timescale);
-        let d = seg.duration;
-        while t.complete_segments().count() > window {
-            t.evict_oldest();
-        }
+        let Some(d) = self.track_mut(name).complete_current(end_dts, window) else {
+            return;
+        };
         self.longest = self.longest.max(d);
         self.segments_made += 1;
         self.version += 1;

@@ -917,6 +917,14 @@ mod tests {
         (key, p)
     }
 
+    /// A rig with `live/{name}` published and being recorded.
+    fn recording(yaml: &str, name: &str) -> (Rig, StreamKey, Publisher) {
+        let rig = rig(yaml);
+        let (key, p) = publish(&rig.hub, name);
+        rig.records.start(&key).unwrap();
+        (rig, key, p)
+    }
+
     async fn until(what: &str, mut ok: impl FnMut() -> bool) {
         for _ in 0..200 {
             if ok() {
@@ -937,15 +945,8 @@ mod tests {
             "hub: {{reader_queue_frames: 16, slow_reader_max_skips: 100}}\n\
              apps: [{{name: live, record: {{mode: api, format: fmp4, fsync: false, path: {root:?}}}}}]\n"
         );
-        let Rig {
-            hub,
-            metrics,
-            records,
-            _shutdown,
-            ..
-        } = rig(&yaml);
-        let (key, p) = publish(&hub, "cam");
-        records.start(&key).unwrap();
+        let (rig, key, p) = recording(&yaml, "cam");
+        let (metrics, records) = (&rig.metrics, &rig.records);
         p.push_video(0, avc_header()).unwrap();
         let mut ts = 0;
         let mut push = |n: u32| {
@@ -992,15 +993,8 @@ mod tests {
     async fn a_codec_mp4_cannot_carry_is_counted_once_and_not_retried() {
         let root = std::env::temp_dir().join(format!("ferrocast-vp8-{}", rand::random::<u64>()));
         let yaml = format!("apps: [{{name: live, record: {{mode: api, format: mp4, path: {root:?}}}}}]\n");
-        let Rig {
-            hub,
-            metrics,
-            records,
-            _shutdown,
-            ..
-        } = rig(&yaml);
-        let (key, p) = publish(&hub, "vp8");
-        records.start(&key).unwrap();
+        let (rig, key, p) = recording(&yaml, "vp8");
+        let (metrics, records) = (&rig.metrics, &rig.records);
         // Enhanced RTMP: [ex | keyframe | packet type][FourCC vp08][data].
         p.push_video(0, Bytes::from_static(b"\x90vp08\x01\x02")).unwrap();
         let mut ts = 0;

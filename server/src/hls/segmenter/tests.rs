@@ -381,7 +381,11 @@ fn cached_playlists_equal_fresh_ones_and_follow_every_change() {
     let cache = PlaylistCache::default();
     let mut s = segmenter_av();
     feed(&mut s, 0, 5, 1000, true);
+    let before = cache.media(&s, TrackName::Muxed, "", "?hs=one");
+    // Becoming live adds program date times without a new part: the cache must see it.
     s.mark_live(SystemTime::UNIX_EPOCH);
+    let after = cache.media(&s, TrackName::Muxed, "", "?hs=one");
+    assert!(!before.contains("PROGRAM-DATE-TIME") && after.contains("PROGRAM-DATE-TIME"));
     for track in [TrackName::Muxed, TrackName::Video, TrackName::Audio] {
         for query in ["?hs=one", "?hs=two", ""] {
             assert_eq!(cache.media(&s, track, "", query), media(&s, track, "", query));
@@ -397,6 +401,38 @@ fn cached_playlists_equal_fresh_ones_and_follow_every_change() {
         assert_eq!(
             cache.media(&s, TrackName::Muxed, "", "?hs=one"),
             media(&s, TrackName::Muxed, "", "?hs=one")
+        );
+    }
+}
+
+#[test]
+fn audio_waiting_for_a_muxed_part_keeps_no_shared_read_buffer_alive() {
+    let mut s = segmenter_av();
+    s.push(&video(0, true));
+    // Audio frames that are slices of one large buffer, as frames read from a socket are.
+    let mut big = vec![0u8; 64 << 10];
+    for i in 0..10 {
+        big[i * 6..i * 6 + 6].copy_from_slice(&[0xaf, 1, 0x21, 0x10, 0x04, 0x60]);
+    }
+    let big = Bytes::from(big);
+    for i in 0..10u32 {
+        let at = i as usize * 6;
+        s.push(&Arc::new(MediaFrame::new(
+            FrameKind::Audio,
+            FourCc::AAC,
+            i * 21,
+            0,
+            false,
+            PacketKind::Frame,
+            big.slice(at..at + 6),
+        )));
+    }
+    assert!(!s.mux_audio.is_empty(), "audio waits for the next video part");
+    let range = big.as_ptr() as usize..big.as_ptr() as usize + big.len();
+    for (p, _) in &s.mux_audio {
+        assert!(
+            !range.contains(&(p.data.as_ptr() as usize)),
+            "a copy, not a slice of the buffer"
         );
     }
 }
