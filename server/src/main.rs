@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use ferrocast_server::config::{Config, LogFormat};
 use ferrocast_server::server::Server;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 ferrocast: live-streaming media server (RTMP/RTMPS, HTTP-FLV, WS-FLV over HTTP/HTTPS)
 

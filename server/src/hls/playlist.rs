@@ -267,7 +267,40 @@ struct Cached {
     version: u64,
     track: TrackName,
     prefix: String,
-    template: Arc<str>,
+    template: Arc<Template>,
+}
+
+/// A rendered playlist without its queries, and where they go: filling it is copying, with
+/// no search through the text per request.
+struct Template {
+    text: String,
+    marks: Vec<usize>,
+}
+
+impl Template {
+    fn new(rendered: &str) -> Self {
+        let mut text = String::with_capacity(rendered.len());
+        let mut marks = Vec::new();
+        for (i, piece) in rendered.split(QUERY_MARK).enumerate() {
+            if i > 0 {
+                marks.push(text.len());
+            }
+            text.push_str(piece);
+        }
+        Template { text, marks }
+    }
+
+    fn fill(&self, query: &str) -> String {
+        let mut out = String::with_capacity(self.text.len() + self.marks.len() * query.len());
+        let mut from = 0;
+        for &at in &self.marks {
+            out.push_str(&self.text[from..at]);
+            out.push_str(query);
+            from = at;
+        }
+        out.push_str(&self.text[from..]);
+        out
+    }
 }
 
 impl PlaylistCache {
@@ -279,7 +312,7 @@ impl PlaylistCache {
             match at.map(|i| &cache[i]).filter(|c| c.version == seg.version) {
                 Some(c) => c.template.clone(),
                 None => {
-                    let template: Arc<str> = media(seg, track, prefix, QUERY_MARK).into();
+                    let template = Arc::new(Template::new(&media(seg, track, prefix, QUERY_MARK)));
                     if let Some(i) = at {
                         cache.remove(i);
                     } else if cache.len() >= CACHED_PLAYLISTS {
@@ -295,15 +328,7 @@ impl PlaylistCache {
                 }
             }
         };
-        let marks = template.matches(QUERY_MARK).count();
-        let mut out = String::with_capacity(template.len() + marks * query.len());
-        for (i, piece) in template.split(QUERY_MARK).enumerate() {
-            if i > 0 {
-                out.push_str(query);
-            }
-            out.push_str(piece);
-        }
-        out
+        template.fill(query)
     }
 }
 
