@@ -195,7 +195,17 @@ impl Hub {
     /// Validates app and name; the error says which is wrong.
     pub fn key(&self, app: &str, name: &str) -> Result<StreamKey, HubError> {
         let key = StreamKey::new(app, name)?;
-        self.app(app)?;
+        // Asked on every HLS request: look, do not clone the app's config.
+        let known = self
+            .inner
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|a| a.name == app);
+        if !known {
+            return Err(HubError::UnknownApp);
+        }
         Ok(key)
     }
 
