@@ -11,6 +11,8 @@ use std::fs;
 pub struct TreeSample {
     /// Clock ticks of CPU time (user + system, including reaped children).
     pub ticks: u64,
+    /// The system (kernel) part of `ticks`.
+    pub sys_ticks: u64,
     pub rss_kb: u64,
     pub processes: usize,
 }
@@ -26,18 +28,30 @@ pub fn ticks_per_second() -> f64 {
     }
 }
 
-/// `(ppid, ticks)` from the text of /proc/PID/stat. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted from the last ')'.
-pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+/// What one /proc/PID/stat says about CPU time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ppid: u32,
+    /// utime + stime + cutime + cstime.
+    pub ticks: u64,
+    /// stime + cstime.
+    pub sys_ticks: u64,
+}
+
+/// Parses the text of /proc/PID/stat. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last ')'.
+pub fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
     let ppid = fields.get(1)?.parse().ok()?;
-    let mut ticks = 0u64;
-    for i in 11..=14 {
-        ticks += fields.get(i)?.parse::<i64>().ok()?.max(0) as u64;
-    }
-    Some((ppid, ticks))
+    let field = |i: usize| -> Option<u64> { Some(fields.get(i)?.parse::<i64>().ok()?.max(0) as u64) };
+    let (utime, stime, cutime, cstime) = (field(11)?, field(12)?, field(13)?, field(14)?);
+    Some(Stat {
+        ppid,
+        ticks: utime + stime + cutime + cstime,
+        sys_ticks: stime + cstime,
+    })
 }
 
 /// VmRSS in kB from the text of /proc/PID/status.
@@ -84,14 +98,14 @@ pub fn self_ticks() -> u64 {
     fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| parse_stat(&s))
-        .map_or(0, |(_, t)| t)
+        .map_or(0, |s| s.ticks)
 }
 
 /// Samples `pid` and its descendants; `None` when `pid` does not exist.
 pub fn sample_tree(pid: u32) -> Option<TreeSample> {
     let root = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, root_ticks) = parse_stat(&root)?;
-    let mut children: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    let root_stat = parse_stat(&root)?;
+    let mut children: HashMap<u32, Vec<(u32, Stat)>> = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -100,26 +114,27 @@ pub fn sample_tree(pid: u32) -> Option<TreeSample> {
             if p == pid {
                 continue;
             }
-            if let Some((ppid, ticks)) = fs::read_to_string(format!("/proc/{p}/stat"))
+            if let Some(stat) = fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
                 .as_deref()
                 .and_then(parse_stat)
             {
-                children.entry(ppid).or_default().push((p, ticks));
+                children.entry(stat.ppid).or_default().push((p, stat));
             }
         }
     }
     let mut sample = TreeSample::default();
-    let mut todo = vec![(pid, root_ticks)];
-    while let Some((p, ticks)) = todo.pop() {
-        sample.ticks += ticks;
+    let mut todo = vec![(pid, root_stat)];
+    while let Some((p, stat)) = todo.pop() {
+        sample.ticks += stat.ticks;
+        sample.sys_ticks += stat.sys_ticks;
         sample.processes += 1;
         sample.rss_kb += fs::read_to_string(format!("/proc/{p}/status"))
             .ok()
             .as_deref()
             .and_then(parse_vm_rss_kb)
             .unwrap_or(0);
-        if let Some(kids) = children.get(&p) {
+        if let Some(kids) = children.remove(&p) {
             todo.extend(kids);
         }
     }
@@ -193,7 +208,14 @@ mod tests {
     #[test]
     fn parses_stat_with_odd_command_name() {
         let stat = "4242 (nginx: worker (x) 1) S 4200 4242 4242 0 -1 4194624 100 0 0 0 150 35 7 3 20 0 1 0 1234 12345678 900 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some((4200, 150 + 35 + 7 + 3)));
+        assert_eq!(
+            parse_stat(stat),
+            Some(Stat {
+                ppid: 4200,
+                ticks: 150 + 35 + 7 + 3,
+                sys_ticks: 35 + 3
+            })
+        );
         assert_eq!(parse_stat("garbage"), None);
     }
 

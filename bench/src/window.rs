@@ -20,6 +20,8 @@ pub struct Figures {
     server_pid: Option<u32>,
     /// Server cores used and its sample at the end.
     pub server: Option<(f64, TreeSample)>,
+    /// The part of the server's cores spent in the kernel (system time).
+    pub server_sys_cores: Option<f64>,
     pub bench_cores: f64,
     pub machine_cores: f64,
     pub softirq_cores: f64,
@@ -43,7 +45,12 @@ impl Window {
         let cores = |ticks: u64| ticks as f64 / tps / secs;
         let machine = procfs::machine_ticks();
         let end = self.server_pid.and_then(procfs::sample_tree);
+        let server_sys_cores = match (self.server, end) {
+            (Some(x), Some(y)) => Some(cores(y.sys_ticks.saturating_sub(x.sys_ticks))),
+            _ => None,
+        };
         Figures {
+            server_sys_cores,
             secs,
             server_pid: self.server_pid,
             server: match (self.server, end) {
@@ -78,9 +85,10 @@ impl Figures {
             let (per, marginal) = self.rss_per(baseline, count);
             let _ = writeln!(
                 text,
-                "  server          pid {pid} ({} process{}): {cores:.3} cores, RSS {:.1} MB (baseline {:.1} MB), {:.1} KB per {unit} ({:.1} KB marginal)",
+                "  server          pid {pid} ({} process{}): {cores:.3} cores ({:.3} in the kernel), RSS {:.1} MB (baseline {:.1} MB), {:.1} KB per {unit} ({:.1} KB marginal)",
                 s.processes,
                 if s.processes == 1 { "" } else { "es" },
+                self.server_sys_cores.unwrap_or(0.0),
                 s.rss_kb as f64 / 1024.0,
                 baseline.map_or(0.0, |b| b.rss_kb as f64 / 1024.0),
                 per.unwrap_or(0.0),
@@ -109,6 +117,7 @@ impl Figures {
                 "pid": pid,
                 "processes": self.server.map(|(_, s)| s.processes),
                 "cpu_cores": self.server.map(|(c, _)| c),
+                "sys_cores": self.server_sys_cores,
                 "rss_kb": self.server.map(|(_, s)| s.rss_kb),
                 "rss_baseline_kb": baseline.map(|b| b.rss_kb),
             });

@@ -51,12 +51,14 @@ def main():
         # HLS runs: stalls of the simulated playback buffer in the window (stalled players).
         st = r.get("stalls")
         stalls = f" ({st['total']} stalls, {st['players']} players)" if st and r["protocol"] in ("hls", "hls-ts", "ll-hls") else ""
+        # The server's system time (kernel: sockets, copies, wake-ups), when the bench reported it.
+        kernel = f" (kernel {s['sys_cores']:.2f})" if s.get("sys_cores") is not None else ""
         print(
             f"| {SERVER_NAME.get(r['server_name'], r['server_name'])} | {r['protocol']} | {r['players']} "
             f"| {r['connected']} | {r['failed']} | {100 * r['keep_up_fraction']:.1f}%{stalls} | {r['mbps']:.0f} "
             f"| {fmt(fps.get('p50'), '.1f')} / {fmt(fps.get('p1'), '.1f')} "
             f"| {fmt(ttfk['p50'], '.1f')} / {fmt(ttfk['p99'], '.0f')} "
-            f"| {fmt(cpu, '.2f')} | {fmt(None if rss is None else rss / 1024, '.0f')} "
+            f"| {fmt(cpu, '.2f')}{kernel} | {fmt(None if rss is None else rss / 1024, '.0f')} "
             f"| {fmt(s.get('rss_per_player_kb'), '.0f')} / {fmt(s.get('rss_marginal_per_player_kb'), '.0f')} "
             f"| {bench:.2f} | {fmt(softirq, '.2f')} | {fmt(other, '.2f')} |"
         )
