@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use ferrocast_server::config::{Config, LogFormat};
 use ferrocast_server::server::Server;
 
+// glibc's malloc was a third of the HLS request path's user time; the trade (more RSS per
+// RTMP player) is measured in docs/benchmarks.md.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
