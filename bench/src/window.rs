@@ -45,18 +45,18 @@ impl Window {
         let cores = |ticks: u64| ticks as f64 / tps / secs;
         let machine = procfs::machine_ticks();
         let end = self.server_pid.and_then(procfs::sample_tree);
-        let server_sys_cores = match (self.server, end) {
-            (Some(x), Some(y)) => Some(cores(y.sys_ticks.saturating_sub(x.sys_ticks))),
-            _ => None,
+        let (server, server_sys_cores) = match (self.server, end) {
+            (Some(x), Some(y)) => (
+                Some((cores(y.ticks.saturating_sub(x.ticks)), y)),
+                Some(cores(y.sys_ticks.saturating_sub(x.sys_ticks))),
+            ),
+            _ => (None, None),
         };
         Figures {
-            server_sys_cores,
             secs,
             server_pid: self.server_pid,
-            server: match (self.server, end) {
-                (Some(x), Some(y)) => Some((cores(y.ticks.saturating_sub(x.ticks)), y)),
-                _ => None,
-            },
+            server,
+            server_sys_cores,
             bench_cores: cores(procfs::self_ticks().saturating_sub(self.own)),
             machine_cores: cores(machine.busy.saturating_sub(self.machine.busy)),
             softirq_cores: cores(machine.softirq.saturating_sub(self.machine.softirq)),

@@ -206,7 +206,6 @@ where
 /// (peer address, and the connection's slot or kill switch), then the shared router routes
 /// it. `Router::layer` did the same but rebuilt and wrapped every route once per connection
 /// and cloned the wrapped route service on every request (docs/benchmarks.md).
-#[derive(Clone)]
 struct ConnService {
     router: TowerToHyperService<Router>,
     peer: ConnectInfo<std::net::SocketAddr>,

@@ -196,14 +196,7 @@ impl Hub {
     pub fn key(&self, app: &str, name: &str) -> Result<StreamKey, HubError> {
         let key = StreamKey::new(app, name)?;
         // Asked on every HLS request: look, do not clone the app's config.
-        let known = self
-            .inner
-            .apps
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|a| a.name == app);
-        if !known {
+        if !self.apps().iter().any(|a| a.name == app) {
             return Err(HubError::UnknownApp);
         }
         Ok(key)
