@@ -23,7 +23,8 @@
 #   BENCH_THREADS (1), QUIET_MAX (0.3), QUIET_WAIT (180), OTHER_MAX (0.2), RETRIES (2),
 #   RTMP_PORT (11935), HTTP_PORT (18080),
 #   ADMIN_PORT (19190), SKIP_BUILD=1 to use the binaries already in target/release,
-#   FERROCAST_CONFIG_EXTRA (YAML appended to Ferrocast's config, e.g. 'hub: {write_coalesce_ms: 0}').
+#   FERROCAST_CONFIG_EXTRA (YAML appended to Ferrocast's config, e.g. 'hub: {write_coalesce_ms: 0}'),
+#   FERROCAST_HTTP_EXTRA (keys added to its `http` section, e.g. 'threads: 0').
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -81,8 +82,8 @@ scripts/bench/make-clip.sh "$CLIP"
 [[ " $SERVERS " == *" nms "* ]] && scripts/bench/install-nms.sh
 
 # Every player connects from 127.0.0.1: lift the per-address limits to the totals.
-printf 'bind: 127.0.0.1\nrtmp: {port: %s, max_connections_per_ip: 20000}\nhttp: {port: %s, max_connections_per_ip: 20000}\nadmin: {port: %s}\n%s\n' \
-    "$RTMP_PORT" "$HTTP_PORT" "$ADMIN_PORT" "${FERROCAST_CONFIG_EXTRA:-}" > "$OUT/ferrocast.yaml"
+printf 'bind: 127.0.0.1\nrtmp: {port: %s, max_connections_per_ip: 20000}\nhttp: {port: %s, max_connections_per_ip: 20000%s}\nadmin: {port: %s}\n%s\n' \
+    "$RTMP_PORT" "$HTTP_PORT" "${FERROCAST_HTTP_EXTRA:+, $FERROCAST_HTTP_EXTRA}" "$ADMIN_PORT" "${FERROCAST_CONFIG_EXTRA:-}" > "$OUT/ferrocast.yaml"
 
 # Process handling (start_bg, stop_bg, cleanup on exit) and the quiet-machine check.
 # shellcheck source=scripts/bench/lib.sh

@@ -254,6 +254,9 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     /// Serve the embeddable player page at `/{app}/{name}` (docs/console.md).
     pub player_page: bool,
+    /// Threads serving HTTP and HTTPS connections, each keeping its connections (as nginx
+    /// workers do): `null` one per core, `0` none (connections share the main runtime).
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -869,6 +872,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 256,
             request_timeout_secs: 10,
             player_page: true,
+            threads: None,
         }
     }
 }
@@ -1007,6 +1011,7 @@ impl Config {
                 10 * MILLION,
             ),
             ("http.request_timeout_secs", self.http.request_timeout_secs, 1, 3600),
+            ("http.threads", self.http.threads.unwrap_or(0) as u64, 0, 1024),
             ("hub.publisher_grace_secs", h.publisher_grace_secs, 0, DAY),
             ("hub.play_wait_secs", h.play_wait_secs, 0, DAY),
             ("hub.reader_queue_frames", h.reader_queue_frames as u64, 16, MILLION),
@@ -1567,6 +1572,7 @@ mod tests {
             ("rtmp: {max_connections: 0}", "rtmp.max_connections"),
             ("rtmp: {max_peer_chunk_size: 100}", "rtmp.max_peer_chunk_size"),
             ("http: {request_timeout_secs: 0}", "http.request_timeout_secs"),
+            ("http: {threads: 1025}", "http.threads"),
             ("http: {max_connections: 0}", "http.max_connections"),
             ("api: {token_ttl_secs: 0}", "api.token_ttl_secs"),
             ("api: {login_window_secs: 0}", "api.login_window_secs"),

@@ -52,6 +52,7 @@ pub mod relay;
 pub mod reload;
 pub mod rtmp;
 pub mod server;
+pub mod serving;
 pub mod session;
 pub mod tls;
 pub mod transcode;

@@ -22,6 +22,7 @@ use crate::hub::{HubError, Publisher, PublisherInfo, StreamKey};
 use crate::limits::{ConnLimits, Slot};
 use crate::metrics::Metrics;
 use crate::net::{accept_proxied, Prefixed, ProxyPolicy};
+use crate::serving::ServingThreads;
 use crate::session::{Protocol, Role, Sessions};
 use crate::tls::{Certificates, TlsError};
 use crate::webhooks::Webhooks;
@@ -663,6 +664,7 @@ impl Server {
             ctx.rtmp_limits.clone(),
             proxy(ProxyListener::Rtmp),
             ctx.draining.clone(),
+            None,
             move |s, peer, slot| {
                 let ctx = rtmp_ctx.clone();
                 async move {
@@ -677,12 +679,14 @@ impl Server {
         let router = crate::http::router(ctx.clone());
         let https_router = router.clone();
         let http_ctx = ctx.clone();
+        let threads = serving_threads(c.http.threads);
         let http = accept_loop(
             "http",
             self.http,
             ctx.http_limits.clone(),
             proxy(ProxyListener::Http),
             ctx.draining.clone(),
+            threads.clone(),
             move |s, peer, slot| crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone()),
         );
         // The admin listener stays open until the process exits, so probes see /readyz
@@ -696,6 +700,7 @@ impl Server {
             admin_limits,
             None,
             admin_until,
+            None,
             move |s, peer, slot| {
                 let (router, ctx) = (admin_router.clone(), admin_ctx.clone());
                 async move {
@@ -704,7 +709,7 @@ impl Server {
                 }
             },
         ));
-        let tls = tls_listeners(self.tls, ctx.clone(), proxy, https_router);
+        let tls = tls_listeners(self.tls, ctx.clone(), proxy, https_router, threads.clone());
         let accepting = tokio::spawn(async move {
             tokio::join!(rtmp, http, tls);
         });
@@ -761,9 +766,31 @@ impl Server {
             warn!("grace period over with webhook deliveries still queued; they are lost");
         }
         accepting.abort();
+        if let Some(threads) = &threads {
+            threads.stop();
+        }
         let _ = admin_exit.send(true);
         admin.abort();
         info!("stopped");
+    }
+}
+
+/// The threads HTTP and HTTPS connections run on (`http.threads`); `None` keeps them on the
+/// main runtime.
+fn serving_threads(wanted: Option<usize>) -> Option<Arc<ServingThreads>> {
+    let n = wanted.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 0 {
+        return None;
+    }
+    match ServingThreads::start(n) {
+        Ok(t) => {
+            debug!(threads = n, "HTTP and HTTPS connections run on their own threads");
+            Some(Arc::new(t))
+        }
+        Err(e) => {
+            warn!("cannot start {n} HTTP serving threads ({e}); connections run on the main runtime");
+            None
+        }
     }
 }
 
@@ -776,6 +803,7 @@ async fn tls_listeners(
     ctx: Arc<Context>,
     proxy: impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
     router: axum::Router,
+    threads: Option<Arc<ServingThreads>>,
 ) {
     tokio::spawn(ctx.tls.clone().watch(ctx.shutdown.clone()));
     let mut wanted = ctx.tls_wanted.subscribe();
@@ -795,7 +823,7 @@ async fn tls_listeners(
                     Some(l) => Ok(l),
                     None => TlsListeners::bind(ctx.config.bind, ports).await,
                 };
-                match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone())) {
+                match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone(), threads.clone())) {
                     Ok((addrs, accepting)) => {
                         ctx.set_tls_addrs(Some(addrs));
                         info!(rtmps = %addrs.0, https = %addrs.1, "RTMPS and HTTPS listeners open");
@@ -825,6 +853,7 @@ fn tls_accept_loops(
     ctx: &Arc<Context>,
     proxy: &impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
     router: axum::Router,
+    threads: Option<Arc<ServingThreads>>,
 ) -> Result<((SocketAddr, SocketAddr), tokio::task::JoinHandle<()>), ServerError> {
     let c = &ctx.config;
     let addrs = listeners.addrs();
@@ -840,6 +869,7 @@ fn tls_accept_loops(
         ctx.rtmp_limits.clone(),
         proxy(ProxyListener::Rtmps),
         ctx.draining.clone(),
+        None,
         move |s, peer, slot| {
             let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
             async move {
@@ -861,6 +891,7 @@ fn tls_accept_loops(
         ctx.http_limits.clone(),
         proxy(ProxyListener::Https),
         ctx.draining.clone(),
+        threads,
         move |s, peer, slot| {
             let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
             async move {
@@ -944,6 +975,8 @@ async fn accept_loop<F, Fut>(
     proxy: Option<Arc<ProxyPolicy>>,
     // Public listeners stop at the start of the drain; the admin one (probes, peers) at exit.
     mut shutdown: watch::Receiver<bool>,
+    // Where connections run: on these threads, else on the runtime that accepts them.
+    threads: Option<Arc<ServingThreads>>,
     handle: F,
 ) where
     F: Fn(Prefixed<TcpStream>, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
@@ -977,7 +1010,7 @@ async fn accept_loop<F, Fut>(
         let _ = socket.set_nodelay(true);
         debug!(listener = what, %peer, "accepted");
         let (limits, proxy, handle) = (limits.clone(), proxy.clone(), handle.clone());
-        tokio::spawn(async move {
+        let serve = move |socket: TcpStream| async move {
             let (io, client) = match accept_proxied(socket, peer, proxy.as_deref()).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -993,7 +1026,13 @@ async fn accept_loop<F, Fut>(
                 return;
             }
             handle(io, client, slot).await;
-        });
+        };
+        match &threads {
+            Some(threads) => threads.serve(socket, serve),
+            None => {
+                tokio::spawn(serve(socket));
+            }
+        }
     }
 }
 

@@ -277,3 +277,33 @@ async fn unknown_app_or_bad_path_is_not_served() {
     let (status, _) = http::get_text(&url, Duration::from_secs(5)).await.unwrap();
     assert!((400..500).contains(&status), "GET {url} answered {status}");
 }
+
+/// `http.threads`: connections on their own threads (one, or the default of one per core) or
+/// on the main runtime (0) play the same.
+#[tokio::test]
+async fn http_flv_plays_with_any_number_of_serving_threads() {
+    for threads in ["0", "1", "3"] {
+        let live = Live::start_with(
+            &format!("threads{threads}"),
+            TestServer::builder().section_yaml("http", &format!("threads: {threads}")),
+            |p| p,
+        )
+        .await
+        .unwrap();
+        let mut players = Vec::new();
+        for _ in 0..4 {
+            players.push(FlvPlayer::http(&live.flv_url(), Duration::from_secs(10)).await.unwrap());
+        }
+        for p in &mut players {
+            let tags = p
+                .read_until(Duration::from_secs(10), |t| t.is_video_frame())
+                .await
+                .unwrap_or_else(|e| panic!("threads: {threads}: {e:#}"));
+            assert!(
+                tags.last().unwrap().is_keyframe(),
+                "threads: {threads}: first video frame not a keyframe: {}",
+                summarize(&tags)
+            );
+        }
+    }
+}

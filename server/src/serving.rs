@@ -1,0 +1,142 @@
+//! Serving threads: where HTTP and HTTPS connections run. Each thread drives a
+//! single-threaded runtime, and a connection stays on the thread it was handed to at accept,
+//! as an nginx worker keeps its connections. On the shared work-stealing runtime every burst
+//! of requests also woke the other worker to steal half of it; at 2000 HLS players that
+//! coordination cost about a tenth of the server's CPU (docs/benchmarks.md).
+//!
+//! Streams, the hub and everything else stay on the main runtime; a connection reaches them
+//! through the same thread-safe handles as before.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// The threads and their runtimes. [`ServingThreads::stop`] (or dropping it) stops them;
+/// connections still on them are dropped with their runtime, as the main runtime drops its
+/// own at exit.
+pub struct ServingThreads {
+    handles: Vec<Handle>,
+    next: AtomicUsize,
+    stop: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl ServingThreads {
+    /// Starts `n` threads (at least one).
+    pub fn start(n: usize) -> std::io::Result<ServingThreads> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for i in 0..n.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let (stop, stopped) = oneshot::channel::<()>();
+            stops.push(stop);
+            std::thread::Builder::new()
+                .name(format!("ferrocast-serve-{i}"))
+                .spawn(move || {
+                    // Resolves when the sender is dropped.
+                    let _ = rt.block_on(stopped);
+                    rt.shutdown_background();
+                })?;
+        }
+        Ok(ServingThreads {
+            handles,
+            next: AtomicUsize::new(0),
+            stop: Mutex::new(stops),
+        })
+    }
+
+    /// Stops every thread: the connections on them end now.
+    pub fn stop(&self) {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Moves an accepted socket to the next thread (round robin) and runs `serve` with it
+    /// there. The socket leaves this runtime's reactor and joins that thread's.
+    pub fn serve<F, Fut>(&self, socket: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot hand the connection to a serving thread: {e}");
+                return;
+            }
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[i].spawn(async move {
+            match TcpStream::from_std(socket) {
+                Ok(socket) => serve(socket).await,
+                Err(e) => tracing::warn!("cannot serve the connection: {e}"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Accepts `n` connections and hands each to `threads`, which answers with the name of
+    /// the thread serving it; returns the names in connection order.
+    async fn served_by(threads: &Arc<ServingThreads>, n: usize) -> Vec<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut names = Vec::new();
+        for _ in 0..n {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            threads.serve(socket, |mut socket| async move {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                socket.write_all(name.as_bytes()).await.unwrap();
+            });
+            let mut name = String::new();
+            client.read_to_string(&mut name).await.unwrap();
+            names.push(name);
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn connections_are_dealt_round_robin_to_the_threads() {
+        let threads = Arc::new(ServingThreads::start(2).unwrap());
+        let names = served_by(&threads, 4).await;
+        assert_eq!(
+            names,
+            [
+                "ferrocast-serve-0",
+                "ferrocast-serve-1",
+                "ferrocast-serve-0",
+                "ferrocast-serve-1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_connections_on_the_threads() {
+        let threads = Arc::new(ServingThreads::start(1).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let (started, running) = oneshot::channel();
+        threads.serve(socket, |socket| async move {
+            let _ = started.send(());
+            // Holds the connection open until its runtime is stopped.
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        running.await.unwrap();
+        threads.stop();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "the socket closes with its thread: {read:?}");
+    }
+}
