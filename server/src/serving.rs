@@ -15,6 +15,31 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+/// The runtime a component was made on (the main one), for the publishers a connection
+/// starts on behalf of a whole stream (an on-demand relay pull, a pull from a peer pod): they
+/// run where RTMP publishers run, not on the serving thread of the player that asked first.
+/// Consumers such as an HLS segmenter started by a request stay on that request's thread,
+/// as players do.
+#[derive(Clone, Debug)]
+pub struct MainRuntime(Option<Handle>);
+
+impl MainRuntime {
+    /// The runtime of the caller, if any (else tasks go wherever they are spawned from).
+    pub fn here() -> MainRuntime {
+        MainRuntime(Handle::try_current().ok())
+    }
+
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
+
 /// The threads and their runtimes. [`ServingThreads::stop`] (or dropping it) stops them;
 /// connections still on them are dropped with their runtime, as the main runtime drops its
 /// own at exit.

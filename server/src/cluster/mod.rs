@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::hub::StreamKey;
+use crate::serving::MainRuntime;
 use claim::{Claims, Holding, Stamp};
 use peers::Peers;
 
@@ -85,6 +86,8 @@ pub struct Cluster {
     timeout: Duration,
     cache: Duration,
     client: HttpClient,
+    /// Pulls from peers run here, whichever player's connection started them.
+    rt: MainRuntime,
 }
 
 impl Cluster {
@@ -122,6 +125,7 @@ impl Cluster {
             timeout: Duration::from_millis(config.lookup_timeout_ms),
             cache: Duration::from_millis(config.lookup_cache_ms),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            rt: MainRuntime::here(),
         });
         cluster.peers.start(Duration::from_secs(config.dns_refresh_secs));
         info!(pod = %cluster.pod, peers = ?config.peers, dns = ?config.dns, "fleet membership started");

@@ -53,8 +53,8 @@ pub fn wake(ctx: &Arc<Context>, key: &StreamKey) {
         followers.insert(key.clone(), f.clone());
         f
     };
-    let (ctx, key) = (ctx.clone(), key.clone());
-    tokio::spawn(async move {
+    let (ctx, key, rt) = (ctx.clone(), key.clone(), cluster.rt.clone());
+    rt.spawn(async move {
         follow(&ctx, &cluster, &key, &follower).await;
         cluster.followers().remove(&key);
     });

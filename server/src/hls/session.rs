@@ -22,9 +22,10 @@ pub const SESSION_TTL_SECS: u64 = 24 * 3600;
 /// Bytes of the MAC kept in the token (128 bits).
 const MAC_LEN: usize = 16;
 
-/// The key that signs session tokens.
+/// The key that signs session tokens, kept as the MAC's keyed state: every segment and part
+/// request checks a token, and cloning the state spares hashing the key's two blocks again.
 #[derive(Clone)]
-pub struct SessionKey([u8; 32]);
+pub struct SessionKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,8 +34,12 @@ impl std::fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
+    fn new(key: [u8; 32]) -> SessionKey {
+        SessionKey(Hmac::<Sha256>::new_from_slice(&key).expect("any key length"))
+    }
+
     pub fn random() -> SessionKey {
-        SessionKey(rand::random())
+        SessionKey::new(rand::random())
     }
 
     /// A key from a secret file (every replica given the same file accepts the others' tokens).
@@ -49,11 +54,11 @@ impl SessionKey {
         }
         let mut mac = Hmac::<Sha256>::new_from_slice(b"ferrocast hls session").expect("any key length");
         mac.update(secret);
-        Ok(SessionKey(mac.finalize().into_bytes().into()))
+        Ok(SessionKey::new(mac.finalize().into_bytes().into()))
     }
 
     fn mac(&self, key: &StreamKey, id: u64, issued: u64) -> [u8; MAC_LEN] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        let mut mac = self.0.clone();
         mac.update(key.app.as_bytes());
         mac.update(&[0]);
         mac.update(key.name.as_bytes());

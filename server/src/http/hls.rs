@@ -269,7 +269,7 @@ pub async fn serve(
         Err(e) => return refuse(&ctx, StatusCode::NOT_FOUND, &e.to_string()),
     };
     stream.touch(access.session);
-    let query = req.uri().query().unwrap_or("").to_string();
+    let query = req.uri().query().unwrap_or("");
     let renditions = match asset {
         Asset::Multivariant | Asset::Mpd => {
             let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -278,7 +278,7 @@ pub async fn serve(
         _ => Vec::new(),
     };
     let mut resp = if renditions.is_empty() {
-        answer(&ctx, &stream, &asset, &access, &query).await
+        answer(&ctx, &stream, &asset, &access, query).await
     } else {
         answer_ladder(&ctx, &stream, renditions, &asset, &access).await
     };

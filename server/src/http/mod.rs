@@ -174,9 +174,9 @@ where
 {
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
     let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
-    let kill = ConnectionKill::default();
     let slot = ConnSlot(Arc::new(slot));
     if h2 {
+        let kill = ConnectionKill::default();
         let service = ConnService::new(router, peer).with_kill(kill.clone());
         let io = TokioIo::new(StallGuard::new(
             FirstReadDeadline::new(io, request_timeout),
@@ -188,7 +188,7 @@ where
             .keep_alive_interval(write_timeout)
             .keep_alive_timeout(write_timeout)
             .serve_connection(io, service);
-        until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
+        until_shutdown(conn, &ctx, Some(&kill), |c| c.graceful_shutdown()).await
     } else {
         let service = ConnService::new(router, peer).with_slot(slot.clone());
         let io = TokioIo::new(StallGuard::new(io, write_timeout));
@@ -197,7 +197,7 @@ where
             .header_read_timeout(request_timeout)
             .serve_connection(io, service)
             .with_upgrades();
-        until_shutdown(conn, &ctx, &kill, |c| c.graceful_shutdown()).await
+        until_shutdown(conn, &ctx, None, |c| c.graceful_shutdown()).await
     }
     drop(slot);
 }
@@ -263,7 +263,8 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Con
 async fn until_shutdown<C, E>(
     conn: C,
     ctx: &Context,
-    kill: &ConnectionKill,
+    // HTTP/2 only: an HTTP/1.1 connection is closed through its own socket.
+    kill: Option<&ConnectionKill>,
     graceful: impl FnOnce(std::pin::Pin<&mut C>),
 ) where
     C: std::future::Future<Output = Result<(), E>>,
@@ -271,14 +272,22 @@ async fn until_shutdown<C, E>(
 {
     let mut conn = std::pin::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
+    let killed = async {
+        match kill {
+            Some(kill) => kill.0.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    // The connection first: it is what wakes this task nearly every time.
     tokio::select! {
+        biased;
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!("http connection ended: {e}");
             }
         }
         // Dropping the connection closes its socket and every stream on it.
-        _ = kill.0.notified() => {}
+        _ = killed => {}
         _ = shutdown.changed() => {
             graceful(conn.as_mut());
             let _ = tokio::time::timeout(Duration::from_secs(ctx.config.hub.shutdown_grace_secs), conn).await;

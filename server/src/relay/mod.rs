@@ -46,6 +46,7 @@ use crate::config::{AppConfig, Config, PullConfig, PushConfig, RelayConfig, Rela
 use crate::hub::{Demand, DemandOutcome, DemandWait, Hub, HubError, HubHooks, StreamKey};
 use crate::metrics::Metrics;
 use crate::rtmp::client::ClientError;
+use crate::serving::MainRuntime;
 use source::{Counters, LinkOptions};
 pub use url::{redact, RelayUrl, Scheme};
 
@@ -330,6 +331,8 @@ pub struct Relays {
     next_id: AtomicU64,
     events: broadcast::Sender<RelayEvent>,
     me: Weak<Relays>,
+    /// Relays run here, also the on-demand pulls a player's connection starts.
+    rt: MainRuntime,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,6 +362,7 @@ impl Relays {
             next_id: AtomicU64::new(1),
             events: broadcast::channel(256).0,
             me: me.clone(),
+            rt: MainRuntime::here(),
         });
         let hooks: Weak<dyn HubHooks> = Arc::downgrade(&relays) as Weak<dyn HubHooks>;
         hub.set_hooks(hooks);
@@ -580,7 +584,7 @@ impl Relays {
             secrets,
         );
         info!(relay = relay.id, stream = %spec.stream, source = %relay.url, "relay pull starting");
-        tokio::spawn(pull::run(self.arc(), relay.clone(), spec));
+        self.rt.spawn(pull::run(self.arc(), relay.clone(), spec));
         relay
     }
 
@@ -629,7 +633,7 @@ impl Relays {
         };
         let relay = self.register(Mode::Push, origin, spec.stream.clone(), shown, secrets);
         info!(relay = relay.id, stream = %spec.stream, target = %relay.url, "relay push starting");
-        tokio::spawn(push::run(self.arc(), relay.clone(), spec));
+        self.rt.spawn(push::run(self.arc(), relay.clone(), spec));
         relay
     }
 }
