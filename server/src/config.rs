@@ -255,7 +255,9 @@ pub struct HttpConfig {
     /// Serve the embeddable player page at `/{app}/{name}` (docs/console.md).
     pub player_page: bool,
     /// Threads serving HTTP and HTTPS connections, each keeping its connections (as nginx
-    /// workers do): `null` one per core, `0` none (connections share the main runtime).
+    /// workers do): `0` none (connections share the main runtime), `null` one per core.
+    /// They save CPU on many short requests (HLS) and cost it on FLV fan-out, whose
+    /// publisher then wakes every player across threads (docs/configuration.md).
     pub threads: Option<usize>,
 }
 
@@ -872,7 +874,7 @@ impl Default for HttpConfig {
             max_connections_per_ip: 256,
             request_timeout_secs: 10,
             player_page: true,
-            threads: None,
+            threads: Some(0),
         }
     }
 }

@@ -1,11 +1,13 @@
-//! Serving threads: where HTTP and HTTPS connections run. Each thread drives a
-//! single-threaded runtime, and a connection stays on the thread it was handed to at accept,
-//! as an nginx worker keeps its connections. On the shared work-stealing runtime every burst
-//! of requests also woke the other worker to steal half of it; at 2000 HLS players that
-//! coordination cost about a tenth of the server's CPU (docs/benchmarks.md).
+//! Serving threads: where HTTP and HTTPS connections run when `http.threads` asks for them.
+//! Each thread drives a single-threaded runtime, and a connection stays on the thread it was
+//! handed to at accept, as an nginx worker keeps its connections. On the shared work-stealing
+//! runtime every burst of requests also wakes the other worker to steal half of it, which
+//! costs HLS serving about 6% of the server's CPU; but a publisher on the main runtime then
+//! wakes each FLV player across threads, a system call per wake, so FLV fan-out costs more
+//! (docs/configuration.md, "Serving threads").
 //!
-//! Streams, the hub and everything else stay on the main runtime; a connection reaches them
-//! through the same thread-safe handles as before.
+//! Publishers, the hub and everything else stay on the main runtime; a connection reaches
+//! them through the same thread-safe handles as before.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -278,11 +278,11 @@ async fn unknown_app_or_bad_path_is_not_served() {
     assert!((400..500).contains(&status), "GET {url} answered {status}");
 }
 
-/// `http.threads`: connections on their own threads (one, or the default of one per core) or
-/// on the main runtime (0) play the same.
+/// `http.threads`: connections on the main runtime (0, the default) or on serving threads
+/// (one, or one per core) play the same, over HTTP-FLV and HLS.
 #[tokio::test]
-async fn http_flv_plays_with_any_number_of_serving_threads() {
-    for threads in ["0", "1", "3"] {
+async fn http_flv_and_hls_play_with_any_number_of_serving_threads() {
+    for threads in ["0", "1", "null"] {
         let live = Live::start_with(
             &format!("threads{threads}"),
             TestServer::builder().section_yaml("http", &format!("threads: {threads}")),
@@ -305,5 +305,26 @@ async fn http_flv_plays_with_any_number_of_serving_threads() {
                 summarize(&tags)
             );
         }
+        let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
+        let (status, index) = http::get_text(&format!("{base}/index.m3u8"), Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "threads: {threads}: {index}");
+        let muxed = index
+            .lines()
+            .find(|l| l.starts_with("muxed.m3u8"))
+            .expect("the muxed variant");
+        let (status, media) = http::get_text(&format!("{base}/{muxed}"), Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "threads: {threads}: {media}");
+        let segment = media
+            .lines()
+            .find(|l| !l.starts_with('#') && l.contains(".m4s"))
+            .expect("a segment");
+        let resp = http::get(&format!("{base}/{segment}"), &[], Duration::from_secs(15))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "threads: {threads}: segment {segment}");
     }
 }
