@@ -306,18 +306,12 @@ async fn http_flv_and_hls_play_with_any_number_of_serving_threads() {
             );
         }
         let base = format!("http://127.0.0.1:{}/live/{}", live.server.http_port, live.name);
-        let (status, index) = http::get_text(&format!("{base}/index.m3u8"), Duration::from_secs(15))
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "threads: {threads}: {index}");
+        let index = text_200(&format!("{base}/index.m3u8"), threads).await;
         let muxed = index
             .lines()
             .find(|l| l.starts_with("muxed.m3u8"))
             .expect("the muxed variant");
-        let (status, media) = http::get_text(&format!("{base}/{muxed}"), Duration::from_secs(15))
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "threads: {threads}: {media}");
+        let media = text_200(&format!("{base}/{muxed}"), threads).await;
         let segment = media
             .lines()
             .find(|l| !l.starts_with('#') && l.contains(".m4s"))
@@ -327,4 +321,11 @@ async fn http_flv_and_hls_play_with_any_number_of_serving_threads() {
             .unwrap();
         assert_eq!(resp.status, 200, "threads: {threads}: segment {segment}");
     }
+}
+
+/// The body of a GET of `url`, which must answer 200.
+async fn text_200(url: &str, threads: &str) -> String {
+    let (status, body) = http::get_text(url, Duration::from_secs(15)).await.unwrap();
+    assert_eq!(status, 200, "threads: {threads}: {url}: {body}");
+    body
 }
