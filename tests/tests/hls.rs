@@ -1,7 +1,9 @@
 //! HLS, LL-HLS, MPEG-TS HLS and DASH served from memory: real readers (FFmpeg 5.1 and 9)
 //! read what the server writes, a strict playlist parser (m3u8-rs) plus the LL-HLS rules
 //! check every playlist, blocking reload answers when the part exists, play auth carries
-//! from the playlist to the segments, and the segmenter's memory stays bounded.
+//! from the playlist to the segments, the segmenter's memory stays bounded, and one
+//! connection serves HLS requests in a row (the lean HTTP/1.1 path) and hands any other to the
+//! router.
 
 use std::time::{Duration, Instant};
 
@@ -516,4 +518,125 @@ async fn segmenter_memory_stays_bounded_over_two_minutes() {
         growth < 24 * 1024,
         "server RSS grew {growth} KiB over 90 s of a steady stream"
     );
+}
+
+/// Reads the next response from a kept-alive connection: status, headers and the body its
+/// Content-Length gives (none for a HEAD).
+async fn next_response(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    head_only: bool,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            assert!(s.read_buf(buf).await.unwrap() > 0, "closed before a response head");
+        };
+        let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len = match head_only {
+            true => 0,
+            false => header(&headers, "content-length").unwrap().parse::<usize>().unwrap(),
+        };
+        buf.drain(..end + 4);
+        while buf.len() < len {
+            assert!(s.read_buf(buf).await.unwrap() > 0, "closed within a body");
+        }
+        (status, headers, buf.drain(..len).collect())
+    };
+    tokio::time::timeout(T, read).await.expect("a response in time")
+}
+
+#[tokio::test]
+async fn one_connection_serves_hls_requests_in_a_row_then_hands_other_requests_to_the_router() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::builder().section_yaml("http", "request_timeout_secs: 2");
+    let live = Live::start_with("hls_conn", server, |p| p).await.unwrap();
+    let (port, name) = (live.server.http_port, live.name.as_str());
+    let get = |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = Vec::new();
+    // Two requests in one write (pipelined): the playlist, then the same as HEAD.
+    let index = format!("/live/{name}/index.m3u8");
+    let head = get(&index, "").replacen("GET", "HEAD", 1);
+    s.write_all(format!("{}{head}", get(&index, "")).as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, body) = next_response(&mut s, &mut buf, false).await;
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("#EXTM3U"), "{text}");
+    assert_eq!(header(&headers, "content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
+    assert!(
+        header(&headers, "date").is_some_and(|d| d.ends_with(" GMT")),
+        "{headers:?}"
+    );
+    let (status, headers, _) = next_response(&mut s, &mut buf, true).await;
+    assert_eq!(status, 200);
+    assert!(header(&headers, "content-length").unwrap().parse::<usize>().unwrap() > 0);
+    // The media playlist and a segment, on the same connection.
+    let media = uri_after(&text, "#EXT-X-STREAM-INF");
+    s.write_all(get(&format!("/live/{name}/{media}"), "").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, body) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 200);
+    let playlist = String::from_utf8(body).unwrap();
+    let seg = playlist.lines().find(|l| l.starts_with("muxed-")).unwrap();
+    s.write_all(get(&format!("/live/{name}/{seg}"), "").as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, body) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, Some("video/iso.segment"))
+    );
+    assert!(body.len() > 8 && (&body[4..8] == b"styp" || &body[4..8] == b"moof"));
+    // A refusal keeps the connection.
+    s.write_all(get(&format!("/nope/{name}/index.m3u8"), "").as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, body) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!((status, body.as_slice()), (404, &b"unknown app\n"[..]));
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    // A percent-encoded path goes to the router, with the bytes already read, and so does
+    // every later request on the connection.
+    let encoded = format!("%{:02X}{}", name.as_bytes()[0], &name[1..]);
+    s.write_all(get(&format!("/live/{encoded}/index.m3u8"), "").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, body) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"#EXTM3U"));
+    s.write_all(get(&index, "").as_bytes()).await.unwrap();
+    let (status, headers, _) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!((status, header(&headers, "cache-control")), (200, Some("max-age=1")));
+    // `Connection: close` is honoured.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(get(&index, "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, headers, _) = next_response(&mut s, &mut buf, false).await;
+    assert_eq!((status, header(&headers, "connection")), (200, Some("close")));
+    let closed = tokio::time::timeout(T, s.read_buf(&mut buf)).await.unwrap();
+    assert_eq!(closed.unwrap(), 0, "closed after the response");
+    // A request head that never ends is closed after the request timeout (2 s).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {index} HTTP/1.1\r\nHost: t\r\n").as_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(T, s.read_buf(&mut buf)).await.unwrap();
+    assert_eq!(closed.unwrap_or(0), 0, "closed without an answer");
+    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
 }

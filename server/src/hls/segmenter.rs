@@ -123,6 +123,12 @@ impl Segment {
         self.parts.iter().map(|p| p.bytes.len()).sum()
     }
 
+    /// Memory it holds: its parts and, once asked for, its MPEG-TS rendering.
+    fn held(&self) -> usize {
+        let ts = self.ts.get().and_then(|t| t.as_ref()).map_or(0, |b| b.len());
+        ts + self.bytes()
+    }
+
     /// Duration in the track's timescale (complete segments).
     pub fn ticks(&self, timescale: u32) -> i64 {
         (self.duration * f64::from(timescale)).round() as i64
@@ -323,7 +329,7 @@ impl Segmenter {
         waiting
             + [&self.video, &self.audio, &self.muxed]
                 .iter()
-                .map(|t| t.segments.iter().map(Segment::bytes).sum::<usize>() + pending(t))
+                .map(|t| t.segments.iter().map(Segment::held).sum::<usize>() + pending(t))
                 .sum::<usize>()
     }
 

@@ -9,7 +9,7 @@
 //! restricts playing. Responses share the segmenter's bytes (no copy per client).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
@@ -130,18 +130,49 @@ impl http_body::Body for Chunks {
     }
 }
 
-fn cors(ctx: &Context, h: &mut HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+/// An answer to an HLS or DASH request before it meets a transport: hyper's (through
+/// [`Reply::into_response`]) or the lean HTTP/1.1 path's ([`super::h1`]).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub cache: &'static str,
+    /// Shared with the segmenter: never copied per client.
+    pub body: Vec<Bytes>,
+}
+
+impl Reply {
+    fn new(status: StatusCode, body: Vec<Bytes>, content_type: &'static str, cache: &'static str) -> Reply {
+        Reply {
+            status,
+            content_type,
+            cache,
+            body,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.body.iter().map(|b| b.len() as u64).sum()
+    }
+
+    /// As a hyper response, with the CORS header the FLV routes send.
+    pub fn into_response(self, ctx: &Context) -> Response {
+        let mut resp = Response::new(Body::new(Chunks::new(self.body)));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
+        if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        resp
     }
 }
 
-fn refuse(ctx: &Context, status: StatusCode, why: &str) -> Response {
-    let mut resp = (status, format!("{why}\n")).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_NEVER));
-    cors(ctx, h);
-    resp
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn refuse(status: StatusCode, why: &str) -> Reply {
+    Reply::new(status, vec![format!("{why}\n").into()], TEXT, CACHE_NEVER)
 }
 
 /// Where the request stands after access control.
@@ -160,9 +191,7 @@ struct Access {
 /// Applies the app's play policy. Manifests accept the policy's credential and get a new
 /// session; every request may show a session token instead, which is bound to the stream.
 #[allow(clippy::result_large_err)]
-fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result<Access, Response> {
-    let query = req.uri().query().unwrap_or("");
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+fn access(ctx: &Context, key: StreamKey, asset: &Asset, query: &str, peer: Option<IpAddr>) -> Result<Access, Reply> {
     let sessions = ctx.hls.session_key(&key.app);
     let now = SystemTime::now();
     let denied = |d: Denied| {
@@ -171,7 +200,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
         } else {
             StatusCode::FORBIDDEN
         };
-        refuse(ctx, status, &d.to_string())
+        refuse(status, &d.to_string())
     };
     let open = ctx
         .hls
@@ -209,9 +238,9 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
                     .auth_failures
                     .with_label_values(&[&key.app, "bad_session"])
                     .inc();
-                refuse(ctx, StatusCode::FORBIDDEN, "invalid HLS session")
+                refuse(StatusCode::FORBIDDEN, "invalid HLS session")
             }
-            None => refuse(ctx, StatusCode::UNAUTHORIZED, "missing HLS session"),
+            None => refuse(StatusCode::UNAUTHORIZED, "missing HLS session"),
         });
     }
     let public = ctx
@@ -233,24 +262,37 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, req: &Request) -> Result
     })
 }
 
-/// `GET`/`HEAD /{app}/{name}/{file}`.
+/// `GET`/`HEAD /{app}/{name}/{file}` through hyper and axum.
 pub async fn serve(
     State(ctx): State<Arc<Context>>,
     Path((app, name, file)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let Some(asset) = Asset::parse(&file) else {
-        return refuse(&ctx, StatusCode::NOT_FOUND, "not found");
+    let query = req.uri().query().unwrap_or("");
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    reply(&ctx, &app, &name, &file, query, peer).await.into_response(&ctx)
+}
+
+/// Whether `file` names something under `/{app}/{name}/` ([`reply`] answers it).
+pub fn is_asset(file: &str) -> bool {
+    Asset::parse(file).is_some()
+}
+
+/// The answer to `/{app}/{name}/{file}?{query}` (path segments already percent-decoded) from
+/// a client at `peer`.
+pub async fn reply(ctx: &Arc<Context>, app: &str, name: &str, file: &str, query: &str, peer: Option<IpAddr>) -> Reply {
+    let Some(asset) = Asset::parse(file) else {
+        return refuse(StatusCode::NOT_FOUND, "not found");
     };
-    let key = match ctx.hub.key(&app, &name) {
+    let key = match ctx.hub.key(app, name) {
         Ok(k) => k,
-        Err(HubError::UnknownApp) => return refuse(&ctx, StatusCode::NOT_FOUND, "unknown app"),
-        Err(e) => return refuse(&ctx, StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(HubError::UnknownApp) => return refuse(StatusCode::NOT_FOUND, "unknown app"),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if ctx.hls.app_with(&app, |a| a.hls.mode == HlsMode::Off).unwrap_or(false) {
-        return refuse(&ctx, StatusCode::NOT_FOUND, "HLS is off for this app");
+    if ctx.hls.app_with(app, |a| a.hls.mode == HlsMode::Off).unwrap_or(false) {
+        return refuse(StatusCode::NOT_FOUND, "HLS is off for this app");
     }
-    let access = match access(&ctx, key, &asset, &req) {
+    let access = match access(ctx, key, &asset, query, peer) {
         Ok(a) => a,
         Err(resp) => return resp,
     };
@@ -258,34 +300,26 @@ pub async fn serve(
     if matches!(started, Err(HlsError::NotPublished)) && ctx.cluster.is_some() {
         // Published on another pod of the fleet: pull it here (once, for every local reader)
         // and segment it like a local stream.
-        let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        started = crate::cluster::pull::await_published(&ctx, &access.key, client)
+        started = crate::cluster::pull::await_published(ctx, &access.key, peer)
             .await
             .map_or(started, |()| ctx.hls.get_or_start(&access.key));
     }
     let stream = match started {
         Ok(s) => s,
-        Err(HlsError::ShuttingDown) => return refuse(&ctx, StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        Err(e) => return refuse(&ctx, StatusCode::NOT_FOUND, &e.to_string()),
+        Err(HlsError::ShuttingDown) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Err(e) => return refuse(StatusCode::NOT_FOUND, &e.to_string()),
     };
     stream.touch(access.session);
-    let query = req.uri().query().unwrap_or("");
     let renditions = match asset {
-        Asset::Multivariant | Asset::Mpd => {
-            let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-            renditions_of(&ctx, &access.key, client).await
-        }
+        Asset::Multivariant | Asset::Mpd => renditions_of(ctx, &access.key, peer).await,
         _ => Vec::new(),
     };
-    let mut resp = if renditions.is_empty() {
-        answer(&ctx, &stream, &asset, &access, query).await
+    let reply = if renditions.is_empty() {
+        answer(ctx, &stream, &asset, &access, query).await
     } else {
-        answer_ladder(&ctx, &stream, renditions, &asset, &access).await
+        answer_ladder(ctx, &stream, renditions, &asset, &access).await
     };
-    let h = resp.headers_mut();
-    cors(&ctx, h);
-    if resp.status() == StatusCode::OK {
-        let bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    if reply.status == StatusCode::OK {
         ctx.metrics
             .hls_requests
             .with_label_values(&[&access.key.app, asset.kind()])
@@ -293,21 +327,17 @@ pub async fn serve(
         ctx.metrics
             .hls_bytes
             .with_label_values(&[&access.key.app])
-            .inc_by(bytes);
+            .inc_by(reply.len());
     }
-    resp
+    reply
 }
 
-fn respond(body: Body, content_type: &'static str, cache: &'static str) -> Response {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    resp
+fn respond(body: Vec<Bytes>, content_type: &'static str, cache: &'static str) -> Reply {
+    Reply::new(StatusCode::OK, body, content_type, cache)
 }
 
-fn text(s: String, content_type: &'static str, cache: &'static str) -> Response {
-    respond(Body::from(s), content_type, cache)
+fn text(s: String, content_type: &'static str, cache: &'static str) -> Reply {
+    respond(vec![s.into()], content_type, cache)
 }
 
 /// How long the first playlist may wait for the first complete segment.
@@ -331,14 +361,14 @@ fn reached(seg: &Segmenter, track: TrackName, msn: u64, part: Option<usize>) -> 
     }
 }
 
-async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &Access, query: &str) -> Response {
+async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &Access, query: &str) -> Reply {
     let q = access.query.as_str();
     let prefix = access.prefix.as_str();
-    let not_found = || refuse(ctx, StatusCode::NOT_FOUND, "not found");
+    let not_found = || refuse(StatusCode::NOT_FOUND, "not found");
     if asset.is_manifest() {
         let wait = stream.with(startup_wait);
         if !stream.wait_for(wait, Segmenter::ready).await {
-            return refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet");
+            return refuse(StatusCode::NOT_FOUND, "stream has no segment yet");
         }
     }
     match asset {
@@ -363,19 +393,18 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             let part = query_param(query, "_HLS_part").and_then(|v| v.parse::<usize>().ok());
             let Some(msn) = msn else {
                 if query_param(query, "_HLS_part").is_some() {
-                    return refuse(ctx, StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
+                    return refuse(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
                 }
                 return text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_PLAYLIST);
             };
             // RFC 8216bis 6.2.5.2: more than two segments ahead of the last one is refused.
             let last = stream.with(|s| s.track(*track).last_msn()).unwrap_or(0);
             if msn > last + 2 {
-                return refuse(ctx, StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead");
+                return refuse(StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead");
             }
             let wait = stream.with(block_wait);
             if !stream.wait_for(wait, |s| reached(s, *track, msn, part)).await {
                 return refuse(
-                    ctx,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the requested part did not appear in time",
                 );
@@ -384,7 +413,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
         }
         Asset::Mpd => match stream.with(|s| playlist::mpd(s, prefix, q, SystemTime::now())) {
             Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),
-            None => refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet"),
+            None => refuse(StatusCode::NOT_FOUND, "stream has no segment yet"),
         },
         Asset::TsPlaylist => {
             let fits = stream.with(|s| {
@@ -399,7 +428,6 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             });
             if !fits {
                 return refuse(
-                    ctx,
                     StatusCode::NOT_FOUND,
                     "the MPEG-TS variant needs H.264 or H.265 video and AAC or MP3 audio",
                 );
@@ -432,7 +460,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                         ferrocast_media::fmp4::TrackKind::Video { .. } => "video/mp4",
                         ferrocast_media::fmp4::TrackKind::Audio { .. } => "audio/mp4",
                     };
-                    respond(Body::new(Chunks::new(vec![bytes])), ct, CACHE_IMMUTABLE)
+                    respond(vec![bytes], ct, CACHE_IMMUTABLE)
                 }
                 None => not_found(),
             }
@@ -454,7 +482,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     .map(|g| g.parts.iter().map(|p| p.bytes.clone()).collect::<Vec<_>>())
             });
             match parts {
-                Some(parts) => respond(Body::new(Chunks::new(parts)), "video/iso.segment", CACHE_IMMUTABLE),
+                Some(parts) => respond(parts, "video/iso.segment", CACHE_IMMUTABLE),
                 None => not_found(),
             }
         }
@@ -475,7 +503,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     .map(|p| p.bytes.clone())
             });
             match bytes {
-                Some(b) => respond(Body::new(Chunks::new(vec![b])), "video/iso.segment", CACHE_IMMUTABLE),
+                Some(b) => respond(vec![b], "video/iso.segment", CACHE_IMMUTABLE),
                 None => not_found(),
             }
         }
@@ -484,7 +512,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                 return not_found();
             }
             match stream.with(|s| s.ts_segment(*msn)) {
-                Some(b) => respond(Body::new(Chunks::new(vec![b])), "video/mp2t", CACHE_IMMUTABLE),
+                Some(b) => respond(vec![b], "video/mp2t", CACHE_IMMUTABLE),
                 None => not_found(),
             }
         }
@@ -537,7 +565,7 @@ async fn answer_ladder(
     renditions: Vec<crate::transcode::Rendition>,
     asset: &Asset,
     access: &Access,
-) -> Response {
+) -> Reply {
     let wait = stream.with(startup_wait);
     let fps = |key: &StreamKey| ctx.hub.stream(key).and_then(|s| s.info().fps());
     let sessions = ctx.hls.session_key(&access.key.app);
@@ -567,7 +595,7 @@ async fn answer_ladder(
     // Every segmenter gets the same startup wait, concurrently.
     let ready = futures_util::future::join_all(rungs.iter().map(|r| r.hls.wait_for(wait, Segmenter::ready))).await;
     if !ready[0] {
-        return refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet");
+        return refuse(StatusCode::NOT_FOUND, "stream has no segment yet");
     }
     let rungs: Vec<LadderRung> = rungs
         .into_iter()
@@ -591,7 +619,7 @@ async fn answer_ladder(
         match asset {
             Asset::Mpd => match playlist::mpd_of(&variants, SystemTime::now()) {
                 Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),
-                None => refuse(ctx, StatusCode::NOT_FOUND, "stream has no segment yet"),
+                None => refuse(StatusCode::NOT_FOUND, "stream has no segment yet"),
             },
             _ => text(playlist::multivariant_of(&variants), PLAYLIST, CACHE_PLAYLIST),
         }

@@ -2,8 +2,11 @@
 //! player page) and the admin router (probes),
 //! each served by [`serve_connection`] (HTTP/1.1) or, on the HTTPS port,
 //! [`serve_tls_connection`] (HTTP/1.1 or HTTP/2 by ALPN), with limits against misbehaving peers.
+//! On HTTP/1.1, HLS and DASH requests take a lean path ([`h1`]) and everything else hyper and
+//! the router.
 
 pub mod flv;
+mod h1;
 pub mod hls;
 pub mod push;
 pub mod ws;
@@ -51,6 +54,14 @@ pub fn router(ctx: Arc<Context>) -> Router {
         false => router,
     };
     router.with_state(ctx)
+}
+
+/// Whether the router gives paths starting with `/{app}/` to routes other than
+/// `/{app}/{name}/{file}` (static segments win over parameters): the lean HTTP/1.1 path must
+/// leave those to it.
+fn routed_elsewhere(ctx: &Context, app: &str) -> bool {
+    (app == "api" && matches!(ctx.config.api.listener, ApiListener::Public))
+        || (app == "admin" && ctx.config.api.console)
 }
 
 /// `GET /{app}/{file}`: `{name}.flv` is HTTP-FLV or WS-FLV, any other name the player page
@@ -190,16 +201,24 @@ where
             .serve_connection(io, service);
         until_shutdown(conn, &ctx, Some(&kill), |c| c.graceful_shutdown()).await
     } else {
-        let service = ConnService::new(router, peer).with_slot(slot.clone());
-        let io = TokioIo::new(StallGuard::new(io, write_timeout));
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(request_timeout)
-            .serve_connection(io, service)
-            .with_upgrades();
-        until_shutdown(conn, &ctx, None, |c| c.graceful_shutdown()).await
+        h1::serve(StallGuard::new(io, write_timeout), peer, slot, router, ctx).await
     }
-    drop(slot);
+}
+
+/// Serves the rest of an HTTP/1.1 connection with hyper (with upgrades for WebSocket), once
+/// the lean path ([`h1`]) met a request that is not its own.
+async fn serve_hyper_h1<IO>(io: IO, peer: std::net::SocketAddr, slot: ConnSlot, router: Router, ctx: Arc<Context>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
+    let service = ConnService::new(router, peer).with_slot(slot);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    until_shutdown(conn, &ctx, None, |c| c.graceful_shutdown()).await
 }
 
 /// The router as one connection's service: each request gets the connection's extensions

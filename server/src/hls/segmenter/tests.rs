@@ -242,9 +242,11 @@ fn ts_rendering_of_a_segment_is_made_once() {
     let mut s = segmenter_av();
     feed(&mut s, 0, 8, 2000, true);
     let msn = s.video.complete_segments().next().unwrap().msn;
+    let held = s.held_bytes();
     let a = s.ts_segment(msn).expect("h264 + aac fit TS");
     let b = s.ts_segment(msn).unwrap();
     assert_eq!(a.as_ptr(), b.as_ptr());
+    assert_eq!(s.held_bytes(), held + a.len(), "the rendering counts as held memory");
     assert_eq!(a.len() % 188, 0);
     assert_eq!(a[0], 0x47);
 }

@@ -1,0 +1,358 @@
+//! The lean HTTP/1.1 path: HLS and DASH GETs and HEADs (`/{app}/{name}/{file}`, the bulk of
+//! the requests once players follow live playlists) are parsed with `httparse` and answered
+//! with one vectored write of the response head and the segmenter's shared buffers, without
+//! the per-request allocations of hyper and axum (docs/benchmarks.md). The first request that
+//! is anything else (another route, a body, an upgrade, HTTP/1.0, a percent-encoded path, a
+//! head too large for this path) hands the connection, with the bytes already read, to hyper
+//! for the rest of its life.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::HeaderValue;
+use axum::Router;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::hls::{self, Reply};
+use super::ConnSlot;
+use crate::net::Prefixed;
+use crate::server::Context;
+
+/// The largest request head this path reads; a larger one goes to hyper with its own limits.
+const MAX_HEAD: usize = 8 * 1024;
+/// Headers this path parses; a request with more goes to hyper.
+const MAX_HEADERS: usize = 32;
+
+/// What the start of a connection's buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed<'a> {
+    /// Not a whole request head yet.
+    Partial,
+    /// An HLS or DASH request this path answers.
+    Lean(Head<'a>),
+    /// Anything else: hyper answers it, and every later request on the connection.
+    Other,
+}
+
+/// A lean request, borrowing the buffer it was parsed from.
+#[derive(Debug, PartialEq, Eq)]
+struct Head<'a> {
+    /// Bytes of the head (the request has no body).
+    len: usize,
+    /// HEAD: the same head as GET, without the body.
+    head_only: bool,
+    app: &'a str,
+    name: &'a str,
+    file: &'a str,
+    query: &'a str,
+    /// The client asked to close after this response (`Connection: close`).
+    close: bool,
+}
+
+/// Parses the request at the start of `buf`. `routed_elsewhere(app)` is true for first path
+/// segments the router gives to other routes (the API, the console).
+fn parse(buf: &[u8], routed_elsewhere: impl Fn(&str) -> bool) -> Parsed<'_> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
+        // Malformed, too many headers or too large: hyper refuses it properly.
+        _ => return Parsed::Other,
+    };
+    let head_only = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return Parsed::Other,
+    };
+    if req.version != Some(1) {
+        return Parsed::Other;
+    }
+    let Some(target) = req.path else { return Parsed::Other };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // Percent-encoded segments are decoded by the router: leave them to it.
+    let Some(path) = path.strip_prefix('/').filter(|p| !p.contains('%')) else {
+        return Parsed::Other;
+    };
+    let mut segments = path.split('/');
+    let (Some(app), Some(name), Some(file), None) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
+        return Parsed::Other;
+    };
+    if app.is_empty() || name.is_empty() || !hls::is_asset(file) || routed_elsewhere(app) {
+        return Parsed::Other;
+    }
+    let mut close = false;
+    for h in req.headers.iter() {
+        let value = h.value;
+        if h.name.eq_ignore_ascii_case("content-length") {
+            if value.trim_ascii() != b"0" {
+                return Parsed::Other;
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("upgrade")
+            || h.name.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::Other;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    Parsed::Lean(Head {
+        len,
+        head_only,
+        app,
+        name,
+        file,
+        query,
+        close,
+    })
+}
+
+/// Writes the response head for `reply` into `out` (cleared first). `allow_origin` is the CORS
+/// header's value when it is a valid header value.
+fn write_head(out: &mut Vec<u8>, reply: &Reply, allow_origin: Option<&str>, date: &str, close: bool) {
+    use std::io::Write;
+    out.clear();
+    let status = reply.status;
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncache-control: {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        reply.content_type,
+        reply.cache
+    );
+    if let Some(origin) = allow_origin {
+        let _ = write!(out, "access-control-allow-origin: {origin}\r\n");
+    }
+    let _ = write!(out, "content-length: {}\r\n", reply.len());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "date: {date}\r\n\r\n");
+}
+
+thread_local! {
+    /// The Date header's value, formatted once a second per thread.
+    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+fn with_date<T>(f: impl FnOnce(&str) -> T) -> T {
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        f(text)
+    })
+}
+
+/// Serves one HTTP/1.1 connection: lean requests here, then, from the first other request on,
+/// hyper ([`super::serve_hyper_h1`]). On server shutdown the response in flight is finished
+/// (within the grace period) and the connection closed.
+pub(super) async fn serve<IO>(mut io: IO, peer: SocketAddr, slot: ConnSlot, router: Router, ctx: Arc<Context>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let request_timeout = Duration::from_secs(ctx.config.http.request_timeout_secs);
+    let grace = Duration::from_secs(ctx.config.hub.shutdown_grace_secs);
+    let allow_origin = HeaderValue::from_str(&ctx.config.http.allow_origin)
+        .is_ok()
+        .then_some(ctx.config.http.allow_origin.as_str());
+    let routed_elsewhere = |app: &str| super::routed_elsewhere(&ctx, app);
+    let mut shutdown = ctx.shutdown.clone();
+    let mut buf = BytesMut::new();
+    let mut head = Vec::new();
+    // Like hyper's header read timeout: from the end of one response to the end of the next
+    // request's head, so idle keep-alive connections are closed too.
+    let deadline = tokio::time::sleep(request_timeout);
+    tokio::pin!(deadline);
+    loop {
+        let request = match parse(&buf, routed_elsewhere) {
+            Parsed::Lean(request) => request,
+            Parsed::Other => break,
+            // A shutdown seen while a response was in flight ends the connection here.
+            Parsed::Partial if ctx.is_shutting_down() => return,
+            Parsed::Partial => {
+                buf.reserve(1024);
+                tokio::select! {
+                    biased;
+                    read = io.read_buf(&mut buf) => match read {
+                        Ok(0) => return,
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::debug!("http connection ended: {e}");
+                            return;
+                        }
+                    },
+                    _ = &mut deadline => {
+                        tracing::debug!("http connection ended: no request within {request_timeout:?}");
+                        return;
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        let answered = async {
+            let reply = hls::reply(
+                &ctx,
+                request.app,
+                request.name,
+                request.file,
+                request.query,
+                Some(peer.ip()),
+            )
+            .await;
+            // A draining pod sends its HLS players to the others by closing after each answer.
+            let close = request.close || ctx.is_draining();
+            with_date(|date| write_head(&mut head, &reply, allow_origin, date, close));
+            let body = if request.head_only {
+                &reply.body[..0]
+            } else {
+                &reply.body[..]
+            };
+            let written = crate::net::write_all_pieces(&mut io, || {
+                std::iter::once(&head[..]).chain(body.iter().map(|b| &b[..]))
+            })
+            .await;
+            (written, close)
+        };
+        let len = request.len;
+        let (written, close) = tokio::select! {
+            biased;
+            done = answered => done,
+            _ = async {
+                let _ = shutdown.changed().await;
+                tokio::time::sleep(grace).await;
+            } => return,
+        };
+        if let Err(e) = written {
+            tracing::debug!("http connection ended: {e}");
+            return;
+        }
+        if close {
+            let _ = io.shutdown().await;
+            return;
+        }
+        buf.advance(len);
+        deadline.as_mut().reset(tokio::time::Instant::now() + request_timeout);
+    }
+    super::serve_hyper_h1(Prefixed::new(buf.freeze(), io), peer, slot, router, ctx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn lean(req: &str) -> Parsed<'_> {
+        parse(req.as_bytes(), |app| app == "api")
+    }
+
+    #[test]
+    fn hls_gets_and_heads_are_lean() {
+        let req =
+            "GET /live/cam/muxed.m3u8?_HLS_msn=4&hs=abc HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /next";
+        assert_eq!(
+            lean(req),
+            Parsed::Lean(Head {
+                len: req.len() - "GET /next".len(),
+                head_only: false,
+                app: "live",
+                name: "cam",
+                file: "muxed.m3u8",
+                query: "_HLS_msn=4&hs=abc",
+                close: false,
+            })
+        );
+        let Parsed::Lean(head) = lean("HEAD /live/cam/index.m3u8 HTTP/1.1\r\nconnection: Keep-Alive, Close\r\n\r\n")
+        else {
+            panic!("HEAD is lean");
+        };
+        assert!(head.head_only && head.close && head.query.is_empty());
+        assert!(matches!(
+            lean("GET /live/cam/muxed-1-2.3.m4s HTTP/1.1\r\ncontent-length: 0\r\n\r\n"),
+            Parsed::Lean(_)
+        ));
+    }
+
+    #[test]
+    fn a_partial_head_waits_for_more() {
+        assert_eq!(lean(""), Parsed::Partial);
+        assert_eq!(
+            lean("GET /live/cam/index.m3u8 HTTP/1.1\r\nHost: x\r\n"),
+            Parsed::Partial
+        );
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper() {
+        let others = [
+            // Other routes and methods.
+            "GET /live/cam.flv HTTP/1.1\r\n\r\n",
+            "GET /live/cam/other.txt HTTP/1.1\r\n\r\n",
+            "GET /api/v1/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /live/cam/index.m3u8/x HTTP/1.1\r\n\r\n",
+            "GET //cam/index.m3u8 HTTP/1.1\r\n\r\n",
+            "OPTIONS /live/cam/index.m3u8 HTTP/1.1\r\n\r\n",
+            "POST /live/cam/index.m3u8 HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi",
+            // What this path does not handle.
+            "GET /live/cam/index.m3u8 HTTP/1.0\r\n\r\n",
+            "GET /live/c%61m/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET http://x/live/cam/index.m3u8 HTTP/1.1\r\n\r\n",
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
+            // Malformed.
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\nbad header\r\n\r\n",
+            "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03",
+        ];
+        for req in others {
+            assert_eq!(lean(req), Parsed::Other, "{req:?}");
+        }
+        let many = format!(
+            "GET /live/cam/index.m3u8 HTTP/1.1\r\n{}\r\n",
+            "x-a: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(lean(&many), Parsed::Other);
+        let huge = format!("GET /live/cam/index.m3u8 HTTP/1.1\r\nx-a: {}", "b".repeat(MAX_HEAD));
+        assert_eq!(lean(&huge), Parsed::Other);
+    }
+
+    #[test]
+    fn the_head_carries_length_type_cache_cors_and_close() {
+        let reply = Reply {
+            status: StatusCode::OK,
+            content_type: "video/iso.segment",
+            cache: "no-store",
+            body: vec![bytes::Bytes::from_static(b"abc"), bytes::Bytes::from_static(b"de")],
+        };
+        let mut out = b"stale".to_vec();
+        write_head(&mut out, &reply, Some("*"), "Mon, 30 Nov 2026 20:00:00 GMT", true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: video/iso.segment\r\ncache-control: no-store\r\n\
+             access-control-allow-origin: *\r\ncontent-length: 5\r\nconnection: close\r\n\
+             date: Mon, 30 Nov 2026 20:00:00 GMT\r\n\r\n"
+        );
+        let refused = Reply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..reply
+        };
+        let mut out = Vec::new();
+        write_head(&mut out, &refused, None, "d", false);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
+        assert!(!out.contains("access-control") && !out.contains("connection:"), "{out}");
+    }
+}
