@@ -251,6 +251,12 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
     local.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
     let mut remote = fleet.pods[1].ws_player(&name).await.unwrap();
     remote.read_until(SECS(10), |t| t.is_video_frame()).await.unwrap();
+    // An HLS player's kept-alive connection.
+    let mut hls = tokio::net::TcpStream::connect(("127.0.0.1", a.http_port))
+        .await
+        .unwrap();
+    let close = hls_index_on(&mut hls, &name).await;
+    assert_eq!(close, None, "no Connection: close before the drain");
 
     a.sigterm();
     let sent = Instant::now();
@@ -279,6 +285,15 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
     );
     let status = request("GET", &readyz, &[], None, SECS(2)).await.unwrap().status;
     assert_eq!(status, 503, "/readyz during the drain (admin listener up)");
+    // HLS is still answered, and the player is sent to another pod for its next request.
+    let close = hls_index_on(&mut hls, &name).await;
+    assert_eq!(close.as_deref(), Some("close"), "HLS during the drain");
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(SECS(5), tokio::io::AsyncReadExt::read_to_end(&mut hls, &mut rest)).await;
+    assert!(
+        matches!(eof, Ok(Ok(_))),
+        "the HLS connection is closed after the answer: {eof:?}"
+    );
     // ... and end cleanly after it.
     let (end, _) = local.wait_end(SECS(10)).await.unwrap();
     assert_eq!(end, ferrocast_tests::StreamEnd::HttpComplete);
@@ -302,6 +317,38 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
 }
 
 /// Media playlist of `name` on `pod`: the segment file names it lists (query strings cut).
+/// GETs `/live/{name}/index.m3u8` on a kept-alive connection, asserts 200 and reads the whole
+/// response; returns its `Connection` header.
+async fn hls_index_on(s: &mut tokio::net::TcpStream, name: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /live/{name}/index.m3u8 HTTP/1.1\r\nHost: t\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed before the head");
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let len: usize = header("content-length:").unwrap().parse().unwrap();
+        while buf.len() < end + len {
+            assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed within the body");
+        }
+        header("connection:")
+    };
+    tokio::time::timeout(SECS(20), read)
+        .await
+        .expect("the playlist in time")
+}
+
 async fn hls_segments(pod: &TestServer, name: &str) -> Vec<String> {
     let base = format!("http://127.0.0.1:{}/live/{name}", pod.http_port);
     let (status, index) = ferrocast_tests::http::get_text(&format!("{base}/index.m3u8"), SECS(10))
