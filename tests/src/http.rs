@@ -320,3 +320,70 @@ pub async fn get_text(url: &str, limit: Duration) -> Result<(u16, String)> {
     let (body, _) = resp.read_to_end(limit).await?;
     Ok((resp.status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// One response read from a kept-alive connection: status, headers (names lower-cased) and
+/// the body its Content-Length gives (none for a HEAD).
+#[derive(Debug)]
+pub struct KeptAlive {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl KeptAlive {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the next response on a connection that stays open for more (`buf` keeps bytes read
+/// past it, such as a pipelined response). Not bounded: the caller bounds it.
+pub async fn next_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, head_only: bool) -> Result<KeptAlive> {
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i;
+        }
+        if buf.len() > 64 * 1024 {
+            bail!("response head larger than 64 KiB");
+        }
+        if s.read_buf(buf).await? == 0 {
+            bail!("connection closed before a response head");
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len = match head_only {
+        true => 0,
+        false => headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .context("no content-length")?
+            .1
+            .parse::<usize>()
+            .context("bad content-length")?,
+    };
+    buf.drain(..end + 4);
+    while buf.len() < len {
+        if s.read_buf(buf).await? == 0 {
+            bail!("connection closed within a body");
+        }
+    }
+    Ok(KeptAlive {
+        status,
+        headers,
+        body: buf.drain(..len).collect(),
+    })
+}

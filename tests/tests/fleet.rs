@@ -320,33 +320,16 @@ async fn sigterm_drains_a_pod_not_ready_at_once_players_kept_then_ended_cleanly(
 /// GETs `/live/{name}/index.m3u8` on a kept-alive connection, asserts 200 and reads the whole
 /// response; returns its `Connection` header.
 async fn hls_index_on(s: &mut tokio::net::TcpStream, name: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let req = format!("GET /live/{name}/index.m3u8 HTTP/1.1\r\nHost: t\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    let read = async {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed before the head");
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        assert!(head.starts_with("http/1.1 200 "), "{head}");
-        let header = |name: &str| {
-            head.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        };
-        let len: usize = header("content-length:").unwrap().parse().unwrap();
-        while buf.len() < end + len {
-            assert!(s.read_buf(&mut buf).await.unwrap() > 0, "closed within the body");
-        }
-        header("connection:")
-    };
-    tokio::time::timeout(SECS(20), read)
+    let r = tokio::time::timeout(SECS(20), ferrocast_tests::http::next_response(s, &mut buf, false))
         .await
         .expect("the playlist in time")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.header("connection").map(str::to_string)
 }
 
 async fn hls_segments(pod: &TestServer, name: &str) -> Vec<String> {

@@ -520,39 +520,17 @@ async fn segmenter_memory_stays_bounded_over_two_minutes() {
     );
 }
 
-/// Reads the next response from a kept-alive connection: status, headers and the body its
-/// Content-Length gives (none for a HEAD).
+/// The next response on a kept-alive connection, in time: status, headers, body.
 async fn next_response(
     s: &mut tokio::net::TcpStream,
     buf: &mut Vec<u8>,
     head_only: bool,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let read = async {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            assert!(s.read_buf(buf).await.unwrap() > 0, "closed before a response head");
-        };
-        let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len = match head_only {
-            true => 0,
-            false => header(&headers, "content-length").unwrap().parse::<usize>().unwrap(),
-        };
-        buf.drain(..end + 4);
-        while buf.len() < len {
-            assert!(s.read_buf(buf).await.unwrap() > 0, "closed within a body");
-        }
-        (status, headers, buf.drain(..len).collect())
-    };
-    tokio::time::timeout(T, read).await.expect("a response in time")
+    let r = tokio::time::timeout(T, ferrocast_tests::http::next_response(s, buf, head_only))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    (r.status, r.headers, r.body)
 }
 
 #[tokio::test]
