@@ -33,8 +33,8 @@ pub struct Context {
     pub hub: Hub,
     /// Flips to `true` once on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Flips to `true` once when SIGTERM starts the drain (before `shutdown`): not ready,
-    /// no new connections, live sessions continue.
+    /// Flips to `true` once the drain has closed the public listeners (before `shutdown`):
+    /// not ready, no new connections, live sessions continue.
     pub draining: watch::Receiver<bool>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
@@ -656,6 +656,9 @@ impl Server {
         tokio::spawn(ctx.hls.clone().run_always());
         tokio::spawn(ctx.records.clone().run());
         tokio::spawn(ctx.transcodes.clone().run(ctx.clone()));
+        // The public listeners close at the start of the drain, before the pod says it is not
+        // ready: a 503 from /readyz then means no new connection is taken on any port.
+        let (stop_accepting, accept_until) = watch::channel(false);
 
         let rtmp_ctx = ctx.clone();
         let rtmp = accept_loop(
@@ -663,7 +666,7 @@ impl Server {
             self.rtmp,
             ctx.rtmp_limits.clone(),
             proxy(ProxyListener::Rtmp),
-            ctx.draining.clone(),
+            accept_until.clone(),
             None,
             move |s, peer, slot| {
                 let ctx = rtmp_ctx.clone();
@@ -685,7 +688,7 @@ impl Server {
             self.http,
             ctx.http_limits.clone(),
             proxy(ProxyListener::Http),
-            ctx.draining.clone(),
+            accept_until.clone(),
             threads.clone(),
             move |s, peer, slot| crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone()),
         );
@@ -709,12 +712,28 @@ impl Server {
                 }
             },
         ));
-        let tls = tls_listeners(self.tls, ctx.clone(), proxy, https_router, threads.clone());
-        let accepting = tokio::spawn(async move {
+        let tls = tls_listeners(
+            self.tls,
+            ctx.clone(),
+            proxy,
+            https_router,
+            threads.clone(),
+            accept_until,
+        );
+        let mut accepting = tokio::spawn(async move {
             tokio::join!(rtmp, http, tls);
         });
 
         signal.await;
+        let _ = stop_accepting.send(true);
+        // Every public listener is dropped when its accept loop returns; bounded so that a
+        // stuck loop cannot hold the drain.
+        if tokio::time::timeout(Duration::from_secs(1), &mut accepting)
+            .await
+            .is_err()
+        {
+            warn!("public listeners did not close within 1 s");
+        }
         let _ = self.draining_tx.send(true);
         let drain = Duration::from_secs(c.hub.drain_secs);
         if !drain.is_zero() {
@@ -804,6 +823,8 @@ async fn tls_listeners(
     proxy: impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
     router: axum::Router,
     threads: Option<Arc<ServingThreads>>,
+    // The drain's start: the TLS listeners close and none opens again.
+    mut accept_until: watch::Receiver<bool>,
 ) {
     tokio::spawn(ctx.tls.clone().watch(ctx.shutdown.clone()));
     let mut wanted = ctx.tls_wanted.subscribe();
@@ -823,7 +844,9 @@ async fn tls_listeners(
                     Some(l) => Ok(l),
                     None => TlsListeners::bind(ctx.config.bind, ports).await,
                 };
-                match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone(), threads.clone())) {
+                let until = accept_until.clone();
+                match listeners.and_then(|l| tls_accept_loops(l, &ctx, &proxy, router.clone(), threads.clone(), until))
+                {
                     Ok((addrs, accepting)) => {
                         ctx.set_tls_addrs(Some(addrs));
                         info!(rtmps = %addrs.0, https = %addrs.1, "RTMPS and HTTPS listeners open");
@@ -836,11 +859,14 @@ async fn tls_listeners(
         }
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = accept_until.wait_for(|stop| *stop) => break,
             changed = wanted.changed() => if changed.is_err() { break },
         }
     }
     if let Some((_, accepting)) = open {
         accepting.abort();
+        // Awaited so the listeners are gone when this returns.
+        let _ = accepting.await;
     }
 }
 
@@ -854,6 +880,7 @@ fn tls_accept_loops(
     proxy: &impl Fn(ProxyListener) -> Option<Arc<ProxyPolicy>>,
     router: axum::Router,
     threads: Option<Arc<ServingThreads>>,
+    accept_until: watch::Receiver<bool>,
 ) -> Result<((SocketAddr, SocketAddr), tokio::task::JoinHandle<()>), ServerError> {
     let c = &ctx.config;
     let addrs = listeners.addrs();
@@ -868,7 +895,7 @@ fn tls_accept_loops(
         listeners.rtmps,
         ctx.rtmp_limits.clone(),
         proxy(ProxyListener::Rtmps),
-        ctx.draining.clone(),
+        accept_until.clone(),
         None,
         move |s, peer, slot| {
             let (acceptor, ctx) = (acceptor.clone(), rtmps_ctx.clone());
@@ -890,7 +917,7 @@ fn tls_accept_loops(
         listeners.https,
         ctx.http_limits.clone(),
         proxy(ProxyListener::Https),
-        ctx.draining.clone(),
+        accept_until,
         threads,
         move |s, peer, slot| {
             let (acceptor, router, ctx) = (acceptor.clone(), router.clone(), https_ctx.clone());
@@ -974,6 +1001,7 @@ async fn accept_loop<F, Fut>(
     limits: Arc<ConnLimits>,
     proxy: Option<Arc<ProxyPolicy>>,
     // Public listeners stop at the start of the drain; the admin one (probes, peers) at exit.
+    // Checked before each accept, so a loop started after the signal takes nothing.
     mut shutdown: watch::Receiver<bool>,
     // Where connections run: on these threads, else on the runtime that accepts them.
     threads: Option<Arc<ServingThreads>>,
@@ -986,7 +1014,7 @@ async fn accept_loop<F, Fut>(
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
             a = listener.accept() => a,
         };
         let (socket, peer) = match accepted {

@@ -2,7 +2,7 @@
 //! HTTP/2, WSS-FLV, FLV push and the API on the HTTPS port with a rustls client trusting a
 //! throwaway CA; SNI certificate selection; certificate files swapped like a Kubernetes
 //! Secret while an RTMPS publisher stays live; broken replacements refused; bad certificate
-//! files at start named by config key.
+//! files at start named by config key; SIGTERM closing the TLS ports with the others.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -909,4 +909,55 @@ async fn a_tls_port_taken_on_reload_is_reported_as_not_listening() {
         "{m}"
     );
     assert!(!listening(rtmps).await, "RTMPS stays closed with its HTTPS partner");
+}
+
+#[tokio::test]
+async fn sigterm_closes_every_public_listener_before_readyz_answers_503() {
+    let certs = Certs::new();
+    let mut server = TestServer::builder()
+        .tls(vec![certs.default_entry()])
+        .yaml("hub:\n  drain_secs: 2")
+        .start()
+        .await
+        .unwrap();
+    let public = [
+        ("rtmp", server.rtmp_port),
+        ("http", server.http_port),
+        ("rtmps", server.rtmps_port.unwrap()),
+        ("https", server.https_port()),
+    ];
+    for (what, port) in public {
+        assert!(listening(port).await, "{what} before the signal");
+    }
+    // A live RTMPS publisher keeps the pod draining (an idle pod would exit at once).
+    let name = unique_name("drain");
+    let mut publisher = publish(&server, &server.rtmps_url(&name), &name).await;
+    server.sigterm();
+    let readyz = server.admin_url("/readyz");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = http::request("GET", &readyz, &[], None, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .status;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503, "/readyz after SIGTERM");
+    // Not ready means no port takes a new connection any more: none is still closing.
+    for (what, port) in public {
+        assert!(!listening(port).await, "{what} still accepts once /readyz answers 503");
+    }
+    assert!(
+        publisher.is_running(),
+        "the RTMPS publisher was cut at once: {}",
+        publisher.log()
+    );
+    let exit = server
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits after the drain");
+    assert!(exit.success(), "exit status {exit}");
 }
