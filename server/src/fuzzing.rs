@@ -13,6 +13,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::query_param;
 use crate::codec::amf0;
 use crate::codec::chunk::{encode_message, ChunkDecoder, RawMessage};
 use crate::codec::flv::FlvReader;
@@ -21,6 +22,9 @@ use crate::codec::media::{self, FourCc};
 use crate::codec::message::{split_aggregate, Message};
 use crate::codec::{aac, av1, avc, hevc, info, opus, vp9};
 use crate::config::Config;
+use crate::hls::session::SessionKey;
+use crate::http::h1::{self, Parsed};
+use crate::http::hls::is_asset;
 use crate::http::push::FlvIngest;
 use crate::http::ws;
 use crate::hub::{Hub, HubSettings, PublisherInfo, StreamKey};
@@ -85,6 +89,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "ws_frames",
         run: ws_frames,
+    },
+    Target {
+        name: "http_request",
+        run: http_request,
     },
 ];
 
@@ -365,6 +373,48 @@ pub fn ws_frames(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     while let Ok(Some(frame)) = ws::parse_client_frame(&mut buf, ws::MAX_CLIENT_PAYLOAD) {
         assert!(frame.payload.len() <= ws::MAX_CLIENT_PAYLOAD);
+    }
+}
+
+/// HTTP/1.1 requests as the lean HLS path reads them off one connection, pipelined; the
+/// control byte says where a read may end inside each head. A request the path takes is never
+/// taken before its head is whole, parses the same from exactly its own bytes, and names an
+/// HLS asset outside the routes left to the router. Its session token, made up by the input,
+/// never verifies, and its LL-HLS parameters parse as the handler parses them.
+pub fn http_request(data: &[u8]) {
+    let Some((split, rest)) = control(data) else { return };
+    let elsewhere = |app: &str| app == "api" || app == "admin";
+    let sessions = SessionKey::random();
+    let mut at = 0;
+    while at < rest.len() {
+        let buf = &rest[at..];
+        match h1::parse(buf, elsewhere) {
+            Parsed::Lean(head) => {
+                assert!(head.len > 0 && head.len <= buf.len(), "head of {} bytes", head.len);
+                let cut = usize::from(split) * 8 % head.len;
+                if cut < h1::MAX_HEAD {
+                    assert_eq!(h1::parse(&buf[..cut], elsewhere), Parsed::Partial, "taken at {cut}");
+                }
+                let again = h1::parse(&buf[..head.len], elsewhere);
+                assert!(
+                    matches!(&again, Parsed::Lean(h) if *h == head),
+                    "{again:?} against {head:?}"
+                );
+                assert!(is_asset(head.file) && !elsewhere(head.app));
+                if let (Ok(key), Some(token)) = (StreamKey::new(head.app, head.name), query_param(head.query, "hs")) {
+                    assert!(sessions.verify(&key, &token, std::time::SystemTime::now()).is_none());
+                }
+                let msn = query_param(head.query, "_HLS_msn").and_then(|v| v.parse::<u64>().ok());
+                let part = query_param(head.query, "_HLS_part").and_then(|v| v.parse::<usize>().ok());
+                black_box((msn, part, head.head_only, head.close));
+                at += head.len;
+            }
+            Parsed::Partial => {
+                assert!(buf.len() < h1::MAX_HEAD, "{} bytes still partial", buf.len());
+                break;
+            }
+            Parsed::Other => break,
+        }
     }
 }
 

@@ -104,6 +104,22 @@ fn built_seeds_run_clean() {
     }
 }
 
+/// The player seed reaches the checks on requests the lean path takes: all four are taken.
+#[test]
+fn the_player_seed_is_taken_by_the_lean_path_request_by_request() {
+    let (_, _, data) = seeds()
+        .into_iter()
+        .find(|(t, n, _)| *t == "http_request" && n == "players")
+        .unwrap();
+    let mut buf = &data[1..];
+    let mut taken = 0;
+    while let Parsed::Lean(head) = h1::parse(buf, |_| false) {
+        taken += 1;
+        buf = &buf[head.len..];
+    }
+    assert_eq!((taken, buf.len()), (4, 0));
+}
+
 /// Writes [`seeds`] into `fuzz/corpus/<target>/seed-<name>`. Run by hand when the seeds
 /// change: `cargo test -p ferrocast-server --lib fuzzing::tests::write_seed_corpus -- --ignored`.
 #[test]
@@ -403,6 +419,30 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     ws.extend_from_slice(&[0x89, 0x80, 1, 2, 3, 4]); // ping
     ws.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]); // close 1000
     add("ws_frames", "flv-push", ws.to_vec());
+
+    // What players send: hls.js and Safari keep-alive GETs, a blocking LL-HLS reload with a
+    // session token, HEAD, pipelining, then requests the lean path leaves to the router.
+    let session = format!("hs={:016x}.{:x}.{}", 7, 1_700_000_000, "ab".repeat(16));
+    let player = format!(
+        "GET /live/cam/index.m3u8 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: Mozilla/5.0\r\nAccept: */*\r\n\
+         Origin: http://example.com\r\nConnection: keep-alive\r\n\r\n\
+         GET /live/cam/video.m3u8?{session}&_HLS_msn=12&_HLS_part=3 HTTP/1.1\r\nHost: x\r\n\r\n\
+         HEAD /live/cam/video-init-0.mp4?{session} HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /live/cam/video-0-12.3.m4s?{session} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    add("http_request", "players", with_control(5, player.as_bytes()));
+    let others = "GET /live/cam/ts-0-4.ts HTTP/1.1\r\nHost: x\r\n\r\n\
+                  GET /live/cam/index.mpd HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n\
+                  GET /api/v1/streams HTTP/1.1\r\nHost: x\r\n\r\n";
+    add("http_request", "others", with_control(200, others.as_bytes()));
+    add(
+        "http_request",
+        "upgrade",
+        with_control(
+            1,
+            b"GET /live/cam.flv HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ),
+    );
     s
 }
 

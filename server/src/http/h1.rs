@@ -21,13 +21,13 @@ use crate::net::Prefixed;
 use crate::server::Context;
 
 /// The largest request head this path reads; a larger one goes to hyper with its own limits.
-const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// Headers this path parses; a request with more goes to hyper.
 const MAX_HEADERS: usize = 32;
 
 /// What the start of a connection's buffer holds.
 #[derive(Debug, PartialEq, Eq)]
-enum Parsed<'a> {
+pub(crate) enum Parsed<'a> {
     /// Not a whole request head yet.
     Partial,
     /// An HLS or DASH request this path answers.
@@ -38,22 +38,22 @@ enum Parsed<'a> {
 
 /// A lean request, borrowing the buffer it was parsed from.
 #[derive(Debug, PartialEq, Eq)]
-struct Head<'a> {
+pub(crate) struct Head<'a> {
     /// Bytes of the head (the request has no body).
-    len: usize,
+    pub(crate) len: usize,
     /// HEAD: the same head as GET, without the body.
-    head_only: bool,
-    app: &'a str,
-    name: &'a str,
-    file: &'a str,
-    query: &'a str,
+    pub(crate) head_only: bool,
+    pub(crate) app: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) file: &'a str,
+    pub(crate) query: &'a str,
     /// The client asked to close after this response (`Connection: close`).
-    close: bool,
+    pub(crate) close: bool,
 }
 
 /// Parses the request at the start of `buf`. `routed_elsewhere(app)` is true for first path
 /// segments the router gives to other routes (the API, the console).
-fn parse(buf: &[u8], routed_elsewhere: impl Fn(&str) -> bool) -> Parsed<'_> {
+pub(crate) fn parse(buf: &[u8], routed_elsewhere: impl Fn(&str) -> bool) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {

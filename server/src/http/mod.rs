@@ -6,7 +6,7 @@
 //! the router.
 
 pub mod flv;
-mod h1;
+pub(crate) mod h1;
 pub mod hls;
 pub mod push;
 pub mod ws;
