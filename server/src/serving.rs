@@ -147,6 +147,44 @@ mod tests {
         );
     }
 
+    /// An on-demand relay pull or a pull from a peer pod is started by the first player's
+    /// connection, on its serving thread; it must run on the main runtime with the publishers.
+    #[test]
+    fn work_a_connection_starts_for_a_whole_stream_runs_on_the_main_runtime() {
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ferrocast-main")
+            .enable_all()
+            .build()
+            .unwrap();
+        let rt = main.block_on(async { MainRuntime::here() });
+        let threads = ServingThreads::start(1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        main.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            threads.serve(socket, move |_socket| async move {
+                let name = || std::thread::current().name().unwrap_or("").to_string();
+                let (on_main, local) = (tx.clone(), tx);
+                rt.spawn(async move { on_main.send(("main", name())).unwrap() });
+                // For contrast: a plain spawn stays on the connection's thread.
+                tokio::spawn(async move { local.send(("local", name())).unwrap() });
+            });
+        });
+        let mut ran: Vec<_> = (0..2)
+            .map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap())
+            .collect();
+        ran.sort();
+        assert_eq!(
+            ran,
+            [
+                ("local", "ferrocast-serve-0".to_string()),
+                ("main", "ferrocast-main".to_string())
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn stop_ends_the_connections_on_the_threads() {
         let threads = Arc::new(ServingThreads::start(1).unwrap());
