@@ -350,6 +350,11 @@ async fn blocking_reload_answers_when_the_part_exists_and_refuses_too_far_ahead(
     assert_eq!(status, 400);
     let (status, _) = fetch_text(&format!("{url}&_HLS_part=1")).await;
     assert_eq!(status, 400, "_HLS_part without _HLS_msn");
+    // Values that are not numbers are refused, not read as a plain reload.
+    for bad in [format!("_HLS_msn={msn}x"), format!("_HLS_msn={msn}&_HLS_part=-1")] {
+        let (status, text) = fetch_text(&format!("{url}&{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {text}");
+    }
 }
 
 #[tokio::test]

@@ -389,10 +389,16 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             if stream.with(|s| s.track(*track).init.is_none()) {
                 return not_found();
             }
-            let msn = query_param(query, "_HLS_msn").and_then(|v| v.parse::<u64>().ok());
-            let part = query_param(query, "_HLS_part").and_then(|v| v.parse::<usize>().ok());
+            // A value that is not a number is refused, not read as absent: a player that
+            // meant to block must not get an answer it did not ask for.
+            let Ok(msn) = query_param(query, "_HLS_msn").map(|v| v.parse::<u64>()).transpose() else {
+                return refuse(StatusCode::BAD_REQUEST, "_HLS_msn is not a media sequence number");
+            };
+            let Ok(part) = query_param(query, "_HLS_part").map(|v| v.parse::<usize>()).transpose() else {
+                return refuse(StatusCode::BAD_REQUEST, "_HLS_part is not a part index");
+            };
             let Some(msn) = msn else {
-                if query_param(query, "_HLS_part").is_some() {
+                if part.is_some() {
                     return refuse(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
                 }
                 return text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_PLAYLIST);
