@@ -108,6 +108,11 @@ const PAGE = `<!doctype html>
         result.partTarget = d.details.partTarget;
         result.canBlockReload = d.details.canBlockReload;
       });
+      // After the merge: a delta update hls.js could not fit onto its copy is counted failed.
+      hls.on(Hls.Events.LEVEL_UPDATED, (_, d) => {
+        if (d.details.skippedSegments) result.deltaUpdates = (result.deltaUpdates || 0) + 1;
+        if (d.details.deltaUpdateFailed) result.deltaUpdatesFailed = (result.deltaUpdatesFailed || 0) + 1;
+      });
       hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
         result.fragments = (result.fragments || 0) + 1;
         if (d.part) result.parts = (result.parts || 0) + 1;

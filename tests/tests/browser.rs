@@ -1,10 +1,12 @@
 //! Headless Chromium plays the live stream with mpegts.js over HTTP-FLV and WS-FLV, with
-//! hls.js over HLS and LL-HLS, and with dash.js over DASH (tests/browser/play.mjs drives it
+//! hls.js over HLS and LL-HLS (with delta updates), and with dash.js over DASH (tests/browser/play.mjs drives it
 //! with playwright-core from .tools/node).
 
 use ferrocast_tests::env::require_node_package;
 use ferrocast_tests::process::{describe_output, run_json};
-use ferrocast_tests::{require_tool, workspace_root, Live};
+use std::time::Duration;
+
+use ferrocast_tests::{http, require_tool, workspace_root, Live};
 use serde_json::Value;
 
 async fn browser_plays(url: &str) {
@@ -62,9 +64,38 @@ async fn chromium_with_hls_js_plays_hls() {
     browser_plays_with(&hls_url(&live, "index.m3u8"), "hls").await;
 }
 
+/// The body of `GET url` as text.
+async fn get_text(url: &str) -> String {
+    let t = Duration::from_secs(10);
+    let mut r = http::get(url, &[], t)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
+    assert_eq!(r.status, 200, "GET {url}");
+    String::from_utf8_lossy(&r.read_to_end(t).await.unwrap().0).into_owned()
+}
+
+/// Waits until the stream's window is long enough for a delta update to leave segments out.
+async fn wait_for_delta_updates(live: &Live) {
+    let index = get_text(&hls_url(live, "index.m3u8")).await;
+    let media = index
+        .lines()
+        .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
+        .nth(1)
+        .expect("a variant");
+    let url = hls_url(live, &format!("{media}&_HLS_skip=YES"));
+    for _ in 0..60 {
+        if get_text(&url).await.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("no delta update within 60 s: {url}");
+}
+
 #[tokio::test]
-async fn chromium_with_hls_js_plays_low_latency_hls_from_parts() {
+async fn chromium_with_hls_js_plays_low_latency_hls_from_parts_and_delta_updates() {
     let live = Live::start("browser_llhls").await.unwrap();
+    wait_for_delta_updates(&live).await;
     let r = browser_plays_with(&hls_url(&live, "index.m3u8"), "hls-ll").await;
     let pretty = serde_json::to_string_pretty(&r).unwrap();
     assert_eq!(r["canBlockReload"], true, "{pretty}");
@@ -72,6 +103,11 @@ async fn chromium_with_hls_js_plays_low_latency_hls_from_parts() {
         r["parts"].as_u64().unwrap_or(0) > 0,
         "hls.js loaded LL-HLS parts: {pretty}"
     );
+    assert!(
+        r["deltaUpdates"].as_u64().unwrap_or(0) > 0,
+        "hls.js reloaded with delta updates: {pretty}"
+    );
+    assert_eq!(r["deltaUpdatesFailed"].as_u64().unwrap_or(0), 0, "{pretty}");
 }
 
 #[tokio::test]

@@ -350,6 +350,38 @@ async fn blocking_reload_answers_when_the_part_exists_and_refuses_too_far_ahead(
     assert_eq!(status, 400);
     let (status, _) = fetch_text(&format!("{url}&_HLS_part=1")).await;
     assert_eq!(status, 400, "_HLS_part without _HLS_msn");
+    // Delta updates are offered. In one, the first segment listed is the one after those
+    // skipped, and names its init section (none is skipped before the window is long enough).
+    let (_, full) = fetch_text(&url).await;
+    assert!(full.contains(",CAN-SKIP-UNTIL=12\n"), "{full}");
+    let (status, delta) = fetch_text(&format!("{url}&_HLS_skip=YES")).await;
+    assert_eq!(status, 200, "{delta}");
+    let number = |tag: &str| {
+        delta
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .map(|n| n.parse::<u64>().unwrap())
+    };
+    let sequence = number("#EXT-X-MEDIA-SEQUENCE:").expect("a media sequence");
+    let skipped = number("#EXT-X-SKIP:SKIPPED-SEGMENTS=").unwrap_or(0);
+    let first = delta
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains(".m4s"))
+        .expect("a segment");
+    let first_msn: u64 = first
+        .split(".m4s")
+        .next()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(first_msn, sequence + skipped, "{delta}");
+    let before_first = &delta[..delta.find(first).unwrap()];
+    assert!(before_first.contains("#EXT-X-MAP:"), "{delta}");
+    let (status, text) = fetch_text(&format!("{url}&_HLS_skip=NO")).await;
+    assert_eq!(status, 400, "_HLS_skip=NO: {text}");
     // Values that are not numbers are refused, not read as a plain reload.
     for bad in [format!("_HLS_msn={msn}x"), format!("_HLS_msn={msn}&_HLS_part=-1")] {
         let (status, text) = fetch_text(&format!("{url}&{bad}")).await;

@@ -89,8 +89,9 @@ impl StreamHls {
     }
 
     /// The media playlist of `track` with `query` on every URI (rendered once per change).
-    pub fn media_playlist(&self, track: segmenter::TrackName, prefix: &str, query: &str) -> String {
-        self.playlists.media(&self.lock(), track, prefix, query)
+    /// A media playlist; `delta` asks for a delta update (`_HLS_skip`).
+    pub fn media_playlist(&self, track: segmenter::TrackName, prefix: &str, query: &str, delta: bool) -> String {
+        self.playlists.media(&self.lock(), track, prefix, query, delta)
     }
 
     pub fn is_ended(&self) -> bool {

@@ -38,6 +38,37 @@ pub fn target_duration(seg: &Segmenter) -> u64 {
     configured.max(seg.longest.round()).max(1.0) as u64
 }
 
+/// CAN-SKIP-UNTIL: a delta update keeps this many seconds before the playlist's end (RFC
+/// 8216bis: at least six target durations), and leaves out the segments that end before them.
+pub fn skip_until(seg: &Segmenter) -> u64 {
+    target_duration(seg) * 6
+}
+
+/// Delta updates are offered when the window is longer than what they keep, so that one can
+/// leave something out.
+fn offers_delta(seg: &Segmenter) -> bool {
+    seg.settings.window as u64 * target_duration(seg) > skip_until(seg)
+}
+
+/// How many complete segments at the front of `track` a delta update leaves out: those that
+/// end at least [`skip_until`] seconds before the end of the playlist (parts included).
+fn skippable(seg: &Segmenter, track: &Track) -> usize {
+    let length = |s: &Segment| match s.complete {
+        true => s.duration,
+        false => s.parts.iter().map(|p| p.duration).sum(),
+    };
+    let boundary = track.segments.iter().map(length).sum::<f64>() - skip_until(seg) as f64;
+    let mut end = 0.0;
+    track
+        .segments
+        .iter()
+        .take_while(|s| {
+            end += length(s);
+            s.complete && end <= boundary + 1e-6
+        })
+        .count()
+}
+
 /// Bits per second of a track over its window (0 when unknown).
 fn bandwidth(track: &Track) -> u64 {
     let (bytes, secs) = track
@@ -172,27 +203,38 @@ fn stream_inf_video(out: &mut String, video: &Init, fps: Option<f64>) {
 }
 
 /// An LL-HLS media playlist of one track. Players without LL-HLS support ignore the part
-/// tags and read it as a standard live playlist.
-pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str) -> String {
+/// tags and read it as a standard live playlist. With `delta` (`_HLS_skip`, when offered) the
+/// oldest segments are left out behind an EXT-X-SKIP tag.
+pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str, delta: bool) -> String {
     let track = seg.track(name);
     let part_target = seg.settings.part_target_ms as f64 / 1000.0;
     let mut out = String::with_capacity(4096);
     let _ = write!(
         out,
         "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{}\n\
-         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n#EXT-X-PART-INF:PART-TARGET={}\n",
+         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
         target_duration(seg),
         secs(part_target * 3.0),
-        secs(part_target),
     );
+    let offered = offers_delta(seg);
+    if offered {
+        let _ = write!(out, ",CAN-SKIP-UNTIL={}", skip_until(seg));
+    }
+    let _ = writeln!(out, "\n#EXT-X-PART-INF:PART-TARGET={}", secs(part_target));
     let Some(first) = track.segments.front() else {
         return out;
     };
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", first.msn);
     let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", track.discontinuity_sequence);
+    // A player asking for a delta when nothing can be left out gets the whole playlist.
+    let skipped = if delta && offered { skippable(seg, track) } else { 0 };
+    if skipped > 0 {
+        let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    }
     let newest = track.segments.back().map_or(0, |s| s.msn);
+    // The first segment listed names its initialization section, skipped ones or not.
     let mut map: Option<&str> = None;
-    for (i, s) in track.segments.iter().enumerate() {
+    for (i, s) in track.segments.iter().enumerate().skip(skipped) {
         if s.discontinuity && i > 0 {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
@@ -254,8 +296,8 @@ pub fn media(seg: &Segmenter, name: TrackName, prefix: &str, query: &str) -> Str
 
 /// Stands for the query in a cached playlist (never part of a name or a URI prefix).
 const QUERY_MARK: &str = "\u{1}";
-/// Playlists a cache keeps (tracks times URI prefixes in use).
-const CACHED_PLAYLISTS: usize = 8;
+/// Playlists a cache keeps (tracks times URI prefixes in use, whole and delta).
+const CACHED_PLAYLISTS: usize = 12;
 
 /// Media playlists rendered once per segmenter version and track, then given each
 /// request's session query: a reload by thousands of players between two parts formats
@@ -266,6 +308,7 @@ pub struct PlaylistCache(Mutex<Vec<Cached>>);
 struct Cached {
     version: u64,
     track: TrackName,
+    delta: bool,
     prefix: String,
     template: Arc<Template>,
 }
@@ -305,14 +348,16 @@ impl Template {
 
 impl PlaylistCache {
     /// [`media`] of `seg` (the caller holds its lock).
-    pub fn media(&self, seg: &Segmenter, track: TrackName, prefix: &str, query: &str) -> String {
+    pub fn media(&self, seg: &Segmenter, track: TrackName, prefix: &str, query: &str, delta: bool) -> String {
         let template = {
             let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let at = cache.iter().position(|c| c.track == track && c.prefix == prefix);
+            let at = cache
+                .iter()
+                .position(|c| c.track == track && c.delta == delta && c.prefix == prefix);
             match at.map(|i| &cache[i]).filter(|c| c.version == seg.version) {
                 Some(c) => c.template.clone(),
                 None => {
-                    let template = Arc::new(Template::new(&media(seg, track, prefix, QUERY_MARK)));
+                    let template = Arc::new(Template::new(&media(seg, track, prefix, QUERY_MARK, delta)));
                     if let Some(i) = at {
                         cache.remove(i);
                     } else if cache.len() >= CACHED_PLAYLISTS {
@@ -321,6 +366,7 @@ impl PlaylistCache {
                     cache.push(Cached {
                         version: seg.version,
                         track,
+                        delta,
                         prefix: prefix.to_string(),
                         template: template.clone(),
                     });

@@ -132,7 +132,7 @@ fn write_head(out: &mut Vec<u8>, reply: &Reply, allow_origin: Option<&str>, date
     if let Some(origin) = allow_origin {
         let _ = write!(out, "access-control-allow-origin: {origin}\r\n");
     }
-    let _ = write!(out, "content-length: {}\r\n", reply.len());
+    let _ = write!(out, "content-length: {}\r\n", reply.body_len());
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

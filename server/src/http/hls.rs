@@ -151,7 +151,8 @@ impl Reply {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    /// Bytes of the body (its Content-Length).
+    pub fn body_len(&self) -> u64 {
         self.body.iter().map(|b| b.len() as u64).sum()
     }
 
@@ -327,7 +328,7 @@ pub async fn reply(ctx: &Arc<Context>, app: &str, name: &str, file: &str, query:
         ctx.metrics
             .hls_bytes
             .with_label_values(&[&access.key.app])
-            .inc_by(reply.len());
+            .inc_by(reply.body_len());
     }
     reply
 }
@@ -397,11 +398,21 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             let Ok(part) = query_param(query, "_HLS_part").map(|v| v.parse::<usize>()).transpose() else {
                 return refuse(StatusCode::BAD_REQUEST, "_HLS_part is not a part index");
             };
+            // RFC 8216bis 6.2.5.1: YES skips segments; v2 also date ranges, of which there are none.
+            let delta = match query_param(query, "_HLS_skip").as_deref() {
+                None => false,
+                Some("YES" | "v2") => true,
+                Some(_) => return refuse(StatusCode::BAD_REQUEST, "_HLS_skip is neither YES nor v2"),
+            };
             let Some(msn) = msn else {
                 if part.is_some() {
                     return refuse(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn");
                 }
-                return text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_PLAYLIST);
+                return text(
+                    stream.media_playlist(*track, prefix, q, delta),
+                    PLAYLIST,
+                    CACHE_PLAYLIST,
+                );
             };
             // RFC 8216bis 6.2.5.2: more than two segments ahead of the last one is refused.
             let last = stream.with(|s| s.track(*track).last_msn()).unwrap_or(0);
@@ -415,7 +426,7 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                     "the requested part did not appear in time",
                 );
             }
-            text(stream.media_playlist(*track, prefix, q), PLAYLIST, CACHE_NEVER)
+            text(stream.media_playlist(*track, prefix, q, delta), PLAYLIST, CACHE_NEVER)
         }
         Asset::Mpd => match stream.with(|s| playlist::mpd(s, prefix, q, SystemTime::now())) {
             Some(mpd) => text(mpd, "application/dash+xml", CACHE_PLAYLIST),

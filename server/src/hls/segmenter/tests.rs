@@ -383,16 +383,24 @@ fn cached_playlists_equal_fresh_ones_and_follow_every_change() {
     let cache = PlaylistCache::default();
     let mut s = segmenter_av();
     feed(&mut s, 0, 5, 1000, true);
-    let before = cache.media(&s, TrackName::Muxed, "", "?hs=one");
+    let before = cache.media(&s, TrackName::Muxed, "", "?hs=one", false);
     // Becoming live adds program date times without a new part: the cache must see it.
     s.mark_live(SystemTime::UNIX_EPOCH);
-    let after = cache.media(&s, TrackName::Muxed, "", "?hs=one");
+    let after = cache.media(&s, TrackName::Muxed, "", "?hs=one", false);
     assert!(!before.contains("PROGRAM-DATE-TIME") && after.contains("PROGRAM-DATE-TIME"));
     for track in [TrackName::Muxed, TrackName::Video, TrackName::Audio] {
         for query in ["?hs=one", "?hs=two", ""] {
-            assert_eq!(cache.media(&s, track, "", query), media(&s, track, "", query));
+            for delta in [false, true] {
+                assert_eq!(
+                    cache.media(&s, track, "", query, delta),
+                    media(&s, track, "", query, delta)
+                );
+            }
         }
-        assert_eq!(cache.media(&s, track, "../k/", "?x"), media(&s, track, "../k/", "?x"));
+        assert_eq!(
+            cache.media(&s, track, "../k/", "?x", false),
+            media(&s, track, "../k/", "?x", false)
+        );
     }
     // Every frame that changes the segmenter changes what the cache answers.
     let mut ts = 5000;
@@ -401,8 +409,8 @@ fn cached_playlists_equal_fresh_ones_and_follow_every_change() {
         s.push(&audio(ts));
         ts += 50;
         assert_eq!(
-            cache.media(&s, TrackName::Muxed, "", "?hs=one"),
-            media(&s, TrackName::Muxed, "", "?hs=one")
+            cache.media(&s, TrackName::Muxed, "", "?hs=one", false),
+            media(&s, TrackName::Muxed, "", "?hs=one", false)
         );
     }
 }
@@ -437,4 +445,94 @@ fn audio_waiting_for_a_muxed_part_keeps_no_shared_read_buffer_alive() {
             "a copy, not a slice of the buffer"
         );
     }
+}
+
+/// Seconds a segment covers in the playlist: its duration, or its parts' while open.
+fn listed_secs(seg: &Segment) -> f64 {
+    match seg.complete {
+        true => seg.duration,
+        false => seg.parts.iter().map(|p| p.duration).sum(),
+    }
+}
+
+/// Segment URIs of a media playlist, in order.
+fn segment_uris(playlist: &str) -> Vec<&str> {
+    playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn a_delta_update_leaves_out_the_segments_ending_six_targets_before_the_end() {
+    use crate::hls::playlist::{media, skip_until};
+    let mut s = Segmenter::new(
+        Settings {
+            window: 12,
+            ..settings()
+        },
+        1,
+        true,
+    );
+    s.push(&video_header());
+    s.push(&audio_header());
+    feed(&mut s, 0, 40, 1000, true);
+    s.mark_live(SystemTime::UNIX_EPOCH);
+    let full = media(&s, TrackName::Muxed, "", "?q", false);
+    let delta = media(&s, TrackName::Muxed, "", "?q", true);
+    assert_eq!(skip_until(&s), 12);
+    assert!(
+        full.contains("CAN-SKIP-UNTIL=12\n") && !full.contains("#EXT-X-SKIP"),
+        "{full}"
+    );
+    let skipped: usize = delta
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+        .expect("a delta update")
+        .parse()
+        .unwrap();
+    // The same media sequence, and the same segments from the first one kept on.
+    let header = |p: &str| {
+        p.lines()
+            .take_while(|l| !l.starts_with("#EXT-X-SKIP") && !l.starts_with("#EXT-X-MAP"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(header(&full), header(&delta));
+    assert_eq!(segment_uris(&delta), segment_uris(&full)[skipped..]);
+    let after_skip = delta.split_once("SKIPPED-SEGMENTS=").unwrap().1;
+    assert!(
+        after_skip.lines().nth(1).unwrap().starts_with("#EXT-X-MAP:"),
+        "the first segment listed names its init:\n{delta}"
+    );
+    // What is kept covers the last 12 s; keeping one segment less would not.
+    let lengths: Vec<f64> = s.track(TrackName::Muxed).segments.iter().map(listed_secs).collect();
+    let kept: f64 = lengths[skipped..].iter().sum();
+    assert!(
+        skipped > 0 && kept >= 12.0 && kept - lengths[skipped] < 12.0,
+        "{lengths:?} skipping {skipped}"
+    );
+    // The parts, the preload hint and the rendition reports are all still there.
+    for tag in ["#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:"] {
+        assert_eq!(full.matches(tag).count(), delta.matches(tag).count(), "{tag}");
+    }
+}
+
+#[test]
+fn delta_updates_are_not_offered_when_the_window_is_no_longer_than_what_they_keep() {
+    use crate::hls::playlist::media;
+    let mut s = Segmenter::new(
+        Settings {
+            window: 6,
+            ..settings()
+        },
+        1,
+        true,
+    );
+    s.push(&video_header());
+    s.push(&audio_header());
+    feed(&mut s, 0, 30, 1000, true);
+    let full = media(&s, TrackName::Muxed, "", "", false);
+    assert!(!full.contains("CAN-SKIP-UNTIL"), "{full}");
+    assert_eq!(media(&s, TrackName::Muxed, "", "", true), full);
 }
