@@ -463,20 +463,19 @@ fn segment_uris(playlist: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A segmenter keeping `window` segments, fed `secs` of video (1 s GOP) and audio.
+fn segmenter_av_window(window: usize, secs: u32) -> Segmenter {
+    let mut s = Segmenter::new(Settings { window, ..settings() }, 1, true);
+    s.push(&video_header());
+    s.push(&audio_header());
+    feed(&mut s, 0, secs, 1000, true);
+    s
+}
+
 #[test]
 fn a_delta_update_leaves_out_the_segments_ending_six_targets_before_the_end() {
     use crate::hls::playlist::{media, skip_until};
-    let mut s = Segmenter::new(
-        Settings {
-            window: 12,
-            ..settings()
-        },
-        1,
-        true,
-    );
-    s.push(&video_header());
-    s.push(&audio_header());
-    feed(&mut s, 0, 40, 1000, true);
+    let mut s = segmenter_av_window(12, 40);
     s.mark_live(SystemTime::UNIX_EPOCH);
     let full = media(&s, TrackName::Muxed, "", "?q", false);
     let delta = media(&s, TrackName::Muxed, "", "?q", true);
@@ -521,17 +520,7 @@ fn a_delta_update_leaves_out_the_segments_ending_six_targets_before_the_end() {
 #[test]
 fn delta_updates_are_not_offered_when_the_window_is_no_longer_than_what_they_keep() {
     use crate::hls::playlist::media;
-    let mut s = Segmenter::new(
-        Settings {
-            window: 6,
-            ..settings()
-        },
-        1,
-        true,
-    );
-    s.push(&video_header());
-    s.push(&audio_header());
-    feed(&mut s, 0, 30, 1000, true);
+    let s = segmenter_av_window(6, 30);
     let full = media(&s, TrackName::Muxed, "", "", false);
     assert!(!full.contains("CAN-SKIP-UNTIL"), "{full}");
     assert_eq!(media(&s, TrackName::Muxed, "", "", true), full);
