@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::HeaderValue;
 use axum::Router;
 use bytes::{Buf, BytesMut};
+use futures_util::future::{FusedFuture, FutureExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::hls::{self, Reply};
@@ -169,7 +170,14 @@ where
         .is_ok()
         .then_some(ctx.config.http.allow_origin.as_str());
     let routed_elsewhere = |app: &str| super::routed_elsewhere(&ctx, app);
+    // One shutdown waiter for the connection's life: a new one per request would take the
+    // shared lock of the shutdown signal's waiter list twice per request, from every thread.
     let mut shutdown = ctx.shutdown.clone();
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+    .fuse();
+    tokio::pin!(stopped);
     let mut buf = BytesMut::new();
     let mut head = Vec::new();
     // Like hyper's header read timeout: from the end of one response to the end of the next
@@ -177,11 +185,13 @@ where
     let deadline = tokio::time::sleep(request_timeout);
     tokio::pin!(deadline);
     loop {
+        // A shutdown seen while a response was in flight ends the connection here.
+        if stopped.is_terminated() {
+            return;
+        }
         let request = match parse(&buf, routed_elsewhere) {
             Parsed::Lean(request) => request,
             Parsed::Other => break,
-            // A shutdown seen while a response was in flight ends the connection here.
-            Parsed::Partial if ctx.is_shutting_down() => return,
             Parsed::Partial => {
                 buf.reserve(1024);
                 tokio::select! {
@@ -198,7 +208,7 @@ where
                         tracing::debug!("http connection ended: no request within {request_timeout:?}");
                         return;
                     }
-                    _ = shutdown.changed() => return,
+                    _ = &mut stopped => return,
                 }
             }
         };
@@ -231,7 +241,7 @@ where
             biased;
             done = answered => done,
             _ = async {
-                let _ = shutdown.changed().await;
+                (&mut stopped).await;
                 tokio::time::sleep(grace).await;
             } => return,
         };
