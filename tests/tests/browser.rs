@@ -64,27 +64,27 @@ async fn chromium_with_hls_js_plays_hls() {
     browser_plays_with(&hls_url(&live, "index.m3u8"), "hls").await;
 }
 
-/// The body of `GET url` as text.
-async fn get_text(url: &str) -> String {
-    let t = Duration::from_secs(10);
-    let mut r = http::get(url, &[], t)
+/// The body of `GET url` as text, which must answer 200.
+async fn get_ok(url: &str) -> String {
+    let (status, text) = http::get_text(url, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e:#}"));
-    assert_eq!(r.status, 200, "GET {url}");
-    String::from_utf8_lossy(&r.read_to_end(t).await.unwrap().0).into_owned()
+    assert_eq!(status, 200, "GET {url}: {text}");
+    text
 }
 
 /// Waits until the stream's window is long enough for a delta update to leave segments out.
 async fn wait_for_delta_updates(live: &Live) {
-    let index = get_text(&hls_url(live, "index.m3u8")).await;
+    let index = get_ok(&hls_url(live, "index.m3u8")).await;
     let media = index
         .lines()
         .skip_while(|l| !l.starts_with("#EXT-X-STREAM-INF"))
         .nth(1)
         .expect("a variant");
-    let url = hls_url(live, &format!("{media}&_HLS_skip=YES"));
+    let sep = if media.contains('?') { '&' } else { '?' };
+    let url = hls_url(live, &format!("{media}{sep}_HLS_skip=YES"));
     for _ in 0..60 {
-        if get_text(&url).await.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+        if get_ok(&url).await.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -635,6 +635,8 @@ async fn one_connection_serves_hls_requests_in_a_row_then_hands_other_requests_t
     s.write_all(get(&index, "").as_bytes()).await.unwrap();
     let (status, headers, _) = next_response(&mut s, &mut buf, false).await;
     assert_eq!((status, header(&headers, "cache-control")), (200, Some("max-age=1")));
+    // Through hyper the answer carries the same CORS header.
+    assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
     // `Connection: close` is honoured.
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(get(&index, "Connection: close\r\n").as_bytes())

@@ -326,7 +326,8 @@ pub async fn preflight(State(ctx): State<Arc<Context>>) -> Response {
     resp
 }
 
-fn cors(ctx: &Context, h: &mut HeaderMap) {
+/// The CORS header the FLV, HLS and DASH routes send (when `http.allow_origin` is a valid value).
+pub(super) fn cors(ctx: &Context, h: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }

@@ -163,9 +163,7 @@ impl Reply {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(self.cache));
-        if let Ok(v) = HeaderValue::from_str(&ctx.config.http.allow_origin) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
+        super::flv::cors(ctx, h);
         resp
     }
 }
