@@ -259,6 +259,11 @@ pub struct HttpConfig {
     /// They save CPU on many short requests (HLS) and cost it on FLV fan-out, whose
     /// publisher then wakes every player across threads (docs/configuration.md).
     pub threads: Option<usize>,
+    /// Send complete HLS segments on plain HTTP/1.1 with `sendfile` from a memory file made
+    /// once per segment, instead of copying them into every player's socket. It costs the
+    /// window's segment bytes once more in memory and saves most of the serving CPU at
+    /// thousands of players (docs/hls.md).
+    pub sendfile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -875,6 +880,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 10,
             player_page: true,
             threads: Some(0),
+            sendfile: true,
         }
     }
 }

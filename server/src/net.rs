@@ -142,6 +142,10 @@ impl<IO> StallGuard<IO> {
         }
     }
 
+    pub fn get_ref(&self) -> &IO {
+        &self.inner
+    }
+
     fn on_write<T>(
         &mut self,
         cx: &mut std::task::Context<'_>,
@@ -275,12 +279,29 @@ impl<IO> Prefixed<IO> {
     pub fn new(prefix: Bytes, inner: IO) -> Self {
         Prefixed { prefix, inner }
     }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.inner
+    }
 }
 
 impl<IO: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Prefixed<IO> {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.inner.as_raw_fd()
     }
+}
+
+/// Sends `buf` on the socket `fd` with `MSG_MORE`: the kernel holds it to go out with the
+/// data sent next (a response head before its `sendfile` body). A full socket gives
+/// `WouldBlock`.
+pub fn send_more(fd: std::os::fd::RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from `buf`, which outlives the call; a
+    // stale or non-socket fd only makes the call fail.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_MORE | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// How much must be queued on a TCP socket before the kernel reports it readable

@@ -557,6 +557,18 @@ async fn segmenter_memory_stays_bounded_over_two_minutes() {
     );
 }
 
+/// The body of an HTTP/1.0 GET of `path` (hyper answers HTTP/1.0; the lean path does not).
+async fn http10_body(port: u16, path: &str) -> Vec<u8> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, _, body) = next_response(&mut s, &mut Vec::new(), false).await;
+    assert_eq!(status, 200, "{path}");
+    body
+}
+
 /// The next response on a kept-alive connection, in time: status, headers, body.
 async fn next_response(
     s: &mut tokio::net::TcpStream,
@@ -616,6 +628,57 @@ async fn one_connection_serves_hls_requests_in_a_row_then_hands_other_requests_t
         (200, Some("video/iso.segment"))
     );
     assert!(body.len() > 8 && (&body[4..8] == b"styp" || &body[4..8] == b"moof"));
+    // This path sends complete segments from a memory file (sendfile through a pipe): the
+    // same bytes as hyper writes from the segmenter's buffers (HTTP/1.0 goes to hyper).
+    let segment_url = format!("/live/{name}/{seg}");
+    let through_hyper = http10_body(port, &segment_url).await;
+    assert!(
+        through_hyper == body,
+        "lean {} bytes, hyper {} bytes",
+        body.len(),
+        through_hyper.len()
+    );
+    // HEAD of a segment: its length, no body (the next response follows at once).
+    let segment_head = get(&segment_url, "").replacen("GET", "HEAD", 1);
+    s.write_all(format!("{segment_head}{}", get(&segment_url, "")).as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, _) = next_response(&mut s, &mut buf, true).await;
+    assert_eq!(
+        (status, header(&headers, "content-length")),
+        (200, Some(&*body.len().to_string()))
+    );
+    let (status, _, again) = next_response(&mut s, &mut buf, false).await;
+    assert!(
+        status == 200 && again == body,
+        "the second send of the segment file is whole too"
+    );
+    // The MPEG-TS rendering goes out the same way.
+    s.write_all(
+        get(
+            &format!("/live/{name}/ts.m3u8{}", &seg[seg.find('?').unwrap_or(seg.len())..]),
+            "",
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (status, _, ts_playlist) = next_response(&mut s, &mut buf, false).await;
+    let ts_playlist = String::from_utf8(ts_playlist).unwrap();
+    assert_eq!(status, 200, "{ts_playlist}");
+    let ts_seg = ts_playlist.lines().find(|l| l.starts_with("ts-")).unwrap();
+    let ts_url = format!("/live/{name}/{ts_seg}");
+    s.write_all(get(&ts_url, "").as_bytes()).await.unwrap();
+    let (status, _, ts) = next_response(&mut s, &mut buf, false).await;
+    assert!(
+        status == 200 && ts.len() > 188 && ts[0] == 0x47,
+        "{status} {}",
+        ts.len()
+    );
+    assert!(
+        http10_body(port, &ts_url).await == ts,
+        "lean and hyper send the same TS segment"
+    );
     // A refusal keeps the connection.
     s.write_all(get(&format!("/nope/{name}/index.m3u8"), "").as_bytes())
         .await

@@ -5,6 +5,7 @@
 //! - [`segmenter`]: frames in, init segments, parts and segments out (sans-IO).
 //! - [`track`]: codec configuration and sample bytes from FLV / enhanced-RTMP frames.
 //! - [`playlist`]: multivariant and LL-HLS media playlists, the TS playlist, the DASH MPD.
+//! - [`file`]: complete segments as sealed memory files, sent with `sendfile` on plain HTTP.
 //! - [`session`]: the `hs` session token that carries a playlist's authorization to
 //!   segments and counts viewers.
 //!
@@ -12,6 +13,7 @@
 //! stopped after `idle_timeout_secs` without one) or always (started when a stream of the
 //! app is published), and ended with their stream.
 
+pub mod file;
 pub mod playlist;
 pub mod segmenter;
 pub mod session;

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use ferrocast_media::fmp4::{self, Sample, TrackConfig, TrackRun};
 use ferrocast_media::ts::TsWriter;
 
+use super::file::SegmentFile;
 use super::track::{self, ms_to_ticks, TrackSetup, Unwrap};
 use crate::codec::media::PacketKind;
 use crate::hub::{FrameKind, MediaFrame};
@@ -116,6 +117,10 @@ pub struct Segment {
     pub init: Arc<Init>,
     /// The MPEG-TS rendering (video track only), made once on first request.
     ts: OnceLock<Option<Bytes>>,
+    /// The segment, and its MPEG-TS rendering, as memory files for `sendfile`, made once on
+    /// first request (`None`: the file could not be made; responses then write the bytes).
+    file: OnceLock<Option<Arc<SegmentFile>>>,
+    ts_file: OnceLock<Option<Arc<SegmentFile>>>,
 }
 
 impl Segment {
@@ -123,10 +128,21 @@ impl Segment {
         self.parts.iter().map(|p| p.bytes.len()).sum()
     }
 
-    /// Memory it holds: its parts and, once asked for, its MPEG-TS rendering.
+    /// Memory it holds: its parts and, once asked for, its MPEG-TS rendering and their
+    /// memory files.
     fn held(&self) -> usize {
         let ts = self.ts.get().and_then(|t| t.as_ref()).map_or(0, |b| b.len());
-        ts + self.bytes()
+        let file =
+            |f: &OnceLock<Option<Arc<SegmentFile>>>| f.get().and_then(|f| f.as_ref()).map_or(0, |f| f.len() as usize);
+        ts + self.bytes() + file(&self.file) + file(&self.ts_file)
+    }
+
+    /// The complete segment as a memory file, made on the first call.
+    pub fn file(&self) -> Option<Arc<SegmentFile>> {
+        if !self.complete {
+            return None;
+        }
+        memory_file(&self.file, || self.parts.iter().map(|p| &p.bytes[..]).collect())
     }
 
     /// Duration in the track's timescale (complete segments).
@@ -221,6 +237,8 @@ impl Track {
             discontinuity,
             init,
             ts: OnceLock::new(),
+            file: OnceLock::new(),
+            ts_file: OnceLock::new(),
         });
     }
 
@@ -801,6 +819,29 @@ impl Segmenter {
             })
             .clone()
     }
+
+    /// The MPEG-TS rendering of segment `msn` as a memory file, made on the first call.
+    pub fn ts_file(&self, msn: u64) -> Option<Arc<SegmentFile>> {
+        let ts = self.ts_segment(msn)?;
+        let seg = self.main_track().segment(msn)?;
+        memory_file(&seg.ts_file, || vec![&ts[..]])
+    }
+}
+
+/// The memory file in `cell`, made from `pieces` on the first call. A failure (no `memfd`
+/// here, or out of memory) is logged once per segment and the caller writes the bytes.
+fn memory_file<'a>(
+    cell: &OnceLock<Option<Arc<SegmentFile>>>,
+    pieces: impl FnOnce() -> Vec<&'a [u8]>,
+) -> Option<Arc<SegmentFile>> {
+    cell.get_or_init(|| match SegmentFile::new(pieces()) {
+        Ok(f) => Some(Arc::new(f)),
+        Err(e) => {
+            tracing::warn!("hls: no memory file for a segment, writing it per response instead: {e}");
+            None
+        }
+    })
+    .clone()
 }
 
 /// A fragment's run of finished samples (non-empty) on `track_id`.

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::hls::{self, Reply};
 use super::ConnSlot;
-use crate::net::Prefixed;
+use crate::hls::file::SegmentFile;
+use crate::net::{Prefixed, StallGuard};
 use crate::server::Context;
 
 /// The largest request head this path reads; a larger one goes to hyper with its own limits.
@@ -157,6 +158,62 @@ fn with_date<T>(f: impl FnOnce(&str) -> T) -> T {
     })
 }
 
+/// The TCP socket under a plain-HTTP connection (`None` under TLS, whose bytes must pass
+/// through rustls).
+fn plain_socket<IO: 'static>(io: &IO) -> Option<&tokio::net::TcpStream> {
+    let plain = (io as &dyn std::any::Any).downcast_ref::<StallGuard<Prefixed<tokio::net::TcpStream>>>()?;
+    Some(plain.get_ref().get_ref())
+}
+
+/// Writes `head`, then `file` with `sendfile`, on the plain-HTTP connection `io`; `None` when
+/// `io` is not one. A peer that accepts nothing for `limit` fails it with `TimedOut`.
+async fn send_file<IO: 'static>(
+    io: &IO,
+    head: &[u8],
+    file: &SegmentFile,
+    limit: Duration,
+) -> Option<std::io::Result<()>> {
+    let socket = plain_socket(io)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+    let sent = async {
+        let mut sent = 0;
+        while sent < head.len() {
+            let rest = &head[sent..];
+            sent += writable_step(socket, limit, || crate::net::send_more(fd, rest)).await?;
+        }
+        let mut offset = 0;
+        let mut pipe = crate::hls::file::SplicePipe::take()?;
+        while offset < file.len() || !pipe.is_empty() {
+            let at = &mut offset;
+            let p = &mut pipe;
+            let n = writable_step(socket, limit, || p.send(file, at, fd)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+        }
+        pipe.give_back();
+        Ok(())
+    };
+    Some(sent.await)
+}
+
+/// Runs the non-blocking write `f` once `socket` takes data; fails with `TimedOut` when it
+/// takes none for `limit`.
+async fn writable_step(
+    socket: &tokio::net::TcpStream,
+    limit: Duration,
+    f: impl FnMut() -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    tokio::time::timeout(limit, socket.async_io(tokio::io::Interest::WRITABLE, f))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer accepted no data",
+            ))
+        })
+}
+
 /// Serves one HTTP/1.1 connection: lean requests here, then, from the first other request on,
 /// hyper ([`super::serve_hyper_h1`]). On server shutdown the response in flight is finished
 /// (within the grace period) and the connection closed.
@@ -170,6 +227,9 @@ where
         .is_ok()
         .then_some(ctx.config.http.allow_origin.as_str());
     let routed_elsewhere = |app: &str| super::routed_elsewhere(&ctx, app);
+    let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+    // Complete segments go out with `sendfile` on plain HTTP (crate::hls::file).
+    let files = ctx.config.http.sendfile && plain_socket(&io).is_some();
     // One shutdown waiter for the connection's life: a new one per request would take the
     // shared lock of the shutdown signal's waiter list twice per request, from every thread.
     let mut shutdown = ctx.shutdown.clone();
@@ -220,20 +280,31 @@ where
                 request.file,
                 request.query,
                 Some(peer.ip()),
+                files,
             )
             .await;
             // A draining pod sends its HLS players to the others by closing after each answer.
             let close = request.close || ctx.is_draining();
             with_date(|date| write_head(&mut head, &reply, allow_origin, date, close));
-            let body = if request.head_only {
-                &reply.body[..0]
-            } else {
-                &reply.body[..]
+            let file = reply.file.as_deref().filter(|f| !request.head_only && !f.is_empty());
+            let sent = match file {
+                Some(file) => send_file(&io, &head, file, write_timeout).await,
+                None => None,
             };
-            let written = crate::net::write_all_pieces(&mut io, || {
-                std::iter::once(&head[..]).chain(body.iter().map(|b| &b[..]))
-            })
-            .await;
+            let written = match sent {
+                Some(sent) => sent,
+                None => {
+                    let body = if request.head_only {
+                        &reply.body[..0]
+                    } else {
+                        &reply.body[..]
+                    };
+                    crate::net::write_all_pieces(&mut io, || {
+                        std::iter::once(&head[..]).chain(body.iter().map(|b| &b[..]))
+                    })
+                    .await
+                }
+            };
             (written, close)
         };
         let len = request.len;
@@ -346,6 +417,7 @@ mod tests {
             content_type: "video/iso.segment",
             cache: "no-store",
             body: vec![bytes::Bytes::from_static(b"abc"), bytes::Bytes::from_static(b"de")],
+            file: None,
         };
         let mut out = b"stale".to_vec();
         write_head(&mut out, &reply, Some("*"), "Mon, 30 Nov 2026 20:00:00 GMT", true);

@@ -24,6 +24,7 @@ use http_body::{Frame, SizeHint};
 
 use crate::auth::{query_param, Denied};
 use crate::config::{AuthMode, HlsMode};
+use crate::hls::file::SegmentFile;
 use crate::hls::segmenter::{Segmenter, TrackName};
 use crate::hls::{playlist, HlsError, StreamHls};
 use crate::hub::{HubError, StreamKey};
@@ -139,6 +140,9 @@ pub struct Reply {
     pub cache: &'static str,
     /// Shared with the segmenter: never copied per client.
     pub body: Vec<Bytes>,
+    /// The body as a memory file, for transports that can `sendfile` it (asked for with
+    /// `files` in [`reply`]; complete segments only).
+    pub file: Option<Arc<SegmentFile>>,
 }
 
 impl Reply {
@@ -148,6 +152,7 @@ impl Reply {
             content_type,
             cache,
             body,
+            file: None,
         }
     }
 
@@ -269,7 +274,9 @@ pub async fn serve(
 ) -> Response {
     let query = req.uri().query().unwrap_or("");
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    reply(&ctx, &app, &name, &file, query, peer).await.into_response(&ctx)
+    reply(&ctx, &app, &name, &file, query, peer, false)
+        .await
+        .into_response(&ctx)
 }
 
 /// Whether `file` names something under `/{app}/{name}/` ([`reply`] answers it).
@@ -278,8 +285,16 @@ pub fn is_asset(file: &str) -> bool {
 }
 
 /// The answer to `/{app}/{name}/{file}?{query}` (path segments already percent-decoded) from
-/// a client at `peer`.
-pub async fn reply(ctx: &Arc<Context>, app: &str, name: &str, file: &str, query: &str, peer: Option<IpAddr>) -> Reply {
+/// a client at `peer`; with `files`, a complete segment also comes as a memory file.
+pub async fn reply(
+    ctx: &Arc<Context>,
+    app: &str,
+    name: &str,
+    file: &str,
+    query: &str,
+    peer: Option<IpAddr>,
+    files: bool,
+) -> Reply {
     let Some(asset) = Asset::parse(file) else {
         return refuse(StatusCode::NOT_FOUND, "not found");
     };
@@ -314,7 +329,7 @@ pub async fn reply(ctx: &Arc<Context>, app: &str, name: &str, file: &str, query:
         _ => Vec::new(),
     };
     let reply = if renditions.is_empty() {
-        answer(ctx, &stream, &asset, &access, query).await
+        answer(ctx, &stream, &asset, &access, query, files).await
     } else {
         answer_ladder(ctx, &stream, renditions, &asset, &access).await
     };
@@ -360,7 +375,14 @@ fn reached(seg: &Segmenter, track: TrackName, msn: u64, part: Option<usize>) -> 
     }
 }
 
-async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &Access, query: &str) -> Reply {
+async fn answer(
+    ctx: &Context,
+    stream: &Arc<StreamHls>,
+    asset: &Asset,
+    access: &Access,
+    query: &str,
+    files: bool,
+) -> Reply {
     let q = access.query.as_str();
     let prefix = access.prefix.as_str();
     let not_found = || refuse(StatusCode::NOT_FOUND, "not found");
@@ -491,13 +513,16 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
                 stream.wait_for(wait, |s| reached(s, *track, *msn, None)).await;
             }
             let parts = stream.with(|s| {
-                s.track(*track)
-                    .segment(*msn)
-                    .filter(|g| g.complete)
-                    .map(|g| g.parts.iter().map(|p| p.bytes.clone()).collect::<Vec<_>>())
+                s.track(*track).segment(*msn).filter(|g| g.complete).map(|g| {
+                    let parts = g.parts.iter().map(|p| p.bytes.clone()).collect::<Vec<_>>();
+                    (parts, if files { g.file() } else { None })
+                })
             });
             match parts {
-                Some(parts) => respond(parts, "video/iso.segment", CACHE_IMMUTABLE),
+                Some((parts, file)) => Reply {
+                    file,
+                    ..respond(parts, "video/iso.segment", CACHE_IMMUTABLE)
+                },
                 None => not_found(),
             }
         }
@@ -526,8 +551,15 @@ async fn answer(ctx: &Context, stream: &Arc<StreamHls>, asset: &Asset, access: &
             if *epoch != stream.with(|s| s.epoch) {
                 return not_found();
             }
-            match stream.with(|s| s.ts_segment(*msn)) {
-                Some(b) => respond(vec![b], "video/mp2t", CACHE_IMMUTABLE),
+            let ts = stream.with(|s| {
+                let file = if files { s.ts_file(*msn) } else { None };
+                s.ts_segment(*msn).map(|b| (b, file))
+            });
+            match ts {
+                Some((b, file)) => Reply {
+                    file,
+                    ..respond(vec![b], "video/mp2t", CACHE_IMMUTABLE)
+                },
                 None => not_found(),
             }
         }
