@@ -1,11 +1,14 @@
 //! Segment files: a complete segment's bytes copied once into a sealed memory file
-//! (`memfd`), which plain-HTTP responses send with `sendfile`. The kernel then hands the
-//! file's pages to the socket instead of copying the bytes from user memory for every player,
-//! which was most of the server's time at thousands of HLS players (docs/benchmarks.md).
+//! (`memfd`), which plain-HTTP responses splice into the socket through a pipe
+//! (`http.sendfile`). The kernel then hands the file's pages to the socket instead of copying
+//! the bytes from user memory for every player, which was the largest part of the server's
+//! time at thousands of HLS players (docs/benchmarks.md). One explicit pipe of 1 MiB takes a
+//! whole segment in one call; `sendfile` itself goes through a 64 KiB pipe, and its many
+//! small sends cost more than the copy they save under a pacing congestion control (BBR).
 //!
-//! The pages stay referenced by the socket buffers that carry them, so dropping the file (its
-//! segment left the window) never changes bytes a player is still receiving, and the seals
-//! make the file immutable once written.
+//! The pages stay referenced by the pipes and socket buffers that carry them, so dropping the
+//! file (its segment left the window) never changes bytes a player is still receiving, and
+//! the seals make the file immutable once written.
 
 use std::fs::File;
 use std::io::Write;

@@ -5,7 +5,7 @@
 //! - [`segmenter`]: frames in, init segments, parts and segments out (sans-IO).
 //! - [`track`]: codec configuration and sample bytes from FLV / enhanced-RTMP frames.
 //! - [`playlist`]: multivariant and LL-HLS media playlists, the TS playlist, the DASH MPD.
-//! - [`file`]: complete segments as sealed memory files, sent with `sendfile` on plain HTTP.
+//! - [`file`]: complete segments as sealed memory files, spliced into plain-HTTP sockets.
 //! - [`session`]: the `hs` session token that carries a playlist's authorization to
 //!   segments and counts viewers.
 //!

@@ -117,8 +117,8 @@ pub struct Segment {
     pub init: Arc<Init>,
     /// The MPEG-TS rendering (video track only), made once on first request.
     ts: OnceLock<Option<Bytes>>,
-    /// The segment, and its MPEG-TS rendering, as memory files for `sendfile`, made once on
-    /// first request (`None`: the file could not be made; responses then write the bytes).
+    /// The segment, and its MPEG-TS rendering, as memory files to splice into sockets, made
+    /// once on first request (`None`: the file could not be made; responses write the bytes).
     file: OnceLock<Option<Arc<SegmentFile>>>,
     ts_file: OnceLock<Option<Arc<SegmentFile>>>,
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::hls::{self, Reply};
 use super::ConnSlot;
-use crate::hls::file::SegmentFile;
+use crate::hls::file::{SegmentFile, SplicePipe};
 use crate::net::{Prefixed, StallGuard};
 use crate::server::Context;
 
@@ -165,8 +165,10 @@ fn plain_socket<IO: 'static>(io: &IO) -> Option<&tokio::net::TcpStream> {
     Some(plain.get_ref().get_ref())
 }
 
-/// Writes `head`, then `file` with `sendfile`, on the plain-HTTP connection `io`; `None` when
-/// `io` is not one. A peer that accepts nothing for `limit` fails it with `TimedOut`.
+/// Writes `head`, then `file` spliced through a pipe, on the plain-HTTP connection `io`;
+/// `None` (nothing written) when `io` is not one or no pipe can be had (out of descriptors):
+/// the caller then writes the bytes. A peer that accepts nothing for `limit` fails it with
+/// `TimedOut`.
 async fn send_file<IO: 'static>(
     io: &IO,
     head: &[u8],
@@ -174,6 +176,13 @@ async fn send_file<IO: 'static>(
     limit: Duration,
 ) -> Option<std::io::Result<()>> {
     let socket = plain_socket(io)?;
+    let mut pipe = match SplicePipe::take() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::debug!("no pipe for a segment, writing it instead: {e}");
+            return None;
+        }
+    };
     let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
     let sent = async {
         let mut sent = 0;
@@ -182,19 +191,19 @@ async fn send_file<IO: 'static>(
             sent += writable_step(socket, limit, || crate::net::send_more(fd, rest)).await?;
         }
         let mut offset = 0;
-        let mut pipe = crate::hls::file::SplicePipe::take()?;
         while offset < file.len() || !pipe.is_empty() {
-            let at = &mut offset;
-            let p = &mut pipe;
+            let (at, p) = (&mut offset, &mut pipe);
             let n = writable_step(socket, limit, || p.send(file, at, fd)).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
         }
-        pipe.give_back();
         Ok(())
     };
-    Some(sent.await)
+    let sent = sent.await;
+    // A pipe left holding bytes (the peer failed) is closed, not kept.
+    pipe.give_back();
+    Some(sent)
 }
 
 /// Runs the non-blocking write `f` once `socket` takes data; fails with `TimedOut` when it
@@ -228,7 +237,7 @@ where
         .then_some(ctx.config.http.allow_origin.as_str());
     let routed_elsewhere = |app: &str| super::routed_elsewhere(&ctx, app);
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
-    // Complete segments go out with `sendfile` on plain HTTP (crate::hls::file).
+    // Complete segments are spliced from memory files on plain HTTP (crate::hls::file).
     let files = ctx.config.http.sendfile && plain_socket(&io).is_some();
     // One shutdown waiter for the connection's life: a new one per request would take the
     // shared lock of the shutdown signal's waiter list twice per request, from every thread.

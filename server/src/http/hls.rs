@@ -140,7 +140,7 @@ pub struct Reply {
     pub cache: &'static str,
     /// Shared with the segmenter: never copied per client.
     pub body: Vec<Bytes>,
-    /// The body as a memory file, for transports that can `sendfile` it (asked for with
+    /// The body as a memory file, for transports that can splice it (asked for with
     /// `files` in [`reply`]; complete segments only).
     pub file: Option<Arc<SegmentFile>>,
 }
