@@ -259,10 +259,10 @@ pub struct HttpConfig {
     /// They save CPU on many short requests (HLS) and cost it on FLV fan-out, whose
     /// publisher then wakes every player across threads (docs/configuration.md).
     pub threads: Option<usize>,
-    /// Send complete HLS segments on plain HTTP/1.1 with `sendfile` from a memory file made
-    /// once per segment, instead of copying them into every player's socket. It costs the
-    /// window's segment bytes once more in memory and saves most of the serving CPU at
-    /// thousands of players (docs/hls.md).
+    /// Send complete HLS segments on plain HTTP/1.1 from a memory file made once per
+    /// segment, spliced into the socket through a pipe (the key is named for nginx's
+    /// equivalent), instead of copying them into every player's socket. It costs the window's
+    /// segment bytes once more in memory and saves the kernel's copy per player (docs/hls.md).
     pub sendfile: bool,
 }
 

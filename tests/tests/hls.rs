@@ -557,6 +557,15 @@ async fn segmenter_memory_stays_bounded_over_two_minutes() {
     );
 }
 
+/// Segment memory files (`memfd:ferrocast-segment`) the server process holds open.
+fn segment_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:ferrocast-segment"))
+        .count()
+}
+
 /// The body of an HTTP/1.0 GET of `path` (hyper answers HTTP/1.0; the lean path does not).
 async fn http10_body(port: u16, path: &str) -> Vec<u8> {
     use tokio::io::AsyncWriteExt;
@@ -619,10 +628,15 @@ async fn one_connection_serves_hls_requests_in_a_row_then_hands_other_requests_t
     assert_eq!(status, 200);
     let playlist = String::from_utf8(body).unwrap();
     let seg = playlist.lines().find(|l| l.starts_with("muxed-")).unwrap();
+    let pid = live.server.server_pid().unwrap();
+    assert_eq!(segment_files(pid), 0, "no segment was asked for yet");
     s.write_all(get(&format!("/live/{name}/{seg}"), "").as_bytes())
         .await
         .unwrap();
     let (status, headers, body) = next_response(&mut s, &mut buf, false).await;
+    // The segment went out of a memory file, not the buffers (a silent fallback would pass
+    // every byte comparison below).
+    assert_eq!(segment_files(pid), 1, "the segment's memory file exists");
     assert_eq!(
         (status, header(&headers, "content-type")),
         (200, Some("video/iso.segment"))
