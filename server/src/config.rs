@@ -259,6 +259,11 @@ pub struct HttpConfig {
     /// They save CPU on many short requests (HLS) and cost it on FLV fan-out, whose
     /// publisher then wakes every player across threads (docs/configuration.md).
     pub threads: Option<usize>,
+    /// While `threads` is 0: threads that a plain-HTTP connection moves to when its first
+    /// request is HLS or DASH, so players of many short requests stay with one event loop
+    /// and FLV players stay on the main runtime with their publishers. `null` one per core,
+    /// `0` none (docs/configuration.md, "Serving threads").
+    pub hls_threads: Option<usize>,
     /// Send complete HLS segments on plain HTTP/1.1 from a memory file made once per
     /// segment, spliced into the socket through a pipe (the key is named for nginx's
     /// equivalent), instead of copying them into every player's socket. It costs the window's
@@ -880,6 +885,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 10,
             player_page: true,
             threads: Some(0),
+            hls_threads: None,
             sendfile: true,
         }
     }
@@ -1020,6 +1026,7 @@ impl Config {
             ),
             ("http.request_timeout_secs", self.http.request_timeout_secs, 1, 3600),
             ("http.threads", self.http.threads.unwrap_or(0) as u64, 0, 1024),
+            ("http.hls_threads", self.http.hls_threads.unwrap_or(0) as u64, 0, 1024),
             ("hub.publisher_grace_secs", h.publisher_grace_secs, 0, DAY),
             ("hub.play_wait_secs", h.play_wait_secs, 0, DAY),
             ("hub.reader_queue_frames", h.reader_queue_frames as u64, 16, MILLION),
@@ -1581,6 +1588,7 @@ mod tests {
             ("rtmp: {max_peer_chunk_size: 100}", "rtmp.max_peer_chunk_size"),
             ("http: {request_timeout_secs: 0}", "http.request_timeout_secs"),
             ("http: {threads: 1025}", "http.threads"),
+            ("http: {hls_threads: 1025}", "http.hls_threads"),
             ("http: {max_connections: 0}", "http.max_connections"),
             ("api: {token_ttl_secs: 0}", "api.token_ttl_secs"),
             ("api: {login_window_secs: 0}", "api.login_window_secs"),

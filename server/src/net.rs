@@ -146,6 +146,10 @@ impl<IO> StallGuard<IO> {
         &self.inner
     }
 
+    pub fn into_inner(self) -> IO {
+        self.inner
+    }
+
     fn on_write<T>(
         &mut self,
         cx: &mut std::task::Context<'_>,
@@ -282,6 +286,11 @@ impl<IO> Prefixed<IO> {
 
     pub fn get_ref(&self) -> &IO {
         &self.inner
+    }
+
+    /// The bytes not read yet and the connection under them.
+    pub fn into_parts(self) -> (Bytes, IO) {
+        (self.prefix, self.inner)
     }
 }
 

@@ -682,7 +682,13 @@ impl Server {
         let router = crate::http::router(ctx.clone());
         let https_router = router.clone();
         let http_ctx = ctx.clone();
-        let threads = serving_threads(c.http.threads);
+        let threads = serving_threads(c.http.threads, "HTTP and HTTPS");
+        // Connections already on serving threads stay where they are.
+        let hls_threads = match threads {
+            None => serving_threads(c.http.hls_threads, "HLS and DASH"),
+            Some(_) => None,
+        };
+        let http_hls_threads = hls_threads.clone();
         let http = accept_loop(
             "http",
             self.http,
@@ -690,7 +696,10 @@ impl Server {
             proxy(ProxyListener::Http),
             accept_until.clone(),
             threads.clone(),
-            move |s, peer, slot| crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone()),
+            move |s, peer, slot| {
+                let hls = http_hls_threads.clone();
+                crate::http::serve_connection(s, peer, slot, router.clone(), http_ctx.clone(), hls)
+            },
         );
         // The admin listener stays open until the process exits, so probes see /readyz
         // answer 503 during the drain instead of a refused connection.
@@ -785,6 +794,9 @@ impl Server {
             warn!("grace period over with webhook deliveries still queued; they are lost");
         }
         accepting.abort();
+        if let Some(threads) = &hls_threads {
+            threads.stop();
+        }
         if let Some(threads) = &threads {
             threads.stop();
         }
@@ -794,20 +806,22 @@ impl Server {
     }
 }
 
-/// The threads HTTP and HTTPS connections run on (`http.threads`); `None` keeps them on the
-/// main runtime.
-fn serving_threads(wanted: Option<usize>) -> Option<Arc<ServingThreads>> {
+/// Serving threads: those HTTP and HTTPS connections run on (`http.threads`), or those
+/// plain-HTTP connections move to when their first request is HLS or DASH
+/// (`http.hls_threads`, while `http.threads` is 0). `None` (0, or they cannot start) keeps
+/// the connections on the main runtime.
+fn serving_threads(wanted: Option<usize>, which: &str) -> Option<Arc<ServingThreads>> {
     let n = wanted.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if n == 0 {
         return None;
     }
     match ServingThreads::start(n) {
         Ok(t) => {
-            debug!(threads = n, "HTTP and HTTPS connections run on their own threads");
+            debug!(threads = n, "{which} connections run on serving threads");
             Some(Arc::new(t))
         }
         Err(e) => {
-            warn!("cannot start {n} HTTP serving threads ({e}); connections run on the main runtime");
+            warn!("cannot start {n} serving threads for {which} ({e}); its connections run on the main runtime");
             None
         }
     }

@@ -21,6 +21,7 @@ use super::ConnSlot;
 use crate::hls::file::{SegmentFile, SplicePipe};
 use crate::net::{Prefixed, StallGuard};
 use crate::server::Context;
+use crate::serving::ServingThreads;
 
 /// The largest request head this path reads; a larger one goes to hyper with its own limits.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
@@ -158,11 +159,37 @@ fn with_date<T>(f: impl FnOnce(&str) -> T) -> T {
     })
 }
 
+/// A plain-HTTP connection as [`super::serve_connection`] wraps it.
+type Plain = StallGuard<Prefixed<tokio::net::TcpStream>>;
+
 /// The TCP socket under a plain-HTTP connection (`None` under TLS, whose bytes must pass
 /// through rustls).
 fn plain_socket<IO: 'static>(io: &IO) -> Option<&tokio::net::TcpStream> {
-    let plain = (io as &dyn std::any::Any).downcast_ref::<StallGuard<Prefixed<tokio::net::TcpStream>>>()?;
+    let plain = (io as &dyn std::any::Any).downcast_ref::<Plain>()?;
     Some(plain.get_ref().get_ref())
+}
+
+/// Moves a plain-HTTP connection, with the bytes read from it (`buf`) and any it had not
+/// handed out yet, to one of `threads`, and serves it there with `serve`.
+///
+/// Why: HLS players send many short requests. On the main work-stealing runtime each burst
+/// of them also wakes a second worker (a futex call and a context switch) to take half of
+/// it; on a serving thread the connection stays with one event loop, as with an nginx
+/// worker. FLV players stay on the main runtime, where their publisher wakes them without
+/// crossing threads (docs/configuration.md, "Serving threads").
+fn hop_to<F, Fut>(threads: &ServingThreads, io: Plain, mut buf: BytesMut, write_timeout: Duration, serve: F)
+where
+    F: FnOnce(Plain, BytesMut) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (unread, socket) = io.into_inner().into_parts();
+    buf.extend_from_slice(&unread);
+    threads.serve(socket, move |socket| {
+        serve(
+            StallGuard::new(Prefixed::new(bytes::Bytes::new(), socket), write_timeout),
+            buf,
+        )
+    });
 }
 
 /// Writes `head`, then `file` spliced through a pipe, on the plain-HTTP connection `io`;
@@ -226,7 +253,48 @@ async fn writable_step(
 /// Serves one HTTP/1.1 connection: lean requests here, then, from the first other request on,
 /// hyper ([`super::serve_hyper_h1`]). On server shutdown the response in flight is finished
 /// (within the grace period) and the connection closed.
-pub(super) async fn serve<IO>(mut io: IO, peer: SocketAddr, slot: ConnSlot, router: Router, ctx: Arc<Context>)
+///
+/// `hop`: the serving threads a plain-HTTP connection moves to when its first request is
+/// HLS or DASH (`http.hls_threads`); see [`hop`].
+pub(super) async fn serve<IO>(
+    io: IO,
+    peer: SocketAddr,
+    slot: ConnSlot,
+    router: Router,
+    ctx: Arc<Context>,
+    hop: Option<Arc<ServingThreads>>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
+    let moving = serve_buffered(io, BytesMut::new(), peer, slot, router, ctx, hop.is_some()).await;
+    if let (Some(threads), Some(m)) = (hop, moving) {
+        hop_to(&threads, m.io, m.buf, write_timeout, move |io, buf| async move {
+            serve_buffered(io, buf, peer, m.slot, m.router, m.ctx, false).await;
+        });
+    }
+}
+
+/// A plain-HTTP connection leaving for a serving thread, with what serves it.
+struct Moving {
+    io: Plain,
+    buf: BytesMut,
+    slot: ConnSlot,
+    router: Router,
+    ctx: Arc<Context>,
+}
+
+/// [`serve`] with `buf` already read from `io`; with `hop`, a plain-HTTP connection whose
+/// next request is HLS or DASH is handed back to move before it is answered.
+async fn serve_buffered<IO>(
+    mut io: IO,
+    mut buf: BytesMut,
+    peer: SocketAddr,
+    slot: ConnSlot,
+    router: Router,
+    ctx: Arc<Context>,
+    mut hop: bool,
+) -> Option<Moving>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -247,7 +315,6 @@ where
     }
     .fuse();
     tokio::pin!(stopped);
-    let mut buf = BytesMut::new();
     let mut head = Vec::new();
     // Like hyper's header read timeout: from the end of one response to the end of the next
     // request's head, so idle keep-alive connections are closed too.
@@ -256,9 +323,29 @@ where
     loop {
         // A shutdown seen while a response was in flight ends the connection here.
         if stopped.is_terminated() {
-            return;
+            return None;
         }
         let request = match parse(&buf, routed_elsewhere) {
+            Parsed::Lean(_) if hop => {
+                hop = false;
+                let mut plain = Some(io);
+                match (&mut plain as &mut dyn std::any::Any).downcast_mut::<Option<Plain>>() {
+                    Some(moving) => {
+                        return moving.take().map(|io| Moving {
+                            io,
+                            buf,
+                            slot,
+                            router,
+                            ctx: ctx.clone(),
+                        })
+                    }
+                    None => match plain {
+                        Some(not_plain) => io = not_plain,
+                        None => return None,
+                    },
+                }
+                continue;
+            }
             Parsed::Lean(request) => request,
             Parsed::Other => break,
             Parsed::Partial => {
@@ -266,18 +353,18 @@ where
                 tokio::select! {
                     biased;
                     read = io.read_buf(&mut buf) => match read {
-                        Ok(0) => return,
+                        Ok(0) => return None,
                         Ok(_) => continue,
                         Err(e) => {
                             tracing::debug!("http connection ended: {e}");
-                            return;
+                            return None;
                         }
                     },
                     _ = &mut deadline => {
                         tracing::debug!("http connection ended: no request within {request_timeout:?}");
-                        return;
+                        return None;
                     }
-                    _ = &mut stopped => return,
+                    _ = &mut stopped => return None,
                 }
             }
         };
@@ -323,20 +410,21 @@ where
             _ = async {
                 (&mut stopped).await;
                 tokio::time::sleep(grace).await;
-            } => return,
+            } => return None,
         };
         if let Err(e) = written {
             tracing::debug!("http connection ended: {e}");
-            return;
+            return None;
         }
         if close {
             let _ = io.shutdown().await;
-            return;
+            return None;
         }
         buf.advance(len);
         deadline.as_mut().reset(tokio::time::Instant::now() + request_timeout);
     }
-    super::serve_hyper_h1(Prefixed::new(buf.freeze(), io), peer, slot, router, ctx).await
+    super::serve_hyper_h1(Prefixed::new(buf.freeze(), io), peer, slot, router, ctx).await;
+    None
 }
 
 #[cfg(test)]
@@ -445,5 +533,31 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{out}");
         assert!(!out.contains("access-control") && !out.contains("connection:"), "{out}");
+    }
+
+    /// A connection moving to a serving thread keeps every byte: those this path read, then
+    /// those its wrapper had not handed out yet; and it is served on that thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_moved_connection_is_served_on_a_serving_thread_with_its_bytes() {
+        use tokio::io::AsyncReadExt;
+        let threads = ServingThreads::start(1).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let io = StallGuard::new(
+            Prefixed::new(bytes::Bytes::from_static(b"-unread"), socket),
+            Duration::from_secs(5),
+        );
+        let buf = BytesMut::from(&b"GET /live/cam/index.m3u8"[..]);
+        hop_to(&threads, io, buf, Duration::from_secs(5), |mut io, buf| async move {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            io.write_all(format!("{name} ").as_bytes()).await.unwrap();
+            io.write_all(&buf).await.unwrap();
+        });
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "ferrocast-serve-0 GET /live/cam/index.m3u8-unread");
     }
 }

@@ -28,6 +28,7 @@ use crate::config::ApiListener;
 use crate::limits::Slot;
 use crate::net::{FirstReadDeadline, StallGuard};
 use crate::server::Context;
+use crate::serving::ServingThreads;
 
 /// The public router on the HTTP port.
 pub fn router(ctx: Arc<Context>) -> Router {
@@ -120,12 +121,19 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, &'static str) {
 }
 
 /// Serves HTTP/1.1 on one connection (with upgrades for WebSocket) until it ends; on
-/// server shutdown it finishes the response in flight, then closes.
-pub async fn serve_connection<IO>(io: IO, peer: std::net::SocketAddr, slot: Slot, router: Router, ctx: Arc<Context>)
-where
+/// server shutdown it finishes the response in flight, then closes. A plain-TCP connection
+/// whose first request is HLS or DASH moves to one of `hls_threads` ([`h1::serve`]).
+pub async fn serve_connection<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    router: Router,
+    ctx: Arc<Context>,
+    hls_threads: Option<Arc<ServingThreads>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve(io, peer, slot, router, ctx, false).await
+    serve(io, peer, slot, router, ctx, false, hls_threads).await
 }
 
 /// Serves one admin connection (probes, metrics). Unlike the public ports it is not closed
@@ -158,7 +166,7 @@ pub async fn serve_tls_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, peer, slot, router, ctx, h2).await
+    serve(tls, peer, slot, router, ctx, h2, None).await
 }
 
 /// An HTTP/1.1 connection's place in the connection limits. A WebSocket outlives the HTTP
@@ -179,8 +187,15 @@ impl ConnectionKill {
     }
 }
 
-async fn serve<IO>(io: IO, peer: std::net::SocketAddr, slot: Slot, router: Router, ctx: Arc<Context>, h2: bool)
-where
+async fn serve<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    slot: Slot,
+    router: Router,
+    ctx: Arc<Context>,
+    h2: bool,
+    hls_threads: Option<Arc<ServingThreads>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let write_timeout = Duration::from_secs(ctx.config.hub.write_timeout_secs);
@@ -201,7 +216,7 @@ where
             .serve_connection(io, service);
         until_shutdown(conn, &ctx, Some(&kill), |c| c.graceful_shutdown()).await
     } else {
-        h1::serve(StallGuard::new(io, write_timeout), peer, slot, router, ctx).await
+        h1::serve(StallGuard::new(io, write_timeout), peer, slot, router, ctx, hls_threads).await
     }
 }
 
