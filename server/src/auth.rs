@@ -499,11 +499,16 @@ impl IpFilter {
 
 /// The value of `name` in a URL query string, percent-decoding not needed for our tokens.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query_value(query, name).map(str::to_string)
+}
+
+/// [`query_param`] without a copy.
+pub fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .map(|(_, v)| v)
 }
 
 fn md5_hex(input: &str) -> String {

@@ -469,6 +469,11 @@ impl Context {
     pub fn access(&self) -> Arc<Access> {
         self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Whether `snapshot` is still the apps and policies in service (no reload since).
+    pub fn access_is(&self, snapshot: &Arc<Access>) -> bool {
+        Arc::ptr_eq(&self.access.read().unwrap_or_else(|e| e.into_inner()), snapshot)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

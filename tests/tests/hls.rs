@@ -500,6 +500,29 @@ async fn play_auth_guards_the_playlist_and_carries_to_segments() {
     assert!(status == 401 || status == 403, "replayed for another stream: {status}");
     let (status, other_index) = fetch_text(&format!("{}/index.m3u8?{hs}", base(&server, "other"))).await;
     assert!(status == 401 || status == 403, "{status}: {other_index}");
+    // On one kept-alive connection, which remembers the session it was shown last: the
+    // same checks hold request after request.
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut tampered = hs.to_string();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == '0' { '1' } else { '0' });
+    for (path, want) in [
+        (format!("/live/cam/{seg}"), 200),
+        (format!("/live/other/video.m3u8?{hs}"), 403),
+        (format!("/live/cam/{bare}?{tampered}"), 403),
+        (format!("/live/cam/{bare}"), 401),
+        (format!("/live/cam/{seg}"), 200),
+        (format!("/live/cam/{media}"), 200),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let (status, _, _) = next_response(&mut s, &mut buf, false).await;
+        assert_eq!(status, want, "{path} on a kept-alive connection");
+    }
     cam.kill().await;
     other.kill().await;
 }

@@ -80,6 +80,12 @@ impl SessionKey {
         (id, format!("{id:016x}.{issued:x}.{hex}"))
     }
 
+    /// When a token [`SessionKey::verify`] accepted stops being valid (seconds since the epoch).
+    pub fn expires(token: &str) -> Option<u64> {
+        let issued = token.split('.').nth(1)?;
+        u64::from_str_radix(issued, 16).ok()?.checked_add(SESSION_TTL_SECS)
+    }
+
     /// The session id of a valid, unexpired token for `key`.
     pub fn verify(&self, key: &StreamKey, token: &str, now: SystemTime) -> Option<u64> {
         let mut it = token.splitn(3, '.');
@@ -115,6 +121,8 @@ mod tests {
         let now = SystemTime::now();
         let (id, token) = k.issue(&key("cam"), now);
         assert_eq!(k.verify(&key("cam"), &token, now), Some(id));
+        let issued = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(SessionKey::expires(&token), Some(issued + SESSION_TTL_SECS));
         assert_eq!(
             k.verify(&key("other"), &token, now),
             None,

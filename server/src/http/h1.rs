@@ -118,28 +118,52 @@ pub(crate) fn parse(buf: &[u8], routed_elsewhere: impl Fn(&str) -> bool) -> Pars
 }
 
 /// Writes the response head for `reply` into `out` (cleared first). `allow_origin` is the CORS
-/// header's value when it is a valid header value.
+/// header's value when it is a valid header value. Built by copying, without `core::fmt`:
+/// it is written for every request.
 fn write_head(out: &mut Vec<u8>, reply: &Reply, allow_origin: Option<&str>, date: &str, close: bool) {
-    use std::io::Write;
     out.clear();
     let status = reply.status;
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncache-control: {}\r\n",
-        status.as_u16(),
+    for piece in [
+        "HTTP/1.1 ",
+        status.as_str(),
+        " ",
         status.canonical_reason().unwrap_or(""),
+        "\r\ncontent-type: ",
         reply.content_type,
-        reply.cache
-    );
+        "\r\ncache-control: ",
+        reply.cache,
+        "\r\n",
+    ] {
+        out.extend_from_slice(piece.as_bytes());
+    }
     if let Some(origin) = allow_origin {
-        let _ = write!(out, "access-control-allow-origin: {origin}\r\n");
+        out.extend_from_slice(b"access-control-allow-origin: ");
+        out.extend_from_slice(origin.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "content-length: {}\r\n", reply.body_len());
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, reply.body_len());
     if close {
-        out.extend_from_slice(b"connection: close\r\n");
+        out.extend_from_slice(b"\r\nconnection: close");
     }
-    let _ = write!(out, "date: {date}\r\n\r\n");
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 thread_local! {
@@ -316,6 +340,7 @@ where
     .fuse();
     tokio::pin!(stopped);
     let mut head = Vec::new();
+    let mut memo = hls::Memo::default();
     // Like hyper's header read timeout: from the end of one response to the end of the next
     // request's head, so idle keep-alive connections are closed too.
     let deadline = tokio::time::sleep(request_timeout);
@@ -377,6 +402,7 @@ where
                 request.query,
                 Some(peer.ip()),
                 files,
+                Some(&mut memo),
             )
             .await;
             // A draining pod sends its HLS players to the others by closing after each answer.
@@ -505,6 +531,15 @@ mod tests {
         assert_eq!(lean(&many), Parsed::Other);
         let huge = format!("GET /live/cam/index.m3u8 HTTP/1.1\r\nx-a: {}", "b".repeat(MAX_HEAD));
         assert_eq!(lean(&huge), Parsed::Other);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 686_135, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -21,11 +21,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use prometheus::IntCounter;
 
-use crate::auth::{query_param, Denied};
+use crate::auth::{query_param, query_value, Denied};
 use crate::config::{AuthMode, HlsMode};
 use crate::hls::file::SegmentFile;
 use crate::hls::segmenter::{Segmenter, TrackName};
+use crate::hls::session::SessionKey;
 use crate::hls::{playlist, HlsError, StreamHls};
 use crate::hub::{HubError, StreamKey};
 use crate::server::Context;
@@ -190,6 +192,8 @@ struct Access {
     prefix: String,
     /// The session was issued by this request (no valid token was shown).
     fresh: bool,
+    /// When the session's token stops being valid (seconds since the epoch; 0 without one).
+    expires: u64,
 }
 
 /// Applies the app's play policy. Manifests accept the policy's credential and get a new
@@ -222,6 +226,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, query: &str, peer: Optio
                 query: format!("?hs={token}"),
                 prefix: String::new(),
                 fresh: false,
+                expires: SessionKey::expires(token).unwrap_or(0),
             });
         }
     }
@@ -234,6 +239,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, query: &str, peer: Optio
                 query: String::new(),
                 prefix: String::new(),
                 fresh: false,
+                expires: 0,
             });
         }
         return Err(match token {
@@ -260,6 +266,7 @@ fn access(ctx: &Context, key: StreamKey, asset: &Asset, query: &str, peer: Optio
     Ok(Access {
         key: public,
         session: Some(id),
+        expires: SessionKey::expires(&token).unwrap_or(0),
         query: format!("?hs={token}"),
         prefix,
         fresh: true,
@@ -274,7 +281,7 @@ pub async fn serve(
 ) -> Response {
     let query = req.uri().query().unwrap_or("");
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    reply(&ctx, &app, &name, &file, query, peer, false)
+    reply(&ctx, &app, &name, &file, query, peer, false, None)
         .await
         .into_response(&ctx)
 }
@@ -284,8 +291,83 @@ pub fn is_asset(file: &str) -> bool {
     Asset::parse(file).is_some()
 }
 
+/// What one HTTP/1.1 connection keeps between its HLS and DASH requests: the session it
+/// showed last, as checked. A player shows the same token with every request of its
+/// playlist, so the MAC, the address lists and the stream lookup are not redone per segment.
+/// It is used only for the same stream and token, while the token is valid, the stream is
+/// segmented and no reload replaced the apps and their policies since it was checked.
+#[derive(Default)]
+pub struct Memo(Option<Known>);
+
+/// A stream and session a request was let in with.
+struct Known {
+    access: Access,
+    /// The token `access` holds, as URLs show it.
+    token: String,
+    stream: Arc<StreamHls>,
+    /// The apps and policies it was checked under.
+    policy: Arc<crate::server::Access>,
+    /// When the stream last heard of this session from here.
+    touched: Option<Instant>,
+    /// The app's request counters by asset kind, and its byte counter, as used so far.
+    requests: Vec<(&'static str, IntCounter)>,
+    bytes: Option<IntCounter>,
+}
+
+impl Known {
+    /// Counts an answered request in the app's metrics.
+    fn count(&mut self, ctx: &Context, kind: &'static str, bytes: u64) {
+        let app = self.access.key.app.as_str();
+        let at = match self.requests.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                let counter = ctx.metrics.hls_requests.with_label_values(&[app, kind]);
+                self.requests.push((kind, counter));
+                self.requests.len() - 1
+            }
+        };
+        self.requests[at].1.inc();
+        self.bytes
+            .get_or_insert_with(|| ctx.metrics.hls_bytes.with_label_values(&[app]))
+            .inc_by(bytes);
+    }
+}
+
+/// How often a connection's requests refresh their stream's last request time and viewer
+/// count (much shorter than the on-demand idle time and the viewer window).
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
+
+impl Memo {
+    /// The remembered session, if it is the one this request shows and still holds.
+    fn take_valid(&mut self, ctx: &Context, app: &str, name: &str, token: Option<&str>, now: u64) -> Option<Known> {
+        let known = self.0.take()?;
+        let same = token == Some(known.token.as_str())
+            && known.access.key.app == app
+            && known.access.key.name == name
+            && now < known.access.expires
+            && !known.stream.is_ended()
+            && ctx.access_is(&known.policy);
+        same.then_some(known)
+    }
+
+    /// Keeps `known` for the connection's next requests when it has a session to show.
+    fn keep(&mut self, mut known: Known) {
+        if known.access.session.is_none() {
+            return;
+        }
+        // Later requests show the session's token under the public name: they are neither
+        // the one that issued it nor behind a stream key.
+        known.access.fresh = false;
+        known.access.prefix.clear();
+        known.token = known.access.query.trim_start_matches("?hs=").to_string();
+        self.0 = Some(known);
+    }
+}
+
 /// The answer to `/{app}/{name}/{file}?{query}` (path segments already percent-decoded) from
-/// a client at `peer`; with `files`, a complete segment also comes as a memory file.
+/// a client at `peer`; with `files`, a complete segment also comes as a memory file. `memo`
+/// is the connection's, where it has one.
+#[allow(clippy::too_many_arguments)]
 pub async fn reply(
     ctx: &Arc<Context>,
     app: &str,
@@ -294,22 +376,70 @@ pub async fn reply(
     query: &str,
     peer: Option<IpAddr>,
     files: bool,
+    mut memo: Option<&mut Memo>,
 ) -> Reply {
     let Some(asset) = Asset::parse(file) else {
         return refuse(StatusCode::NOT_FOUND, "not found");
     };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = query_value(query, "hs");
+    let remembered = memo
+        .as_deref_mut()
+        .and_then(|m| m.take_valid(ctx, app, name, token, now));
+    let mut known = match remembered {
+        Some(known) => known,
+        None => match admit(ctx, app, name, &asset, query, peer).await {
+            Ok(known) => known,
+            Err(refused) => return refused,
+        },
+    };
+    if known.touched.is_none_or(|t| t.elapsed() >= TOUCH_EVERY) {
+        known.stream.touch(known.access.session);
+        known.touched = Some(Instant::now());
+    }
+    let (stream, access) = (&known.stream, &known.access);
+    let renditions = match asset {
+        Asset::Multivariant | Asset::Mpd => renditions_of(ctx, &access.key, peer).await,
+        _ => Vec::new(),
+    };
+    let reply = if renditions.is_empty() {
+        answer(ctx, stream, &asset, access, query, files).await
+    } else {
+        answer_ladder(ctx, stream, renditions, &asset, access).await
+    };
+    if reply.status == StatusCode::OK {
+        known.count(ctx, asset.kind(), reply.body_len());
+    }
+    if let Some(memo) = memo {
+        memo.keep(known);
+    }
+    reply
+}
+
+/// Lets a request in (the app's play policy or its session token) and finds its stream's
+/// segmenter, started if needed.
+async fn admit(
+    ctx: &Arc<Context>,
+    app: &str,
+    name: &str,
+    asset: &Asset,
+    query: &str,
+    peer: Option<IpAddr>,
+) -> Result<Known, Reply> {
+    // Taken first: a reload during the checks leaves the memo with the older snapshot, so
+    // the next request is checked again.
+    let policy = ctx.access();
     let key = match ctx.hub.key(app, name) {
         Ok(k) => k,
-        Err(HubError::UnknownApp) => return refuse(StatusCode::NOT_FOUND, "unknown app"),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(HubError::UnknownApp) => return Err(refuse(StatusCode::NOT_FOUND, "unknown app")),
+        Err(e) => return Err(refuse(StatusCode::BAD_REQUEST, &e.to_string())),
     };
     if ctx.hls.app_with(app, |a| a.hls.mode == HlsMode::Off).unwrap_or(false) {
-        return refuse(StatusCode::NOT_FOUND, "HLS is off for this app");
+        return Err(refuse(StatusCode::NOT_FOUND, "HLS is off for this app"));
     }
-    let access = match access(ctx, key, &asset, query, peer) {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
+    let access = access(ctx, key, asset, query, peer)?;
     let mut started = ctx.hls.get_or_start(&access.key);
     if matches!(started, Err(HlsError::NotPublished)) && ctx.cluster.is_some() {
         // Published on another pod of the fleet: pull it here (once, for every local reader)
@@ -320,30 +450,18 @@ pub async fn reply(
     }
     let stream = match started {
         Ok(s) => s,
-        Err(HlsError::ShuttingDown) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        Err(e) => return refuse(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(HlsError::ShuttingDown) => return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down")),
+        Err(e) => return Err(refuse(StatusCode::NOT_FOUND, &e.to_string())),
     };
-    stream.touch(access.session);
-    let renditions = match asset {
-        Asset::Multivariant | Asset::Mpd => renditions_of(ctx, &access.key, peer).await,
-        _ => Vec::new(),
-    };
-    let reply = if renditions.is_empty() {
-        answer(ctx, &stream, &asset, &access, query, files).await
-    } else {
-        answer_ladder(ctx, &stream, renditions, &asset, &access).await
-    };
-    if reply.status == StatusCode::OK {
-        ctx.metrics
-            .hls_requests
-            .with_label_values(&[&access.key.app, asset.kind()])
-            .inc();
-        ctx.metrics
-            .hls_bytes
-            .with_label_values(&[&access.key.app])
-            .inc_by(reply.body_len());
-    }
-    reply
+    Ok(Known {
+        access,
+        token: String::new(),
+        stream,
+        policy,
+        touched: None,
+        requests: Vec::new(),
+        bytes: None,
+    })
 }
 
 fn respond(body: Vec<Bytes>, content_type: &'static str, cache: &'static str) -> Reply {
