@@ -1,6 +1,7 @@
-//! Serving threads: where HTTP and HTTPS connections run when `http.threads` asks for them.
-//! Each thread drives a single-threaded runtime, and a connection stays on the thread it was
-//! handed to at accept, as an nginx worker keeps its connections. On the shared work-stealing
+//! Serving threads: where HTTP and HTTPS connections run when `http.threads` asks for them,
+//! and where a plain-HTTP connection moves once its first request is HLS or DASH
+//! (`http.hls_threads`). Each thread drives a single-threaded runtime, and a connection stays
+//! on the thread it was handed to, as an nginx worker keeps its connections. On the shared work-stealing
 //! runtime every burst of requests also wakes the other worker to steal half of it, which
 //! costs HLS serving about 6% of the server's CPU; but a publisher on the main runtime then
 //! wakes each FLV player across threads, a system call per wake, so FLV fan-out costs more
