@@ -279,7 +279,7 @@ async fn writable_step(
 /// (within the grace period) and the connection closed.
 ///
 /// `hop`: the serving threads a plain-HTTP connection moves to when its first request is
-/// HLS or DASH (`http.hls_threads`); see [`hop`].
+/// HLS or DASH (`http.hls_threads`); see [`hop_to`].
 pub(super) async fn serve<IO>(
     io: IO,
     peer: SocketAddr,
